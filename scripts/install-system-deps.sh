@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite and benchmark use as real peers:
+# postfix (interop + benchmark reference), swaks (real SMTP client), clamav-daemon (EICAR scan),
+# chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes).
+# Idempotent: packages already present are skipped, so a warm machine spends no time here.
+set -euo pipefail
+pkgs=(postfix swaks clamav-daemon chromium haproxy postgresql)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+echo "postfix postfix/main_mailer_type select Local only" | $SUDO debconf-set-selections
+echo "postfix postfix/mailname string mxgate.test" | $SUDO debconf-set-selections
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The system services these packages start are not used: every test starts its own instance.
+for svc in postfix clamav-daemon clamav-freshclam haproxy postgresql; do
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
