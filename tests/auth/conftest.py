@@ -1,0 +1,45 @@
+"""Fixtures for the auth tests: a real DNS server on loopback and a resolver pointed at it.
+
+The default dnspython resolver is process-wide (pyspf, dkimpy and authheaders read it), so
+every test that installs one gets the previous one back afterwards — tests do not depend
+on their order.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+# tests/ holds shared helpers (dnsserver.py); make it importable without a rootdir conftest.
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from dnsserver import TestDNSServer  # noqa: E402
+
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver  # noqa: E402
+
+LOOKUP_TIMEOUT = 1.0  # seconds; short so timeout tests stay fast
+
+
+@pytest.fixture
+def dns_server():
+    with TestDNSServer() as server:
+        yield server
+
+
+@pytest.fixture
+def resolver(dns_server):
+    """A resolver for `dns_server`, installed as dnspython's default for this test only."""
+    res = make_resolver([dns_server.address], timeout=LOOKUP_TIMEOUT)
+    previous = install_default_resolver(res)
+    try:
+        yield res
+    finally:
+        install_default_resolver(previous)
+
+
+@pytest.fixture
+def dnsfunc(resolver):
+    return dnsfunc_for(resolver, timeout=LOOKUP_TIMEOUT)
