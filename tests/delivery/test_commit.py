@@ -1,0 +1,163 @@
+"""GroupCommitter: batching, per-file and per-directory syncs, failure isolation, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import stat
+import threading
+
+import pytest
+
+from mxgate.delivery.commit import (
+    CommitterClosedError,
+    GroupCommitter,
+    MoveFile,
+    RemoveFile,
+    WriteFile,
+)
+
+
+@pytest.fixture
+async def committer():
+    c = GroupCommitter(max_batch=64)
+    c.start()
+    yield c
+    await c.aclose()
+
+
+def _job(tmp_path, name, data=b"x"):
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "new").mkdir(exist_ok=True)
+    return WriteFile(tmp_path / "tmp" / name, tmp_path / "new" / name, data)
+
+
+class SyncCounter:
+    """Counts file syncs and directory syncs separately (by fstat of the fd)."""
+
+    def __init__(self, monkeypatch):
+        self.files = 0
+        self.dirs: list[int] = []
+        self.lock = threading.Lock()
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+        def counted(real):
+            def wrapper(fd):
+                is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                with self.lock:
+                    if is_dir:
+                        self.dirs.append(os.fstat(fd).st_ino)
+                    else:
+                        self.files += 1
+                return real(fd)
+
+            return wrapper
+
+        monkeypatch.setattr(os, "fsync", counted(real_fsync))
+        monkeypatch.setattr(os, "fdatasync", counted(real_fdatasync))
+
+
+async def test_commit_writes_exact_bytes_and_leaves_no_tmp(committer, tmp_path):
+    job = _job(tmp_path, "a", b"hello\r\nworld\r\n")
+    await committer.commit(job)
+    assert job.final_path.read_bytes() == b"hello\r\nworld\r\n"
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert stat.S_IMODE(job.final_path.stat().st_mode) == 0o600
+
+
+async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monkeypatch):
+    counter = SyncCounter(monkeypatch)
+    c = GroupCommitter(max_batch=100)
+    c.start()
+    try:
+        jobs = [_job(tmp_path, f"m{i}", b"data %d" % i) for i in range(20)]
+        outcomes = await c.commit_many(jobs)
+    finally:
+        await c.aclose()
+    assert outcomes == [None] * 20
+    assert counter.files == 20
+    new_ino = (tmp_path / "new").stat().st_ino
+    assert counter.dirs == [new_ino]  # one directory sync for the whole batch
+    assert c.stats.batches == 1 and c.stats.dir_syncs == 1
+
+
+async def test_concurrent_commits_are_batched(committer, tmp_path):
+    jobs = [_job(tmp_path, f"c{i}", b"%d" % i) for i in range(200)]
+    await asyncio.gather(*(committer.commit(j) for j in jobs))
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(f"c{i}" for i in range(200))
+    stats = committer.stats
+    assert stats.jobs == 200
+    assert stats.batches < 200
+    assert stats.largest_batch <= committer.max_batch
+
+
+async def test_failing_writer_fails_only_its_job(committer, tmp_path):
+    def full_disk(fh):
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    good1, good2 = _job(tmp_path, "g1"), _job(tmp_path, "g2")
+    bad = WriteFile(tmp_path / "tmp" / "bad", tmp_path / "new" / "bad", full_disk)
+    outcomes = await committer.commit_many([good1, bad, good2])
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], OSError) and outcomes[1].errno == errno.ENOSPC
+    assert good1.final_path.exists() and good2.final_path.exists()
+    assert not (tmp_path / "new" / "bad").exists()
+    assert not (tmp_path / "tmp" / "bad").exists()  # its partial tmp file was removed
+    with pytest.raises(OSError) as info:
+        await committer.commit(WriteFile(tmp_path / "tmp" / "b2", tmp_path / "new" / "b2", full_disk))
+    assert info.value.errno == errno.ENOSPC
+
+
+async def test_exclusive_create_refuses_existing_tmp(committer, tmp_path):
+    job = _job(tmp_path, "dup")
+    job.tmp_path.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        await committer.commit(job)
+    assert job.tmp_path.read_bytes() == b"someone else's"
+
+
+async def test_missing_directory_fails_only_that_job(committer, tmp_path):
+    ok = _job(tmp_path, "ok")
+    lost = WriteFile(tmp_path / "nope" / "t", tmp_path / "nope" / "f", b"x")
+    outcomes = await committer.commit_many([lost, ok])
+    assert isinstance(outcomes[0], FileNotFoundError)
+    assert outcomes[1] is None and ok.final_path.exists()
+
+
+async def test_supersede_move_and_remove(committer, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "v1").write_bytes(b"old")
+    await committer.commit(WriteFile(a / ".v2.tmp", b / "v2", b"new", supersedes=a / "v1"))
+    assert (b / "v2").read_bytes() == b"new" and not (a / "v1").exists()
+    await committer.commit(MoveFile(b / "v2", a / "v2"))
+    assert (a / "v2").exists() and not (b / "v2").exists()
+    await committer.commit(RemoveFile(a / "v2"))
+    assert not (a / "v2").exists()
+    await committer.commit(RemoveFile(a / "v2"))  # missing_ok by default
+    with pytest.raises(FileNotFoundError):
+        await committer.commit(RemoveFile(a / "v2", missing_ok=False))
+
+
+async def test_aclose_drains_and_then_refuses(tmp_path):
+    c = GroupCommitter(max_batch=4)
+    c.start()
+    pending = [asyncio.ensure_future(c.commit(_job(tmp_path, f"d{i}"))) for i in range(30)]
+    await asyncio.sleep(0)  # let them enqueue
+    await c.aclose()
+    await asyncio.gather(*pending)
+    assert len(list((tmp_path / "new").iterdir())) == 30
+    with pytest.raises(CommitterClosedError):
+        await c.commit(_job(tmp_path, "late"))
+
+
+async def test_commit_before_start_is_refused(tmp_path):
+    with pytest.raises(CommitterClosedError):
+        await GroupCommitter().commit(_job(tmp_path, "x"))
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError):
+        GroupCommitter(max_batch=0)
