@@ -1,0 +1,185 @@
+"""Received-header parser: golden MTA shapes, unfolding, and hostile input."""
+
+import ipaddress
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxgate.auth.received import (
+    MAX_RECEIVED_CHARS,
+    ReceivedHop,
+    parse_ip_literal,
+    parse_received,
+    received_values,
+)
+from received_cases import CASES
+
+
+@pytest.mark.parametrize("name,value,expected", CASES, ids=[c[0] for c in CASES])
+def test_golden_shapes(name, value, expected):
+    hop = parse_received(value)
+    got = {key: getattr(hop, key) for key in expected}
+    if got.get("ip") is not None:
+        got["ip"] = str(got["ip"])
+    assert got == expected
+
+
+def test_golden_set_is_broad():
+    assert len(CASES) >= 20
+    assert sum(1 for _, _, exp in CASES if exp.get("ip")) >= 20
+
+
+def test_ip_is_typed_and_v4_mapped_becomes_ipv4():
+    hop = parse_received("from x (x [IPv6:::ffff:203.0.113.5]) by y with ESMTP;")
+    assert hop.ip == ipaddress.IPv4Address("203.0.113.5")
+    assert isinstance(hop.ip, ipaddress.IPv4Address)
+
+
+def test_zone_id_is_dropped_from_the_address():
+    hop = parse_received("from X ([fe80::1%eth0]) by X with mapi;")
+    assert hop.ip == ipaddress.IPv6Address("fe80::1")
+    assert hop.ip.scope_id is None
+
+
+def test_exchange_by_address_is_never_taken_as_the_relay():
+    hop = parse_received("from localhost by ex01.example.com (192.0.2.240) with SMTP;")
+    assert hop.ip is None
+    assert hop.from_helo == "localhost"
+
+
+def test_tcp_info_beats_helo_literal_and_bare_literal():
+    hop = parse_received("from [10.1.1.1] (unknown [198.51.100.9]) [192.0.2.1] by mx;")
+    assert hop.ip == ipaddress.ip_address("198.51.100.9")
+    assert hop.from_helo == "[10.1.1.1]"
+
+
+def test_keywords_inside_comments_do_not_start_clauses():
+    hop = parse_received("by mx.example.org (Postfix, from userid 0 with SMTP for <x@y>) id 1;")
+    assert (hop.has_from, hop.with_proto, hop.for_addr) == (False, None, None)
+
+
+def test_nested_comment_cannot_supply_the_address():
+    hop = parse_received("from a (rdns.example (fake [10.9.9.9]) [192.0.2.50]) by b;")
+    assert hop.ip == ipaddress.ip_address("192.0.2.50")
+    assert hop.rdns == "rdns.example"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("[192.0.2.1]", "192.0.2.1"),
+        ("[192.0.2.1]:25", "192.0.2.1"),
+        ("[IPv6:2001:db8::1]", "2001:db8::1"),
+        ("[ipv6:2001:db8::1]:587", "2001:db8::1"),
+        ("fe80::1%7", "fe80::1"),
+        ("user@203.0.113.4", "203.0.113.4"),
+        ("10.0.8.6.13219", "10.0.8.6"),
+        ("192.0.2.1:2525", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("host.example", None),
+        ("1.2", None),
+        ("[999.1.1.1]", None),
+        ("", None),
+        ("[" + "1" * 200 + "]", None),
+    ],
+)
+def test_parse_ip_literal(text, expected):
+    got = parse_ip_literal(text)
+    assert (str(got) if got is not None else None) == expected
+
+
+def test_received_values_unfolds_crlf_and_bare_lf_in_order():
+    block = (
+        b"Received: from a.example (a.example [192.0.2.1])\r\n"
+        b"\tby mx.example.net with ESMTP;\r\n"
+        b" Mon, 1 Jan 2018\r\n"
+        b"Subject: hello\r\n"
+        b"RECEIVED: from b.example (b.example [192.0.2.2])\n"
+        b"  by a.example with SMTP; Mon, 1 Jan 2018\n"
+        b"received : by c.example id 7;\n"
+        b"\r\n"
+        b"Received: from body (body [10.0.0.1]) by nobody;\r\n"
+    )
+    values = received_values(block)
+    assert len(values) == 3
+    assert values[0].startswith("from a.example") and "by mx.example.net" in values[0]
+    assert parse_received(values[0]).ip == ipaddress.ip_address("192.0.2.1")
+    assert parse_received(values[1]).by == "a.example"
+    assert values[2] == "by c.example id 7;"
+
+
+def test_received_values_survives_8bit_junk():
+    block = b"Received: from h\xff\xfe\xe9 (x [192.0.2.3]) by y;\r\nX-Junk: \x80\x81\r\n"
+    (value,) = received_values(block)
+    value.encode("utf-8")  # no surrogates leak out
+    hop = parse_received(value)
+    assert hop.ip == ipaddress.ip_address("192.0.2.3")
+    assert hop.from_helo == "h\xff\xfe\xe9"
+
+
+def test_received_values_accepts_str_and_caps_length():
+    long = "Received: from a (a [192.0.2.1]) by b " + "x" * 10_000 + "\n continued\n"
+    (value,) = received_values(long)
+    assert len(value) <= MAX_RECEIVED_CHARS
+    assert parse_received(value).ip == ipaddress.ip_address("192.0.2.1")
+
+
+def test_continuation_without_a_header_is_ignored():
+    assert received_values(" orphan\nReceived: by x;\n") == ["by x;"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=600))
+def test_fuzz_text_never_raises(text):
+    hop = parse_received(text)
+    assert isinstance(hop, ReceivedHop)
+    assert hop.ip is None or isinstance(hop.ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+
+
+_SHAPE = st.lists(
+    st.sampled_from(
+        ["from", "by", "with", "for", "id", "(", ")", "[", "]", "<", ">", ";", " ", "helo=",
+         "HELO", "[IPv6:", "192.0.2.1", "::ffff:", "%7", ":25", "@", "unknown", "IDENT:", "."]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SHAPE)
+def test_fuzz_header_like_text_never_raises(text):
+    assert isinstance(parse_received(text), ReceivedHop)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_fuzz_bytes_never_raise(block):
+    for value in received_values(b"Received: " + block):
+        assert isinstance(parse_received(value), ReceivedHop)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["(" * 4000, ")" * 4000, "[" * 4000, "<" * 4000, "from " * 1000, "from a " + "(b " * 2000],
+)
+def test_pathological_headers_are_fast(hostile):
+    start = time.perf_counter()
+    parse_received(hostile * 100)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_500_headers_one_megabyte_in_bounded_time():
+    one = (
+        "Received: from out-9.example.net (out-9.example.net [192.0.2.192]) (using TLSv1.2)\r\n"
+        "\tby mx.example.org (Postfix) with ESMTPS id C7B1A30014A for <x@example.org>; "
+        + "(" * 1900 + "\r\n"
+    )
+    block = (one * 500).encode()
+    assert len(block) >= 1_000_000
+    start = time.perf_counter()
+    hops = [parse_received(v) for v in received_values(block)]
+    assert time.perf_counter() - start < 2.0
+    assert len(hops) == 500
+    assert all(h.ip == ipaddress.ip_address("192.0.2.192") for h in hops)
