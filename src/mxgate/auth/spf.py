@@ -1,0 +1,73 @@
+"""SPF (RFC 7208) evaluation for any IP, through pyspf.
+
+Owns: choosing the identity to check (MAIL FROM, or HELO for the null sender), bounding the
+whole evaluation in time, and mapping every outcome — including exceptions — onto the seven
+RFC 7208 §2.6 results. Must not know: where the IP came from (connecting peer or the original
+sender found by enhanced filtering) or what the verdict does with the result.
+
+pyspf has no resolver argument: it resolves through `dns.resolver.default_resolver`, so the
+caller installs one first (`mxgate.auth.dns.install_default_resolver`). `check_spf` blocks;
+call it from a worker thread, never on the event loop.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import spf as pyspf
+
+# RFC 7208 §2.6 result names, in the words Authentication-Results uses (RFC 8601 §2.7.2).
+SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
+# RFC 7208 §4.6.4 suggests at least 20 s for the whole check; a gateway wants less.
+DEFAULT_TIMEOUT = 20.0
+# Older pyspf spellings of the RFC 4408 results.
+_LEGACY = {"error": "temperror", "unknown": "permerror", "ambiguous": "permerror"}
+
+
+@dataclass(frozen=True)
+class SpfResult:
+    result: str  # one of SPF_RESULTS
+    explanation: str  # pyspf's text; safe for logs, never sent verbatim to a client
+    domain: str  # the domain whose policy was checked (MAIL FROM domain, or HELO)
+    identity: str = "mailfrom"  # "mailfrom" or "helo" (RFC 7208 §2.3, §2.4)
+
+
+def spf_identity(mail_from: str, helo: str) -> tuple[str, str, str]:
+    """(sender to check, its domain, identity name) for a MAIL FROM and HELO.
+
+    RFC 7208 §2.4: with a null reverse-path the check uses "postmaster@" + HELO.
+    """
+    sender = mail_from.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1].strip()
+    helo = helo.strip().rstrip(".")
+    if not sender:
+        return (f"postmaster@{helo}" if helo else ""), helo.lower(), "helo"
+    domain = sender.rpartition("@")[2] if "@" in sender else helo
+    return sender, domain.rstrip(".").lower(), "mailfrom"
+
+
+def check_spf(ip: str, mail_from: str, helo: str, *, timeout: float = DEFAULT_TIMEOUT) -> SpfResult:
+    """Evaluate SPF for `ip` sending as `mail_from` after `helo`.
+
+    Never raises for DNS trouble: timeouts and server failures are `temperror`.
+    Raises ValueError only for an `ip` that is not an IP address (a caller bug).
+    """
+    address = str(ipaddress.ip_address(ip.strip("[]")))
+    sender, domain, identity = spf_identity(mail_from, helo)
+    if not domain:
+        return SpfResult("none", "no domain to check (no sender domain and no HELO)", "", identity)
+    try:
+        # querytime bounds the whole evaluation, and each lookup gets what remains of it.
+        result, explanation = pyspf.check2(i=address, s=sender, h=helo.strip(),
+                                                  timeout=timeout, querytime=timeout)
+    except pyspf.TempError as exc:
+        return SpfResult("temperror", f"DNS: {exc}", domain, identity)
+    except pyspf.PermError as exc:
+        return SpfResult("permerror", str(exc), domain, identity)
+    except (UnicodeError, ValueError, IndexError) as exc:  # pyspf on odd input (8-bit, bad labels)
+        return SpfResult("permerror", f"SPF evaluation failed: {exc.__class__.__name__}", domain, identity)
+    result = _LEGACY.get(result.lower(), result.lower())
+    if result not in SPF_RESULTS:
+        return SpfResult("permerror", f"unexpected SPF result {result!r}", domain, identity)
+    return SpfResult(result, explanation, domain, identity)
