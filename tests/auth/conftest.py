@@ -43,3 +43,27 @@ def resolver(dns_server):
 @pytest.fixture
 def dnsfunc(resolver):
     return dnsfunc_for(resolver, timeout=LOOKUP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def dkim_keys():
+    """Two RSA-2048 key pairs, generated once per session (generation costs ~0.1 s each)."""
+    from mxgate.auth.dkim import generate_dkim_key
+    return generate_dkim_key(), generate_dkim_key()
+
+
+def _make_message(from_addr: str = "alice@fabrikam.test", body: bytes = b"Hello.\r\n",
+                 extra: bytes = b"") -> bytes:
+    """A small CRLF message with the headers DKIM signs."""
+    return (b"From: Alice <" + from_addr.encode() + b">\r\n"
+            b"To: bob@contoso.test\r\n"
+            b"Subject: quarterly numbers\r\n"
+            b"Date: Mon, 02 Jun 2025 10:00:00 +0000\r\n"
+            b"Message-ID: <m1@fabrikam.test>\r\n" + extra +
+            b"\r\n" + body)
+
+
+@pytest.fixture
+def make_message():
+    """Factory for small CRLF test messages: make_message(from_addr, body, extra_headers)."""
+    return _make_message

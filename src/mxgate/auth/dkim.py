@@ -1,0 +1,146 @@
+"""DKIM (RFC 6376) verification of every signature, signing, and key generation, via dkimpy.
+
+Owns: looping over *all* DKIM-Signature fields (dkimpy's `dkim.verify` checks only the
+first), mapping each outcome onto the RFC 8601 §2.7.1 result words, and producing keys in
+the forms dkimpy and DNS want. Must not know: DMARC alignment, policy, or where the TXT
+records come from — lookups go through the `dnsfunc` the caller passes
+(`mxgate.auth.dns.dnsfunc_for`), whose `DnsTemporaryError` becomes `temperror`.
+
+Blocking and CPU-bound (RSA); call from a worker thread.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Callable
+
+import dkim as dkimpy
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from mxgate.auth.dns import DnsTemporaryError
+from mxgate.auth.headers import parse_fields, split_headers
+
+DKIM_RESULTS = ("pass", "fail", "neutral", "temperror", "permerror")  # RFC 8601 §2.7.1
+# RFC 6376 §6.1: verifiers MAY limit how many signatures they try; each costs a DNS lookup
+# and an RSA operation, and a message can carry hundreds.
+MAX_SIGNATURES = 10
+HEADER_B_PREFIX = 8  # RFC 6008 §4: header.b carries enough of b= to tell signatures apart
+RSA_KEY_BITS = 2048  # RFC 8301 §3.2: at least 1024 bits, 2048 recommended
+MIN_KEY_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept shorter RSA keys
+DNS_TIMEOUT = 5.0
+
+DnsFunc = Callable[..., "bytes | None"]
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    result: str  # one of DKIM_RESULTS
+    domain: str  # d=
+    selector: str  # s=
+    header_b: str  # first 8 characters of b=
+    reason: str = ""  # for the trace; never sent to a client
+
+
+def _tags(raw_value: bytes) -> dict[bytes, bytes]:
+    try:
+        return parse_tag_value(raw_value)
+    except (InvalidTagValueList, ValueError, IndexError):
+        return {}
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("ascii", "replace").strip()
+
+
+def _classify(error: Exception) -> str:
+    """RFC 8601 §2.7.1 word for a dkimpy exception."""
+    if isinstance(error, dkimpy.ValidationError):
+        # A body that no longer matches is a failed verification; other validation
+        # problems (expired, bad tags) mean the signature could not be processed.
+        return "fail" if "body hash mismatch" in str(error) else "neutral"
+    if isinstance(error, dkimpy.MessageFormatError):
+        return "neutral"
+    return "permerror"  # KeyFormatError, UnknownKeyTypeError, ParameterError, ...
+
+
+class _RecordingLookup:
+    """Wraps a dnsfunc to remember the key record, so 'no key' is told apart from 'bad sig'."""
+
+    def __init__(self, dnsfunc: DnsFunc) -> None:
+        self._dnsfunc = dnsfunc
+        self.record: bytes | None = None
+        self.looked_up = False
+
+    def __call__(self, name, timeout: float = DNS_TIMEOUT):
+        self.looked_up = True
+        self.record = self._dnsfunc(name, timeout=timeout)
+        return self.record
+
+
+def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfunc: DnsFunc) -> DkimResult:
+    domain, selector = _text(tags.get(b"d")).lower(), _text(tags.get(b"s"))
+    header_b = "".join(_text(tags.get(b"b")).split())[:HEADER_B_PREFIX]
+    lookup = _RecordingLookup(dnsfunc)
+
+    def result(word: str, reason: str) -> DkimResult:
+        return DkimResult(word, domain, selector, header_b, reason)
+
+    try:
+        ok = verifier.verify(idx=idx, dnsfunc=lookup)
+    except DnsTemporaryError as exc:
+        return result("temperror", f"key lookup: {exc}")
+    except dkimpy.DKIMException as exc:
+        return result(_classify(exc), str(exc)[:200])
+    if ok:
+        return result("pass", "")
+    if lookup.looked_up and lookup.record is None:
+        return result("permerror", "no key record")  # RFC 6376 §6.1.2 step 3: PERMFAIL
+    if lookup.looked_up:
+        try:
+            dkimpy.evaluate_pk(b"key", lookup.record)
+        except dkimpy.DKIMException as exc:  # revoked (empty p=), unparsable, too small
+            return result("permerror", f"key record: {str(exc)[:200]}")
+    return result("fail", "signature did not verify")
+
+
+def verify_dkim(message: bytes, dnsfunc: DnsFunc, *, timeout: float = DNS_TIMEOUT) -> tuple[DkimResult, ...]:
+    """One result per DKIM-Signature (top first, at most MAX_SIGNATURES); () when unsigned.
+
+    An unsigned message yields an empty tuple: RFC 8601 reports that as `dkim=none`.
+    """
+    head, _ = split_headers(message)
+    signatures = [f for f in parse_fields(head) if f.name == b"dkim-signature"][:MAX_SIGNATURES]
+    if not signatures:
+        return ()
+    all_tags = [_tags(f.value) for f in signatures]
+    try:
+        verifier = dkimpy.DKIM(message, minkey=MIN_KEY_BITS, timeout=timeout)
+    except dkimpy.DKIMException as exc:  # header section dkimpy cannot parse
+        return tuple(DkimResult("permerror", _text(t.get(b"d")).lower(), _text(t.get(b"s")),
+                                "".join(_text(t.get(b"b")).split())[:HEADER_B_PREFIX],
+                                f"message: {str(exc)[:200]}") for t in all_tags)
+    return tuple(_verify_one(verifier, i, tags, dnsfunc) for i, tags in enumerate(all_tags))
+
+
+def sign_dkim(message: bytes, domain: str, selector: str, private_key_pem: bytes,
+              include_headers: list[str] | None = None) -> bytes:
+    """The `DKIM-Signature: ...` field (folded, CRLF-terminated) to put on top of `message`.
+
+    relaxed/simple canonicalisation (dkimpy's default, RFC 6376 §3.4) and rsa-sha256.
+    """
+    return dkimpy.sign(message, selector.encode("ascii"), domain.encode("ascii"), private_key_pem,
+                       include_headers=[h.encode("ascii") for h in include_headers]
+                       if include_headers else None)
+
+
+def generate_dkim_key(bits: int = RSA_KEY_BITS) -> tuple[bytes, str]:
+    """(PKCS#1 PEM private key for dkimpy, TXT value `v=DKIM1; k=rsa; p=...`)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private_pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,  # dkimpy reads PKCS#1
+                                    serialization.NoEncryption())
+    public_der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private_pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(public_der).decode("ascii")

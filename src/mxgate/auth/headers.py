@@ -1,0 +1,166 @@
+"""Header hygiene on raw message bytes (RFC 5322 §2.2, §3.6), keeping line endings as sent.
+
+Owns: splitting a message into header fields and body without decoding it (8-bit junk and
+bare-LF messages pass through untouched), removing forged trust headers before evaluation
+(an `Authentication-Results` carrying our authserv-id, any `X-MXGate-*`), renaming upstream
+`Authentication-Results` to `Authentication-Results-Original`, prepending folded headers,
+and finding the RFC5322.From domain that DMARC aligns against.
+
+Must not know: what the results mean, DNS, or who is trusted. Pure functions, no I/O.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import getaddresses
+
+MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
+AUTH_RESULTS = b"authentication-results"  # RFC 8601 §2.2
+AUTH_RESULTS_ORIGINAL = b"Authentication-Results-Original"
+OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive from outside
+_FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII except ":"
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    """One header field as it appeared: `raw` holds every line of it with terminators."""
+
+    name: bytes  # lowercased; b"" for a line that is not a field (kept, never matched)
+    raw: bytes
+
+    @property
+    def value(self) -> bytes:
+        """The unfolded value after the colon (RFC 5322 §2.2.3), outer whitespace stripped."""
+        _, _, rest = self.raw.partition(b":")
+        return re.sub(rb"\r?\n(?=[ \t])", b"", rest).strip()
+
+
+def _split(message: bytes) -> tuple[bytes, bytes, bytes]:
+    """(header block, blank separator line, body); separator is b"" when there is no body."""
+    if message.startswith((b"\r\n", b"\n")):  # empty header section
+        sep = b"\r\n" if message.startswith(b"\r\n") else b"\n"
+        return b"", sep, message[len(sep):]
+    m = _HEADER_END.search(message)
+    if m is None:
+        return message, b"", b""
+    first_eol = message[m.start():].split(b"\n", 1)[0] + b"\n"  # ends the last header line
+    head_end = m.start() + len(first_eol)
+    return message[:head_end], message[head_end:m.end()], message[m.end():]
+
+
+def split_headers(message: bytes) -> tuple[bytes, bytes]:
+    """(header block with each field's line endings, body); the blank line is in neither."""
+    head, _, body = _split(message)
+    return head, body
+
+
+def line_ending(message: bytes) -> bytes:
+    """The message's own line ending: CRLF unless its first line ends in a bare LF."""
+    first = message.find(b"\n")
+    return b"\n" if first >= 0 and (first == 0 or message[first - 1:first] != b"\r") else b"\r\n"
+
+
+def parse_fields(header_block: bytes) -> list[HeaderField]:
+    """Header fields in order; continuation lines (leading SP/HTAB) stay with their field."""
+    fields: list[HeaderField] = []
+    for line in header_block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] = HeaderField(fields[-1].name, fields[-1].raw + line)
+            continue
+        name, colon, _ = line.partition(b":")
+        name = name.rstrip(b" \t")  # RFC 5322 §4.5.3 obs-optional: WSP before the colon
+        valid = colon and _FIELD_NAME.match(name)
+        fields.append(HeaderField(name.lower() if valid else b"", line))
+    return fields
+
+
+def authserv_id(value: bytes) -> str:
+    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), normalised.
+
+    Leading comments are skipped, a quoted id is unquoted; lowercased, trailing dot removed.
+    """
+    text = value.decode("utf-8", "replace")
+    while True:  # drop leading CFWS, including nested comments
+        text = text.lstrip(" \t\r\n")
+        if not text.startswith("("):
+            break
+        depth, i = 0, 0
+        for i, ch in enumerate(text):
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth == 0:
+                break
+        text = text[i + 1:]
+    if text.startswith('"'):
+        ident = text[1:].split('"', 1)[0].replace("\\", "")
+    else:
+        ident = re.split(r"[;\s(]", text, maxsplit=1)[0]
+    return ident.strip().rstrip(".").lower()
+
+
+def sanitize_inbound_headers(message: bytes, authserv_id_ours: str) -> bytes:
+    """Drop forged trust headers, keep upstream results under a new name (RFC 8601 §5)."""
+    ours = authserv_id_ours.strip().rstrip(".").lower()
+    head, sep, body = _split(message)
+    out: list[bytes] = []
+    for field in parse_fields(head):
+        if field.name.startswith(OUR_PREFIX):
+            continue
+        if field.name == AUTH_RESULTS:
+            if authserv_id(field.value) == ours:
+                continue  # claims to be our own verdict: a forgery from outside
+            out.append(AUTH_RESULTS_ORIGINAL + field.raw[field.raw.index(b":"):])
+            continue
+        out.append(field.raw)
+    return b"".join(out) + sep + body
+
+
+def fold_header(name: str, value: str, eol: bytes = b"\r\n") -> bytes:
+    """ "Name: value" + eol, folded at whitespace so lines stay within 78 where possible.
+
+    A value that already contains folds (e.g. a DKIM-Signature from dkimpy) keeps them,
+    normalised to `eol`; a bare CR or LF not followed by whitespace is header injection.
+    """
+    raw_name = name.encode("ascii")
+    if not _FIELD_NAME.match(raw_name):
+        raise ValueError(f"invalid header field name {name!r}")
+    raw = value.encode("utf-8")  # RFC 6532 allows UTF-8; our own values are ASCII
+    if re.search(rb"\r(?!\n)|(?<!\r)\n(?![ \t])|\r\n(?![ \t])", raw.rstrip(b"\r\n")):
+        raise ValueError(f"header {name} value contains a line break that is not a fold")
+    raw = raw.rstrip(b"\r\n")
+    if b"\n" in raw:
+        return raw_name + b": " + re.sub(rb"\r?\n", eol, raw.lstrip()) + eol
+    lines: list[bytes] = []
+    current = raw_name + b":"
+    for word in re.split(rb"(?<=\S)(?=[ \t])", b" " + raw.lstrip()):
+        if len(current) + len(word) > MAX_LINE and current.strip() and len(current) > len(raw_name) + 1:
+            lines.append(current)
+            current = b""
+        current += word
+    lines.append(current)
+    return eol.join(lines) + eol
+
+
+def prepend_headers(message: bytes, headers: list[tuple[str, str]]) -> bytes:
+    """Put `headers` on top of the message, in the given order, folded, in its line ending."""
+    eol = line_ending(message)
+    return b"".join(fold_header(name, value, eol) for name, value in headers) + message
+
+
+def header_from_domain(message: bytes) -> str | None:
+    """The RFC5322.From domain DMARC aligns with, or None when there is not exactly one.
+
+    RFC 7489 §6.6.1: a message with no From, several From fields, or From addresses in
+    different domains has no single author domain — the caller decides (usually permerror).
+    """
+    head, _ = split_headers(message)
+    froms = [f for f in parse_fields(head) if f.name == b"from"]
+    if len(froms) != 1:
+        return None
+    value = froms[0].value.decode("utf-8", "replace")
+    domains = {addr.rpartition("@")[2].strip().strip("[]").rstrip(".").lower()
+               for _, addr in getaddresses([value]) if "@" in addr}
+    if len(domains) != 1:
+        return None
+    domain = domains.pop()
+    return domain if domain and "\ufffd" not in domain and " " not in domain else None
