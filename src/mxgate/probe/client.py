@@ -116,6 +116,9 @@ class _Session:
     wire: Wire | None = None
     accepted: list[str] = field(default_factory=list)
     refused: list[RcptRefusal] = field(default_factory=list)
+    # TLS 1.3 lets the server reject our client certificate after the client considers the
+    # handshake done; the failure shows on the first read inside TLS and belongs to STARTTLS.
+    tls_unconfirmed: bool = False
 
     def note(self, direction: str, text: str) -> None:
         self.lines.append(TranscriptLine(round(time.monotonic() - self.started, 6), direction, text))
@@ -129,7 +132,13 @@ class _Session:
         try:
             await self.wire.write(data)
         except WireError as exc:
-            raise _Failed(stage, str(exc)) from None
+            raise self._failure(stage, exc) from None
+
+    def _failure(self, stage: Stage, exc: WireError) -> "_Failed":
+        if self.tls_unconfirmed and not exc.timed_out:
+            return _Failed("starttls", f"{exc} right after the TLS handshake "
+                                       "(was the client certificate refused?)")
+        return _Failed("starttls" if exc.tls else stage, str(exc))
 
     async def reply(self, stage: Stage) -> Reply:
         """Read one (possibly multiline) reply; malformed lines are an error, not a guess."""
@@ -139,7 +148,8 @@ class _Session:
             try:
                 raw = await self.wire.read_line()
             except WireError as exc:
-                raise _Failed("starttls" if exc.tls else stage, str(exc)) from None
+                raise self._failure(stage, exc) from None
+            self.tls_unconfirmed = False
             shown = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
             self.note("S", shown)
             m = REPLY_LINE.match(raw)
@@ -210,9 +220,8 @@ async def _dialogue(s: _Session) -> Reply:
         offered = "STARTTLS" in extensions
         if not offered and opts.starttls == "require":
             raise _Failed("starttls", "server does not offer STARTTLS")
-        if offered:
-            await _starttls(s)
-            extensions = await _ehlo(s)
+        if offered and await _starttls(s):
+            await _ehlo(s)  # RFC 3207 §4.2: forget everything learnt in clear text
     await s.command("mail", f"MAIL FROM:<{opts.mail_from}>", (250,))
     last: Reply | None = None
     for rcpt in opts.rcpt_to:
@@ -253,7 +262,7 @@ async def _ehlo(s: _Session) -> set[str]:
     return {line.split(" ", 1)[0].upper() for line in r.lines[1:]}
 
 
-async def _starttls(s: _Session) -> None:
+async def _starttls(s: _Session) -> bool:
     assert s.wire is not None
     await s.send("starttls", "STARTTLS")
     r = await s.reply("starttls")
@@ -261,7 +270,7 @@ async def _starttls(s: _Session) -> None:
         if s.opts.starttls == "require":
             raise _Failed("starttls", f"STARTTLS refused: {r.code} {r.text}")
         s.note("*", "STARTTLS refused; continuing in clear text (starttls=auto)")
-        return
+        return False
     try:
         ctx = tls_context(s.opts.ca_file, s.opts.client_cert, s.opts.client_key)
     except (OSError, ValueError) as exc:
@@ -271,6 +280,7 @@ async def _starttls(s: _Session) -> None:
         stale = await s.wire.start_tls(ctx, name)
     except WireError as exc:
         raise _Failed("starttls", str(exc)) from None
+    s.tls_unconfirmed = True
     if stale:
         shown = stale.decode("utf-8", "backslashreplace")
         s.note("*", f"discarded {len(stale)} bytes the server sent before the TLS handshake "
@@ -279,6 +289,7 @@ async def _starttls(s: _Session) -> None:
     assert tls is not None
     s.note("*", f"TLS {tls.version} {tls.cipher}; certificate {tls.subject} issued by {tls.issuer}"
                 f"{'' if tls.verified else ' (not verified)'}")
+    return True
 
 
 async def _send_message(s: _Session) -> None:
