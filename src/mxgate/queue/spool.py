@@ -1,0 +1,504 @@
+"""The gateway's durable queue: one file per message in named directories, like Postfix.
+
+Owns: the spool layout, the queue-file format, crash recovery, and the in-memory index of
+entry headers (never message bodies) that the relay and the queue CLI read.
+Must not know: SMTP, relaying, retry arithmetic (``queue/scheduler.py``), DSN contents
+(``queue/dsn.py``). Every write goes through the shared :class:`GroupCommitter`.
+
+Layout under the spool root: ``incoming/`` (accepted, never tried), ``active/`` (claimed by
+the relay), ``deferred/`` (waiting for ``next_attempt``), ``hold/`` (parked by an admin),
+``corrupt/`` (failed verification; kept for inspection, never retried), ``tmp/`` (files being
+written; emptied on open).
+
+Queue file: ``MXGQ1 <header JSON>\\n`` + message bytes + ``\\n#END <sha256 hex>\\n``, the
+hash covering everything before the END record. Commit protocol (RFC 5321 §6.1: no 250 before
+this returns): write ``tmp/`` → fdatasync → rename into the queue directory → fsync that
+directory → the END record is what marks the file complete. Each rewrite (defer, partial
+delivery) writes a whole new file with ``revision + 1`` and unlinks the old one only after the
+new one is durable, so a crash leaves two revisions at worst; recovery keeps the highest.
+
+Recovery (``Spool.open``): files in ``tmp/`` are deleted; a queue file without a valid END
+record is a partial write that was never acknowledged, so it is deleted and logged; a file whose
+checksum, header or name is wrong moves to ``corrupt/``; entries left in ``active/`` by a crash
+go back to ``deferred/`` (they may be relayed twice: duplicates are allowed, loss is not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, BinaryIO
+
+from mxgate.delivery.commit import GroupCommitter, MoveFile, RemoveFile, WriteFile, sync_directory
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+LIVE_QUEUES = ("incoming", "active", "deferred", "hold")  # entries the index serves
+DUE_QUEUES = ("incoming", "deferred")  # active is being tried; hold waits for an admin
+TMP_DIR = "tmp"
+MAGIC = b"MXGQ1 "
+END_RE = re.compile(rb"\n#END ([0-9a-f]{64})\n\Z")
+END_LEN = len(b"\n#END \n") + 64
+QUEUE_ID_RE = re.compile(r"^[0-9A-F]{20}$")
+COPY_CHUNK = 64 * 1024
+_KEEP_ON_TIE = {"hold": 3, "deferred": 2, "active": 1, "incoming": 0}  # duplicate revisions
+
+
+class RcptState(str, enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent; the relay owes the sender a DSN
+
+
+class SpoolError(Exception):
+    """Base of spool errors."""
+
+
+class CorruptEntryError(SpoolError):
+    """A queue file is complete but fails verification (checksum, header, name)."""
+
+
+class PartialEntryError(SpoolError):
+    """A queue file has no END record: a write that never completed."""
+
+
+class StaleEntryError(SpoolError):
+    """The entry changed, moved or is being changed by another task since it was read."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One envelope recipient and what has happened to it so far."""
+
+    address: str
+    state: RcptState = RcptState.PENDING
+    status: str | None = None  # RFC 3463 code of the last answer, e.g. "4.4.1"
+    error: str | None = None  # last diagnostic, e.g. "smtp; 451 4.3.0 try later"
+    remote_mta: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A queue file's header as read or written; the message bytes stay on disk."""
+
+    queue_id: str
+    queue: str
+    sender: str
+    recipients: tuple[Recipient, ...]
+    arrival: float
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    meta: Mapping[str, Any]
+    size: int
+    revision: int
+    body_offset: int
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        return tuple(r.address for r in self.recipients if r.state is RcptState.PENDING)
+
+    @property
+    def failed(self) -> tuple[Recipient, ...]:
+        return tuple(r for r in self.recipients if r.state is RcptState.FAILED)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What ``Spool.open`` found: file names discarded, moved to corrupt/, and requeued."""
+
+    loaded: int
+    discarded: tuple[str, ...]
+    corrupted: tuple[str, ...]
+    requeued: tuple[str, ...]
+
+
+def new_queue_id(now: float) -> str:
+    """20 upper-case hex digits: microseconds since the epoch, then randomness (sorts by time)."""
+    return f"{int(now * 1_000_000) & (16**14 - 1):014X}{secrets.token_hex(3).upper()}"
+
+
+def disk_free_ok(path: str | os.PathLike[str], min_free_bytes: int, min_free_inodes: int = 64) -> bool:
+    """Whether the filesystem holding ``path`` can take more mail.
+
+    Used to answer ``452 4.3.1`` at MAIL (RFC 3463 §3.4: mail system full) rather than accept
+    and then fail to store. Filesystems without an inode limit report ``f_files == 0``.
+    """
+    st = os.statvfs(path)
+    if st.f_bavail * st.f_frsize < min_free_bytes:
+        return False
+    return st.f_files == 0 or st.f_favail >= min_free_inodes
+
+
+# -- file format ------------------------------------------------------------------------------
+
+
+def _header_line(entry: QueueEntry) -> bytes:
+    rcpts = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in entry.recipients]
+    for r in rcpts:
+        r["state"] = RcptState(r["state"]).value
+    header = {
+        "id": entry.queue_id,
+        "sender": entry.sender,
+        "recipients": rcpts,
+        "arrival": entry.arrival,
+        "attempts": entry.attempts,
+        "next_attempt": entry.next_attempt,
+        "last_error": entry.last_error,
+        "meta": dict(entry.meta),
+        "size": entry.size,
+        "revision": entry.revision,
+    }
+    # ensure_ascii keeps the header one line whatever the caller's metadata holds.
+    return MAGIC + json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _entry_from_header(line: bytes, queue: str) -> QueueEntry:
+    try:
+        if not line.startswith(MAGIC):
+            raise ValueError("bad magic")
+        h = json.loads(line[len(MAGIC) :])
+        rcpts = tuple(
+            Recipient(str(r["address"]), RcptState(r["state"]), r.get("status"), r.get("error"), r.get("remote_mta"))
+            for r in h["recipients"]
+        )
+        entry = QueueEntry(
+            queue_id=str(h["id"]),
+            queue=queue,
+            sender=str(h["sender"]),
+            recipients=rcpts,
+            arrival=float(h["arrival"]),
+            attempts=int(h["attempts"]),
+            next_attempt=float(h["next_attempt"]),
+            last_error=h["last_error"],
+            meta=MappingProxyType(dict(h["meta"])),
+            size=int(h["size"]),
+            revision=int(h["revision"]),
+            body_offset=len(line) + 1,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptEntryError(f"unreadable header: {exc}") from None
+    if not rcpts or not QUEUE_ID_RE.match(entry.queue_id):
+        raise CorruptEntryError("header without recipients or with a bad queue id")
+    return entry
+
+
+def parse_queue_file(raw: bytes, queue: str, name: str) -> QueueEntry:
+    """Verify a whole queue file and return its entry; raises Partial/CorruptEntryError."""
+    match = END_RE.search(raw, max(0, len(raw) - END_LEN))
+    if match is None:
+        raise PartialEntryError(f"{queue}/{name}: no END record")
+    content = raw[: match.start()]
+    if hashlib.sha256(content).hexdigest().encode("ascii") != match.group(1):
+        raise CorruptEntryError(f"{queue}/{name}: checksum mismatch")
+    newline = content.find(b"\n")
+    if newline < 0:
+        raise CorruptEntryError(f"{queue}/{name}: no header line")
+    entry = _entry_from_header(content[:newline], queue)
+    if entry.queue_id != name or entry.size != len(content) - newline - 1:
+        raise CorruptEntryError(f"{queue}/{name}: header does not match file")
+    return entry
+
+
+def _writer(header: bytes, body: bytes | None, source: Path | None, offset: int, size: int):
+    """Content callback for WriteFile: header, body (given or copied from ``source``), END."""
+
+    def write(fh: BinaryIO) -> None:
+        digest = hashlib.sha256(header)
+        fh.write(header)
+        if body is not None:
+            digest.update(body)
+            fh.write(body)
+        else:
+            with open(source, "rb") as src:  # type: ignore[arg-type]
+                src.seek(offset)
+                left = size
+                while left:
+                    chunk = src.read(min(COPY_CHUNK, left))
+                    if not chunk:
+                        raise CorruptEntryError(f"{source} is shorter than its header says")
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    left -= len(chunk)
+        fh.write(b"\n#END " + digest.hexdigest().encode("ascii") + b"\n")
+
+    return write
+
+
+# -- the spool --------------------------------------------------------------------------------
+
+
+class Spool:
+    """Durable queue under ``root``; open with :meth:`Spool.open` (blocking recovery scan).
+
+    Every mutating method is a coroutine that returns only once the change is durable, and
+    takes the entry it was given as proof of what the caller saw: a stale entry (changed or
+    moved since) or one another task is changing raises :class:`StaleEntryError`.
+    """
+
+    def __init__(self, root: Path, committer: GroupCommitter) -> None:
+        self.root = root
+        self.committer = committer
+        self._index: dict[str, QueueEntry] = {}
+        self._busy: set[str] = set()
+        self.recovery = RecoveryReport(0, (), (), ())
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], committer: GroupCommitter) -> Spool:
+        """Create the directories if needed and recover; run before serving (or in a thread)."""
+        spool = cls(Path(root), committer)
+        spool.recovery = spool._recover()
+        return spool
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def path_of(self, entry: QueueEntry) -> Path:
+        return self.root / entry.queue / entry.queue_id
+
+    def get(self, queue_id: str) -> QueueEntry | None:
+        return self._index.get(queue_id)
+
+    def list(self, queue: str | None = None) -> list[QueueEntry]:
+        """Entries by arrival, optionally of one queue directory."""
+        found = (e for e in self._index.values() if queue is None or e.queue == queue)
+        return sorted(found, key=lambda e: (e.arrival, e.queue_id))
+
+    def count(self, queue: str | None = None) -> int:
+        return len(self._index) if queue is None else sum(1 for e in self._index.values() if e.queue == queue)
+
+    def due(self, now: float) -> list[QueueEntry]:
+        """Entries to try now (incoming/deferred, next_attempt <= now), oldest due first."""
+        found = [
+            e
+            for e in self._index.values()
+            if e.queue in DUE_QUEUES and e.next_attempt <= now and e.queue_id not in self._busy
+        ]
+        return sorted(found, key=lambda e: (e.next_attempt, e.arrival, e.queue_id))
+
+    def read_message(self, entry: QueueEntry) -> bytes:
+        """The message bytes, verified against the END checksum (blocking)."""
+        raw = self.path_of(entry).read_bytes()
+        parsed = parse_queue_file(raw, entry.queue, entry.queue_id)
+        return raw[parsed.body_offset : parsed.body_offset + parsed.size]
+
+    async def open_message(self, entry: QueueEntry) -> bytes:
+        """The message bytes for relaying, read off the event loop."""
+        return await asyncio.to_thread(self.read_message, entry)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        sender: str,
+        recipients: Iterable[str],
+        data: bytes,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        now: float | None = None,
+    ) -> QueueEntry:
+        """Store a new message in ``incoming/``; returns once durable (the caller may say 250)."""
+        now = time.time() if now is None else now
+        rcpts = tuple(Recipient(a) for a in recipients)
+        if not rcpts:
+            raise ValueError("a queue entry needs at least one recipient")
+        entry = QueueEntry(
+            queue_id=new_queue_id(now), queue="incoming", sender=sender, recipients=rcpts, arrival=now,
+            attempts=0, next_attempt=now, last_error=None, meta=MappingProxyType(dict(meta or {})),
+            size=len(data), revision=1, body_offset=0,
+        )
+        header = _header_line(entry)  # TypeError here names unserialisable metadata
+        entry = dataclasses.replace(entry, body_offset=len(header))
+        await self.committer.commit(
+            WriteFile(self._tmp_path(entry), self.path_of(entry), _writer(header, data, None, 0, 0))
+        )
+        self._index[entry.queue_id] = entry
+        return entry
+
+    async def settle(
+        self,
+        entry: QueueEntry,
+        outcomes: Iterable[Recipient],
+        *,
+        next_attempt: float | None = None,
+        error: str | None = None,
+    ) -> QueueEntry | None:
+        """Record one delivery attempt's per-recipient outcomes in a single durable rewrite.
+
+        Each outcome replaces the pending recipient of the same address: DELIVERED, FAILED, or
+        PENDING again (deferred: then ``next_attempt`` is required, ``attempts`` grows and the
+        entry moves to ``deferred/``). With no recipient left pending the file is removed and
+        None returned — so build and enqueue the DSN for FAILED recipients *before* settling.
+        """
+        outcomes = {o.address: o for o in outcomes}
+        pending = set(entry.pending)
+        unknown = set(outcomes) - pending
+        if unknown:
+            raise ValueError(f"not pending recipients of {entry.queue_id}: {sorted(unknown)}")
+        rcpts = tuple(outcomes.get(r.address, r) if r.state is RcptState.PENDING else r for r in entry.recipients)
+        deferred = [o for o in outcomes.values() if o.state is RcptState.PENDING]
+        if deferred and next_attempt is None:
+            raise ValueError("deferring recipients needs next_attempt")
+        async with self._claim(entry):
+            if not any(r.state is RcptState.PENDING for r in rcpts):
+                await self.committer.commit(RemoveFile(self.path_of(entry)))
+                del self._index[entry.queue_id]
+                return None
+            new = dataclasses.replace(entry, recipients=rcpts, revision=entry.revision + 1)
+            if deferred:
+                new = dataclasses.replace(
+                    new,
+                    queue=entry.queue if entry.queue == "hold" else "deferred",
+                    attempts=entry.attempts + 1,
+                    next_attempt=next_attempt,
+                    last_error=error or deferred[0].error,
+                )
+            return await self._rewrite(entry, new)
+
+    async def defer(
+        self, entry: QueueEntry, rcpts: Iterable[str], error: str, next_attempt: float,
+        *, status: str | None = None, remote_mta: str | None = None,
+    ) -> QueueEntry:
+        """Try ``rcpts`` again at ``next_attempt`` (from ``scheduler.next_attempt``)."""
+        outcomes = [Recipient(a, RcptState.PENDING, status, error, remote_mta) for a in rcpts]
+        result = await self.settle(entry, outcomes, next_attempt=next_attempt, error=error)
+        assert result is not None  # deferred recipients stay pending
+        return result
+
+    async def mark_delivered(self, entry: QueueEntry, rcpts: Iterable[str]) -> QueueEntry | None:
+        return await self.settle(entry, [Recipient(a, RcptState.DELIVERED) for a in rcpts])
+
+    async def mark_failed(
+        self, entry: QueueEntry, rcpts: Iterable[str], error: str,
+        *, status: str = "5.0.0", remote_mta: str | None = None,
+    ) -> QueueEntry | None:
+        return await self.settle(entry, [Recipient(a, RcptState.FAILED, status, error, remote_mta) for a in rcpts])
+
+    async def claim(self, entry: QueueEntry) -> QueueEntry:
+        """Move to ``active/`` while the relay tries it, so ``due()`` stops offering it."""
+        return await self._move(entry, "active")
+
+    async def hold(self, entry: QueueEntry) -> QueueEntry:
+        return await self._move(entry, "hold")
+
+    async def release(self, entry: QueueEntry) -> QueueEntry:
+        """Back from ``hold/`` to ``deferred/``; it is tried at its recorded next_attempt."""
+        if entry.queue != "hold":
+            raise StaleEntryError(f"{entry.queue_id} is not on hold")
+        return await self._move(entry, "deferred")
+
+    async def mark_corrupt(self, entry: QueueEntry) -> None:
+        """Set aside an entry whose file failed verification (e.g. ``read_message`` raised)."""
+        await self._move(entry, "corrupt")
+        self._index.pop(entry.queue_id, None)
+
+    async def remove(self, entry: QueueEntry) -> None:
+        async with self._claim(entry):
+            await self.committer.commit(RemoveFile(self.path_of(entry)))
+            del self._index[entry.queue_id]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _tmp_path(self, entry: QueueEntry) -> Path:
+        return self.root / TMP_DIR / f"{entry.queue_id}.{entry.revision}.{secrets.token_hex(4)}"
+
+    def _claim(self, entry: QueueEntry) -> _EntryGuard:
+        return _EntryGuard(self, entry)
+
+    async def _rewrite(self, old: QueueEntry, new: QueueEntry) -> QueueEntry:
+        header = _header_line(new)
+        new = dataclasses.replace(new, body_offset=len(header))
+        writer = _writer(header, None, self.path_of(old), old.body_offset, old.size)
+        await self.committer.commit(
+            WriteFile(self._tmp_path(new), self.path_of(new), writer, supersedes=self.path_of(old))
+        )
+        self._index[new.queue_id] = new
+        return new
+
+    async def _move(self, entry: QueueEntry, queue: str) -> QueueEntry:
+        async with self._claim(entry):
+            new = dataclasses.replace(entry, queue=queue)
+            if new.queue != entry.queue:
+                await self.committer.commit(MoveFile(self.path_of(entry), self.path_of(new)))
+            self._index[entry.queue_id] = new
+            return new
+
+    def _recover(self) -> RecoveryReport:
+        for name in (*QUEUES, TMP_DIR):
+            (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
+        sync_directory(self.root)
+        for leftover in (self.root / TMP_DIR).iterdir():  # unfinished writes, never acknowledged
+            leftover.unlink()
+        discarded: list[str] = []
+        corrupted: list[str] = []
+        best: dict[str, QueueEntry] = {}
+        losers: list[QueueEntry] = []
+        for queue in LIVE_QUEUES:
+            for path in sorted((self.root / queue).iterdir()):
+                label = f"{queue}/{path.name}"
+                try:
+                    if not QUEUE_ID_RE.match(path.name):  # not ours: keep it, out of the way
+                        raise CorruptEntryError("not a queue file name")
+                    entry = parse_queue_file(path.read_bytes(), queue, path.name)
+                except PartialEntryError:
+                    log.warning("spool recovery: discarding partial queue file %s", label)
+                    path.unlink()
+                    discarded.append(label)
+                    continue
+                except (CorruptEntryError, IsADirectoryError) as exc:
+                    log.warning("spool recovery: moving %s to corrupt/: %s", label, exc)
+                    os.replace(path, self.root / "corrupt" / f"{queue}.{path.name}.{secrets.token_hex(3)}")
+                    corrupted.append(label)
+                    continue
+                current = best.get(entry.queue_id)
+                rank = (entry.revision, _KEEP_ON_TIE[queue])
+                if current is None or rank > (current.revision, _KEEP_ON_TIE[current.queue]):
+                    if current is not None:
+                        losers.append(current)
+                    best[entry.queue_id] = entry
+                else:
+                    losers.append(entry)
+        for old in losers:  # a crash between a rewrite's rename and its unlink
+            self.path_of(old).unlink()
+        requeued: list[str] = []
+        for qid, entry in best.items():
+            if entry.queue == "active":  # in flight at the crash: try again
+                moved = dataclasses.replace(entry, queue="deferred")
+                os.replace(self.path_of(entry), self.path_of(moved))
+                best[qid] = moved
+                requeued.append(qid)
+        for name in QUEUES:
+            sync_directory(self.root / name)
+        self._index = best
+        return RecoveryReport(len(best), tuple(discarded), tuple(corrupted), tuple(requeued))
+
+
+class _EntryGuard:
+    """Refuses stale or concurrently changed entries for the duration of one operation."""
+
+    def __init__(self, spool: Spool, entry: QueueEntry) -> None:
+        self.spool, self.entry = spool, entry
+
+    async def __aenter__(self) -> None:
+        qid = self.entry.queue_id
+        current = self.spool._index.get(qid)
+        if current is None or current.revision != self.entry.revision or current.queue != self.entry.queue:
+            raise StaleEntryError(f"{qid} changed since it was read")
+        if qid in self.spool._busy:
+            raise StaleEntryError(f"{qid} is being changed by another task")
+        self.spool._busy.add(qid)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.spool._busy.discard(self.entry.queue_id)

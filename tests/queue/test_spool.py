@@ -1,0 +1,262 @@
+"""Spool: durable enqueue, crash recovery, atomic rewrites, due() ordering, guards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mxgate.delivery.commit import GroupCommitter
+from mxgate.queue.spool import (
+    QUEUES,
+    CorruptEntryError,
+    RcptState,
+    Recipient,
+    Spool,
+    StaleEntryError,
+    disk_free_ok,
+    parse_queue_file,
+)
+
+MSG = b"From: a@sender.example\r\nSubject: s\r\n\r\nbody\r\n#END not a real end record\r\n"
+
+
+@pytest.fixture
+async def committer():
+    c = GroupCommitter(max_batch=64)
+    c.start()
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+def spool(tmp_path, committer):
+    return Spool.open(tmp_path / "spool", committer)
+
+
+async def test_enqueue_is_durable_and_reopens(spool, tmp_path, committer):
+    entry = await spool.enqueue("a@sender.example", ["b@contoso.test", "c@contoso.test"], MSG, {"trace_id": "t1", "client_ip": "192.0.2.7"}, now=1000.0)
+    assert entry.queue == "incoming" and entry.attempts == 0 and entry.next_attempt == 1000.0
+    assert entry.pending == ("b@contoso.test", "c@contoso.test")
+    assert {d.name for d in (tmp_path / "spool").iterdir()} == {*QUEUES, "tmp"}
+    assert list((tmp_path / "spool" / "tmp").iterdir()) == []
+    assert await spool.open_message(entry) == MSG
+
+    reopened = Spool.open(tmp_path / "spool", committer)
+    again = reopened.get(entry.queue_id)
+    assert again == entry
+    assert again.meta["client_ip"] == "192.0.2.7"
+    assert reopened.read_message(again) == MSG
+    assert reopened.recovery.loaded == 1 and reopened.recovery.discarded == ()
+
+
+async def test_file_format_has_header_body_and_end_record(spool):
+    entry = await spool.enqueue("", ["b@contoso.test"], MSG, now=5.0)
+    raw = spool.path_of(entry).read_bytes()
+    header, rest = raw.split(b"\n", 1)
+    assert header.startswith(b"MXGQ1 ")
+    assert json.loads(header[6:])["id"] == entry.queue_id
+    assert rest.startswith(MSG)
+    assert rest[len(MSG) :].startswith(b"\n#END ") and raw.endswith(b"\n")
+    assert parse_queue_file(raw, "incoming", entry.queue_id).sender == ""
+
+
+async def test_recovery_discards_partial_and_sets_aside_corrupt(spool, tmp_path, committer):
+    root = tmp_path / "spool"
+    good = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
+    torn = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=2.0)
+    bitrot = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=3.0)
+    # A crash mid-write: the file stops before its END record.
+    raw = spool.path_of(torn).read_bytes()
+    spool.path_of(torn).write_bytes(raw[: len(raw) - 40])
+    # A flipped byte in the body: complete file, wrong checksum.
+    raw = bytearray(spool.path_of(bitrot).read_bytes())
+    raw[bitrot.body_offset + 3] ^= 0x20
+    spool.path_of(bitrot).write_bytes(bytes(raw))
+    (root / "tmp" / "half-written").write_bytes(b"MXGQ1 {")
+    (root / "deferred" / "NOTANID").write_bytes(b"junk")
+
+    reopened = Spool.open(root, committer)
+    report = reopened.recovery
+    assert [e.queue_id for e in reopened.list()] == [good.queue_id]
+    assert report.discarded == (f"incoming/{torn.queue_id}",)
+    assert set(report.corrupted) == {f"incoming/{bitrot.queue_id}", "deferred/NOTANID"}
+    assert not spool.path_of(torn).exists()
+    assert len(list((root / "corrupt").iterdir())) == 2
+    assert list((root / "tmp").iterdir()) == []
+
+
+async def test_active_entries_are_requeued_after_a_crash(spool, tmp_path, committer):
+    entry = await spool.claim(await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0))
+    assert entry.queue == "active" and spool.due(10.0) == []
+    reopened = Spool.open(tmp_path / "spool", committer)
+    assert reopened.recovery.requeued == (entry.queue_id,)
+    assert reopened.get(entry.queue_id).queue == "deferred"
+    assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
+
+
+async def test_defer_rewrites_atomically_and_keeps_the_body(spool, tmp_path):
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test", "c@contoso.test"], MSG, now=1.0)
+    old_path = spool.path_of(entry)
+    old_inode = old_path.stat().st_ino
+    deferred = await spool.defer(entry, entry.pending, "smtp; 451 4.3.0 busy", 400.0, status="4.3.0", remote_mta="mbx.contoso.test")
+    assert deferred.queue == "deferred" and deferred.attempts == 1 and deferred.revision == 2
+    assert deferred.next_attempt == 400.0 and deferred.last_error == "smtp; 451 4.3.0 busy"
+    assert all(r.status == "4.3.0" and r.state is RcptState.PENDING for r in deferred.recipients)
+    assert not old_path.exists()
+    assert spool.path_of(deferred).stat().st_ino != old_inode  # a new file, never edited in place
+    assert spool.read_message(deferred) == MSG
+    assert list((tmp_path / "spool" / "tmp").iterdir()) == []
+    # Defer again in place: the same name is replaced by rename.
+    again = await spool.defer(deferred, ["c@contoso.test"], "smtp; 421 4.4.2 gone", 900.0)
+    assert again.attempts == 2 and spool.read_message(again) == MSG
+    assert [p.name for p in (tmp_path / "spool" / "deferred").iterdir()] == [entry.queue_id]
+
+
+async def test_crash_between_rewrite_and_unlink_keeps_newest_revision(spool, tmp_path, committer):
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
+    saved = spool.path_of(entry).read_bytes()
+    newer = await spool.defer(entry, entry.pending, "e", 50.0)
+    spool.path_of(entry).write_bytes(saved)  # the old revision survived the crash
+    reopened = Spool.open(tmp_path / "spool", committer)
+    assert reopened.get(entry.queue_id).revision == newer.revision
+    assert not spool.path_of(entry).exists()
+
+
+async def test_partial_delivery_then_completion_removes_the_file(spool):
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test", "c@contoso.test", "d@contoso.test"], MSG, now=1.0)
+    step = await spool.settle(
+        entry,
+        [
+            Recipient("b@contoso.test", RcptState.DELIVERED),
+            Recipient("c@contoso.test", RcptState.FAILED, "5.1.1", "smtp; 550 5.1.1 unknown"),
+            Recipient("d@contoso.test", RcptState.PENDING, "4.2.2", "smtp; 452 4.2.2 full"),
+        ],
+        next_attempt=60.0,
+    )
+    assert step.pending == ("d@contoso.test",)
+    assert [r.address for r in step.failed] == ["c@contoso.test"]
+    assert step.queue == "deferred" and step.last_error == "smtp; 452 4.2.2 full"
+    assert await spool.mark_delivered(step, ["d@contoso.test"]) is None
+    assert not spool.path_of(step).exists() and spool.count() == 0
+
+
+async def test_mark_failed_last_recipient_removes(spool):
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
+    assert await spool.mark_failed(entry, ["b@contoso.test"], "smtp; 550 5.1.1 no") is None
+    assert spool.get(entry.queue_id) is None
+
+
+async def test_due_orders_by_next_attempt_and_skips_hold_and_future(spool):
+    a = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=10.0)
+    b = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=20.0)
+    c = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=30.0)
+    d = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=5.0)
+    a = await spool.defer(a, a.pending, "later", 100.0)
+    d = await spool.hold(d)
+    assert [e.queue_id for e in spool.due(50.0)] == [b.queue_id, c.queue_id]
+    assert [e.queue_id for e in spool.due(100.0)] == [b.queue_id, c.queue_id, a.queue_id]
+    assert [e.queue_id for e in spool.list()] == [d.queue_id, a.queue_id, b.queue_id, c.queue_id]
+    assert spool.count("hold") == 1 and spool.count() == 4
+    d = await spool.release(d)
+    assert d.queue == "deferred" and d.queue_id in {e.queue_id for e in spool.due(100.0)}
+
+
+async def test_stale_and_concurrent_changes_are_refused(spool):
+    entry = await spool.enqueue("s@x.example", ["r@contoso.test", "q@contoso.test"], MSG, now=1.0)
+    newer = await spool.mark_delivered(entry, ["r@contoso.test"])
+    with pytest.raises(StaleEntryError):
+        await spool.defer(entry, ["q@contoso.test"], "e", 5.0)
+    with pytest.raises(ValueError):
+        await spool.defer(newer, ["r@contoso.test"], "already delivered", 5.0)
+    with pytest.raises(ValueError):
+        await spool.settle(newer, [Recipient("q@contoso.test")])  # deferral without a time
+    first = asyncio.ensure_future(spool.defer(newer, ["q@contoso.test"], "e", 5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(StaleEntryError):
+        await spool.remove(newer)
+    assert (await first).attempts == 1
+    with pytest.raises(StaleEntryError):
+        await spool.release(await first)
+
+
+async def test_checksum_failure_on_read_and_mark_corrupt(spool, tmp_path):
+    entry = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=1.0)
+    raw = bytearray(spool.path_of(entry).read_bytes())
+    raw[-10] = ord("0") if raw[-10] != ord("0") else ord("1")
+    spool.path_of(entry).write_bytes(bytes(raw))
+    with pytest.raises(CorruptEntryError):
+        await spool.open_message(entry)
+    await spool.mark_corrupt(entry)
+    assert spool.count() == 0
+    assert [p.name for p in (tmp_path / "spool" / "corrupt").iterdir()] == [entry.queue_id]
+
+
+async def test_unserialisable_metadata_is_refused_before_writing(spool, tmp_path):
+    with pytest.raises(TypeError):
+        await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, {"x": object()})
+    with pytest.raises(ValueError):
+        await spool.enqueue("s@x.example", [], MSG)
+    assert list((tmp_path / "spool" / "incoming").iterdir()) == []
+
+
+def test_disk_free_ok(tmp_path):
+    assert disk_free_ok(tmp_path, 1)
+    assert not disk_free_ok(tmp_path, 1 << 62)
+    assert not disk_free_ok(tmp_path, 1, min_free_inodes=1 << 62) or os.statvfs(tmp_path).f_files == 0
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from mxgate.delivery.commit import GroupCommitter
+    from mxgate.queue.spool import Spool
+
+    async def main():
+        c = GroupCommitter(); c.start()
+        spool = Spool.open(sys.argv[1], c)
+        async def one(i):
+            e = await spool.enqueue("s@x.example", ["r@contoso.test"], b"msg %d\\r\\n" % i * 50)
+            print(e.queue_id, flush=True)  # the "250": only after enqueue returned
+        i = 0
+        while True:
+            await asyncio.gather(*(one(i + k) for k in range(20)))
+            i += 20
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_kill_9_loses_no_acknowledged_entry(tmp_path):
+    root = tmp_path / "spool"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE, text=True)
+    acked: list[str] = []
+    try:
+        for line in proc.stdout:
+            acked.append(line.strip())
+            if len(acked) >= 300:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    acked += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+    assert len(acked) >= 300
+
+    async def check():
+        c = GroupCommitter()
+        c.start()
+        try:
+            spool = Spool.open(root, c)
+            assert set(acked) <= {e.queue_id for e in spool.list()}
+            assert spool.recovery.corrupted == ()
+        finally:
+            await c.aclose()
+
+    asyncio.run(check())
