@@ -1,0 +1,121 @@
+"""ARC (RFC 8617): validating a received chain, sealing a message, and the trust decision.
+
+Owns: calling dkimpy's `arc_verify`/`arc_sign` safely — mapping its outcomes onto the
+RFC 8617 §4.4 chain statuses (none/pass/fail), listing who sealed, bounding the work, and
+working around dkimpy's silent `[]` from `arc_sign` when no `Authentication-Results` with
+the sealer's authserv-id is on the message. Must not know: DMARC mechanics or which sealers
+an organisation trusts (the caller passes `arc_trusted_sealers` to the pure
+`arc_overrides_dmarc`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import authres
+import dkim as dkimpy
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from mxgate.auth.dns import DnsTemporaryError
+from mxgate.auth.headers import authserv_id, line_ending, parse_fields, split_headers
+
+ARC_STATUSES = ("none", "pass", "fail")  # RFC 8617 §4.4 chain validation status
+MAX_ARC_INSTANCE = 50  # RFC 8617 §4.2.1: i= ranges from 1 to 50
+_CV = {dkimpy.CV_Pass: "pass", dkimpy.CV_None: "none", dkimpy.CV_Fail: "fail"}
+
+
+class ArcSealError(ValueError):
+    """The message cannot be sealed as asked (the text says what to change)."""
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    status: str  # one of ARC_STATUSES
+    sealers: tuple[str, ...]  # d= of each ARC-Seal, instance 1 first
+    reason: str = ""
+
+
+def arc_seals(message: bytes) -> list[tuple[int, str]]:
+    """(instance, d=) of every ARC-Seal field, sorted by instance; unparsable ones skipped."""
+    head, _ = split_headers(message)
+    seals: list[tuple[int, str]] = []
+    for field in parse_fields(head):
+        if field.name != b"arc-seal":
+            continue
+        try:
+            tags = parse_tag_value(field.value)
+            instance = int(tags.get(b"i", b"0").strip())
+        except (InvalidTagValueList, ValueError):
+            continue
+        domain = tags.get(b"d", b"").decode("ascii", "replace").strip().rstrip(".").lower()
+        seals.append((instance, domain))
+    return sorted(seals)
+
+
+def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
+    """Validate the whole chain (RFC 8617 §5.2). DNS trouble makes the chain `fail`:
+    RFC 8617 has no temporary status, and an unvalidated chain must not be trusted."""
+    seals = arc_seals(message)
+    sealers = tuple(domain for _, domain in seals)
+    if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
+        return ArcResult("fail", sealers, f"more than {MAX_ARC_INSTANCE} ARC sets")
+    try:
+        cv, _results, reason = dkimpy.arc_verify(message, dnsfunc=dnsfunc)
+    except DnsTemporaryError as exc:
+        return ArcResult("fail", sealers, f"temporary DNS error: {exc}")
+    except (dkimpy.DKIMException, IndexError, ValueError) as exc:  # malformed sets
+        return ArcResult("fail", sealers, f"malformed ARC set: {str(exc)[:200]}")
+    # cv None: an earlier sealer reported cv=fail and the chain has ended (RFC 8617 §5.2 step 2).
+    status = _CV.get(cv, "fail")
+    if status == "none" and seals:  # ARC-Seals present but no usable instance numbers
+        return ArcResult("fail", sealers, "ARC headers without a valid instance")
+    return ArcResult(status, sealers if status != "none" else (), str(reason)[:200])
+
+
+def seal_arc(message: bytes, authserv_id_ours: str, domain: str, selector: str,
+             private_key_pem: bytes, auth_results_value: str) -> bytes:
+    """The three ARC header fields (ARC-Seal, ARC-Message-Signature,
+    ARC-Authentication-Results) to put on top of `message`, in its line ending.
+
+    `auth_results_value` is our own Authentication-Results value (authserv-id first, and an
+    `arc=` result when the message already carries a chain). The caller prepends it too.
+    The message must not already carry an Authentication-Results with our authserv-id:
+    sanitize it first (`headers.sanitize_inbound_headers`), or forged results get sealed.
+    """
+    ours = authserv_id_ours.strip().rstrip(".").lower()
+    head, _ = split_headers(message)
+    if any(f.name == b"authentication-results" and authserv_id(f.value) == ours
+           for f in parse_fields(head)):
+        raise ArcSealError(f"message already has Authentication-Results for {authserv_id_ours}; sanitize it first")
+    if authserv_id(auth_results_value.encode("utf-8")) != ours:
+        raise ArcSealError(f"Authentication-Results value must start with authserv-id {authserv_id_ours}")
+    try:
+        parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + auth_results_value)
+    except authres.core.AuthResError as exc:
+        raise ArcSealError(f"Authentication-Results value does not parse: {exc}") from exc
+    arc_results = [r for r in parsed.results if r.method == "arc"]
+    if seal_count := len(arc_seals(message)):
+        if len(arc_results) != 1 or arc_results[0].result not in ("pass", "fail"):
+            raise ArcSealError(f"message has {seal_count} ARC set(s): the results need arc=pass or arc=fail")
+    elif arc_results and arc_results[0].result != "none":
+        raise ArcSealError("message has no ARC chain: the results must say arc=none or omit arc")
+    # dkimpy only seals when it finds our Authentication-Results on the message itself.
+    with_results = b"Authentication-Results: " + auth_results_value.encode("utf-8") + b"\r\n" + message
+    try:
+        headers = dkimpy.arc_sign(with_results, selector.encode("ascii"), domain.encode("ascii"),
+                                  private_key_pem, parsed.authserv_id.encode("utf-8"))
+    except dkimpy.DKIMException as exc:
+        raise ArcSealError(f"dkimpy refused to seal: {exc}") from exc
+    if not headers:
+        raise ArcSealError("dkimpy produced no ARC set (chain state and arc= result disagree)")
+    eol = line_ending(message)
+    return b"".join(h.replace(b"\r\n", b"\n").replace(b"\n", eol) for h in headers)
+
+
+def arc_overrides_dmarc(arc: ArcResult, trusted_sealers: Iterable[str]) -> bool:
+    """True when a DMARC failure may be overridden: the chain passed and its latest sealer
+    (highest instance — the hop that handed the message to us) is trusted (RFC 8617 §7.2)."""
+    if arc.status != "pass" or not arc.sealers:
+        return False
+    trusted = {d.strip().rstrip(".").lower() for d in trusted_sealers}
+    return arc.sealers[-1] in trusted
