@@ -19,9 +19,9 @@ from mxgate.delivery.commit import (
 )
 
 
-@pytest.fixture
-async def committer():
-    c = GroupCommitter(max_batch=64)
+@pytest.fixture(params=[1, 4], ids=["serial", "io4"])
+async def committer(request):
+    c = GroupCommitter(max_batch=64, io_threads=request.param)
     c.start()
     yield c
     await c.aclose()
@@ -68,7 +68,7 @@ async def test_commit_writes_exact_bytes_and_leaves_no_tmp(committer, tmp_path):
 
 async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monkeypatch):
     counter = SyncCounter(monkeypatch)
-    c = GroupCommitter(max_batch=100)
+    c = GroupCommitter(max_batch=100, io_threads=4)
     c.start()
     try:
         jobs = [_job(tmp_path, f"m{i}", b"data %d" % i) for i in range(20)]
@@ -158,6 +158,8 @@ async def test_commit_before_start_is_refused(tmp_path):
         await GroupCommitter().commit(_job(tmp_path, "x"))
 
 
-def test_max_batch_must_be_positive():
-    with pytest.raises(ValueError):
+def test_sizes_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
         GroupCommitter(max_batch=0)
+    with pytest.raises(ValueError, match="io_threads"):
+        GroupCommitter(io_threads=0)
