@@ -84,6 +84,9 @@ async def test_single_delivery_failure_raises(maildir, tmp_path):
     with pytest.raises(FileNotFoundError):
         await maildir.deliver("gone@contoso.test", MESSAGE)
     assert list((tmp_path / "mail" / "gone@contoso.test" / "tmp").iterdir()) == []
+    # The SMTP client retries after the 4xx: the Maildir is recreated, not failed forever.
+    path = await maildir.deliver("gone@contoso.test", MESSAGE)
+    assert path.read_bytes() == MESSAGE
 
 
 @pytest.mark.parametrize(

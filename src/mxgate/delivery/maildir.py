@@ -149,7 +149,11 @@ class Maildir:
         """Store one message durably; returns its path in ``new/``. Raises on failure."""
         directory = await self._ensure_async(address, folder)
         job = self._job(directory, data)
-        await self.committer.commit(job)
+        try:
+            await self.committer.commit(job)
+        except FileNotFoundError:
+            self._ready.discard(directory)  # removed behind our back: recreate on the retry
+            raise
         return job.final_path
 
     async def deliver_many(self, items: Iterable[tuple[str, bytes, str | None]]) -> list[DeliveryResult]:
@@ -174,6 +178,8 @@ class Maildir:
         for i, job, outcome in zip(slots, jobs, outcomes):
             address, _, folder = items[i]
             path = None if outcome is not None else job.final_path
+            if isinstance(outcome, FileNotFoundError):
+                self._ready.discard(job.final_path.parent.parent)
             results[i] = DeliveryResult(address, folder, path, outcome)
         return [r for r in results if r is not None]
 
