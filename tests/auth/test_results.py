@@ -143,3 +143,10 @@ def test_hygiene_never_chokes_on_arbitrary_bytes(raw):
     assert body == split_headers(raw)[1]
     assert not any(f.name.startswith(b"x-mxgate-") for f in parse_fields(head))
     header_from_domain(raw)
+
+
+def test_bare_cr_does_not_start_a_new_field():
+    raw = b"Subject: hi\rX-MXGate-Trusted: yes\r\nFrom: a@b.test\r\n\r\nbody"
+    fields = parse_fields(split_headers(raw)[0])
+    assert [f.name for f in fields] == [b"subject", b"from"]
+    assert sanitize_inbound_headers(raw, ID) == raw  # same line semantics as dkimpy: CR is data

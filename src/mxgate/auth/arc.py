@@ -17,7 +17,7 @@ import dkim as dkimpy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mxgate.auth.dns import DnsTemporaryError
-from mxgate.auth.headers import authserv_id, line_ending, parse_fields, split_headers
+from mxgate.auth.headers import authserv_id_of, line_ending, parse_fields, split_headers
 
 ARC_STATUSES = ("none", "pass", "fail")  # RFC 8617 §4.4 chain validation status
 MAX_ARC_INSTANCE = 50  # RFC 8617 §4.2.1: i= ranges from 1 to 50
@@ -72,7 +72,7 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     return ArcResult(status, sealers if status != "none" else (), str(reason)[:200])
 
 
-def seal_arc(message: bytes, authserv_id_ours: str, domain: str, selector: str,
+def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
              private_key_pem: bytes, auth_results_value: str) -> bytes:
     """The three ARC header fields (ARC-Seal, ARC-Message-Signature,
     ARC-Authentication-Results) to put on top of `message`, in its line ending.
@@ -82,13 +82,13 @@ def seal_arc(message: bytes, authserv_id_ours: str, domain: str, selector: str,
     The message must not already carry an Authentication-Results with our authserv-id:
     sanitize it first (`headers.sanitize_inbound_headers`), or forged results get sealed.
     """
-    ours = authserv_id_ours.strip().rstrip(".").lower()
+    ours = authserv_id.strip().rstrip(".").lower()
     head, _ = split_headers(message)
-    if any(f.name == b"authentication-results" and authserv_id(f.value) == ours
+    if any(f.name == b"authentication-results" and authserv_id_of(f.value) == ours
            for f in parse_fields(head)):
-        raise ArcSealError(f"message already has Authentication-Results for {authserv_id_ours}; sanitize it first")
-    if authserv_id(auth_results_value.encode("utf-8")) != ours:
-        raise ArcSealError(f"Authentication-Results value must start with authserv-id {authserv_id_ours}")
+        raise ArcSealError(f"message already has Authentication-Results for {authserv_id}; sanitize it first")
+    if authserv_id_of(auth_results_value.encode("utf-8")) != ours:
+        raise ArcSealError(f"Authentication-Results value must start with authserv-id {authserv_id}")
     try:
         parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + auth_results_value)
     except authres.core.AuthResError as exc:

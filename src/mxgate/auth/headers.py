@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 
 MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
+MAX_AUTHSERV_SCAN = 998
 AUTH_RESULTS = b"authentication-results"  # RFC 8601 §2.2
 AUTH_RESULTS_ORIGINAL = b"Authentication-Results-Original"
 OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive from outside
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII except ":"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# Lines end at LF (CRLF or bare LF), as SMTP DATA and dkimpy see them; a bare CR is data.
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def line_ending(message: bytes) -> bytes:
 def parse_fields(header_block: bytes) -> list[HeaderField]:
     """Header fields in order; continuation lines (leading SP/HTAB) stay with their field."""
     fields: list[HeaderField] = []
-    for line in header_block.splitlines(keepends=True):
+    for line in _LINE.findall(header_block):
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1] = HeaderField(fields[-1].name, fields[-1].raw + line)
             continue
@@ -75,12 +78,14 @@ def parse_fields(header_block: bytes) -> list[HeaderField]:
     return fields
 
 
-def authserv_id(value: bytes) -> str:
+def authserv_id_of(value: bytes) -> str:
     """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), normalised.
 
     Leading comments are skipped, a quoted id is unquoted; lowercased, trailing dot removed.
     """
-    text = value.decode("utf-8", "replace")
+    # Bounded: a value stuffed with comments is not ours either way, and is then renamed
+    # (never trusted) instead of dropped. 998 = RFC 5322 §2.1.1 line limit.
+    text = value[:MAX_AUTHSERV_SCAN].decode("utf-8", "replace")
     while True:  # drop leading CFWS, including nested comments
         text = text.lstrip(" \t\r\n")
         if not text.startswith("("):
@@ -98,16 +103,16 @@ def authserv_id(value: bytes) -> str:
     return ident.strip().rstrip(".").lower()
 
 
-def sanitize_inbound_headers(message: bytes, authserv_id_ours: str) -> bytes:
+def sanitize_inbound_headers(message: bytes, authserv_id: str) -> bytes:
     """Drop forged trust headers, keep upstream results under a new name (RFC 8601 §5)."""
-    ours = authserv_id_ours.strip().rstrip(".").lower()
+    ours = authserv_id.strip().rstrip(".").lower()
     head, sep, body = _split(message)
     out: list[bytes] = []
     for field in parse_fields(head):
         if field.name.startswith(OUR_PREFIX):
             continue
         if field.name == AUTH_RESULTS:
-            if authserv_id(field.value) == ours:
+            if authserv_id_of(field.value) == ours:
                 continue  # claims to be our own verdict: a forgery from outside
             out.append(AUTH_RESULTS_ORIGINAL + field.raw[field.raw.index(b":"):])
             continue
