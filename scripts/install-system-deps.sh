@@ -4,7 +4,7 @@
 # chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes).
 # Idempotent: packages already present are skipped, so a warm machine spends no time here.
 set -euo pipefail
-pkgs=(postfix swaks clamav-daemon chromium haproxy postgresql)
+pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,6 +22,11 @@ app = typer.Typer(
 # not an optional feature, so import errors are not swallowed.
 _COMMAND_MODULES = [
     "mxgate.cli.policy_cmds",
+    "mxgate.cli.domain_cmds",
+    "mxgate.cli.mailbox_cmds",
+    "mxgate.cli.connector_cmds",
+    "mxgate.cli.serve_cmds",
+    "mxgate.cli.trace_cmds",
 ]
 
 
@@ -30,6 +35,33 @@ def _register_all() -> None:
         importlib.import_module(name).register(app)
 
 
-def main() -> None:
+@app.callback()
+def _global(home: str = typer.Option(None, "--home", envvar="MXGATE_HOME",
+                                      help="home directory (database, spool, maildirs, certificates); default ./mxgate-data")):
+    from mxgate.cli.common import set_home
+
+    set_home(home)
+
+
+def _hoist_home(argv: list[str]) -> list[str]:
+    """Accept --home anywhere on the line (`mxgate policy apply f --home d`), as the docs promise."""
+    rest, hoisted, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--home" and i + 1 < len(argv):
+            hoisted += [a, argv[i + 1]]
+            i += 2
+            continue
+        if a.startswith("--home="):
+            hoisted.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return hoisted + rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
     _register_all()
-    app()
+    app(args=_hoist_home(list(sys.argv[1:] if argv is None else argv)), prog_name="mxgate")

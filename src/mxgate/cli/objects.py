@@ -1,0 +1,60 @@
+"""Shared machinery for the noun commands (connector, domain, mailbox): list, show, new, set, remove.
+
+One code path: each verb edits the policy with policy/edit.py and saves a new version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mxgate.cli.common import actor, handle_errors, out, policy_store, print_json, print_table
+from mxgate.cli.policy_cmds import show_save_result
+from mxgate.policy import edit
+from mxgate.policy.model import object_to_dict
+
+
+def save_edit(kind: str, op: str, ident: str, values: dict[str, Any] | None = None) -> None:
+    from mxgate.policy.document import summarize_change
+    from mxgate.policy.validate import policy_warnings
+
+    store = policy_store()
+    cur = store.current()
+    if op == "new":
+        new = edit.add(cur.policy, kind, values or {})
+    elif op == "set":
+        new = edit.change(cur.policy, kind, ident, values or {})
+    else:
+        new = edit.remove(cur.policy, kind, ident)
+    saved = store.save(new, actor=actor(), summary=summarize_change(cur.policy, new), base_version=cur.version)
+    show_save_result(saved, policy_warnings(new))
+
+
+def list_objects(kind: str, columns: list[str], json_out: bool) -> None:
+    attr, _key, human = edit.KINDS[kind]
+    items = getattr(policy_store().current().policy, attr)
+    if json_out:
+        print_json([object_to_dict(o) for o in items])
+        return
+    rows = []
+    for o in items:
+        d = object_to_dict(o)
+        rows.append([", ".join(map(str, d[c])) if isinstance(d[c], list) else d[c] for c in columns])
+    print_table(human.title() + "s", columns, rows)
+
+
+def show_object(kind: str, ident: str, json_out: bool) -> None:
+    obj = edit.find(policy_store().current().policy, kind, ident)
+    data = object_to_dict(obj)
+    if json_out:
+        print_json(data)
+        return
+    print_table(f"{edit.KINDS[kind][2]} {ident}", ["field", "value"],
+                [[k, ", ".join(map(str, v)) if isinstance(v, list) else v] for k, v in data.items()])
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """Only the options the admin actually passed."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+__all__ = ["handle_errors", "given", "list_objects", "out", "save_edit", "show_object"]

@@ -1,0 +1,58 @@
+"""The home directory: where one node keeps its database, spool, maildirs, certificates, logs.
+
+Owns: the layout below `--home` (or MXGATE_HOME, default ./mxgate-data), created on first use.
+Must not know what is stored in each place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "./mxgate-data"
+SUBDIRS = ("spool", "maildir", "certs", "logs", "keys")
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None) -> "Home":
+        root = Path(path or os.environ.get("MXGATE_HOME") or DEFAULT_HOME).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in SUBDIRS:
+            (root / sub).mkdir(exist_ok=True)
+        # Keys and certificates include private keys: keep them private to the node's user.
+        os.chmod(root / "keys", 0o700)
+        os.chmod(root / "certs", 0o700)
+        return cls(root)
+
+    @property
+    def database(self) -> Path:
+        return self.root / "mxgate.db"
+
+    @property
+    def database_url(self) -> str:
+        return os.environ.get("MXGATE_STORE_URL") or f"sqlite:///{self.database}"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "maildir"
+
+    @property
+    def certs(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"

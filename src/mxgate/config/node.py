@@ -1,0 +1,160 @@
+"""Node settings (node.toml), separate from the organisation policy. The settings reference in
+the README is generated from this schema (`mxgate config reference`), so each field documents
+its meaning, default and why here, once.
+
+Owns: the schema and loading (file → MXGATE_* environment → flags). Must not know how the
+settings are used.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mxgate.errors import ConfigError
+from mxgate.smtp import limits
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Section):
+    name: str = Field("node1", description="This node's name in status, trace and the admin centre. Restart.")
+
+
+class RolesSection(_Section):
+    mailbox: bool = Field(True, description="Run the mailbox server (anonymous inbound listener with connector enforcement).")
+    gateway: bool = Field(False, description="Run the mail security gateway (the public MX).")
+    submission: bool = Field(False, description="Run authenticated submission (SMTP AUTH over TLS, port 587 style).")
+    admin: bool = Field(True, description="Run the admin centre (web UI and REST API).")
+
+
+class LimitsSection(_Section):
+    max_message_size: int = Field(limits.DEFAULT_MAX_MESSAGE_SIZE, description="Bytes; larger messages get 552 5.3.4 (SIZE at MAIL, or after the dot).")
+    max_recipients: int = Field(limits.DEFAULT_MAX_RECIPIENTS, description="Recipients per transaction; more get 452 4.5.3 (RFC 5321 §4.5.3.1.8 asks for at least 100).")
+    command_timeout: float = Field(limits.COMMAND_TIMEOUT, description="Seconds to wait for the next command (RFC 5321 §4.5.3.2.7: 5 minutes).")
+    min_data_rate: int = Field(limits.MIN_DATA_RATE, description="Bytes/s a client must sustain during DATA after a grace period; slower peers get 421 (slowloris).")
+    data_rate_grace: float = Field(limits.DATA_RATE_GRACE, description="Seconds of DATA before the minimum rate is enforced.")
+    max_session_seconds: float = Field(limits.MAX_SESSION_SECONDS, description="Longest session; then 421 4.4.2.")
+    max_connections_per_ip: int = Field(20, description="Concurrent connections from one address; more get 421 4.7.0.")
+    max_connections: int = Field(20000, description="Concurrent connections on the listener; more get 421 4.7.0.")
+    max_errors: int = Field(limits.MAX_ERRORS, description="Unknown or invalid commands before 421 and disconnect.")
+    greeting_delay: float = Field(0.0, description="Seconds to wait before the greeting; a client that talks first is refused (pregreet). 0 disables.")
+    min_free_disk: int = Field(64 * 1024 * 1024, description="Bytes that must stay free on the spool/maildir disk; below it MAIL gets 452 4.3.1.")
+
+
+class ListenerSection(_Section):
+    listen: list[str] = Field(default_factory=list, description='Addresses "host:port" ("[::1]:port" for IPv6).')
+    hostname: str = Field("mx.mxgate.test", description="Name in the greeting, EHLO reply and Received headers.")
+    tls_cert: str = Field("", description="PEM server certificate; empty = the generated one in <home>/certs.")
+    tls_key: str = Field("", description="PEM private key for tls_cert.")
+    client_ca: str = Field("", description="PEM CA bundle for client certificates (certificate connectors). Empty = no client certificates requested.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses/CIDRs allowed to send a PROXY protocol header; from anyone else it is not believed.")
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+
+
+class MailboxSection(ListenerSection):
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
+    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods).')
+    non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
+
+
+class GatewaySection(ListenerSection):
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2526"], description="The gateway's public (MX) listener addresses.")
+    hostname: str = Field("gw.mxgate.test", description="Name in the greeting and Received headers.")
+    downstream: list[str] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
+    downstream_ca: str = Field("", description="CA that signs the mailbox server's certificate; empty = the generated CA.")
+    source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
+    client_cert: str = Field("", description="Client certificate presented to the downstream (certificate connectors).")
+    client_key: str = Field("", description="Key for client_cert.")
+
+
+class SubmissionSection(ListenerSection):
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:5587"], description="Submission listener addresses.")
+
+
+class DnsSection(_Section):
+    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver.')
+    timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
+
+
+class AdminSection(_Section):
+    listen: str = Field("127.0.0.1:8025", description="Admin centre address; loopback by default (the admin surface is never public by default).")
+    metrics_public: bool = Field(True, description="Serve /metrics without authentication (for a local Prometheus).")
+
+
+class StoreSection(_Section):
+    url: str = Field("", description="Database URL; empty = SQLite in the home directory. PostgreSQL: postgresql+psycopg://...")
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of the JSON log lines.")
+    file: str = Field("", description="Also write JSON log lines here; empty = stderr only.")
+
+
+class NodeSettings(_Section):
+    node: NodeSection = Field(default_factory=NodeSection)
+    roles: RolesSection = Field(default_factory=RolesSection)
+    mailbox: MailboxSection = Field(default_factory=MailboxSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    submission: SubmissionSection = Field(default_factory=SubmissionSection)
+    dns: DnsSection = Field(default_factory=DnsSection)
+    admin: AdminSection = Field(default_factory=AdminSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    log: LogSection = Field(default_factory=LogSection)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> NodeSettings:
+    """Read node.toml (if given), then apply MXGATE_<SECTION>__<KEY> environment values and overrides."""
+    data: dict = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in os.environ.items():
+        if key.startswith("MXGATE_") and "__" in key:
+            section, _, field = key[len("MXGATE_"):].lower().partition("__")
+            data.setdefault(section, {})[field] = _env_value(value)
+    for dotted, value in (overrides or {}).items():
+        section, _, field = dotted.partition(".")
+        data.setdefault(section, {})[field] = value
+    try:
+        return NodeSettings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"node settings: {where}: {first['msg']}") from None
+
+
+def _env_value(text: str):
+    """Environment values are TOML values when they parse as one (lists, booleans), else strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def settings_reference() -> str:
+    """Markdown table of every setting, generated from the schema (README 'Settings reference')."""
+    lines = ["| setting | default | meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, f"{prefix}{name}.")
+                continue
+            default = f.get_default(call_default_factory=True)
+            lines.append(f"| `{prefix}{name}` | `{default!r}` | {f.description or ''} |")
+
+    for section, f in NodeSettings.model_fields.items():
+        walk(f.annotation, f"[{section}] ")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,46 @@
+"""JSON log lines (one object per line) with a session id where there is one; secrets never logged.
+
+Owns: log setup for `mxgate serve`. Anything that looks like a credential (AUTH payloads,
+passwords, tokens) is replaced before formatting, whatever the caller passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+_SECRET = re.compile(r"(?i)(password|passwd|secret|token|auth plain|auth login)([=: ]+)(\S+)")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = _SECRET.sub(r"\1\2[redacted]", record.getMessage())
+        data = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": message,
+        }
+        for key in ("session", "peer", "trace_id", "reason"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", file: str = "") -> None:
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    if file:
+        fh = logging.FileHandler(file)
+        fh.setFormatter(JsonFormatter())
+        root.addHandler(fh)
+    root.setLevel(level.upper())
+    logging.getLogger("asyncio").setLevel(logging.WARNING)

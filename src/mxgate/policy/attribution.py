@@ -1,0 +1,232 @@
+"""Connector attribution and lock-down enforcement on the mailbox server (mail-flow.md §3). Pure.
+
+Owns: compiling a Policy into lookup structures (`CompiledPolicy`), and the decisions at each
+SMTP stage of the anonymous inbound listener: `decide_connect`, `decide_mail`, `decide_rcpt`.
+Facts come in as frozen values; a Verdict with a stable reason goes out. No I/O, no clock.
+
+Semantics:
+- A session is attributed by IP to the connectors whose `sender_ip_addresses` hold the most
+  specific prefix covering the peer (longest prefix wins), and after STARTTLS to certificate
+  connectors whose name (CN or DNS SAN) — and pins, when listed — match the client certificate.
+- A partner connector with a restriction *restricts* a message when the envelope sender's
+  domain matches its `sender_domains` and the recipient's domain is in its accepted domains
+  (`associated_accepted_domains`, empty = all). A restricted message is accepted only if the
+  session was attributed to one of the connectors that restrict it; otherwise 550 5.7.51.
+- Sessions attributed to an on_premises connector are the organisation's own: restrictions of
+  partner connectors never apply to them, and they may relay to external recipients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from mxgate.policy.domains import normalize_domain, pattern_matches
+from mxgate.policy.ipset import IPAddress, PrefixTable, normalize_ip, parse_network
+from mxgate.policy.model import InboundConnector, Mailbox, Policy
+from mxgate.policy.validate import accepted_domain_for
+from mxgate.smtp.address import Address
+from mxgate.smtp.replies import Verdict, accept, reject, tempfail
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    version: int
+    policy: Policy
+    ip_table: PrefixTable
+    connectors: dict[str, InboundConnector]  # enabled inbound connectors by lower-case name
+    restricting: tuple[InboundConnector, ...]
+    certificate_connectors: tuple[InboundConnector, ...]
+    directory: dict[str, Mailbox]  # address or alias (lower case) → mailbox
+    # Every accepted domain is covered by a `*` IP-restricting connector: refusal at connect is safe.
+    fully_ip_locked: bool
+
+    @property
+    def organization(self):
+        return self.policy.organization
+
+
+def compile_policy(policy: Policy, version: int) -> CompiledPolicy:
+    enabled = [c for c in policy.inbound_connectors if c.enabled]
+    entries = []
+    for c in enabled:
+        for text in c.sender_ip_addresses:
+            entries.append((parse_network(text), c.name.lower()))
+    directory: dict[str, Mailbox] = {}
+    for m in policy.mailboxes:
+        for a in (m.address, *m.aliases):
+            directory[a.lower()] = m
+    restricting = tuple(c for c in enabled if c.restricts)
+    domains = [normalize_domain(d.name) for d in policy.accepted_domains]
+    fully = bool(domains) and all(
+        any(c.restrict_domains_to_ip_addresses and "*" in c.sender_domains and _covers_recipient(c, d) for c in restricting)
+        for d in domains)
+    return CompiledPolicy(
+        version=version,
+        policy=policy,
+        ip_table=PrefixTable(entries),
+        connectors={c.name.lower(): c for c in enabled},
+        restricting=restricting,
+        certificate_connectors=tuple(c for c in enabled if c.tls_sender_certificate_name),
+        directory=directory,
+        fully_ip_locked=fully,
+    )
+
+
+# --- facts ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClientCertFacts:
+    names: tuple[str, ...]  # subject CN and DNS SANs, lower case
+    spki_sha256: str
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    peer_ip: IPAddress
+    tls: bool = False
+    client_cert: ClientCertFacts | None = None
+    ip_connectors: frozenset[str] = field(default_factory=frozenset)
+    cert_connectors: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def connectors(self) -> frozenset[str]:
+        return self.ip_connectors | self.cert_connectors
+
+
+def attribute_by_ip(compiled: CompiledPolicy, peer_ip: str | IPAddress) -> frozenset[str]:
+    return compiled.ip_table.lookup(normalize_ip(peer_ip))
+
+
+def attribute_by_certificate(compiled: CompiledPolicy, cert: ClientCertFacts | None) -> frozenset[str]:
+    if cert is None:
+        return frozenset()
+    matched = set()
+    for c in compiled.certificate_connectors:
+        if not any(certificate_name_matches(c.tls_sender_certificate_name, n) for n in cert.names):
+            continue
+        pins = {p.lower().replace(":", "").removeprefix("sha256") for p in c.tls_sender_certificate_fingerprints}
+        if pins and cert.spki_sha256.lower() not in pins:
+            continue
+        matched.add(c.name.lower())
+    return frozenset(matched)
+
+
+def certificate_name_matches(pattern: str, name: str) -> bool:
+    """`host.example` exact; `*.example` matches one or more labels below example (as EXO does)."""
+    p, n = normalize_domain(pattern), normalize_domain(name)
+    if p.startswith("*."):
+        return n.endswith(p[1:]) and len(n) > len(p) - 1
+    return p == n
+
+
+def session_connectors(compiled: CompiledPolicy, facts: SessionFacts) -> list[InboundConnector]:
+    return [compiled.connectors[n] for n in sorted(facts.connectors) if n in compiled.connectors]
+
+
+def is_on_premises(compiled: CompiledPolicy, facts: SessionFacts) -> bool:
+    return any(c.type == "on_premises" for c in session_connectors(compiled, facts))
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+def decide_connect(compiled: CompiledPolicy, facts: SessionFacts, reject_stage: str) -> Verdict:
+    """With reject_stage = "connect", refuse peers that no accepted domain would accept anyway."""
+    if reject_stage == "connect" and compiled.fully_ip_locked and not facts.ip_connectors:
+        # A certificate could still attribute the session after STARTTLS; only shed when no
+        # certificate connector exists.
+        if not compiled.certificate_connectors:
+            return reject("connector-attribution-connect", f"peer {facts.peer_ip} matches no connector")
+    return accept("connect-ok")
+
+
+def applicable_connectors(compiled: CompiledPolicy, facts: SessionFacts, sender_domain: str) -> list[InboundConnector]:
+    """The session's connectors that cover this envelope sender (partner: sender_domains)."""
+    out = []
+    for c in session_connectors(compiled, facts):
+        if c.type == "on_premises" or any(pattern_matches(p, sender_domain) for p in c.sender_domains):
+            out.append(c)
+    return out
+
+
+def decide_mail(compiled: CompiledPolicy, facts: SessionFacts, sender: Address) -> Verdict:
+    """RFC 3207 §4 / mail-flow.md §3.4: a connector that requires TLS refuses clear text at MAIL."""
+    for c in applicable_connectors(compiled, facts, sender.domain):
+        if c.require_tls and not facts.tls:
+            return reject("tls-required", f"connector {c.name!r} requires TLS")
+    return accept("sender-ok")
+
+
+@dataclass(frozen=True)
+class RcptDecision:
+    verdict: Verdict
+    connector: str  # the connector the message is attributed to ("" = anonymous)
+    outcome_key: tuple  # recipients with different keys need separate transactions
+    route: str  # "local", "relay" (to an outbound connector), "" when refused
+    mailbox: Mailbox | None = None
+
+
+def _covers_recipient(c: InboundConnector, domain: str) -> bool:
+    if not c.associated_accepted_domains:
+        return True
+    return normalize_domain(domain) in {normalize_domain(d) for d in c.associated_accepted_domains}
+
+
+def restricting_connectors_for(compiled: CompiledPolicy, sender_domain: str, rcpt_domain: str) -> list[InboundConnector]:
+    return [c for c in compiled.restricting
+            if any(pattern_matches(p, sender_domain) for p in c.sender_domains) and _covers_recipient(c, rcpt_domain)]
+
+
+def primary_domain(compiled: CompiledPolicy) -> str:
+    domains = compiled.policy.accepted_domains
+    return normalize_domain(domains[0].name) if domains else ""
+
+
+def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, rcpt: Address,
+                prior_key: tuple | None = None) -> RcptDecision:
+    """Relay check → connector restriction → recipient existence → one outcome per transaction."""
+    on_prem = is_on_premises(compiled, facts)
+    if rcpt.literal:
+        return RcptDecision(reject("address-literal", str(rcpt)), "", (), "")
+    domain = rcpt.domain or primary_domain(compiled)  # <postmaster> (RFC 5321 §4.5.1)
+    accepted = accepted_domain_for(compiled.policy, domain) if domain else None
+    if accepted is None:
+        if on_prem:
+            conn = _first_name(applicable_connectors(compiled, facts, sender.domain))
+            return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), "relay", prior_key)
+        return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), "")
+
+    restricting = [] if on_prem else restricting_connectors_for(compiled, sender.domain, domain)
+    if restricting and not any(c.name.lower() in facts.connectors for c in restricting):
+        names = ", ".join(c.name for c in restricting)
+        return RcptDecision(reject("connector-attribution", f"restricted by {names}; session matched "
+                                   f"{sorted(facts.connectors) or 'no connector'}"), "", (), "")
+
+    applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers_recipient(c, domain)]
+    chosen = next((c for c in applicable if c in restricting), applicable[0] if applicable else None)
+    conn_name = chosen.name if chosen else ""
+
+    local = rcpt.local if rcpt.domain else "postmaster"
+    address = f"{local}@{domain}".lower()
+    # Enhanced filtering limited to ef_users applies per recipient: part of the outcome.
+    ef = bool(chosen and chosen.enhanced_filtering_enabled and
+              (not chosen.ef_users or address in {u.lower() for u in chosen.ef_users}))
+    mailbox = compiled.directory.get(address)
+    if mailbox is None:
+        if accepted.type == "internal_relay":
+            return _with_key(accept("recipient-ok", "internal relay"), conn_name, ("relay", conn_name, ef), "relay", prior_key)
+        return RcptDecision(reject("unknown-recipient", address), conn_name, (), "")
+    return _with_key(accept("recipient-ok"), conn_name, ("local", conn_name, ef), "local", prior_key, mailbox)
+
+
+def _first_name(connectors: Iterable[InboundConnector]) -> str:
+    return next((c.name for c in connectors), "")
+
+
+def _with_key(verdict: Verdict, connector: str, key: tuple, route: str, prior_key: tuple | None,
+              mailbox: Mailbox | None = None) -> RcptDecision:
+    # mail-flow.md §3.6: one transaction carries one policy outcome; later recipients with a
+    # different outcome are deferred so the client sends them in a new transaction.
+    if prior_key is not None and key[1:] != prior_key[1:]:
+        return RcptDecision(tempfail("different-policy-outcome", f"{key} vs {prior_key}"), connector, key, "")
+    return RcptDecision(verdict, connector, key, route, mailbox)

@@ -1,0 +1,150 @@
+"""Listening sockets for one role: binding, connection caps, TLS context, the role hooks' contract.
+
+Owns: `Listener` (servers for each "host:port", per-IP and global connection counts, graceful
+stop) and `Role`, the hooks a role implements, in protocol order. Must not decide policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any, Callable
+
+from mxgate.config.node import LimitsSection
+from mxgate.errors import ConfigError
+from mxgate.smtp.replies import Verdict, accept
+
+if TYPE_CHECKING:
+    from mxgate.server.session import MessageBody, SmtpSession, Transaction
+    from mxgate.smtp.address import Address
+
+log = logging.getLogger("mxgate.listener")
+
+
+class Role:
+    """Hooks called by SmtpSession in protocol order; each returns a Verdict. Defaults accept."""
+
+    name = "role"
+    hostname = "localhost"
+
+    def on_connect(self, s: "SmtpSession") -> Verdict:
+        return accept("connect-ok")
+
+    def on_helo(self, s: "SmtpSession", name: str) -> Verdict:
+        return accept("helo-ok")
+
+    def ehlo_keywords(self, s: "SmtpSession") -> list[str]:
+        words = ["PIPELINING", f"SIZE {s.limits.max_message_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        if s.tls is None and s.listener.ssl_context() is not None:
+            words.append("STARTTLS")
+        return words
+
+    def on_tls(self, s: "SmtpSession") -> None:
+        pass
+
+    def auth_start(self, s: "SmtpSession", arg: str) -> None:
+        s.reply("unknown-command")  # AUTH is not offered on anonymous listeners
+
+    def auth_continue(self, s: "SmtpSession", raw: bytes) -> None:
+        s.set_mode("command")
+
+    def disk_ok(self) -> bool:
+        return True
+
+    def on_mail(self, s: "SmtpSession", sender: "Address", params: dict[str, str]) -> Verdict:
+        return accept("sender-ok")
+
+    def on_rcpt(self, s: "SmtpSession", rcpt: "Address") -> tuple[Verdict, Any]:
+        return accept("recipient-ok"), None
+
+    async def on_message(self, s: "SmtpSession", txn: "Transaction", body: "MessageBody") -> Verdict:
+        raise NotImplementedError
+
+    def on_refused(self, s: "SmtpSession", stage: str, verdict: Verdict, **facts: Any) -> None:
+        pass
+
+    def on_disconnect(self, s: "SmtpSession") -> None:
+        pass
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port)."""
+    addr = addr.strip()
+    if addr.startswith("["):
+        host, _, port = addr[1:].partition("]:")
+    else:
+        host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port")
+    return host, int(port)
+
+
+class Listener:
+    def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
+                 spill_dir: str | None = None):
+        self.role = role
+        self.limits = limits
+        self._ssl_context = ssl_context
+        self.spill_dir = spill_dir
+        self.loop = asyncio.get_event_loop()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.sessions: set[Any] = set()
+        self.per_ip: dict[Any, int] = {}
+        self.addresses: list[str] = []
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return self._ssl_context()
+
+    async def start(self, listen: list[str]) -> None:
+        from mxgate.server.session import SmtpSession
+
+        self.loop = asyncio.get_running_loop()
+        for addr in listen:
+            host, port = parse_listen(addr)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                server = await self.loop.create_server(lambda: SmtpSession(self), host, port, family=family,
+                                                       reuse_address=True, backlog=1024)
+            except OSError as exc:
+                raise ConfigError(f"{self.role.name}: cannot listen on {addr}: {exc.strerror or exc}") from None
+            self.servers.append(server)
+            for sock in server.sockets:
+                h, p = sock.getsockname()[:2]
+                self.addresses.append(f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+
+    def admit(self, session: Any) -> str | None:
+        """Connection caps: a reason to refuse (421 4.7.0), or None to admit."""
+        if len(self.sessions) >= self.limits.max_connections:
+            return "too-many-connections"
+        count = self.per_ip.get(session.peer_ip, 0)
+        if count >= self.limits.max_connections_per_ip:
+            return "too-many-connections-from-ip"
+        self.per_ip[session.peer_ip] = count + 1
+        self.sessions.add(session)
+        return None
+
+    def release(self, session: Any) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            left = self.per_ip.get(session.peer_ip, 1) - 1
+            if left <= 0:
+                self.per_ip.pop(session.peer_ip, None)
+            else:
+                self.per_ip[session.peer_ip] = left
+
+    async def stop(self, deadline: float = 10.0) -> None:
+        """Stop accepting; tell idle sessions 421; give busy ones `deadline` seconds to finish."""
+        for server in self.servers:
+            server.close()
+        for s in list(self.sessions):
+            s.shutdown()
+        end = self.loop.time() + deadline
+        while self.sessions and self.loop.time() < end:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            if s.transport:
+                s.transport.abort()
+        for server in self.servers:
+            await server.wait_closed()

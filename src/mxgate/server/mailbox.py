@@ -1,0 +1,199 @@
+"""The mailbox server role: the anonymous inbound listener that enforces the lock-down.
+
+Owns: gathering the facts of a session (peer IP, TLS, client certificate), asking
+policy/attribution.py for the verdict at each stage, delivering accepted mail durably to Maildir
+before the 250, and tracing every accepted message and every refused attempt.
+Must not decide policy itself, nor write reply text (smtp/replies.py does).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import replace
+from typing import Any, Awaitable, Callable
+
+from mxgate.config.node import MailboxSection
+from mxgate.delivery.maildir import Maildir
+from mxgate.policy.attribution import (
+    ClientCertFacts,
+    CompiledPolicy,
+    SessionFacts,
+    attribute_by_certificate,
+    attribute_by_ip,
+    decide_connect,
+    decide_mail,
+    decide_rcpt,
+)
+from mxgate.queue.spool import disk_free_ok
+from mxgate.server.listener import Role
+from mxgate.server.policy_watch import PolicyWatcher
+from mxgate.smtp import message as msg
+from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.trace.store import TraceRecord, TraceStore
+
+log = logging.getLogger("mxgate.mailbox")
+
+# Content hooks (enhanced filtering, authentication, routing) plug in here; each may rewrite the
+# message and its per-recipient plan. Signature: async (ctx: MessageContext) -> None.
+MessageHook = Callable[["MessageContext"], Awaitable[None]]
+
+
+class MessageContext:
+    """Everything known about one accepted transaction while it is being processed."""
+
+    def __init__(self, session, txn, data: bytes, compiled: CompiledPolicy, trace_id: str):
+        self.session = session
+        self.txn = txn
+        self.data = data
+        self.compiled = compiled
+        self.trace_id = trace_id
+        self.headers_to_add: list[bytes] = []
+        self.detail: dict[str, Any] = {}
+        self.original_ip = ""
+        self.folder: str | None = None  # Maildir folder for every local recipient (e.g. "Junk")
+        self.quarantine_reason: str | None = None
+        self.verdict: Verdict | None = None  # a hook may refuse the whole message
+
+
+class MailboxRole(Role):
+    name = "mailbox"
+
+    def __init__(self, settings: MailboxSection, *, node: str, watcher: PolicyWatcher, trace: TraceStore,
+                 maildir: Maildir, disk_path: str):
+        self.settings = settings
+        self.hostname = settings.hostname
+        self.node = node
+        self.watcher = watcher
+        self.trace = trace
+        self.maildir = maildir
+        self.disk_path = disk_path
+        self.hooks: list[MessageHook] = []
+        self.quarantine: Callable[[MessageContext, bytes], Awaitable[None]] | None = None
+        self.relay: Callable[[MessageContext, list, bytes], Awaitable[Verdict]] | None = None
+        self.stats = {"accepted": 0, "refused": 0}
+
+    # --- facts ----------------------------------------------------------------------------
+    def _facts(self, s) -> SessionFacts:
+        return s.role_state["facts"]
+
+    def on_connect(self, s) -> Verdict:
+        compiled = self.watcher.current
+        facts = SessionFacts(peer_ip=s.peer_ip, ip_connectors=attribute_by_ip(compiled, s.peer_ip))
+        s.role_state["facts"] = facts
+        s.role_state["facts_version"] = compiled.version
+        return decide_connect(compiled, facts, self.settings.reject_stage)
+
+    def on_tls(self, s) -> None:
+        cert = s.tls.peer_cert if s.tls else None
+        cert_facts = ClientCertFacts(names=(cert.subject_cn, *cert.dns_names), spki_sha256=cert.spki_sha256) if cert else None
+        s.role_state["facts"] = replace(self._facts(s), tls=True, client_cert=cert_facts)
+        s.role_state["facts_version"] = -1  # recompute attribution against the policy at MAIL
+
+    def _current_facts(self, s, compiled: CompiledPolicy) -> SessionFacts:
+        """Attribution is re-done when the policy changed since connect (changes apply to new transactions)."""
+        facts = self._facts(s)
+        if s.role_state.get("facts_version") != compiled.version:
+            facts = replace(facts, ip_connectors=attribute_by_ip(compiled, s.peer_ip),
+                            cert_connectors=attribute_by_certificate(compiled, facts.client_cert))
+            s.role_state["facts"] = facts
+            s.role_state["facts_version"] = compiled.version
+        return facts
+
+    def disk_ok(self) -> bool:
+        return disk_free_ok(self.disk_path, self.settings.limits.min_free_disk)
+
+    # --- stages ---------------------------------------------------------------------------
+    def on_mail(self, s, sender, params) -> Verdict:
+        compiled = self.watcher.current  # the snapshot this transaction uses throughout
+        s.role_state["policy"] = compiled
+        s.role_state["prior_key"] = None
+        return decide_mail(compiled, self._current_facts(s, compiled), sender)
+
+    def on_rcpt(self, s, rcpt):
+        compiled: CompiledPolicy = s.role_state["policy"]
+        facts = self._current_facts(s, compiled)
+        decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"])
+        if decision.verdict.action is Action.ACCEPT and decision.route == "relay" and self.relay is None:
+            return reject("relay-denied", "no outbound route configured on this node"), decision
+        if decision.verdict.action is Action.ACCEPT:
+            s.role_state["prior_key"] = decision.outcome_key
+        return decision.verdict, decision
+
+    async def on_message(self, s, txn, body) -> Verdict:
+        compiled: CompiledPolicy = s.role_state["policy"]
+        data = body.getvalue()
+        headers = msg.header_block(data)
+        trace_id = secrets.token_hex(8)
+        if msg.count_received(headers) > MAX_RECEIVED_HEADERS:
+            return reject("hop-count-exceeded", f"{msg.count_received(headers)} Received headers")
+        ctx = MessageContext(s, txn, data, compiled, trace_id)
+        for hook in self.hooks:
+            await hook(ctx)
+            if ctx.verdict is not None and ctx.verdict.refused:
+                return ctx.verdict
+        connector = txn.recipients[0].decision.connector if txn.recipients else ""
+        received = msg.received_header(
+            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname,
+            protocol=msg.protocol_name(s.esmtp, s.tls is not None, s.auth_user is not None), trace_id=trace_id,
+            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
+            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "", connector=connector)
+        final = received + b"".join(ctx.headers_to_add) + ctx.data
+        local = [r for r in txn.recipients if r.decision.route == "local"]
+        relayed = [r for r in txn.recipients if r.decision.route == "relay"]
+
+        if ctx.quarantine_reason and self.quarantine is not None:
+            await self.quarantine(ctx, final)
+            self._trace_message(s, ctx, txn, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
+            return Verdict(Action.ACCEPT, "quarantined")
+
+        results = await self.maildir.deliver_many([(r.decision.mailbox.address, final, ctx.folder) for r in local])
+        failed = [res for res in results if res.error is not None]
+        if failed:
+            # Honest reply: without every copy on disk the client must retry (duplicates beat loss).
+            log.error("delivery failed for %s: %s", [f.address for f in failed], failed[0].error)
+            return tempfail("storage-failed", f"{len(failed)} of {len(results)} copies not stored")
+        if relayed:
+            verdict = await self.relay(ctx, relayed, final)  # type: ignore[misc]
+            if verdict.refused:
+                return verdict
+        self._trace_message(s, ctx, txn, "Delivered", "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
+        self.stats["accepted"] += 1
+        return accept("delivered")
+
+    # --- trace ----------------------------------------------------------------------------
+    def _trace_message(self, s, ctx: MessageContext, txn, status: str, event: str, detail: str, final: bytes) -> None:
+        headers = msg.header_block(ctx.data)
+        subject = msg.header_value(headers, "Subject")
+        message_id = msg.header_value(headers, "Message-ID")
+        now = time.time()
+        for r in txn.recipients:
+            self.trace.record(TraceRecord(
+                trace_id=ctx.trace_id, status=status if r.decision.route == "local" else "Pending",
+                sender=str(txn.sender), recipient=str(r.address).lower(), subject=subject, message_id=message_id,
+                size=len(final), from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=r.decision.connector,
+                policy_version=ctx.compiled.version, reason=ctx.quarantine_reason or "", role=self.name,
+                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail},
+                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
+                        (now, event if r.decision.route == "local" else "Send", detail if r.decision.route == "local" else "queued for outbound")],
+                created_at=now))
+
+    def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
+        self.stats["refused"] += 1
+        compiled = s.role_state.get("policy") or self.watcher.current
+        reply = reply_for(verdict) if verdict.reason in REPLIES else None
+        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
+        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
+        now = time.time()
+        session_facts = s.role_state.get("facts")
+        for rcpt in rcpts:
+            self.trace.record(TraceRecord(
+                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+                recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
+                connector=",".join(sorted(session_facts.connectors)) if session_facts else "",
+                policy_version=compiled.version, reason=verdict.reason, role=self.name,
+                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
+                        "tls": s.tls.version if s.tls else None, "why": verdict.detail},
+                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))

@@ -1,0 +1,202 @@
+"""One mxgate node: opens the store, starts the roles it is configured for, reports its status.
+
+Owns: start-up order (store → policy watcher → trace writer → committer → certificates →
+listeners), the heartbeat row in `nodes` (roles, listeners, the policy version enforced), and
+graceful shutdown on SIGTERM/SIGINT. Each role's behaviour lives in its own module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import delete, insert, select, update
+
+from mxgate.config.home import Home
+from mxgate.config.node import ListenerSection, NodeSettings
+from mxgate.delivery.commit import GroupCommitter
+from mxgate.delivery.maildir import Maildir
+from mxgate.server.listener import Listener
+from mxgate.server.mailbox import MailboxRole
+from mxgate.server.policy_watch import PolicyWatcher
+from mxgate.server.tls import GeneratedCertificates, ensure_default_certificates, server_context
+from mxgate.store.db import open_engine
+from mxgate.store.policy_store import PolicyStore
+from mxgate.store.schema import nodes
+from mxgate.trace.store import TraceStore
+
+log = logging.getLogger("mxgate.node")
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+@dataclass
+class Node:
+    settings: NodeSettings
+    home: Home
+    engine: Any = None
+    policy_store: PolicyStore | None = None
+    watcher: PolicyWatcher | None = None
+    trace: TraceStore | None = None
+    committer: GroupCommitter | None = None
+    certs: GeneratedCertificates | None = None
+    listeners: dict[str, Listener] = field(default_factory=dict)
+    roles: dict[str, Any] = field(default_factory=dict)
+    extras: list[Any] = field(default_factory=list)  # other services with async start()/stop()
+    _stop: asyncio.Event | None = None
+    _hb_stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def name(self) -> str:
+        return self.settings.node.name
+
+    async def start(self) -> None:
+        url = self.settings.store.url or self.home.database_url
+        self.engine = await asyncio.to_thread(open_engine, url)
+        self.policy_store = PolicyStore(self.engine)
+        self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
+        self.watcher.start()
+        self.trace = TraceStore(self.engine, node=self.name)
+        self.trace.start()
+        self.committer = GroupCommitter()
+        self.committer.start()
+        self.certs = ensure_default_certificates(self.home.certs, self.settings.mailbox.hostname)
+        if self.settings.roles.mailbox:
+            await self._start_mailbox()
+        for role, target in OPTIONAL_ROLES.items():
+            if getattr(self.settings.roles, role, False):
+                await _load(target)(self)
+        self._heartbeat(first=True)
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+
+    def tls_provider(self, section: ListenerSection) -> Callable[[], Any]:
+        """A callable giving the listener's SSL context; client certs only where a client CA is set."""
+        cert = section.tls_cert or str(self.certs.server_cert)
+        key = section.tls_key or str(self.certs.server_key)
+        ctx = server_context(cert, key, section.client_ca or None)
+        return lambda: ctx
+
+    async def _start_mailbox(self) -> None:
+        s = self.settings.mailbox
+        maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
+        role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
+                           disk_path=str(self.home.maildir))
+        listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool))
+        await listener.start(s.listen)
+        self.roles["mailbox"] = role
+        self.listeners["mailbox"] = listener
+
+    # --- status ---------------------------------------------------------------------------
+    def status_row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "roles": json.dumps(sorted(self.listeners)),
+            "listeners": json.dumps({r: lst.addresses for r, lst in self.listeners.items()}),
+            "policy_version": self.watcher.current.version if self.watcher else 0,
+            "heartbeat": time.time(),
+            "pid": os.getpid(),
+        }
+
+    def _heartbeat(self, first: bool = False) -> None:
+        row = self.status_row()
+        with self.engine.begin() as conn:
+            if first:
+                conn.execute(delete(nodes).where(nodes.c.name == self.name))
+                conn.execute(insert(nodes).values(started_at=time.time(), **row))
+            else:
+                conn.execute(update(nodes).where(nodes.c.name == self.name).values(**row))
+
+    def _heartbeat_loop(self) -> None:
+        while not self._hb_stop.wait(HEARTBEAT_INTERVAL):
+            try:
+                self._heartbeat()
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    # --- lifetime -------------------------------------------------------------------------
+    async def run_until_stopped(self) -> None:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stop.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        if self._stop:
+            self._stop.set()
+
+    async def stop(self, deadline: float = 10.0) -> None:
+        await asyncio.gather(*(lst.stop(deadline) for lst in self.listeners.values()))
+        for extra in reversed(self.extras):
+            await extra.stop()
+        if self.committer:
+            await self.committer.aclose()
+        self._hb_stop.set()
+        if self.watcher:
+            self.watcher.stop()
+        if self.trace:
+            self.trace.stop()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(nodes).where(nodes.c.name == self.name).values(heartbeat=0.0, listeners="{}"))
+        except Exception:
+            pass
+
+    def describe(self) -> str:
+        lines = [f"mxgate node {self.name!r} (pid {os.getpid()}, host {socket.gethostname()})",
+                 f"  home:        {self.home.root}",
+                 f"  database:    {self.engine.url.render_as_string(hide_password=True)}",
+                 f"  policy:      version {self.watcher.current.version}",
+                 f"  maildirs:    {self.home.maildir}",
+                 f"  certificates: CA {self.certs.ca_cert}"]
+        for role, lst in self.listeners.items():
+            lines.append(f"  {role:<12} {' '.join(lst.addresses)}")
+        for extra in self.extras:
+            if hasattr(extra, "describe"):
+                lines.append("  " + extra.describe())
+        return "\n".join(lines)
+
+
+# Each further role lives in its own module with an async starter(node).
+OPTIONAL_ROLES = {
+    "gateway": "mxgate.server.gateway:start_gateway",
+    "submission": "mxgate.server.submission:start_submission",
+    "admin": "mxgate.admin.app:start_admin",
+}
+
+
+def _load(target: str):
+    import importlib
+
+    from mxgate.errors import ConfigError
+
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"role {module.rsplit('.', 1)[-1]!r} is not available: {exc}") from None
+
+
+def read_status(engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(nodes).order_by(nodes.c.name)).all()
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["roles"] = json.loads(d["roles"])
+        d["listeners"] = json.loads(d["listeners"])
+        d["alive"] = time.time() - d["heartbeat"] < 5 * HEARTBEAT_INTERVAL
+        out.append(d)
+    return out

@@ -1,0 +1,528 @@
+"""One SMTP server session: framing, command sequence, limits, STARTTLS, timers (RFC 5321).
+
+Owns: the protocol — reading commands, enforcing order and limits, DATA framing (via
+smtp/framing.py), STARTTLS, timeouts — and writing replies from smtp/replies.py. Policy is not
+decided here: each stage asks the role (mailbox, gateway, submission) for a Verdict through the
+hooks of `Role`, in protocol order, as Haraka's hooks do.
+
+Why not aiosmtpd (dependencies.md allows a switch with reasons): it buffers all of DATA in
+memory (adversarial.md §7 needs streaming), has no connect hook, upgrades TLS through private
+asyncio internals, and its per-command overhead capped refusals below Postfix's rate. This
+module is an asyncio.Protocol with no stream layer, so a refusal costs a few function calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mxgate.policy.ipset import normalize_ip
+from mxgate.server.tls import TlsFacts, tls_facts
+from mxgate.smtp.address import Address, AddressSyntaxError, parse_path
+from mxgate.smtp.framing import DataReader
+from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
+from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, reply_for
+
+if TYPE_CHECKING:
+    from mxgate.server.listener import Listener
+
+log = logging.getLogger("mxgate.smtp")
+
+HTTP_VERBS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
+_session_ids = itertools.count(1)
+_NODE_TAG = f"{os.getpid():x}"
+
+
+@dataclass
+class Recipient:
+    address: Address
+    decision: Any  # role-specific (e.g. RcptDecision)
+
+
+@dataclass
+class Transaction:
+    sender: Address
+    params: dict[str, str]
+    recipients: list[Recipient] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+
+class MessageBody:
+    """The received message bytes: in memory while small, then in a spool temp file."""
+
+    def __init__(self, spill_dir: str | None):
+        self._mem = bytearray()
+        self._file = None
+        self._spill_dir = spill_dir
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.size += len(chunk)
+        if self._file is None and len(self._mem) + len(chunk) > SPILL_TO_DISK and self._spill_dir:
+            self._file = tempfile.TemporaryFile(dir=self._spill_dir)
+            self._file.write(self._mem)
+            self._mem = bytearray()
+        if self._file is not None:
+            self._file.write(chunk)
+        else:
+            self._mem += chunk
+
+    def getvalue(self) -> bytes:
+        if self._file is None:
+            return bytes(self._mem)
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._mem = bytearray()
+
+
+class SmtpSession(asyncio.Protocol):
+    def __init__(self, listener: "Listener"):
+        self.listener = listener
+        self.role = listener.role
+        self.limits = listener.limits
+        self.loop = listener.loop
+        self.id = f"{_NODE_TAG}-{next(_session_ids):x}"
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = None
+        self.peer_port = 0
+        self.local_port = 0
+        self.started = time.monotonic()
+        self.last_activity = self.started
+        self.helo: str | None = None
+        self.esmtp = False
+        self.tls: TlsFacts | None = None
+        self.auth_user: str | None = None
+        self.txn: Transaction | None = None
+        self.errors = 0
+        self.role_state: dict[str, Any] = {}  # the role keeps its per-session facts here
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._mode = "greeting"  # greeting | command | data | blocked | starttls | closed | busy
+        self._data: DataReader | None = None
+        self._body: MessageBody | None = None
+        self._data_started = 0.0
+        self._data_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._discarding_long_line = False
+        self._sasl: Any = None  # an in-progress AUTH exchange (submission)
+        self.closed = asyncio.Event() if False else None
+
+    # --- connection -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        self.peer_ip = normalize_ip(peer[0])
+        self.peer_port = peer[1]
+        self.local_port = sock[1] if len(sock) > 1 else 0
+        refusal = self.listener.admit(self)
+        if refusal is not None:
+            self._write_now(REPLIES[refusal].render())
+            self.role.on_refused(self, "connect", Verdict(Action.TEMPFAIL, refusal))
+            self._close()
+            return
+        self._arm_timer()
+        if self.limits.greeting_delay > 0:
+            self.loop.call_later(self.limits.greeting_delay, self._greet)
+        else:
+            self._greet()
+
+    def _greet(self) -> None:
+        if self._mode != "greeting" or self.transport is None or self.transport.is_closing():
+            return
+        if self._buf:  # RFC 5321 §4.3.1: the client must wait for the greeting
+            self._reply(REPLIES["pregreet"])
+            self.role.on_refused(self, "connect", Verdict(Action.REJECT, "pregreet"))
+            self._flush()
+            self._close()
+            return
+        verdict = self.role.on_connect(self)
+        if verdict.refused:
+            # RFC 5321 §3.1: a server refusing service greets with 554 and then answers 503 to
+            # everything but QUIT, so the client learns why instead of seeing a dropped connection.
+            self._reply(reply_for(verdict))
+            self._mode = "blocked"
+            self.role.on_refused(self, "connect", verdict)
+        else:
+            self._reply(Reply(220, "", f"{self.role.hostname} ESMTP"))
+            self._mode = "command"
+        self._flush()
+        if self._buf:
+            self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mode = "closed"
+        if self._timer:
+            self._timer.cancel()
+        if self._body:
+            self._body.close()
+        self.listener.release(self)
+        self.role.on_disconnect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if self._mode in ("closed", "starttls"):
+            return  # bytes sent after STARTTLS before the handshake are never commands (CVE-2011-0411)
+        if self._mode == "data":
+            self._data_bytes += len(data)
+            self._feed_data(data)
+            return
+        self._buf += data
+        if self._mode == "greeting":
+            if len(self._buf) > MAX_COMMAND_LINE:
+                self._close()
+            return
+        if self._mode != "busy":
+            self._process()
+        if len(self._buf) > 64 * 1024 and self.transport:
+            self.transport.pause_reading()  # a handler is slow; don't buffer a flood
+
+    # --- command loop -----------------------------------------------------------------------
+    def _process(self) -> None:
+        while self._mode in ("command", "blocked", "auth") and self.transport and not self.transport.is_closing():
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > MAX_COMMAND_LINE:
+                    # Discard the rest of an over-long line, then answer once (RFC 5321 §4.5.3.1.4).
+                    self._buf.clear()
+                    self._discarding_long_line = True
+                break
+            line = bytes(self._buf[: nl + 1])
+            del self._buf[: nl + 1]
+            if self._discarding_long_line or len(line) > MAX_COMMAND_LINE:
+                self._discarding_long_line = False
+                self._error("line-too-long")
+                continue
+            self._command(line.rstrip(b"\r\n") if line.endswith(b"\r\n") else line[:-1])
+            if self._mode == "data" and self._buf:
+                rest = bytes(self._buf)
+                self._buf.clear()
+                self._feed_data(rest)
+        self._flush()
+        if self.transport and self._mode in ("command", "blocked") and len(self._buf) < 64 * 1024:
+            try:
+                self.transport.resume_reading()
+            except RuntimeError:
+                pass
+
+    def _command(self, raw: bytes) -> None:
+        if self._mode == "auth":
+            self.role.auth_continue(self, raw)
+            return
+        if raw.startswith(HTTP_VERBS):  # a browser or proxy probe on the SMTP port (Postfix does the same)
+            self.role.on_refused(self, "command", Verdict(Action.DISCONNECT, "http-command"))
+            self._close()
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error("bad-syntax")
+            return
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        if self._mode == "blocked" and verb != "QUIT":
+            self._reply(REPLIES["blocked-after-refusal"])
+            return
+        handler = getattr(self, f"_cmd_{verb}", None) if verb.isalpha() else None
+        if handler is None:
+            self._error("unknown-command")
+            return
+        if "\r" in arg or "\x00" in arg:
+            self._error("bad-syntax")
+            return
+        handler(arg.strip())
+
+    def _error(self, reason: str) -> None:
+        self.errors += 1
+        if self.errors >= self.limits.max_errors:
+            self._reply(REPLIES["too-many-errors"])
+            self.role.on_refused(self, "command", Verdict(Action.TEMPFAIL, "too-many-errors"))
+            self._flush()
+            self._close()
+            return
+        self._reply(REPLIES[reason])
+
+    # --- commands ---------------------------------------------------------------------------
+    def _cmd_HELO(self, arg: str, esmtp: bool = False) -> None:
+        if not arg or any(ord(c) <= 32 or ord(c) > 126 for c in arg) or len(arg) > 255:
+            self._error("bad-helo")
+            return
+        verdict = self.role.on_helo(self, arg)
+        if verdict.refused:
+            self._reply(reply_for(verdict))
+            return
+        self.helo, self.esmtp, self.txn = arg, esmtp, None
+        if not esmtp:
+            self._reply(Reply(250, "", self.role.hostname))
+            return
+        lines = [self.role.hostname] + self.role.ehlo_keywords(self)
+        self._reply(Reply(250, "", "\n".join(lines)))
+
+    def _cmd_EHLO(self, arg: str) -> None:
+        self._cmd_HELO(arg, esmtp=True)
+
+    def _cmd_NOOP(self, arg: str) -> None:
+        self._reply(REPLIES["ok"])
+
+    def _cmd_RSET(self, arg: str) -> None:
+        self.txn = None
+        self._reply(REPLIES["reset"])
+
+    def _cmd_VRFY(self, arg: str) -> None:
+        self._reply(REPLIES["vrfy"])  # RFC 5321 §3.5.3: 252, never reveal the directory
+
+    def _cmd_HELP(self, arg: str) -> None:
+        self._reply(Reply(214, "2.0.0", "See RFC 5321"))
+
+    def _cmd_QUIT(self, arg: str) -> None:
+        self._reply(REPLIES["bye"])
+        self._flush()
+        self._close()
+
+    def _cmd_STARTTLS(self, arg: str) -> None:
+        if self.tls is not None:
+            self._reply(REPLIES["tls-already-active"])
+            return
+        ctx = self.listener.ssl_context()
+        if ctx is None or arg:
+            self._reply(REPLIES["tls-unavailable"] if ctx is None else REPLIES["bad-syntax"])
+            return
+        self._reply(REPLIES["ready-tls"])
+        self._flush()
+        self._mode = "starttls"
+        self._buf.clear()  # anything pipelined after STARTTLS is discarded (RFC 3207 §4.2)
+        self.loop.create_task(self._start_tls(ctx))
+
+    async def _start_tls(self, ctx) -> None:
+        try:
+            new_transport = await asyncio.wait_for(
+                self.loop.start_tls(self.transport, self, ctx, server_side=True), timeout=30)
+        except Exception as exc:
+            self.role.on_refused(self, "starttls", Verdict(Action.REJECT, "tls-handshake-failed", str(exc)[:200]))
+            self._mode = "closed"
+            if self.transport:
+                self.transport.abort()
+            return
+        self.transport = new_transport
+        self.tls = tls_facts(new_transport.get_extra_info("ssl_object"))
+        # RFC 3207 §4.2: forget everything learnt before TLS, including the HELO name.
+        self.helo, self.esmtp, self.txn = None, False, None
+        self._buf.clear()
+        self._mode = "command"
+        self.role.on_tls(self)
+
+    def _cmd_AUTH(self, arg: str) -> None:
+        self.role.auth_start(self, arg)
+
+    def _cmd_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            self._reply(REPLIES["need-helo"])
+            return
+        if self.txn is not None:
+            self._reply(REPLIES["nested-mail"])
+            return
+        if not arg.upper().startswith("FROM:"):
+            self._error("bad-syntax")
+            return
+        parsed = self._parse_path_and_params(arg[5:], allow_null=True, allowed=("SIZE", "BODY", "SMTPUTF8"))
+        if parsed is None:
+            return
+        sender, params = parsed
+        if "SIZE" in params:
+            if not params["SIZE"].isdigit():
+                self._error("bad-syntax")
+                return
+            if int(params["SIZE"]) > self.limits.max_message_size:
+                self._refuse_at("mail", Verdict(Action.REJECT, "message-too-big-declared"), sender=sender)
+                return
+        if not self.role.disk_ok():
+            self._refuse_at("mail", Verdict(Action.TEMPFAIL, "disk-full"), sender=sender)
+            return
+        verdict = self.role.on_mail(self, sender, params)
+        if verdict.refused:
+            self._refuse_at("mail", verdict, sender=sender)
+            return
+        self.txn = Transaction(sender, params)
+        self._reply(reply_for(verdict) if verdict.reason in REPLIES else REPLIES["sender-ok"])
+
+    def _cmd_RCPT(self, arg: str) -> None:
+        if self.txn is None:
+            self._reply(REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
+            return
+        if not arg.upper().startswith("TO:"):
+            self._error("bad-syntax")
+            return
+        smtputf8 = "SMTPUTF8" in self.txn.params
+        parsed = self._parse_path_and_params(arg[3:], allow_null=False, allowed=(), smtputf8=smtputf8)
+        if parsed is None:
+            return
+        rcpt, _params = parsed
+        if len(self.txn.recipients) >= self.limits.max_recipients:
+            self._refuse_at("rcpt", Verdict(Action.TEMPFAIL, "too-many-recipients"), rcpt=rcpt)
+            return
+        verdict, decision = self.role.on_rcpt(self, rcpt)
+        if verdict.refused:
+            self._refuse_at("rcpt", verdict, rcpt=rcpt)
+            return
+        self.txn.recipients.append(Recipient(rcpt, decision))
+        self._reply(REPLIES["recipient-ok"])
+
+    def _cmd_DATA(self, arg: str) -> None:
+        if self.txn is None:
+            self._reply(REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
+            return
+        if not self.txn.recipients:
+            self._reply(REPLIES["need-rcpt"])
+            return
+        self._reply(REPLIES["start-data"])
+        self._mode = "data"
+        self._data = DataReader(self.limits.max_message_size)
+        self._body = MessageBody(self.listener.spill_dir)
+        self._data_started = time.monotonic()
+        self._data_bytes = 0
+
+    def _parse_path_and_params(self, text: str, *, allow_null: bool, allowed: tuple[str, ...],
+                               smtputf8: bool = False) -> tuple[Address, dict[str, str]] | None:
+        text = text.strip()
+        end = text.find(">")
+        if not text.startswith("<") or end < 0:
+            self._error("bad-address")
+            return None
+        path, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(" "):
+            self._error("bad-address")
+            return None
+        params: dict[str, str] = {}
+        for item in rest.split():
+            key, _, value = item.partition("=")
+            if key.upper() not in allowed:
+                self._error("bad-parameter")
+                return None
+            params[key.upper()] = value
+        try:
+            addr = parse_path(path, allow_null=allow_null, smtputf8=smtputf8 or "SMTPUTF8" in params)
+        except AddressSyntaxError as exc:
+            self._error("non-ascii-address" if exc.reason == "non-ascii" else "bad-address")
+            return None
+        return addr, params
+
+    def _refuse_at(self, stage: str, verdict: Verdict, **facts: Any) -> None:
+        self._reply(reply_for(verdict))
+        self.role.on_refused(self, stage, verdict, **facts)
+
+    # --- DATA -------------------------------------------------------------------------------
+    def _feed_data(self, data: bytes) -> None:
+        assert self._data is not None and self._body is not None
+        chunk, result = self._data.feed(data)
+        if chunk:
+            try:
+                self._body.write(chunk)
+            except OSError:
+                self._data.problem = self._data.problem or "storage-failed"
+        if result is None:
+            return
+        self._mode = "busy"
+        txn, body = self.txn, self._body
+        self._data, self._body, self.txn = None, None, None
+        if result.leftover:
+            self._buf[:0] = result.leftover
+        if result.problem:
+            body.close()
+            self._finish_message(txn, Verdict(Action.REJECT, result.problem))
+            return
+        task = self.loop.create_task(self._deliver(txn, body))
+        task.add_done_callback(lambda _t: None)
+
+    async def _deliver(self, txn: Transaction, body: MessageBody) -> None:
+        try:
+            verdict = await self.role.on_message(self, txn, body)
+        except Exception:
+            log.exception("session %s: message handling failed", self.id)
+            verdict = Verdict(Action.TEMPFAIL, "internal-error", f"trace id {self.id}")
+        finally:
+            body.close()
+        self._finish_message(txn, verdict)
+
+    def _finish_message(self, txn: Transaction, verdict: Verdict) -> None:
+        if self._mode == "closed":
+            return
+        if verdict.refused:
+            self.role.on_refused(self, "data", verdict, sender=txn.sender, recipients=txn.recipients)
+        reply = reply_for(verdict)
+        if verdict.reason == "internal-error":
+            reply = Reply(451, "4.3.0", f"Local error in processing (trace id {self.id})")
+        self._reply(reply)
+        self._mode = "command"
+        self._flush()
+        self._process()
+
+    # --- timers -----------------------------------------------------------------------------
+    def _arm_timer(self) -> None:
+        self._timer = self.loop.call_later(min(self.limits.command_timeout, 5.0), self._check_timers)
+
+    def _check_timers(self) -> None:
+        if self._mode == "closed" or self.transport is None:
+            return
+        now = time.monotonic()
+        reason = None
+        if now - self.started > self.limits.max_session_seconds:
+            reason = "session-too-long"
+        elif self._mode == "data":
+            elapsed = now - self._data_started
+            if elapsed > self.limits.data_rate_grace and self._data_bytes / elapsed < self.limits.min_data_rate:
+                reason = "data-too-slow"
+        elif self._mode != "busy" and now - self.last_activity > self.limits.command_timeout:
+            reason = "command-timeout"
+        if reason:
+            self._reply(REPLIES[reason])
+            self.role.on_refused(self, "timeout", Verdict(Action.TEMPFAIL, reason))
+            self._flush()
+            self._close()
+            return
+        self._arm_timer()
+
+    # --- output -----------------------------------------------------------------------------
+    def _reply(self, reply: Reply) -> None:
+        self._out.append(reply.render())
+
+    def reply(self, reason_or_reply: str | Reply) -> None:
+        """For roles that answer within an exchange (AUTH challenges)."""
+        self._reply(REPLIES[reason_or_reply] if isinstance(reason_or_reply, str) else reason_or_reply)
+
+    def set_mode(self, mode: str) -> None:
+        self._mode = mode
+
+    def _flush(self) -> None:
+        if self._out and self.transport and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    def _write_now(self, data: bytes) -> None:
+        if self.transport:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if self._mode != "closed":
+            self._mode = "closed"
+        if self.transport and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: idle sessions get 421 now; one in DATA or delivering finishes first."""
+        if self._mode in ("command", "blocked", "greeting", "auth"):
+            self._reply(REPLIES["shutting-down"])
+            self._flush()
+            self._close()

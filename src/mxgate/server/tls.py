@@ -1,0 +1,181 @@
+"""TLS for the listeners: contexts, the embedded default's generated CA, and peer-certificate facts.
+
+Owns: building ssl.SSLContext objects, generating a private CA + server certificate into the home
+directory on first run, and reading a client certificate into `PeerCertificate` (subject CN, DNS
+SANs, SHA-256 of the SubjectPublicKeyInfo for pinning). Must not decide which certificate is
+acceptable — policy/attribution.py does.
+
+Client certificates are requested only when a client CA is configured (dependencies.md trap 8):
+with CERT_OPTIONAL, a certificate from an unknown CA, or an expired one, fails the handshake,
+which is how such a peer is refused; a peer without a certificate completes the handshake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    subject_cn: str
+    dns_names: tuple[str, ...]
+    spki_sha256: str  # lower-case hex
+    issuer: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    version: str
+    cipher: str
+    bits: int
+    peer_cert: PeerCertificate | None
+
+
+def server_context(cert: str | Path, key: str | Path, client_ca: str | Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    if client_ca:
+        ctx.load_verify_locations(cafile=str(client_ca))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_context(ca_file: str | Path | None, cert: str | Path | None = None, key: str | Path | None = None,
+                   verify: bool = True, check_hostname: bool = False) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = check_hostname and verify
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
+def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | None:
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher() or ("", "", 0)
+    der = ssl_object.getpeercert(binary_form=True)
+    return TlsFacts(
+        version=ssl_object.version() or "",
+        cipher=cipher[0],
+        bits=cipher[2] or 0,
+        peer_cert=peer_certificate(der) if der else None,
+    )
+
+
+def peer_certificate(der: bytes) -> PeerCertificate:
+    cert = x509.load_der_x509_certificate(der)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        dns_names = ()
+    return PeerCertificate(
+        subject_cn=str(cns[0].value).lower() if cns else "",
+        dns_names=dns_names,
+        spki_sha256=spki_sha256(cert),
+        issuer=cert.issuer.rfc4514_string(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+    )
+
+
+def spki_sha256(cert: x509.Certificate) -> str:
+    """RFC 7469 §2.4 style pin: SHA-256 of the DER SubjectPublicKeyInfo (survives re-issue with the same key)."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def spki_sha256_of_file(path: str | Path) -> str:
+    return spki_sha256(x509.load_pem_x509_certificate(Path(path).read_bytes()))
+
+
+# --- the embedded default: a private CA and a server certificate --------------------------------
+
+@dataclass(frozen=True)
+class GeneratedCertificates:
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def ensure_default_certificates(directory: Path, hostname: str) -> GeneratedCertificates:
+    """Create (once) a CA and a server certificate for `hostname`, 127.0.0.1 and ::1."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = GeneratedCertificates(directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key")
+    if out.server_cert.exists() and out.server_key.exists() and out.ca_cert.exists():
+        return out
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mxgate local CA ({hostname})")])
+    now = dt.datetime.now(dt.timezone.utc)
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert, key = issue_certificate(ca, ca_key, hostname, server=True)
+    _write(out.ca_key, ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()), private=True)
+    _write(out.ca_cert, ca.public_bytes(serialization.Encoding.PEM))
+    _write(out.server_key, key, private=True)
+    _write(out.server_cert, cert)
+    return out
+
+
+def issue_certificate(ca: x509.Certificate, ca_key, common_name: str, *, server: bool, days: int = 825) -> tuple[bytes, bytes]:
+    """Issue a leaf certificate (server: serverAuth, SANs for the name and loopback; else clientAuth)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    sans: list[x509.GeneralName] = [x509.DNSName(common_name)]
+    if server:
+        sans += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                 x509.IPAddress(ipaddress.ip_address("::1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,68 @@
+"""Small, fast reads and writes of a message's header block for the SMTP path.
+
+Owns: finding the header block, counting Received headers (loop detection), pulling Subject
+and Message-ID for the trace, and composing our own Received header (RFC 5321 §4.4). Full
+header hygiene for authentication lives in auth/headers.py.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SAFE_TOKEN = re.compile(r"[^A-Za-z0-9.\-_:\[\]@]")
+
+
+def header_block(data: bytes) -> bytes:
+    end = data.find(b"\r\n\r\n")
+    if data.startswith(b"\r\n"):
+        return b""
+    return data if end < 0 else data[: end + 2]
+
+
+def count_received(headers: bytes) -> int:
+    return len(_RECEIVED.findall(headers))
+
+
+def header_value(headers: bytes, name: str) -> str:
+    """First value of a header, unfolded, decoded leniently; "" when absent."""
+    m = re.search(rb"^" + re.escape(name.encode()) + rb"[ \t]*:(.*(?:\r\n[ \t].*)*)", headers, re.IGNORECASE | re.MULTILINE)
+    if not m:
+        return ""
+    raw = m.group(1).replace(b"\r\n", b"").strip()
+    try:
+        from email.header import decode_header, make_header
+
+        return str(make_header(decode_header(raw.decode("utf-8", "replace"))))
+    except Exception:
+        return raw.decode("utf-8", "replace")
+
+
+def safe_token(text: str, limit: int = 255) -> str:
+    """A HELO or similar peer-chosen token made safe to place in a header comment."""
+    return _SAFE_TOKEN.sub("?", text)[:limit]
+
+
+def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id: str, recipient: str | None,
+                    tls: str = "", connector: str = "", now: float | None = None) -> bytes:
+    ip_literal = f"IPv6:{peer_ip}" if ":" in peer_ip else peer_ip
+    parts = [f"from {safe_token(helo or 'unknown')} ([{ip_literal}])"]
+    if tls:
+        parts.append(f"({tls})")
+    parts.append(f"by {by} (mxgate)")
+    if connector:
+        parts.append(f"(connector {safe_token(connector.replace(' ', '_'), 64)})")
+    parts.append(f"with {protocol} id {trace_id}")
+    if recipient:
+        parts.append(f"for <{recipient}>")
+    value = "\r\n\t".join(parts) + "; " + email.utils.formatdate(now or time.time(), usegmt=True)
+    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+
+
+def protocol_name(esmtp: bool, tls: bool, auth: bool) -> str:
+    """RFC 3848 'with' values."""
+    if not esmtp:
+        return "SMTP"
+    return "ESMTP" + ("S" if tls else "") + ("A" if auth else "")
