@@ -191,7 +191,7 @@ async def run_probe(opts: ProbeOptions) -> ProbeResult:
         s.note("*", f"error: {message}")
     finally:
         if s.wire is not None:
-            s.wire.close()
+            await s.wire.close()
     if final is not None and not message:
         message = final.text
     return ProbeResult(

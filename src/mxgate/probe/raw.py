@@ -144,7 +144,7 @@ async def run_raw(opts: ProbeOptions, script: RawScript, settle: float = DEFAULT
     except (WireError, ValueError) as exc:
         return done(str(exc), False)
     finally:
-        wire.close()
+        await wire.close()
 
 
 async def _collect(wire: Wire, note: Callable[[str, str], None], first: float,

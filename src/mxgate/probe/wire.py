@@ -26,6 +26,8 @@ from cryptography import x509
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; allow generous slack for broken
 # servers but never buffer without bound.
 MAX_LINE = 64 * 1024
+# How long to wait for the peer's side of a TLS shutdown before dropping the socket.
+CLOSE_WAIT = 2.0
 # PROXY protocol v2 signature (haproxy proxy-protocol.txt §2.2).
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 PROXY_V2_VERSION_PROXY = 0x21  # version 2, command PROXY
@@ -132,6 +134,7 @@ class _LineProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self.lost = asyncio.Event()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -147,6 +150,7 @@ class _LineProtocol(asyncio.Protocol):
             self.closed = self.closed or WireError("connection closed by server")
         else:
             self.closed = WireError(f"connection lost: {exc}", tls=isinstance(exc, ssl.SSLError))
+        self.lost.set()
         self._can_write.set()
         self._wake()
 
@@ -174,6 +178,7 @@ class Wire:
     def __init__(self, transport: asyncio.Transport, protocol: _LineProtocol, timeout: float,
                  note: Callable[[str, str], None]) -> None:
         self._transport = transport
+        self._raw_transport = transport  # kept to abort if a TLS shutdown hangs
         self._protocol = protocol
         self.timeout = timeout
         self.note = note
@@ -261,8 +266,13 @@ class Wire:
                                 ctx.verify_mode != ssl.CERT_NONE)
         return stale
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close and wait until the socket is really gone (a TLS close_notify takes a round trip)."""
         self._transport.close()
+        try:
+            await asyncio.wait_for(self._protocol.lost.wait(), min(self.timeout, CLOSE_WAIT))
+        except asyncio.TimeoutError:
+            self._raw_transport.abort()
 
 
 def _fmt(addr: tuple | None) -> str:

@@ -174,8 +174,13 @@ class SmtpSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self._mode in ("closed", "starttls"):
-            return  # bytes sent after STARTTLS before the handshake are never commands (CVE-2011-0411)
+        if self._mode == "closed":
+            return
+        if self._mode == "starttls":
+            # Only the TLS layer delivers data now (plain reading was paused at STARTTLS and
+            # pipelined plaintext discarded, CVE-2011-0411): keep it for after the handshake.
+            self._buf += data
+            return
         if self._mode == "data":
             self._data_bytes += len(data)
             self._feed_data(data)
@@ -304,6 +309,9 @@ class SmtpSession(asyncio.Protocol):
         self._flush()
         self._mode = "starttls"
         self._buf.clear()  # anything pipelined after STARTTLS is discarded (RFC 3207 §4.2)
+        # Stop reading until the TLS layer owns the transport, so the ClientHello is not read
+        # (and dropped) by this plaintext protocol in between.
+        self.transport.pause_reading()
         self.loop.create_task(self._start_tls(ctx))
 
     async def _start_tls(self, ctx) -> None:
@@ -311,6 +319,7 @@ class SmtpSession(asyncio.Protocol):
             new_transport = await asyncio.wait_for(
                 self.loop.start_tls(self.transport, self, ctx, server_side=True), timeout=30)
         except Exception as exc:
+            log.info("session %s: TLS handshake failed: %r", self.id, exc)
             self.role.on_refused(self, "starttls", Verdict(Action.REJECT, "tls-handshake-failed", str(exc)[:200]))
             self._mode = "closed"
             if self.transport:
@@ -320,9 +329,10 @@ class SmtpSession(asyncio.Protocol):
         self.tls = tls_facts(new_transport.get_extra_info("ssl_object"))
         # RFC 3207 §4.2: forget everything learnt before TLS, including the HELO name.
         self.helo, self.esmtp, self.txn = None, False, None
-        self._buf.clear()
         self._mode = "command"
         self.role.on_tls(self)
+        if self._buf:
+            self._process()
 
     def _cmd_AUTH(self, arg: str) -> None:
         self.role.auth_start(self, arg)

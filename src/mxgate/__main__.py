@@ -1,0 +1,3 @@
+from mxgate.cli import main
+
+main()

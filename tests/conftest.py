@@ -1,0 +1,86 @@
+"""Fixtures shared by every test: home directories, a throwaway CA, a DNS server, running nodes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rig  # noqa: E402
+from dnsserver import TestDNSServer  # noqa: E402
+
+from mxgate.config.home import Home  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home.open(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    """A throwaway CA with a server certificate and client certificates for certificate connectors."""
+    import trustme
+
+    d = tmp_path_factory.mktemp("ca")
+    ca = trustme.CA(organization_name="mxgate test CA")
+    other = trustme.CA(organization_name="some other CA")
+    files = {"dir": d}
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    other.cert_pem.write_to_path(str(d / "other-ca.pem"))
+    server = ca.issue_cert("localhost", "127.0.0.1", "::1", "mx.contoso.test")
+    server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
+    server.private_key_pem.write_to_path(str(d / "server.key"))
+    for name, issuer in (("gateway.partner.test", ca), ("gateway2.partner.test", ca), ("evil.example", ca),
+                         ("gateway.partner.test-other", other)):
+        leaf = issuer.issue_cert(name.removesuffix("-other"))
+        stem = name
+        leaf.cert_chain_pems[0].write_to_path(str(d / f"{stem}.pem"))
+        leaf.private_key_pem.write_to_path(str(d / f"{stem}.key"))
+    files["ca"] = str(d / "ca.pem")
+    files["other_ca"] = str(d / "other-ca.pem")
+    files["server_cert"] = str(d / "server.pem")
+    files["server_key"] = str(d / "server.key")
+    files["ca_obj"] = ca
+    return files
+
+
+@pytest.fixture
+def dns():
+    """A real DNS server on a loopback port (tests add records with dns.add(...))."""
+    with TestDNSServer() as server:
+        yield server
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path):
+    """Start in-process nodes: node_factory(policy_toml, **settings_sections) -> InProcessNode."""
+    started: list[rig.InProcessNode] = []
+
+    def make(policy: str | None = rig.GUIDE_POLICY, home_dir: Path | None = None, **sections) -> rig.InProcessNode:
+        h = Home.open(home_dir or tmp_path / f"node{len(started)}")
+        if policy:
+            rig.apply_policy(h, policy)
+        settings = rig.node_settings(tmp_path, **sections)
+        n = rig.InProcessNode(settings, h).start()
+        n.home = h
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch):
+    # Tests only ever talk to loopback; make sure no proxy setting reroutes HTTP clients.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+    yield
+    os.environ.pop("MXGATE_TEST_DUMMY", None)

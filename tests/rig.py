@@ -1,0 +1,322 @@
+"""The test rig every end-to-end test reuses: loopback hosts, a throwaway CA, running nodes,
+a raw SMTP client that binds a source address.
+
+Hosts (all on loopback; Linux lets a client bind any 127.0.0.0/8 address):
+GATEWAY 127.0.0.10, PARTNER 127.0.0.20, INTERNET 127.0.0.77 (an Internet sender),
+ATTACKER 127.0.0.66, PRINTER 127.0.0.30; IPv6 uses ::1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mxgate.config.home import Home
+from mxgate.config.node import NodeSettings, load_settings
+from mxgate.policy.document import load_toml
+from mxgate.store.db import open_engine
+from mxgate.store.policy_store import PolicyStore
+
+GATEWAY = "127.0.0.10"
+GATEWAY2 = "127.0.0.11"
+PARTNER = "127.0.0.20"
+PRINTER = "127.0.0.30"
+ATTACKER = "127.0.0.66"
+INTERNET = "127.0.0.77"
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The guide's policy: Contoso behind the "Third-party filter service" gateway.
+GUIDE_POLICY = """
+[organization]
+name = "Contoso"
+authserv_id = "mx.contoso.test"
+
+[[accepted_domain]]
+name = "contoso.test"
+
+[[mailbox]]
+address = "alice@contoso.test"
+aliases = ["alice.smith@contoso.test"]
+
+[[mailbox]]
+address = "bob@contoso.test"
+
+[[mailbox]]
+address = "postmaster@contoso.test"
+
+[[inbound_connector]]
+name = "Third-party filter service"
+type = "partner"
+sender_domains = ["*"]
+sender_ip_addresses = ["127.0.0.10"]
+restrict_domains_to_ip_addresses = true
+require_tls = true
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def apply_policy(home: Home, toml_text: str, actor: str = "test") -> int:
+    store = PolicyStore(open_engine(home.database_url))
+    pv = store.save(load_toml(toml_text), actor=actor, summary="test policy")
+    return pv.version
+
+
+# --- nodes -------------------------------------------------------------------------------------
+
+class InProcessNode:
+    """A Node running on its own event loop in a background thread (tests stay synchronous)."""
+
+    def __init__(self, settings: NodeSettings, home: Home):
+        from mxgate.server.node import Node
+
+        self.node = Node(settings, home)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.node.start())
+        except BaseException as exc:  # surfaced to the test by start()
+            self._error = exc
+            self._started.set()
+            return
+        self._started.set()
+        self.loop.run_forever()
+
+    def start(self) -> "InProcessNode":
+        self._thread.start()
+        self._started.wait(30)
+        if self._error:
+            raise self._error
+        return self
+
+    def call(self, coro, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._error is None and self.loop.is_running():
+            try:
+                self.call(self.node.stop(deadline=2.0))
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(10)
+
+    def port(self, role: str = "mailbox") -> int:
+        return int(self.node.listeners[role].addresses[0].rsplit(":", 1)[1])
+
+    @property
+    def trace(self):
+        return self.node.trace
+
+
+def node_settings(tmp: Path, **sections: dict) -> NodeSettings:
+    """Settings for a test node: only the roles asked for, listeners on free loopback ports."""
+    base: dict[str, dict] = {
+        "roles": {"mailbox": True, "gateway": False, "submission": False, "admin": False},
+        "mailbox": {"listen": [f"127.0.0.1:{free_port()}", f"[::1]:{free_port('::1')}"]},
+    }
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value)
+    overrides = {f"{section}.{k}": v for section, values in base.items() for k, v in values.items()}
+    return load_settings(None, overrides)
+
+
+@dataclass
+class SubprocessNode:
+    """`mxgate serve` as a real process (kill -9 tests)."""
+
+    home: Path
+    config: Path
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self):
+        self.log = self.home / "serve.log"
+
+    def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 20) -> "SubprocessNode":
+        env = dict(os.environ, MXGATE_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
+        if wait_for:
+            wait_port(*wait_for, timeout=timeout, proc=self.proc, log=self.log)
+        return self
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def wait_port(host: str, port: int, timeout: float = 20, proc=None, log: Path | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}): {log.read_text()[-2000:] if log else ''}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open in {timeout}s")
+
+
+# --- a raw SMTP client ------------------------------------------------------------------------
+
+class RawSMTP:
+    """Line-level SMTP client over a real socket bound to `source`; sends exactly the bytes given."""
+
+    def __init__(self, host: str, port: int, source: str | None = None, timeout: float = 10):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.host = host
+        self._buf = b""
+        self.tls = False
+
+    def read_reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            while b"\r\n" not in self._buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"connection closed; partial reply {lines!r} {self._buf!r}")
+                self._buf += chunk
+            line, self._buf = self._buf.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return int(text[:3]), "\n".join(lines)
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def cmd(self, line: str) -> tuple[int, str]:
+        self.send(line + "\r\n")
+        return self.read_reply()
+
+    def greeting(self) -> tuple[int, str]:
+        return self.read_reply()
+
+    def starttls(self, ca_file: str | None = None, cert: str | None = None, key: str | None = None) -> tuple[int, str]:
+        code, text = self.cmd("STARTTLS")
+        if code != 220:
+            return code, text
+        ctx = ssl.create_default_context(cafile=ca_file) if ca_file else ssl._create_unverified_context()
+        ctx.check_hostname = False
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.tls = True
+        return code, text
+
+    def closed(self, wait: float = 2.0) -> bool:
+        """True if the server closed the connection (EOF) within `wait` seconds."""
+        self.sock.settimeout(wait)
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def send_message(host: str, port: int, *, source: str, sender: str, rcpts: list[str], data: bytes,
+                 tls: bool = True, ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 ehlo: str = "client.test") -> dict[str, Any]:
+    """One full transaction; returns every reply so tests can assert the stage that refused."""
+    result: dict[str, Any] = {"rcpt": []}
+    with RawSMTP(host, port, source) as c:
+        result["greeting"] = c.greeting()
+        if result["greeting"][0] != 220:
+            return result
+        result["ehlo"] = c.cmd(f"EHLO {ehlo}")
+        if tls:
+            result["starttls"] = c.starttls(ca, cert, key)
+            result["ehlo2"] = c.cmd(f"EHLO {ehlo}")
+        result["mail"] = c.cmd(f"MAIL FROM:<{sender}>")
+        if result["mail"][0] != 250:
+            c.cmd("QUIT")
+            return result
+        for r in rcpts:
+            result["rcpt"].append(c.cmd(f"RCPT TO:<{r}>"))
+        if not any(code == 250 for code, _ in result["rcpt"]):
+            c.cmd("QUIT")
+            return result
+        result["data"] = c.cmd("DATA")
+        if result["data"][0] == 354:
+            body = data.replace(b"\r\n.", b"\r\n..")
+            if body.startswith(b"."):
+                body = b"." + body
+            if not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            c.send(body + b".\r\n")
+            result["end"] = c.read_reply()
+        c.cmd("QUIT")
+    return result
+
+
+def simple_message(subject: str = "test", sender: str = "sender@fabrikam.test", to: str = "alice@contoso.test",
+                   body: str = "Hello.") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{time.time_ns()}@fabrikam.test>\r\n"
+            f"Date: Fri, 27 Nov 2026 12:00:00 +0000\r\n\r\n{body}\r\n").encode()
+
+
+def maildir_messages(home: Home, address: str, folder: str | None = None) -> list[bytes]:
+    base = home.maildir / address.lower()
+    if folder:
+        base = base / f".{folder}"
+    new = base / "new"
+    if not new.exists():
+        return []
+    return [p.read_bytes() for p in sorted(new.iterdir())]
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
