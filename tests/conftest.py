@@ -35,12 +35,23 @@ def test_ca(tmp_path_factory):
     server = ca.issue_cert("localhost", "127.0.0.1", "::1", "mx.contoso.test")
     server.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
     server.private_key_pem.write_to_path(str(d / "server.key"))
-    for name, issuer in (("gateway.partner.test", ca), ("gateway2.partner.test", ca), ("evil.example", ca),
-                         ("gateway.partner.test-other", other)):
-        leaf = issuer.issue_cert(name.removesuffix("-other"))
-        stem = name
+    import datetime as dt
+
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    leaves = {
+        # file stem: (issuer, name, extra arguments)
+        "gateway.partner.test": (ca, "gateway.partner.test", {}),
+        "gateway.partner.test-renewed": (ca, "gateway.partner.test", {}),  # same name, new key
+        "evil.example": (ca, "evil.example", {}),
+        "gateway.partner.test-other-ca": (other, "gateway.partner.test", {}),
+        "gateway.partner.test-expired": (ca, "gateway.partner.test",
+                                         {"not_before": past - dt.timedelta(days=30), "not_after": past}),
+    }
+    for stem, (issuer, name, extra) in leaves.items():
+        leaf = issuer.issue_cert(name, **extra)
         leaf.cert_chain_pems[0].write_to_path(str(d / f"{stem}.pem"))
         leaf.private_key_pem.write_to_path(str(d / f"{stem}.key"))
+        files[stem] = (str(d / f"{stem}.pem"), str(d / f"{stem}.key"))
     files["ca"] = str(d / "ca.pem")
     files["other_ca"] = str(d / "other-ca.pem")
     files["server_cert"] = str(d / "server.pem")

@@ -20,7 +20,9 @@ from rich.table import Table
 from mxgate.config.home import Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (scripts, tests) gets wide tables instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 200
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_VALIDATION = 0, 1, 2
