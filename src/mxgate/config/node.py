@@ -72,6 +72,20 @@ class GatewaySection(ListenerSection):
     source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
     client_cert: str = Field("", description="Client certificate presented to the downstream (certificate connectors).")
     client_key: str = Field("", description="Key for client_cert.")
+    authserv_id: str = Field("gw.mxgate.test", description="authserv-id of the gateway's Authentication-Results (RFC 8601 §2.5) and of its ARC seal; forged results with this id are removed.")
+    arc_domain: str = Field("mxgate.test", description="d= of the gateway's ARC seal; publish the key with `mxgate gateway arc-dns` and list this domain in the policy's arc_trusted_sealers.")
+    arc_selector: str = Field("mxgate-gw", description="s= of the ARC seal; the key is generated once into <home>/keys/arc-<selector>.pem. Restart.")
+    recipient_validation: Literal["directory", "callahead"] = Field("directory", description='"directory": recipients are checked against the policy in the shared store; "callahead": an RCPT to the downstream decides (cached). Unknown recipients get 550 5.1.1 at RCPT.')
+    callahead_ttl: float = Field(600.0, description="Seconds a callahead answer (known/unknown recipient) is cached.")
+    retry_first: float = Field(300.0, description="Seconds before the first retry of a deferred message (Postfix minimal_backoff_time); doubles after each attempt.")
+    retry_max_backoff: float = Field(4000.0, description="Longest wait between retries (Postfix maximal_backoff_time, ~67 min).")
+    retry_max_age: float = Field(5 * 86400.0, description="Give up and bounce (DSN) after this many seconds in the queue (Postfix maximal_queue_lifetime, 5 days; RFC 5321 §4.5.4.1).")
+    relay_concurrency: int = Field(20, description="Deliveries in flight at once to the downstream.")
+    relay_connect_timeout: float = Field(10.0, description="Seconds to connect and get the greeting from a downstream host; short so fail-over is quick.")
+    relay_timeout: float = Field(120.0, description="Seconds per SMTP command while relaying (RFC 5321 §4.5.3.2 suggests minutes; DATA end gets this too).")
+    host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles up to 10 min).")
+    queue_scan_interval: float = Field(1.0, description="Seconds between scans of the queue for due messages.")
+    check_workers: int = Field(8, description="Worker threads running the content checks (DNS, DKIM, clamd) off the event loop.")
 
 
 class SubmissionSection(ListenerSection):

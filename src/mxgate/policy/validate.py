@@ -43,6 +43,9 @@ def validate_policy(policy: Policy) -> list[PolicyIssue]:
     seen = set()
     for o in policy.outbound_connectors:
         issues += _outbound(o, seen)
+    from mxgate.filters.settings import validate_gateway_checks  # the gateway checks own their rules
+
+    issues += validate_gateway_checks(policy.gateway)
     return issues
 
 

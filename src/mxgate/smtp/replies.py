@@ -129,6 +129,9 @@ REPLIES: dict[str, Reply] = {
     "rdns-missing": Reply(450, "4.7.25", "Client host rejected: cannot find your reverse hostname"),
     "greylisted": Reply(451, "4.7.1", "Greylisted, try again later"),
     "check-tempfail": Reply(451, "4.7.0", "Temporary failure in a message check, try again later"),
+    "dkim-fail": Reply(550, "5.7.20", "Message rejected: no passing DKIM signature found"),  # RFC 7372 §3.1
+    "rdns-failed": Reply(550, "5.7.25", "Client host rejected: reverse DNS validation failed"),  # RFC 7372 §3.3
+    "message-rate-limited": Reply(450, "4.7.0", "Too many messages from your address, try again later"),
     # AUTH (submission)
     "auth-ok": Reply(235, "2.7.0", "Authentication successful"),
     "auth-failed": Reply(535, "5.7.8", "Authentication credentials invalid"),

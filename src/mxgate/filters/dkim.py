@@ -1,0 +1,32 @@
+"""DKIM check (RFC 6376), through auth/dkim.py which verifies every signature.
+
+Owns: the rule for when DKIM "fires": at least one signature failed (fail/permerror) and none
+passed. An unsigned message does not fire (RFC 6376 §6.1: treat as unsigned, not as failed);
+a key lookup temperror with no pass is an error (fail-open/closed applies).
+Must not know: dkimpy, DNS, DMARC alignment.
+"""
+
+from __future__ import annotations
+
+from mxgate.auth.dkim import DkimResult, verify_dkim
+from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
+from mxgate.filters.settings import CheckSettings
+
+NAME = "dkim"
+
+
+def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[DkimResult, ...]:
+    return verify_dkim(facts.data, env.dnsfunc, timeout=cfg.timeout)
+
+
+def decide(raw: tuple[DkimResult, ...], cfg: CheckSettings) -> CheckResult:
+    words = [r.result for r in raw]
+    detail = " ".join(f"dkim={r.result} d={r.domain} s={r.selector}" for r in raw) or "dkim=none (unsigned)"
+    summary = "pass" if "pass" in words else "none" if not words else words[0]
+    if "pass" in words or not words:
+        return passed(NAME, detail, result=summary)
+    if any(w in ("fail", "permerror") for w in words):
+        return fired(NAME, cfg.action, "dkim-fail", detail, result=summary)
+    if "temperror" in words:
+        return errored(NAME, detail, result="temperror")
+    return passed(NAME, detail, result=summary)  # neutral: nothing to hold against the sender

@@ -1,0 +1,40 @@
+"""DMARC check (RFC 7489), honouring the sender domain's published policy.
+
+Owns: choosing the action from the disposition DMARC computed (after sp= and pct=):
+`reject` → the check's `action`, `quarantine` → its `quarantine_action`, `none` → recorded only.
+Must not know: record discovery or alignment (auth/dmarc.py), SPF/DKIM mechanics (it reads
+their gathered values from the env), or what the action does.
+"""
+
+from __future__ import annotations
+
+import random
+
+from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.headers import header_from_domain
+from mxgate.auth.spf import SpfResult, spf_identity
+from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
+from mxgate.filters.settings import CheckSettings
+
+NAME = "dmarc"
+# What DMARC sees when SPF or DKIM could not run (timed out, off): RFC 7489 treats it as no pass.
+NO_SPF = SpfResult("temperror", "SPF did not run", "")
+
+
+def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DmarcResult:
+    spf = env.raw.get("spf") or NO_SPF
+    dkim = env.raw.get("dkim") or ()
+    _, spf_domain, _ = spf_identity(facts.sender, facts.helo)
+    # pct= sampling needs a random draw; it is drawn here so decide_dmarc stays pure.
+    return evaluate_dmarc(header_from_domain(facts.data), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
+                          sample=random.uniform(0, 100))
+
+
+def decide(raw: DmarcResult, cfg: CheckSettings) -> CheckResult:
+    detail = f"dmarc={raw.result} p={raw.policy} disposition={raw.disposition} from={raw.domain}"
+    if raw.result == "temperror":
+        return errored(NAME, detail, result=raw.result)
+    if raw.result != "fail" or raw.disposition == "none":
+        return passed(NAME, detail, result=raw.result, disposition=raw.disposition)
+    action = cfg.action if raw.disposition == "reject" else cfg["quarantine_action"]
+    return fired(NAME, action, "dmarc-policy", detail, result=raw.result, disposition=raw.disposition)

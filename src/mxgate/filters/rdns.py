@@ -1,0 +1,63 @@
+"""Reverse DNS of the connecting IP: PTR present, and forward-confirmed (FCrDNS, RFC 8601 §3 iprev).
+
+Owns: the PTR lookup, the forward lookups of at most MAX_PTR_NAMES names, and the rule:
+`require = "fcrdns"` fires unless a PTR name resolves back to the IP; `require = "ptr"` fires only
+when there is no PTR at all. DNS trouble is an error (fail-open/closed applies).
+Must not know: SMTP, or what the action does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import dns.exception
+import dns.resolver
+import dns.reversename
+
+from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
+from mxgate.filters.settings import CheckSettings
+
+NAME = "rdns"
+MAX_PTR_NAMES = 10  # RFC 7208 §5.5 bounds the PTR names an SPF check may follow the same way
+
+
+@dataclass(frozen=True)
+class RdnsLookup:
+    status: str  # "fcrdns" | "ptr-only" | "none" | "temperror"
+    names: tuple[str, ...]
+    detail: str = ""
+
+
+def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> RdnsLookup:
+    addr = ipaddress.ip_address(facts.peer_ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    rtype = "A" if addr.version == 4 else "AAAA"
+    try:
+        ptr = env.resolver.resolve(dns.reversename.from_address(str(addr)), "PTR", lifetime=cfg.timeout, search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return RdnsLookup("none", ())
+    except dns.exception.DNSException as exc:
+        return RdnsLookup("temperror", (), f"PTR: {exc.__class__.__name__}")
+    names = tuple(r.target.to_text(omit_final_dot=True).lower() for r in ptr)[:MAX_PTR_NAMES]
+    for name in names:
+        try:
+            forward = env.resolver.resolve(name, rtype, lifetime=cfg.timeout, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except dns.exception.DNSException as exc:
+            return RdnsLookup("temperror", names, f"{rtype} {name}: {exc.__class__.__name__}")
+        if any(ipaddress.ip_address(r.address) == addr for r in forward):
+            return RdnsLookup("fcrdns", names)
+    return RdnsLookup("ptr-only", names)
+
+
+def decide(raw: RdnsLookup, cfg: CheckSettings) -> CheckResult:
+    detail = f"iprev={raw.status} ptr={','.join(raw.names) or '-'} {raw.detail}".strip()
+    if raw.status == "temperror":
+        return errored(NAME, detail, status=raw.status)
+    if raw.status == "none" or (raw.status == "ptr-only" and cfg["require"] == "fcrdns"):
+        reason = "rdns-missing" if cfg.action == "tempfail" else "rdns-failed"
+        return fired(NAME, cfg.action, reason, detail, status=raw.status)
+    return passed(NAME, detail, status=raw.status)

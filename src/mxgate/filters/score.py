@@ -1,0 +1,126 @@
+"""The transparent spam score: named rules with fixed weights, summed, compared with thresholds.
+
+Owns: the rule table (name → weight, why), evaluating it over the other checks' results and the
+message's headers and text, and the verdict by threshold (tag / quarantine / reject). Every rule
+that matched is listed in the X-MXGate-Spam-Score header, so a recipient can see why.
+Pure: no I/O, no clock. Must not know: how the other checks gathered their results.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.utils import getaddresses
+
+from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.filters.result import CheckResult, fired, passed
+from mxgate.filters.settings import CheckSettings
+
+NAME = "score"
+MAX_TEXT = 256 * 1024  # content heuristics read this much of the body
+MAX_PHRASE_HITS = 3
+
+# rule → weight. Positive is spammy, negative is trust. Tuned like SpamAssassin's defaults
+# in spirit: no single soft signal crosses the tag threshold (5.0) alone.
+RULES: dict[str, float] = {
+    "SPF_FAIL": 3.0, "SPF_SOFTFAIL": 1.0, "SPF_PASS": -0.5,
+    "DKIM_FAIL": 1.5, "DKIM_PASS": -0.5,
+    "DMARC_FAIL": 3.0, "DMARC_PASS": -1.0,
+    "DNSBL_LISTED": 5.0, "DNSWL_LISTED": -3.0,
+    "RDNS_NONE": 1.5, "RDNS_NOT_FCRDNS": 0.5,
+    "BLOCKED_ATTACHMENT": 6.0,
+    "MISSING_DATE": 1.0, "MISSING_MESSAGE_ID": 1.0, "MISSING_FROM": 2.0, "MULTIPLE_FROM": 2.0,
+    "SUBJECT_ALL_CAPS": 1.0, "EMPTY_SUBJECT": 0.5, "FROM_DISPLAY_HAS_ADDRESS": 1.0,
+    "SPAM_PHRASE": 1.5,  # per phrase, at most MAX_PHRASE_HITS
+}
+_PHRASES = re.compile(rb"(?i)\b(wire transfer|verify your account|lottery|winner|act now|100% free|"
+                      rb"click here|bitcoin|password expire|urgent payment|inheritance)\b")
+
+
+@dataclass(frozen=True)
+class Score:
+    total: float
+    rules: tuple[tuple[str, float], ...]
+    verdict: str  # "clean" | "tag" | "quarantine" | "reject"
+
+    def header_value(self) -> str:
+        listed = ", ".join(f"{n}={w:+.1f}" for n, w in self.rules) or "none"
+        return f"{self.total:.1f} rules: {listed}"
+
+
+def _check_rules(results: dict[str, CheckResult]) -> list[str]:
+    out = []
+    facts = {name: r.facts for name, r in results.items()}
+    spf = facts.get("spf", {}).get("result")
+    out += {"fail": ["SPF_FAIL"], "softfail": ["SPF_SOFTFAIL"], "pass": ["SPF_PASS"]}.get(spf, [])
+    dkim = facts.get("dkim", {}).get("result")
+    out += {"fail": ["DKIM_FAIL"], "permerror": ["DKIM_FAIL"], "pass": ["DKIM_PASS"]}.get(dkim, [])
+    dmarc = facts.get("dmarc", {}).get("result")
+    out += {"fail": ["DMARC_FAIL"], "pass": ["DMARC_PASS"]}.get(dmarc, [])
+    if facts.get("dnsbl", {}).get("listed"):
+        out.append("DNSBL_LISTED")
+    if facts.get("dnsbl", {}).get("allowed"):
+        out.append("DNSWL_LISTED")
+    out += {"none": ["RDNS_NONE"], "ptr-only": ["RDNS_NOT_FCRDNS"]}.get(facts.get("rdns", {}).get("status"), [])
+    if facts.get("attachments", {}).get("blocked"):
+        out.append("BLOCKED_ATTACHMENT")
+    return out
+
+
+def _header_rules(data: bytes) -> list[str]:
+    head, body = split_headers(data)
+    fields = parse_fields(head)
+    names = [f.name for f in fields]
+    out = []
+    if b"date" not in names:
+        out.append("MISSING_DATE")
+    if b"message-id" not in names:
+        out.append("MISSING_MESSAGE_ID")
+    froms = [f for f in fields if f.name == b"from"]
+    if not froms:
+        out.append("MISSING_FROM")
+    elif len(froms) > 1:
+        out.append("MULTIPLE_FROM")
+    else:
+        value = froms[0].value.decode("utf-8", "replace")
+        for display, addr in getaddresses([value]):
+            if "@" in display and display.strip().lower() != addr.lower():
+                out.append("FROM_DISPLAY_HAS_ADDRESS")  # "paypal@paypal.com" <x@evil>
+                break
+    subject = next((f.value.decode("utf-8", "replace") for f in fields if f.name == b"subject"), None)
+    if subject is not None and not subject.strip():
+        out.append("EMPTY_SUBJECT")
+    letters = [c for c in subject or "" if c.isalpha()]
+    if len(letters) >= 8 and all(c.isupper() for c in letters):
+        out.append("SUBJECT_ALL_CAPS")
+    phrases = {m.group(1).lower() for m in _PHRASES.finditer(head + body[:MAX_TEXT])}
+    out += ["SPAM_PHRASE"] * min(len(phrases), MAX_PHRASE_HITS)
+    return out
+
+
+def compute(results: dict[str, CheckResult], data: bytes, cfg: CheckSettings) -> Score:
+    disabled = set(cfg["disabled_rules"])
+    hits = [r for r in _check_rules(results) + _header_rules(data) if r not in disabled]
+    rules = tuple((name, RULES[name]) for name in hits)
+    total = round(sum(w for _, w in rules), 1)
+    if total >= cfg["reject_threshold"]:
+        verdict = "reject"
+    elif total >= cfg["quarantine_threshold"]:
+        verdict = "quarantine"
+    elif total >= cfg["tag_threshold"]:
+        verdict = "tag"
+    else:
+        verdict = "clean"
+    return Score(total, rules, verdict)
+
+
+# The score's own action caps what its verdict may do: with action "tag" it never refuses.
+_RANK = {"off": 0, "tag": 1, "quarantine": 2, "tempfail": 2, "reject": 3}
+
+
+def decide(score: Score, cfg: CheckSettings) -> CheckResult:
+    detail = f"score {score.header_value()}"
+    if score.verdict == "clean":
+        return passed(NAME, detail, total=score.total)
+    action = score.verdict if _RANK[score.verdict] <= _RANK[cfg.action] else cfg.action
+    return fired(NAME, action, "spam", detail, total=score.total)
