@@ -23,8 +23,7 @@ from typing import Iterable
 
 from mxgate.policy.domains import normalize_domain, pattern_matches
 from mxgate.policy.ipset import IPAddress, PrefixTable, normalize_ip, parse_network
-from mxgate.policy.model import InboundConnector, Mailbox, Policy
-from mxgate.policy.validate import accepted_domain_for
+from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address
 from mxgate.smtp.replies import Verdict, accept, reject, tempfail
 
@@ -40,6 +39,14 @@ class CompiledPolicy:
     directory: dict[str, Mailbox]  # address or alias (lower case) → mailbox
     # Every accepted domain is covered by a `*` IP-restricting connector: refusal at connect is safe.
     fully_ip_locked: bool
+    # Precomputed, normalised forms so a decision does no string normalisation (P5: < 5 µs).
+    accepted: dict[str, AcceptedDomain] = field(default_factory=dict)
+    subdomain_accepted: tuple[tuple[str, AcceptedDomain], ...] = ()
+    sender_patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    associated: dict[str, frozenset[str]] = field(default_factory=dict)
+    # (sender domain, recipient domain) → names of the connectors that restrict that pair.
+    # A memo, not state: the result depends only on this (immutable) policy.
+    _restrict_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def organization(self):
@@ -61,6 +68,7 @@ def compile_policy(policy: Policy, version: int) -> CompiledPolicy:
     fully = bool(domains) and all(
         any(c.restrict_domains_to_ip_addresses and "*" in c.sender_domains and _covers_recipient(c, d) for c in restricting)
         for d in domains)
+    accepted = {normalize_domain(d.name): d for d in policy.accepted_domains}
     return CompiledPolicy(
         version=version,
         policy=policy,
@@ -70,7 +78,36 @@ def compile_policy(policy: Policy, version: int) -> CompiledPolicy:
         certificate_connectors=tuple(c for c in enabled if c.tls_sender_certificate_name),
         directory=directory,
         fully_ip_locked=fully,
+        accepted=accepted,
+        subdomain_accepted=tuple(sorted(((n, d) for n, d in accepted.items() if d.match_subdomains),
+                                        key=lambda item: -len(item[0]))),
+        sender_patterns={c.name.lower(): tuple(normalize_domain(p) for p in c.sender_domains) for c in enabled},
+        associated={c.name.lower(): frozenset(normalize_domain(d) for d in c.associated_accepted_domains) for c in enabled},
     )
+
+
+def _pattern_match(pattern: str, domain: str) -> bool:
+    """pattern_matches() for already-normalised values (the hot path)."""
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return domain == pattern[2:] or domain.endswith(pattern[1:])
+    return domain == pattern
+
+
+def _sender_covered(compiled: "CompiledPolicy", c: InboundConnector, sender_domain: str) -> bool:
+    return any(_pattern_match(p, sender_domain) for p in compiled.sender_patterns[c.name.lower()])
+
+
+def lookup_accepted_domain(compiled: "CompiledPolicy", domain: str) -> AcceptedDomain | None:
+    """Exact accepted domain first, then the longest one with match_subdomains."""
+    found = compiled.accepted.get(domain)
+    if found is not None:
+        return found
+    for name, d in compiled.subdomain_accepted:
+        if domain.endswith("." + name):
+            return d
+    return None
 
 
 # --- facts ---------------------------------------------------------------------------------
@@ -121,7 +158,10 @@ def certificate_name_matches(pattern: str, name: str) -> bool:
 
 
 def session_connectors(compiled: CompiledPolicy, facts: SessionFacts) -> list[InboundConnector]:
-    return [compiled.connectors[n] for n in sorted(facts.connectors) if n in compiled.connectors]
+    names = facts.connectors
+    if not names:
+        return []
+    return [compiled.connectors[n] for n in sorted(names) if n in compiled.connectors]
 
 
 def is_on_premises(compiled: CompiledPolicy, facts: SessionFacts) -> bool:
@@ -142,11 +182,8 @@ def decide_connect(compiled: CompiledPolicy, facts: SessionFacts, reject_stage: 
 
 def applicable_connectors(compiled: CompiledPolicy, facts: SessionFacts, sender_domain: str) -> list[InboundConnector]:
     """The session's connectors that cover this envelope sender (partner: sender_domains)."""
-    out = []
-    for c in session_connectors(compiled, facts):
-        if c.type == "on_premises" or any(pattern_matches(p, sender_domain) for p in c.sender_domains):
-            out.append(c)
-    return out
+    return [c for c in session_connectors(compiled, facts)
+            if c.type == "on_premises" or _sender_covered(compiled, c, sender_domain)]
 
 
 def decide_mail(compiled: CompiledPolicy, facts: SessionFacts, sender: Address) -> Verdict:
@@ -172,9 +209,28 @@ def _covers_recipient(c: InboundConnector, domain: str) -> bool:
     return normalize_domain(domain) in {normalize_domain(d) for d in c.associated_accepted_domains}
 
 
+def _covers(compiled: CompiledPolicy, c: InboundConnector, domain: str) -> bool:
+    assoc = compiled.associated[c.name.lower()]
+    return not assoc or domain in assoc
+
+
 def restricting_connectors_for(compiled: CompiledPolicy, sender_domain: str, rcpt_domain: str) -> list[InboundConnector]:
     return [c for c in compiled.restricting
-            if any(pattern_matches(p, sender_domain) for p in c.sender_domains) and _covers_recipient(c, rcpt_domain)]
+            if _sender_covered(compiled, c, sender_domain) and _covers(compiled, c, rcpt_domain)]
+
+
+MEMO_LIMIT = 50_000
+
+
+def restricting_names(compiled: CompiledPolicy, sender_domain: str, rcpt_domain: str) -> frozenset[str]:
+    key = (sender_domain, rcpt_domain)
+    memo = compiled._restrict_memo
+    found = memo.get(key)
+    if found is None:
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+        found = memo[key] = frozenset(c.name.lower() for c in restricting_connectors_for(compiled, sender_domain, rcpt_domain))
+    return found
 
 
 def primary_domain(compiled: CompiledPolicy) -> str:
@@ -185,25 +241,25 @@ def primary_domain(compiled: CompiledPolicy) -> str:
 def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, rcpt: Address,
                 prior_key: tuple | None = None) -> RcptDecision:
     """Relay check → connector restriction → recipient existence → one outcome per transaction."""
-    on_prem = is_on_premises(compiled, facts)
+    on_prem = bool(facts.connectors) and is_on_premises(compiled, facts)
     if rcpt.literal:
         return RcptDecision(reject("address-literal", str(rcpt)), "", (), "")
     domain = rcpt.domain or primary_domain(compiled)  # <postmaster> (RFC 5321 §4.5.1)
-    accepted = accepted_domain_for(compiled.policy, domain) if domain else None
+    accepted = lookup_accepted_domain(compiled, domain) if domain else None
     if accepted is None:
         if on_prem:
             conn = _first_name(applicable_connectors(compiled, facts, sender.domain))
             return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), "relay", prior_key)
         return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), "")
 
-    restricting = [] if on_prem else restricting_connectors_for(compiled, sender.domain, domain)
-    if restricting and not any(c.name.lower() in facts.connectors for c in restricting):
-        names = ", ".join(c.name for c in restricting)
+    restricting = frozenset() if on_prem else restricting_names(compiled, sender.domain, domain)
+    if restricting and not (restricting & facts.connectors):
+        names = ", ".join(sorted(restricting))
         return RcptDecision(reject("connector-attribution", f"restricted by {names}; session matched "
                                    f"{sorted(facts.connectors) or 'no connector'}"), "", (), "")
 
-    applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers_recipient(c, domain)]
-    chosen = next((c for c in applicable if c in restricting), applicable[0] if applicable else None)
+    applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers(compiled, c, domain)]
+    chosen = next((c for c in applicable if c.name.lower() in restricting), applicable[0] if applicable else None)
     conn_name = chosen.name if chosen else ""
 
     local = rcpt.local if rcpt.domain else "postmaster"

@@ -1,0 +1,75 @@
+"""Issue 2 must-show 4: IP-set matching against a brute-force oracle (v4, v6, mapped, overlapping
+prefixes, longest prefix)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network, prefix_too_wide
+
+
+def oracle(entries, ip):
+    ip = normalize_ip(ip)
+    best, vals = -1, set()
+    for net, v in entries:
+        if net.version == ip.version and ip in net:
+            if net.prefixlen > best:
+                best, vals = net.prefixlen, {v}
+            elif net.prefixlen == best:
+                vals.add(v)
+    return frozenset(vals)
+
+
+# Small address spaces so random prefixes overlap often.
+v4_nets = st.builds(lambda a, p: ipaddress.IPv4Network((a & ~((1 << (32 - p)) - 1) & 0xFFFFFFFF, p)),
+                    st.integers(0x0A000000, 0x0A0000FF), st.integers(22, 32))
+v6_nets = st.builds(lambda a, p: ipaddress.IPv6Network(((0x20010DB8 << 96 | a) & ~((1 << (128 - p)) - 1), p)),
+                    st.integers(0, 0xFFFF), st.integers(112, 128))
+entries_st = st.lists(st.tuples(st.one_of(v4_nets, v6_nets), st.sampled_from("abcd")), max_size=25)
+v4_probe = st.integers(0x09FFFFF0, 0x0A000110).map(ipaddress.IPv4Address)
+v6_probe = st.integers(0, 0x1FFFF).map(lambda a: ipaddress.IPv6Address(0x20010DB8 << 96 | a))
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries_st, st.lists(st.one_of(v4_probe, v6_probe), min_size=1, max_size=20))
+def test_longest_prefix_matches_oracle(entries, probes):
+    table = PrefixTable(entries)
+    for ip in probes:
+        assert table.lookup(ip) == oracle(entries, ip)
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries_st, v4_probe)
+def test_ipv4_mapped_ipv6_matches_as_ipv4(entries, ip):
+    table = PrefixTable(entries)
+    mapped = ipaddress.IPv6Address("::ffff:" + str(ip))
+    assert table.lookup(mapped) == table.lookup(ip) == oracle(entries, ip)
+
+
+def test_nested_and_adjacent_prefixes():
+    t = PrefixTable([(parse_network("10.0.0.0/8"), "wide"), (parse_network("10.1.0.0/16"), "mid"),
+                     (parse_network("10.1.2.3"), "host"), (parse_network("10.2.0.0/16"), "other")])
+    assert t.lookup("10.0.0.1") == {"wide"}
+    assert t.lookup("10.1.9.9") == {"mid"}
+    assert t.lookup("10.1.2.3") == {"host"}
+    assert t.lookup("10.1.2.4") == {"mid"}
+    assert t.lookup("10.2.255.255") == {"other"}
+    assert t.lookup("10.3.0.0") == {"wide"}
+    assert t.lookup("11.0.0.0") == frozenset()
+    assert t.lookup("::1") == frozenset()
+
+
+def test_parse_network_rules():
+    assert str(parse_network("::ffff:192.0.2.0/120")) == "192.0.2.0/24"
+    for bad in ("10.0.0.1/8", "300.1.1.1", "", "10.0.0.0/33", "fe80::1%eth0/64"):
+        try:
+            parse_network(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
+    assert prefix_too_wide(parse_network("10.0.0.0/8")) and not prefix_too_wide(parse_network("10.0.0.0/16"))
+    assert prefix_too_wide(parse_network("2001:db8::/32")) and not prefix_too_wide(parse_network("2001:db8::/48"))
+    assert normalize_ip("[::ffff:127.0.0.66]") == ipaddress.IPv4Address("127.0.0.66")
