@@ -1,0 +1,292 @@
+"""Enhanced filtering and authentication of one message on the mailbox server (mail-flow.md §4).
+
+Owns: the MailboxRole hook (`Authenticator`) that gathers the facts of an accepted transaction
+(peer IP, HELO, envelope sender, the connector chosen at RCPT, the recipients), runs the
+skip-list walk, runs SPF/DKIM/ARC and then DMARC off the event loop with time budgets, asks the
+pure `decide_auth_action` what the organisation wants done, and acts: cleans the header block,
+stamps `Authentication-Results` and the `X-MXGate-*` skip-list headers, and sets the folder,
+quarantine reason or refusal on the `MessageContext` together with what the trace shows.
+
+Must not know: how any standard is evaluated (auth/spf.py, dkim.py, dmarc.py, arc.py), how a
+Received header is spelled (auth/received.py), reply text (smtp/replies.py), where quarantined
+messages are kept (quarantine/store.py) or how Maildir delivery works.
+
+Why DKIM and ARC are verified on the bytes as received, before header hygiene: renaming an
+upstream `Authentication-Results` changes bytes a signer may have covered, and neither check
+reads any result header's *claims*. The claims are what must never be believed (adversarial.md
+§6): they are removed/renamed before anything is stored, and no decision here reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import dns.resolver
+
+from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
+from mxgate.auth.dkim import DkimResult, verify_dkim
+from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.headers import fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.received import received_values
+from mxgate.auth.results import HEADER_NAME, format_authentication_results
+from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
+from mxgate.auth.spf import SpfResult, check_spf
+from mxgate.smtp import message as msg
+from mxgate.smtp.replies import reject
+
+log = logging.getLogger("mxgate.auth")
+
+SKIP_LISTED_HEADER = "X-MXGate-SkipListedInternetSender"  # detection succeeded (§4.6)
+EXTERNAL_ORIGINAL_HEADER = "X-MXGate-ExternalOriginalInternetSender"  # ... and was applied
+JUNK_FOLDER = "Junk"
+# Whole-stage budgets on top of the per-lookup timeout: SPF may need up to 10 DNS-querying
+# terms (RFC 7208 §4.6.4), DKIM one key per signature, ARC one key per set. A stage that
+# overruns reports temperror (ARC: fail) and the message goes on; the thread finishes alone.
+STAGE_LOOKUPS = 4
+_HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+
+# Stable reasons of `decide_auth_action` (the trace and the golden tests use them).
+R_ON_PREMISES = "internal-on-premises"
+R_DMARC_PASS = "dmarc-pass"
+R_NO_FAILURE = "dmarc-not-failed"  # none / temperror / permerror: never act on these
+R_POLICY_NONE = "dmarc-fail-policy-none"
+R_ARC_OVERRIDE = "arc-trusted-sealer"
+R_DMARC_POLICY = "dmarc-policy"
+
+
+@dataclass(frozen=True)
+class AuthAction:
+    """What to do with the message: deliver | junk | quarantine | reject, and why."""
+
+    action: str
+    reason: str
+    detail: str = ""
+
+
+def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: Sequence[str],
+                       reject_action: str, quarantine_action: str, internal: bool = False) -> AuthAction:
+    """Pure: the organisation's answer to a DMARC outcome (mail-flow.md §4.4, issue 4).
+
+    A failure is acted on only as far as the sender's own published disposition asks (after
+    sp= and pct=); the organisation maps p=reject → `reject_action` (default quarantine, as
+    EXO does) and p=quarantine → `quarantine_action` (default junk). temperror never acts:
+    a DNS hiccup must not lose mail (RFC 7489 §6.6.3 leaves it to the receiver).
+    """
+    if internal:
+        return AuthAction("deliver", R_ON_PREMISES, "session attributed to an on-premises connector")
+    if dmarc.result == "pass":
+        return AuthAction("deliver", R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
+    if dmarc.result != "fail":
+        return AuthAction("deliver", R_NO_FAILURE, f"dmarc={dmarc.result}")
+    if dmarc.disposition not in ("reject", "quarantine"):
+        return AuthAction("deliver", R_POLICY_NONE, dmarc.reason)
+    if arc_overrides_dmarc(arc, trusted_sealers):
+        # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
+        # changed the message; recorded so the admin sees why the policy was not applied.
+        return AuthAction("deliver", R_ARC_OVERRIDE,
+                          f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
+    action = reject_action if dmarc.disposition == "reject" else quarantine_action
+    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
+
+
+def stamp_value(ip: str, helo: str | None) -> str:
+    """`ip=[x];domain=<helo>` as EXO writes its skip-list headers; the HELO is peer-chosen."""
+    domain = _HELO_SAFE.sub("", (helo or "").strip())[:255] or "unknown"
+    return f"ip=[{ip}];domain={domain}"
+
+
+@dataclass(frozen=True)
+class AuthFacts:
+    """Everything the hook learnt; becomes the trace detail and the Authentication-Results."""
+
+    connecting_ip: str
+    auth_ip: str
+    auth_helo: str
+    walk: SkipListResult
+    ef_in_scope: bool
+    ef_applied: bool
+    spf: SpfResult
+    dkim: tuple[DkimResult, ...]
+    dmarc: DmarcResult
+    arc: ArcResult
+    from_domain: str | None
+
+
+class Authenticator:
+    """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
+    non-routable set; `await authenticator(ctx)` authenticates one message."""
+
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str]):
+        self.timeout = float(timeout)
+        if servers:
+            self.resolver = make_resolver(list(servers), timeout=self.timeout)
+        else:  # the system resolver, still bounded so a lookup never hangs
+            self.resolver = dns.resolver.Resolver()
+            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
+        self.non_routable = tuple(non_routable)
+        self._previous: Any = None
+        self._installed = False
+
+    # --- lifetime (node.extras) -------------------------------------------------------------
+    def install(self) -> None:
+        """pyspf resolves through dnspython's process-wide default: make it ours."""
+        self._previous = install_default_resolver(self.resolver)
+        self._installed = True
+
+    async def stop(self) -> None:
+        if self._installed and dns.resolver.default_resolver is self.resolver:
+            install_default_resolver(self._previous)
+        self._installed = False
+
+    # --- the hook ---------------------------------------------------------------------------
+    async def __call__(self, ctx) -> None:
+        s, txn, compiled = ctx.session, ctx.txn, ctx.compiled
+        org = compiled.organization
+        name = txn.recipients[0].decision.connector if txn.recipients else ""
+        connector = compiled.policy.inbound(name) if name else None
+        recipients = [str(r.address) for r in txn.recipients]
+        facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=str(s.peer_ip),
+                                  helo=s.helo or "", sender=str(txn.sender), connector=connector,
+                                  recipients=recipients)
+        internal = (connector is not None and connector.type == "on_premises") or s.auth_user is not None
+        action = decide_auth_action(facts.dmarc, facts.arc, trusted_sealers=org.arc_trusted_sealers,
+                                    reject_action=org.dmarc_reject_action,
+                                    quarantine_action=org.dmarc_quarantine_action, internal=internal)
+        self.act(ctx, facts, action, org.authserv_id, str(txn.sender))
+
+    async def gather(self, data: bytes, *, trace_id: str, connecting_ip: str, helo: str, sender: str,
+                     connector, recipients: Sequence[str]) -> AuthFacts:
+        """The walk (pure) and then every DNS-backed check in worker threads."""
+        walk, in_scope = self.walk(data, connecting_ip, connector, recipients)
+        applied = walk.status == "detected" and in_scope and not connector.ef_test_mode
+        auth_ip = str(walk.original_ip) if applied else connecting_ip
+        auth_helo = (walk.original_helo or "") if applied else helo
+        budget = self.timeout * STAGE_LOOKUPS + 1.0
+        spf, dkim, arc = await asyncio.gather(
+            _bounded(check_spf, (auth_ip, sender, auth_helo), {"timeout": self.timeout * STAGE_LOOKUPS}, budget,
+                     SpfResult("temperror", "SPF check overran its time budget", "", "mailfrom")),
+            _bounded(verify_dkim, (data, self.dnsfunc), {"timeout": self.timeout}, budget, None),
+            _bounded(validate_arc, (data, self.dnsfunc), {}, budget,
+                     ArcResult("fail", (), "ARC validation overran its time budget")))
+        if dkim is None:  # overran: RFC 8601 has no per-signature answer, say temperror once
+            dkim = (DkimResult("temperror", "", "", "", "DKIM verification overran its time budget"),)
+        from_domain = header_from_domain(data)
+        dmarc = await _bounded(
+            evaluate_dmarc, (from_domain, spf, spf.domain, dkim, self.dnsfunc), {"sample": pct_sample(trace_id)},
+            budget, DmarcResult("temperror", None, None, None, "none", from_domain, None,
+                                reason="DMARC evaluation overran its time budget"))
+        return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
+                         dmarc, arc, from_domain)
+
+    def walk(self, data: bytes, connecting_ip: str, connector, recipients: Sequence[str]) -> tuple[SkipListResult, bool]:
+        """(walk result, whether `ef_users` puts this message in scope)."""
+        if connector is None:
+            return SkipListResult("off", None, None, None, "no-connector",
+                                  "No inbound connector matched this message."), False
+        if not ef_applies(connector.ef_users, recipients):
+            return SkipListResult("off", None, None, None, "ef-users", (
+                "Enhanced filtering is limited to ef_users and not every recipient is listed.")), False
+        settings = SkipListSettings(connector.ef_skip_last_ip, connector.ef_skip_ips, self.non_routable)
+        return find_original_sender(received_values(msg.header_block(data)), connecting_ip, settings), True
+
+    def act(self, ctx, facts: AuthFacts, action: AuthAction, authserv_id: str, sender: str) -> None:
+        """Clean the header block, stamp ours, and set the outcome on the context."""
+        ctx.data = sanitize_inbound_headers(ctx.data, authserv_id)
+        eol = line_ending(ctx.data)
+        ar = format_authentication_results(authserv_id, facts.spf, sender, facts.auth_helo, facts.auth_ip,
+                                           facts.dkim, facts.dmarc, facts.arc, facts.from_domain)
+        added = [fold_header(HEADER_NAME, ar, eol)]
+        walk = facts.walk
+        if walk.status == "detected":
+            stamp = stamp_value(str(walk.original_ip), walk.original_helo)
+            added.append(fold_header(SKIP_LISTED_HEADER, stamp, eol))
+            if facts.ef_applied:
+                added.append(fold_header(EXTERNAL_ORIGINAL_HEADER, stamp, eol))
+            ctx.original_ip = str(walk.original_ip)
+        ctx.headers_to_add.extend(added)
+        ctx.detail.update(trace_detail(facts, action))
+        if action.action == "junk":
+            ctx.folder = JUNK_FOLDER
+        elif action.action == "quarantine":
+            ctx.quarantine_reason = action.reason
+        elif action.action == "reject":
+            ctx.verdict = reject(action.reason, action.detail)
+        log.info("auth %s: ip=%s spf=%s dmarc=%s arc=%s -> %s (%s)", ctx.trace_id, facts.auth_ip,
+                 facts.spf.result, facts.dmarc.result, facts.arc.status, action.action, action.reason)
+
+
+def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
+    """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
+    chosen, every result, and the action with its reason."""
+    walk = facts.walk
+    return {
+        "connecting_ip": facts.connecting_ip,
+        "original_ip": str(walk.original_ip) if walk.original_ip else "",
+        "authenticated_ip": facts.auth_ip,
+        "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
+                               "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": walk.explanation},
+        "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
+                "explanation": facts.spf.explanation[:200]},
+        "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
+        "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+        "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
+        "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
+    }
+
+
+def pct_sample(trace_id: str) -> float:
+    """A sample in [0, 100) for DMARC pct= (RFC 7489 §6.6.4), derived from the trace id so a
+    message's outcome is reproducible from its trace."""
+    try:
+        return (int(trace_id[:8], 16) % 10000) / 100.0
+    except ValueError:
+        return 0.0
+
+
+async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
+    """Run a blocking check in a worker thread; past `budget` seconds answer `overran`."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), budget)
+    except asyncio.TimeoutError:
+        log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
+        return overran
+
+
+def install_authentication(node, role) -> Authenticator:
+    """Wire the hook, the DNS resolver and the quarantine into a node's mailbox role."""
+    from mxgate.quarantine.store import QuarantineStore
+
+    settings = node.settings
+    auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout,
+                         non_routable=settings.mailbox.non_routable)
+    if settings.dns.servers:
+        auth.install()
+    role.hooks.append(auth)
+    role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
+    node.extras.append(auth)
+    return auth
+
+
+def quarantine_into(store):
+    """MailboxRole's `quarantine` callable: keep the final message for the local mailboxes.
+    The row is committed (SQLite synchronous=FULL) before the 250, like a Maildir delivery."""
+
+    async def quarantine(ctx, final: bytes) -> None:
+        txn = ctx.txn
+        mailboxes = [r.decision.mailbox.address for r in txn.recipients if r.decision.route == "local"]
+        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"]
+        subject = msg.header_value(msg.header_block(final), "Subject")
+        detail = {"action": ctx.detail.get("action", {}), "relay_recipients": relayed,
+                  "connecting_ip": ctx.detail.get("connecting_ip", ""), "original_ip": ctx.original_ip}
+        await asyncio.to_thread(store.add, trace_id=ctx.trace_id, sender=str(txn.sender), recipients=mailboxes,
+                                subject=subject, reason=ctx.quarantine_reason or "", detail=detail, body=final)
+
+    return quarantine
