@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.connector_cmds",
     "mxgate.cli.serve_cmds",
     "mxgate.cli.trace_cmds",
+    "mxgate.cli.quarantine_cmds",
 ]
 
 

@@ -89,6 +89,9 @@ class Node:
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
                            disk_path=str(self.home.maildir))
+        # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
+        from mxgate.auth.pipeline import install_authentication
+        install_authentication(self, role)
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool))
         await listener.start(s.listen)
         self.roles["mailbox"] = role
