@@ -1,0 +1,47 @@
+"""The pure pieces of auth/pipeline.py: the action decision (golden cases), the skip-list stamp
+and the pct= sample."""
+
+from __future__ import annotations
+
+import pytest
+
+from auth_action_cases import CASES
+from mxgate.auth.arc import ArcResult
+from mxgate.auth.dmarc import DmarcResult
+from mxgate.auth.pipeline import AuthAction, decide_auth_action, pct_sample, stamp_value
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_decide_auth_action(case):
+    _, result, disposition, arc_status, sealers, trusted, (on_reject, on_quarantine), internal, expected = case
+    dmarc = DmarcResult(result, "reject", None, 100, disposition, "fabrikam.test", None, reason="no aligned pass")
+    action = decide_auth_action(dmarc, ArcResult(arc_status, sealers), trusted_sealers=trusted,
+                                reject_action=on_reject, quarantine_action=on_quarantine, internal=internal)
+    assert isinstance(action, AuthAction)
+    assert (action.action, action.reason) == expected
+
+
+def test_override_names_the_sealer_for_the_trace():
+    dmarc = DmarcResult("fail", "reject", None, 100, "reject", "fabrikam.test", None)
+    action = decide_auth_action(dmarc, ArcResult("pass", ("lists.test",)), trusted_sealers=["lists.test"],
+                                reject_action="quarantine", quarantine_action="junk")
+    assert action.detail == "DMARC p=reject overridden: ARC chain sealed by trusted lists.test"
+
+
+@pytest.mark.parametrize("helo, expected", [
+    ("mail.fabrikam.test", "ip=[203.0.113.7];domain=mail.fabrikam.test"),
+    ("evil;ip=[1.2.3.4]\r\nX-Injected: 1", "ip=[203.0.113.7];domain=evilip[1.2.3.4]X-Injected:1"),
+    ("", "ip=[203.0.113.7];domain=unknown"),
+    (None, "ip=[203.0.113.7];domain=unknown"),
+    ("\x1b[31m", "ip=[203.0.113.7];domain=[31m"),
+])
+def test_stamp_keeps_the_peer_chosen_helo_inert(helo, expected):
+    assert stamp_value("203.0.113.7", helo) == expected
+
+
+def test_pct_sample_is_reproducible_and_in_range():
+    assert pct_sample("00000000deadbeef") == 0.0
+    assert pct_sample("ffffffff00000000") == pct_sample("ffffffff11111111")
+    samples = {pct_sample(f"{i:08x}") for i in range(0, 2**32, 2**32 // 997)}
+    assert all(0 <= s < 100 for s in samples) and len(samples) > 900
+    assert pct_sample("not-hex") == 0.0
