@@ -1,0 +1,154 @@
+"""The admin centre as an ASGI app, and its start-up inside a node's event loop.
+
+Owns: assembling the routers (login, pages, /api/v1, operations), the exception handlers that
+turn mxgate's errors into HTTP answers, static files and templates, and running uvicorn on
+`[admin] listen` as one more service of the node (`node.extras`).
+Must not know the details of any page or resource (see pages/ and api/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from mxgate import errors
+from mxgate.admin import auth, metrics
+from mxgate.admin.guard import NeedLogin, Sessions, page_user
+from mxgate.admin.state import AdminState
+from mxgate.errors import ConfigError
+
+log = logging.getLogger("mxgate.admin")
+
+HERE = Path(__file__).resolve().parent
+
+
+def create_app(st: AdminState) -> FastAPI:
+    from mxgate.admin import api, ops, pages
+    from mxgate.admin.pages import login
+    from mxgate.admin.pages.common import templates
+
+    app = FastAPI(title="mxgate admin centre", version="1", docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/v1/openapi.json")
+    app.state.admin = st
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(ops.router)
+    app.include_router(login.router)
+    app.include_router(api.router)
+    app.include_router(pages.router, dependencies=[Depends(page_user)])
+
+    @app.exception_handler(NeedLogin)
+    async def _login(request: Request, exc: NeedLogin):
+        return RedirectResponse(f"/login?next={exc.next_url}", status_code=303)
+
+    @app.exception_handler(errors.PolicyError)
+    async def _policy(request: Request, exc: errors.PolicyError):
+        # The same text the CLI prints after "error: " (one code path for validation).
+        issues = [vars(i) for i in getattr(exc, "issues", [])]
+        return JSONResponse({"error": str(exc), "issues": issues}, status_code=422)
+
+    @app.exception_handler(errors.NotFoundError)
+    async def _missing(request: Request, exc: errors.NotFoundError):
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(errors.ConcurrentChangeError)
+    async def _conflict(request: Request, exc: errors.ConcurrentChangeError):
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "message": exc.detail},
+                                          status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def state_for(node) -> AdminState:
+    return AdminState(engine=node.engine, policy_store=node.policy_store, trace=node.trace, node_name=node.name,
+                      home=node.home, settings=node.settings.admin, sessions=Sessions(auth.session_key(node.home.keys)),
+                      node=node)
+
+
+class _Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self):
+        # The node owns SIGTERM/SIGINT and stops us through AdminService.stop().
+        yield
+
+
+class AdminService:
+    """The running admin centre: one uvicorn server on the node's loop."""
+
+    def __init__(self, st: AdminState, sock: socket.socket):
+        self.state = st
+        self.sock = sock
+        self.address = "%s:%d" % sock.getsockname()[:2] if sock.family == socket.AF_INET else "[%s]:%d" % sock.getsockname()[:2]
+        config = uvicorn.Config(create_app(st), log_level="warning", access_log=False, lifespan="off",
+                                proxy_headers=False, server_header=False)
+        self.server = _Server(config)
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                exc = self.task.exception() if not self.task.cancelled() else None
+                raise ConfigError(f"admin: could not start on {self.address}: {exc!r}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        await self.state.jobs.cancel_all()
+        self.server.should_exit = True
+        if self.task:
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except (asyncio.TimeoutError, SystemExit):
+                self.task.cancel()
+        self.sock.close()
+
+    def describe(self) -> str:
+        return f"admin        http://{self.address}/"
+
+
+def _bind(listen: str) -> socket.socket:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_admin(node) -> AdminService:
+    """Role starter (server/node.py OPTIONAL_ROLES): serve the admin centre on [admin] listen."""
+    password = await asyncio.to_thread(auth.ensure_first_admin, node.engine)
+    if password:
+        # Printed once to the terminal that started the node, never to the log.
+        sys.stderr.write(f"mxgate admin centre: created user '{auth.DEFAULT_ADMIN}' with password {password}\n"
+                         "  (shown once; change it with `mxgate admin set-password`)\n")
+        sys.stderr.flush()
+    watcher = node.watcher
+    metrics.set_policy_reader(lambda: watcher.current.version)
+    service = AdminService(state_for(node), _bind(node.settings.admin.listen))
+    await service.start()
+    node.extras.append(service)
+    log.info("admin centre listening on http://%s/", service.address)
+    return service

@@ -1,0 +1,13 @@
+"""The admin centre's HTML pages (Jinja2 templates, htmx for partial updates; no JavaScript build).
+
+Owns: assembling the page routers. app.py mounts this router behind guard.page_user, so every
+page needs a session and every POST the session's CSRF token.
+"""
+
+from fastapi import APIRouter
+
+from mxgate.admin.pages import connectors, mail, objects, overview
+
+router = APIRouter(include_in_schema=False)
+for _module in (overview, connectors, objects, mail):
+    router.include_router(_module.router)

@@ -1,0 +1,77 @@
+"""Log in and out of the admin centre.
+
+Owns: the login form (its own CSRF token in a signed cookie, since no session exists yet),
+the per-address rate limit, and setting or revoking the session cookie. Must not know any
+other page. This router is mounted without the page guard; logout lives in the guarded pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+
+from mxgate.admin import auth, metrics
+from mxgate.admin.guard import LOGIN_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE, client_ip
+from mxgate.admin.pages.common import render, state
+
+log = logging.getLogger("mxgate.admin.login")
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: an attacker's link must not send a fresh login to another site.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _form(request: Request, error: str = "", username: str = "", status: int = 200):
+    token, cookie = state(request).sessions.login_token()
+    resp = render(request, "login.html", {"login_token": token, "error": error, "username": username,
+                                          "next": _safe_next(request.query_params.get("next"))}, status=status)
+    resp.set_cookie(LOGIN_COOKIE, cookie, max_age=3600, httponly=True, samesite="strict", path="/login")
+    return resp
+
+
+@router.get("/login")
+async def login_page(request: Request):
+    return _form(request)
+
+
+@router.post("/login")
+async def login(request: Request):
+    st = state(request)
+    ip = client_ip(request)
+    form = await request.form()
+    username = str(form.get("username", ""))[:64]
+    wait = st.limiter.retry_after(ip)
+    if wait:
+        resp = _form(request, f"Too many failed logins from {ip}; try again in {int(wait) + 1} s.", username, status=429)
+        resp.headers["Retry-After"] = str(int(wait) + 1)
+        return resp
+    if not st.sessions.login_token_ok(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token")):
+        return _form(request, "The login form expired or was not sent from this site; please try again.", username, status=403)
+    ok = await asyncio.to_thread(auth.check_password, st.engine, username, str(form.get("password", "")))
+    if not ok:
+        st.limiter.failed(ip)
+        metrics.LOGIN_FAILURES.inc()
+        log.warning("failed admin login for %r from %s", username, ip)  # never the password
+        return _form(request, "Wrong user name or password.", username, status=401)
+    st.limiter.succeeded(ip)
+    cookie, _principal = st.sessions.create(username)
+    resp = RedirectResponse(_safe_next(str(form.get("next", "/"))), status_code=303)
+    resp.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_MAX_AGE, httponly=True, samesite="strict", path="/")
+    resp.delete_cookie(LOGIN_COOKIE, path="/login")
+    log.info("admin %r logged in from %s", username, ip)
+    return resp
+
+
+def logout_response(request: Request) -> RedirectResponse:
+    p = request.state.principal
+    state(request).sessions.revoke(p)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    return resp
