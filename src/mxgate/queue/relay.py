@@ -1,0 +1,207 @@
+"""The gateway's SMTP client: hands one queued message to the downstream, per-recipient outcomes back.
+
+Owns: the client session through aiosmtplib — smart hosts tried in order (fail-over on
+connection, TLS or 4xx-before-RCPT trouble), STARTTLS required with the certificate validated
+against the configured CA, an optional client certificate (certificate connectors), the egress
+`source_address` the mailbox server's connector lists — and turning each reply into a
+per-recipient outcome: 2xx delivered, 4xx deferred, 5xx failed (RFC 5321 §4.2.1).
+Also `HostHealth`, the per-destination backoff that skips a host which just refused connections.
+Must not know: the spool, retry timing, DSNs (queue/runner.py does those).
+
+Bytes: the message is sent exactly as evaluated. aiosmtplib would turn a bare CR or LF into
+CRLF; the gateway's session never accepts one (smtp/framing.py), and a message that has one
+anyway is refused here rather than silently changed (adversarial.md §2). aiosmtplib
+dot-stuffs (RFC 5321 §4.5.2) and sends the final ".".
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from mxgate.server.listener import parse_listen
+
+BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+MAX_HOST_BACKOFF = 600.0  # a host that keeps refusing is still tried every 10 minutes
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    hosts: tuple[str, ...]  # "host:port", in order of preference
+    tls_context: ssl.SSLContext
+    source_address: str = ""
+    helo: str = "localhost"
+    connect_timeout: float = 10.0
+    command_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class RcptOutcome:
+    address: str
+    state: str  # "delivered" | "deferred" | "failed"
+    status: str  # RFC 3463 code
+    diagnostic: str  # "smtp; 550 5.1.1 ..." (RFC 3464 §2.3.6 form)
+    remote_mta: str = ""
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    outcomes: tuple[RcptOutcome, ...]
+    host: str = ""  # the host that answered, "" when none could be reached
+    errors: tuple[str, ...] = ()  # per-host trouble before recipients were tried
+
+
+@dataclass
+class HostHealth:
+    """Per-destination backoff: a host that refused a connection is skipped for a while."""
+
+    base: float = 30.0
+    _down: dict[str, tuple[float, float]] = field(default_factory=dict)  # host → (until, last delay)
+
+    def usable(self, host: str, now: float) -> bool:
+        until = self._down.get(host, (0.0, 0.0))[0]
+        return now >= until
+
+    def failed(self, host: str, now: float) -> None:
+        _, last = self._down.get(host, (0.0, 0.0))
+        delay = min(last * 2 if last else self.base, MAX_HOST_BACKOFF)
+        self._down[host] = (now + delay, delay)
+
+    def succeeded(self, host: str) -> None:
+        self._down.pop(host, None)
+
+
+def _status_of(code: int, message: str) -> str:
+    """The enhanced status code of a reply (RFC 3463), or one implied by the basic code."""
+    m = re.match(r"^([245])\.(\d{1,3})\.(\d{1,3})\b", message.strip())
+    if m and m.group(1) == str(code)[0]:
+        return m.group(0)
+    return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(code // 100, "4.0.0")
+
+
+def _outcome(address: str, code: int, message: str, host: str) -> RcptOutcome:
+    state = "delivered" if 200 <= code < 300 else "failed" if 500 <= code < 600 else "deferred"
+    text = " ".join(message.split())[:400]
+    return RcptOutcome(address, state, _status_of(code, text), f"smtp; {code} {text}", host)
+
+
+def _all(recipients, state: str, status: str, diagnostic: str, host: str = "") -> tuple[RcptOutcome, ...]:
+    return tuple(RcptOutcome(r, state, status, diagnostic, host) for r in recipients)
+
+
+class _HostTrouble(Exception):
+    """This host cannot take the message now; try the next one."""
+
+
+async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes) -> tuple[RcptOutcome, ...]:
+    hostname, port = parse_listen(host)
+    client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
+                             timeout=settings.command_timeout,
+                             source_address=(settings.source_address, 0) if settings.source_address else None)
+    try:
+        try:
+            await client.connect(timeout=settings.connect_timeout)
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise _HostTrouble("STARTTLS not offered (required)")
+            # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
+            await client.starttls(tls_context=settings.tls_context)
+            await client.ehlo()
+            await client.mail(sender)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500 and client.is_connected:  # MAIL refused for good: every recipient fails
+                return _all(recipients, "failed", _status_of(exc.code, exc.message),
+                            f"smtp; {exc.code} {' '.join(exc.message.split())[:400]}", host)
+            raise _HostTrouble(f"{exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            raise _HostTrouble(f"{exc.__class__.__name__}: {exc}") from None
+        outcomes: dict[str, RcptOutcome] = {}
+        accepted = []
+        for rcpt in recipients:
+            try:
+                reply = await client.rcpt(rcpt)
+                accepted.append(rcpt)
+                outcomes[rcpt] = _outcome(rcpt, reply.code, reply.message, host)
+            except aiosmtplib.SMTPResponseException as exc:
+                outcomes[rcpt] = _outcome(rcpt, exc.code, exc.message, host)
+        if accepted:
+            try:
+                reply = await client.data(data)
+                done = _outcome("", reply.code, reply.message, host)
+            except aiosmtplib.SMTPResponseException as exc:
+                done = _outcome("", exc.code, exc.message, host)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                # Lost after RCPT: the message may or may not have arrived; retry (duplicates beat loss).
+                done = RcptOutcome("", "deferred", "4.4.2", f"smtp; connection lost during DATA: {exc}", host)
+            for rcpt in accepted:
+                outcomes[rcpt] = RcptOutcome(rcpt, done.state, done.status, done.diagnostic, host)
+        return tuple(outcomes[r] for r in recipients)
+    finally:
+        try:
+            if client.is_connected:
+                await client.quit(timeout=2.0)
+        except Exception:
+            client.close()
+
+
+async def relay(settings: RelaySettings, sender: str, recipients: list[str], data: bytes,
+                health: HostHealth | None = None) -> RelayResult:
+    """Try the hosts in order until one answers for the recipients; never raises for network trouble."""
+    if BARE_CR_OR_LF.search(data):
+        return RelayResult(_all(recipients, "failed", "5.6.0", "smtp; 550 5.6.0 bare CR or LF in message (not relayed)"))
+    health = health or HostHealth()
+    errors: list[str] = []
+    now = time.monotonic()
+    candidates = [h for h in settings.hosts if health.usable(h, now)]
+    for host in candidates:
+        try:
+            outcomes = await _session(settings, host, sender, recipients, data)
+        except _HostTrouble as exc:
+            errors.append(f"{host}: {exc}")
+            health.failed(host, time.monotonic())
+            continue
+        health.succeeded(host)
+        return RelayResult(outcomes, host, tuple(errors))
+    if not candidates:
+        errors.append("every downstream host is backing off after recent failures")
+    reason = "; ".join(errors)[:400] or "no downstream configured"
+    return RelayResult(_all(recipients, "deferred", "4.4.1", f"smtp; could not deliver: {reason}"), "", tuple(errors))
+
+
+async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
+    """Ask the first reachable downstream whether it takes `address` (MAIL FROM:<>, RCPT, RSET).
+
+    Returns the RCPT reply (code, text); (451, why) when no host could be asked. The null
+    sender is what RFC 5321 §3.3 bounces use, so a callahead never looks like a real message.
+    """
+    errors = []
+    for host in settings.hosts:
+        hostname, port = parse_listen(host)
+        client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
+                                 timeout=settings.connect_timeout,
+                                 source_address=(settings.source_address, 0) if settings.source_address else None)
+        try:
+            await client.connect()
+            await client.ehlo()
+            if client.supports_extension("starttls"):
+                await client.starttls(tls_context=settings.tls_context)
+                await client.ehlo()
+            await client.mail("")
+            try:
+                reply = await client.rcpt(address)
+                return reply.code, reply.message
+            except aiosmtplib.SMTPResponseException as exc:
+                return exc.code, exc.message
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            errors.append(f"{host}: {exc.__class__.__name__}")
+        finally:
+            try:
+                if client.is_connected:
+                    await client.quit(timeout=2.0)
+            except Exception:
+                client.close()
+    return 451, "; ".join(errors) or "no downstream configured"

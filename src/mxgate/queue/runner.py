@@ -1,0 +1,187 @@
+"""The gateway's delivery loop: takes due entries from the Spool, relays them, records the outcome.
+
+Owns: scanning for due entries (and waking early on `kick()` / `flush()`), the concurrency limit,
+claiming an entry into `active/` while it is tried, turning per-recipient outcomes into spool
+changes (delivered, deferred with RetryPolicy backoff, failed), giving up at expiry, and the
+DSN (RFC 3464) for failed recipients — enqueued as just another message from `<>` *before* the
+original is settled, so a crash can duplicate a bounce but never lose one. Never bounces `<>`.
+Must not know: SMTP details (queue/relay.py), backoff arithmetic (queue/scheduler.py), DSN
+contents (queue/dsn.py), or why a message was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, original_header_block
+from mxgate.queue.relay import HostHealth, RelayResult, RelaySettings, relay
+from mxgate.queue.scheduler import RetryPolicy, next_attempt
+from mxgate.queue.spool import DUE_QUEUES, CorruptEntryError, PartialEntryError, QueueEntry, RcptState, Recipient, Spool, StaleEntryError
+
+log = logging.getLogger("mxgate.queue")
+
+EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
+REQUESTS_DIR = "requests"  # the queue CLI's requests to a running gateway
+
+
+class Runner:
+    def __init__(self, spool: Spool, settings: Callable[[], RelaySettings], retry: RetryPolicy, *,
+                 hostname: str, concurrency: int = 20, scan_interval: float = 1.0,
+                 health: HostHealth | None = None, on_event: Callable[..., None] | None = None):
+        self.spool = spool
+        self.settings = settings  # called per attempt, so a certificate or host change applies
+        self.retry = retry
+        self.hostname = hostname
+        self.scan_interval = scan_interval
+        self.health = health or HostHealth()
+        self.on_event = on_event or (lambda *a, **k: None)  # (entry, event, detail, rcpt=, status=)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._main: asyncio.Task | None = None
+        self._flush_all = False
+        self._retry_now: set[str] = set()
+        self.stats = {"delivered": 0, "deferred": 0, "failed": 0, "dsn": 0}
+
+    # --- lifetime -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._main = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._main:
+            self._main.cancel()
+        for t in list(self._tasks):
+            t.cancel()  # an entry in active/ goes back to deferred/ on the next start
+        await asyncio.gather(*([self._main] if self._main else []), *self._tasks, return_exceptions=True)
+
+    def kick(self) -> None:
+        """A new entry is due now: scan without waiting for the interval."""
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Try every deferred entry now, whatever its next_attempt (`mxgate queue flush`)."""
+        self._flush_all = True
+        self.health = HostHealth(self.health.base)
+        self._wake.set()
+
+    def describe(self) -> str:
+        return f"gateway queue: {self.spool.count()} entries, relaying to {' '.join(self.settings().hosts) or '(none)'}"
+
+    # --- loop -----------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._scan()
+            except Exception:  # one bad scan must not stop delivery for good
+                log.exception("queue scan failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.scan_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _scan(self) -> None:
+        await self._apply_requests()
+        now = float("inf") if self._flush_all else time.time()
+        self._flush_all = False
+        busy = {t.get_name() for t in self._tasks}
+        wanted = [e for q in self._retry_now if (e := self.spool.get(q)) is not None and e.queue in DUE_QUEUES]
+        self._retry_now.clear()
+        for entry in wanted + [e for e in self.spool.due(now) if e not in wanted]:
+            if entry.queue_id in busy:
+                continue
+            await self._slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._attempt(entry), name=entry.queue_id)
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery of %s failed: %r", task.get_name(), task.exception())
+
+    # --- requests from the queue CLI while this gateway runs -------------------------------
+    async def _apply_requests(self) -> None:
+        """`<spool>/requests/<queue id or "all">.<action>` files, written by `mxgate queue`."""
+        folder = self.spool.root / REQUESTS_DIR
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.iterdir()):
+            target, _, action = path.name.partition(".")
+            try:
+                if target == "all" and action in ("flush", "retry"):
+                    self.flush()
+                else:
+                    entry = self.spool.get(target)
+                    if entry is not None and action == "delete":
+                        await self.spool.remove(entry)
+                    elif entry is not None and action == "retry":
+                        if entry.queue == "hold":
+                            entry = await self.spool.release(entry)
+                        self._retry_now.add(entry.queue_id)
+                        self._wake.set()
+            except StaleEntryError as exc:  # being relayed right now: the CLI may ask again
+                log.info("queue request %s not applied: %s", path.name, exc)
+            path.unlink(missing_ok=True)
+
+    # --- one attempt ----------------------------------------------------------------------
+    async def _attempt(self, entry: QueueEntry) -> None:
+        try:
+            entry = await self.spool.claim(entry)
+        except StaleEntryError:
+            return  # changed since the scan (deleted, held, another attempt): the next scan decides
+        try:
+            data = await self.spool.open_message(entry)
+        except (CorruptEntryError, PartialEntryError, OSError) as exc:
+            log.error("queue entry %s unreadable, moved to corrupt/: %s", entry.queue_id, exc)
+            await self.spool.mark_corrupt(entry)
+            return
+        result = await relay(self.settings(), entry.sender, list(entry.pending), data, self.health)
+        await self._settle(entry, result, data)
+
+    async def _settle(self, entry: QueueEntry, result: RelayResult, data: bytes) -> None:
+        now = time.time()
+        retry_at = next_attempt(self.retry, entry.arrival, entry.attempts + 1, now)
+        outcomes: list[Recipient] = []
+        failed: list[FailedRecipient] = []
+        for o in result.outcomes:
+            state, status, diag = o.state, o.status, o.diagnostic
+            if state == "deferred" and retry_at is None:  # RFC 5321 §4.5.4.1: give up after the lifetime
+                state, status, diag = "failed", EXPIRED_STATUS, f"{diag} (gave up after {self.retry.max_age:g}s)"
+            if state == "delivered":
+                outcomes.append(Recipient(o.address, RcptState.DELIVERED, status, None, o.remote_mta or None))
+                self.stats["delivered"] += 1
+                self.on_event(entry, "Send", f"relayed to {result.host}: {diag}", rcpt=o.address, status="Delivered")
+            elif state == "failed":
+                outcomes.append(Recipient(o.address, RcptState.FAILED, status, diag, o.remote_mta or None))
+                failed.append(FailedRecipient(o.address, status, diag, o.remote_mta or None))
+                self.stats["failed"] += 1
+                self.on_event(entry, "Fail", diag, rcpt=o.address, status="Failed")
+            else:
+                outcomes.append(Recipient(o.address, RcptState.PENDING, status, diag, o.remote_mta or None))
+                self.stats["deferred"] += 1
+                self.on_event(entry, "Defer", diag, rcpt=o.address, status="Pending")
+        if failed:
+            await self._bounce(entry, failed, data)
+        try:
+            await self.spool.settle(entry, outcomes, next_attempt=retry_at, error=result.errors[0] if result.errors else None)
+        except StaleEntryError:
+            log.warning("queue entry %s changed while it was relayed (deleted by an admin?)", entry.queue_id)
+
+    async def _bounce(self, entry: QueueEntry, failed: list[FailedRecipient], data: bytes) -> None:
+        """One DSN for this attempt's failures; none when the original came from <> (RFC 3464 §2)."""
+        dsn = build_dsn(self.hostname, entry.sender, entry.meta.get("envid"), failed,
+                        original_header_block(data), datetime.fromtimestamp(entry.arrival, timezone.utc))
+        if dsn is None:
+            log.info("no DSN for %s: the sender is <>", entry.queue_id)
+            return
+        new = await self.spool.enqueue(DSN_ENVELOPE_SENDER, [entry.sender], dsn,
+                                       {"kind": "dsn", "dsn_for": entry.queue_id})
+        self.stats["dsn"] += 1
+        log.info("DSN %s queued to %s for %s", new.queue_id, entry.sender, entry.queue_id)
+        self.kick()

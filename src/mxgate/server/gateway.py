@@ -1,0 +1,401 @@
+"""The mail security gateway role: the public MX listener that filters, stamps and queues mail.
+
+Owns: the gateway's hooks in protocol order — per-IP rate limit at connect and MAIL; at RCPT,
+accepted domains only (no open relay), recipient validation (the shared store's directory, or
+an RCPT callahead to the downstream with a cache) and greylisting; after DATA the content checks
+(filters/pipeline.py), then stamping (Received with TLS details, one Authentication-Results with
+our authserv-id, X-MXGate-Spam-Score/Verdict, an ARC seal) and the durable enqueue before the
+250. Also `start_gateway(node)`: resolver, ARC key, spool recovery, delivery runner, listener.
+Must not know: how a check decides (filters/), SMTP client details (queue/relay.py), retry
+timing (queue/runner.py), or reply text (smtp/replies.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import insert
+
+from mxgate.auth.arc import ArcResult, arc_seals, seal_arc, validate_arc
+from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
+from mxgate.auth.results import format_authentication_results
+from mxgate.auth.spf import SpfResult
+from mxgate.filters.greylist import Greylist
+from mxgate.filters.pipeline import Outcome, Pipeline
+from mxgate.filters.ratelimit import RateLimiter
+from mxgate.filters.result import CheckEnv, MessageFacts
+from mxgate.filters.settings import CheckSettings, load_checks
+from mxgate.policy.validate import accepted_domain_for
+from mxgate.auth.dkim import generate_dkim_key
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.queue.relay import HostHealth, RelaySettings, callahead
+from mxgate.queue.runner import Runner
+from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.spool import Spool, disk_free_ok
+from mxgate.server.tls import client_context
+from mxgate.server.listener import Listener, Role
+from mxgate.server.session import SmtpSession
+from mxgate.smtp import message as msg
+from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.store.schema import quarantine as quarantine_table
+from mxgate.trace.store import TraceRecord
+
+log = logging.getLogger("mxgate.gateway")
+
+SPAM_SCORE_HEADER = "X-MXGate-Spam-Score"
+SPAM_VERDICT_HEADER = "X-MXGate-Spam-Verdict"
+CHECKS_HEADER = "X-MXGate-Checks"
+
+
+class GatewayRole(Role):
+    name = "gateway"
+
+    def __init__(self, node, services):
+        self.node = node
+        self.settings = node.settings.gateway
+        self.hostname = self.settings.hostname
+        self.watcher = node.watcher
+        self.trace = node.trace
+        self.sv = services  # spool, runner, pipeline, resolver, dnsfunc, arc key, relay settings
+        self.limiter = RateLimiter()
+        self.greylist = Greylist()
+        self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
+        self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
+        self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
+
+    def checks(self, compiled) -> dict[str, CheckSettings]:
+        if self._checks[0] != compiled.version:
+            self._checks = (compiled.version, load_checks(compiled.policy.gateway))
+        return self._checks[1]
+
+    def disk_ok(self) -> bool:
+        return disk_free_ok(self.sv.spool.root, self.settings.limits.min_free_disk)
+
+    # --- connect, MAIL: rate limits -------------------------------------------------------
+    def on_connect(self, s) -> Verdict:
+        result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
+        s.role_state["early"] = {"ratelimit": result.as_trace()}
+        return _stage_verdict(result)
+
+    def on_mail(self, s, sender, params) -> Verdict:
+        compiled = self.watcher.current  # one snapshot per transaction
+        s.role_state["policy"] = compiled
+        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.monotonic())
+        return _stage_verdict(result)
+
+    # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
+    def on_rcpt(self, s, rcpt):
+        compiled = s.role_state["policy"]
+        if rcpt.literal:
+            return reject("address-literal", str(rcpt)), None
+        if rcpt.domain:  # "<postmaster>" without a domain is always accepted (RFC 5321 §4.5.1)
+            domain = accepted_domain_for(compiled.policy, rcpt.domain)
+            if domain is None:
+                return reject("relay-denied", f"{rcpt.domain} is not an accepted domain"), None
+            known = self._recipient_known(compiled, domain, rcpt)
+            if known is not True:
+                return known, None
+        result = self.greylist.check(str(s.peer_ip), str(s.txn.sender), rcpt.key, self.checks(compiled)["greylist"],
+                                     time.time())
+        return _stage_verdict(result), None
+
+    def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
+        if self.settings.recipient_validation == "callahead":
+            answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
+            if answer is None:
+                raise CallaheadNeeded(rcpt.key)  # GatewaySession asks the downstream, then retries
+            code, text = answer
+            if 200 <= code < 300:
+                return True
+            if 500 <= code < 600:
+                return reject("unknown-recipient", f"callahead: {code} {text}")
+            return tempfail("check-tempfail", f"callahead: {code} {text}")
+        if rcpt.key in compiled.directory or domain.type == "internal_relay":
+            return True
+        return reject("unknown-recipient", "not in the directory")
+
+    async def callahead(self, address: str) -> None:
+        code, text = await callahead(self.sv.relay_settings(), address)
+        self.rcpt_cache.put(address, (code, text), time.monotonic(), transient=not (200 <= code < 600) or 400 <= code < 500)
+
+    # --- DATA: checks, stamps, durable enqueue --------------------------------------------
+    async def on_message(self, s, txn, body) -> Verdict:
+        compiled = s.role_state["policy"]
+        raw = body.getvalue()
+        if msg.count_received(msg.header_block(raw)) > MAX_RECEIVED_HEADERS:
+            return reject("hop-count-exceeded")
+        data = sanitize_inbound_headers(raw, self.settings.authserv_id)  # forged results never survive
+        trace_id = secrets.token_hex(8)
+        tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""
+        facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
+                             data, tls)
+        env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
+        outcome = await self.sv.pipeline.run(facts, self.checks(compiled), env)
+        s.role_state["checks"] = {n: r.as_trace() for n, r in outcome.results.items()}
+        if outcome.verdict.refused:
+            return outcome.verdict
+        final = await self._stamp(s, txn, facts, env, outcome, trace_id)
+        rcpts = [str(r.address) for r in txn.recipients]
+        if outcome.verdict.action is Action.QUARANTINE:
+            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome)
+            self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
+            self.stats["quarantined"] += 1
+            return accept("quarantined")
+        await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
+        self.sv.runner.kick()
+        self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
+        self.stats["accepted"] += 1
+        return accept("queued")
+
+    async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
+        tls = f"using {s.tls.version} with cipher {s.tls.cipher} ({s.tls.bits} bits)" if s.tls else ""
+        received = msg.received_header(
+            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, trace_id=trace_id, tls=tls,
+            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
+            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
+        sc = outcome.score
+        verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
+        checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
+        ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
+            f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
+        body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
+        arc = await asyncio.to_thread(validate_arc, facts.data, self.sv.dnsfunc) if arc_seals(facts.data) else None
+        spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
+        results = format_authentication_results(
+            self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
+            env.raw.get("dmarc"), arc, header_from_domain(facts.data))
+        seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
+                                       self.settings.arc_selector, self.sv.arc_key, results)
+        return seal + fold_header("Authentication-Results", results) + body
+
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome) -> None:
+        with self.node.engine.begin() as conn:  # committed before the 250 (RFC 5321 §6.1)
+            conn.execute(insert(quarantine_table).values(
+                id=secrets.token_hex(16), trace_id=trace_id, node=self.node.name, created_at=time.time(),
+                sender=facts.sender, recipients=json.dumps(list(facts.recipients)),
+                subject=msg.header_value(msg.header_block(facts.data), "Subject")[:256],
+                reason=outcome.verdict.detail.split(":", 1)[0], detail=outcome.verdict.detail[:2000], body=final))
+
+    # --- trace ----------------------------------------------------------------------------
+    def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
+        headers = msg.header_block(final)
+        now = time.time()
+        for r in txn.recipients:
+            self.trace.record(TraceRecord(
+                trace_id=trace_id, status=status, sender=str(txn.sender), recipient=r.address.key,
+                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
+                size=len(final), from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
+                reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
+                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
+                        "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
+                        "rules": dict(outcome.score.rules)},
+                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo}"), (now, *event)], created_at=now))
+
+    def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
+        self.stats["refused"] += 1
+        reply = reply_for(verdict) if verdict.reason in REPLIES else None
+        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
+        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
+        compiled = s.role_state.get("policy") or self.watcher.current
+        now = time.time()
+        for rcpt in rcpts:
+            self.trace.record(TraceRecord(
+                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+                recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
+                reason=verdict.reason, role=self.name,
+                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
+                        "why": verdict.detail, "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
+                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+
+
+def _stage_verdict(result) -> Verdict:
+    """A check at connect/MAIL/RCPT: only reject and tempfail mean anything before DATA."""
+    if not result.fired or result.action not in ("reject", "tempfail"):
+        return accept("ok")
+    reply = REPLIES.get(result.reason)
+    if result.action == "tempfail":
+        reason = result.reason if reply is not None and reply.code < 500 else "check-tempfail"
+        return tempfail(reason, result.detail)
+    return reject(result.reason if reply is not None and reply.code >= 500 else "message-rejected", result.detail)
+
+
+# --- callahead: RCPT answered after an async lookup ----------------------------------------
+
+class CallaheadNeeded(Exception):
+    """on_rcpt has no cached answer for this recipient; the session must ask the downstream."""
+
+    def __init__(self, address: str):
+        super().__init__(address)
+        self.address = address
+
+
+class RecipientCache:
+    """Callahead answers by address, for `ttl` seconds (transient answers for a tenth of it)."""
+
+    MAX = 100_000
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, tuple[int, str]]] = {}
+
+    def get(self, key: str, now: float) -> tuple[int, str] | None:
+        item = self._items.get(key)
+        return item[1] if item and item[0] > now else None
+
+    def put(self, key: str, answer: tuple[int, str], now: float, transient: bool = False) -> None:
+        if len(self._items) >= self.MAX:
+            self._items.pop(next(iter(self._items)))
+        self._items[key] = (now + (self.ttl / 10 if transient else self.ttl), answer)
+
+
+class GatewaySession(SmtpSession):
+    """SmtpSession whose RCPT may wait for a callahead without blocking the event loop."""
+
+    def _cmd_RCPT(self, arg: str) -> None:
+        try:
+            super()._cmd_RCPT(arg)
+        except CallaheadNeeded as need:
+            self._mode = "busy"  # pipelined commands wait in the buffer, in order
+            self.loop.create_task(self._after_callahead(arg, need.address))
+
+    async def _after_callahead(self, arg: str, address: str) -> None:
+        try:
+            await self.role.callahead(address)
+        except Exception as exc:  # the cache then holds nothing: answer 451 this time
+            log.warning("callahead for %s failed: %r", address, exc)
+            self.role.rcpt_cache.put(address, (451, "callahead failed"), time.monotonic(), transient=True)
+        if self._mode == "closed":
+            return
+        self._mode = "command"
+        try:
+            super()._cmd_RCPT(arg)
+        except CallaheadNeeded:  # a cache of size zero: refuse for now rather than loop
+            self._reply(REPLIES["check-tempfail"])
+        self._flush()
+        self._process()
+
+
+class GatewayListener(Listener):
+    """The Listener with GatewaySession as its protocol (same sockets, caps and stop)."""
+
+    async def start(self, listen: list[str]) -> None:
+        from mxgate.errors import ConfigError
+        from mxgate.server.listener import parse_listen
+
+        self.loop = asyncio.get_running_loop()
+        for addr in listen:
+            host, port = parse_listen(addr)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                server = await self.loop.create_server(lambda: GatewaySession(self), host, port, family=family,
+                                                       reuse_address=True, backlog=1024)
+            except OSError as exc:
+                raise ConfigError(f"gateway: cannot listen on {addr}: {exc.strerror or exc}") from None
+            self.servers.append(server)
+            self.addresses += [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in (k.getsockname()[:2] for k in server.sockets)]
+
+
+# --- services ------------------------------------------------------------------------------
+
+@dataclass
+class GatewayServices:
+    spool: Spool
+    runner: Runner
+    pipeline: Pipeline
+    resolver: Any
+    dnsfunc: Any
+    arc_key: bytes
+    relay_settings: Callable[[], RelaySettings]
+    lock_fd: int
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        self.pipeline.close()
+        os.close(self.lock_fd)  # releases the flock: the queue CLI may now edit the spool directly
+
+    def describe(self) -> str:
+        return self.runner.describe()
+
+
+def ensure_arc_key(keys_dir, selector: str) -> bytes:
+    """The gateway's ARC signing key, generated once; the DNS TXT value is kept beside it."""
+    pem_path, txt_path = keys_dir / f"arc-{selector}.pem", keys_dir / f"arc-{selector}.txt"
+    if not pem_path.exists():
+        pem, txt = generate_dkim_key()
+        for path, data, mode in ((txt_path, txt.encode(), 0o644), (pem_path, pem, 0o600)):
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    return pem_path.read_bytes()
+
+
+def _resolver(node):
+    existing = getattr(node, "resolver", None)
+    if existing is not None:  # the node (or the mailbox role) already made one: share it
+        return existing
+    if node.settings.dns.servers:
+        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout)
+        install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
+    else:
+        import dns.resolver
+
+        resolver = dns.resolver.Resolver()
+        resolver.lifetime = node.settings.dns.timeout
+    node.resolver = resolver
+    return resolver
+
+
+async def start_services(node) -> GatewayServices:
+    g = node.settings.gateway
+    resolver = _resolver(node)
+    root = node.home.spool / "gateway"
+    root.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(root / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one gateway per spool; the queue CLI checks this lock
+    spool = await asyncio.to_thread(Spool.open, root, node.committer)
+    if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
+        log.warning("gateway spool recovery: %s", spool.recovery)
+    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
+
+    def relay_settings() -> RelaySettings:
+        return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
+                             g.relay_timeout)
+
+    def on_event(entry, event, detail, rcpt=None, status=None) -> None:
+        if entry.meta.get("trace_id"):
+            node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
+
+    retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
+                        max_age=g.retry_max_age)
+    runner = Runner(spool, relay_settings, retry, hostname=g.hostname, concurrency=g.relay_concurrency,
+                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
+    runner.start()
+    services = GatewayServices(spool, runner, Pipeline(g.check_workers), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd)
+    node.extras.append(services)
+    return services
+
+
+async def start_gateway(node) -> None:
+    """Node hook (`[roles] gateway = true`): build the services, then listen."""
+    services = await start_services(node)
+    role = GatewayRole(node, services)
+    listener = GatewayListener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
+                               spill_dir=str(node.home.spool))
+    await listener.start(node.settings.gateway.listen)
+    node.roles["gateway"] = role
+    node.listeners["gateway"] = listener
