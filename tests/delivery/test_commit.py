@@ -83,11 +83,26 @@ async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monke
 
 
 async def test_concurrent_commits_are_batched(committer, tmp_path):
+    # A first job holds the worker until all 200 are queued, so batching does not depend on
+    # how the machine schedules threads (the suite runs beside other load).
+    release = threading.Event()
+
+    def held(f):
+        release.wait(10)
+        f.write(b"held")
+
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "new").mkdir(exist_ok=True)
+    first = asyncio.ensure_future(committer.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
+    await asyncio.sleep(0.05)
     jobs = [_job(tmp_path, f"c{i}", b"%d" % i) for i in range(200)]
-    await asyncio.gather(*(committer.commit(j) for j in jobs))
-    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(f"c{i}" for i in range(200))
+    tasks = [asyncio.ensure_future(committer.commit(j)) for j in jobs]
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.gather(first, *tasks)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted([f"c{i}" for i in range(200)] + ["held"])
     stats = committer.stats
-    assert stats.jobs == 200
+    assert stats.jobs == 201
     assert stats.batches < 200
     assert stats.largest_batch <= committer.max_batch
 

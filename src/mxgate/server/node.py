@@ -62,6 +62,7 @@ class Node:
         url = self.settings.store.url or self.home.database_url
         self.engine = await asyncio.to_thread(open_engine, url)
         self.policy_store = PolicyStore(self.engine)
+        self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
         self.watcher.start()
         self.trace = TraceStore(self.engine, node=self.name)
@@ -158,7 +159,11 @@ class Node:
             pass
 
     def describe(self) -> str:
-        lines = [f"mxgate node {self.name!r} (pid {os.getpid()}, host {socket.gethostname()})",
+        lines = [f"mxgate node {self.name!r} (pid {os.getpid()}, host {socket.gethostname()})"]
+        if self.first_run_policy:
+            lines.append("  first run: applied the sample policy (Contoso, partner connector 'Third-party filter service'"
+                         " restricted to 127.0.0.10, TLS required); see `mxgate policy export`")
+        lines += [
                  f"  home:        {self.home.root}",
                  f"  database:    {self.engine.url.render_as_string(hide_password=True)}",
                  f"  policy:      version {self.watcher.current.version}",
@@ -170,6 +175,19 @@ class Node:
             if hasattr(extra, "describe"):
                 lines.append("  " + extra.describe())
         return "\n".join(lines)
+
+
+def apply_first_run_policy(store: PolicyStore) -> bool:
+    """An empty store gets the guide's sample policy, so a first start is already locked down."""
+    if store.latest_version_number() != 0:
+        return False
+    from importlib import resources
+
+    from mxgate.policy.document import load_toml
+
+    text = resources.files("mxgate.examples").joinpath("guide.toml").read_text(encoding="utf-8")
+    store.save(load_toml(text), actor="first-run", summary="sample policy applied on first run")
+    return True
 
 
 # Each further role lives in its own module with an async starter(node).
