@@ -7,10 +7,11 @@ Owns: assembling the resource modules under one prefix and one authentication de
 
 from fastapi import APIRouter, Depends
 
-from mxgate.admin.api import mail, policy, system
+from mxgate.admin.api import held, mail, policy, system
 from mxgate.admin.guard import api_user
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(api_user)])
 router.include_router(policy.router)
 router.include_router(mail.router)
+router.include_router(held.router)
 router.include_router(system.router)

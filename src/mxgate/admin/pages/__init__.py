@@ -6,8 +6,8 @@ page needs a session and every POST the session's CSRF token.
 
 from fastapi import APIRouter
 
-from mxgate.admin.pages import connectors, mail, objects, overview
+from mxgate.admin.pages import connectors, held, mail, objects, overview
 
 router = APIRouter(include_in_schema=False)
-for _module in (overview, connectors, objects, mail):
+for _module in (overview, connectors, objects, mail, held):
     router.include_router(_module.router)
