@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
+from mxgate.admin import metrics
 from mxgate.config.node import MailboxSection
 from mxgate.delivery.maildir import Maildir
 from mxgate.policy.attribution import (
@@ -80,6 +81,7 @@ class MailboxRole(Role):
         return s.role_state["facts"]
 
     def on_connect(self, s) -> Verdict:
+        metrics.session_opened(self.name)
         compiled = self.watcher.current
         facts = SessionFacts(peer_ip=s.peer_ip, ip_connectors=attribute_by_ip(compiled, s.peer_ip))
         s.role_state["facts"] = facts
@@ -147,6 +149,8 @@ class MailboxRole(Role):
         if ctx.quarantine_reason and self.quarantine is not None:
             await self.quarantine(ctx, final)
             self._trace_message(s, ctx, txn, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
+            metrics.accepted(self.name)
+            metrics.quarantined()
             return Verdict(Action.ACCEPT, "quarantined")
 
         results = await self.maildir.deliver_many([(r.decision.mailbox.address, final, ctx.folder) for r in local])
@@ -161,6 +165,8 @@ class MailboxRole(Role):
                 return verdict
         self._trace_message(s, ctx, txn, "Delivered", "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
         self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        metrics.delivered(len(local))
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
@@ -182,6 +188,7 @@ class MailboxRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
+        metrics.refused(verdict.reason)
         compiled = s.role_state.get("policy") or self.watcher.current
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
         sender = facts.get("sender") or (s.txn.sender if s.txn else None)
