@@ -1,0 +1,75 @@
+"""`mxgate verify`: run the lock-down matrix against a running mailbox server (issue 7).
+
+Owns: the command-line surface and exit codes: 0 when every row that ran passed, 1 when any row
+failed (or none could run), 2 for usage errors. The policy comes from the store (`--home`) or,
+with `--policy FILE`, from a TOML file — so a server mxgate does not run (e.g. a Postfix
+configured by `mxgate policy export --format postfix`) can be verified too.
+
+Must not know: SMTP or how rows are chosen (mxgate.probe.verify).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mxgate.cli.common import handle_errors, policy_store
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+def _target(value: str, hint: str):
+    from mxgate.probe.client import parse_hostport
+    from mxgate.probe.verify import Target
+
+    try:
+        host, port = parse_hostport(value, 25)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    return Target(host, port)
+
+
+@handle_errors
+def verify(
+    target: Annotated[str, typer.Option("--target", metavar="HOST:PORT", help="The mailbox server to test.")] = "127.0.0.1:2525",
+    target6: Annotated[Optional[str], typer.Option("--target6", metavar="[V6]:PORT",
+                                                   help="Its IPv6 listener, for the IPv6 rows.")] = None,
+    policy_file: Annotated[Optional[Path], typer.Option("--policy", exists=True, dir_okay=False,
+                                                        help="Policy TOML file instead of the policy in force.")] = None,
+    attacker: Annotated[str, typer.Option("--attacker", help="Source address of the bypass attempts.")] = "127.0.0.66",
+    attacker6: Annotated[str, typer.Option("--attacker6", help="IPv6 source of the bypass attempts.")] = "::1",
+    ca: Annotated[Optional[Path], typer.Option("--ca", help="CA file to verify the server certificate.")] = None,
+    tls_name: Annotated[Optional[str], typer.Option("--tls-name", help="Server name to verify (with --ca).")] = None,
+    client_cert: Annotated[Optional[Path], typer.Option("--client-cert", help="The certificate connectors' certificate.")] = None,
+    client_key: Annotated[Optional[Path], typer.Option("--client-key")] = None,
+    wrong_cert: Annotated[Optional[Path], typer.Option("--wrong-cert", help="A certificate the server must refuse.")] = None,
+    wrong_key: Annotated[Optional[Path], typer.Option("--wrong-key")] = None,
+    send: Annotated[bool, typer.Option("--send/--no-send", help="Send a test message on the accepted rows.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds per network step.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for CI.")] = False,
+) -> None:
+    """Run the lock-down matrix: bypass refused, gateway accepted, clear text and wrong certificates refused."""
+    from mxgate.policy.document import load_toml
+    from mxgate.probe.verify import VerifySettings, failed, plan_matrix, render_json, render_table, run_matrix
+
+    settings = VerifySettings(
+        target=_target(target, "--target"), target6=_target(target6, "--target6") if target6 else None,
+        attacker=attacker, attacker6=attacker6, ca_file=str(ca) if ca else None, tls_servername=tls_name,
+        client_cert=str(client_cert) if client_cert else None, client_key=str(client_key) if client_key else None,
+        wrong_cert=str(wrong_cert) if wrong_cert else None, wrong_key=str(wrong_key) if wrong_key else None,
+        send=send, timeout=timeout)
+    policy = load_toml(policy_file.read_text(encoding="utf-8")) if policy_file else policy_store().current().policy
+    results = asyncio.run(run_matrix(plan_matrix(policy, settings)))
+    if as_json:
+        typer.echo(json.dumps(render_json(results), indent=2))
+    else:
+        typer.echo(render_table(results), nl=False)
+    raise typer.Exit(EXIT_FAIL if failed(results) else EXIT_OK)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
