@@ -35,9 +35,15 @@ class BackgroundLoop:
     def run(self, coro, timeout: float = 10):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def stop_server(self, server: asyncio.Server) -> None:
+        async def stop() -> None:  # asyncio objects are not thread-safe: close on their loop
+            server.close()
+        self.run(stop())
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +133,7 @@ def smtpd(bg):
 
     yield start
     for s in servers:
-        s.close()
+        bg.stop_server(s)
 
 
 @dataclass
@@ -200,7 +206,7 @@ def scripted(bg):
 
     yield start
     for s in servers:
-        s.close()
+        bg.stop_server(s)
 
 
 # Test zone for the MX tests: (name, type) → rdata texts. 192.0.2.0/24 and 2001:db8::/32 are

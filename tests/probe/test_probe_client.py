@@ -250,3 +250,12 @@ async def test_raw_file_and_server_close(scripted):
     assert script.received[0] == b"EHLO a\rb\r\n"
     assert result.replies[:3] == ((220,), (250,), ())
     assert result.closed_by_server
+
+
+async def test_no_reply_waits_for_its_timeout(smtpd):
+    # A lost wake-up shows as a probe that succeeds only after a read timed out; repeat to
+    # make the race likely to show, and keep the timeout far above a loopback round trip.
+    srv = smtpd()
+    for _ in range(20):
+        r = await run_probe(opts(srv, timeout=2.0))
+        assert r.outcome == "accept" and r.duration < 1.0, r.duration

@@ -164,12 +164,11 @@ class _LineProtocol(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait_data(self) -> None:
+    def data_waiter(self) -> asyncio.Future[None]:
+        """A future completed by the next data/EOF; armed synchronously so no wake-up is lost
+        (wrapping a coroutine in wait_for would arm it only once its task first runs)."""
         self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+        return self._waiter
 
 
 class Wire:
@@ -237,7 +236,7 @@ class Wire:
             if remaining <= 0:
                 raise WireError("timed out waiting for the server", timed_out=True)
             try:
-                await asyncio.wait_for(proto.wait_data(), remaining)
+                await asyncio.wait_for(proto.data_waiter(), remaining)
             except asyncio.TimeoutError:
                 continue
 
