@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from mxgate import errors
-from mxgate.admin import auth, metrics
+from mxgate.admin import auth, held, metrics
 from mxgate.admin.guard import NeedLogin, Sessions, page_user
 from mxgate.admin.state import AdminState
 from mxgate.errors import ConfigError
@@ -64,11 +64,16 @@ def create_app(st: AdminState) -> FastAPI:
     async def _conflict(request: Request, exc: errors.ConcurrentChangeError):
         return JSONResponse({"error": str(exc)}, status_code=409)
 
+    @app.exception_handler(errors.MxgateError)
+    async def _other(request: Request, exc: errors.MxgateError):
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "message": exc.detail},
+        ctx = {"status": exc.status_code, "message": exc.detail, "principal": getattr(request.state, "principal", None)}
+        return templates.TemplateResponse(request, "error.html", ctx,
                                           status_code=exc.status_code, headers=exc.headers)
 
     return app
@@ -147,7 +152,9 @@ async def start_admin(node) -> AdminService:
         sys.stderr.flush()
     watcher = node.watcher
     metrics.set_policy_reader(lambda: watcher.current.version)
-    service = AdminService(state_for(node), _bind(node.settings.admin.listen))
+    st = state_for(node)
+    metrics.set_queue_reader(lambda: held.queue_depths(st))
+    service = AdminService(st, _bind(node.settings.admin.listen))
     await service.start()
     node.extras.append(service)
     log.info("admin centre listening on http://%s/", service.address)

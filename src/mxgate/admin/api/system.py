@@ -35,3 +35,11 @@ def job(request: Request, job_id: str) -> dict[str, Any]:
     if j is None:
         raise HTTPException(404, f"job {job_id!r} does not exist")
     return j.as_dict()
+
+
+@router.post("/verify", status_code=202, summary="Run the lock-down verifier against this node; poll /jobs/{id}")
+async def verify(request: Request) -> dict[str, Any]:
+    from mxgate.admin.verifier import start_verify
+
+    job = start_verify(request.app.state.admin, request.state.principal.actor)
+    return job.as_dict()

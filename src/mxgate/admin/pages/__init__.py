@@ -6,8 +6,8 @@ page needs a session and every POST the session's CSRF token.
 
 from fastapi import APIRouter
 
-from mxgate.admin.pages import connectors, held, mail, objects, overview
+from mxgate.admin.pages import connectors, held, mail, objects, overview, verify
 
 router = APIRouter(include_in_schema=False)
-for _module in (overview, connectors, objects, mail, held):
+for _module in (overview, connectors, objects, mail, held, verify):
     router.include_router(_module.router)
