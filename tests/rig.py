@@ -72,8 +72,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def apply_policy(home: Home, toml_text: str, actor: str = "test") -> int:
-    store = PolicyStore(open_engine(home.database_url))
-    pv = store.save(load_toml(toml_text), actor=actor, summary="test policy")
+    engine = open_engine(home.database_url)
+    try:
+        pv = PolicyStore(engine).save(load_toml(toml_text), actor=actor, summary="test policy")
+    finally:
+        engine.dispose()  # no open database files left behind (tests unmount filesystems)
     return pv.version
 
 
@@ -154,8 +157,9 @@ class SubprocessNode:
 
     def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 20) -> "SubprocessNode":
         env = dict(os.environ, MXGATE_HOME=str(self.home), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)],
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env)
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait_for:
             wait_port(*wait_for, timeout=timeout, proc=self.proc, log=self.log)
         return self
