@@ -77,14 +77,14 @@ class Sink:
     `refuse` maps recipient → reply line for RCPT (e.g. "550 5.1.1 no such user").
     """
 
-    def __init__(self, cert: str, key: str, host: str = "127.0.0.1"):
+    def __init__(self, cert: str, key: str, host: str = "127.0.0.1", port: int = 0):
         import ssl
 
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(20)
         self.port = self.sock.getsockname()[1]
         self.address = f"{host}:{self.port}"
