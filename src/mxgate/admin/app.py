@@ -37,8 +37,8 @@ def create_app(st: AdminState) -> FastAPI:
     from mxgate.admin.pages import login
     from mxgate.admin.pages.common import templates
 
-    app = FastAPI(title="mxgate admin centre", version="1", docs_url="/api/docs", redoc_url=None,
-                  openapi_url="/api/v1/openapi.json")
+    # The schema is served behind authentication by api/system.py; no docs UI (it would need a CDN).
+    app = FastAPI(title="mxgate admin centre", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.admin = st
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(ops.router)

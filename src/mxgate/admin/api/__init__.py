@@ -1,6 +1,6 @@
 """The REST API, /api/v1: every resource requires a bearer API token (`mxgate admin token new`) or
-an admin session cookie plus X-CSRF-Token on writes (guard.api_user). OpenAPI at
-/api/v1/openapi.json, browsable at /api/docs.
+an admin session cookie plus X-CSRF-Token on writes (guard.api_user). OpenAPI (behind the same
+authentication) at /api/v1/openapi.json.
 
 Owns: assembling the resource modules under one prefix and one authentication dependency.
 """
