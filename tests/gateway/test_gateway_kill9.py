@@ -1,0 +1,88 @@
+"""Issue 5, must-show 4: kill -9 of the gateway under bounded load — every message acknowledged with
+250 reaches the mailbox after restart (duplicates allowed, loss not). Kills: MXGATE_GATEWAY_KILLS (default 2)."""
+
+from __future__ import annotations
+
+import email
+import os
+import threading
+import time
+
+import pytest
+import rig
+from conftest import FAST_QUEUE, gateway_policy
+from rig import GATEWAY, INTERNET, SubprocessNode, free_port, maildir_messages, send_message, simple_message, wait_until
+
+from mxgate.config.home import Home
+
+KILLS = int(os.environ.get("MXGATE_GATEWAY_KILLS", "2"))
+LOAD_SECONDS = 1.5  # of load before each kill
+CLIENTS = 3
+
+
+def _toml(port: int, mailbox, dns) -> str:
+    fast = "\n".join(f"{k} = {v}" for k, v in FAST_QUEUE.items())
+    return f"""
+[roles]
+mailbox = false
+gateway = true
+admin = false
+[gateway]
+listen = ["{GATEWAY}:{port}"]
+downstream = ["127.0.0.1:{mailbox.port()}"]
+downstream_ca = "{mailbox.node.certs.ca_cert}"
+source_address = "{GATEWAY}"
+{fast}
+[dns]
+servers = ["{dns.address}"]
+timeout = 2.0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_kill9_under_load_loses_no_acknowledged_message(tmp_path, mailbox, dns):
+    home = Home.open(tmp_path / "gw")
+    rig.apply_policy(home, gateway_policy())
+    port = free_port(GATEWAY)
+    config = tmp_path / "gw.toml"
+    config.write_text(_toml(port, mailbox, dns))
+    node = SubprocessNode(home.root, config).start(wait_for=(GATEWAY, port))
+    acked: set[str] = set()
+    lock = threading.Lock()
+    counter = iter(range(10**6))
+
+    def client(stop: threading.Event) -> None:
+        while not stop.is_set():
+            subject = f"k9-{next(counter)}"
+            try:
+                r = send_message(GATEWAY, port, source=INTERNET, sender="s@fabrikam.test", rcpts=["alice@contoso.test"],
+                                 data=simple_message(subject=subject))
+            except OSError:
+                time.sleep(0.05)  # the gateway is down: the client retries later, as an MTA would
+                continue
+            if r.get("end", (0,))[0] == 250:
+                with lock:
+                    acked.add(subject)
+
+    try:
+        for _ in range(KILLS):
+            stop = threading.Event()
+            threads = [threading.Thread(target=client, args=(stop,)) for _ in range(CLIENTS)]
+            for t in threads:
+                t.start()
+            time.sleep(LOAD_SECONDS)
+            node.kill9()  # mid-transaction for some clients
+            stop.set()
+            for t in threads:
+                t.join(15)
+            node = SubprocessNode(home.root, config).start(wait_for=(GATEWAY, port))
+        print(f"{len(acked)} messages acknowledged across {KILLS} kills")
+        assert len(acked) >= 10, f"load too small to mean anything: {len(acked)}"
+
+        def delivered() -> set[str]:
+            return {email.message_from_bytes(m)["Subject"] for m in maildir_messages(mailbox.home, "alice@contoso.test")}
+
+        assert wait_until(lambda: acked <= delivered(), timeout=60), sorted(acked - delivered())[:10]
+    finally:
+        node.stop()
