@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from sqlalchemy import insert
 
-from mxgate.auth.arc import ArcResult, arc_seals, seal_arc, validate_arc
+from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
@@ -174,8 +174,12 @@ class GatewayRole(Role):
         results = format_authentication_results(
             self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
             env.raw.get("dmarc"), arc, header_from_domain(facts.data))
-        seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
-                                       self.settings.arc_selector, self.sv.arc_key, results)
+        try:
+            seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
+                                           self.settings.arc_selector, self.sv.arc_key, results)
+        except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
+            log.info("message %s not ARC-sealed: %s", trace_id, exc)
+            seal = b""
         return seal + fold_header("Authentication-Results", results) + body
 
     def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome) -> None:
