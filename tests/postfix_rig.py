@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,12 +80,22 @@ local_recipient_maps =
 
 @dataclass
 class PostfixInstance:
-    root: Path
+    # None: a fresh directory under /tmp, removed by stop(). Postfix's daemons run as `postfix`
+    # (and virtual delivery as `nobody`), so the tree must be reachable by them: pytest's own
+    # tmp directories are 0700 and re-chmodded by every concurrent pytest session.
+    root: Path | None = None
     main_cf: str = ""  # appended to the base settings
     master_cf: str = ""  # appended to the base services (the smtpd listeners)
     tables: dict[str, str] = field(default_factory=dict)  # file name in etc/ → content
     hostname: str = "mx.postfix.test"
     running: bool = False
+    owns_root: bool = False
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="mxgate-postfix-"))
+            os.chmod(self.root, 0o755)
+            self.owns_root = True
 
     @property
     def etc(self) -> Path:
@@ -97,12 +108,6 @@ class PostfixInstance:
     def write(self) -> "PostfixInstance":
         for d in ("etc", "spool", "data"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        # Postfix daemons run as `postfix`: every directory above the queue must be searchable.
-        p = self.root
-        while p != p.parent:
-            if p.exists() and str(p).startswith(("/tmp", str(Path.home()))):
-                os.chmod(p, os.stat(p).st_mode | 0o755)
-            p = p.parent
         # data_directory belongs to the mail_owner (master.lock, TLS caches); postfix check fixes the queue.
         shutil.chown(self.root / "data", "postfix", "postfix")
         main = base_main_cf(self.root, self.hostname) + "\n" + self.main_cf
@@ -141,6 +146,8 @@ class PostfixInstance:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and _pid_alive(pid):
                 time.sleep(0.05)
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def postconf(self, name: str) -> str:
         return self._run(["postconf", "-c", str(self.etc), "-h", name]).stdout.strip()
@@ -162,7 +169,7 @@ def _pid_alive(pidfile: Path) -> bool:
 
 
 def wait_smtp(host: str, port: int, timeout: float, instance: PostfixInstance | None = None) -> None:
-    """Wait until the listener answers with a 220 greeting."""
+    """Wait until the listener sends a greeting."""
     import socket
 
     deadline = time.monotonic() + timeout
@@ -170,7 +177,8 @@ def wait_smtp(host: str, port: int, timeout: float, instance: PostfixInstance | 
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=2) as s:
-                if s.recv(512).startswith(b"220"):
+                # Any greeting counts: a lock-down at connect answers 554 instead of 220.
+                if re.match(rb"^[2-5][0-9][0-9][ -]", s.recv(512)):
                     s.sendall(b"QUIT\r\n")
                     return
         except OSError as exc:

@@ -144,6 +144,8 @@ def plan_matrix(policy: Policy, s: VerifySettings) -> list[Row]:
                 else:
                     rows.append(Row(f"bypass {q} from {attacker}{tag}", "bypass", c.name, family, "refuse@rcpt",
                                     replace(at, source_address=attacker), hint=open_hint))
+            if not gateway and c.tls_sender_certificate_name and family == 4:
+                gateway = attacker  # a certificate connector admits its certificate from anywhere
             if gateway:
                 tls = "require" if c.require_tls or c.tls_sender_certificate_name else "auto"
                 cert = (s.client_cert, s.client_key) if c.tls_sender_certificate_name else (None, None)
@@ -152,7 +154,7 @@ def plan_matrix(policy: Policy, s: VerifySettings) -> list[Row]:
                 skip = "" if not c.tls_sender_certificate_name or s.client_cert else "needs --client-cert"
                 rows.append(Row(f"gateway {q} from {gateway}{tag}", "gateway", c.name, family, "accept",
                                 None if skip else opts, skip))
-                if c.require_tls:
+                if c.require_tls and c.sender_ip_addresses:
                     rows.append(Row(f"clear text {q} from {gateway}{tag}", "cleartext", c.name, family, "530@mail",
                                     replace(at, source_address=gateway, starttls="off"),
                                     hint=f"connector {c.name!r} requires TLS"))
