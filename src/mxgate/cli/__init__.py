@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.connector_cmds",
     "mxgate.cli.serve_cmds",
     "mxgate.cli.trace_cmds",
+    "mxgate.cli.queue_cmds",
     "mxgate.cli.probe_cmds",
     "mxgate.cli.verify_cmds",
     "mxgate.cli.quarantine_cmds",
