@@ -1,0 +1,117 @@
+"""Pure parts of the gateway: settings validation (policy apply exit 2), DNSBL names, rate windows,
+greylist timing, score thresholds, verdict combination; and callahead recipient validation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import gw_port
+from rig import INTERNET, RawSMTP
+
+from mxgate.filters import dnsbl, greylist, ratelimit, score
+from mxgate.filters.pipeline import decide_message
+from mxgate.filters.result import CheckResult, fired, passed
+from mxgate.filters.settings import load_checks, validate_gateway_checks
+from mxgate.policy.model import GatewayPolicy, policy_from_dict
+from mxgate.smtp.replies import REPLIES, Action
+
+
+def gp(**tables) -> GatewayPolicy:
+    return policy_from_dict({"gateway": tables}).gateway
+
+
+@pytest.mark.parametrize("tables,rule", [
+    ({"spam": {"action": "reject"}}, "unknown-check"),
+    ({"dnsbl": {"zone": ["x"]}}, "unknown-key"),
+    ({"dnsbl": {"action": "drop"}}, "invalid-value"),
+    ({"dnsbl": {"zones": "zen.example.test"}}, "invalid-type"),
+    ({"clamd": {"timeout": 0}}, "invalid-value"),
+    ({"rdns": {"require": "maybe"}}, "invalid-value"),
+    ({"score": {"tag_threshold": 20.0}}, "threshold-order"),
+])
+def test_bad_gateway_settings_are_refused(tables, rule):
+    issues = validate_gateway_checks(gp(**tables))
+    assert [i.rule for i in issues] == [rule]
+
+
+def test_defaults_and_overrides():
+    checks = load_checks(gp(dnsbl={"zones": ["zen.example.test"]}))
+    assert checks["dnsbl"]["zones"] == ("zen.example.test",) and checks["dnsbl"].action == "reject"
+    assert checks["greylist"].action == "off" and checks["clamd"].fail_closed and not checks["spf"].fail_closed
+
+
+def test_policy_apply_refuses_bad_gateway_table_with_exit_2(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('[[accepted_domain]]\nname = "contoso.test"\n[gateway.dnsbl]\naction = "explode"\n')
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "h"), "policy", "apply", str(f)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "gateway check 'dnsbl': action" in r.stderr
+
+
+def test_dnsbl_query_names_rfc5782():
+    assert dnsbl.query_name("192.0.2.99", "zen.example.test") == "99.2.0.192.zen.example.test"
+    assert dnsbl.query_name("::ffff:192.0.2.99", "z.test") == "99.2.0.192.z.test"
+    assert dnsbl.query_name("2001:db8::1", "z.test").startswith("1.0.0.0.0.0.0.0") and \
+        dnsbl.query_name("2001:db8::1", "z.test").endswith("8.b.d.0.1.0.0.2.z.test")
+
+
+def test_sliding_window():
+    w = ratelimit.SlidingWindow(10.0, 2)
+    assert w.hit("a", 0) and w.hit("a", 1) and not w.hit("a", 2) and w.hit("b", 2)
+    assert w.hit("a", 10.5)  # the first event left the window
+
+
+def test_greylist_timing():
+    cfg = load_checks(gp(greylist={"action": "tempfail", "delay": 60.0, "retry_window": 100.0}))["greylist"]
+    g = greylist.Greylist()
+    assert g.check("192.0.2.1", "a@x", "b@y", cfg, 0).fired
+    assert g.check("192.0.2.200", "a@x", "b@y", cfg, 30).fired  # same /24, too early
+    assert not g.check("192.0.2.7", "A@X", "b@y", cfg, 61).fired  # retried in time (case-insensitive)
+    assert not g.check("192.0.2.1", "a@x", "b@y", cfg, 5000).fired  # remembered
+    assert g.check("198.51.100.1", "a@x", "b@y", cfg, 5000).fired  # other network
+
+
+def test_score_thresholds_and_rules():
+    cfg = load_checks(gp(score={"tag_threshold": 2.0, "quarantine_threshold": 4.0, "reject_threshold": 6.0}))["score"]
+    clean = b"From: a@x.test\r\nDate: x\r\nMessage-ID: <1@x>\r\nSubject: hi\r\n\r\nhello\r\n"
+    assert score.compute({}, clean, cfg).verdict == "clean"
+    res = {"spf": fired("spf", "tag", "spf-fail", "", result="fail")}
+    s = score.compute(res, clean, cfg)
+    assert s.rules == (("SPF_FAIL", 3.0),) and s.verdict == "tag"
+    s = score.compute({**res, "dnsbl": passed("dnsbl", listed=["z"], allowed=[])}, clean, cfg)
+    assert s.total == 8.0 and s.verdict == "reject"
+    capped = load_checks(gp(score={"action": "tag"}))["score"]
+    assert score.decide(score.Score(99.0, (), "reject"), capped).action == "tag"
+
+
+def test_decide_message_precedence():
+    sc = score.Score(0.0, (), "clean")
+    r = {"spf": fired("spf", "reject", "spf-fail", "x"), "clamd": fired("clamd", "reject", "malware", "y"),
+         "dmarc": fired("dmarc", "quarantine", "dmarc-policy", "z")}
+    assert decide_message(r, sc).verdict.reason == "malware"
+    t = {"dnsbl": fired("dnsbl", "tempfail", "dnsbl", "x"), "dmarc": fired("dmarc", "quarantine", "dmarc-policy", "z")}
+    v = decide_message(t, sc).verdict
+    assert v.action is Action.TEMPFAIL and REPLIES[v.reason].code == 451  # never a 5xx text on a tempfail
+    q = decide_message({"dmarc": fired("dmarc", "quarantine", "dmarc-policy", "z")}, sc).verdict
+    assert q.action is Action.QUARANTINE
+    assert decide_message({"x": CheckResult("x", "timeout", action="off")}, sc).verdict.reason == "queued"
+
+
+def test_callahead_validates_recipients_at_rcpt_and_caches(make_gateway, sink, test_ca):
+    sink.refuse["ghost@contoso.test"] = "550 5.1.1 no such user"
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"], recipient_validation="callahead")
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
+        c.greeting()
+        c.cmd("EHLO s.test")
+        c.cmd("MAIL FROM:<a@fabrikam.test>")
+        # Pipelined RCPTs keep their order while the callahead runs.
+        c.send("RCPT TO:<ghost@contoso.test>\r\nRCPT TO:<carol@contoso.test>\r\nNOOP\r\n")
+        assert c.read_reply() == (550, str(REPLIES["unknown-recipient"]))
+        assert c.read_reply()[0] == 250  # carol is not in the directory, but the downstream takes her
+        assert c.read_reply()[0] == 250
+        calls = len(sink.peers)
+        assert c.cmd("RCPT TO:<ghost@contoso.test>")[0] == 550
+        assert len(sink.peers) == calls  # answered from the cache
+        assert c.cmd("RCPT TO:<x@victim.example>") == (550, str(REPLIES["relay-denied"]))
