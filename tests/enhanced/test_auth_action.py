@@ -45,3 +45,22 @@ def test_pct_sample_is_reproducible_and_in_range():
     samples = {pct_sample(f"{i:08x}") for i in range(0, 2**32, 2**32 // 997)}
     assert all(0 <= s < 100 for s in samples) and len(samples) > 900
     assert pct_sample("not-hex") == 0.0
+
+
+async def test_resolvers_of_several_nodes_stack_and_the_original_returns():
+    """pyspf reads dnspython's process-wide default; nodes stopping in any order must not
+    leave a stopped node's resolver (pointing at a dead server) behind."""
+    import dns.resolver
+
+    from mxgate.auth.pipeline import Authenticator
+
+    original = dns.resolver.default_resolver
+    a = Authenticator(servers=["127.0.0.1:1053"], timeout=0.5, non_routable=())
+    b = Authenticator(servers=["127.0.0.1:2053"], timeout=0.5, non_routable=())
+    a.install()
+    b.install()
+    assert dns.resolver.default_resolver is b.resolver
+    await a.stop()
+    assert dns.resolver.default_resolver is b.resolver
+    await b.stop()
+    assert dns.resolver.default_resolver is original

@@ -49,6 +49,9 @@ JUNK_FOLDER = "Junk"
 # overruns reports temperror (ARC: fail) and the message goes on; the thread finishes alone.
 STAGE_LOOKUPS = 4
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+# Authenticators whose resolver is (or was) dnspython's default, and the default before them.
+_INSTALLED: list["Authenticator"] = []
+_BASE: list[Any] = [None]
 
 # Stable reasons of `decide_auth_action` (the trace and the golden tests use them).
 R_ON_PREMISES = "internal-on-premises"
@@ -130,19 +133,21 @@ class Authenticator:
             self.resolver.timeout = self.resolver.lifetime = self.timeout
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = tuple(non_routable)
-        self._previous: Any = None
-        self._installed = False
 
     # --- lifetime (node.extras) -------------------------------------------------------------
     def install(self) -> None:
-        """pyspf resolves through dnspython's process-wide default: make it ours."""
-        self._previous = install_default_resolver(self.resolver)
-        self._installed = True
+        """pyspf resolves through dnspython's process-wide default: make it ours. Several
+        nodes in one process (tests) stack; the latest installed wins until it stops."""
+        if not _INSTALLED:
+            _BASE[0] = install_default_resolver(self.resolver)
+        _INSTALLED.append(self)
+        install_default_resolver(self.resolver)
 
     async def stop(self) -> None:
-        if self._installed and dns.resolver.default_resolver is self.resolver:
-            install_default_resolver(self._previous)
-        self._installed = False
+        if self not in _INSTALLED:
+            return
+        _INSTALLED.remove(self)
+        install_default_resolver(_INSTALLED[-1].resolver if _INSTALLED else _BASE[0])
 
     # --- the hook ---------------------------------------------------------------------------
     async def __call__(self, ctx) -> None:
