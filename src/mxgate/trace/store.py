@@ -178,7 +178,7 @@ class TraceStore:
             conds.append(t.message_id == message_id.strip())
         if trace_id:
             conds.append(t.trace_id == trace_id)
-        q = select(trace_messages).where(and_(*conds)).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
+        q = select(trace_messages).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [_row_dict(r) for r in conn.execute(q)]
 
