@@ -101,6 +101,6 @@ def trace_detail(st, row_id: int) -> dict[str, Any]:
     elif row["status"] == "Delivered" and row["recipient"]:
         mailbox = _mailbox_for(st.policy_store.current().policy, row["recipient"])
         data = find_stored_copy(st.home.maildir, mailbox, row["trace_id"], row["created_at"])
-    row["copy"] = describe_headers(data, row["original_ip"]) if data is not None else None
+    row["stored"] = describe_headers(data, row["original_ip"]) if data is not None else None
     row["age"] = time.time() - row["created_at"]
     return row
