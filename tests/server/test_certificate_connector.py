@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from rig import PARTNER, send_message, simple_message, maildir_messages
+from rig import PARTNER, maildir_messages, send_message, simple_message, wait_until
 from mxgate.server.tls import spki_sha256_of_file
 
 POLICY = """
@@ -88,6 +88,8 @@ def test_other_ca_or_expired_certificate_refused(cert_node, test_ca, stem):
     # The TLS handshake itself refuses the certificate; nothing can be delivered.
     assert "handshake_error" in r or r.get("rcpt", [(550, "")])[0][0] == 550, r
     assert maildir_messages(n.home, "alice@contoso.test") == []
-    n.trace.flush()
-    rows = n.trace.search(status="Rejected")
-    assert any(row["detail"].get("stage") in ("starttls", "rcpt") for row in rows)
+    # The server logs the failed handshake a moment after the client sees the alert.
+    def traced():
+        n.trace.flush()
+        return any(row["detail"].get("stage") in ("starttls", "rcpt") for row in n.trace.search(status="Rejected"))
+    assert wait_until(traced, timeout=5)

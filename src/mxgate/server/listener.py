@@ -83,8 +83,12 @@ def parse_listen(addr: str) -> tuple[str, int]:
 
 class Listener:
     def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
-                 spill_dir: str | None = None):
+                 spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = ()):
+        from mxgate.policy.ipset import PrefixTable, parse_network
+
         self.role = role
+        # Only these peers may tell us, with a PROXY header, who the client really is.
+        self.trusted_proxies = PrefixTable((parse_network(p), "proxy") for p in trusted_proxies)
         self.limits = limits
         self._ssl_context = ssl_context
         self.spill_dir = spill_dir

@@ -93,7 +93,8 @@ class Node:
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
         from mxgate.auth.pipeline import install_authentication
         install_authentication(self, role)
-        listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool))
+        listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
+                            trusted_proxies=s.trusted_proxies)
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener

@@ -27,6 +27,7 @@ from mxgate.server.tls import TlsFacts, tls_facts
 from mxgate.smtp.address import Address, AddressSyntaxError, parse_path
 from mxgate.smtp.framing import DataReader
 from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
+from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
 from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, reply_for
 
 if TYPE_CHECKING:
@@ -128,6 +129,17 @@ class SmtpSession(asyncio.Protocol):
         self.peer_ip = normalize_ip(peer[0])
         self.peer_port = peer[1]
         self.local_port = sock[1] if len(sock) > 1 else 0
+        self.proxy_ip = None
+        if self.peer_ip in self.listener.trusted_proxies:
+            # The real client's address arrives in a PROXY header before anything else; caps and
+            # attribution apply to that address, never to the proxy's.
+            self.proxy_ip = self.peer_ip
+            self._mode = "proxy"
+            self._arm_timer()
+            return
+        self._admit_and_greet()
+
+    def _admit_and_greet(self) -> None:
         refusal = self.listener.admit(self)
         if refusal is not None:
             self._write_now(REPLIES[refusal].render())
@@ -186,6 +198,9 @@ class SmtpSession(asyncio.Protocol):
             self._feed_data(data)
             return
         self._buf += data
+        if self._mode == "proxy":
+            self._read_proxy_header()
+            return
         if self._mode == "greeting":
             if len(self._buf) > MAX_COMMAND_LINE:
                 self._close()
@@ -194,6 +209,24 @@ class SmtpSession(asyncio.Protocol):
             self._process()
         if len(self._buf) > 64 * 1024 and self.transport:
             self.transport.pause_reading()  # a handler is slow; don't buffer a flood
+
+    def _read_proxy_header(self) -> None:
+        try:
+            parsed = parse_proxy_header(bytes(self._buf))
+        except ProxyHeaderError as exc:
+            log.info("session %s: bad PROXY header from trusted proxy %s: %s", self.id, self.peer_ip, exc)
+            self._close()
+            return
+        if parsed is None:
+            return
+        del self._buf[: parsed.consumed]
+        if parsed.source_ip is not None:
+            self.peer_ip = normalize_ip(parsed.source_ip)
+            self.peer_port = parsed.source_port
+        self._mode = "greeting"
+        if self._timer:
+            self._timer.cancel()
+        self._admit_and_greet()
 
     # --- command loop -----------------------------------------------------------------------
     def _process(self) -> None:
@@ -494,6 +527,9 @@ class SmtpSession(asyncio.Protocol):
             elapsed = now - self._data_started
             if elapsed > self.limits.data_rate_grace and self._data_bytes / elapsed < self.limits.min_data_rate:
                 reason = "data-too-slow"
+        elif self._mode == "proxy" and now - self.started > min(self.limits.command_timeout, 10.0):
+            self._close()
+            return
         elif self._mode != "busy" and now - self.last_activity > self.limits.command_timeout:
             reason = "command-timeout"
         if reason:
