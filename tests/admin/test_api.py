@@ -125,7 +125,7 @@ def test_trace_search_and_detail(admin_node, api):
     assert refused["status"] == "Rejected" and refused["reason"] == "connector-attribution"
     detail = api.get(f"/trace/{row['id']}").json()
     assert [e["event"] for e in detail["events"]] == ["Receive", "Deliver"]
-    assert detail["stored"]["received"][0]["ours"] and detail["copy"]["received"][0]["ip"] == GATEWAY
+    assert detail["stored"]["received"][0]["ours"] and detail["stored"]["received"][0]["ip"] == GATEWAY
     assert api.get("/trace", params={"status": "Lost"}).json()["error"].startswith("status: must be one of")
     assert api.get("/trace", params={"since": "yesterday"}).status_code == 422
 
