@@ -97,6 +97,7 @@ class Listener:
         self.sessions: set[Any] = set()
         self.per_ip: dict[Any, int] = {}
         self.addresses: list[str] = []
+        self.stopping = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return self._ssl_context()
@@ -140,12 +141,14 @@ class Listener:
 
     async def stop(self, deadline: float = 10.0) -> None:
         """Stop accepting; tell idle sessions 421; give busy ones `deadline` seconds to finish."""
+        self.stopping = True
         for server in self.servers:
             server.close()
         for s in list(self.sessions):
             s.shutdown()
         end = self.loop.time() + deadline
-        while self.sessions and self.loop.time() < end:
+        # A session we closed may still be waiting for the peer's TLS close_notify; it is done.
+        while any(not s.is_closed for s in self.sessions) and self.loop.time() < end:
             await asyncio.sleep(0.05)
         for s in list(self.sessions):
             if s.transport:

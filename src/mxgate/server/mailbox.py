@@ -172,6 +172,8 @@ class MailboxRole(Role):
     # --- trace ----------------------------------------------------------------------------
     def _trace_message(self, s, ctx: MessageContext, txn, status: str, event: str, detail: str, final: bytes) -> None:
         headers = msg.header_block(ctx.data)
+        log.info("delivered to %d mailbox(es)", len(local),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         subject = msg.header_value(headers, "Subject")
         message_id = msg.header_value(headers, "Message-ID")
         now = time.time()
@@ -194,6 +196,8 @@ class MailboxRole(Role):
         sender = facts.get("sender") or (s.txn.sender if s.txn else None)
         rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
         now = time.time()
+        log.info("refused at %s: %s", stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         session_facts = s.role_state.get("facts")
         for rcpt in rcpts:
             self.trace.record(TraceRecord(

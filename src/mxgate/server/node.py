@@ -59,6 +59,8 @@ class Node:
         return self.settings.node.name
 
     async def start(self) -> None:
+        # Signals first: a SIGTERM that arrives while listeners open must still stop gracefully.
+        self._install_signal_handlers()
         url = self.settings.store.url or self.home.database_url
         self.engine = await asyncio.to_thread(open_engine, url)
         self.policy_store = PolicyStore(self.engine)
@@ -127,14 +129,18 @@ class Node:
                 log.warning("heartbeat failed: %s", exc)
 
     # --- lifetime -------------------------------------------------------------------------
-    async def run_until_stopped(self) -> None:
+    def _install_signal_handlers(self) -> None:
         self._stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (in-process test nodes): stop() is called directly
+
+    async def run_until_stopped(self) -> None:
+        if self._stop is None:
+            self._install_signal_handlers()
         await self._stop.wait()
         await self.stop()
 

@@ -509,6 +509,9 @@ class SmtpSession(asyncio.Protocol):
             reply = Reply(451, "4.3.0", f"Local error in processing (trace id {self.id})")
         self._reply(reply)
         self._mode = "command"
+        if self.listener.stopping:  # the message is answered; now leave, as idle sessions did
+            self.shutdown()
+            return
         self._flush()
         self._process()
 
@@ -565,6 +568,10 @@ class SmtpSession(asyncio.Protocol):
             self._mode = "closed"
         if self.transport and not self.transport.is_closing():
             self.transport.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._mode == "closed"
 
     def shutdown(self) -> None:
         """Graceful stop: idle sessions get 421 now; one in DATA or delivering finishes first."""
