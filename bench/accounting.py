@@ -1,0 +1,146 @@
+"""Accounting: did every acknowledged message land exactly once where the peer keeps mail?
+
+Owns: reading a peer's delivered messages (a Maildir `new/` or the null sink's record file),
+matching their `X-Bench-Seq` against the sequence numbers the load client saw acknowledged,
+and the verdict: a run that lost or duplicated a message is a failure, not a figure.
+Also owns the peak-RSS sampler of a peer's process tree (read from /proc).
+Must not know: SMTP, or how the load was generated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+SEQ = re.compile(rb"^X-Bench-Seq: (\S+)\r?$", re.M)
+HEAD_BYTES = 16 * 1024  # the stamps a server prepends (Received, Return-Path, ARC...) fit in this
+
+
+@dataclass
+class Accounting:
+    acked: int
+    found: int  # messages of this run found where the peer keeps mail
+    lost: int  # acknowledged, not found
+    duplicated: int  # found more than once
+    unacked_stored: int  # stored although the client saw no 250 (allowed: duplicates beat loss)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0
+
+    def describe(self) -> str:
+        return (f"acked {self.acked}, on disk {self.found}, lost {self.lost}, duplicated {self.duplicated}"
+                f", stored without ack {self.unacked_stored}")
+
+
+def seqs_in_maildir(new_dir: Path, run_id: str, remove: bool = False) -> Counter:
+    """Sequence numbers of this run found in `new_dir`; `remove` deletes the files counted."""
+    found: Counter = Counter()
+    prefix = f"{run_id}-".encode()
+    try:
+        entries = list(os.scandir(new_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        try:
+            with open(entry.path, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+        except OSError:
+            continue
+        m = SEQ.search(head)
+        if m and m.group(1).startswith(prefix):
+            found[m.group(1).decode()] += 1
+            if remove:
+                os.unlink(entry.path)
+    return found
+
+
+def seqs_in_record(record: Path, run_id: str) -> Counter:
+    prefix = f"{run_id}-"
+    try:
+        lines = record.read_text().split()
+    except FileNotFoundError:
+        return Counter()
+    return Counter(s for s in lines if s.startswith(prefix))
+
+
+def account(acked: list[str], found: Counter) -> Accounting:
+    acked_set = set(acked)
+    return Accounting(
+        acked=len(acked), found=sum(found.values()),
+        lost=sum(1 for s in acked_set if found.get(s, 0) == 0) + (len(acked) - len(acked_set)),
+        duplicated=sum(n - 1 for n in found.values() if n > 1),
+        unacked_stored=sum(1 for s in found if s not in acked_set))
+
+
+def wait_for_mail(new_dir: Path, run_id: str, expected: int, timeout: float) -> Counter:
+    """Count until at least `expected` messages of the run are there or `timeout` passes (async peers)."""
+    end = time.monotonic() + timeout
+    found = seqs_in_maildir(new_dir, run_id)
+    while sum(found.values()) < expected and time.monotonic() < end:
+        time.sleep(0.1)
+        found = seqs_in_maildir(new_dir, run_id)
+    return found
+
+
+# --- peak RSS of a process tree ----------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants now."""
+    if not root:
+        return 0
+    tree = _children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+class RssSampler:
+    """Samples a process tree's RSS every `interval` s while a load runs; `.peak` in bytes."""
+
+    def __init__(self, root_pid: int, interval: float = 0.2):
+        self.root, self.interval, self.peak = root_pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, tree_rss(self.root))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.root))
