@@ -95,6 +95,8 @@ class _Server(uvicorn.Server):
 class AdminService:
     """The running admin centre: one uvicorn server on the node's loop."""
 
+    role_name = "admin"  # reported in node status beside the SMTP roles
+
     def __init__(self, st: AdminState, sock: socket.socket):
         self.state = st
         self.sock = sock
@@ -121,6 +123,10 @@ class AdminService:
             except (asyncio.TimeoutError, SystemExit):
                 self.task.cancel()
         self.sock.close()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"http://{self.address}/"]
 
     def describe(self) -> str:
         return f"admin        http://{self.address}/"

@@ -105,9 +105,13 @@ class Node:
     def status_row(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "roles": json.dumps(sorted(self.listeners)),
-            "listeners": json.dumps({r: lst.addresses for r, lst in self.listeners.items()}),
+            "roles": json.dumps(sorted(listeners)),
+            "listeners": json.dumps(listeners),
             "policy_version": self.watcher.current.version if self.watcher else 0,
+        listeners = {r: lst.addresses for r, lst in self.listeners.items()}
+        for extra in self.extras:  # services that are roles but not SMTP listeners (admin)
+            if getattr(extra, "role_name", None):
+                listeners[extra.role_name] = list(extra.addresses)
             "heartbeat": time.time(),
             "pid": os.getpid(),
         }
