@@ -83,10 +83,14 @@ def parse_listen(addr: str) -> tuple[str, int]:
 
 class Listener:
     def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
-                 spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = ()):
+                 spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = (),
+                 session_class: type | None = None):
         from mxgate.policy.ipset import PrefixTable, parse_network
+        from mxgate.server.session import SmtpSession
 
         self.role = role
+        # A role that needs protocol changes (e.g. an asynchronous RCPT) brings a session subclass.
+        self.session_class = session_class or SmtpSession
         # Only these peers may tell us, with a PROXY header, who the client really is.
         self.trusted_proxies = PrefixTable((parse_network(p), "proxy") for p in trusted_proxies)
         self.limits = limits
@@ -103,14 +107,12 @@ class Listener:
         return self._ssl_context()
 
     async def start(self, listen: list[str]) -> None:
-        from mxgate.server.session import SmtpSession
-
         self.loop = asyncio.get_running_loop()
         for addr in listen:
             host, port = parse_listen(addr)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
-                server = await self.loop.create_server(lambda: SmtpSession(self), host, port, family=family,
+                server = await self.loop.create_server(lambda: self.session_class(self), host, port, family=family,
                                                        reuse_address=True, backlog=1024)
             except OSError as exc:
                 raise ConfigError(f"{self.role.name}: cannot listen on {addr}: {exc.strerror or exc}") from None
