@@ -1,0 +1,190 @@
+"""The in-process internal delivery service: mail the organisation itself routes.
+
+Owns: acting on a delivery plan (delivery/router.py) — writing local copies to the node's
+Maildir, and handing external recipients to the node's outbound queue (queue/outbound.py) with
+the envelope sender rewritten by SRS when the copy is a forward (delivery/srs.py), a
+`Delivered-To:` field naming the forwarding mailbox (loop protection, RFC 9228) and a DKIM
+signature for our domains (auth/dkim_sign.py) — and the trace rows of expanded copies.
+Used by the mailbox role (aliases, lists, forwarding, on-premises relaying), by submission, and
+by the outbound queue for DSNs to internal senders. Nothing here re-enters an SMTP listener or
+its connector checks (mail-flow.md §5). Must not know SMTP sessions or reply text; it returns
+results and the caller answers (no 250 before everything it reports as done is durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from mxgate.auth.dkim_sign import DkimSigner
+from mxgate.delivery import srs
+from mxgate.delivery.maildir import DeliveryResult, Maildir
+from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
+from mxgate.policy.validate import accepted_domain_for
+from mxgate.queue.relay import RcptOutcome
+from mxgate.smtp import message as msg
+from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.trace.store import TraceRecord
+
+log = logging.getLogger("mxgate.internal")
+
+SRS_SECRET_FILE = "srs.key"
+
+
+def load_srs_secret(keys_dir: Path) -> bytes:
+    """The node's SRS secret, generated once (nodes sharing a domain should share this file)."""
+    path = Path(keys_dir) / SRS_SECRET_FILE
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return path.read_bytes()
+
+
+@dataclass
+class Outcome:
+    """What one internal delivery did: local results (check `failed`), queued external copies."""
+
+    plan: DeliveryPlan
+    local: list[DeliveryResult] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[DeliveryResult]:
+        return [r for r in self.local if r.error is not None]
+
+
+class InternalDelivery:
+    def __init__(self, node, maildir: Maildir, outbound, signer: DkimSigner, srs_secret: bytes):
+        self.node = node
+        self.maildir = maildir
+        self.outbound = outbound  # queue/outbound.OutboundQueue (set after both exist)
+        self.signer = signer
+        self.srs_secret = srs_secret
+
+    # --- facts from the current policy ------------------------------------------------------
+    @property
+    def compiled(self):
+        return self.node.watcher.current
+
+    def is_ours(self, domain: str) -> bool:
+        return accepted_domain_for(self.compiled.policy, domain) is not None
+
+    def is_local(self, address: str) -> bool:
+        return address.lower() in self.compiled.directory
+
+    # --- the service ------------------------------------------------------------------------
+    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
+                      folder: str | None = None, origin: str = "internal") -> Outcome:
+        """Expand `recipients`, store local copies, queue external ones. Durable when it returns."""
+        headers = msg.header_block(data)
+        plan = expand(recipients, self.compiled.directory, self.is_ours, seen=delivered_to(headers),
+                      hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
+        outcome = Outcome(plan)
+        outcome.local = await self.maildir.deliver_many([(a, data, folder) for a in plan.local])
+        if outcome.failed:
+            return outcome  # the caller tempfails; nothing went out yet
+        direct = [a for a in plan.external if a not in plan.forwarded_by]
+        if direct:
+            await self.send_out(sender, direct, data, trace_id)
+            outcome.queued += direct
+        by_mailbox: dict[str, list[str]] = {}
+        for address, via in plan.forwarded_by.items():
+            by_mailbox.setdefault(via, []).append(address)
+        for via, targets in by_mailbox.items():
+            await self.forward(sender, via, targets, data, trace_id)
+            outcome.queued += targets
+        self._trace(sender, recipients, plan, data, trace_id, origin)
+        return outcome
+
+    async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str) -> None:
+        """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
+        domain = via.rpartition("@")[2]
+        local_domains = frozenset(d.name.lower() for d in self.compiled.policy.accepted_domains)
+        rewritten = srs.forward(sender, domain, self.srs_secret, time.time(), local_domains).address
+        copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
+        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via})
+
+    async def send_out(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str,
+                       meta: dict | None = None) -> None:
+        """Sign for our domains (off the loop: RSA) and queue durably for the outbound connector."""
+        if self.outbound is None:
+            raise RuntimeError("no outbound queue on this node")
+        signed = await asyncio.to_thread(self.signer.sign, data, sender, self.is_ours)
+        await self.outbound.enqueue(sender, list(recipients), signed, {"trace_id": trace_id, "kind": "outbound", **(meta or {})})
+
+    # --- hooks for the mailbox role and the outbound queue ----------------------------------
+    async def for_mailbox(self, ctx, addresses: list[str], final: bytes) -> list[DeliveryResult]:
+        """MailboxRole.local_delivery: the accepted local recipients, through the router."""
+        out = await self.deliver(str(ctx.txn.sender), addresses, final, trace_id=ctx.trace_id, folder=ctx.folder,
+                                 origin="mailbox")
+        return out.local
+
+    async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
+        """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
+        from mxgate.smtp.replies import accept
+
+        await self.send_out(str(ctx.txn.sender), [str(r.address) for r in relayed], final, ctx.trace_id)
+        return accept("queued")
+
+    async def local_from_queue(self, entry, recipients: list[str], data: bytes) -> tuple[RcptOutcome, ...]:
+        """RoutingRunner's local route: DSNs and notices to internal senders, straight into Maildir."""
+        out = await self.deliver(entry.sender, recipients, data, trace_id=entry.meta.get("trace_id", ""), origin="queue")
+        unknown = {d.address for d in out.plan.dropped if d.why == "unknown"}
+
+        def one(a: str) -> RcptOutcome:
+            if out.failed:  # retry the whole group: duplicates beat loss
+                return RcptOutcome(a, "deferred", "4.3.0", "local; not stored, will retry")
+            if a.lower() in unknown:
+                return RcptOutcome(a, "failed", "5.1.1", "local; no such mailbox")
+            return RcptOutcome(a, "delivered", "2.0.0", "local; delivered to Maildir")
+
+        return tuple(one(a) for a in recipients)
+
+    # --- trace ------------------------------------------------------------------------------
+    def _trace(self, sender: str, recipients: Sequence[str], plan: DeliveryPlan, data: bytes, trace_id: str,
+               origin: str) -> None:
+        """One row per copy the router created beyond the envelope recipients (status Expanded/Pending)."""
+        envelope = {r.lower() for r in recipients}
+        extra = [a for a in (*plan.local, *plan.external) if a not in envelope]
+        if not extra and not plan.dropped:
+            return
+        headers = msg.header_block(data)
+        now = time.time()
+        why = {s.target: f"{s.address} → {s.target} ({s.why})" for s in plan.steps}
+        for a in extra:
+            self.node.trace.record(TraceRecord(
+                trace_id=trace_id or secrets.token_hex(8), status="Delivered" if a in plan.local else "Pending",
+                sender=sender, recipient=a, subject=msg.header_value(headers, "Subject"),
+                message_id=msg.header_value(headers, "Message-ID"), size=len(data), role=origin, direction="internal",
+                detail={"steps": [why.get(a, "")], "dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
+                events=[(now, "Expand", why.get(a, "expanded")),
+                        (now, "Deliver" if a in plan.local else "Send", "maildir" if a in plan.local else "queued for outbound")],
+                created_at=now))
+
+
+async def start_internal(node, maildir: Maildir | None = None) -> InternalDelivery:
+    """The node's internal delivery service and its outbound queue, made once per node."""
+    existing = getattr(node, "internal", None)
+    if existing is not None:
+        return existing
+    from mxgate.queue.outbound import start_mailbox_outbound
+
+    if maildir is None:
+        role = node.roles.get("mailbox")
+        maildir = role.maildir if role is not None else Maildir(node.home.maildir, node.committer,
+                                                                hostname=node.settings.mailbox.hostname)
+    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys), load_srs_secret(node.home.keys))
+    service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
+    node.internal = service
+    return service

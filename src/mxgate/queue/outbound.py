@@ -1,0 +1,288 @@
+"""Outbound mail: which connector a recipient leaves through, and the durable queues that send it.
+
+Owns: the route of each queued recipient — a local mailbox (DSNs and notices for internal
+senders take the internal route), the outbound connector chosen by `policy.validate.outbound_for`
+(its `smart_hosts` in order, or the recipient domain's MX hosts with `use_mx_record`, with the
+connector's TLS settings), or, on the gateway, the downstream mailbox servers for our own
+domains and the Internet by MX lookup for everything else — and `RoutingRunner`, the gateway's
+queue Runner (queue/runner.py: retries, expiry, DSNs) with that per-recipient route instead of
+one fixed host list. Also the two services that run it: `start_mailbox_outbound` (the mailbox
+node's own outbound queue) and `start_gateway_outbound` (the gateway accepting outbound mail
+from the organisation's mailbox servers, `[gateway] outbound_from`).
+Must not know: SMTP client details (queue/relay.py), the spool format, DSN contents, reply text.
+
+TLS: to a smart host, `encryption_only` encrypts without checking the certificate,
+`certificate_validation` checks the chain against the node's CA and the system store,
+`domain_validation` also checks the name. To MX hosts on the Internet, STARTTLS is required
+(queue/relay.py refuses clear text) but the certificate is not checked: opportunistic
+encryption as RFC 7435 describes; MTA-STS/DANE would be the way to check it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, replace
+from typing import Awaitable, Callable, Sequence
+
+from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
+from mxgate.policy.model import Policy
+from mxgate.policy.validate import accepted_domain_for, outbound_for
+from mxgate.probe.mx import lookup_mx, make_resolver
+from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, relay
+from mxgate.queue.runner import Runner
+from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.spool import CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError
+from mxgate.server.tls import client_context
+from mxgate.smtp import message as msg
+from mxgate.smtp.replies import accept
+from mxgate.trace.store import TraceRecord
+
+log = logging.getLogger("mxgate.outbound")
+
+SMTP_PORT = 25  # RFC 5321 §4.5.4.2 / IANA: MX hosts listen on 25
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a group of recipients goes: "local", "relay" (hosts) or "fail" (status, why)."""
+
+    kind: str
+    key: str  # recipients with the same key are sent in one session
+    hosts: tuple[str, ...] = ()
+    tls: str = "encryption_only"
+    status: str = ""
+    why: str = ""
+
+
+def _hostport(host: str) -> str:
+    """"gw.example" → "gw.example:25"; "[::1]:2526" and "1.2.3.4:2526" stay as they are."""
+    if host.startswith("["):
+        return host if "]:" in host else f"{host}:{SMTP_PORT}"
+    if host.count(":") == 1:
+        return host
+    if ":" in host:  # a bare IPv6 address
+        return f"[{host}]:{SMTP_PORT}"
+    return f"{host}:{SMTP_PORT}"
+
+
+def connector_route(policy: Policy, domain: str) -> Route:
+    """Pure: the outbound connector for a recipient domain; no connector means direct MX delivery."""
+    conn = outbound_for(policy, domain)
+    if conn is None or conn.use_mx_record or not conn.smart_hosts:
+        name = conn.name if conn else ""
+        tls = conn.tls_settings if conn else "encryption_only"
+        return Route("mx", f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX")
+    return Route("relay", f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
+                 conn.tls_settings, why=f"connector {conn.name!r}")
+
+
+async def resolve_mx(route: Route, domain: str, resolver) -> Route:
+    """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure."""
+    result = await lookup_mx(domain, resolver=resolver)
+    if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
+        return replace(route, kind="fail", status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
+    if result.error and "NXDOMAIN" in result.error:
+        return replace(route, kind="fail", status="5.1.2", why=f"{domain}: {result.error}")
+    if result.error:
+        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: {result.error}")
+    hosts = tuple(f"[{a}]:{SMTP_PORT}" if ":" in a else f"{a}:{SMTP_PORT}" for h in result.hosts for a in h.addresses)
+    if not hosts:
+        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: MX hosts have no addresses")
+    return replace(route, kind="relay", hosts=hosts)
+
+
+def tls_context_for(mode: str, ca_file: str | None) -> ssl.SSLContext:
+    if mode == "encryption_only":
+        return client_context(None, verify=False)
+    ctx = client_context(ca_file, check_hostname=(mode == "domain_validation"))
+    if ca_file:
+        ctx.load_default_certs()  # the organisation's CA and public CAs alike
+    return ctx
+
+
+class RoutingRunner(Runner):
+    """queue/runner.py's Runner, sending each recipient by its own route (`route(address)`)."""
+
+    def __init__(self, spool: Spool, route: Callable[[str], Awaitable[Route]], base: RelaySettings,
+                 contexts: Callable[[str], ssl.SSLContext], retry: RetryPolicy, *,
+                 local: Callable[[QueueEntry, list[str], bytes], Awaitable[tuple[RcptOutcome, ...]]] | None = None,
+                 name: str = "outbound", **kwargs):
+        super().__init__(spool, lambda: base, retry, **kwargs)
+        self.route = route
+        self.base = base
+        self.contexts = contexts
+        self.local = local
+        self.name = name
+
+    def describe(self) -> str:
+        return f"{self.name} queue: {self.spool.count()} entries"
+
+    async def _attempt(self, entry: QueueEntry) -> None:
+        # Same claim → read → settle protocol as Runner._attempt; only the delivery differs.
+        try:
+            entry = await self.spool.claim(entry)
+        except StaleEntryError:
+            return
+        try:
+            data = await self.spool.open_message(entry)
+        except (CorruptEntryError, PartialEntryError, OSError) as exc:
+            log.error("queue entry %s unreadable, moved to corrupt/: %s", entry.queue_id, exc)
+            await self.spool.mark_corrupt(entry)
+            return
+        await self._settle(entry, await self.deliver(entry, data), data)
+
+    async def deliver(self, entry: QueueEntry, data: bytes) -> RelayResult:
+        groups: dict[str, tuple[Route, list[str]]] = {}
+        for rcpt in entry.pending:
+            r = await self.route(rcpt)
+            groups.setdefault(r.key, (r, []))[1].append(rcpt)
+        outcomes: dict[str, RcptOutcome] = {}
+        hosts, errors = [], []
+        for r, rcpts in groups.values():
+            if r.kind == "local" and self.local is not None:
+                for o in await self.local(entry, rcpts, data):
+                    outcomes[o.address] = o
+                continue
+            if r.kind == "fail":
+                state = "failed" if r.status.startswith("5") else "deferred"
+                for a in rcpts:
+                    outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
+                continue
+            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls))
+            result = await relay(settings, entry.sender, rcpts, data, self.health)
+            hosts.append(result.host)
+            errors += result.errors
+            for o in result.outcomes:
+                outcomes[o.address] = o
+        return RelayResult(tuple(outcomes[a] for a in entry.pending), next((h for h in hosts if h), ""), tuple(errors))
+
+
+# --- services ------------------------------------------------------------------------------
+
+@dataclass
+class OutboundQueue:
+    """A spool and its RoutingRunner on one node (in node.extras)."""
+
+    spool: Spool
+    runner: RoutingRunner
+
+    async def enqueue(self, sender: str, recipients: Sequence[str], data: bytes, meta: dict) -> QueueEntry:
+        """Durable before it returns: the caller may say 250 (RFC 5321 §6.1)."""
+        entry = await self.spool.enqueue(sender, list(recipients), data, meta)
+        self.runner.kick()
+        return entry
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+
+    def describe(self) -> str:
+        return self.runner.describe()
+
+
+def _resolver(node):
+    return make_resolver(node.settings.dns.servers, node.settings.dns.timeout)
+
+
+async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:
+    g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
+    root = node.home.spool / directory
+    root.mkdir(parents=True, exist_ok=True)
+    spool = await asyncio.to_thread(Spool.open, root, node.committer)
+    ca = str(node.certs.ca_cert)
+    contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}
+    base = RelaySettings((), contexts["encryption_only"], g.source_address if directory == "gateway-outbound" else "",
+                         node.settings.mailbox.hostname if directory == "outbound" else g.hostname,
+                         g.relay_connect_timeout, g.relay_timeout)
+
+    def on_event(entry, event, detail, rcpt=None, status=None) -> None:
+        if entry.meta.get("trace_id"):
+            node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
+
+    retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first), max_age=g.retry_max_age)
+    runner = RoutingRunner(spool, route, base, lambda mode: contexts.get(mode, contexts["certificate_validation"]), retry,
+                           local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
+                           scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
+    runner.start()
+    queue = OutboundQueue(spool, runner)
+    node.extras.append(queue)
+    return queue
+
+
+async def start_mailbox_outbound(node, is_local: Callable[[str], bool], local) -> OutboundQueue:
+    """The mailbox node's outbound queue: local recipients (DSNs) inside, others by connector."""
+    resolver = _resolver(node)
+
+    async def route(address: str) -> Route:
+        if is_local(address):
+            return Route("local", "local")
+        domain = address.rpartition("@")[2].lower()
+        r = connector_route(node.watcher.current.policy, domain)
+        return await resolve_mx(r, domain, resolver) if r.kind == "mx" else r
+
+    return await _open_queue(node, "outbound", route, local, "mailbox outbound")
+
+
+class GatewayOutbound:
+    """The gateway's outbound side: who may relay out through it, and its MX queue."""
+
+    def __init__(self, node, queue: OutboundQueue | None = None):
+        self.node = node
+        self.queue = queue
+        self.trusted = PrefixTable([(parse_network(a), True) for a in node.settings.gateway.outbound_from])
+
+    def is_trusted(self, peer_ip) -> bool:
+        """The organisation's own mailbox servers (by address) may send to any domain."""
+        return bool(self.trusted.lookup(normalize_ip(peer_ip)))
+
+    async def accept(self, s, txn, body, compiled):
+        """A message from our own mailbox server: stamp Received, queue durably, then 250.
+
+        The inbound content checks and header hygiene are for mail from the Internet; this
+        mail was already judged (and DKIM-signed) inside the organisation, so it is passed on
+        as it is, below one Received field (which signatures do not cover, RFC 6376 §5.4.1).
+        """
+        trace_id = secrets.token_hex(8)
+        received = msg.received_header(
+            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.node.settings.gateway.hostname, trace_id=trace_id,
+            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
+            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
+            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
+        final = received + body.getvalue()
+        rcpts = [str(r.address) for r in txn.recipients]
+        await self.queue.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
+        headers = msg.header_block(final)
+        now = time.time()
+        for r in rcpts:
+            self.node.trace.record(TraceRecord(
+                trace_id=trace_id, status="Pending", sender=str(txn.sender), recipient=r.lower(),
+                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
+                size=len(final), from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway",
+                direction="outbound", detail={"session": s.id, "tls": s.tls.version if s.tls else None},
+                events=[(now, "Receive", f"outbound from {s.peer_ip}"), (now, "Send", "queued for MX delivery")],
+                created_at=now))
+        return accept("queued")
+
+    async def stop(self) -> None:
+        if self.queue:
+            await self.queue.stop()
+
+
+async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) -> GatewayOutbound:
+    """Outbound queue on the gateway: our domains (DSNs) to the downstream, the rest by MX."""
+    resolver = _resolver(node)
+
+    async def route(address: str) -> Route:
+        domain = address.rpartition("@")[2].lower()
+        if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
+            return Route("relay", "downstream", tuple(downstream().hosts), "downstream")
+        return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
+
+    queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound")
+    # Downstream sessions use the gateway's own verified TLS context, not an MX one.
+    contexts = queue.runner.contexts
+    queue.runner.contexts = lambda mode: downstream().tls_context if mode == "downstream" else contexts(mode)
+    return GatewayOutbound(node, queue)

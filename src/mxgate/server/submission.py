@@ -1,0 +1,317 @@
+"""Authenticated submission (port 587 style): SMTP AUTH over TLS only, then internal mail.
+
+Owns: the submission role's hooks — AUTH PLAIN (RFC 4616) and LOGIN offered and accepted only
+after STARTTLS (RFC 4954 §4, RFC 8314), credentials checked off the event loop (argon2 is slow
+on purpose), failed attempts counted per client address (`535 5.7.8`, then `421 4.7.0` with a
+doubling back-off, refused already at connect while it lasts), send-as enforcement, and handing
+the accepted message to the internal delivery service (delivery/internal.py). Submitted mail is
+internal whatever its header `From:` says: it never meets the anonymous listener's connector
+checks (mail-flow.md §5). Also `start_submission(node)`.
+Must not know: how credentials are stored (auth/credentials.py), routing, reply text.
+
+Secrets: AUTH lines are never logged or traced; only the outcome and the client address are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+from mxgate.auth.credentials import Identity, decide_send_as, verify_credentials
+from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.errors import ConfigError
+from mxgate.policy.validate import accepted_domain_for
+from mxgate.server.listener import Listener, Role, parse_listen
+from mxgate.server.session import SmtpSession
+from mxgate.smtp import message as msg
+from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.smtp.replies import REPLIES, Reply, Verdict, accept, reject, reply_for, tempfail
+from mxgate.trace.store import TraceRecord
+
+log = logging.getLogger("mxgate.submission")
+
+MAX_AUTH_FAILURES = 5  # per client address within FAILURE_WINDOW; then 421 (adversarial.md §7)
+FAILURE_WINDOW = 600.0
+FIRST_BACKOFF = 60.0  # seconds a throttled address is refused; doubles each time, up to MAX_BACKOFF
+MAX_BACKOFF = 3600.0
+MAX_TRACKED = 100_000  # addresses remembered; the oldest are forgotten first
+MECHANISMS = ("PLAIN", "LOGIN")
+LOGIN_USER, LOGIN_PASS = "VXNlcm5hbWU6", "UGFzc3dvcmQ6"  # base64 "Username:", "Password:" (draft-murchison-sasl-login)
+
+
+class AuthThrottle:
+    """Failed authentications per client address, and the back-off after too many. Pure state."""
+
+    def __init__(self):
+        self._fails: dict[str, list[float]] = {}
+        self._blocked: dict[str, tuple[float, float]] = {}  # ip → (until, last back-off)
+
+    def blocked(self, ip: str, now: float) -> bool:
+        return self._blocked.get(ip, (0.0, 0.0))[0] > now
+
+    def failed(self, ip: str, now: float) -> bool:
+        """Record a failure; True when the address is now throttled."""
+        recent = [t for t in self._fails.get(ip, []) if now - t < FAILURE_WINDOW] + [now]
+        if len(self._fails) >= MAX_TRACKED and ip not in self._fails:
+            self._fails.pop(next(iter(self._fails)))
+        self._fails[ip] = recent
+        if len(recent) < MAX_AUTH_FAILURES:
+            return False
+        last = self._blocked.get(ip, (0.0, 0.0))[1]
+        delay = min(last * 2 if last else FIRST_BACKOFF, MAX_BACKOFF)
+        self._blocked[ip] = (now + delay, delay)
+        self._fails[ip] = []
+        return True
+
+
+def decode_plain(payload: str) -> tuple[str, str] | None:
+    """RFC 4616 §2: [authzid] NUL authcid NUL passwd; an authzid other than authcid is refused."""
+    try:
+        parts = base64.b64decode(payload, validate=True).decode("utf-8").split("\x00")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if len(parts) != 3 or not parts[1] or (parts[0] and parts[0] != parts[1]):
+        return None
+    return parts[1], parts[2]
+
+
+def _b64(text: str) -> str | None:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def header_from_addresses(data: bytes) -> list[str]:
+    from email.utils import getaddresses
+
+    head, _ = split_headers(data)
+    values = [f.value.decode("utf-8", "replace") for f in parse_fields(head) if f.name == b"from"]
+    return [a.lower() for _, a in getaddresses(values) if "@" in a]
+
+
+class SubmissionRole(Role):
+    name = "submission"
+
+    def __init__(self, node, internal):
+        self.node = node
+        self.settings = node.settings.submission
+        self.hostname = self.settings.hostname
+        self.watcher = node.watcher
+        self.trace = node.trace
+        self.internal = internal
+        self.throttle = AuthThrottle()
+        self.stats = {"accepted": 0, "refused": 0, "auth_ok": 0, "auth_failed": 0}
+
+    def on_connect(self, s) -> Verdict:
+        if self.throttle.blocked(str(s.peer_ip), time.monotonic()):
+            return tempfail("auth-throttled", "back-off after failed authentications")
+        return accept("connect-ok")
+
+    def ehlo_keywords(self, s) -> list[str]:
+        words = super().ehlo_keywords(s)
+        if s.tls is not None and s.auth_user is None:  # RFC 4954 §4: never offer AUTH in clear text
+            words.append("AUTH " + " ".join(MECHANISMS))
+        return words
+
+    # --- AUTH -------------------------------------------------------------------------------
+    def auth_start(self, s, arg: str) -> None:
+        mech, _, initial = arg.partition(" ")
+        mech, initial = mech.upper(), initial.strip()
+        if s.tls is None:
+            s.reply("auth-needs-tls")
+        elif s.auth_user is not None:
+            s.reply("auth-already")
+        elif s.txn is not None or s.helo is None:
+            s.reply("bad-sequence")
+        elif mech not in MECHANISMS:
+            s.reply("auth-mechanism")
+        elif mech == "PLAIN" and initial and initial != "=":
+            self._check_plain(s, initial)
+        elif mech == "PLAIN":
+            s.role_state["sasl"] = ("PLAIN", None)
+            s.set_mode("auth")
+            s.reply(Reply(334, "", ""))
+        else:  # LOGIN, optionally with the user name as initial response
+            user = _b64(initial) if initial else None
+            if initial and user is None:
+                s.reply("auth-cancelled")
+                return
+            s.role_state["sasl"] = ("LOGIN", user)
+            s.set_mode("auth")
+            s.reply(Reply(334, "", LOGIN_PASS if user is not None else LOGIN_USER))
+
+    def auth_continue(self, s, raw: bytes) -> None:
+        mech, user = s.role_state.pop("sasl", (None, None))
+        text = raw.decode("ascii", "replace").strip()
+        s.set_mode("command")
+        if text == "*" or mech is None:  # RFC 4954 §4: the client cancelled
+            s.reply("auth-cancelled")
+        elif mech == "PLAIN":
+            self._check_plain(s, text)
+        elif user is None:
+            user = _b64(text)
+            if user is None:
+                s.reply("auth-cancelled")
+                return
+            s.role_state["sasl"] = ("LOGIN", user)
+            s.set_mode("auth")
+            s.reply(Reply(334, "", LOGIN_PASS))
+        else:
+            password = _b64(text)
+            if password is None:
+                s.reply("auth-cancelled")
+                return
+            s.begin_check(self._verify(s, user, password))
+
+    def _check_plain(self, s, payload: str) -> None:
+        creds = decode_plain(payload)
+        if creds is None:
+            s.reply("auth-cancelled")
+            return
+        s.begin_check(self._verify(s, *creds))
+
+    async def _verify(self, s, username: str, secret: str) -> tuple[str | Reply, bool]:
+        identity = await asyncio.to_thread(verify_credentials, self.node.engine, username, secret)
+        if identity is not None:
+            s.auth_user = identity.username
+            s.role_state["identity"] = identity
+            self.stats["auth_ok"] += 1
+            log.info("submission auth ok from %s as %s (%s)", s.peer_ip, identity.username, identity.kind)
+            return "auth-ok", False
+        self.stats["auth_failed"] += 1
+        throttled = self.throttle.failed(str(s.peer_ip), time.monotonic())
+        verdict = tempfail("auth-throttled") if throttled else reject("auth-failed")
+        self.on_refused(s, "auth", verdict)
+        return verdict.reason, throttled
+
+    # --- MAIL, RCPT, DATA --------------------------------------------------------------------
+    def on_mail(self, s, sender, params) -> Verdict:
+        identity: Identity | None = s.role_state.get("identity")
+        if identity is None:
+            return reject("auth-required")
+        s.role_state["policy"] = self.watcher.current
+        return decide_send_as(s.role_state["policy"].policy, identity, str(sender))
+
+    def on_rcpt(self, s, rcpt):
+        if rcpt.literal:
+            return reject("address-literal", str(rcpt)), None
+        key = str(rcpt).lower()
+        domain = key.rpartition("@")[2]
+        if self.internal.is_ours(domain) and not self.internal.is_local(key):
+            if accepted_domain_for(self.internal.compiled.policy, domain).type != "internal_relay":
+                return reject("unknown-recipient", key), None
+        return accept("recipient-ok"), "local" if self.internal.is_local(key) else "external"
+
+    async def on_message(self, s, txn, body) -> Verdict:
+        data = body.getvalue()
+        headers = msg.header_block(data)
+        if msg.count_received(headers) > MAX_RECEIVED_HEADERS:
+            return reject("hop-count-exceeded")
+        identity: Identity = s.role_state["identity"]
+        policy = s.role_state["policy"].policy
+        # Header From in one of our domains must be the user's own; other domains (notices an
+        # application sends for an external organiser) are internal mail all the same (§5).
+        for addr in header_from_addresses(data):
+            if self.internal.is_ours(addr.rpartition("@")[2]) and decide_send_as(policy, identity, addr).refused:
+                return reject("send-as-denied", f"header From {addr}")
+        trace_id = secrets.token_hex(8)
+        received = msg.received_header(
+            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, protocol=msg.protocol_name(s.esmtp, True, True),
+            trace_id=trace_id, recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
+            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
+        final = received + data
+        rcpts = [str(r.address).lower() for r in txn.recipients]
+        outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name)
+        if outcome.failed:
+            return tempfail("storage-failed", f"{len(outcome.failed)} copies not stored")
+        self._trace(s, txn, identity, trace_id, final)
+        self.stats["accepted"] += 1
+        return accept("queued")
+
+    # --- trace --------------------------------------------------------------------------------
+    def _trace(self, s, txn, identity: Identity, trace_id: str, final: bytes) -> None:
+        headers = msg.header_block(final)
+        now = time.time()
+        for r in txn.recipients:
+            local = r.decision == "local"
+            self.trace.record(TraceRecord(
+                trace_id=trace_id, status="Delivered" if local else "Pending", sender=str(txn.sender),
+                recipient=str(r.address).lower(), subject=msg.header_value(headers, "Subject"),
+                message_id=msg.header_value(headers, "Message-ID"), size=len(final), from_ip=str(s.peer_ip),
+                policy_version=s.role_state["policy"].version, role=self.name, direction="internal",
+                detail={"session": s.id, "user": identity.username, "kind": identity.kind},
+                events=[(now, "Receive", f"submission from {s.peer_ip} as {identity.username}"),
+                        (now, "Deliver" if local else "Send", "maildir" if local else "queued for outbound")],
+                created_at=now))
+
+    def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
+        self.stats["refused"] += 1
+        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
+        rcpt = facts.get("rcpt")
+        now = time.time()
+        reply = reply_for(verdict) if verdict.reason in REPLIES else None
+        self.trace.record(TraceRecord(
+            trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+            recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip), reason=verdict.reason,
+            role=self.name, direction="internal",
+            detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "user": s.auth_user},
+            events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+
+
+class SubmissionSession(SmtpSession):
+    """SmtpSession whose AUTH check runs off the event loop; commands wait in order meanwhile."""
+
+    def begin_check(self, coro) -> None:
+        self._mode = "busy"
+        self.loop.create_task(self._after_check(coro))
+
+    async def _after_check(self, coro) -> None:
+        try:
+            reason, close = await coro
+        except Exception:
+            log.exception("session %s: credential check failed", self.id)
+            reason, close = "internal-error", False
+        if self._mode == "closed":
+            return
+        self._mode = "command"
+        self.reply(reason)
+        self._flush()
+        if close:
+            self._close()
+            return
+        self._process()
+
+
+class SubmissionListener(Listener):
+    async def start(self, listen: list[str]) -> None:
+        self.loop = asyncio.get_running_loop()
+        for addr in listen:
+            host, port = parse_listen(addr)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                server = await self.loop.create_server(lambda: SubmissionSession(self), host, port, family=family,
+                                                       reuse_address=True, backlog=1024)
+            except OSError as exc:
+                raise ConfigError(f"submission: cannot listen on {addr}: {exc.strerror or exc}") from None
+            self.servers.append(server)
+            self.addresses += [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in (k.getsockname()[:2] for k in server.sockets)]
+
+
+async def start_submission(node) -> None:
+    """Node hook (`[roles] submission = true`)."""
+    from mxgate.delivery.internal import start_internal
+
+    internal = await start_internal(node)
+    role = SubmissionRole(node, internal)
+    listener = SubmissionListener(role, node.settings.submission.limits,
+                                  ssl_context=node.tls_provider(node.settings.submission), spill_dir=str(node.home.spool))
+    await listener.start(node.settings.submission.listen)
+    node.roles["submission"] = role
+    node.listeners["submission"] = listener

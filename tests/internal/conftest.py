@@ -1,0 +1,182 @@
+"""The whole organisation on loopback: DNS, an Internet MX sink, the gateway, the mailbox server
+with submission. MX records in the test DNS point at the sink (port 25 on its own loopback address).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+import threading
+
+import pytest
+
+import rig
+from rig import GATEWAY, free_port
+
+from mxgate.server.tls import issue_certificate
+
+FAST_QUEUE = {"retry_first": 0.3, "retry_max_backoff": 1.0, "host_backoff": 0.2, "queue_scan_interval": 0.1,
+              "relay_connect_timeout": 2.0, "relay_timeout": 10.0}
+PASSWORD = "correct horse battery"
+
+
+def flow_policy(gw_port: int) -> str:
+    return rig.GUIDE_POLICY.replace('''[[mailbox]]
+address = "alice@contoso.test"
+aliases = ["alice.smith@contoso.test"]''', '''[[mailbox]]
+address = "alice@contoso.test"
+aliases = ["alice.smith@contoso.test"]
+forward_to = ["bob@contoso.test", "carol@external.test"]
+keep_copy = true''') + f'''
+[[mailbox]]
+address = "dave@contoso.test"
+send_as = ["helpdesk@contoso.test"]
+
+[[mailbox]]
+address = "team@contoso.test"
+members = ["bob@contoso.test", "dave@contoso.test"]
+
+[[inbound_connector]]
+name = "Printers"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.30"]
+require_tls = false
+
+[[outbound_connector]]
+name = "Outbound via gateway"
+recipient_domains = ["*"]
+smart_hosts = ["{GATEWAY}:{gw_port}"]
+tls_settings = "certificate_validation"
+'''
+
+
+class MxSink:
+    """An Internet mail server on <addr>:25 with STARTTLS, recording each transaction's bytes."""
+
+    def __init__(self, cert: str, key: str):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        for _ in range(20):
+            self.host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.sock.bind((self.host, 25))
+                break
+            except OSError:
+                self.sock.close()
+        self.sock.listen(20)
+        self.messages: list[dict] = []
+        self.refuse: dict[str, str] = {}
+        self.peers: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn):
+        f = conn.makefile("rb")
+        w = lambda line: conn.sendall(line.encode() + b"\r\n")  # noqa: E731
+        w("220 mx.external.test ESMTP")
+        txn: dict = {"rcpts": []}
+        tls = False
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.decode(errors="replace").strip()
+                verb = cmd[:4].upper()
+                if verb == "EHLO":
+                    w("250-mx.external.test\r\n250 PIPELINING" if tls else "250-mx.external.test\r\n250 STARTTLS")
+                elif verb == "STAR":
+                    w("220 go")
+                    conn = self.ctx.wrap_socket(conn, server_side=True)
+                    f, tls = conn.makefile("rb"), True
+                elif verb == "MAIL":
+                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": [], "tls": tls}
+                    w("250 ok")
+                elif verb == "RCPT":
+                    addr = cmd[8:].split(">")[0].lstrip("<")
+                    if addr in self.refuse:
+                        w(self.refuse[addr])
+                    else:
+                        txn["rcpts"].append(addr)
+                        w("250 ok")
+                elif verb == "DATA":
+                    w("354 go")
+                    raw = b""
+                    while not raw.endswith(b"\r\n.\r\n"):
+                        chunk = f.readline()
+                        if not chunk:
+                            return
+                        raw += chunk
+                    txn["raw"] = raw[:-5].replace(b"\r\n..", b"\r\n.") + b"\r\n"
+                    self.messages.append(txn)
+                    w("250 stored")
+                elif verb == "QUIT":
+                    w("221 bye")
+                    return
+                else:
+                    w("250 ok")
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def mx_sink(test_ca, dns):
+    s = MxSink(test_ca["server_cert"], test_ca["server_key"])
+    dns.add("external.test", "MX", (10, "mx.external.test"))
+    dns.add("mx.external.test", "A", s.host)
+    yield s
+    s.close()
+
+
+class Org:
+    def __init__(self, mailbox, gateway, sink, dns):
+        self.mailbox, self.gateway, self.sink, self.dns = mailbox, gateway, sink, dns
+
+    @property
+    def home(self):
+        return self.mailbox.home
+
+
+@pytest.fixture
+def org(node_factory, dns, mx_sink, tmp_path):
+    """Mailbox server (+ submission) behind a gateway that relays outbound mail by MX to the sink."""
+    gw_port = free_port(GATEWAY)
+    policy = flow_policy(gw_port)
+    dns_settings = {"servers": [dns.address], "timeout": 2.0}
+    mailbox = node_factory(policy, roles={"mailbox": True, "submission": True},
+                           submission={"listen": [f"127.0.0.1:{free_port()}"]}, gateway=FAST_QUEUE, dns=dns_settings)
+    # The gateway presents a certificate from the organisation's CA (the mailbox node's), so the
+    # outbound connector's certificate_validation holds.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    certs = mailbox.node.certs
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), None)
+    cert, key = issue_certificate(ca, ca_key, "gw.contoso.test", server=True)
+    (tmp_path / "gw.pem").write_bytes(cert)
+    (tmp_path / "gw.key").write_bytes(key)
+    gateway = node_factory(policy, roles={"mailbox": False, "gateway": True}, dns=dns_settings, gateway={
+        "listen": [f"{GATEWAY}:{gw_port}"], "downstream": [f"127.0.0.1:{mailbox.port()}"],
+        "downstream_ca": str(certs.ca_cert), "source_address": GATEWAY, "hostname": "gw.contoso.test",
+        "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key"),
+        "outbound_from": ["127.0.0.1/32"], **FAST_QUEUE})
+    g = gateway.node.settings.gateway
+    dns.add(f"{g.arc_selector}._domainkey.{g.arc_domain}", "TXT", (gateway.home.keys / f"arc-{g.arc_selector}.txt").read_text())
+    return Org(mailbox, gateway, mx_sink, dns)

@@ -1,0 +1,120 @@
+"""Issue 6 end to end on loopback: internal forwarding, outbound through the gateway by MX with
+SRS and DKIM, on-premises printers, and DSNs back to internal senders by the internal route."""
+
+from __future__ import annotations
+
+import email
+
+from typer.testing import CliRunner
+
+import rig
+from rig import ATTACKER, GATEWAY, INTERNET, PRINTER, maildir_messages, send_message, wait_until
+
+from mxgate import cli
+from mxgate.auth.dkim import verify_dkim
+from mxgate.auth.dns import dnsfunc_for, make_resolver
+from mxgate.smtp.replies import REPLIES
+
+INVITE = (b"From: Organizer <organizer@fabrikam.test>\r\nTo: alice@contoso.test\r\n"
+          b"Subject: Quarterly review\r\nMessage-ID: <inv-1@fabrikam.test>\r\nDate: Fri, 27 Nov 2026 12:00:00 +0000\r\n"
+          b"MIME-Version: 1.0\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\n"
+          b"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:inv-1@fabrikam.test\r\n"
+          b"ORGANIZER:mailto:organizer@fabrikam.test\r\nSUMMARY:Quarterly review\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def cli_run(home, *args, stdin: str | None = None):
+    cli._register_all() if not cli.app.registered_groups else None
+    return CliRunner().invoke(cli.app, ["--home", str(home.root), *args], input=stdin, catch_exceptions=False)
+
+
+def via_gateway(org, data=INVITE, sender="organizer@fabrikam.test", rcpts=("alice@contoso.test",)):
+    org.dns.add("fabrikam.test", "TXT", "v=spf1 ip4:127.0.0.77 -all")
+    return send_message(GATEWAY, org.gateway.port("gateway"), source=INTERNET, sender=sender, rcpts=list(rcpts), data=data)
+
+
+def sink_messages_for(org, rcpt):
+    return [m for m in org.sink.messages if rcpt in m["rcpts"]]
+
+
+def test_calendar_invite_reaches_bob_by_forwarding_and_the_bypass_stays_refused(org):
+    r = via_gateway(org)
+    assert r["end"][0] == 250, r
+    assert wait_until(lambda: len(maildir_messages(org.home, "bob@contoso.test")) == 1, 15)
+    bob = maildir_messages(org.home, "bob@contoso.test")[0]
+    assert b"METHOD:REQUEST" in bob and b"From: Organizer <organizer@fabrikam.test>" in bob
+    assert len(maildir_messages(org.home, "alice@contoso.test")) == 1  # keep_copy
+    # The same sender and content straight to the mailbox server from outside: still refused.
+    direct = send_message("127.0.0.1", org.mailbox.port(), source=ATTACKER, sender="organizer@fabrikam.test",
+                          rcpts=["alice@contoso.test"], data=INVITE)
+    assert direct["rcpt"][0][0] == 550 and "5.7.51" in direct["rcpt"][0][1]
+    assert len(maildir_messages(org.home, "bob@contoso.test")) == 1
+
+
+def test_forward_to_external_leaves_through_the_gateway_with_srs_and_dkim(org):
+    shown = cli_run(org.home, "dkim", "show-dns", "contoso.test", "--json")
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    record = json.loads(shown.output)
+    assert record["name"] == "mxgate._domainkey.contoso.test" and record["value"].startswith("v=DKIM1; k=rsa; p=")
+    org.dns.add(record["name"], "TXT", record["value"])
+    assert via_gateway(org)["end"][0] == 250
+    assert wait_until(lambda: sink_messages_for(org, "carol@external.test"), 20)
+    out = sink_messages_for(org, "carol@external.test")[0]
+    assert out["sender"].startswith("SRS0=") and out["sender"].endswith("@contoso.test")
+    assert "=fabrikam.test=organizer@" in out["sender"]
+    assert out["tls"] and org.sink.peers[-1] == GATEWAY  # by MX, from the gateway's address, encrypted
+    raw = out["raw"]
+    assert b"Delivered-To: alice@contoso.test" in raw and b"METHOD:REQUEST" in raw
+    results = verify_dkim(raw, dnsfunc_for(make_resolver([org.dns.address], 2.0)))
+    assert [(d.result, d.domain) for d in results] == [("pass", "contoso.test")]
+    # Bob (internal) got his copy without any of that.
+    bob = maildir_messages(org.home, "bob@contoso.test")[0]
+    assert b"DKIM-Signature" not in bob and b"Delivered-To" not in bob
+
+
+def test_printer_on_premises_reaches_internal_and_external_but_not_the_partner_path(org):
+    data = rig.simple_message("Scan", sender="scanner@contoso.test", to="bob@contoso.test")
+    r = send_message("127.0.0.1", org.mailbox.port(), source=PRINTER, sender="scanner@contoso.test",
+                     rcpts=["bob@contoso.test", "ext.user@external.test"], data=data, tls=False)
+    assert [c for c, _ in r["rcpt"]] == [250, 250] and r["end"][0] == 250, r
+    assert len(maildir_messages(org.home, "bob@contoso.test")) == 1
+    assert wait_until(lambda: sink_messages_for(org, "ext.user@external.test"), 20)
+    assert sink_messages_for(org, "ext.user@external.test")[0]["sender"] == "scanner@contoso.test"  # no SRS: not a forward
+    # The printer's address is nothing special on the gateway (the anonymous, partner-facing path).
+    relay = send_message(GATEWAY, org.gateway.port("gateway"), source=PRINTER, sender="scanner@contoso.test",
+                         rcpts=["ext.user@external.test"], data=data)
+    assert relay["rcpt"][0][0] == 550 and "5.7.1" in relay["rcpt"][0][1]
+    # Another address of the same network is not on-premises: no relaying from it.
+    other = send_message("127.0.0.1", org.mailbox.port(), source="127.0.0.31", sender="scanner@contoso.test",
+                         rcpts=["ext.user@external.test"], data=data, tls=False)
+    assert other["rcpt"][0][0] == 550
+    assert len(sink_messages_for(org, "ext.user@external.test")) == 1
+
+
+def test_dsn_for_an_undeliverable_external_recipient_returns_to_the_internal_sender(org):
+    org.sink.refuse["nobody@external.test"] = "550 5.1.1 no such user here"
+    data = rig.simple_message("Hello out there", sender="bob@contoso.test", to="nobody@external.test")
+    assert cli_run(org.home, "mailbox", "set-password", "bob@contoso.test", "--password-stdin",
+                   stdin="bob's long password\n").exit_code == 0
+    from test_submission import submit
+
+    r = submit(org, "bob@contoso.test", "bob's long password", "bob@contoso.test", ["nobody@external.test"], data)
+    assert r["end"][0] == 250, r
+    assert wait_until(lambda: maildir_messages(org.home, "bob@contoso.test"), 30)
+    dsn = email.message_from_bytes(maildir_messages(org.home, "bob@contoso.test")[0])
+    assert dsn.get_content_type() == "multipart/report"
+    assert b"nobody@external.test" in dsn.as_bytes() and b"5.1.1" in dsn.as_bytes()
+
+
+def test_recall_style_notice_generated_inside_is_delivered_not_blocked(org):
+    notice = (b"From: organizer@fabrikam.test\r\nTo: bob@contoso.test\r\nSubject: Recall: Quarterly review\r\n"
+              b"Message-ID: <recall-1@fabrikam.test>\r\n\r\norganizer@fabrikam.test would like to recall the message.\r\n")
+    internal = org.mailbox.node.internal
+    out = org.mailbox.call(internal.deliver("organizer@fabrikam.test", ["bob@contoso.test"], notice, trace_id="recall1"))
+    assert out.plan.local == ("bob@contoso.test",) and not out.failed
+    assert [m for m in maildir_messages(org.home, "bob@contoso.test") if b"Recall: Quarterly review" in m]
+    # The identical notice from outside the organisation, straight to the mailbox server: refused.
+    direct = send_message("127.0.0.1", org.mailbox.port(), source=ATTACKER, sender="organizer@fabrikam.test",
+                          rcpts=["bob@contoso.test"], data=notice)
+    assert direct["rcpt"][0][0] == REPLIES["connector-attribution"].code
