@@ -32,6 +32,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.verify_cmds",
     "mxgate.cli.quarantine_cmds",
     "mxgate.cli.admin_cmds",
+    "mxgate.cli.credential_cmds",
 ]
 
 

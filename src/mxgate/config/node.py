@@ -86,6 +86,7 @@ class GatewaySection(ListenerSection):
     host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles up to 10 min).")
     queue_scan_interval: float = Field(1.0, description="Seconds between scans of the queue for due messages.")
     check_workers: int = Field(8, description="Worker threads running the content checks (DNS, DKIM, clamd) off the event loop.")
+    outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
 
 
 class SubmissionSection(ListenerSection):

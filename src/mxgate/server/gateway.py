@@ -72,6 +72,7 @@ class GatewayRole(Role):
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
+        self.outbound = None  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
 
     def checks(self, compiled) -> dict[str, CheckSettings]:
         if self._checks[0] != compiled.version:
@@ -100,6 +101,8 @@ class GatewayRole(Role):
             return reject("address-literal", str(rcpt)), None
         if rcpt.domain:  # "<postmaster>" without a domain is always accepted (RFC 5321 §4.5.1)
             domain = accepted_domain_for(compiled.policy, rcpt.domain)
+            if domain is None and self.outbound is not None and self.outbound.is_trusted(s.peer_ip):
+                return accept("recipient-ok", "outbound from the organisation's mailbox server"), "outbound"
             if domain is None:
                 return reject("relay-denied", f"{rcpt.domain} is not an accepted domain"), None
             known = self._recipient_known(compiled, domain, rcpt)
@@ -131,6 +134,8 @@ class GatewayRole(Role):
     # --- DATA: checks, stamps, durable enqueue --------------------------------------------
     async def on_message(self, s, txn, body) -> Verdict:
         compiled = s.role_state["policy"]
+        if self.outbound is not None and self.outbound.is_trusted(s.peer_ip):  # queue/outbound.py (issue 6)
+            return await self.outbound.accept(s, txn, body, compiled)
         raw = body.getvalue()
         if msg.count_received(msg.header_block(raw)) > MAX_RECEIVED_HEADERS:
             return reject("hop-count-exceeded")
@@ -398,6 +403,10 @@ async def start_gateway(node) -> None:
     """Node hook (`[roles] gateway = true`): build the services, then listen."""
     services = await start_services(node)
     role = GatewayRole(node, services)
+    if node.settings.gateway.outbound_from:
+        from mxgate.queue.outbound import start_gateway_outbound
+
+        role.outbound = await start_gateway_outbound(node, services.relay_settings)
     listener = GatewayListener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
                                spill_dir=str(node.home.spool))
     await listener.start(node.settings.gateway.listen)
