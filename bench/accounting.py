@@ -122,6 +122,24 @@ def tree_rss(root: int) -> int:
     return total
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its live descendants."""
+    if not root:
+        return 0.0
+    tree = _children()
+    total, todo, tick = 0.0, [root], os.sysconf("SC_CLK_TCK")
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (proc(5))
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 class RssSampler:
     """Samples a process tree's RSS every `interval` s while a load runs; `.peak` in bytes."""
 

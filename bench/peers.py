@@ -119,6 +119,8 @@ class MxgatePeer(Peer):
 
     reject_stage: str = "rcpt"
     dns: str = ""  # "host:port" of the bench DNS server; every message is authenticated through it
+    cert: str = ""  # the bench certificate every peer presents (empty: mxgate's generated one)
+    key: str = ""
     extra_toml: str = ""
     policy: str = GUIDE_POLICY
     env: dict = field(default_factory=dict)
@@ -146,6 +148,8 @@ admin = false
 listen = ["127.0.0.1:{self.port}"]
 hostname = "mx.contoso.test"
 reject_stage = "{self.reject_stage}"
+tls_cert = "{self.cert}"
+tls_key = "{self.key}"
 [mailbox.limits]
 max_connections_per_ip = 20000
 max_connections = 30000

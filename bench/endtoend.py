@@ -1,0 +1,151 @@
+"""P3: Internet client → mxgate gateway → queue → TLS relay → mxgate mailbox server → Maildir.
+
+Owns: the two-node setup of the end-to-end scenario — a gateway (SPF, DKIM verify, DMARC and the
+spam score against the bench DNS server, durable queue, ARC seal, STARTTLS relay from the
+gateway address) in front of a mailbox server whose partner connector has enhanced filtering on
+(it authenticates the original Internet sender from the gateway's Received header) — the
+DKIM-signed load, and the measurement: msg/s from the first MAIL until the last message is in
+the Maildir, the gateway queue drained, every acknowledged message delivered exactly once.
+Must not know: the other scenarios or the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import accounting
+import loadclient
+import peers
+from peers import INTERNET, REPO, MxgatePeer
+from scenarios import SENDER, Mode, Result, _judge
+
+sys.path.insert(0, str(REPO / "src"))
+
+DKIM_SELECTOR = "bench"
+MAILBOX_POLICY = peers.GUIDE_POLICY.replace(
+    'authserv_id = "mx.contoso.test"', 'authserv_id = "mx.contoso.test"\narc_trusted_sealers = ["mxgate.test"]'
+).replace("require_tls = true", "require_tls = true\nef_skip_last_ip = true")
+# The gateway's checks: the defaults (SPF, DKIM, DMARC, rDNS, score, attachments) except the
+# per-IP rate limit, which would throttle the one benchmark client by design.
+GATEWAY_POLICY = peers.GUIDE_POLICY + """
+[gateway.spf]
+action = "reject"
+[gateway.dmarc]
+action = "reject"
+[gateway.ratelimit]
+action = "off"
+"""
+
+
+class GatewayPeer(MxgatePeer):
+    """`mxgate serve` with only the gateway role, relaying to `downstream` from the gateway address."""
+
+    downstream: str = ""
+    downstream_ca: str = ""
+
+    def start(self) -> "GatewayPeer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or peers.free_port(peers.GATEWAY)
+        self.apply_policy(self.policy)
+        (self.root / "node.toml").write_text(f"""
+[node]
+name = "bench-gateway"
+[roles]
+mailbox = false
+gateway = true
+submission = false
+admin = false
+[gateway]
+listen = ["{peers.GATEWAY}:{self.port}"]
+hostname = "gw.contoso.test"
+tls_cert = "{self.cert}"
+tls_key = "{self.key}"
+downstream = ["{self.downstream}"]
+downstream_ca = "{self.downstream_ca}"
+source_address = "{peers.GATEWAY}"
+queue_scan_interval = 0.2
+relay_concurrency = 20
+[gateway.limits]
+max_connections_per_ip = 20000
+[dns]
+servers = ["{self.dns}"]
+timeout = 2.0
+[log]
+level = "warning"
+""")
+        self.proc = peers.spawn_serve(self.root, self.home, self.env)
+        peers.wait_greeting(peers.GATEWAY, self.port, 60, self.proc, self.root / "serve.log")
+        return self
+
+    def queued(self) -> int:
+        spool = self.home / "spool"
+        return sum(len(files) for q in ("incoming", "active", "deferred", "hold")
+                   for _, _, files in os.walk(spool / q))
+
+
+def signed_template(key_pem: bytes, size: int) -> bytes:
+    """One DKIM-signed message; each copy gets its own unsigned X-Bench-Seq on top."""
+    from mxgate.auth.dkim import sign_dkim
+
+    body = loadclient.make_message("TEMPLATE", size, SENDER, peers.RECIPIENT).split(b"\r\n", 1)[1]
+    body = body.replace(b"Subject: bench TEMPLATE", b"Subject: bench end to end")
+    body = body.replace(b"<TEMPLATE@", b"<template@")
+    return sign_dkim(body, "fabrikam.test", DKIM_SELECTOR, key_pem,
+                     include_headers=["From", "To", "Subject", "Date", "Message-ID"]) + body
+
+
+def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
+    from mxgate.auth.dkim import generate_dkim_key
+    from mxgate.server.gateway import ensure_arc_key
+
+    key_pem, key_txt = generate_dkim_key()
+    dns.publish(f"{DKIM_SELECTOR}._domainkey.fabrikam.test", "TXT", key_txt)
+    mailbox = MxgatePeer("mxgate-mailbox", root / "mailbox", dns=dns.address, policy=MAILBOX_POLICY,
+                         cert=str(certs.server_cert), key=str(certs.server_key))
+    gw = GatewayPeer("mxgate-gateway", root / "gateway", dns=dns.address, policy=GATEWAY_POLICY,
+                     cert=str(certs.server_cert), key=str(certs.server_key))
+    gw.downstream_ca = str(certs.ca_cert)
+    (gw.home / "keys").mkdir(parents=True, exist_ok=True)
+    ensure_arc_key(gw.home / "keys", "mxgate-gw")
+    dns.publish("mxgate-gw._domainkey.mxgate.test", "TXT", (gw.home / "keys" / "arc-mxgate-gw.txt").read_text())
+    template = signed_template(key_pem, mode.size)
+    try:
+        mailbox.start()
+        gw.downstream = f"127.0.0.1:{mailbox.port}"
+        gw.start()
+        run_id = "P3e2e"
+        c0 = accounting.tree_cpu(gw.pid()) + accounting.tree_cpu(mailbox.pid())
+        t0 = time.perf_counter()
+        with accounting.RssSampler(gw.pid()) as rss_gw, accounting.RssSampler(mailbox.pid()) as rss_mb:
+            res = asyncio.run(loadclient.persistent_load(
+                peers.GATEWAY, gw.port, sessions=mode.sessions, count=mode.p3_count, size=mode.size, source=INTERNET,
+                run_id=run_id, sender=SENDER, rcpt=peers.RECIPIENT, tls=tls, deadline=mode.deadline,
+                message=lambda seq: f"X-Bench-Seq: {seq}\r\n".encode() + template))
+            found = accounting.wait_for_mail(mailbox.maildir_new(), run_id, len(res.acked), mode.deadline)
+            done = time.perf_counter()
+            drain_end = time.monotonic() + 30
+            while gw.queued() and time.monotonic() < drain_end:
+                time.sleep(0.1)
+        cpu = accounting.tree_cpu(gw.pid()) + accounting.tree_cpu(mailbox.pid()) - c0
+        acct = accounting.account(res.acked, found)
+        drained = gw.queued() == 0
+        detail = {"drained": drained, "gateway_ack_rate": round(res.rate(), 1),
+                  "rss_gateway_mb": round(rss_gw.peak / 2**20), "rss_mailbox_mb": round(rss_mb.peak / 2**20),
+                  "quarantined_or_junk": _elsewhere(mailbox)}
+        ok = _judge(res, acct, detail) and drained and len(res.acked) == mode.p3_count
+        return Result("P3", "mxgate gw→mbx", len(res.acked) / (done - t0), res.percentile(50) * 1e3,
+                      res.percentile(99) * 1e3, (rss_gw.peak + rss_mb.peak) / 2**20, cpu / max(1, len(res.acked)) * 1e6,
+                      "gateway queue fsync + mailbox group commit", len(res.acked), 0, ok, detail)
+    finally:
+        gw.stop()
+        mailbox.stop()
+
+
+def _elsewhere(mailbox: MxgatePeer) -> int:
+    """Messages that went to Junk instead of the inbox would be 'lost' to the count: say so."""
+    junk = mailbox.home / "maildir" / peers.RECIPIENT / ".Junk" / "new"
+    return len(os.listdir(junk)) if junk.exists() else 0

@@ -1,0 +1,183 @@
+"""The benchmark's one command: `python3 bench/run.py --quick | --full [--json-only] [--out FILE]`.
+
+Owns: the run — start the peers (mxgate, Postfix, the aiosmtpd null sink, a loopback DNS
+server) under one temporary directory, run the scenarios of the mode, stop everything, print a
+table (scenario, peer, msg/s, p50, p99, peak RSS, durability) with one JSON line per result,
+then the ratios against the targets of performance.md, all from this one run.
+Quick mode (< 60 s): P1, P2, P5 and the P7 ratio. Full mode: P1–P7, three rounds.
+Exit status: 0 when every result is a valid figure (targets missed are reported, not failed);
+1 when a run lost or duplicated messages, errored or hit its deadline.
+Must not know: how each peer is configured (peers.py) or how a load is driven (loadclient.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import endtoend  # noqa: E402
+import loadclient  # noqa: E402
+import peers  # noqa: E402
+import scenarios  # noqa: E402
+from scenarios import FULL, QUICK, Result  # noqa: E402
+
+# performance.md targets: (scenario, numerator peer, denominator peer, minimum ratio)
+TARGETS = [
+    ("P1", "P1", "mxgate", "postfix", 1.0),
+    ("P2", "P2", "mxgate", "postfix", 1.0),
+    ("P2 connect", "P2", "mxgate-connect", "postfix", 2.0),
+    ("P7", "P1", "mxgate", "null-sink", 0.5),
+]
+
+
+def raise_nofile() -> int:
+    """P4 holds 10,000 sockets on each side: lift the soft limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, 65536)), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def run(mode, root: Path, emit) -> list[Result]:
+    raise_nofile()
+    certs = peers.certificates(root / "certs")
+    tls = loadclient.client_context(str(certs.ca_cert))
+    dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
+    started: list = [dns]
+    results: list[Result] = []
+
+    def keep(rs):
+        for r in rs if isinstance(rs, list) else [rs]:
+            results.append(r)
+            emit(r)
+
+    try:
+        tls_files = {"cert": str(certs.server_cert), "key": str(certs.server_key)}
+        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, **tls_files)
+        mxc = peers.MxgatePeer("mxgate-connect", root / "mxgate-connect", dns=dns.address, reject_stage="connect",
+                               **tls_files)
+        pf = peers.PostfixPeer("postfix", root / "postfix")
+        ns = peers.NullSinkPeer("null-sink", root / "sink")
+        for p, args in ((mx, ()), (mxc, ()), (pf, (certs.server_cert, certs.server_key)),
+                        (ns, (certs.server_cert, certs.server_key))):
+            started.append(p)
+            p.start(*args)
+        keep(scenarios.p1([mx, pf, ns], mode, tls))
+        keep(scenarios.p2([mx, pf, mxc], mode))
+        keep(scenarios.p5())
+        if mode.p3_count:
+            keep(endtoend.p3(root / "p3", mode, tls, dns, certs))
+        if mode.p4_sessions:
+            p4peer = peers.MxgatePeer("mxgate-idle", root / "mxgate-idle", dns=dns.address, **tls_files)
+            started.append(p4peer)
+            keep(scenarios.p4(p4peer.start(), mode))
+        if mode.name == "full":
+            keep(scenarios.p6(mx, tls))
+    finally:
+        for p in reversed(started):
+            try:
+                p.stop()
+            except Exception as exc:  # stopping must go on for the others
+                print(f"warning: stopping {getattr(p, 'name', p)} failed: {exc}", file=sys.stderr)
+    return results
+
+
+def table_line(r: Result) -> str:
+    rate = f"{r.rate:9.0f}" if r.rate else f"{'-':>9}"
+    lat = f"{r.p50_ms:8.1f} {r.p99_ms:8.1f}" if r.p50_ms else f"{'-':>8} {'-':>8}"
+    extra = ""
+    if r.scenario == "P5":
+        extra = f"decision {r.detail['decision_us']} µs, lookup {r.detail['lookup_us']} µs"
+    elif r.scenario == "P4":
+        extra = f"held {r.count}, RSS idle {r.detail['rss_idle_mb']} MB -> held {r.detail['rss_held_mb']} MB"
+    elif r.scenario == "P6":
+        extra = f"saved→enforced ms {r.detail['saved_to_enforced_ms']}, CLI run {r.detail['cli_run_ms_median']} ms"
+    elif r.cpu_us_per_msg:
+        extra = f"cpu {r.cpu_us_per_msg:.0f} µs/msg"
+    status = "" if r.ok else "  FAILED " + json.dumps({k: v for k, v in r.detail.items() if k != "refused_at"})
+    rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb else f"{'-':>7}"
+    return (f"{r.scenario:<6} {r.peer:<15} {r.round:>2} {rate} {lat} {rss}  {r.durability[:46]:<46} {extra}{status}")
+
+
+def summary(results: list[Result], mode) -> list[str]:
+    lines = ["", f"Ratios from this run (median over {mode.rounds} round(s)), against performance.md:"]
+    for label, scen, num, den, target in TARGETS:
+        value = scenarios.ratio(results, scen, num, den)
+        verdict = "n/a (a run failed)" if value is None else ("met" if value >= target else "MISSED")
+        shown = "-" if value is None else f"{value:.2f}x"
+        lines.append(f"  {label:<11} {num}/{den}: {shown:>7}  target >= {target}x  {verdict}")
+    p5 = [r for r in results if r.scenario == "P5"]
+    if p5:
+        per = ", ".join(f"{r.count // 1000}k: {r.detail['decision_us']} µs" for r in p5)
+        last = p5[-1].detail["decision_us"]
+        lines.append(f"  P5          decision time {per}; target < 5 µs at 100k: "
+                     f"{'met' if last < 5 else 'MISSED'} ({last / 5:.2f}x of the budget)")
+    for r in results:
+        if r.scenario == "P3":
+            p1 = [x.rate for x in results if x.scenario == "P1" and x.peer == "mxgate" and x.ok]
+            ref = sorted(p1)[len(p1) // 2] if p1 else 0
+            value = r.rate / ref if ref else 0
+            lines.append(f"  P3          end-to-end/P1 mxgate: {value:.2f}x  target >= 0.5x  "
+                         f"{'met' if r.ok and value >= 0.5 else 'MISSED'}; queue drained: {r.detail.get('drained')}")
+        if r.scenario == "P4":
+            lines.append(f"  P4          {r.count} idle sessions held, peak RSS {r.peak_rss_mb:.0f} MB; target all held"
+                         f" and < 300 MB: {'met' if r.ok and r.peak_rss_mb < 300 else 'MISSED'}")
+        if r.scenario == "P6":
+            lines.append(f"  P6          policy saved by the CLI → enforced: worst {r.p99_ms:.0f} ms; target < 1000 ms: "
+                         f"{'met' if r.p99_ms < 1000 else 'MISSED'} (the CLI process itself took "
+                         f"{r.detail['cli_run_ms_median']} ms)")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--quick", action="store_true", help="P1, P2, P5 (+P7 ratio) in under 60 s")
+    group.add_argument("--full", action="store_true", help="P1-P7, three rounds")
+    ap.add_argument("--out", help="also append the JSON lines to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
+    args = ap.parse_args()
+    mode = QUICK if args.quick else FULL
+    root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
+    t0 = time.monotonic()
+    print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
+          f"{platform.python_version()}; work dir {root}")
+    print(f"{'scen':<6} {'peer':<15} {'rd':>2} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}  "
+          f"{'durability':<46} notes")
+    json_lines: list[str] = []
+
+    def emit(r: Result) -> None:
+        if r.scenario == "warmup" and r.ok:
+            return
+        print(table_line(r), flush=True)
+        json_lines.append(json.dumps({"mode": mode.name, **r.as_json()}))
+
+    try:
+        results = run(mode, root, emit)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print("\n".join(summary(results, mode)))
+    print(f"\nJSON ({time.strftime('%Y-%m-%d')}, {time.monotonic() - t0:.0f} s):")
+    print("\n".join(json_lines))
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write("\n".join(json_lines) + "\n")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"\nFAILED: {len(failed)} result(s) are not valid figures (loss, duplication, errors or deadline)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
