@@ -74,6 +74,8 @@ class MailboxRole(Role):
         self.hooks: list[MessageHook] = []
         self.quarantine: Callable[[MessageContext, bytes], Awaitable[None]] | None = None
         self.relay: Callable[[MessageContext, list, bytes], Awaitable[Verdict]] | None = None
+        # Aliases, lists and forwarding (delivery/internal.py); None = straight to each mailbox.
+        self.local_delivery: Callable[[MessageContext, list, bytes], Awaitable[list]] | None = None
         self.stats = {"accepted": 0, "refused": 0}
 
     # --- facts ----------------------------------------------------------------------------
@@ -153,7 +155,10 @@ class MailboxRole(Role):
             metrics.quarantined()
             return Verdict(Action.ACCEPT, "quarantined")
 
-        results = await self.maildir.deliver_many([(r.decision.mailbox.address, final, ctx.folder) for r in local])
+        if self.local_delivery is not None:
+            results = await self.local_delivery(ctx, [r.decision.mailbox.address for r in local], final)
+        else:
+            results = await self.maildir.deliver_many([(r.decision.mailbox.address, final, ctx.folder) for r in local])
         failed = [res for res in results if res.error is not None]
         if failed:
             # Honest reply: without every copy on disk the client must retry (duplicates beat loss).
@@ -167,13 +172,13 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(len(local))
+        log.info("delivered to %d mailbox(es)", len(local),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
     def _trace_message(self, s, ctx: MessageContext, txn, status: str, event: str, detail: str, final: bytes) -> None:
         headers = msg.header_block(ctx.data)
-        log.info("delivered to %d mailbox(es)", len(local),
-                 extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         subject = msg.header_value(headers, "Subject")
         message_id = msg.header_value(headers, "Message-ID")
         now = time.time()
@@ -191,13 +196,13 @@ class MailboxRole(Role):
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
         metrics.refused(verdict.reason)
+        log.info("refused at %s: %s", stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
         sender = facts.get("sender") or (s.txn.sender if s.txn else None)
         rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
         now = time.time()
-        log.info("refused at %s: %s", stage, verdict.reason,
-                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         session_facts = s.role_state.get("facts")
         for rcpt in rcpts:
             self.trace.record(TraceRecord(

@@ -95,6 +95,11 @@ class Node:
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
         from mxgate.auth.pipeline import install_authentication
         install_authentication(self, role)
+        # Aliases, lists, forwarding, on-premises relaying and DSNs routed inside the process (issue 6).
+        from mxgate.delivery.internal import start_internal
+        internal = await start_internal(self, maildir)
+        role.local_delivery = internal.for_mailbox
+        role.relay = internal.relay_for_mailbox
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
         await listener.start(s.listen)
@@ -103,15 +108,15 @@ class Node:
 
     # --- status ---------------------------------------------------------------------------
     def status_row(self) -> dict[str, Any]:
+        listeners = {r: lst.addresses for r, lst in self.listeners.items()}
+        for extra in self.extras:  # services that are roles but not SMTP listeners (admin)
+            if getattr(extra, "role_name", None):
+                listeners[extra.role_name] = list(extra.addresses)
         return {
             "name": self.name,
             "roles": json.dumps(sorted(listeners)),
             "listeners": json.dumps(listeners),
             "policy_version": self.watcher.current.version if self.watcher else 0,
-        listeners = {r: lst.addresses for r, lst in self.listeners.items()}
-        for extra in self.extras:  # services that are roles but not SMTP listeners (admin)
-            if getattr(extra, "role_name", None):
-                listeners[extra.role_name] = list(extra.addresses)
             "heartbeat": time.time(),
             "pid": os.getpid(),
         }
