@@ -118,3 +118,30 @@ def test_recall_style_notice_generated_inside_is_delivered_not_blocked(org):
     direct = send_message("127.0.0.1", org.mailbox.port(), source=ATTACKER, sender="organizer@fabrikam.test",
                           rcpts=["bob@contoso.test"], data=notice)
     assert direct["rcpt"][0][0] == REPLIES["connector-attribution"].code
+
+
+def test_smart_host_refusal_bounces_to_the_sender_inside_the_mailbox_node(org):
+    """A DSN made by the mailbox node's own queue goes straight into the sender's Maildir."""
+    from conftest import flow_policy
+
+    gw = org.gateway.port("gateway")
+    rig.apply_policy(org.home, flow_policy(gw) + f'''
+[[outbound_connector]]
+name = "Refusing partner"
+recipient_domains = ["refused.test"]
+smart_hosts = ["{org.sink.host}:25"]
+tls_settings = "encryption_only"
+''')
+    org.sink.refuse["x@refused.test"] = "550 5.7.1 we do not take your mail"
+    assert wait_until(lambda: org.mailbox.node.watcher.current.policy.outbound("Refusing partner") is not None, 5)
+    assert cli_run(org.home, "mailbox", "set-password", "bob@contoso.test", "--password-stdin",
+                   stdin="bob's long password\n").exit_code == 0
+    from test_submission import submit
+
+    data = rig.simple_message("To a partner", sender="bob@contoso.test", to="x@refused.test")
+    assert submit(org, "bob@contoso.test", "bob's long password", "bob@contoso.test", ["x@refused.test"], data)["end"][0] == 250
+    assert wait_until(lambda: maildir_messages(org.home, "bob@contoso.test"), 20)
+    dsn = maildir_messages(org.home, "bob@contoso.test")[0]
+    assert b"multipart/report" in dsn and b"x@refused.test" in dsn and b"5.7.1" in dsn
+    assert org.sink.peers and GATEWAY not in org.sink.peers  # the partner was tried directly, the gateway never
+    assert b"by gw.contoso.test" not in dsn.split(b"\r\n\r\n")[0]  # never passed through the gateway

@@ -19,15 +19,13 @@ import base64
 import binascii
 import logging
 import secrets
-import socket
 import time
 from typing import Any
 
 from mxgate.auth.credentials import Identity, decide_send_as, verify_credentials
 from mxgate.auth.headers import parse_fields, split_headers
-from mxgate.errors import ConfigError
 from mxgate.policy.validate import accepted_domain_for
-from mxgate.server.listener import Listener, Role, parse_listen
+from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
@@ -289,29 +287,15 @@ class SubmissionSession(SmtpSession):
         self._process()
 
 
-class SubmissionListener(Listener):
-    async def start(self, listen: list[str]) -> None:
-        self.loop = asyncio.get_running_loop()
-        for addr in listen:
-            host, port = parse_listen(addr)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                server = await self.loop.create_server(lambda: SubmissionSession(self), host, port, family=family,
-                                                       reuse_address=True, backlog=1024)
-            except OSError as exc:
-                raise ConfigError(f"submission: cannot listen on {addr}: {exc.strerror or exc}") from None
-            self.servers.append(server)
-            self.addresses += [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in (k.getsockname()[:2] for k in server.sockets)]
-
-
 async def start_submission(node) -> None:
     """Node hook (`[roles] submission = true`)."""
     from mxgate.delivery.internal import start_internal
 
     internal = await start_internal(node)
     role = SubmissionRole(node, internal)
-    listener = SubmissionListener(role, node.settings.submission.limits,
-                                  ssl_context=node.tls_provider(node.settings.submission), spill_dir=str(node.home.spool))
-    await listener.start(node.settings.submission.listen)
+    sec = node.settings.submission
+    listener = Listener(role, sec.limits, ssl_context=node.tls_provider(sec), spill_dir=str(node.home.spool),
+                        trusted_proxies=sec.trusted_proxies, session_class=SubmissionSession)
+    await listener.start(sec.listen)
     node.roles["submission"] = role
     node.listeners["submission"] = listener
