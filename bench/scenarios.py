@@ -76,10 +76,10 @@ def _judge(res: loadclient.LoadResult, acct: accounting.Accounting | None, detai
 
 def delivered(peer: Peer, run_id: str, acked: list[str], timeout: float = 60) -> accounting.Accounting:
     """Count this run's messages where the peer keeps mail (then remove them: dirs stay small)."""
-    peer.quiesce(timeout)
+    peer.quiesce(timeout)  # Postfix: until its queue is empty; the others store before the 250
     new = peer.maildir_new()
     if new is not None:
-        accounting.wait_for_mail(new, run_id, len(acked), timeout)
+        accounting.wait_for_mail(new, run_id, len(acked), 2.0)
         found = accounting.seqs_in_maildir(new, run_id, remove=True)
     else:
         found = accounting.seqs_in_record(peer.received_file(), run_id)

@@ -1,0 +1,72 @@
+"""The benchmark's accounting (issue 9): counts on disk must equal acknowledgements, and a server
+that answers 250 but loses a message must fail the run. Tiny and bounded; no timing asserted."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import loadclient  # noqa: E402
+import peers  # noqa: E402
+import scenarios  # noqa: E402
+
+TINY = scenarios.Mode("tiny", rounds=1, p1_count=200, p2_count=100, p3_count=0, p4_sessions=0, warmup=0,
+                      sessions=5, deadline=20)
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    certs = peers.certificates(root / "certs")
+    dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
+    yield root, certs, loadclient.client_context(str(certs.ca_cert)), dns
+    dns.stop()
+
+
+def test_counts_on_disk_equal_acks_for_a_storing_sink(bench_env):
+    root, certs, tls, _ = bench_env
+    sink = peers.NullSinkPeer("sink", root / "good", store=True).start(certs.server_cert, certs.server_key)
+    try:
+        r = scenarios.accept_load(sink, TINY, "good", 200, tls, scenario="P1", rnd=0)
+    finally:
+        sink.stop()
+    assert r.ok, r.detail
+    assert r.count == 200 and "on disk 200, lost 0, duplicated 0" in r.detail["accounting"]
+
+
+def test_a_sink_that_acks_but_loses_mail_fails_the_run(bench_env):
+    root, certs, tls, _ = bench_env
+    sink = peers.NullSinkPeer("lossy", root / "lossy", store=True, lose_every=50).start(certs.server_cert, certs.server_key)
+    try:
+        r = scenarios.accept_load(sink, TINY, "lossy", 200, tls, scenario="P1", rnd=0)
+    finally:
+        sink.stop()
+    assert r.count == 200  # the client saw 200 acknowledgements...
+    assert not r.ok  # ...but 4 never reached the disk: not a figure
+    assert "lost 4" in r.detail["accounting"]
+
+
+def test_mxgate_delivers_every_acked_message_exactly_once_and_refuses_the_bypass(bench_env):
+    root, certs, tls, dns = bench_env
+    mx = peers.MxgatePeer("mxgate", root / "mx", dns=dns.address, cert=str(certs.server_cert),
+                          key=str(certs.server_key)).start()
+    try:
+        r = scenarios.accept_load(mx, TINY, "mx", 200, tls, scenario="P1", rnd=0)
+        flood = scenarios.p2([mx], TINY)[0]
+    finally:
+        mx.stop()
+    assert r.ok, r.detail
+    assert "acked 200, on disk 200, lost 0, duplicated 0" in r.detail["accounting"]
+    assert flood.ok and flood.count == 100 and flood.detail["refused_at"] == {"rcpt": 100}
+
+
+def test_ratio_is_withheld_when_a_round_failed():
+    good = scenarios.Result("P1", "mxgate", 100.0)
+    bad = scenarios.Result("P1", "postfix", 50.0, ok=False)
+    assert scenarios.ratio([good, bad], "P1", "mxgate", "postfix") is None
+    assert scenarios.ratio([good, scenarios.Result("P1", "postfix", 50.0)], "P1", "mxgate", "postfix") == 2.0
