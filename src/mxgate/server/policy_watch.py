@@ -4,6 +4,10 @@ Owns: a thread that polls the store's newest version number (one indexed MAX() q
 POLL_INTERVAL), and on a change loads, compiles and swaps in the new CompiledPolicy. The swap is
 one attribute assignment, so a session sees either the old or the new policy, never a mix; each
 SMTP transaction takes its snapshot at MAIL FROM.
+
+On PostgreSQL the watcher also LISTENs for the NOTIFY that PolicyStore.save sends in its
+transaction (store/notify.py) and refreshes at once; the polling stays as the fallback for
+when the LISTEN connection is down, and is all there is on SQLite.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 from typing import Callable
 
 from mxgate.policy.attribution import CompiledPolicy, compile_policy
+from mxgate.store.notify import POLICY_CHANNEL, ChangeListener
 from mxgate.store.policy_store import PolicyStore
 
 log = logging.getLogger("mxgate.policy")
@@ -25,6 +30,8 @@ class PolicyWatcher:
         self.store = store
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._notify = ChangeListener(store.engine, (POLICY_CHANNEL,), lambda _c, _p: self._wake.set())
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[CompiledPolicy], None]] = []
         pv = store.current()
@@ -36,9 +43,17 @@ class PolicyWatcher:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="policy-watch", daemon=True)
         self._thread.start()
+        self._notify.start()
+
+    @property
+    def listening(self) -> bool:
+        """True while changes arrive by NOTIFY (PostgreSQL) rather than only by polling."""
+        return self._notify.connected.is_set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+        self._notify.stop()
         if self._thread:
             self._thread.join(timeout=2)
 
@@ -57,7 +72,11 @@ class PolicyWatcher:
         return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)  # a NOTIFY ends the wait early
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
             except Exception as exc:  # database briefly locked or unreachable: keep the old policy

@@ -20,9 +20,13 @@ from mxgate.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 # SQLite waits this long for another process's write lock before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL: seconds to connect before a node reports the store unreachable (not hang at start).
+PG_CONNECT_TIMEOUT = 10
+# Nodes starting together on one PostgreSQL database migrate one at a time under this lock.
+PG_MIGRATE_LOCK = 0x6D786761  # "mxga"
 
 _migrate_lock = threading.Lock()
 
@@ -36,10 +40,26 @@ def open_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif url.startswith("postgresql"):
+        _require_psycopg(url)
+        # pre_ping: a pooled connection broken by a database restart or fail-over is replaced
+        # instead of failing the next query; recycle bounds idle connections a proxy may drop.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20, pool_recycle=1800,
+                               connect_args={"connect_timeout": PG_CONNECT_TIMEOUT,
+                                             "application_name": "mxgate"})
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        raise StoreError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql+psycopg://...")
     migrate(engine)
     return engine
+
+
+def _require_psycopg(url: str) -> None:
+    if not url.startswith("postgresql+psycopg"):
+        raise StoreError("PostgreSQL store URLs must name the psycopg 3 driver: postgresql+psycopg://user@host/db")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]'") from None
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -72,6 +92,9 @@ def migrate(engine: Engine) -> None:
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Transactional DDL plus this lock: a second node waits, then finds the schema current.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATE_LOCK})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
     except StoreError:

@@ -2,7 +2,8 @@
 
 Owns: the policy_versions table. A change is validated first, then written as version N+1 in
 one transaction; a refused change leaves the store untouched, and two writers racing for the
-same version number cannot both win (primary key), so nothing is silently overwritten.
+same version number cannot both win (primary key), so nothing is silently overwritten. On
+PostgreSQL the commit also NOTIFYs every node's policy watcher (store/notify.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from mxgate.errors import ConcurrentChangeError, NotFoundError
 from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
+from mxgate.store.notify import POLICY_CHANNEL, notify
 from mxgate.store.schema import policy_versions
 
 
@@ -77,6 +79,8 @@ class PolicyStore:
                 version = latest + 1
                 conn.execute(insert(policy_versions).values(
                     version=version, created_at=now, actor=actor[:128], summary=summary, document=document))
+                # Same transaction: other nodes hear of version N only once it is committed.
+                notify(conn, POLICY_CHANNEL, str(version))
         except IntegrityError as exc:
             raise ConcurrentChangeError("another change created the same policy version; retry") from exc
         return PolicyVersion(version, now, actor, summary, policy)
