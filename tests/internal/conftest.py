@@ -145,8 +145,9 @@ def mx_sink(test_ca, dns):
 
 
 class Org:
-    def __init__(self, mailbox, gateway, sink, dns):
+    def __init__(self, mailbox, gateway, sink, dns, policy: str):
         self.mailbox, self.gateway, self.sink, self.dns = mailbox, gateway, sink, dns
+        self.policy = policy  # the TOML both nodes started with
 
     @property
     def home(self):
@@ -179,4 +180,4 @@ def org(node_factory, dns, mx_sink, tmp_path):
         "outbound_from": ["127.0.0.1/32"], **FAST_QUEUE})
     g = gateway.node.settings.gateway
     dns.add(f"{g.arc_selector}._domainkey.{g.arc_domain}", "TXT", (gateway.home.keys / f"arc-{g.arc_selector}.txt").read_text())
-    return Org(mailbox, gateway, mx_sink, dns)
+    return Org(mailbox, gateway, mx_sink, dns, policy)

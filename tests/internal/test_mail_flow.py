@@ -122,10 +122,7 @@ def test_recall_style_notice_generated_inside_is_delivered_not_blocked(org):
 
 def test_smart_host_refusal_bounces_to_the_sender_inside_the_mailbox_node(org):
     """A DSN made by the mailbox node's own queue goes straight into the sender's Maildir."""
-    from conftest import flow_policy
-
-    gw = org.gateway.port("gateway")
-    rig.apply_policy(org.home, flow_policy(gw) + f'''
+    rig.apply_policy(org.home, org.policy + f'''
 [[outbound_connector]]
 name = "Refusing partner"
 recipient_domains = ["refused.test"]
