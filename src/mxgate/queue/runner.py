@@ -91,7 +91,10 @@ class Runner:
         busy = {t.get_name() for t in self._tasks}
         wanted = [e for q in self._retry_now if (e := self.spool.get(q)) is not None and e.queue in DUE_QUEUES]
         self._retry_now.clear()
-        for entry in wanted + [e for e in self.spool.due(now) if e not in wanted]:
+        # The database spool (queue/dbspool.py) answers from PostgreSQL: keep that off the loop.
+        due = await asyncio.to_thread(self.spool.due, now) if getattr(self.spool, "blocking_reads", False) \
+            else self.spool.due(now)
+        for entry in wanted + [e for e in due if e not in wanted]:
             if entry.queue_id in busy:
                 continue
             await self._slots.acquire()

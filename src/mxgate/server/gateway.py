@@ -329,6 +329,8 @@ class GatewayServices:
 
     async def stop(self) -> None:
         await self.runner.stop()
+        if hasattr(self.spool, "stop"):  # the database queue hands back its leases
+            await self.spool.stop()
         self.pipeline.close()
         os.close(self.lock_fd)  # releases the flock: the queue CLI may now edit the spool directly
 
@@ -375,7 +377,13 @@ async def start_services(node) -> GatewayServices:
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(root / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one gateway per spool; the queue CLI checks this lock
-    spool = await asyncio.to_thread(Spool.open, root, node.committer)
+    if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
+        from mxgate.queue.dbspool import DbSpool
+
+        spool = await asyncio.to_thread(DbSpool.open, node.engine, node.name, root, lease=g.queue_lease)
+        spool.start()
+    else:
+        spool = await asyncio.to_thread(Spool.open, root, node.committer)
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
     tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
@@ -408,7 +416,7 @@ async def start_gateway(node) -> None:
 
         role.outbound = await start_gateway_outbound(node, services.relay_settings)
     listener = GatewayListener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
-                               spill_dir=str(node.home.spool))
+                               spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
     await listener.start(node.settings.gateway.listen)
     node.roles["gateway"] = role
     node.listeners["gateway"] = listener
