@@ -27,11 +27,32 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_VALIDATION = 0, 1, 2
 
-_state: dict[str, Any] = {"home": None}
+_state: dict[str, Any] = {"home": None, "config": None}
 
 
 def set_home(path: str | None) -> None:
     _state["home"] = path
+
+
+def set_config(path: str | None) -> None:
+    """node.toml whose [store] url (and [node] name) the command uses; else MXGATE_CONFIG."""
+    _state["config"] = path
+
+
+def config_path() -> str | None:
+    return _state["config"] or os.environ.get("MXGATE_CONFIG") or None
+
+
+@functools.lru_cache(maxsize=None)
+def _settings_for(path: str | None):
+    from mxgate.config.node import load_settings
+
+    return load_settings(path)
+
+
+def settings():
+    """The node settings the CLI acts for: the same file and MXGATE_* values `mxgate serve` reads."""
+    return _settings_for(config_path())
 
 
 def home() -> Home:
@@ -45,8 +66,14 @@ def _engine_for(url: str):
     return open_engine(url)
 
 
+def store_url() -> str:
+    """Same precedence as a running node (config/home.py Home.store_url), so the CLI and the
+    node it administers always open the same database."""
+    return home().store_url(settings().store.url)
+
+
 def engine():
-    return _engine_for(home().database_url)
+    return _engine_for(store_url())
 
 
 def policy_store():

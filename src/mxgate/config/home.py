@@ -35,7 +35,13 @@ class Home:
 
     @property
     def database_url(self) -> str:
-        return os.environ.get("MXGATE_STORE_URL") or f"sqlite:///{self.database}"
+        return self.store_url()
+
+    def store_url(self, configured: str = "") -> str:
+        """The one precedence rule for `mxgate serve` and every other command: the node
+        settings' [store] url (from the config file or MXGATE_STORE__URL), else MXGATE_STORE_URL,
+        else SQLite in this home directory."""
+        return configured or os.environ.get("MXGATE_STORE_URL") or f"sqlite:///{self.database}"
 
     @property
     def spool(self) -> Path:

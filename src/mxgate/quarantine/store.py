@@ -8,6 +8,13 @@ without handing out raw bytes, releasing into the recipients' Maildirs, deleting
 Release order: deliver durably first, then mark released. A crash in between means the next
 release delivers again — a duplicate, never a loss (the same rule as RFC 5321 §6.1 for 250s).
 A release that would deliver nothing (no local mailbox) is refused, not silently marked.
+
+Several nodes (docs/deployment.md): the rows and bodies live in the shared database, so any
+node lists and previews any node's quarantine. Release delivers into the releasing process's
+Maildir root, and every mailbox node mounts the same Maildir root (it must anyway: the gateways
+fail over between mailbox nodes, so any of them may deliver to any mailbox). A node that runs no
+mailbox role (a gateway- or admin-only node) holds no Maildir and refuses, naming the nodes that
+can release; the CLI releases into the home it is given.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from mxgate.auth.headers import parse_fields, split_headers
 from mxgate.delivery.commit import GroupCommitter
 from mxgate.delivery.maildir import Maildir
 from mxgate.errors import MxgateError, NotFoundError
-from mxgate.store.schema import quarantine
+from mxgate.store.schema import nodes, quarantine
 from mxgate.trace.store import TraceStore
 
 PREVIEW_BODY_CHARS = 2000  # enough to judge a message; the raw bytes never leave via preview
@@ -108,6 +115,7 @@ class QuarantineStore:
             raise QuarantineStateError(f"quarantined message {qid} was already released by {item['released_by']}")
         if not item["recipients"]:
             raise QuarantineStateError(f"quarantined message {qid} has no local recipient to release to")
+        await asyncio.to_thread(self._check_holds_mailboxes, qid)
         results = await maildir.deliver_many([(r, item["body"], None) for r in item["recipients"]])
         failed = [r for r in results if r.error is not None]
         if failed:
@@ -133,6 +141,17 @@ class QuarantineStore:
                 await committer.aclose()
 
         return asyncio.run(run())
+
+    def _check_holds_mailboxes(self, qid: str) -> None:
+        """Refuse on a running node without the mailbox role: its Maildir is not the mailboxes'."""
+        if not self.node:
+            return  # the CLI: releases into the home it was pointed at
+        with self.engine.connect() as conn:
+            rows = {r.name: json.loads(r.roles or "[]") for r in conn.execute(select(nodes.c.name, nodes.c.roles))}
+        if self.node in rows and "mailbox" not in rows[self.node]:
+            holders = sorted(n for n, roles in rows.items() if "mailbox" in roles)
+            raise QuarantineStateError(f"node {self.node} holds no mailboxes; release {qid} on a mailbox node"
+                                       f" ({', '.join(holders) or 'none running'})")
 
     def _mark_released(self, qid: str, actor: str, now: float) -> None:
         with self.engine.begin() as conn:
