@@ -70,7 +70,7 @@ class PgCluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=200 -c log_min_messages=warning")
+                   "-c fsync=off -c full_page_writes=off -c max_connections=500 -c log_min_messages=warning")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", str(int(START_TIMEOUT)), "start", timeout=START_TIMEOUT + 10)
         return self

@@ -1,0 +1,177 @@
+"""Issue 10, must-show 1 (part one): the store behaves the same on SQLite and on PostgreSQL.
+
+Each test runs twice (`store_url`: a SQLite file, then a fresh database on the loopback
+PostgreSQL cluster): migrations to HEAD, policy versions and their race rule, the CLI finding
+the store through MXGATE_STORE_URL or MXGATE_CONFIG's [store] url, the message trace, the
+quarantine and the database gateway queue with its leases. test_suites_on_postgresql.py reruns
+the existing store/policy/trace suites on PostgreSQL as well.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+import rig
+from clusterkit import mxgate
+from mxgate.errors import ConcurrentChangeError, StoreError
+from mxgate.policy.document import load_toml
+from mxgate.quarantine.store import QuarantineStateError, QuarantineStore
+from mxgate.queue.dbspool import DbSpool, gateway_queue
+from mxgate.queue.spool import RcptState, Recipient, StaleEntryError
+from mxgate.store.db import HEAD_REVISION, MIGRATIONS_DIR, current_revision, open_engine
+from mxgate.store.policy_store import PolicyStore
+from mxgate.trace.store import TraceRecord, TraceStore
+
+
+def test_migrations_reach_head_with_every_table(store_url, engine_for):
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION  # nobody forgot the bump
+    engine = engine_for(store_url)
+    assert current_revision(engine) == HEAD_REVISION
+    tables = set(inspect(engine).get_table_names())
+    assert {"policy_versions", "trace_messages", "quarantine", "nodes", "gateway_queue"} <= tables
+    # The queue table the migration made is the one dbspool.py writes (they are spelled twice).
+    made = {c["name"] for c in inspect(engine).get_columns("gateway_queue")}
+    assert made == {c.name for c in gateway_queue.c}
+
+
+def test_nodes_starting_together_migrate_once(store_url):
+    errors, engines = [], []
+
+    def start():
+        try:
+            engines.append(open_engine(store_url))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert errors == [] and len(engines) == 4
+    assert {current_revision(e) for e in engines} == {HEAD_REVISION}
+    for e in engines:
+        e.dispose()
+
+
+def test_unknown_store_url_fails_clearly():
+    with pytest.raises(StoreError, match="unsupported store URL 'mysql'"):
+        open_engine("mysql://x@127.0.0.1/db")
+    with pytest.raises(StoreError, match="psycopg 3 driver"):
+        open_engine("postgresql://x@127.0.0.1/db")
+
+
+def test_policy_versions_and_the_race_rule(store_url, engine_for):
+    store = PolicyStore(engine_for(store_url))
+    assert store.current().version == 0
+    v1 = store.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="guide")
+    assert (v1.version, store.current().version) == (1, 1)
+    with pytest.raises(ConcurrentChangeError, match="based on 0"):
+        store.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="stale", base_version=0)
+    results, lock = [], threading.Lock()
+
+    def save(i):  # eight writers computed from version 1: exactly one may win
+        try:
+            pv = PolicyStore(store.engine).save(load_toml(rig.GUIDE_POLICY), actor=f"w{i}", summary="race", base_version=1)
+            outcome = pv.version
+        except ConcurrentChangeError:
+            outcome = "refused"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert sorted(results, key=str) == [2] + ["refused"] * 7
+    assert [h.version for h in store.history()] == [2, 1]
+    assert store.get(1).policy.inbound_connectors[0].name == "Third-party filter service"
+
+
+def test_cli_finds_the_store_by_env_or_config(store_url, tmp_path, monkeypatch, engine_for):
+    policy = tmp_path / "policy.toml"
+    policy.write_text(rig.GUIDE_POLICY)
+    applied = mxgate("policy", "apply", str(policy), home=tmp_path / "cli-home")
+    assert applied.returncode == 0, applied.stderr
+    assert PolicyStore(engine_for(store_url)).latest_version_number() == 1  # MXGATE_STORE_URL was honoured
+    # Without the variable, MXGATE_CONFIG's [store] url is the store (as `mxgate serve --config` uses it).
+    monkeypatch.delenv("MXGATE_STORE_URL")
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "n2"\n[store]\nurl = "{store_url}"\n')
+    history = mxgate("policy", "history", "--json", home=tmp_path / "other-home", env={"MXGATE_CONFIG": str(config)})
+    assert history.returncode == 0, history.stderr
+    assert [v["version"] for v in json.loads(history.stdout)] == [1]
+    # And with neither, the home's own SQLite file: empty.
+    alone = mxgate("policy", "history", "--json", home=tmp_path / "other-home")
+    assert json.loads(alone.stdout) == []
+
+
+def test_trace_record_search_show_and_events(store_url, engine_for):
+    trace = TraceStore(engine_for(store_url), node="n1")
+    trace.start()
+    try:
+        now = time.time()
+        trace.record(TraceRecord(trace_id="t1", status="Pending", sender="Friend@Fabrikam.test",
+                                 recipient="alice@contoso.test", from_ip="127.0.0.77", policy_version=3,
+                                 detail={"checks": {"spf": "pass"}}, events=[(now, "Receive", "from x")]))
+        trace.record(TraceRecord(trace_id="t2", status="Rejected", sender="spam@evil.test",
+                                 recipient="bob@contoso.test", from_ip="127.0.0.66", reason="relay-denied"))
+        trace.flush()
+        trace.add_event("t1", "Deliver", "into Maildir", recipient="alice@contoso.test", status="Delivered")
+        trace.flush()
+        [row] = trace.search(sender="friend@fabrikam")  # case-insensitive substring on both backends
+        assert (row["status"], row["node"], row["policy_version"], row["detail"]["checks"]) == (
+            "Delivered", "n1", 3, {"spf": "pass"})
+        assert [e["event"] for e in trace.show(row["id"])["events"]] == ["Receive", "Deliver"]
+        assert [r["trace_id"] for r in trace.search(ip="127.0.0.66", status="Rejected")] == ["t2"]
+        assert {r["trace_id"] for r in trace.search(since=now - 60)} == {"t1", "t2"}
+    finally:
+        trace.stop()
+
+
+def test_quarantine_add_preview_release(store_url, engine_for, home):
+    engine = engine_for(store_url)
+    q = QuarantineStore(engine, node="mbx1")
+    body = b"From: ceo@fabrikam.test\r\nSubject: wire\r\n\r\n\x00binary\xff body\r\n"
+    qid = q.add(trace_id="t9", sender="ceo@fabrikam.test", recipients=["Alice@contoso.test"], subject="wire",
+                reason="dmarc-policy", body=body)
+    assert q.get(qid)["body"] == body  # bytes survive both column types unchanged
+    assert q.preview(qid)["headers"] == [["From", "ceo@fabrikam.test"], ["Subject", "wire"]]
+    [path] = q.release(qid, home.maildir, actor="cli:t")
+    assert path.read_bytes() == body
+    with pytest.raises(QuarantineStateError, match="already released"):
+        q.release(qid, home.maildir, actor="cli:t")
+
+
+async def test_database_queue_leases(store_url, engine_for, tmp_path):
+    engine = engine_for(store_url)
+    a = DbSpool.open(engine, "gwA", tmp_path / "a", lease=0.5)
+    b = DbSpool.open(engine, "gwB", tmp_path / "b", lease=0.5)
+    entry = await a.enqueue("s@fabrikam.test", ["alice@contoso.test", "bob@contoso.test"], b"msg", {"trace_id": "x"})
+    [seen_by_b] = b.due(time.time())
+    assert seen_by_b.queue_id == entry.queue_id and b.count() == 1  # any node sees any message
+    held = await a.claim(entry)
+    with pytest.raises(StaleEntryError):  # leased to A: B cannot take it
+        await b.claim(seen_by_b)
+    assert b.due(time.time()) == []
+    assert await a.open_message(held) == b"msg"
+    time.sleep(0.6)  # A stalls past its lease (no renewer running): the message is due again
+    [lapsed] = b.due(time.time())
+    taken = await b.claim(lapsed)
+    with pytest.raises(StaleEntryError, match="lease lost"):  # A's late outcome cannot overwrite B's
+        await a.settle(held, [Recipient("alice@contoso.test", RcptState.DELIVERED)])
+    left = await b.settle(taken, [Recipient("alice@contoso.test", RcptState.DELIVERED),
+                                  Recipient("bob@contoso.test", RcptState.PENDING, "4.4.1", "down")],
+                          next_attempt=time.time() + 60, error="down")
+    assert (left.queue, left.attempts, left.pending) == ("deferred", 1, ("bob@contoso.test",))
+    assert b.get(entry.queue_id).recipients[0].state is RcptState.DELIVERED
+    again = await a.claim(left)  # a flush: the runner claims what due(inf) offered
+    assert await a.settle(again, [Recipient("bob@contoso.test", RcptState.DELIVERED)]) is None
+    assert a.count() == 0 and b.get(entry.queue_id) is None
+
