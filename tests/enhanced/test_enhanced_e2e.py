@@ -97,11 +97,24 @@ def test_non_routable_set_is_a_node_setting(node_factory, zone):
     default = node_factory(policy(ef_skip_last_ip=True), dns=dns_section(zone))
     assert deliver(default, msg, sender="sender@woodgrove.test")["end"][0] == 250
     assert trace_row(default)["detail"]["enhanced_filtering"]["rule"] == "no-usable-header"
-    routable = [net for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16")]
+    routable = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]
     custom = node_factory(policy(ef_skip_last_ip=True), dns=dns_section(zone), mailbox={"non_routable": routable})
     assert deliver(custom, msg, sender="sender@woodgrove.test")["end"][0] == 250
     row = trace_row(custom)
     assert row["original_ip"] == "127.0.0.77" and row["detail"]["enhanced_filtering"]["status"] == "detected"
+
+
+def test_forged_received_lines_below_the_real_hop_are_never_read(node_factory, zone):
+    """adversarial.md §6: three forged hops claiming trusted/internal IPs sit below the real one."""
+    forged = received("127.0.0.10", "gw.contoso.test") + received("10.0.0.1", "relay.internal") \
+        + received("192.168.1.5", "mail.fabrikam.test")
+    n = node_factory(policy(ef_skip_last_ip=True), dns=dns_section(zone))
+    spoof = via_gateway(forged + body(author="ceo@woodgrove.test"), ip="198.51.100.9", helo="spoofer.example")
+    assert deliver(n, spoof, sender="x@woodgrove.test")["end"][0] == 250
+    row = trace_row(n)
+    assert row["original_ip"] == "198.51.100.9" and row["detail"]["enhanced_filtering"]["header_index"] == 0
+    assert row["detail"]["spf"]["result"] == "fail"  # judged on the real hop, not a forged one
+    assert len(maildir_messages(n.home, "alice@contoso.test", "Junk")) == 1
 
 
 def test_forged_results_and_stamps_from_outside_never_survive(node_factory, zone):
