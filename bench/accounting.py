@@ -134,7 +134,8 @@ def tree_cpu(root: int) -> float:
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 fields = fh.read().rsplit(b")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (proc(5))
+            # utime, stime, and cutime, cstime: children that exited (Postfix recycles its smtpd)
+            total += sum(int(x) for x in fields[11:15]) / tick
         except (OSError, ValueError, IndexError):
             pass
     return total
