@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import rig
-from conftest import export_policy
+from exportkit import export_policy
 from rig import ATTACKER, GATEWAY, send_message, simple_message
 
 from mxgate.export.postfix import export_cli, postfix_config

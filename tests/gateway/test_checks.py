@@ -8,7 +8,7 @@ import io
 import zipfile
 
 import pytest
-from conftest import EICAR, gw_port
+from gwkit import EICAR, gw_port
 from rig import INTERNET, RawSMTP, maildir_messages, send_message, simple_message, wait_until
 
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim

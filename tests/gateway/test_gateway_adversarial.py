@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import gw_port, spool_count
+from gwkit import gw_port, spool_count
 from rig import ATTACKER, INTERNET, RawSMTP, wait_until
 
 from mxgate.smtp.replies import REPLIES

@@ -3,7 +3,7 @@ restricted to 127.0.0.10, TLS required) → Maildir, with the gateway's stamps a
 
 from __future__ import annotations
 
-from conftest import gw_port, spool_count
+from gwkit import gw_port, spool_count
 from rig import INTERNET, maildir_messages, send_message, simple_message, wait_until
 
 from mxgate.auth.arc import validate_arc

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import rig
-from conftest import FAST_QUEUE, gateway_policy
+from gwkit import FAST_QUEUE, gateway_policy
 from rig import GATEWAY, INTERNET, SubprocessNode, free_port, maildir_messages, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home

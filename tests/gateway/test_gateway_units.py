@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import gw_port
+from gwkit import gw_port
 from rig import INTERNET, RawSMTP
 
 from mxgate.filters import dnsbl, greylist, ratelimit, score

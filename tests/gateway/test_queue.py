@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email
 
-from conftest import Sink, gw_port, spool_count
+from gwkit import Sink, gw_port, spool_count
 from rig import INTERNET, free_port, send_message, simple_message, wait_until
 
 from mxgate.smtp.replies import REPLIES

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import gw_port, spool_count
+from gwkit import gw_port, spool_count
 from rig import INTERNET, free_port, send_message, simple_message, wait_until
 
 

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import REFUSED_PEER, Script
+from probekit import REFUSED_PEER, Script
 from mxgate.cli.probe_cmds import register
 from mxgate.probe.raw import ATTACKS
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ATTRIBUTION_REFUSAL, REFUSED_PEER, Script
+from probekit import ATTRIBUTION_REFUSAL, REFUSED_PEER, Script
 from mxgate.probe.client import ProbeOptions, parse_hostport, run_probe
 from mxgate.probe.raw import ATTACKS, RawScript, parse_raw_file, run_raw
 from mxgate.probe.wire import PROXY_V2_SIGNATURE, Wire, _LineProtocol

@@ -1,0 +1,190 @@
+"""Fixtures for the gateway tests: a mailbox server, a gateway in front of it, DNS, clamd, a sink."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import rig
+from rig import GATEWAY, free_port
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+# Fast retries so queue tests finish in seconds; every value is a [gateway] setting.
+FAST_QUEUE = {"retry_first": 0.3, "retry_max_backoff": 1.0, "host_backoff": 0.2, "queue_scan_interval": 0.1,
+              "relay_connect_timeout": 2.0, "relay_timeout": 10.0}
+
+
+def gateway_policy(checks: str = "", base: str = rig.GUIDE_POLICY) -> str:
+    """The guide's policy plus [gateway.<check>] tables; rDNS/SPF only tag unless a test says otherwise."""
+    return base + "\n" + checks
+
+
+MAILBOX_POLICY = rig.GUIDE_POLICY.replace('authserv_id = "mx.contoso.test"',
+                                          'authserv_id = "mx.contoso.test"\narc_trusted_sealers = ["mxgate.test"]')
+
+
+@pytest.fixture
+def mailbox(node_factory, dns):
+    """The locked-down mailbox server; it trusts the gateway's ARC sealer and asks the test DNS."""
+    return node_factory(MAILBOX_POLICY, dns={"servers": [dns.address], "timeout": 2.0})
+
+
+@pytest.fixture
+def make_gateway(node_factory, dns, mailbox):
+    """make_gateway(checks_toml="", downstream=None, **gateway_settings) -> InProcessNode."""
+
+    def make(checks: str = "", downstream: list[str] | None = None, policy: str | None = None, **gw) -> rig.InProcessNode:
+        settings = {"listen": [f"{GATEWAY}:{free_port(GATEWAY)}"],
+                    "downstream": downstream if downstream is not None else [f"127.0.0.1:{mailbox.port()}"],
+                    "downstream_ca": str(mailbox.node.certs.ca_cert), "source_address": GATEWAY,
+                    "hostname": "gw.contoso.test", **FAST_QUEUE, **gw}
+        node = node_factory(policy or gateway_policy(checks), roles={"mailbox": False, "gateway": True},
+                            gateway=settings, dns={"servers": [dns.address], "timeout": 2.0})
+        publish_arc_key(dns, node)
+        return node
+
+    return make
+
+
+def publish_arc_key(dns, node) -> None:
+    g = node.node.settings.gateway
+    txt = (node.home.keys / f"arc-{g.arc_selector}.txt").read_text()
+    dns.add(f"{g.arc_selector}._domainkey.{g.arc_domain}", "TXT", txt)
+
+
+def gw_port(node) -> int:
+    return node.port("gateway")
+
+
+def spool_count(node) -> int:
+    return node.node.roles["gateway"].sv.spool.count()
+
+
+# --- a recording SMTP sink (downstream stand-in for DSN and byte-level tests) -----------------
+
+class Sink:
+    """A tiny SMTP server on loopback with STARTTLS: records each transaction's exact bytes.
+
+    `refuse` maps recipient → reply line for RCPT (e.g. "550 5.1.1 no such user").
+    """
+
+    def __init__(self, cert: str, key: str, host: str = "127.0.0.1", port: int = 0):
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(20)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"{host}:{self.port}"
+        self.messages: list[dict] = []
+        self.refuse: dict[str, str] = {}
+        self.peers: list[str] = []
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self._stop = True
+        self.sock.close()
+
+    def _serve(self):
+        while not self._stop:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn):
+        f = conn.makefile("rb")
+        w = lambda line: conn.sendall(line.encode() + b"\r\n")  # noqa: E731
+        w("220 sink ESMTP")
+        txn = {"rcpts": []}
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.decode(errors="replace").strip()
+                verb = cmd[:4].upper()
+                if verb == "EHLO":
+                    w("250-sink\r\n250-PIPELINING\r\n250 STARTTLS" if not hasattr(conn, "version") else "250-sink\r\n250 PIPELINING")
+                elif verb == "STAR":
+                    w("220 go")
+                    conn = self.ctx.wrap_socket(conn, server_side=True)
+                    f = conn.makefile("rb")
+                elif verb == "MAIL":
+                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": []}
+                    w("250 ok")
+                elif verb == "RCPT":
+                    addr = cmd[8:].split(">")[0].lstrip("<")
+                    if addr in self.refuse:
+                        w(self.refuse[addr])
+                    else:
+                        txn["rcpts"].append(addr)
+                        w("250 ok")
+                elif verb == "DATA":
+                    w("354 go")
+                    raw = b""
+                    while not raw.endswith(b"\r\n.\r\n"):
+                        chunk = f.readline()
+                        if not chunk:
+                            return
+                        raw += chunk
+                    txn["raw"] = raw
+                    self.messages.append(txn)
+                    w("250 stored")
+                elif verb == "QUIT":
+                    w("221 bye")
+                    return
+                else:
+                    w("250 ok")
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def sink(test_ca):
+    s = Sink(test_ca["server_cert"], test_ca["server_key"])
+    yield s
+    s.close()
+
+
+# --- clamd ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def clamd_socket(tmp_path_factory):
+    """Debian's clamd with a one-line local signature database detecting EICAR (no network)."""
+    exe = shutil.which("clamd") or "/usr/sbin/clamd"
+    if not Path(exe).exists():
+        pytest.fail("clamd is not installed: run scripts/install-system-deps.sh")
+    d = tmp_path_factory.mktemp("clamd")
+    (d / "db").mkdir()
+    (d / "db" / "test.hdb").write_text(f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Mxgate.Test.EICAR\n")
+    sock = d / "clamd.sock"
+    conf = d / "clamd.conf"
+    conf.write_text(f"DatabaseDirectory {d / 'db'}\nLocalSocket {sock}\nForeground true\nLogFile {d / 'clamd.log'}\n"
+                    f"PidFile {d / 'clamd.pid'}\nTemporaryDirectory {d}\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not sock.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"clamd exited: {(d / 'clamd.log').read_text() if (d / 'clamd.log').exists() else ''}")
+        time.sleep(0.1)
+    yield str(sock)
+    proc.terminate()
+    proc.wait(10)
