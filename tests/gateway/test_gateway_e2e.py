@@ -35,6 +35,8 @@ def test_internet_to_gateway_to_mailbox_with_stamps_and_arc(make_gateway, mailbo
     assert arc.status == "pass", arc
     assert arc.sealers == ("mxgate.test",)
     assert "arc=pass" in head  # the mailbox server's own check agreed
+    # The gateway's verdict stamps reach the mailbox through the locked connector.
+    assert "X-MXGate-Spam-Score:" in head and "X-MXGate-Spam-Verdict:" in head
     assert wait_until(lambda: spool_count(gw) == 0)
     gw.trace.flush()
     rows = gw.trace.search(recipient="alice@contoso.test")

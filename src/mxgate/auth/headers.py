@@ -19,6 +19,9 @@ MAX_AUTHSERV_SCAN = 998
 AUTH_RESULTS = b"authentication-results"  # RFC 8601 §2.2
 AUTH_RESULTS_ORIGINAL = b"Authentication-Results-Original"
 OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive from outside
+# The gateway's verdict stamps: kept when the message arrives through the connector locked to
+# the gateway (the gateway removed any copy an outside sender had put there).
+GATEWAY_STAMPS = (b"x-mxgate-spam-score", b"x-mxgate-spam-verdict", b"x-mxgate-checks")
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII except ":"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # Lines end at LF (CRLF or bare LF), as SMTP DATA and dkimpy see them; a bare CR is data.
@@ -103,13 +106,15 @@ def authserv_id_of(value: bytes) -> str:
     return ident.strip().rstrip(".").lower()
 
 
-def sanitize_inbound_headers(message: bytes, authserv_id: str) -> bytes:
-    """Drop forged trust headers, keep upstream results under a new name (RFC 8601 §5)."""
+def sanitize_inbound_headers(message: bytes, authserv_id: str, keep: tuple[bytes, ...] = ()) -> bytes:
+    """Drop forged trust headers, keep upstream results under a new name (RFC 8601 §5).
+
+    `keep` names X-MXGate-* fields (lower case) to leave in place: only for a trusted hop."""
     ours = authserv_id.strip().rstrip(".").lower()
     head, sep, body = _split(message)
     out: list[bytes] = []
     for field in parse_fields(head):
-        if field.name.startswith(OUR_PREFIX):
+        if field.name.startswith(OUR_PREFIX) and field.name not in keep:
             continue
         if field.name == AUTH_RESULTS:
             if authserv_id_of(field.value) == ours:

@@ -31,7 +31,7 @@ from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -202,7 +202,7 @@ class Authenticator:
 
     def act(self, ctx, facts: AuthFacts, action: AuthAction, authserv_id: str, sender: str) -> None:
         """Clean the header block, stamp ours, and set the outcome on the context."""
-        ctx.data = sanitize_inbound_headers(ctx.data, authserv_id)
+        ctx.data = sanitize_inbound_headers(ctx.data, authserv_id, keep=_trusted_stamps(ctx))
         eol = line_ending(ctx.data)
         ar = format_authentication_results(authserv_id, facts.spf, sender, facts.auth_helo, facts.auth_ip,
                                            facts.dkim, facts.dmarc, facts.arc, facts.from_domain)
@@ -295,3 +295,11 @@ def quarantine_into(store):
                                 subject=subject, reason=ctx.quarantine_reason or "", detail=detail, body=final)
 
     return quarantine
+
+
+def _trusted_stamps(ctx) -> tuple[bytes, ...]:
+    """The gateway's spam stamps survive only on mail through a restricting (locked) connector."""
+    recipients = ctx.txn.recipients
+    name = recipients[0].decision.connector if recipients else ""
+    connector = ctx.compiled.policy.inbound(name) if name else None
+    return GATEWAY_STAMPS if connector is not None and connector.restricts else ()
