@@ -119,6 +119,7 @@ class InProcessNode:
         if self._error is None and self.loop.is_running():
             try:
                 self.call(self.node.stop(deadline=2.0))
+                self.call(_cancel_leftover_tasks())
             finally:
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self._thread.join(10)
@@ -129,6 +130,14 @@ class InProcessNode:
     @property
     def trace(self):
         return self.node.trace
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Sessions still delivering when a test ends are cancelled, not destroyed mid-flight."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def node_settings(tmp: Path, **sections: dict) -> NodeSettings:
