@@ -7,30 +7,14 @@ from typing import Optional
 
 import typer
 
-from mxgate.cli.common import engine, handle_errors, out, print_json, print_table
-from mxgate.errors import PolicyFormatError
+from mxgate.cli.common import engine, handle_errors, print_json, print_table
+from mxgate.trace.query import search_args
 
 app = typer.Typer(help="Message trace: every accepted message and every refused attempt.", invoke_without_command=True)
 
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="trace")
-
-
-def parse_time(text: str | None) -> float | None:
-    """ISO date/time (UTC) or a relative '15m', '2h', '3d' ago."""
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units and text[:-1].isdigit():
-        return dt.datetime.now(dt.timezone.utc).timestamp() - int(text[:-1]) * units[text[-1]]
-    try:
-        t = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise PolicyFormatError(f"time {text!r}: use ISO 8601 (2026-11-27T12:00) or 15m/2h/3d") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
 
 
 def _store():
@@ -54,8 +38,7 @@ def search(ctx: typer.Context,
     """Search the trace (newest first)."""
     if ctx.invoked_subcommand:
         return
-    rows = _store().search(since=parse_time(since), until=parse_time(until), sender=sender, recipient=recipient,
-                           status=status, ip=ip, message_id=message_id, limit=limit)
+    rows = _store().search(**search_args(since, until, sender, recipient, status, ip, message_id, limit))
     if json_out:
         print_json(rows)
         return

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from mxgate.policy.domains import normalize_domain, pattern_matches
+from mxgate.policy.domains import normalize_domain
 from mxgate.policy.ipset import IPAddress, PrefixTable, normalize_ip, parse_network
 from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address

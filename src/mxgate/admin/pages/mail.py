@@ -2,7 +2,7 @@
 with the hop enhanced filtering chose, authentication results).
 
 Owns: the filter form and the two templates' context. Searching and detail come from the API's
-helpers (api/mail.py search_args, tracing.trace_detail), so both surfaces answer alike.
+helpers (trace/query.py search_args, tracing.trace_detail), so both surfaces answer alike.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from mxgate.admin.api.mail import search_args
+from mxgate.trace.query import search_args
 from mxgate.admin.pages.common import render, state
 from mxgate.admin.tracing import trace_detail
 from mxgate.errors import PolicyError
