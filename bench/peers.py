@@ -126,7 +126,7 @@ class MxgatePeer(Peer):
     env: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.durability = "fdatasync file + dir fsync (group commit) before 250"
+        self.durability = "group commit: fdatasync + dir fsync before 250"
 
     @property
     def home(self) -> Path:
@@ -271,7 +271,7 @@ class PostfixPeer(Peer):
     reject_stage: str = "rcpt"
 
     def __post_init__(self):
-        self.durability = "queue file fsync before 250; Maildir delivery (fsync) after"
+        self.durability = "queue fsync before 250; Maildir fsync after"
 
     @property
     def etc(self) -> Path:

@@ -106,7 +106,7 @@ def table_line(r: Result) -> str:
         extra = f"cpu {r.cpu_us_per_msg:.0f} µs/msg"
     status = "" if r.ok else "  FAILED " + json.dumps({k: v for k, v in r.detail.items() if k != "refused_at"})
     rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb else f"{'-':>7}"
-    return (f"{r.scenario:<6} {r.peer:<15} {r.round:>2} {rate} {lat} {rss}  {r.durability[:46]:<46} {extra}{status}")
+    return (f"{r.scenario:<6} {r.peer:<15} {r.round:>2} {rate} {lat} {rss}  {r.durability[:48]:<48} {extra}{status}")
 
 
 def summary(results: list[Result], mode) -> list[str]:
@@ -153,7 +153,7 @@ def main() -> int:
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
           f"{platform.python_version()}; work dir {root}")
     print(f"{'scen':<6} {'peer':<15} {'rd':>2} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}  "
-          f"{'durability':<46} notes")
+          f"{'durability':<48} notes")
     json_lines: list[str] = []
 
     def emit(r: Result) -> None:
