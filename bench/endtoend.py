@@ -121,7 +121,7 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
         c0 = accounting.tree_cpu(gw.pid()) + accounting.tree_cpu(mailbox.pid())
         t0 = time.perf_counter()
         with accounting.RssSampler(gw.pid()) as rss_gw, accounting.RssSampler(mailbox.pid()) as rss_mb:
-            res = asyncio.run(loadclient.persistent_load(
+            res = loadclient.run(loadclient.persistent_load(
                 peers.GATEWAY, gw.port, sessions=mode.sessions, count=mode.p3_count, size=mode.size, source=INTERNET,
                 run_id=run_id, sender=SENDER, rcpt=peers.RECIPIENT, tls=tls, deadline=mode.deadline,
                 message=lambda seq: f"X-Bench-Seq: {seq}\r\n".encode() + template))

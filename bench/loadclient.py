@@ -21,6 +21,25 @@ from typing import Callable
 BODY_LINE = b"x" * 76 + b"\r\n"  # never starts with ".", so no dot-stuffing is needed
 
 
+def run(coro):
+    """Run one load to completion; on uvloop when installed, so the client is never the ceiling
+    (it is the same client, on the same loop, for every peer)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def client_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def _loopback(host: str) -> str:
     if not (host.startswith("127.") or host == "::1"):
         raise ValueError(f"the benchmark only targets loopback, not {host!r}")

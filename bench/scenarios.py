@@ -93,7 +93,7 @@ def accept_load(peer: Peer, mode: Mode, run_id: str, count: int, tls, *, scenari
     check = check or peer
     c0 = accounting.tree_cpu(peer.pid())
     with accounting.RssSampler(peer.pid()) as rss:
-        res = asyncio.run(loadclient.persistent_load(
+        res = loadclient.run(loadclient.persistent_load(
             "127.0.0.1", port or peer.port, sessions=mode.sessions, count=count, size=mode.size, source=source,
             run_id=run_id, sender=SENDER, rcpt=RECIPIENT, tls=tls, deadline=mode.deadline, message=message))
     cpu = accounting.tree_cpu(peer.pid()) - c0
@@ -126,7 +126,7 @@ def p2(peers: list[Peer], mode: Mode) -> list[Result]:
         for peer in order:
             c0 = accounting.tree_cpu(peer.pid())
             with accounting.RssSampler(peer.pid()) as rss:
-                res = asyncio.run(loadclient.bypass_flood("127.0.0.1", peer.port, concurrency=mode.sessions,
+                res = loadclient.run(loadclient.bypass_flood("127.0.0.1", peer.port, concurrency=mode.sessions,
                                                           count=mode.p2_count, sources=sources, deadline=mode.deadline))
             cpu = accounting.tree_cpu(peer.pid()) - c0
             detail = {"refused_at": dict(res.refused_at)}
@@ -150,7 +150,7 @@ def p4(peer: MxgatePeer, mode: Mode) -> Result:
         peak[0] = accounting.tree_rss(peer.pid())
 
     with accounting.RssSampler(peer.pid()) as rss:
-        res = asyncio.run(loadclient.idle_sessions("127.0.0.1", peer.port, count=n, sources=sources,
+        res = loadclient.run(loadclient.idle_sessions("127.0.0.1", peer.port, count=n, sources=sources,
                                                    deadline=mode.deadline, on_held=held))
     detail = {"held_after": res.refused, "rss_idle_mb": round(base / 2**20, 1),
               "rss_held_mb": round(peak[0] / 2**20, 1)}
@@ -187,7 +187,7 @@ def p6(peer: MxgatePeer, tls, tries: int = 3) -> Result:
             saved = time.perf_counter()
             cli_times.append(saved - t0)
             while time.perf_counter() - saved < 10:
-                if asyncio.run(_rcpt_code(peer.port, ATTACKER, tls)) == want:
+                if loadclient.run(_rcpt_code(peer.port, ATTACKER, tls)) == want:
                     break
             times.append(time.perf_counter() - saved)
     worst = max(times)
