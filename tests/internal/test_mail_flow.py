@@ -142,3 +142,24 @@ tls_settings = "encryption_only"
     assert b"multipart/report" in dsn and b"x@refused.test" in dsn and b"5.7.1" in dsn
     assert org.sink.peers and GATEWAY not in org.sink.peers  # the partner was tried directly, the gateway never
     assert b"by gw.contoso.test" not in dsn.split(b"\r\n\r\n")[0]  # never passed through the gateway
+
+
+def test_bounce_to_an_srs_address_returns_to_the_original_sender(org):
+    """A bounce for mail alice forwarded comes back to the SRS address; mxgate checks its signature,
+    reverses it and sends the bounce on to the original sender. A forged SRS address is unknown."""
+    org.dns.add("fabrikam.test", "MX", (10, "mx.external.test"))
+    assert via_gateway(org)["end"][0] == 250
+    assert wait_until(lambda: sink_messages_for(org, "carol@external.test"), 20)
+    srs_address = sink_messages_for(org, "carol@external.test")[0]["sender"]
+    bounce = (b"From: MAILER-DAEMON@external.test\r\nTo: " + srs_address.encode() + b"\r\nSubject: Undelivered\r\n"
+              b"Message-ID: <bounce-1@external.test>\r\nDate: Fri, 27 Nov 2026 12:00:00 +0000\r\n\r\ncarol moved\r\n")
+    r = send_message(GATEWAY, org.gateway.port("gateway"), source=INTERNET, sender="", rcpts=[srs_address], data=bounce)
+    assert r["end"][0] == 250, r
+    assert wait_until(lambda: sink_messages_for(org, "organizer@fabrikam.test"), 20)
+    back = sink_messages_for(org, "organizer@fabrikam.test")[0]
+    assert back["sender"] == "" and b"carol moved" in back["raw"]
+    # A forged one (wrong signature) is an unknown recipient at the mailbox server.
+    local, _, domain = srs_address.partition("@")
+    forged = "SRS0=AAAA=" + local.split("=", 2)[2] + "@" + domain
+    direct = send_message("127.0.0.1", org.mailbox.port(), source=GATEWAY, sender="", rcpts=[forged], data=bounce)
+    assert direct["rcpt"][0][0] == 550 and "5.1.1" in direct["rcpt"][0][1]

@@ -130,11 +130,16 @@ class InternalDelivery:
                                  origin="mailbox")
         return out.local
 
+    def reverse_srs(self, address: str) -> str:
+        """MailboxRole.srs_reverse: the original sender behind our SRS address (raises SrsError)."""
+        return srs.reverse(address, self.srs_secret, time.time())
+
     async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
         """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
         from mxgate.smtp.replies import accept
 
-        await self.send_out(str(ctx.txn.sender), [str(r.address) for r in relayed], final, ctx.trace_id)
+        targets = [r.decision.target or str(r.address) for r in relayed]
+        await self.send_out(str(ctx.txn.sender), targets, final, ctx.trace_id)
         return accept("queued")
 
     async def local_from_queue(self, entry, recipients: list[str], data: bytes) -> tuple[RcptOutcome, ...]:

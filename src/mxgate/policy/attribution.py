@@ -18,14 +18,14 @@ Semantics:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from mxgate.policy.domains import normalize_domain
 from mxgate.policy.ipset import IPAddress, PrefixTable, normalize_ip, parse_network
 from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address
-from mxgate.smtp.replies import Verdict, accept, reject, tempfail
+from mxgate.smtp.replies import Action, Verdict, accept, reject, tempfail
 
 
 @dataclass(frozen=True)
@@ -201,6 +201,7 @@ class RcptDecision:
     outcome_key: tuple  # recipients with different keys need separate transactions
     route: str  # "local", "relay" (to an outbound connector), "" when refused
     mailbox: Mailbox | None = None
+    target: str = ""  # where a relayed recipient really goes, when not the RCPT address (SRS reversal)
 
 
 def _covers_recipient(c: InboundConnector, domain: str) -> bool:
@@ -239,8 +240,11 @@ def primary_domain(compiled: CompiledPolicy) -> str:
 
 
 def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, rcpt: Address,
-                prior_key: tuple | None = None) -> RcptDecision:
-    """Relay check → connector restriction → recipient existence → one outcome per transaction."""
+                prior_key: tuple | None = None, srs_target: str | None = None) -> RcptDecision:
+    """Relay check → connector restriction → recipient existence → one outcome per transaction.
+
+    `srs_target`: the original sender a valid SRS address of ours stands for (a bounce or reply to
+    mail we forwarded); the role checks the address's signature and passes the result in."""
     on_prem = bool(facts.connectors) and is_on_premises(compiled, facts)
     if rcpt.literal:
         return RcptDecision(reject("address-literal", str(rcpt)), "", (), "")
@@ -268,6 +272,10 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
     ef = bool(chosen and chosen.enhanced_filtering_enabled and
               (not chosen.ef_users or address in {u.lower() for u in chosen.ef_users}))
     mailbox = compiled.directory.get(address)
+    if mailbox is None and srs_target:
+        decision = _with_key(accept("recipient-ok", f"SRS reversed to {srs_target}"), conn_name,
+                             ("relay", conn_name, ef), "relay", prior_key)
+        return replace(decision, target=srs_target) if decision.verdict.action is Action.ACCEPT else decision
     if mailbox is None:
         if accepted.type == "internal_relay":
             return _with_key(accept("recipient-ok", "internal relay"), conn_name, ("relay", conn_name, ef), "relay", prior_key)

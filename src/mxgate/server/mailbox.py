@@ -76,6 +76,8 @@ class MailboxRole(Role):
         self.relay: Callable[[MessageContext, list, bytes], Awaitable[Verdict]] | None = None
         # Aliases, lists and forwarding (delivery/internal.py); None = straight to each mailbox.
         self.local_delivery: Callable[[MessageContext, list, bytes], Awaitable[list]] | None = None
+        # Reverses an SRS address to the original sender (delivery/internal.py); None = no forwarding.
+        self.srs_reverse: Callable[[str], str] | None = None
         self.stats = {"accepted": 0, "refused": 0}
 
     # --- facts ----------------------------------------------------------------------------
@@ -119,12 +121,22 @@ class MailboxRole(Role):
     def on_rcpt(self, s, rcpt):
         compiled: CompiledPolicy = s.role_state["policy"]
         facts = self._current_facts(s, compiled)
-        decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"])
+        decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"],
+                               srs_target=self._srs_target(rcpt))
         if decision.verdict.action is Action.ACCEPT and decision.route == "relay" and self.relay is None:
             return reject("relay-denied", "no outbound route configured on this node"), decision
         if decision.verdict.action is Action.ACCEPT:
             s.role_state["prior_key"] = decision.outcome_key
         return decision.verdict, decision
+
+    def _srs_target(self, rcpt) -> str | None:
+        """The original address behind a valid SRS address of ours (signature and age checked)."""
+        if self.srs_reverse is None or not rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
+            return None
+        try:
+            return self.srs_reverse(str(rcpt))
+        except ValueError:  # forged, expired or malformed: an unknown recipient like any other
+            return None
 
     async def on_message(self, s, txn, body) -> Verdict:
         compiled: CompiledPolicy = s.role_state["policy"]

@@ -100,6 +100,7 @@ class Node:
         internal = await start_internal(self, maildir)
         role.local_delivery = internal.for_mailbox
         role.relay = internal.relay_for_mailbox
+        role.srs_reverse = internal.reverse_srs
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
         await listener.start(s.listen)
