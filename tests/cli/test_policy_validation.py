@@ -111,3 +111,15 @@ def test_format_errors_name_the_key(run, tmp_path):
     f.write_text("[organization\n")
     r = run("policy", "apply", str(f))
     assert r.exit_code == 2 and "not valid TOML" in r.stderr
+
+
+def test_global_config_selects_the_store_the_node_uses(run, tmp_path):
+    config = tmp_path / "node.toml"
+    db = tmp_path / "elsewhere.db"
+    config.write_text(f'[store]\nurl = "sqlite:///{db}"\n')
+    f = tmp_path / "guide.toml"
+    f.write_text(BASE)
+    assert run("--config", str(config), "policy", "apply", str(f)).exit_code == 0
+    assert db.exists()
+    assert len(json.loads(run("--config", str(config), "policy", "history", "--json").stdout)) == 1
+    assert json.loads(run("policy", "history", "--json").stdout) == []  # the home's own database is untouched

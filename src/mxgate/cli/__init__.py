@@ -44,10 +44,13 @@ def _register_all() -> None:
 
 @app.callback()
 def _global(home: str = typer.Option(None, "--home", envvar="MXGATE_HOME",
-                                      help="home directory (database, spool, maildirs, certificates); default ./mxgate-data")):
-    from mxgate.cli.common import set_home
+                                      help="home directory (database, spool, maildirs, certificates); default ./mxgate-data"),
+            config: str = typer.Option(None, "--config", envvar="MXGATE_CONFIG",
+                                       help="node.toml of the node this command administers (its [store] url, [node] name)")):
+    from mxgate.cli.common import set_config, set_home
 
     set_home(home)
+    set_config(config)
 
 
 def _hoist_home(argv: list[str]) -> list[str]:

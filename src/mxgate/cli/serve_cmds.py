@@ -41,7 +41,9 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         overrides["mailbox.reject_stage"] = reject_stage
     if name:
         overrides["node.name"] = name
-    settings = load_settings(config, overrides)
+    from mxgate.cli.common import config_path
+
+    settings = load_settings(config or config_path(), overrides)
     setup_logging(settings.log.level, settings.log.file)
     node = Node(settings, home())
 
