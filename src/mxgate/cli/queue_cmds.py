@@ -41,8 +41,23 @@ def _root() -> Path:
     return home().spool / "gateway"
 
 
+def _database_queue():
+    """The shared queue of `[gateway] queue = "database"` (every node sees the same rows), or None."""
+    from mxgate.cli.common import engine, settings
+
+    if settings().gateway.queue != "database":
+        return None
+    from mxgate.queue.dbspool import DbSpool
+
+    return DbSpool(engine(), "cli", _root())
+
+
 def _entries() -> list:
     from mxgate.queue.spool import LIVE_QUEUES, QUEUE_ID_RE, SpoolError, parse_queue_file
+
+    db = _database_queue()
+    if db is not None:
+        return sorted(db.list(), key=lambda e: (e.arrival, e.queue_id))
 
     found = []
     for queue in LIVE_QUEUES:
@@ -101,9 +116,14 @@ def queue_show(queue_id: str, json_out: bool = typer.Option(False, "--json")):
     from mxgate.smtp.message import header_block
 
     e = _find(queue_id)
-    raw = (_root() / e.queue / e.queue_id).read_bytes()
-    parsed = parse_queue_file(raw, e.queue, e.queue_id)
-    headers = header_block(raw[parsed.body_offset: parsed.body_offset + parsed.size]).decode("utf-8", "replace")
+    db = _database_queue()
+    if db is not None:
+        message = asyncio.run(db.open_message(e))
+    else:
+        raw = (_root() / e.queue / e.queue_id).read_bytes()
+        parsed = parse_queue_file(raw, e.queue, e.queue_id)
+        message = raw[parsed.body_offset: parsed.body_offset + parsed.size]
+    headers = header_block(message).decode("utf-8", "replace")
     data = {**_as_dict(e), "headers": headers}
     if json_out:
         print_json(data)
@@ -132,7 +152,12 @@ def _gateway_running() -> bool:
 
 
 def _request(target: str, action: str, json_out: bool) -> None:
-    if _gateway_running():
+    db = _database_queue()
+    if db is not None:
+        # Rows change under the same revision rules the gateways use: no request folder needed.
+        asyncio.run(_apply_database(db, target, action))
+        state = "applied"
+    elif _gateway_running():
         folder = _root() / "requests"
         folder.mkdir(exist_ok=True)
         path = folder / f"{target}.{action}"
@@ -148,6 +173,17 @@ def _request(target: str, action: str, json_out: bool) -> None:
         print_json({"target": target, "action": action, "state": state})
     else:
         out.print(f"{action} {target}: {state}", markup=False)
+
+
+async def _apply_database(db, target: str, action: str) -> None:
+    entries = db.list() if target == "all" else [e for e in [db.get(target)] if e is not None]
+    for e in entries:
+        if e.queue == "active":
+            continue  # a gateway holds its lease; it will settle the message itself
+        if action == "delete":
+            await db.remove(e)
+        else:
+            await db.retry_now(e, time.time())
 
 
 async def _apply_offline(target: str, action: str) -> None:

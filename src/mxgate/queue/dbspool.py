@@ -228,6 +228,13 @@ class DbSpool:
     async def remove(self, entry: QueueEntry) -> None:
         await self._change(entry, None)
 
+    async def retry_now(self, entry: QueueEntry, now: float) -> QueueEntry:
+        """An admin's retry: due now, released from hold (any node's CLI may do this)."""
+        queue = "deferred" if entry.queue in ("hold", "deferred") else entry.queue
+        new = dataclasses.replace(entry, queue=queue, next_attempt=now, revision=entry.revision + 1)
+        await self._change(entry, new)
+        return new
+
     # --- internals -------------------------------------------------------------------------
     async def _move(self, entry: QueueEntry, queue: str) -> QueueEntry:
         new = dataclasses.replace(entry, queue=queue, revision=entry.revision + 1)
