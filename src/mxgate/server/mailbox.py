@@ -220,8 +220,13 @@ class MailboxRole(Role):
             self.trace.record(TraceRecord(
                 trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
                 recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
-                connector=",".join(sorted(session_facts.connectors)) if session_facts else "",
+                connector=_display_names(compiled, session_facts.connectors) if session_facts else "",
                 policy_version=compiled.version, reason=verdict.reason, role=self.name,
                 detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
                         "tls": s.tls.version if s.tls else None, "why": verdict.detail},
                 events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+
+
+def _display_names(compiled: CompiledPolicy, names) -> str:
+    """Connector names as the admin wrote them (attribution keeps them lower-cased)."""
+    return ",".join(sorted(compiled.connectors[n].name if n in compiled.connectors else n for n in names))
