@@ -54,6 +54,7 @@ class GatewayPeer(MxgatePeer):
         (self.root / "node.toml").write_text(f"""
 [node]
 name = "bench-gateway"
+event_loop = "{peers.server_loop()}"
 [roles]
 mailbox = false
 gateway = true

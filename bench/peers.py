@@ -72,6 +72,15 @@ def wait_greeting(host: str, port: int, timeout: float = 30, proc: subprocess.Po
     raise RuntimeError(f"{host}:{port} did not greet within {timeout}s {log.read_text()[-2000:] if log else ''}")
 
 
+def server_loop() -> str:
+    """uvloop for mxgate (and the null sink) when the `speed` extra is installed: same loop for both."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def certificates(directory: Path):
     """A CA and a server certificate every peer presents (mxgate's own generator)."""
     sys.path.insert(0, str(REPO / "src"))
@@ -139,6 +148,7 @@ class MxgatePeer(Peer):
         toml = f"""
 [node]
 name = "bench-{self.name}"
+event_loop = "{server_loop()}"
 [roles]
 mailbox = true
 gateway = false

@@ -151,7 +151,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
-          f"{platform.python_version()}; load client on {loadclient.client_loop()}; work dir {root}")
+          f"{platform.python_version()}; load client on {loadclient.client_loop()}, "
+          f"mxgate and the null sink on {peers.server_loop()}; work dir {root}")
     print(f"{'scen':<6} {'peer':<15} {'rd':>2} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7}  "
           f"{'durability':<48} notes")
     json_lines: list[str] = []
