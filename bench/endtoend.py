@@ -11,7 +11,6 @@ Must not know: the other scenarios or the report.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time

@@ -33,11 +33,9 @@ def run(coro):
 
 
 def client_loop() -> str:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
+    from importlib.util import find_spec
+
+    return "uvloop" if find_spec("uvloop") else "asyncio"
 
 
 def _loopback(host: str) -> str:

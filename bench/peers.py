@@ -1,8 +1,9 @@
-"""The servers a benchmark measures side by side: mxgate (`mxgate serve`), Postfix, an aiosmtpd null sink.
+"""The servers a benchmark measures side by side: mxgate (`mxgate serve`), an aiosmtpd null sink
+(and Postfix, in bench/postfix.py), plus the loopback DNS server they ask.
 
 Owns: starting and stopping each peer as its own process tree on loopback, its configuration
 (a node.toml + policy for mxgate; a config_directory for Postfix configured as the same
-locked-down server: cidr lock-down of the gateway address, TLS offered, virtual Maildir), and
+locked-down server: see bench/postfix.py), and
 telling where each peer puts delivered mail so the harness can count it (`delivered()`).
 Must not know: load patterns, timing or the report. Imports only mxgate's own code, never tests/.
 """
@@ -10,7 +11,6 @@ Must not know: load patterns, timing or the report. Imports only mxgate's own co
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,9 +24,6 @@ GATEWAY = "127.0.0.10"  # the partner connector's address (the guide's "Third-pa
 ATTACKER = "127.0.0.66"
 INTERNET = "127.0.0.77"
 RECIPIENT = "alice@contoso.test"
-POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
-POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
-NOBODY = 65534  # virtual(8) refuses to deliver as root: Maildirs belong to nobody
 
 GUIDE_POLICY = """
 [organization]
@@ -74,11 +71,9 @@ def wait_greeting(host: str, port: int, timeout: float = 30, proc: subprocess.Po
 
 def server_loop() -> str:
     """uvloop for mxgate (and the null sink) when the `speed` extra is installed: same loop for both."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
+    from importlib.util import find_spec
+
+    return "uvloop" if find_spec("uvloop") else "asyncio"
 
 
 def certificates(directory: Path):
@@ -245,152 +240,6 @@ class NullSinkPeer(Peer):
             if marker.exists() and marker.stat().st_mtime_ns != before:
                 return
             time.sleep(0.02)
-
-
-POSTFIX_MASTER = """\
-{listen} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-@dataclass
-class PostfixPeer(Peer):
-    """Debian's Postfix in its own config_directory: the same lock-down, virtual Maildir delivery."""
-
-    reject_stage: str = "rcpt"
-
-    def __post_init__(self):
-        self.durability = "queue fsync before 250; Maildir fsync after"
-
-    @property
-    def etc(self) -> Path:
-        return self.root / "etc"
-
-    def start(self, cert: Path, key: Path) -> "PostfixPeer":
-        if not Path(POSTFIX).exists():
-            raise RuntimeError("postfix is not installed: run scripts/install-system-deps.sh")
-        self.port = self.port or free_port()
-        for d in ("etc", "spool", "data", "vmail"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        p = self.root  # the postfix user must be able to traverse to its queue and the Maildirs
-        while p != p.parent:
-            if str(p).startswith("/tmp") or p == self.root:
-                os.chmod(p, os.stat(p).st_mode | 0o755)
-            p = p.parent
-        shutil.chown(self.root / "data", "postfix", "postfix")
-        os.chown(self.root / "vmail", NOBODY, NOBODY)
-        # Postfix reads the key as root before dropping privileges; a private copy keeps modes sane.
-        shutil.copy(cert, self.etc / "cert.pem")
-        shutil.copy(key, self.etc / "key.pem")
-        (self.etc / "lockdown.cidr").write_text(f"{GATEWAY}/32 OK\n0.0.0.0/0 REJECT 5.7.51 bypass refused\n")
-        (self.etc / "vmailbox").write_text(f"{RECIPIENT} contoso.test/alice/\n")
-        # "connect" stage: refuse in the greeting (smtpd_delay_reject = no refuses at connect).
-        delay = "no" if self.reject_stage == "connect" else "yes"
-        r = self.root
-        (self.etc / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-config_directory = {r / 'etc'}
-queue_directory = {r / 'spool'}
-data_directory = {r / 'data'}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.postfix.test
-mydomain = postfix.test
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-disable_dns_lookups = yes
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-biff = no
-maillog_file_prefixes = {r}
-maillog_file = {r / 'maillog'}
-syslog_name = postfix-bench
-alias_maps =
-alias_database =
-local_recipient_maps =
-smtpd_delay_reject = {delay}
-smtpd_client_restrictions = check_client_access cidr:{self.etc / 'lockdown.cidr'}, reject
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_tls_security_level = may
-smtpd_tls_cert_file = {self.etc / 'cert.pem'}
-smtpd_tls_key_file = {self.etc / 'key.pem'}
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-virtual_mailbox_domains = contoso.test
-virtual_mailbox_base = {r / 'vmail'}
-virtual_mailbox_maps = texthash:{self.etc / 'vmailbox'}
-virtual_uid_maps = static:{NOBODY}
-virtual_gid_maps = static:{NOBODY}
-virtual_destination_concurrency_limit = 20
-""")
-        (self.etc / "master.cf").write_text(POSTFIX_MASTER.format(listen=f"127.0.0.1:{self.port}"))
-        self._postfix("start")
-        wait_greeting("127.0.0.1", self.port, 30, None, self.root / "maillog")
-        self.proc = None
-        return self
-
-    def _postfix(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([POSTFIX, "-c", str(self.etc), *args], capture_output=True, text=True, timeout=60)
-        if check and proc.returncode:
-            log = (self.root / "maillog").read_text(errors="replace")[-2000:] if (self.root / "maillog").exists() else ""
-            raise RuntimeError(f"postfix {' '.join(args)} failed: {proc.stdout}{proc.stderr}\n{log}")
-        return proc.stdout
-
-    def pid(self) -> int:
-        try:
-            return int((self.root / "spool" / "pid" / "master.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def maildir_new(self) -> Path:
-        return self.root / "vmail" / "contoso.test" / "alice" / "new"
-
-    def queue_empty(self) -> bool:
-        for sub in ("incoming", "active", "deferred", "maildrop"):
-            d = self.root / "spool" / sub
-            if d.exists() and any(True for _ in os.scandir(d) if True):
-                for entry in os.walk(d):
-                    if entry[2]:
-                        return False
-        return True
-
-    def quiesce(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not self.queue_empty():
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        master = self.pid()
-        self._postfix("stop", check=False)
-        end = time.monotonic() + 15
-        while master and time.monotonic() < end:
-            try:
-                os.kill(master, 0)
-            except OSError:
-                return
-            time.sleep(0.05)
 
 
 @dataclass

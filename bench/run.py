@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import endtoend  # noqa: E402
 import loadclient  # noqa: E402
 import peers  # noqa: E402
+import postfix  # noqa: E402
 import scenarios  # noqa: E402
 from scenarios import FULL, QUICK, Result  # noqa: E402
 
@@ -66,7 +67,7 @@ def run(mode, root: Path, emit) -> list[Result]:
         mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, **tls_files)
         mxc = peers.MxgatePeer("mxgate-connect", root / "mxgate-connect", dns=dns.address, reject_stage="connect",
                                **tls_files)
-        pf = peers.PostfixPeer("postfix", root / "postfix")
+        pf = postfix.PostfixPeer("postfix", root / "postfix")
         ns = peers.NullSinkPeer("null-sink", root / "sink")
         for p, args in ((mx, ()), (mxc, ()), (pf, (certs.server_cert, certs.server_key)),
                         (ns, (certs.server_cert, certs.server_key))):

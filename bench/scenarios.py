@@ -10,7 +10,6 @@ Must not know: how peers are started (bench/peers.py) or how the report is print
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import subprocess
 import sys
