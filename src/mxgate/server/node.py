@@ -8,6 +8,7 @@ graceful shutdown on SIGTERM/SIGINT. Each role's behaviour lives in its own modu
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -91,6 +92,10 @@ class Node:
                 await _load(target)(self)
         self._heartbeat(first=True)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        # Everything loaded at start-up (SQLAlchemy, pydantic, the policy) lives for the whole
+        # process: out of the collector's sight, full collections stop re-walking it (-5% CPU
+        # per message in bench P1).
+        gc.freeze()
 
     def tls_provider(self, section: ListenerSection) -> Callable[[], Any]:
         """A callable giving the listener's SSL context; client certs only where a client CA is set."""
