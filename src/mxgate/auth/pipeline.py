@@ -124,15 +124,15 @@ class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str]):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
         self.timeout = float(timeout)
         if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout)
+            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         else:  # the system resolver, still bounded so a lookup never hangs
             self.resolver = dns.resolver.Resolver()
             self.resolver.timeout = self.resolver.lifetime = self.timeout
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
-        self.non_routable = tuple(non_routable)
+        self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
     # --- lifetime (node.extras) -------------------------------------------------------------
     def install(self) -> None:
@@ -270,7 +270,7 @@ def install_authentication(node, role) -> Authenticator:
     from mxgate.quarantine.store import QuarantineStore
 
     settings = node.settings
-    auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout,
+    auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
                          non_routable=settings.mailbox.non_routable)
     if settings.dns.servers:
         auth.install()

@@ -184,7 +184,9 @@ def _in_any(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
 
 
 def _networks(values: Sequence[IPNetwork | str]) -> tuple[IPNetwork, ...]:
-    return tuple(_normalise_network(ipaddress.ip_network(v, strict=False)) for v in values)
+    return tuple(v if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and v.version == 4 or
+                 isinstance(v, ipaddress.IPv6Network) and v.network_address.ipv4_mapped is None
+                 else _normalise_network(ipaddress.ip_network(v, strict=False)) for v in values)
 
 
 def _normalise_network(net: IPNetwork) -> IPNetwork:

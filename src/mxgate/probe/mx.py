@@ -45,8 +45,10 @@ class MxResult:
     error: str | None = None  # the MX query itself failed (NXDOMAIN, timeout, SERVFAIL)
 
 
-def make_resolver(servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT) -> dns.asyncresolver.Resolver:
-    """A resolver for `servers` ("host", "host:port", "[v6]:port"); system settings when empty."""
+def make_resolver(servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
+                  cache_size: int = 0) -> dns.asyncresolver.Resolver:
+    """An async resolver for `servers` ("host", "host:port", "[v6]:port"); system settings when
+    empty; answers cached for their TTL when `cache_size` > 0 (the outbound queue's MX lookups)."""
     if servers:
         resolver = dns.asyncresolver.Resolver(configure=False)
         nameservers = []
@@ -58,6 +60,7 @@ def make_resolver(servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT)
         resolver = dns.asyncresolver.Resolver()
     resolver.lifetime = timeout
     resolver.timeout = timeout
+    resolver.cache = dns.resolver.LRUCache(cache_size) if cache_size > 0 else None
     return resolver
 
 

@@ -184,7 +184,7 @@ class OutboundQueue:
 
 
 def _resolver(node):
-    return make_resolver(node.settings.dns.servers, node.settings.dns.timeout)
+    return make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
 
 
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:

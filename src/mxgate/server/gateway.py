@@ -361,7 +361,7 @@ def _resolver(node):
     if existing is not None:  # the node (or the mailbox role) already made one: share it
         return existing
     if node.settings.dns.servers:
-        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout)
+        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
         install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
     else:
         import dns.resolver
