@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 
 import authres
 import dkim as dkimpy
+
+from mxgate.auth import rsa_signing  # noqa: F401  (OpenSSL signs for dkimpy; see the module)
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mxgate.auth.dns import DnsTemporaryError

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import dkim as dkimpy
+
+from mxgate.auth import rsa_signing  # noqa: F401  (OpenSSL signs for dkimpy; see the module)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
