@@ -57,7 +57,9 @@ class PgCluster:
         cmd = [str(self.bin / args[0]), *args[1:]]
         if self._as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # cwd "/": the postgres user may not be able to enter the directory the tests run from
+        # (a fresh clone under /root), and initdb gives up when it cannot resolve its own path.
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
         if result.returncode != 0:
             log = self.log.read_text()[-3000:] if self.log.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}): {result.stderr.strip()}\n{log}")
