@@ -163,7 +163,7 @@ class Demo:
         base = self.home.maildir / address / (f".{folder}" if folder else "") / "new"
         return [p.read_bytes() for p in sorted(base.iterdir())] if base.exists() else []
 
-    async def wait_for_mail(self, address: str, count: int, folder: str | None = None, timeout: float = 15) -> bool:
+    async def wait_for_mail(self, address: str, count: int, folder: str | None = None, timeout: float = 30) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if len(self.maildir(address, folder)) >= count:
