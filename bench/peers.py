@@ -126,6 +126,7 @@ class MxgatePeer(Peer):
     cert: str = ""  # the bench certificate every peer presents (empty: mxgate's generated one)
     key: str = ""
     extra_toml: str = ""
+    workers: int = 1  # [node] workers: processes sharing the listener (SO_REUSEPORT)
     policy: str = GUIDE_POLICY
     env: dict = field(default_factory=dict)
 
@@ -144,6 +145,7 @@ class MxgatePeer(Peer):
 [node]
 name = "bench-{self.name}"
 event_loop = "{server_loop()}"
+workers = {self.workers}
 [roles]
 mailbox = true
 gateway = false

@@ -64,9 +64,11 @@ def run(mode, root: Path, emit) -> list[Result]:
 
     try:
         tls_files = {"cert": str(certs.server_cert), "key": str(certs.server_key)}
-        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, **tls_files)
+        # One worker process per core, as Postfix runs several smtpd processes ([node] workers).
+        workers = os.cpu_count() or 1
+        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, workers=workers, **tls_files)
         mxc = peers.MxgatePeer("mxgate-connect", root / "mxgate-connect", dns=dns.address, reject_stage="connect",
-                               **tls_files)
+                               workers=workers, **tls_files)
         pf = postfix.PostfixPeer("postfix", root / "postfix")
         ns = peers.NullSinkPeer("null-sink", root / "sink")
         for p, args in ((mx, ()), (mxc, ()), (pf, (certs.server_cert, certs.server_key)),

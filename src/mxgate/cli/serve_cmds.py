@@ -25,7 +25,8 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
           role: Optional[list[str]] = typer.Option(None, "--role", help="run only these roles (mailbox, gateway, submission, admin)"),
           mailbox_listen: Optional[list[str]] = typer.Option(None, "--mailbox-listen", help="host:port (repeatable)"),
           reject_stage: Optional[str] = typer.Option(None, "--reject-stage", help="rcpt | connect"),
-          name: Optional[str] = typer.Option(None, "--name", help="node name")):
+          name: Optional[str] = typer.Option(None, "--name", help="node name"),
+          worker: int = typer.Option(0, "--worker", hidden=True, help="internal: index of a worker process")):
     """Run the node: the roles in node.toml (default: a locked-down mailbox server on loopback)."""
     from mxgate.config.node import load_settings
     from mxgate.logs import setup_logging
@@ -44,18 +45,63 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
     from mxgate.cli.common import config_path
 
     settings = load_settings(config or config_path(), overrides)
+    if worker:
+        # A worker serves only the mailbox listener, beside the first process (SO_REUSEPORT).
+        die_with_parent()
+        settings = load_settings(config or config_path(), {
+            **overrides, "node.name": f"{settings.node.name}-w{worker}", "roles.gateway": False,
+            "roles.submission": False, "roles.admin": False})
     setup_logging(settings.log.level, settings.log.file)
     node = Node(settings, home())
+    workers: list = []
 
     async def main() -> None:
         await node.start()
-        out.print(node.describe(), markup=False)
+        if not worker:
+            workers.extend(spawn_workers(settings.node.workers))
+            out.print(node.describe() + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
+                                         if workers else ""), markup=False)
         out.file.flush()
         await node.run_until_stopped()
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
+        pass
+    finally:
+        stop_workers(workers)
+
+
+def spawn_workers(count: int) -> list:
+    """Processes 1..count-1: the same command line plus --worker N (they re-read the same settings)."""
+    import subprocess
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)])
+            for i in range(1, count)]
+
+
+def stop_workers(workers: list) -> None:
+    import subprocess
+
+    for p in workers:
+        if p.poll() is None:
+            p.terminate()
+    for p in workers:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def die_with_parent() -> None:
+    """Linux PR_SET_PDEATHSIG: a worker stops when the first process dies, even by kill -9."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
 
 

@@ -102,6 +102,8 @@ class Listener:
         self.per_ip: dict[Any, int] = {}
         self.addresses: list[str] = []
         self.stopping = False
+        # Worker processes of one node bind the same addresses; the kernel spreads connections.
+        self.reuse_port = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         return self._ssl_context()
@@ -113,7 +115,7 @@ class Listener:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             try:
                 server = await self.loop.create_server(lambda: self.session_class(self), host, port, family=family,
-                                                       reuse_address=True, backlog=1024)
+                                                       reuse_address=True, reuse_port=self.reuse_port, backlog=1024)
             except OSError as exc:
                 raise ConfigError(f"{self.role.name}: cannot listen on {addr}: {exc.strerror or exc}") from None
             self.servers.append(server)

@@ -120,6 +120,7 @@ class Node:
         role.srs_reverse = internal.reverse_srs
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
+        listener.reuse_port = self.settings.node.workers > 1
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
