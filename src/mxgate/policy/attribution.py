@@ -18,11 +18,11 @@ Semantics:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
 
 from mxgate.policy.domains import normalize_domain
-from mxgate.policy.ipset import IPAddress, PrefixTable, normalize_ip, parse_network
+from mxgate.policy.ipset import IPAddress, PrefixTable, parse_network
 from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address
 from mxgate.smtp.replies import Action, Verdict, accept, reject, tempfail
@@ -132,7 +132,7 @@ class SessionFacts:
 
 
 def attribute_by_ip(compiled: CompiledPolicy, peer_ip: str | IPAddress) -> frozenset[str]:
-    return compiled.ip_table.lookup(normalize_ip(peer_ip))
+    return compiled.ip_table.lookup(peer_ip)  # lookup() normalises (IPv4-mapped IPv6 → IPv4)
 
 
 def attribute_by_certificate(compiled: CompiledPolicy, cert: ClientCertFacts | None) -> frozenset[str]:
@@ -194,8 +194,10 @@ def decide_mail(compiled: CompiledPolicy, facts: SessionFacts, sender: Address) 
     return accept("sender-ok")
 
 
-@dataclass(frozen=True)
-class RcptDecision:
+class RcptDecision(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: one is built per RCPT, and a frozen
+    dataclass's __init__ (object.__setattr__ per field) was a fifth of a decision's time."""
+
     verdict: Verdict
     connector: str  # the connector the message is attributed to ("" = anonymous)
     outcome_key: tuple  # recipients with different keys need separate transactions
@@ -258,9 +260,9 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
 
     restricting = frozenset() if on_prem else restricting_names(compiled, sender.domain, domain)
     if restricting and not (restricting & facts.connectors):
-        names = ", ".join(sorted(restricting))
-        return RcptDecision(reject("connector-attribution", f"restricted by {names}; session matched "
-                                   f"{sorted(facts.connectors) or 'no connector'}"), "", (), "")
+        matched = ", ".join(sorted(facts.connectors)) if facts.connectors else "no connector"
+        return RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
+                                   f"session matched {matched}"), "", (), "")
 
     applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers(compiled, c, domain)]
     chosen = next((c for c in applicable if c.name.lower() in restricting), applicable[0] if applicable else None)
@@ -275,7 +277,7 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
     if mailbox is None and srs_target:
         decision = _with_key(accept("recipient-ok", f"SRS reversed to {srs_target}"), conn_name,
                              ("relay", conn_name, ef), "relay", prior_key)
-        return replace(decision, target=srs_target) if decision.verdict.action is Action.ACCEPT else decision
+        return decision._replace(target=srs_target) if decision.verdict.action is Action.ACCEPT else decision
     if mailbox is None:
         if accepted.type == "internal_relay":
             return _with_key(accept("recipient-ok", "internal relay"), conn_name, ("relay", conn_name, ef), "relay", prior_key)

@@ -20,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 V = TypeVar("V", bound=Hashable)
+_EMPTY: frozenset = frozenset()
 
 
 def normalize_ip(value: str | IPAddress) -> IPAddress:
@@ -28,6 +29,8 @@ def normalize_ip(value: str | IPAddress) -> IPAddress:
     A peer at ``::ffff:127.0.0.66`` is the IPv4 host 127.0.0.66 (RFC 4291 §2.5.5.2) and must be
     matched as such, never as a distinct IPv6 address.
     """
+    if type(value) is ipaddress.IPv4Address:  # the common case, first
+        return value
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("[") and text.endswith("]"):
@@ -96,11 +99,11 @@ class PrefixTable(Generic[V]):
     def lookup(self, ip: str | IPAddress) -> frozenset:
         addr = normalize_ip(ip)
         family = addr.version
-        starts = self._starts[family]
-        i = bisect_right(starts, int(addr)) - 1
-        if i >= 0 and int(addr) <= self._ends[family][i]:
+        value = int(addr)
+        i = bisect_right(self._starts[family], value) - 1
+        if i >= 0 and value <= self._ends[family][i]:
             return self._values[family][i]
-        return frozenset()
+        return _EMPTY
 
     def __contains__(self, ip: object) -> bool:
         return bool(self.lookup(ip))  # type: ignore[arg-type]
