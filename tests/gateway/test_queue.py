@@ -78,3 +78,15 @@ def test_expiry_gives_up_with_a_delayed_failure_dsn(make_gateway, sink, test_ca)
     assert wait_until(lambda: any(m["sender"] == "" for m in sink.messages), timeout=15)
     dsn = next(m for m in sink.messages if m["sender"] == "")["raw"].decode()
     assert "Status: 4.4.7" in dsn and "Action: failed" in dsn
+
+
+def test_relay_reuses_its_tls_session_for_the_next_messages(make_gateway, sink, test_ca):
+    """Like Postfix's connection cache: one connection (and one TLS handshake) carries several
+    messages to the same downstream, one after the other."""
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"], relay_concurrency=1)
+    for i in range(5):
+        r = send_message("127.0.0.10", gw_port(gw), source=INTERNET, sender="s@fabrikam.test",
+                         rcpts=["alice@contoso.test"], data=simple_message(subject=f"reuse {i}"))
+        assert r["end"][0] == 250
+        assert wait_until(lambda: len(sink.messages) == i + 1, timeout=10)
+    assert len(sink.peers) == 1, sink.peers  # five messages, one session

@@ -84,7 +84,8 @@ def chart_svg(series: dict[str, list[int]], width: int = 720, height: int = 200)
     step = w / max(1, n - 1)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart" '
              f'aria-label="messages per minute, last hour">']
-    for frac in (0, 0.5, 1):
+    # Whole-number gridlines only: a midline at 0.5 of a top of 1 would be labelled "0" again.
+    for frac in ((0, 0.5, 1) if top % 2 == 0 or top > 10 else (0, 1)):
         y = pad_t + h - frac * h
         parts.append(f'<line x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}" stroke="#ddd"/>'
                      f'<text x="{pad_l - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{round(top * frac)}</text>')

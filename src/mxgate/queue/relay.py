@@ -97,23 +97,101 @@ class _HostTrouble(Exception):
     """This host cannot take the message now; try the next one."""
 
 
-async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes) -> tuple[RcptOutcome, ...]:
-    hostname, port = parse_listen(host)
+class SessionPool:
+    """Idle relay sessions (connected, STARTTLS done, EHLO answered), reused for the next message
+    to the same host, as Postfix's connection cache does: the TLS handshake was most of the cost
+    of relaying one message. Sessions are bound to their event loop and to the settings they were
+    opened with, so those are part of the key; an idle one is closed after IDLE_SECONDS."""
+
+    IDLE_SECONDS = 30.0  # well below the 5 minutes a server waits for a command (RFC 5321 §4.5.3.2.7)
+    MAX_IDLE_PER_KEY = 8
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple, list[tuple[float, aiosmtplib.SMTP]]] = {}
+
+    @staticmethod
+    def key(settings: RelaySettings, host: str) -> tuple:
+        import asyncio
+
+        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo)
+
+    def take(self, key: tuple) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        idle = self._idle.get(key, [])
+        while idle:
+            since, client = idle.pop()
+            if now - since < self.IDLE_SECONDS and client.is_connected:
+                return client
+            client.close()
+        return None
+
+    def give(self, key: tuple, client: aiosmtplib.SMTP) -> bool:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) >= self.MAX_IDLE_PER_KEY or not client.is_connected:
+            return False
+        idle.append((time.monotonic(), client))
+        return True
+
+    def close_for_this_loop(self) -> None:
+        """A stopping runner closes the idle sessions of its own event loop."""
+        import asyncio
+
+        loop_id = id(asyncio.get_running_loop())
+        for key in [k for k in self._idle if k[0] == loop_id]:
+            for _, client in self._idle.pop(key):
+                client.close()
+
+
+POOL = SessionPool()
+
+
+async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib.SMTP:
     client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
                              timeout=settings.command_timeout,
                              source_address=(settings.source_address, 0) if settings.source_address else None)
+    await client.connect(timeout=settings.connect_timeout)
+    await client.ehlo()
+    if not client.supports_extension("starttls"):
+        client.close()
+        raise _HostTrouble("STARTTLS not offered (required)")
+    # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
+    await client.starttls(tls_context=settings.tls_context)
+    await client.ehlo()
+    return client
+
+
+async def _mail(settings: RelaySettings, host: str, sender: str) -> aiosmtplib.SMTP:
+    """A session with MAIL accepted: an idle pooled one when it still works, else a new one."""
+    hostname, port = parse_listen(host)
+    key = SessionPool.key(settings, host)
+    while (client := POOL.take(key)) is not None:
+        try:
+            await client.mail(sender)
+            return client
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 500:
+                client.close()
+                raise
+            client.close()  # the server tired of the idle session: open a fresh one
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
+            client.close()
+    client = await _open(settings, hostname, port)
+    try:
+        await client.mail(sender)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes) -> tuple[RcptOutcome, ...]:
+    reusable = False
+    client = None
     try:
         try:
-            await client.connect(timeout=settings.connect_timeout)
-            await client.ehlo()
-            if not client.supports_extension("starttls"):
-                raise _HostTrouble("STARTTLS not offered (required)")
-            # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
-            await client.starttls(tls_context=settings.tls_context)
-            await client.ehlo()
-            await client.mail(sender)
+            client = await _mail(settings, host, sender)
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500 and client.is_connected:  # MAIL refused for good: every recipient fails
+            if exc.code >= 500:  # MAIL refused for good: every recipient fails
                 return _all(recipients, "failed", _status_of(exc.code, exc.message),
                             f"smtp; {exc.code} {' '.join(exc.message.split())[:400]}", host)
             raise _HostTrouble(f"{exc.code} {exc.message}") from None
@@ -132,20 +210,29 @@ async def _session(settings: RelaySettings, host: str, sender: str, recipients, 
             try:
                 reply = await client.data(data)
                 done = _outcome("", reply.code, reply.message, host)
+                reusable = True
             except aiosmtplib.SMTPResponseException as exc:
                 done = _outcome("", exc.code, exc.message, host)
+                reusable = True
             except (aiosmtplib.SMTPException, OSError) as exc:
                 # Lost after RCPT: the message may or may not have arrived; retry (duplicates beat loss).
                 done = RcptOutcome("", "deferred", "4.4.2", f"smtp; connection lost during DATA: {exc}", host)
             for rcpt in accepted:
                 outcomes[rcpt] = RcptOutcome(rcpt, done.state, done.status, done.diagnostic, host)
+        else:
+            try:  # RFC 5321 §4.1.1.5: end the transaction before the session is reused
+                await client.rset()
+                reusable = True
+            except (aiosmtplib.SMTPException, OSError):
+                pass
         return tuple(outcomes[r] for r in recipients)
     finally:
-        try:
-            if client.is_connected:
-                await client.quit(timeout=2.0)
-        except Exception:
-            client.close()
+        if client is not None and not (reusable and POOL.give(SessionPool.key(settings, host), client)):
+            try:
+                if client.is_connected:
+                    await client.quit(timeout=2.0)
+            except Exception:
+                client.close()
 
 
 async def relay(settings: RelaySettings, sender: str, recipients: list[str], data: bytes,

@@ -57,6 +57,9 @@ class Runner:
         for t in list(self._tasks):
             t.cancel()  # an entry in active/ goes back to deferred/ on the next start
         await asyncio.gather(*([self._main] if self._main else []), *self._tasks, return_exceptions=True)
+        from mxgate.queue.relay import POOL
+
+        POOL.close_for_this_loop()
 
     def kick(self) -> None:
         """A new entry is due now: scan without waiting for the interval."""
