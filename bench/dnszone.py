@@ -65,8 +65,13 @@ class Zone:
             for rd in found:
                 rrset.add(rd, TTL)
             reply.answer.append(rrset)
-        elif not any(n == name or n.endswith("." + name) for n, _ in self.records):
-            reply.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            if not any(n == name or n.endswith("." + name) for n, _ in self.records):
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            # RFC 2308 §3: a negative answer carries the zone's SOA, whose minimum is how long
+            # resolvers may cache it — as real authoritative servers answer (PTR, DNSBL misses).
+            soa = dns.rrset.from_text("test.", TTL, "IN", "SOA", f"ns.test. hostmaster.test. 1 3600 600 86400 {TTL}")
+            reply.authority.append(soa)
         return reply.to_wire()
 
 

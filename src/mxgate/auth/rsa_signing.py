@@ -6,12 +6,14 @@ PKCS#1 v1.5 signatures are deterministic (RFC 8017 §8.2), so the bytes are iden
 checks that against dkimpy's own implementation. Verification stays dkimpy's: with e = 65537
 it is cheap in Python.
 
-dkimpy offers no hook for its signer, so the function it imported is swapped in its module;
+dkimpy offers no hook for its signer, so the functions it imported (the signer, and the PEM
+parser, memoised) are swapped in its module;
 `install()` is idempotent and keeps the original for anything OpenSSL does not handle.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import dkim as dkimpy
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 _PURE_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
+_PURE_PARSE = dkim.crypto.parse_pem_private_key
 _HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 _KEYS: dict[int, rsa.RSAPrivateKey] = {}  # by modulus: a node signs with a handful of keys
 _MAX_KEYS = 64
@@ -49,8 +52,16 @@ def openssl_sign(hash_obj, private_key: dict) -> bytes:
     return key.sign(hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm()))
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_pem_key(data: bytes) -> dict:
+    # dkimpy parses the PEM key (ASN.1 in pure Python) on every signature; the node's keys
+    # are few and fixed, so parse each once.
+    return _PURE_PARSE(data)
+
+
 def install() -> None:
     dkimpy.RSASSA_PKCS1_v1_5_sign = openssl_sign
+    dkimpy.parse_pem_private_key = _parsed_pem_key
 
 
 install()
