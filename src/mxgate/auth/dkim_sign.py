@@ -13,11 +13,11 @@ ARC-aware filters tell who handled the message.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Callable
 
+from mxgate.delivery.commit import write_atomically
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim
 from mxgate.auth.headers import header_from_domain
 
@@ -33,13 +33,7 @@ def _paths(keys_dir: Path, domain: str, selector: str) -> tuple[Path, Path]:
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, data, mode)
 
 
 def ensure_key(keys_dir: Path, domain: str, selector: str = DEFAULT_SELECTOR) -> tuple[bytes, str]:

@@ -115,6 +115,21 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Small files written once (keys, certificates): tmp file, fsync, rename, directory fsync."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as fh:
+            fh.write(data)
+            fh.flush()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_directory(path.parent)
+
+
 def _sync_file(fd: int) -> None:
     # fdatasync flushes the data and the size needed to read it back, skipping mtime: enough
     # for a file written once. Looked up at call time so tests can count calls.

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -296,26 +295,6 @@ class GatewaySession(SmtpSession):
         self._process()
 
 
-class GatewayListener(Listener):
-    """The Listener with GatewaySession as its protocol (same sockets, caps and stop)."""
-
-    async def start(self, listen: list[str]) -> None:
-        from mxgate.errors import ConfigError
-        from mxgate.server.listener import parse_listen
-
-        self.loop = asyncio.get_running_loop()
-        for addr in listen:
-            host, port = parse_listen(addr)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                server = await self.loop.create_server(lambda: GatewaySession(self), host, port, family=family,
-                                                       reuse_address=True, backlog=1024)
-            except OSError as exc:
-                raise ConfigError(f"gateway: cannot listen on {addr}: {exc.strerror or exc}") from None
-            self.servers.append(server)
-            self.addresses += [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in (k.getsockname()[:2] for k in server.sockets)]
-
-
 # --- services ------------------------------------------------------------------------------
 
 @dataclass
@@ -345,14 +324,10 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
     pem_path, txt_path = keys_dir / f"arc-{selector}.pem", keys_dir / f"arc-{selector}.txt"
     if not pem_path.exists():
         pem, txt = generate_dkim_key()
-        for path, data, mode in ((txt_path, txt.encode(), 0o644), (pem_path, pem, 0o600)):
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        from mxgate.delivery.commit import write_atomically
+
+        write_atomically(txt_path, txt.encode(), 0o644)
+        write_atomically(pem_path, pem, 0o600)
     return pem_path.read_bytes()
 
 
@@ -417,8 +392,9 @@ async def start_gateway(node) -> None:
         from mxgate.queue.outbound import start_gateway_outbound
 
         role.outbound = await start_gateway_outbound(node, services.relay_settings)
-    listener = GatewayListener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
-                               spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
+    listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
+                        spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies,
+                        session_class=GatewaySession)
     await listener.start(node.settings.gateway.listen)
     node.roles["gateway"] = role
     node.listeners["gateway"] = listener
