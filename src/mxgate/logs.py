@@ -43,4 +43,6 @@ def setup_logging(level: str = "info", file: str = "") -> None:
         fh.setFormatter(JsonFormatter())
         root.addHandler(fh)
     root.setLevel(level.upper())
-    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    # Libraries' chatter (Alembic lists its plugins on every start) is not the operator's news.
+    for noisy in ("asyncio", "alembic", "uvicorn", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
