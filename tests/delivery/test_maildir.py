@@ -144,3 +144,17 @@ async def test_delivery_fsyncs_file_and_directory(maildir, tmp_path, monkeypatch
     results = await maildir.deliver_many([("sync@contoso.test", MESSAGE, None)] * 5)
     assert all(r.ok for r in results)
     assert seen == {"file": 5, "dir": 1}
+
+
+def test_names_sort_in_arrival_order():
+    """Zero-padded microseconds: lexical order of names is arrival order within a process."""
+    import re
+
+    from mxgate.delivery.maildir import Maildir
+
+    md = Maildir.__new__(Maildir)
+    md._host = "h"
+    names = [md.new_name(1) for _ in range(200)]
+    assert all(re.match(r"^\d+\.M\d{6}P\d+Q\d+\.h,S=1$", n) for n in names)
+    keys = [(int(n.split(".")[0]), n.split(".M")[1][:6]) for n in names]
+    assert sorted(names) == [n for _, n in sorted(zip(keys, names))]

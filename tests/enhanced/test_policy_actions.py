@@ -23,6 +23,7 @@ def test_p_quarantine_goes_to_junk_by_default(node_factory, zone):
     assert "dmarc=fail (p=quarantine pct=100) action=quarantine" in header_lines(junk, "Authentication-Results")[0]
     row = trace_row(n)
     assert row["detail"]["action"]["action"] == "junk" and row["detail"]["dmarc"]["disposition"] == "quarantine"
+    assert row["status"] == "FilteredAsSpam"  # delivered, but into Junk: the trace says so
 
 
 def test_p_reject_is_quarantined_by_default(node_factory, zone):

@@ -131,7 +131,8 @@ class Maildir:
         now = time.time()
         sec = int(now)
         usec = int((now - sec) * 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{self._host},S={size}"
+        # Zero-padded so names sort in arrival order (readers may list them; the spec allows it).
+        return f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_counter)}.{self._host},S={size}"
 
     # -- delivery --------------------------------------------------------------------------
 

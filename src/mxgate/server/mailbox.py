@@ -180,7 +180,9 @@ class MailboxRole(Role):
             verdict = await self.relay(ctx, relayed, final)  # type: ignore[misc]
             if verdict.refused:
                 return verdict
-        self._trace_message(s, ctx, txn, "Delivered", "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
+        # mail-flow.md §6: a message filed in Junk was delivered, but as spam — say so in the status.
+        status = "FilteredAsSpam" if ctx.folder == "Junk" else "Delivered"
+        self._trace_message(s, ctx, txn, status, "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(len(local))
