@@ -264,3 +264,20 @@ def test_greylist_off_by_default_and_first_attempt_refused_when_on(make_gateway,
     import time
     time.sleep(0.6)
     assert send(gw2, rcpt="bob@contoso.test")["end"][0] == 250 and delivered(mailbox, "bob@contoso.test")
+
+
+def test_rate_limit_spares_the_organisations_own_mailbox_servers(make_gateway):
+    """Outbound relaying from `[gateway] outbound_from` carries the whole organisation's mail."""
+    gw = make_gateway('[gateway.ratelimit]\nmax_connections = 1\nmax_messages = 1\nwindow = 60.0\n',
+                      outbound_from=["127.0.0.5/32"])
+    for _ in range(3):
+        with RawSMTP("127.0.0.10", gw_port(gw), "127.0.0.5") as c:
+            assert c.greeting()[0] == 220
+            c.cmd("EHLO mbx.contoso.test")
+            assert c.cmd("MAIL FROM:<alice@contoso.test>")[0] == 250
+            c.cmd("RSET")
+            assert c.cmd("MAIL FROM:<alice@contoso.test>")[0] == 250
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
+        assert c.greeting()[0] == 220
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:  # an Internet peer is still limited
+        assert c.greeting() == (421, str(REPLIES["rate-limited"]))

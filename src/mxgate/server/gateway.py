@@ -82,7 +82,14 @@ class GatewayRole(Role):
         return disk_free_ok(self.sv.spool.root, self.settings.limits.min_free_disk)
 
     # --- connect, MAIL: rate limits -------------------------------------------------------
+    def _own_server(self, s) -> bool:
+        """The organisation's mailbox servers relaying outbound mail are not rate-limited like
+        Internet peers: their volume is the whole organisation's."""
+        return self.outbound is not None and self.outbound.is_trusted(s.peer_ip)
+
     def on_connect(self, s) -> Verdict:
+        if self._own_server(s):
+            return accept("connect-ok")
         result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
         s.role_state["early"] = {"ratelimit": result.as_trace()}
         return _stage_verdict(result)
@@ -90,6 +97,8 @@ class GatewayRole(Role):
     def on_mail(self, s, sender, params) -> Verdict:
         compiled = self.watcher.current  # one snapshot per transaction
         s.role_state["policy"] = compiled
+        if self._own_server(s):
+            return accept("sender-ok")
         result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.monotonic())
         return _stage_verdict(result)
 
