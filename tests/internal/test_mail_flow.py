@@ -163,3 +163,38 @@ def test_bounce_to_an_srs_address_returns_to_the_original_sender(org):
     forged = "SRS0=AAAA=" + local.split("=", 2)[2] + "@" + domain
     direct = send_message("127.0.0.1", org.mailbox.port(), source=GATEWAY, sender="", rcpts=[forged], data=bounce)
     assert direct["rcpt"][0][0] == 550 and "5.1.1" in direct["rcpt"][0][1]
+
+
+def test_queue_cli_sees_and_flushes_the_mailbox_nodes_outbound_queue(org):
+    """`mxgate queue --spool outbound`: mail waiting for an unreachable smart host is listed, and a
+    retry request reaches the running node's queue runner."""
+    from rig import free_port
+
+    dead = free_port()
+    rig.apply_policy(org.home, org.policy + f'''
+[[outbound_connector]]
+name = "Unreachable partner"
+recipient_domains = ["unreachable.test"]
+smart_hosts = ["127.0.0.1:{dead}"]
+tls_settings = "encryption_only"
+''')
+    assert wait_until(lambda: org.mailbox.node.watcher.current.policy.outbound("Unreachable partner") is not None, 5)
+    assert cli_run(org.home, "mailbox", "set-password", "bob@contoso.test", "--password-stdin",
+                   stdin="bob's long password\n").exit_code == 0
+    from test_submission import submit
+
+    data = rig.simple_message("Waiting", sender="bob@contoso.test", to="x@unreachable.test")
+    assert submit(org, "bob@contoso.test", "bob's long password", "bob@contoso.test", ["x@unreachable.test"],
+                  data)["end"][0] == 250
+    import json
+
+    def listed():
+        r = cli_run(org.home, "queue", "--spool", "outbound", "list", "--json")
+        return json.loads(r.output) if r.exit_code == 0 else []
+
+    assert wait_until(lambda: any(e["attempts"] >= 1 for e in listed()), 15), listed()
+    [entry] = listed()
+    assert entry["sender"] == "bob@contoso.test"
+    r = cli_run(org.home, "queue", "--spool", "outbound", "retry", entry["id"], "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["state"] == "applied"  # the running runner took it
+    assert json.loads(cli_run(org.home, "queue", "list", "--json").output) == []  # the gateway's own queue is elsewhere

@@ -24,8 +24,24 @@ from mxgate.cli.common import fail, handle_errors, home, out, print_json, print_
 REQUEST_WAIT = 5.0  # seconds to wait for a running gateway to take a request
 
 
+SPOOLS = {
+    "gateway": "the gateway's inbound queue (to the mailbox servers)",
+    "gateway-outbound": "the gateway's outbound queue (to the Internet, by MX)",
+    "outbound": "a mailbox node's outbound queue (to the outbound connector's smart host)",
+}
+_selected = {"spool": "gateway"}
+
+
+def _select(spool: str = typer.Option("gateway", "--spool",
+                                      help="which queue: " + "; ".join(f"{k}: {v}" for k, v in SPOOLS.items()))) -> None:
+    if spool not in SPOOLS:
+        raise typer.BadParameter(f"unknown queue {spool!r} (one of {', '.join(SPOOLS)})", param_hint="--spool")
+    _selected["spool"] = spool
+
+
 def register(app: typer.Typer) -> None:
-    q = typer.Typer(help="The gateway's delivery queue.", no_args_is_help=True)
+    q = typer.Typer(help="The durable delivery queues (gateway by default; --spool for the others).",
+                    no_args_is_help=True, callback=_select)
     q.command("list")(queue_list)
     q.command("show")(queue_show)
     q.command("retry")(queue_retry)
@@ -38,14 +54,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _root() -> Path:
-    return home().spool / "gateway"
+    return home().spool / _selected["spool"]
 
 
 def _database_queue():
     """The shared queue of `[gateway] queue = "database"` (every node sees the same rows), or None."""
     from mxgate.cli.common import engine, settings
 
-    if settings().gateway.queue != "database":
+    if settings().gateway.queue != "database" or _selected["spool"] != "gateway":
         return None
     from mxgate.queue.dbspool import DbSpool
 

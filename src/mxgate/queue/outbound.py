@@ -21,6 +21,8 @@ encryption as RFC 7435 describes; MTA-STS/DANE would be the way to check it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import logging
 import secrets
 import ssl
@@ -163,12 +165,15 @@ class RoutingRunner(Runner):
 
 # --- services ------------------------------------------------------------------------------
 
+RUNNER_LOCK = "gateway.lock"  # the name the queue CLI checks (same protocol as the gateway's spool)
+
 @dataclass
 class OutboundQueue:
     """A spool and its RoutingRunner on one node (in node.extras)."""
 
     spool: Spool
     runner: RoutingRunner
+    lock_fd: int = -1  # held while this queue runs: `mxgate queue --spool ...` then asks, not edits
 
     async def enqueue(self, sender: str, recipients: Sequence[str], data: bytes, meta: dict) -> QueueEntry:
         """Durable before it returns: the caller may say 250 (RFC 5321 §6.1)."""
@@ -178,6 +183,9 @@ class OutboundQueue:
 
     async def stop(self) -> None:
         await self.runner.stop()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)  # releases the flock
+            self.lock_fd = -1
 
     def describe(self) -> str:
         return self.runner.describe()
@@ -191,6 +199,8 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
     root = node.home.spool / directory
     root.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one runner per spool, as the gateway's
     spool = await asyncio.to_thread(Spool.open, root, node.committer)
     ca = str(node.certs.ca_cert)
     contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}
@@ -207,7 +217,7 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
                            local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
                            scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
     runner.start()
-    queue = OutboundQueue(spool, runner)
+    queue = OutboundQueue(spool, runner, lock_fd)
     node.extras.append(queue)
     return queue
 
