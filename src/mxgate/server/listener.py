@@ -102,6 +102,7 @@ class Listener:
         self.per_ip: dict[Any, int] = {}
         self.addresses: list[str] = []
         self.stopping = False
+        self._tasks: set[asyncio.Task] = set()
         # Worker processes of one node bind the same addresses; the kernel spreads connections.
         self.reuse_port = False
 
@@ -122,6 +123,12 @@ class Listener:
             for sock in server.sockets:
                 h, p = sock.getsockname()[:2]
                 self.addresses.append(f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+
+    def keep(self, task: asyncio.Task) -> None:
+        """Hold a session's background task (TLS handshake, delivery): the loop keeps only weak
+        references, and a task collected mid-flight would lose an acknowledged message's reply."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def admit(self, session: Any) -> str | None:
         """Connection caps: a reason to refuse (421 4.7.0), or None to admit."""

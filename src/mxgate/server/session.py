@@ -119,7 +119,6 @@ class SmtpSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._discarding_long_line = False
         self._sasl: Any = None  # an in-progress AUTH exchange (submission)
-        self.closed = asyncio.Event() if False else None
 
     # --- connection -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -345,7 +344,7 @@ class SmtpSession(asyncio.Protocol):
         # Stop reading until the TLS layer owns the transport, so the ClientHello is not read
         # (and dropped) by this plaintext protocol in between.
         self.transport.pause_reading()
-        self.loop.create_task(self._start_tls(ctx))
+        self.listener.keep(self.loop.create_task(self._start_tls(ctx)))
 
     async def _start_tls(self, ctx) -> None:
         try:
@@ -486,8 +485,7 @@ class SmtpSession(asyncio.Protocol):
             body.close()
             self._finish_message(txn, Verdict(Action.REJECT, result.problem))
             return
-        task = self.loop.create_task(self._deliver(txn, body))
-        task.add_done_callback(lambda _t: None)
+        self.listener.keep(self.loop.create_task(self._deliver(txn, body)))
 
     async def _deliver(self, txn: Transaction, body: MessageBody) -> None:
         try:
