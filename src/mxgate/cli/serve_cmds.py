@@ -49,7 +49,7 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         # A worker serves only the mailbox listener, beside the first process (SO_REUSEPORT).
         die_with_parent()
         settings = load_settings(config or config_path(), {
-            **overrides, "node.name": f"{settings.node.name}-w{worker}", "roles.gateway": False,
+            **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
             "roles.submission": False, "roles.admin": False})
     setup_logging(settings.log.level, settings.log.file)
     node = Node(settings, home())

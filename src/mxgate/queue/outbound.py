@@ -167,6 +167,19 @@ class RoutingRunner(Runner):
 
 RUNNER_LOCK = "gateway.lock"  # the name the queue CLI checks (same protocol as the gateway's spool)
 
+
+def lock_spool(root) -> int:
+    """One runner per spool directory (two would deliver the same entries): refuse, never wait."""
+    from mxgate.errors import ConfigError
+
+    fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{root}: another running mxgate process owns this queue (same --home)") from None
+    return fd
+
 @dataclass
 class OutboundQueue:
     """A spool and its RoutingRunner on one node (in node.extras)."""
@@ -197,10 +210,10 @@ def _resolver(node):
 
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
-    root = node.home.spool / directory
+    worker = node.settings.node.worker
+    root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
     root.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one runner per spool, as the gateway's
+    lock_fd = lock_spool(root)
     spool = await asyncio.to_thread(Spool.open, root, node.committer)
     ca = str(node.certs.ca_cert)
     contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}

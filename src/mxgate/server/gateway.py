@@ -13,7 +13,6 @@ timing (queue/runner.py), or reply text (smtp/replies.py).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -361,8 +360,9 @@ async def start_services(node) -> GatewayServices:
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
     root.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(root / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one gateway per spool; the queue CLI checks this lock
+    from mxgate.queue.outbound import lock_spool
+
+    lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
     if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
         from mxgate.queue.dbspool import DbSpool
 
