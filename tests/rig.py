@@ -333,3 +333,96 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# --- a recording SMTP server (a downstream, or an Internet MX, in tests) ----------------------
+
+class RecordingSink:
+    """A tiny SMTP server on loopback with STARTTLS that records each transaction.
+
+    Each message is a dict: sender, rcpts, tls (whether the session was encrypted) and raw — the
+    DATA bytes exactly as sent (dot-stuffed, with the terminator), or with `unstuff` the message
+    as stored. `refuse` maps a recipient to the reply line for its RCPT ("550 5.1.1 ...");
+    `peers` lists each connection's source address.
+    """
+
+    def __init__(self, cert: str, key: str, host: str = "127.0.0.1", port: int = 0, *, unstuff: bool = False,
+                 name: str = "sink"):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(20)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.address = f"{host}:{self.port}"
+        self.unstuff, self.name = unstuff, name
+        self.messages: list[dict] = []
+        self.refuse: dict[str, str] = {}
+        self.peers: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn) -> None:
+        f = conn.makefile("rb")
+
+        def w(line: str) -> None:
+            conn.sendall(line.encode() + b"\r\n")
+
+        w(f"220 {self.name} ESMTP")
+        txn: dict = {"rcpts": []}
+        tls = False
+        try:
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                cmd = line.decode(errors="replace").strip()
+                verb = cmd[:4].upper()
+                if verb == "EHLO":
+                    w(f"250-{self.name}\r\n250 PIPELINING" if tls else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
+                elif verb == "STAR":
+                    w("220 go")
+                    conn = self.ctx.wrap_socket(conn, server_side=True)
+                    f, tls = conn.makefile("rb"), True
+                elif verb == "MAIL":
+                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": [], "tls": tls}
+                    w("250 ok")
+                elif verb == "RCPT":
+                    addr = cmd[8:].split(">")[0].lstrip("<")
+                    if addr in self.refuse:
+                        w(self.refuse[addr])
+                    else:
+                        txn["rcpts"].append(addr)
+                        w("250 ok")
+                elif verb == "DATA":
+                    w("354 go")
+                    raw = b""
+                    while not raw.endswith(b"\r\n.\r\n"):
+                        chunk = f.readline()
+                        if not chunk:
+                            return
+                        raw += chunk
+                    txn["raw"] = raw[:-5].replace(b"\r\n..", b"\r\n.") + b"\r\n" if self.unstuff else raw
+                    self.messages.append(txn)
+                    w("250 stored")
+                elif verb == "QUIT":
+                    w("221 bye")
+                    return
+                else:
+                    w("250 ok")
+        except OSError:
+            return
+        finally:
+            conn.close()

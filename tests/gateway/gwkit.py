@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import rig
-from rig import GATEWAY, free_port
+from rig import GATEWAY, RecordingSink, free_port
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -71,90 +68,9 @@ def spool_count(node) -> int:
 
 # --- a recording SMTP sink (downstream stand-in for DSN and byte-level tests) -----------------
 
-class Sink:
-    """A tiny SMTP server on loopback with STARTTLS: records each transaction's exact bytes.
-
-    `refuse` maps recipient → reply line for RCPT (e.g. "550 5.1.1 no such user").
-    """
-
-    def __init__(self, cert: str, key: str, host: str = "127.0.0.1", port: int = 0):
-        import ssl
-
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(20)
-        self.port = self.sock.getsockname()[1]
-        self.address = f"{host}:{self.port}"
-        self.messages: list[dict] = []
-        self.refuse: dict[str, str] = {}
-        self.peers: list[str] = []
-        self._stop = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def close(self):
-        self._stop = True
-        self.sock.close()
-
-    def _serve(self):
-        while not self._stop:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            self.peers.append(peer[0])
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        f = conn.makefile("rb")
-        w = lambda line: conn.sendall(line.encode() + b"\r\n")  # noqa: E731
-        w("220 sink ESMTP")
-        txn = {"rcpts": []}
-        try:
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                cmd = line.decode(errors="replace").strip()
-                verb = cmd[:4].upper()
-                if verb == "EHLO":
-                    w("250-sink\r\n250-PIPELINING\r\n250 STARTTLS" if not hasattr(conn, "version") else "250-sink\r\n250 PIPELINING")
-                elif verb == "STAR":
-                    w("220 go")
-                    conn = self.ctx.wrap_socket(conn, server_side=True)
-                    f = conn.makefile("rb")
-                elif verb == "MAIL":
-                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": []}
-                    w("250 ok")
-                elif verb == "RCPT":
-                    addr = cmd[8:].split(">")[0].lstrip("<")
-                    if addr in self.refuse:
-                        w(self.refuse[addr])
-                    else:
-                        txn["rcpts"].append(addr)
-                        w("250 ok")
-                elif verb == "DATA":
-                    w("354 go")
-                    raw = b""
-                    while not raw.endswith(b"\r\n.\r\n"):
-                        chunk = f.readline()
-                        if not chunk:
-                            return
-                        raw += chunk
-                    txn["raw"] = raw
-                    self.messages.append(txn)
-                    w("250 stored")
-                elif verb == "QUIT":
-                    w("221 bye")
-                    return
-                else:
-                    w("250 ok")
-        except OSError:
-            return
-        finally:
-            conn.close()
+def Sink(cert: str, key: str, host: str = "127.0.0.1", port: int = 0) -> RecordingSink:
+    """The downstream stand-in for DSN and byte-level tests: raw DATA bytes as sent."""
+    return RecordingSink(cert, key, host, port)
 
 
 @pytest.fixture

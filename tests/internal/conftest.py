@@ -5,14 +5,11 @@ with submission. MX records in the test DNS point at the sink (port 25 on its ow
 from __future__ import annotations
 
 import random
-import socket
-import ssl
-import threading
 
 import pytest
 
 import rig
-from rig import GATEWAY, free_port
+from rig import GATEWAY, RecordingSink, free_port
 
 from mxgate.server.tls import issue_certificate
 
@@ -51,88 +48,16 @@ tls_settings = "certificate_validation"
 '''
 
 
-class MxSink:
-    """An Internet mail server on <addr>:25 with STARTTLS, recording each transaction's bytes."""
-
-    def __init__(self, cert: str, key: str):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        for _ in range(20):
-            self.host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
-            self.sock = socket.socket()
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                self.sock.bind((self.host, 25))
-                break
-            except OSError:
-                self.sock.close()
-        self.sock.listen(20)
-        self.messages: list[dict] = []
-        self.refuse: dict[str, str] = {}
-        self.peers: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            self.peers.append(peer[0])
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn):
-        f = conn.makefile("rb")
-        w = lambda line: conn.sendall(line.encode() + b"\r\n")  # noqa: E731
-        w("220 mx.external.test ESMTP")
-        txn: dict = {"rcpts": []}
-        tls = False
+def MxSink(cert: str, key: str) -> RecordingSink:
+    """An Internet mail server on <random loopback address>:25 with STARTTLS (MX lookups go to
+    port 25), recording each message as stored."""
+    for _ in range(20):
+        host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
         try:
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                cmd = line.decode(errors="replace").strip()
-                verb = cmd[:4].upper()
-                if verb == "EHLO":
-                    w("250-mx.external.test\r\n250 PIPELINING" if tls else "250-mx.external.test\r\n250 STARTTLS")
-                elif verb == "STAR":
-                    w("220 go")
-                    conn = self.ctx.wrap_socket(conn, server_side=True)
-                    f, tls = conn.makefile("rb"), True
-                elif verb == "MAIL":
-                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": [], "tls": tls}
-                    w("250 ok")
-                elif verb == "RCPT":
-                    addr = cmd[8:].split(">")[0].lstrip("<")
-                    if addr in self.refuse:
-                        w(self.refuse[addr])
-                    else:
-                        txn["rcpts"].append(addr)
-                        w("250 ok")
-                elif verb == "DATA":
-                    w("354 go")
-                    raw = b""
-                    while not raw.endswith(b"\r\n.\r\n"):
-                        chunk = f.readline()
-                        if not chunk:
-                            return
-                        raw += chunk
-                    txn["raw"] = raw[:-5].replace(b"\r\n..", b"\r\n.") + b"\r\n"
-                    self.messages.append(txn)
-                    w("250 stored")
-                elif verb == "QUIT":
-                    w("221 bye")
-                    return
-                else:
-                    w("250 ok")
+            return RecordingSink(cert, key, host, 25, unstuff=True, name="mx.external.test")
         except OSError:
-            return
-        finally:
-            conn.close()
+            continue
+    raise RuntimeError("no free loopback address for port 25")
 
 
 @pytest.fixture
