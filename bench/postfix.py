@@ -19,34 +19,13 @@ from pathlib import Path
 
 from peers import GATEWAY, RECIPIENT, Peer, free_port, wait_greeting
 
+from mxgate.devtools.postfix import BASE_MASTER_CF
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 NOBODY = 65534  # virtual(8) refuses to deliver as root: Maildirs belong to nobody
 
-POSTFIX_MASTER = """\
-{listen} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+# Debian's service list shared with the tests' Postfix; smtpd on the bench's listener first.
+POSTFIX_MASTER = "{listen} inet n - n - - smtpd\n" + BASE_MASTER_CF.replace("{", "{{").replace("}", "}}")
 
 
 @dataclass
