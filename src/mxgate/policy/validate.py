@@ -143,19 +143,24 @@ def _mailboxes(p: Policy) -> list[PolicyIssue]:
     return out
 
 
+def _check_name(name: str, kind: str, seen: set[str], bad) -> None:
+    """Connector names: required, at most MAX_NAME characters, unique (case-insensitive) per kind."""
+    if not name.strip():
+        bad("name", "required", "must not be empty")
+    if len(name) > MAX_NAME:
+        bad("name", "name-too-long", f"at most {MAX_NAME} characters")
+    if name.lower() in seen:
+        bad("name", "duplicate-name", f"another {kind} has this name")
+    seen.add(name.lower())
+
+
 def _inbound(c: InboundConnector, p: Policy, seen: set[str]) -> list[PolicyIssue]:
     out: list[PolicyIssue] = []
 
     def bad(field: str, rule: str, msg: str) -> None:
         out.append(_issue(IC, c.name, field, rule, msg))
 
-    if not c.name.strip():
-        bad("name", "required", "must not be empty")
-    if len(c.name) > MAX_NAME:
-        bad("name", "name-too-long", f"at most {MAX_NAME} characters")
-    if c.name.lower() in seen:
-        bad("name", "duplicate-name", "another inbound connector has this name")
-    seen.add(c.name.lower())
+    _check_name(c.name, IC, seen, bad)
     if len(c.comment) > MAX_COMMENT:
         bad("comment", "comment-too-long", f"at most {MAX_COMMENT} characters")
     if c.type not in CONNECTOR_TYPES:
@@ -215,13 +220,7 @@ def _outbound(o: OutboundConnector, seen: set[str]) -> list[PolicyIssue]:
     def bad(field: str, rule: str, msg: str) -> None:
         out.append(_issue(OC, o.name, field, rule, msg))
 
-    if not o.name.strip():
-        bad("name", "required", "must not be empty")
-    if len(o.name) > MAX_NAME:
-        bad("name", "name-too-long", f"at most {MAX_NAME} characters")
-    if o.name.lower() in seen:
-        bad("name", "duplicate-name", "another outbound connector has this name")
-    seen.add(o.name.lower())
+    _check_name(o.name, OC, seen, bad)
     if o.type not in CONNECTOR_TYPES:
         bad("type", "invalid-value", f"must be one of {', '.join(CONNECTOR_TYPES)}")
     if not o.recipient_domains:
