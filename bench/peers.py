@@ -25,25 +25,8 @@ ATTACKER = "127.0.0.66"
 INTERNET = "127.0.0.77"
 RECIPIENT = "alice@contoso.test"
 
-GUIDE_POLICY = """
-[organization]
-name = "Contoso"
-authserv_id = "mx.contoso.test"
-
-[[accepted_domain]]
-name = "contoso.test"
-
-[[mailbox]]
-address = "alice@contoso.test"
-
-[[inbound_connector]]
-name = "Third-party filter service"
-type = "partner"
-sender_domains = ["*"]
-sender_ip_addresses = ["127.0.0.10"]
-restrict_domains_to_ip_addresses = true
-require_tls = true
-"""
+# The guide's policy, as mxgate ships it (src/mxgate/examples/guide.toml).
+GUIDE_POLICY = (REPO / "src" / "mxgate" / "examples" / "guide.toml").read_text()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
