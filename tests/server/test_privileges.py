@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -24,17 +23,8 @@ import rig
 from rig import GATEWAY, send_message, simple_message, wait_port, wait_until
 from mxgate.config.home import Home
 
-ACCOUNT = "mxgate-test"
+ACCOUNT = rig.TEST_ACCOUNT
 HOST = "127.0.0.43"  # this file's loopback address for the low-port listeners
-
-
-def ensure_account() -> pwd.struct_passwd:
-    """The system account the node drops to (scripts/install-system-deps.sh creates it too)."""
-    try:
-        return pwd.getpwnam(ACCOUNT)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ACCOUNT], check=True)
-        return pwd.getpwnam(ACCOUNT)
 
 
 def low_port(host: str) -> int:
@@ -127,7 +117,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_root_start_with_user_binds_low_port_then_runs_as_that_user(scratch):
-    account = ensure_account()
+    account = rig.ensure_test_account()
     home = scratch / "home"
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)  # created by root: the node must hand it over
     port = low_port(HOST)
@@ -171,7 +161,7 @@ def test_root_start_with_user_binds_low_port_then_runs_as_that_user(scratch):
 
 def test_started_as_the_account_with_cap_net_bind_service(scratch):
     """The systemd unit's way (User= plus AmbientCapabilities=CAP_NET_BIND_SERVICE), here with setpriv."""
-    account = ensure_account()
+    account = rig.ensure_test_account()
     home = scratch / "home"
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
     subprocess.run(["chown", "-R", f"{account.pw_uid}:{account.pw_gid}", str(home)], check=True)
