@@ -58,6 +58,7 @@ class Route:
     tls: str = "encryption_only"
     status: str = ""
     why: str = ""
+    tls_name: str = ""  # the certificate name to check; "" = each host's own name
 
 
 def _hostport(host: str) -> str:
@@ -154,7 +155,7 @@ class RoutingRunner(Runner):
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
                 continue
-            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls))
+            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
             hosts.append(result.host)
             errors += result.errors
@@ -322,7 +323,8 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
     async def route(address: str) -> Route:
         domain = address.rpartition("@")[2].lower()
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
-            return Route("relay", "downstream", tuple(downstream().hosts), "downstream")
+            d = downstream()
+            return Route("relay", "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
         return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound")

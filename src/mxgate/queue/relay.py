@@ -2,7 +2,8 @@
 
 Owns: the client session through aiosmtplib — smart hosts tried in order (fail-over on
 connection, TLS or 4xx-before-RCPT trouble), STARTTLS required with the certificate validated
-against the configured CA, an optional client certificate (certificate connectors), the egress
+against the configured CA and, when the context checks names, against `tls_name` (else the
+host being connected to, RFC 6125 §6), an optional client certificate (certificate connectors), the egress
 `source_address` the mailbox server's connector lists — and turning each reply into a
 per-recipient outcome: 2xx delivered, 4xx deferred, 5xx failed (RFC 5321 §4.2.1).
 Uses `HostHealth` (queue/scheduler.py), the per-destination backoff that skips a host which just refused
@@ -39,6 +40,7 @@ class RelaySettings:
     helo: str = "localhost"
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
+    tls_name: str = ""  # the name the peer's certificate must carry; "" = the host connected to
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib
         client.close()
         raise _HostTrouble("STARTTLS not offered (required)")
     # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
-    await client.starttls(tls_context=settings.tls_context)
+    await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
     await client.ehlo()
     return client
 
@@ -279,7 +281,7 @@ async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
             await client.connect()
             await client.ehlo()
             if client.supports_extension("starttls"):
-                await client.starttls(tls_context=settings.tls_context)
+                await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
                 await client.ehlo()
             await client.mail("")
             try:

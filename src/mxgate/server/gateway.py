@@ -373,11 +373,14 @@ async def start_services(node) -> GatewayServices:
         spool = await asyncio.to_thread(Spool.open, root, node.committer)
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
+    # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
+    # certificate it signed stand in for the mailbox server (RFC 6125 §6).
+    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None,
+                         check_hostname=True)
 
     def relay_settings() -> RelaySettings:
         return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout)
+                             g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):
