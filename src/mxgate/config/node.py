@@ -77,6 +77,7 @@ class GatewaySection(ListenerSection):
     hostname: str = Field("gw.mxgate.test", description="Name in the greeting and Received headers.")
     downstream: list[str] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
     downstream_ca: str = Field("", description="CA that signs the mailbox server's certificate; empty = the generated CA.")
+    downstream_tls_name: str = Field("", description="Name the mailbox server's certificate must carry (DNS name or IP address, RFC 6125); empty = the host named in each `downstream` entry. The relay checks the name as well as the CA, so a certificate from a public CA in downstream_ca cannot stand in for the mailbox server.")
     source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
     client_cert: str = Field("", description="Client certificate presented to the downstream (certificate connectors).")
     client_key: str = Field("", description="Key for client_cert.")
