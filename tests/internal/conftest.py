@@ -4,12 +4,10 @@ with submission. MX records in the test DNS point at the sink (port 25 on its ow
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 import rig
-from rig import GATEWAY, RecordingSink, free_port
+from rig import GATEWAY, MxSink, free_port
 
 from mxgate.server.tls import issue_certificate
 
@@ -46,18 +44,6 @@ recipient_domains = ["*"]
 smart_hosts = ["{GATEWAY}:{gw_port}"]
 tls_settings = "certificate_validation"
 '''
-
-
-def MxSink(cert: str, key: str) -> RecordingSink:
-    """An Internet mail server on <random loopback address>:25 with STARTTLS (MX lookups go to
-    port 25), recording each message as stored."""
-    for _ in range(20):
-        host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
-        try:
-            return RecordingSink(cert, key, host, 25, unstuff=True, name="mx.external.test")
-        except OSError:
-            continue
-    raise RuntimeError("no free loopback address for port 25")
 
 
 @pytest.fixture
