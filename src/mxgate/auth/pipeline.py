@@ -29,9 +29,10 @@ import dns.resolver
 
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
+                                 sanitize_inbound_headers)
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -189,8 +190,9 @@ class Authenticator:
         spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
         dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
         arc = validate_arc(data, self.dnsfunc)
-        from_domain = header_from_domain(data)
-        dmarc = evaluate_dmarc(from_domain, spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
+        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
     def _overran(self, data: bytes) -> tuple:
@@ -254,7 +256,8 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
-                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
+                  "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
