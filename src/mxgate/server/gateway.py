@@ -227,7 +227,7 @@ class GatewayRole(Role):
         compiled = s.role_state.get("policy") or self.watcher.current
         now = time.time()
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
+            self.trace.record_refusal(s.id, TraceRecord(
                 trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
                 recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
                 reason=verdict.reason, role=self.name,
