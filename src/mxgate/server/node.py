@@ -109,6 +109,11 @@ class Node:
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
                            disk_path=str(self.home.maildir))
+        from mxgate.policy.attribution import connect_stage_fallback
+
+        fallback = connect_stage_fallback(self.watcher.current, s.reject_stage)
+        if fallback and self.settings.node.worker == 0:  # once per node, not once per worker process
+            log.warning(fallback)
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
         from mxgate.auth.pipeline import install_authentication
         install_authentication(self, role)
