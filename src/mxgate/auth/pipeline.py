@@ -118,6 +118,7 @@ class AuthFacts:
     dmarc: DmarcResult
     arc: ArcResult
     from_domain: str | None
+    ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
 
 
 class Authenticator:
@@ -179,7 +180,7 @@ class Authenticator:
         spf, dkim, arc, from_domain, dmarc = await _bounded(
             self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain)
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
@@ -240,13 +241,17 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
     """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
     chosen, every result, and the action with its reason."""
     walk = facts.walk
+    explanation = walk.explanation
+    if facts.ef_test_mode and walk.status != "off":
+        explanation += (f" Test mode (ef_test_mode) is on: the original sender is only stamped, and SPF, DMARC"
+                        f" and the action are judged on the connecting IP {facts.connecting_ip}.")
     return {
         "connecting_ip": facts.connecting_ip,
         "original_ip": str(walk.original_ip) if walk.original_ip else "",
         "authenticated_ip": facts.auth_ip,
         "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
-                               "header_index": walk.header_index, "rule": walk.rule,
-                               "explanation": walk.explanation},
+                               "test_mode": facts.ef_test_mode, "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
