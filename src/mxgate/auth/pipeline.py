@@ -29,9 +29,10 @@ import dns.resolver
 
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
+                                 sanitize_inbound_headers)
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -171,8 +172,11 @@ class Authenticator:
         """The walk (pure) and then every DNS-backed check in one worker thread."""
         walk, in_scope = self.walk(data, connecting_ip, connector, recipients)
         applied = walk.status == "detected" and in_scope and not connector.ef_test_mode
-        auth_ip = str(walk.original_ip) if applied else connecting_ip
-        auth_helo = (walk.original_helo or "") if applied else helo
+        auth_ip, auth_helo = (str(walk.original_ip), walk.original_helo or "") if applied else (connecting_ip, helo)
+        if walk.status == "stopped" and in_scope and not connector.ef_test_mode and walk.last_trusted_ip is not None:
+            # An unreadable trusted hop ended the walk: judge the last address we could trust.
+            auth_ip = str(walk.last_trusted_ip)
+            auth_helo = helo if auth_ip == connecting_ip else ""
         # One worker-thread hop for all four checks: with the DNS cache warm they are CPU work of
         # a few hundred µs, and each hop (submit, wake-up, GIL hand-over) cost as much again.
         # Every lookup inside is bounded by the resolver's lifetime; the budget is the backstop.
@@ -187,8 +191,9 @@ class Authenticator:
         spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
         dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
         arc = validate_arc(data, self.dnsfunc)
-        from_domain = header_from_domain(data)
-        dmarc = evaluate_dmarc(from_domain, spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
+        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
     def _overran(self, data: bytes) -> tuple:
@@ -256,7 +261,8 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
-                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
+                  "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
