@@ -49,6 +49,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+TEST_ACCOUNT = "mxgate-test"  # the unprivileged system account privilege tests drop to
+
+
+def ensure_test_account():
+    """pwd entry of TEST_ACCOUNT, created if missing (scripts/install-system-deps.sh creates it too)."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(TEST_ACCOUNT)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_ACCOUNT], check=True)
+        return pwd.getpwnam(TEST_ACCOUNT)
+
+
 def apply_policy(home: Home, toml_text: str, actor: str = "test") -> int:
     engine = open_engine(home.database_url)
     try:
