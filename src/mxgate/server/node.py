@@ -83,7 +83,11 @@ class Node:
         self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
         self.watcher.start()
-        self.trace = TraceStore(self.engine, node=self.name)
+        worker = self.settings.node.worker
+        # Rows the database cannot take now wait here, fsync'd, one journal per process.
+        journal = self.home.spool / (f"trace-w{worker}.journal" if worker else "trace.journal")
+        self.trace = TraceStore(self.engine, node=self.name, journal=journal,
+                                retention_days=self.settings.trace.retention_days)
         self.trace.start()
         self.committer = GroupCommitter()
         self.committer.start()
@@ -133,6 +137,11 @@ class Node:
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
                            disk_path=str(self.home.maildir))
+        from mxgate.policy.attribution import connect_stage_fallback
+
+        fallback = connect_stage_fallback(self.watcher.current, s.reject_stage)
+        if fallback and self.settings.node.worker == 0:  # once per node, not once per worker process
+            log.warning(fallback)
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
         from mxgate.auth.pipeline import install_authentication
         install_authentication(self, role)
