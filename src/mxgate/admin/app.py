@@ -227,6 +227,14 @@ async def start_admin(node) -> AdminService:
         sys.stderr.flush()
     watcher = node.watcher
     metrics.set_policy_reader(lambda: watcher.current.version)
+
+    def store_facts() -> dict[str, float]:
+        from mxgate.admin.dashboard import lockdown_status
+
+        pv = node.policy_store.current()
+        return {"latest": pv.version, "uncovered": sum(1 for d in lockdown_status(pv.policy) if not d.ok)}
+
+    metrics.set_store_reader(store_facts)
     st = state_for(node)
     metrics.set_queue_reader(lambda: held.queue_depths(st))
     service = AdminService(st, _bind(node.settings.admin.listen))
