@@ -43,6 +43,10 @@ POLICY_VERSION = Gauge("mxgate_policy_version", "Policy version this process enf
 POLICY_LATEST = Gauge("mxgate_policy_latest_version", "Newest policy version in the store", registry=REGISTRY)
 LOCKDOWN_UNCOVERED = Gauge("mxgate_lockdown_uncovered_domains", "Accepted domains no restricting inbound connector "
                            "covers (anyone may deliver to them directly)", registry=REGISTRY)
+TLS_EXPIRY_DAYS = Gauge("mxgate_tls_certificate_expiry_days",
+                        "Days until a certificate the node serves expires (negative: expired): each listener's "
+                        "(mailbox, gateway, submission) and the gateway's client certificate (gateway-client)",
+                        ["certificate"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("mxgate_admin_login_failures", "Failed admin centre logins", registry=REGISTRY)
 
 # Scrape-time readers, set by whoever owns the state.
@@ -50,6 +54,7 @@ _queue_reader: Callable[[], dict[str, int]] | None = None
 _policy_reader: Callable[[], int] | None = None
 _store_reader: Callable[[], dict[str, float]] | None = None
 _spools: dict[str, object] = {}  # spool name -> a Spool/DbSpool (anything with .list())
+_tls_reader: Callable[[], dict[str, float]] | None = None
 
 
 def session_opened(role: str = "mailbox") -> None:
@@ -135,6 +140,9 @@ def _read_spools(now: float) -> None:
         for queue, depth in counts.items():
             QUEUE_DEPTH.labels(name, queue).set(depth)
         QUEUE_OLDEST.labels(name).set(max((now - e.arrival for e in entries), default=0.0))
+def set_tls_reader(reader: Callable[[], dict[str, float]] | None) -> None:
+    global _tls_reader
+    _tls_reader = reader
 
 
 def render() -> tuple[bytes, str]:
@@ -159,6 +167,12 @@ def render() -> tuple[bytes, str]:
     if _policy_reader is not None:
         try:
             POLICY_VERSION.set(_policy_reader())
+        except Exception:
+            pass
+    if _tls_reader is not None:
+        try:  # computed at scrape time: a value set at load time would stop counting down
+            for name, days in _tls_reader().items():
+                TLS_EXPIRY_DAYS.labels(name).set(round(days, 3))
         except Exception:
             pass
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -30,9 +30,10 @@ import dns.resolver
 from mxgate.admin import metrics
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
+                                 sanitize_inbound_headers)
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -119,6 +120,7 @@ class AuthFacts:
     dmarc: DmarcResult
     arc: ArcResult
     from_domain: str | None
+    ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
 
 
 class Authenticator:
@@ -183,7 +185,7 @@ class Authenticator:
         spf, dkim, arc, from_domain, dmarc = await _bounded(
             self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain)
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
@@ -193,9 +195,11 @@ class Authenticator:
             dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
         with metrics.timed("arc"):
             arc = validate_arc(data, self.dnsfunc)
-        from_domain = header_from_domain(data)
+        # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
         with metrics.timed("dmarc"):
-            dmarc = evaluate_dmarc(from_domain, spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+            dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
+                                     sample=pct_sample(trace_id))
+        from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
     def _overran(self, data: bytes) -> tuple:
@@ -248,18 +252,23 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
     """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
     chosen, every result, and the action with its reason."""
     walk = facts.walk
+    explanation = walk.explanation
+    if facts.ef_test_mode and walk.status != "off":
+        explanation += (f" Test mode (ef_test_mode) is on: the original sender is only stamped, and SPF, DMARC"
+                        f" and the action are judged on the connecting IP {facts.connecting_ip}.")
     return {
         "connecting_ip": facts.connecting_ip,
         "original_ip": str(walk.original_ip) if walk.original_ip else "",
         "authenticated_ip": facts.auth_ip,
         "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
-                               "header_index": walk.header_index, "rule": walk.rule,
-                               "explanation": walk.explanation},
+                               "test_mode": facts.ef_test_mode, "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
-                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
+                  "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
