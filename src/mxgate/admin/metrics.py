@@ -43,6 +43,9 @@ POLICY_VERSION = Gauge("mxgate_policy_version", "Policy version this process enf
 POLICY_LATEST = Gauge("mxgate_policy_latest_version", "Newest policy version in the store", registry=REGISTRY)
 LOCKDOWN_UNCOVERED = Gauge("mxgate_lockdown_uncovered_domains", "Accepted domains no restricting inbound connector "
                            "covers (anyone may deliver to them directly)", registry=REGISTRY)
+TRACE_ROWS = Gauge("mxgate_trace_rows", "Rows in the message trace (counted at each retention pruning)", registry=REGISTRY)
+TRACE_JOURNAL = Gauge("mxgate_trace_journal_pending", "Trace rows and events journalled locally, waiting for the database",
+                      registry=REGISTRY)
 TLS_EXPIRY_DAYS = Gauge("mxgate_tls_certificate_expiry_days",
                         "Days until a certificate the node serves expires (negative: expired): each listener's "
                         "(mailbox, gateway, submission) and the gateway's client certificate (gateway-client)",
@@ -54,6 +57,7 @@ _queue_reader: Callable[[], dict[str, int]] | None = None
 _policy_reader: Callable[[], int] | None = None
 _store_reader: Callable[[], dict[str, float]] | None = None
 _spools: dict[str, object] = {}  # spool name -> a Spool/DbSpool (anything with .list())
+_trace_reader: Callable[[], tuple[int, int]] | None = None  # (rows, journal pending)
 _tls_reader: Callable[[], dict[str, float]] | None = None
 
 
@@ -140,6 +144,13 @@ def _read_spools(now: float) -> None:
         for queue, depth in counts.items():
             QUEUE_DEPTH.labels(name, queue).set(depth)
         QUEUE_OLDEST.labels(name).set(max((now - e.arrival for e in entries), default=0.0))
+
+
+def set_trace_reader(reader: Callable[[], tuple[int, int]] | None) -> None:
+    global _trace_reader
+    _trace_reader = reader
+
+
 def set_tls_reader(reader: Callable[[], dict[str, float]] | None) -> None:
     global _tls_reader
     _tls_reader = reader
@@ -167,6 +178,13 @@ def render() -> tuple[bytes, str]:
     if _policy_reader is not None:
         try:
             POLICY_VERSION.set(_policy_reader())
+        except Exception:
+            pass
+    if _trace_reader is not None:
+        try:
+            rows, journalled = _trace_reader()
+            TRACE_ROWS.set(rows)
+            TRACE_JOURNAL.set(journalled)
         except Exception:
             pass
     if _tls_reader is not None:
