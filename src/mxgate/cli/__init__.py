@@ -36,6 +36,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.quarantine_cmds",
     "mxgate.cli.admin_cmds",
     "mxgate.cli.credential_cmds",
+    "mxgate.cli.dev_cmds",
 ]
 
 
