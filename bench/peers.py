@@ -238,6 +238,7 @@ class DnsServer:
     port: int = 0
     records: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    lossy: bool = False  # P8: a quarter of queries dropped, negative answers without an SOA
 
     @property
     def address(self) -> str:
@@ -250,7 +251,8 @@ class DnsServer:
         self.port = self.port or free_udp_port()
         (self.root / "zone.json").write_text(json.dumps(self.records))
         self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "dev", "dns", "--listen", self.address,
-                                      "--zone", str(self.root / "zone.json")],
+                                      "--zone", str(self.root / "zone.json"),
+                                      *(["--drop", "0.25", "--no-negative-soa"] if self.lossy else [])],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "dns.log", "ab"))
         self._wait_served("__ready__.test", "A", expect=0)
         return self
@@ -265,7 +267,8 @@ class DnsServer:
             self._wait_served(name, rtype, expect=len(self.records[name][rtype]))
 
     def _wait_served(self, name: str, rtype: str, expect: int, timeout: float = 10.0) -> None:
-        """Until the server answers with `expect` records for `name` (0: answers at all); no fixed sleeps."""
+        """Until the server answers with `expect` records for `name` (0: answers at all); no fixed
+        sleeps. A lossy server drops some of these questions too: each is simply asked again."""
         import dns.exception
         import dns.message
         import dns.query

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
@@ -52,8 +53,8 @@ AAAA = ["2001:db8::25"]
 """
 
 
-def ask(port: int, name: str, rdtype: str = "A") -> dns.message.Message:
-    return dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port, timeout=2)
+def ask(port: int, name: str, rdtype: str = "A", timeout: float = 2.0) -> dns.message.Message:
+    return dns.query.udp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port, timeout=timeout)
 
 
 def answers(reply: dns.message.Message) -> list[str]:
@@ -148,13 +149,15 @@ def test_bad_zone_files_are_refused_with_the_file_named(tmp_path, text, name):
     assert name in str(err.value)
 
 
-def test_the_tests_own_server_puts_an_soa_in_negative_answers():
+def test_the_tests_own_server_answers_misses_with_the_zones_soa_when_asked():
     with TestDNSServer() as srv:
         srv.add("a.fabrikam.test", "A", "192.0.2.1")
+        srv.add("fabrikam.test", "SOA", "ns.fabrikam.test. hostmaster.fabrikam.test. 7 3600 600 86400 45")
+        assert not ask(srv.port, "b.fabrikam.test").authority  # default: as this machine's own resolver
+        srv.set_negative_soa(True)
         nx = ask(srv.port, "b.fabrikam.test")
-        assert nx.rcode() == dns.rcode.NXDOMAIN and soa_of(nx)
-        # Records added by a test must be seen at once: its misses are not cacheable (TTL 0).
-        assert soa_of(nx).ttl == 0
+        assert nx.rcode() == dns.rcode.NXDOMAIN and soa_of(nx).name.to_text() == "fabrikam.test."
+        assert soa_of(nx)[0].serial == 7 and soa_of(nx).ttl == 45  # the zone's own SOA, not a made-up one
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -173,9 +176,9 @@ def _free_udp_and_tcp_port() -> int:
     raise RuntimeError("no free port")
 
 
-def _answer_or_none(port: int, name: str):
+def _answer_or_none(port: int, name: str, timeout: float = 2.0):
     try:
-        return answers(ask(port, name))
+        return answers(ask(port, name, timeout=timeout))
     except (dns.exception.Timeout, OSError):
         return None
 
@@ -196,6 +199,8 @@ def test_mxgate_dev_dns_serves_reloads_and_answers_misses_with_the_soa(tmp_path)
         os.utime(zone, ns=(zone.stat().st_atime_ns, zone.stat().st_mtime_ns + 1_000_000))
         # Wait on the answer itself (the server polls the file's mtime), not on a clock.
         assert wait_until(lambda: _answer_or_none(port, "added.fabrikam.test") == ["198.51.100.9"], timeout=10)
+        proc.send_signal(__import__("signal").SIGHUP)  # an explicit reload of an unchanged file is harmless
+        assert _answer_or_none(port, "added.fabrikam.test") == ["198.51.100.9"]
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
@@ -218,3 +223,29 @@ def test_mxgate_dev_dns_names_a_broken_zone_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mxgate", "dev", "dns", "--listen", "127.0.0.1:0", "--zone", str(zone)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "zone.toml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_mxgate_dev_dns_can_play_a_lossy_resolver(tmp_path):
+    """--drop and --no-negative-soa: the benchmark's P8 resolver (bench/peers.py DnsServer(lossy=True))."""
+    zone = tmp_path / "zone.toml"
+    zone.write_text(TOML_ZONE)
+    port = _free_udp_and_tcp_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mxgate", "dev", "dns", "--listen", f"127.0.0.1:{port}",
+                             "--zone", str(zone), "--drop", "0.5", "--no-negative-soa"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: _answer_or_none(port, "mx.contoso.test") == ["192.0.2.25"], timeout=20)
+        replies = [_answer_or_none(port, "mx.contoso.test", timeout=0.3) for _ in range(20)]
+        assert None in replies and ["192.0.2.25"] in replies  # some lost, some answered
+        negatives = []
+        for _ in range(40):  # seeded drops: a handful of tries gets an answer
+            try:
+                negatives.append(ask(port, "nope.contoso.test", timeout=0.3))
+                break
+            except dns.exception.Timeout:
+                continue
+        [nx] = negatives
+        assert nx.rcode() == dns.rcode.NXDOMAIN and not nx.authority
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

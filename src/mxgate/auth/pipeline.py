@@ -30,7 +30,7 @@ import dns.resolver
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver, node_resolver
 from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
                                  sanitize_inbound_headers)
 from mxgate.auth.received import received_values
@@ -126,13 +126,11 @@ class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0,
+                 resolver=None):
         self.timeout = float(timeout)
-        if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
-        else:  # the system resolver, still bounded so a lookup never hangs
-            self.resolver = dns.resolver.Resolver()
-            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        # The node's shared resolver, or one of the same kind (configured servers or the system's).
+        self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
@@ -292,9 +290,8 @@ def install_authentication(node, role) -> Authenticator:
 
     settings = node.settings
     auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable)
-    if settings.dns.servers:
-        auth.install()
+                         non_routable=settings.mailbox.non_routable, resolver=node_resolver(node))
+    auth.install()
     role.hooks.append(auth)
     role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
     node.extras.append(auth)

@@ -43,7 +43,11 @@ def _loopback(listen: str) -> tuple[str, int]:
 def dns_cmd(listen: str = typer.Option("127.0.0.1:5353", "--listen", help="loopback host:port (UDP and TCP)"),
             zone: str = typer.Option(..., "--zone", help="zone file: BIND master file, or .toml/.json tables by owner name"),
             origin: str = typer.Option(None, "--origin", help="$ORIGIN for a BIND file that does not set one"),
-            poll: float = typer.Option(1.0, "--poll", min=0.01, help="seconds between checks of the file's mtime")):
+            poll: float = typer.Option(1.0, "--poll", min=0.01, help="seconds between checks of the file's mtime"),
+            drop: float = typer.Option(0.0, "--drop", min=0.0, max=1.0,
+                                       help="share of queries never answered (a lossy resolver; seeded)"),
+            negative_soa: bool = typer.Option(True, "--negative-soa/--no-negative-soa",
+                                              help="the zone's SOA in negative answers (RFC 2308 §3)")):
     """Serve a zone file on loopback, reload it when it changes, answer misses with its SOA (RFC 2308)."""
     from mxgate.devtools.dnsserver import ZoneFileServer
     from mxgate.devtools.dnszone import ZoneFileError
@@ -59,6 +63,9 @@ def dns_cmd(listen: str = typer.Option("127.0.0.1:5353", "--listen", help="loopb
         server = ZoneFileServer(zone, host, port, origin=origin, poll_interval=poll, on_reload=reloaded)
     except ZoneFileError as exc:
         raise fail(str(exc), EXIT_VALIDATION) from None
+    server.set_negative_soa(negative_soa)
+    if drop:
+        server.set_drop(drop, seed=15)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

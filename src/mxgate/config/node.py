@@ -110,6 +110,10 @@ class DnsSection(_Section):
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 
 
+class TraceSection(_Section):
+    retention_days: float = Field(90.0, ge=0, description="Days a message trace row is kept (pruned hourly); 0 keeps rows forever.")
+
+
 class AdminSection(_Section):
     listen: str = Field("127.0.0.1:8025", description="Admin centre address; loopback by default (the admin surface is never public by default).")
     metrics_public: bool = Field(True, description="Serve /metrics without authentication (for a local Prometheus).")
@@ -131,6 +135,7 @@ class NodeSettings(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     submission: SubmissionSection = Field(default_factory=SubmissionSection)
     dns: DnsSection = Field(default_factory=DnsSection)
+    trace: TraceSection = Field(default_factory=TraceSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     store: StoreSection = Field(default_factory=StoreSection)
     log: LogSection = Field(default_factory=LogSection)

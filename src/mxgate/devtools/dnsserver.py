@@ -1,7 +1,10 @@
 """A real authoritative DNS server on loopback (UDP and TCP, one port) for demos, tests and benchmarks.
 
 Owns: the wire protocol (dnspython messages), truncation and TCP fallback, an artificial delay
-to simulate timeouts, a forced rcode to simulate SERVFAIL/REFUSED, and — in `ZoneFileServer`,
+to simulate timeouts, a forced rcode to simulate SERVFAIL/REFUSED, the ways real resolvers
+misbehave — a share of queries never answered (`set_drop`), answers held until released
+(`hold`), the SOA in negative answers on or off (`set_negative_soa`; off by default in tests,
+as this machine's own resolver answers) — and, in `ZoneFileServer`,
 what `mxgate dev dns` runs — serving a zone file and reloading it when it changes. The records
 and how a question is answered live in devtools/dnszone.py. Must not know anything about mail:
 SPF, DKIM, DMARC, DNSBL zones are just records.
@@ -14,13 +17,14 @@ Usage::
 
 Answers: records at the name (following CNAMEs inside the zone); NOERROR with an empty
 answer when the name exists (or is an empty non-terminal, RFC 8020) but has no record of
-that type; NXDOMAIN otherwise; both negative answers carry an SOA (RFC 2308 §3). A wildcard
-owner ``*.zone`` matches names below it when no exact name exists (RFC 4592, simplified).
-A test's own server answers misses with negative TTL 0, so a record a test adds is seen at once.
+that type; NXDOMAIN otherwise; with `set_negative_soa(True)` (always in `ZoneFileServer`)
+both negative answers carry the zone's SOA (RFC 2308 §3). A wildcard owner ``*.zone`` matches
+names below it when no exact name exists (RFC 4592, simplified).
 """
 from __future__ import annotations
 
 import logging
+import random
 import selectors
 import socket
 import struct
@@ -49,10 +53,17 @@ class TestDNSServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, zone: Zone | None = None) -> None:
         self.host = host
-        self.zone = zone if zone is not None else Zone(default_ttl=60, negative_ttl=0)
+        self.zone = zone if zone is not None else Zone(default_ttl=60, negative_ttl=60)
         self._delay = 0.0
         self._rcode: int | None = None
         self.queries: list[tuple[str, str, str]] = []  # (name, type, "udp"|"tcp")
+        self.dropped = 0  # queries never answered (set_drop, drop_next)
+        self._drop_share = 0.0
+        self._drop_next = 0
+        self._random = random.Random(0)  # a fixed seed: the same run drops the same queries
+        self._gate = threading.Event()
+        self._gate.set()
+        self._negative_soa = False
         self._stop = threading.Event()
         self._udp, self._tcp = self._bind(host, port)
         self.port = self._udp.getsockname()[1]
@@ -89,11 +100,32 @@ class TestDNSServer:
         """Answer every query with this rcode ("SERVFAIL", "REFUSED"), or None for normal."""
         self._rcode = None if rcode is None else dns.rcode.from_text(rcode)
 
+    def set_drop(self, share: float, seed: int = 0) -> None:
+        """Never answer this share (0..1) of queries, chosen by a seeded generator."""
+        self._drop_share = min(1.0, max(0.0, float(share)))
+        self._random = random.Random(seed)
+
+    def drop_next(self, count: int) -> None:
+        """Never answer the next `count` queries (a lost UDP datagram, deterministically)."""
+        self._drop_next = int(count)
+
+    def hold(self) -> None:
+        """Keep every answer until `release()` (lookups in flight, for as long as a test needs)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def set_negative_soa(self, on: bool) -> None:
+        """Put the zone's SOA in NXDOMAIN/NODATA answers (RFC 2308 §3), so they may be cached."""
+        self._negative_soa = bool(on)
+
     # --- lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._gate.set()
         self._thread.join(timeout=5)
         self._selector.close()
         self._udp.close()
@@ -120,13 +152,18 @@ class TestDNSServer:
             q = query.question[0]
             self.queries.append((q.name.to_text(omit_final_dot=True).lower(),
                                  dns.rdatatype.to_text(q.rdtype), transport))
+            if self._drop_next > 0 or (self._drop_share and self._random.random() < self._drop_share):
+                self._drop_next = max(0, self._drop_next - 1)
+                self.dropped += 1
+                return None
             if self._rcode is not None:
                 response.set_rcode(self._rcode)
             else:
                 found = self.zone.lookup(q.name, q.rdtype)
                 response.set_rcode(found.rcode)
                 response.answer.extend(found.answer)
-                response.authority.extend(found.authority)
+                if self._negative_soa:
+                    response.authority.extend(found.authority)
         limit = MAX_MESSAGE
         if transport == "udp":
             limit = max(query.payload, UDP_DEFAULT_PAYLOAD) if query.edns >= 0 else UDP_DEFAULT_PAYLOAD
@@ -143,13 +180,14 @@ class TestDNSServer:
         def work() -> None:
             if self._delay and self._stop.wait(self._delay):
                 return
+            self._gate.wait()
             out = self._respond(wire, transport)
             if out is not None:
                 try:
                     send(out)
                 except OSError:
                     pass  # client gave up or the server is closing
-        if self._delay:
+        if self._delay or not self._gate.is_set():
             threading.Thread(target=work, daemon=True).start()
         else:
             work()
@@ -246,6 +284,7 @@ class ZoneFileServer(TestDNSServer):
         self._next_poll = 0.0
         self._reload_lock = threading.Lock()
         super().__init__(host, port, self.zone_file.load())  # a broken file fails here, before serving
+        self.set_negative_soa(True)  # as real authoritative servers answer (RFC 2308 §3)
 
     def check_reload(self) -> bool:
         """Reload if the file changed since it was last read; True when a new zone is in service."""

@@ -34,7 +34,7 @@ from mxgate.filters.result import CheckEnv, MessageFacts
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
@@ -227,7 +227,7 @@ class GatewayRole(Role):
         compiled = s.role_state.get("policy") or self.watcher.current
         now = time.time()
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
+            self.trace.record_refusal(s.id, TraceRecord(
                 trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
                 recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
                 reason=verdict.reason, role=self.name,
@@ -341,18 +341,8 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
 
 
 def _resolver(node):
-    existing = getattr(node, "resolver", None)
-    if existing is not None:  # the node (or the mailbox role) already made one: share it
-        return existing
-    if node.settings.dns.servers:
-        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
-        install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
-    else:
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver()
-        resolver.lifetime = node.settings.dns.timeout
-    node.resolver = resolver
+    resolver = node_resolver(node)  # shared with the mailbox role when both run here
+    install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
     return resolver
 
 

@@ -220,7 +220,7 @@ class MailboxRole(Role):
         now = time.time()
         session_facts = s.role_state.get("facts")
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
+            self.trace.record_refusal(s.id, TraceRecord(
                 trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
                 recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
                 connector=_display_names(compiled, session_facts.connectors) if session_facts else "",

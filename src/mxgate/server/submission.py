@@ -256,7 +256,7 @@ class SubmissionRole(Role):
         rcpt = facts.get("rcpt")
         now = time.time()
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        self.trace.record(TraceRecord(
+        self.trace.record_refusal(s.id, TraceRecord(
             trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
             recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip), reason=verdict.reason,
             role=self.name, direction="internal",
