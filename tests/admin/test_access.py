@@ -123,3 +123,15 @@ def test_dashboard_turns_red_when_a_domain_is_uncovered(admin_node):
     page = c.get("/").text
     assert 'class="lockdown bad"' in page and 'data-domain="fabrikam.example" data-status="uncovered"' in page
     assert 'data-domain="contoso.test" data-status="covered"' in page
+
+
+def test_metrics_report_the_trace_size(admin_node):
+    """Issue 15: the trace's row count (and any rows waiting in the local journal) is a metric."""
+    r = send_message("127.0.0.1", admin_node.port(), source=ATTACKER, sender="a@fabrikam.test",
+                     rcpts=["alice@contoso.test"], data=simple_message())
+    assert r["rcpt"][0][0] == 550
+    admin_node.trace.flush()
+    text = httpx.get(admin_node.admin_url + "/metrics").text
+    rows = float(re.search(r"^mxgate_trace_rows (\S+)$", text, re.M).group(1))
+    assert rows == admin_node.trace.count_rows() >= 1
+    assert re.search(r"^mxgate_trace_journal_pending 0\.0$", text, re.M)

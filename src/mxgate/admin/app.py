@@ -164,6 +164,8 @@ async def start_admin(node) -> AdminService:
     metrics.set_policy_reader(lambda: watcher.current.version)
     st = state_for(node)
     metrics.set_queue_reader(lambda: held.queue_depths(st))
+    trace = node.trace
+    metrics.set_trace_reader(lambda: (trace.rows, trace.journal.pending if trace.journal else 0))
     service = AdminService(st, _bind(node.settings.admin.listen))
     await service.start()
     node.extras.append(service)

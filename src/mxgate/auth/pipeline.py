@@ -30,7 +30,7 @@ import dns.resolver
 from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver, node_resolver
 from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
                                  sanitize_inbound_headers)
 from mxgate.auth.received import received_values
@@ -121,19 +121,18 @@ class AuthFacts:
     dmarc: DmarcResult
     arc: ArcResult
     from_domain: str | None
+    ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
 
 
 class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0,
+                 resolver=None):
         self.timeout = float(timeout)
-        if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
-        else:  # the system resolver, still bounded so a lookup never hangs
-            self.resolver = dns.resolver.Resolver()
-            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        # The node's shared resolver, or one of the same kind (configured servers or the system's).
+        self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
@@ -185,7 +184,7 @@ class Authenticator:
         spf, dkim, arc, from_domain, dmarc = await _bounded(
             self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain)
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
@@ -247,13 +246,17 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
     """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
     chosen, every result, and the action with its reason."""
     walk = facts.walk
+    explanation = walk.explanation
+    if facts.ef_test_mode and walk.status != "off":
+        explanation += (f" Test mode (ef_test_mode) is on: the original sender is only stamped, and SPF, DMARC"
+                        f" and the action are judged on the connecting IP {facts.connecting_ip}.")
     return {
         "connecting_ip": facts.connecting_ip,
         "original_ip": str(walk.original_ip) if walk.original_ip else "",
         "authenticated_ip": facts.auth_ip,
         "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
-                               "header_index": walk.header_index, "rule": walk.rule,
-                               "explanation": walk.explanation},
+                               "test_mode": facts.ef_test_mode, "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
@@ -289,9 +292,8 @@ def install_authentication(node, role) -> Authenticator:
 
     settings = node.settings
     auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable)
-    if settings.dns.servers:
-        auth.install()
+                         non_routable=settings.mailbox.non_routable, resolver=node_resolver(node))
+    auth.install()
     role.hooks.append(auth)
     role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
     node.extras.append(auth)

@@ -34,12 +34,12 @@ from mxgate.filters.result import CheckEnv, MessageFacts
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok
-from mxgate.server.tls import client_context
+from mxgate.server.tls import ReloadingContext, client_context
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
@@ -227,7 +227,7 @@ class GatewayRole(Role):
         compiled = s.role_state.get("policy") or self.watcher.current
         now = time.time()
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
+            self.trace.record_refusal(s.id, TraceRecord(
                 trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
                 recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
                 reason=verdict.reason, role=self.name,
@@ -341,18 +341,8 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
 
 
 def _resolver(node):
-    existing = getattr(node, "resolver", None)
-    if existing is not None:  # the node (or the mailbox role) already made one: share it
-        return existing
-    if node.settings.dns.servers:
-        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
-        install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
-    else:
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver()
-        resolver.lifetime = node.settings.dns.timeout
-    node.resolver = resolver
+    resolver = node_resolver(node)  # shared with the mailbox role when both run here
+    install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
     return resolver
 
 
@@ -375,11 +365,22 @@ async def start_services(node) -> GatewayServices:
         log.warning("gateway spool recovery: %s", spool.recovery)
     # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
     # certificate it signed stand in for the mailbox server (RFC 6125 §6).
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None,
-                         check_hostname=True)
+    ca = g.downstream_ca or str(node.certs.ca_cert)
+
+    def build_client_context():
+        return client_context(ca, g.client_cert or None, g.client_key or None, check_hostname=True)
+
+    if g.client_cert:  # the certificate a certificate connector pins: renewed in place like a listener's
+        renewing = ReloadingContext("gateway-client", g.client_cert, g.client_key or g.client_cert,
+                                    build=build_client_context, also=(ca,))
+        node.tls["gateway-client"] = renewing
+        tls_now = renewing
+    else:
+        fixed = build_client_context()
+        tls_now = lambda: fixed  # noqa: E731
 
     def relay_settings() -> RelaySettings:
-        return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
+        return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
                              g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
