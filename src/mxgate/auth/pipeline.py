@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import dns.resolver
 
+from mxgate.admin import metrics
 from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors
@@ -188,11 +189,16 @@ class Authenticator:
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
-        spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
-        dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
-        arc = validate_arc(data, self.dnsfunc)
+        with metrics.timed("spf"):
+            spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
+        with metrics.timed("dkim"):
+            dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
+        with metrics.timed("arc"):
+            arc = validate_arc(data, self.dnsfunc)
         # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
-        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        with metrics.timed("dmarc"):
+            dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
+                                     sample=pct_sample(trace_id))
         from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
