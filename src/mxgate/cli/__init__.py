@@ -34,6 +34,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.quarantine_cmds",
     "mxgate.cli.admin_cmds",
     "mxgate.cli.credential_cmds",
+    "mxgate.cli.exo_cmds",
 ]
 
 

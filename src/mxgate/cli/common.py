@@ -11,13 +11,14 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from mxgate.config.home import Home
+from mxgate.config.home import DEFAULT_HOME, Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
 
 # Piped output (scripts, tests) gets wide tables instead of rich's 80-column default.
@@ -55,8 +56,29 @@ def settings():
     return _settings_for(config_path())
 
 
-def home() -> Home:
+def home(read: bool = False) -> Home:
+    """The home directory; `read=True` for commands that only read state: a home that does not
+    exist is refused (exit 2) instead of being created empty, which would show empty results."""
+    if read:
+        require_home()
     return Home.open(_state["home"])
+
+
+def home_path() -> Path:
+    return Path(_state["home"] or os.environ.get("MXGATE_HOME") or DEFAULT_HOME).absolute()
+
+
+def require_home() -> None:
+    root = home_path()
+    if root.is_dir():
+        return
+    from mxgate.config.running import running_homes
+
+    running = [h for h in running_homes() if h != root]
+    hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if running else
+            "no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
+            "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")
+    raise fail(f"home directory {root} does not exist; {hint}", EXIT_VALIDATION)
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,14 +94,18 @@ def store_url() -> str:
     return home().store_url(settings().store.url)
 
 
-def engine():
+def engine(read: bool = False):
+    """The store; `read=True` for commands that only read: with the default SQLite store a
+    missing home is refused rather than created (a configured [store] url needs no home)."""
+    if read and not (settings().store.url or os.environ.get("MXGATE_STORE_URL")):
+        require_home()
     return _engine_for(store_url())
 
 
-def policy_store():
+def policy_store(read: bool = False):
     from mxgate.store.policy_store import PolicyStore
 
-    return PolicyStore(engine())
+    return PolicyStore(engine(read))
 
 
 def actor() -> str:

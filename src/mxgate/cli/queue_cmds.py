@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _root() -> Path:
-    return home().spool / _selected["spool"]
+    return home(read=True).spool / _selected["spool"]
 
 
 def _database_queue():
@@ -65,7 +65,7 @@ def _database_queue():
         return None
     from mxgate.queue.dbspool import DbSpool
 
-    return DbSpool(engine(), "cli", _root())
+    return DbSpool(engine(read=True), "cli", _root())
 
 
 def _entries() -> list:

@@ -111,8 +111,8 @@ def status(json_out: bool = typer.Option(False, "--json")):
     from mxgate.server.node import read_status
     from mxgate.store.policy_store import PolicyStore
 
-    rows = read_status(engine())
-    latest = PolicyStore(engine()).latest_version_number()
+    rows = read_status(engine(read=True))
+    latest = PolicyStore(engine(read=True)).latest_version_number()
     if json_out:
         print_json({"policy_version": latest, "nodes": rows})
         return
