@@ -165,8 +165,10 @@ def _lockdown_connector(c: InboundConnector, gw_v4: list[str], gw_v6: list[str],
                         f"the gateway also sends from {', '.join(missing)}, which the connector does not list: "
                         "that mail is refused with 550 5.7.51", "SenderIPAddresses",
                         _set(c, ("SenderIPAddresses", ps_list(listed + missing)))))
-        extra = [e for e in c.sender_ip_addresses if gw_v4 and not any(_net(e).version == 4 and
-                                                                        _net(e).subnet_of(_net(g)) for g in gw_v4)]
+        # Collapsed, so a range listed as two /31s is judged against the gateway's four addresses together.
+        blocks = list(ipaddress.collapse_addresses(_net(g) for g in gw_v4))
+        extra = [e for e in c.sender_ip_addresses
+                 if blocks and not any(_net(e).version == 4 and _net(e).subnet_of(b) for b in blocks)]
         if extra:
             add(Finding("medium", "foreign-address-listed", subject,
                         f"{', '.join(extra)} admit{'s' if len(extra) == 1 else ''} addresses that are not the "

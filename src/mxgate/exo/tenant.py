@@ -260,13 +260,10 @@ def read_json(path: Path) -> Any:
     """PowerShell 5.1's `> file` and Out-File write UTF-16 LE with a BOM; PowerShell 7 UTF-8,
     sometimes with a BOM. Accept all three."""
     raw = path.read_bytes()
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = raw.decode("utf-16")
-    else:
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise PolicyFormatError(f"{path}: not UTF-8 or UTF-16 text") from None
+    try:
+        text = raw.decode("utf-16" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig")
+    except UnicodeDecodeError:
+        raise PolicyFormatError(f"{path}: not UTF-8 or UTF-16 text") from None
     if not text.strip():
         return []  # Get-InboundConnector with no connectors writes nothing at all
     try:
