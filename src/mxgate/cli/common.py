@@ -56,6 +56,11 @@ def settings():
     return _settings_for(config_path())
 
 
+def home_option() -> str | None:
+    """The --home given on the command line (or MXGATE_HOME), without opening it."""
+    return _state["home"]
+
+
 def home(read: bool = False) -> Home:
     """The home directory; `read=True` for commands that only read state: a home that does not
     exist is refused (exit 2) instead of being created empty, which would show empty results."""
