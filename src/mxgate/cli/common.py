@@ -33,6 +33,7 @@ _state: dict[str, Any] = {"home": None, "config": None}
 
 def set_home(path: str | None) -> None:
     _state["home"] = path
+    _state.pop("followed", None)
 
 
 def set_config(path: str | None) -> None:
@@ -61,16 +62,34 @@ def home_option() -> str | None:
     return _state["home"]
 
 
-def home(read: bool = False) -> Home:
+def home(read: bool = False, follow_running: bool = True) -> Home:
     """The home directory; `read=True` for commands that only read state: a home that does not
-    exist is refused (exit 2) instead of being created empty, which would show empty results."""
+    exist is refused (exit 2) instead of being created empty, which would show empty results.
+    `follow_running=False` for `mxgate serve` itself, which must never adopt another node's home."""
     if read:
         require_home()
-    return Home.open(_state["home"])
+    return Home.open(home_path(follow_running))
 
 
-def home_path() -> Path:
-    return Path(_state["home"] or os.environ.get("MXGATE_HOME") or DEFAULT_HOME).absolute()
+def home_path(follow_running: bool = True) -> Path:
+    """--home, else MXGATE_HOME, else ./mxgate-data — unless that does not exist here and exactly
+    one node of this user is running: then its home (said on stderr), so the README's commands
+    work as written from any directory while `mxgate serve` or the demo runs."""
+    explicit = _state["home"] or os.environ.get("MXGATE_HOME")
+    if explicit:
+        return Path(explicit).absolute()
+    default = Path(DEFAULT_HOME).absolute()
+    if default.is_dir() or not follow_running:
+        return default
+    if "followed" not in _state:
+        from mxgate.config.running import running_homes
+
+        running = running_homes()
+        _state["followed"] = running[0] if len(running) == 1 else None
+        if _state["followed"] is not None:
+            err.print(f"note: using the home of the running node, {_state['followed']} (no {DEFAULT_HOME} here)",
+                      markup=False)
+    return _state["followed"] or default
 
 
 def require_home() -> None:
@@ -80,9 +99,12 @@ def require_home() -> None:
     from mxgate.config.running import running_homes
 
     running = [h for h in running_homes() if h != root]
-    hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if running else
-            "no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
-            "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")
+    if running:
+        hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if len(running) == 1 else
+                "running nodes' homes: " + ", ".join(map(str, running[:5])) + "; add --home with one of them")
+    else:
+        hint = ("no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
+                "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")
     raise fail(f"home directory {root} does not exist; {hint}", EXIT_VALIDATION)
 
 
