@@ -42,6 +42,7 @@ from mxgate.server.tls import client_context
 from mxgate.smtp import message as msg
 from mxgate.smtp.replies import accept
 from mxgate.trace.store import TraceRecord
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.outbound")
 
@@ -122,7 +123,7 @@ class RoutingRunner(Runner):
         self.name = name
 
     def describe(self) -> str:
-        return f"{self.name} queue: {self.spool.count()} entries"
+        return f"{self.name} queue: {count(self.spool.count(), 'entry')}"
 
     async def _attempt(self, entry: QueueEntry) -> None:
         # Same claim → read → settle protocol as Runner._attempt; only the delivery differs.

@@ -24,6 +24,7 @@ from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, or
 from mxgate.queue.relay import RelayResult, RelaySettings, relay
 from mxgate.queue.scheduler import HostHealth, RetryPolicy, next_attempt
 from mxgate.queue.spool import DUE_QUEUES, CorruptEntryError, PartialEntryError, QueueEntry, RcptState, Recipient, Spool, StaleEntryError
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.queue")
 
@@ -78,7 +79,7 @@ class Runner:
         self._wake.set()
 
     def describe(self) -> str:
-        return f"gateway queue: {self.spool.count()} entries, relaying to {' '.join(self.settings().hosts) or '(none)'}"
+        return f"gateway queue: {count(self.spool.count(), 'entry')}, relaying to {' '.join(self.settings().hosts) or '(none)'}"
 
     # --- loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:

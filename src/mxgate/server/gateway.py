@@ -39,7 +39,7 @@ from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok
-from mxgate.server.tls import client_context
+from mxgate.server.tls import ReloadingContext, client_context
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
@@ -375,11 +375,22 @@ async def start_services(node) -> GatewayServices:
         log.warning("gateway spool recovery: %s", spool.recovery)
     # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
     # certificate it signed stand in for the mailbox server (RFC 6125 §6).
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None,
-                         check_hostname=True)
+    ca = g.downstream_ca or str(node.certs.ca_cert)
+
+    def build_client_context():
+        return client_context(ca, g.client_cert or None, g.client_key or None, check_hostname=True)
+
+    if g.client_cert:  # the certificate a certificate connector pins: renewed in place like a listener's
+        renewing = ReloadingContext("gateway-client", g.client_cert, g.client_key or g.client_cert,
+                                    build=build_client_context, also=(ca,))
+        node.tls["gateway-client"] = renewing
+        tls_now = renewing
+    else:
+        fixed = build_client_context()
+        tls_now = lambda: fixed  # noqa: E731
 
     def relay_settings() -> RelaySettings:
-        return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
+        return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
                              g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:

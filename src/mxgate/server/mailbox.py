@@ -34,6 +34,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
 from mxgate.trace.store import TraceRecord, TraceStore
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.mailbox")
 
@@ -175,7 +176,7 @@ class MailboxRole(Role):
         if failed:
             # Honest reply: without every copy on disk the client must retry (duplicates beat loss).
             log.error("delivery failed for %s: %s", [f.address for f in failed], failed[0].error)
-            return tempfail("storage-failed", f"{len(failed)} of {len(results)} copies not stored")
+            return tempfail("storage-failed", f"{len(failed)} of {count(len(results), 'copy')} not stored")
         if relayed:
             verdict = await self.relay(ctx, relayed, final)  # type: ignore[misc]
             if verdict.refused:
@@ -186,7 +187,7 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(len(local))
-        log.info("delivered to %d mailbox(es)", len(local),
+        log.info("delivered to %s", count(len(local), "mailbox"),
                  extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         return accept("delivered")
 

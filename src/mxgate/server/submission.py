@@ -31,6 +31,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Reply, Verdict, accept, reject, reply_for, tempfail
 from mxgate.trace.store import TraceRecord
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.submission")
 
@@ -228,7 +229,7 @@ class SubmissionRole(Role):
         rcpts = [str(r.address).lower() for r in txn.recipients]
         outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name)
         if outcome.failed:
-            return tempfail("storage-failed", f"{len(outcome.failed)} copies not stored")
+            return tempfail("storage-failed", f"{count(len(outcome.failed), 'copy')} not stored")
         self._trace(s, txn, identity, trace_id, final)
         self.stats["accepted"] += 1
         return accept("queued")
