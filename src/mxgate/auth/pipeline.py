@@ -27,10 +27,11 @@ from typing import Any, Sequence
 
 import dns.resolver
 
-from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
+from mxgate.admin import metrics
+from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver, node_resolver
 from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
                                  sanitize_inbound_headers)
 from mxgate.auth.received import received_values
@@ -89,13 +90,15 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
         return AuthAction("deliver", R_NO_FAILURE, f"dmarc={dmarc.result}")
     if dmarc.disposition not in ("reject", "quarantine"):
         return AuthAction("deliver", R_POLICY_NONE, dmarc.reason)
-    if arc_overrides_dmarc(arc, trusted_sealers):
-        # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
-        # changed the message; recorded so the admin sees why the policy was not applied.
+    override = arc_override(arc, trusted_sealers, dmarc.domain, dmarc.adkim, dmarc.aspf)
+    if override.applies:
+        # RFC 8617 §7.2: a trusted intermediary vouches for the aligned pass it recorded before
+        # it changed the message; the trace names the ARC set and the result relied on.
         return AuthAction("deliver", R_ARC_OVERRIDE,
-                          f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
+                          f"DMARC p={dmarc.disposition} overridden: {override.explanation}")
     action = reject_action if dmarc.disposition == "reject" else quarantine_action
-    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
+    unused = f"; {override.explanation}" if override.sealer else ""
+    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}{unused}")
 
 
 def stamp_value(ip: str, helo: str | None) -> str:
@@ -126,13 +129,11 @@ class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0,
+                 resolver=None):
         self.timeout = float(timeout)
-        if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
-        else:  # the system resolver, still bounded so a lookup never hangs
-            self.resolver = dns.resolver.Resolver()
-            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        # The node's shared resolver, or one of the same kind (configured servers or the system's).
+        self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
@@ -188,11 +189,16 @@ class Authenticator:
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
-        spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
-        dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
-        arc = validate_arc(data, self.dnsfunc)
+        with metrics.timed("spf"):
+            spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
+        with metrics.timed("dkim"):
+            dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
+        with metrics.timed("arc"):
+            arc = validate_arc(data, self.dnsfunc)
         # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
-        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        with metrics.timed("dmarc"):
+            dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
+                                     sample=pct_sample(trace_id))
         from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
@@ -292,9 +298,8 @@ def install_authentication(node, role) -> Authenticator:
 
     settings = node.settings
     auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable)
-    if settings.dns.servers:
-        auth.install()
+                         non_routable=settings.mailbox.non_routable, resolver=node_resolver(node))
+    auth.install()
     role.hooks.append(auth)
     role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
     node.extras.append(auth)

@@ -83,7 +83,11 @@ class Node:
         self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
         self.watcher.start()
-        self.trace = TraceStore(self.engine, node=self.name)
+        worker = self.settings.node.worker
+        # Rows the database cannot take now wait here, fsync'd, one journal per process.
+        journal = self.home.spool / (f"trace-w{worker}.journal" if worker else "trace.journal")
+        self.trace = TraceStore(self.engine, node=self.name, journal=journal,
+                                retention_days=self.settings.trace.retention_days)
         self.trace.start()
         self.committer = GroupCommitter()
         self.committer.start()
