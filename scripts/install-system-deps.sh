@@ -2,12 +2,13 @@
 # Installs the Debian packages the test suite and benchmark use as real peers:
 # postfix (interop + benchmark reference), swaks (real SMTP client), clamav-daemon (EICAR scan),
 # chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes),
-# systemd (`systemd-analyze verify` of the shipped unit), prometheus (its promtool checks the
-# shipped alert rules and their unit tests). Also the system account `mxgate-test`
+# systemd (`systemd-analyze verify` of the shipped unit), openssl (the SPKI pin pipeline admins paste
+# from, tests/policy/test_certificate_pins.py), prometheus (its promtool checks the shipped alert
+# rules and their unit tests). Also the system account `mxgate-test`
 # that tests/server/test_privileges.py drops to.
 # Idempotent: packages already present are skipped, so a warm machine spends no time here.
 set -euo pipefail
-pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql systemd prometheus)
+pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql systemd openssl prometheus)
 if [ "$(id -u)" = 0 ] && ! getent passwd mxgate-test >/dev/null; then
   useradd --system --no-create-home --shell /usr/sbin/nologin mxgate-test
 fi
