@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mxgate.cli.common import EXIT_VALIDATION, fail, handle_errors, home_path, policy_store
+from mxgate.cli.common import EXIT_VALIDATION, echo, fail, handle_errors, home_path, policy_store
 from mxgate.cli.common import settings as node_settings
 
 EXIT_OK, EXIT_FAIL = 0, 1
@@ -88,7 +88,7 @@ def verify(
     if as_json:
         typer.echo(json.dumps(render_json(results, notes), indent=2))
     else:
-        typer.echo(render_table(results, notes), nl=False)
+        echo(render_table(results, notes), nl=False)
     raise typer.Exit(EXIT_FAIL if failed(results) else EXIT_OK)
 
 
