@@ -102,10 +102,10 @@ def test_metrics_move_as_mail_is_sent(admin_node):
     after = c.get("/metrics").text
     for name, delta in (('mxgate_smtp_sessions_total{role="mailbox"}', 3), ('mxgate_messages_accepted_total{role="mailbox"}', 2),
                         ("mxgate_messages_delivered_total", 2),
-                        ('mxgate_messages_refused_total{reason="connector-attribution"}', 1)):
+                        ('mxgate_messages_refused_total{outcome="rejected",reason="connector-attribution",role="mailbox",stage="rcpt"}', 1)):
         assert _sample(after, name) - _sample(before, name) == delta, name
     assert _sample(after, "mxgate_policy_version") == 1
-    assert 'mxgate_queue_depth{queue="incoming"} 0.0' in after
+    assert 'mxgate_queue_depth{queue="incoming",spool="outbound"} 0.0' in after
     assert "mxgate_check_seconds_bucket" in after or "# TYPE mxgate_check_seconds histogram" in after
 
 

@@ -117,6 +117,9 @@ class TraceSection(_Section):
 class AdminSection(_Section):
     listen: str = Field("127.0.0.1:8025", description="Admin centre address; loopback by default (the admin surface is never public by default).")
     metrics_public: bool = Field(True, description="Serve /metrics without authentication (for a local Prometheus).")
+    tls_cert: str = Field("", description="PEM certificate (chain) for HTTPS on [admin] listen; empty = plain HTTP (loopback only, or behind a TLS proxy). Session cookies are `Secure` over HTTPS. Restart.")
+    tls_key: str = Field("", description="PEM private key for [admin] tls_cert. Restart.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header names the admin centre answers to (DNS-rebinding guard), besides `localhost` and IP literals; e.g. [\"admin.contoso.test\"].")
 
 
 class StoreSection(_Section):

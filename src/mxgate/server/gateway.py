@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mxgate.admin import metrics
 from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
@@ -43,7 +44,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
 from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.store import TraceRecord, refusal_status
 
 log = logging.getLogger("mxgate.gateway")
 
@@ -84,6 +85,8 @@ class GatewayRole(Role):
         return self.outbound is not None and self.outbound.is_trusted(s.peer_ip)
 
     def on_connect(self, s) -> Verdict:
+        metrics.session_opened(self.name)
+        s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
         if self._own_server(s):
             return accept("connect-ok")
         result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
@@ -161,12 +164,37 @@ class GatewayRole(Role):
             await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome, compiled)
             self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
             self.stats["quarantined"] += 1
+            metrics.accepted(self.name)
+            metrics.quarantined(self.name)
+            self._count(s, "quarantined")
+            log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
+                     extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
             return accept("quarantined")
         await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
         self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        self._count(s, "accepted")
+        log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
         return accept("queued")
+
+    @staticmethod
+    def _count(s, outcome: str) -> None:
+        counts = s.role_state.setdefault("outcome", {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0})
+        counts[outcome] += 1
+
+    def on_disconnect(self, s) -> None:
+        """One log line per session with what became of it (the mailbox role logs alike)."""
+        counts = s.role_state.get("outcome")
+        if counts is None:
+            return
+        outcome = ("accepted" if counts["accepted"] or counts["quarantined"] else "rejected" if counts["rejected"]
+                   else "deferred" if counts["deferred"] else "no mail")
+        log.info("session %s from %s ended: %s (accepted %d, quarantined %d, rejected %d, deferred %d)", s.id,
+                 s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
+                 extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
 
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
         tls = f"using {s.tls.version} with cipher {s.tls.cipher} ({s.tls.bits} bits)" if s.tls else ""
@@ -221,19 +249,26 @@ class GatewayRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
+        temporary = verdict.action is Action.TEMPFAIL
+        status, event = refusal_status(temporary)
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        self._count(s, "deferred" if temporary else "rejected")
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
+        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage,
+                        "reply": str(reply) if reply else ""})
         sender = facts.get("sender") or (s.txn.sender if s.txn else None)
         rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
         compiled = s.role_state.get("policy") or self.watcher.current
         now = time.time()
         for rcpt in rcpts:
             self.trace.record_refusal(s.id, TraceRecord(
-                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+                trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
                 recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
                 reason=verdict.reason, role=self.name,
                 detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
                         "why": verdict.detail, "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
-                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+                events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
 
 
 def _stage_verdict(result) -> Verdict:
