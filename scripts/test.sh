@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The constraints file pins every package of the closure: the run is reproducible.
+python3 -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 exec python3 -m pytest -q -p no:cacheprovider "$@"

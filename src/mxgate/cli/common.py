@@ -10,20 +10,47 @@ import functools
 import getpass
 import json
 import os
+import re
 import sys
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mxgate.config.home import Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
 
+# Terminal control characters (C0 but tab and newline, DEL, C1): an ESC or CSI byte from wire data
+# could recolour, retitle or rewrite the admin's terminal (and OSC 8 fake a link).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: Any) -> str:
+    """The one escaping helper for everything the CLI prints: control characters become visible
+    `\\xNN` escapes. Rich markup is never interpreted either (see SafeConsole, print_table)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if value is None else str(value))
+
+
+class SafeConsole(Console):
+    """A Rich console that prints strings as plain text: senders like `"[/]"@e.test` or
+    `[link=...]` stay literal, and control characters are escaped (terminal_safe)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 (Rich's name)
+        kwargs["markup"] = False
+        super().print(*(Text(terminal_safe(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
 # Piped output (scripts, tests) gets wide tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 200
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = SafeConsole(highlight=False, soft_wrap=True, width=_WIDTH)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+
+def echo(text: str, nl: bool = True) -> None:
+    """Plain (non-Rich) output, e.g. a probe's transcript of remote replies, escaped likewise."""
+    typer.echo(terminal_safe(text), nl=nl)
 
 EXIT_OK, EXIT_FAILURE, EXIT_VALIDATION = 0, 1, 2
 
@@ -126,11 +153,11 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(terminal_safe(title)), title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(Text(terminal_safe(col)), overflow="fold")
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[Text(terminal_safe(v)) for v in row])  # Text: a cell is never parsed as markup
     out.print(table)
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mxgate.cli.common import echo
 from mxgate.probe.client import ProbeOptions, parse_hostport, run_probe
 from mxgate.probe.expect import Expectation, ExpectationError, judge, parse_expect
 from mxgate.probe.mx import DEFAULT_TIMEOUT as DNS_TIMEOUT, lookup_mx
@@ -96,7 +97,7 @@ def probe(
     if as_json:
         typer.echo(json.dumps(render_json(result, expectation), indent=2))
     else:
-        typer.echo(render_text(result, expectation), nl=False)
+        echo(render_text(result, expectation), nl=False)
     if expectation is not None:
         ok, _ = judge(expectation, result)
     else:
@@ -116,7 +117,7 @@ def _run_raw(opts: ProbeOptions, name: Optional[str], path: Optional[Path], as_j
     if as_json:
         typer.echo(json.dumps(render_raw_json(result), indent=2))
     else:
-        typer.echo(render_raw_text(result), nl=False)
+        echo(render_raw_text(result), nl=False)
     # Raw mode judges nothing: it fails only when the conversation could not happen.
     return EXIT_FAIL if result.error else EXIT_OK
 
@@ -145,7 +146,7 @@ def mx(
     if as_json:
         typer.echo(json.dumps(render_mx_json(result), indent=2))
     else:
-        typer.echo(render_mx_text(result), nl=False)
+        echo(render_mx_text(result), nl=False)
     reachable = any(h.addresses for h in result.hosts)
     raise typer.Exit(EXIT_OK if reachable and not result.error else EXIT_FAIL)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mxgate.cli.common import handle_errors, policy_store
+from mxgate.cli.common import echo, handle_errors, policy_store
 from mxgate.cli.common import settings as node_settings
 
 EXIT_OK, EXIT_FAIL = 0, 1
@@ -73,7 +73,7 @@ def verify(
     if as_json:
         typer.echo(json.dumps(render_json(results, notes), indent=2))
     else:
-        typer.echo(render_table(results, notes), nl=False)
+        echo(render_table(results, notes), nl=False)
     raise typer.Exit(EXIT_FAIL if failed(results) else EXIT_OK)
 
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mxgate.delivery.commit import private_dir
 from mxgate.admin import metrics
 from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
@@ -385,7 +386,7 @@ async def start_services(node) -> GatewayServices:
     g = node.settings.gateway
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     from mxgate.queue.outbound import lock_spool
 
     lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
