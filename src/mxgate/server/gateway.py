@@ -29,7 +29,7 @@ from mxgate.auth.spf import SpfResult
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.result import CheckEnv, MessageFacts
+from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
@@ -205,7 +205,7 @@ class GatewayRole(Role):
             recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
-        checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
+        checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
