@@ -74,14 +74,18 @@ def signing_domain(message: bytes, envelope_sender: str, is_ours: Callable[[str]
 class DkimSigner:
     """Signs outbound messages with the organisation's per-domain keys (call off the event loop)."""
 
-    def __init__(self, keys_dir: Path, selector: str = DEFAULT_SELECTOR):
+    def __init__(self, keys_dir: Path, selector: str = DEFAULT_SELECTOR, keyring=None):
         self.keys_dir = Path(keys_dir)
         self.selector = selector
+        self.keyring = keyring  # store/keys.KeyRing: the cluster's keys, rotated on any node
 
     def sign(self, message: bytes, envelope_sender: str, is_ours: Callable[[str], bool]) -> bytes:
         """The message with a DKIM-Signature on top, or unchanged when no domain of ours applies."""
         domain = signing_domain(message, envelope_sender, is_ours)
         if domain is None:
             return message
-        pem, _txt = ensure_key(self.keys_dir, domain, self.selector)
-        return sign_dkim(message, domain, self.selector, pem) + message
+        if self.keyring is not None:
+            selector, pem = self.keyring.dkim(domain, self.selector)
+        else:
+            selector, (pem, _txt) = self.selector, ensure_key(self.keys_dir, domain, self.selector)
+        return sign_dkim(message, domain, selector, pem) + message

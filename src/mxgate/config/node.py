@@ -33,6 +33,9 @@ class NodeSection(_Section):
     allow_root: bool = Field(False, description="Let `mxgate serve` keep running as root when no `user` is set. Off: started as root without `user`, the node refuses to start. The test rig sets it (MXGATE_NODE__ALLOW_ROOT=true); a service should use `user` or the systemd unit's CAP_NET_BIND_SERVICE instead.")
     shutdown_grace: float = Field(30.0, ge=0, description="Seconds open SMTP sessions get to finish after SIGTERM before they are closed (the systemd unit's TimeoutStopSec is longer). Restart.")
     tls_check_interval: float = Field(60.0, gt=0, description="Seconds between checks of the listeners' certificate and key files; a changed pair is loaded for new handshakes without a restart (SIGHUP checks at once).")
+    cluster_sync_interval: float = Field(0.1, gt=0, le=5, description="Seconds between this node's exchanges of shared state with the store: rate-limit and authentication-failure counts, greylist, connect-stage verdicts (store/cluster.py). Between two exchanges a node admits at most its share of what is left of a limit. Restart.")
+    cluster_stale_after: float = Field(3.0, gt=0, description="Seconds without reaching the store after which this node enforces every shared limit on its own count (degraded: N nodes admit up to N x a limit) until the store answers again. Restart.")
+    key_refresh: float = Field(2.0, gt=0, description="Seconds a node keeps its copy of the cluster keys (SRS, DKIM, ARC) before reading them again, so a rotation on any node is used by all within this time (store/keys.py).")
 
 
 class RolesSection(_Section):

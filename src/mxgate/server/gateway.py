@@ -64,8 +64,8 @@ class GatewayRole(Role):
         self.watcher = node.watcher
         self.trace = node.trace
         self.sv = services  # spool, runner, pipeline, resolver, dnsfunc, arc key, relay settings
-        self.limiter = RateLimiter()
-        self.greylist = Greylist()
+        self.limiter = RateLimiter(getattr(node, "cluster", None))  # counted across the nodes on the store (store/cluster.py)
+        self.greylist = Greylist(getattr(node, "cluster", None))
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
@@ -90,7 +90,7 @@ class GatewayRole(Role):
         s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
         if self._own_server(s):
             return accept("connect-ok")
-        result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
+        result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.time())
         s.role_state["early"] = {"ratelimit": result.as_trace()}
         return _stage_verdict(result)
 
@@ -99,7 +99,7 @@ class GatewayRole(Role):
         s.role_state["policy"] = compiled
         if self._own_server(s):
             return accept("sender-ok")
-        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.monotonic())
+        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.time())
         return _stage_verdict(result)
 
     # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
@@ -215,12 +215,19 @@ class GatewayRole(Role):
             self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
             env.raw.get("dmarc"), arc, header_from_domain(facts.data))
         try:
-            seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
-                                           self.settings.arc_selector, self.sv.arc_key, results)
+            seal = await asyncio.to_thread(self._seal, body, results)
         except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
             log.info("message %s not ARC-sealed: %s", trace_id, exc)
             seal = b""
         return seal + fold_header("Authentication-Results", results) + body
+
+    def _seal(self, body: bytes, results: str) -> bytes:
+        """ARC-seal with the cluster's key (store/keys.py) so every gateway seals alike; the
+        node's own key file when it has no keyring."""
+        keyring = getattr(self.node, "keyring", None)
+        selector, key = (keyring.arc(self.settings.arc_selector) if keyring is not None
+                         else (self.settings.arc_selector, self.sv.arc_key))
+        return seal_arc(body, self.settings.authserv_id, self.settings.arc_domain, selector, key, results)
 
     def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome, compiled) -> None:
         """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
