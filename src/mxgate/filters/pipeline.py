@@ -97,8 +97,16 @@ class Pipeline:
             result = module.decide(raw, cfg)
         return with_failure_policy(result, cfg)
 
-    async def run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> Outcome:
-        first = await asyncio.gather(*(self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL))
+    async def run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv,
+                  precomputed: dict[str, CheckResult] | None = None) -> Outcome:
+        """`precomputed`: results of checks already run at connect (filters/connect.py), not run again."""
+        pre = precomputed or {}
+
+        async def ready(result: CheckResult) -> CheckResult:
+            return result
+
+        first = await asyncio.gather(*(ready(pre[m.NAME]) if m.NAME in pre else self._run_one(m, facts, checks[m.NAME], env)
+                                       for m in PARALLEL))
         results: dict[str, Any] = {r.check: r for r in first}
         for m in AFTER:
             results[m.NAME] = await self._run_one(m, facts, checks[m.NAME], env)

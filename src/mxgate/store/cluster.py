@@ -127,7 +127,7 @@ class ClusterState:
                 return False
             share_key = (scope, key)
             spent = self._since_sync.get(share_key, 0)
-            if not self.degraded and self.engine is not None:
+            if self.live_nodes > 1 and not self.degraded and self.engine is not None:  # alone, the count is exact
                 share = max(1, math.floor((limit - (est - spent)) / (SHARE_DIVISOR * max(1, self.live_nodes))))
                 if spent >= share:
                     self._wake.set()  # sync soon: the share is refreshed from the others' counts
