@@ -217,3 +217,42 @@ def test_admin_https_certificate_renews_in_place_too(node_factory, live, test_ca
     assert rows["admin"]["spki_sha256"] == new_pin == rows["admin"]["served_spki_sha256"]
     generated = spki_sha256_of_file(n.home.certs / "server.pem")
     assert rows["mailbox"]["spki_sha256"] == generated == rows["mailbox"]["served_spki_sha256"]
+
+
+def test_the_documented_certificate_alert_is_valid_and_fires(tmp_path):
+    """docs/operations.md's MxgateCertificateExpiring rule, checked and unit-tested with promtool."""
+    import re
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: run scripts/install-system-deps.sh (Debian package prometheus)"
+    doc = (Path(rig.REPO) / "docs" / "operations.md").read_text()
+    block = re.search(r"<!-- certificate-alert:start -->\n```yaml\n(.*?)```", doc, re.S).group(1)
+    assert "mxgate_tls_certificate_expiry_days" in {f.name for f in metrics.REGISTRY.collect()}
+    (tmp_path / "rules.yml").write_text(block)
+    (tmp_path / "rules.test.yml").write_text("""
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # Counting down 0.01 day a minute: below 20 after 500 minutes, firing an hour later.
+      - series: 'mxgate_tls_certificate_expiry_days{instance="mx1",certificate="mailbox"}'
+        values: '25-0.01x600'
+      - series: 'mxgate_tls_certificate_expiry_days{instance="mx1",certificate="gateway"}'
+        values: '80x600'
+    alert_rule_test:
+      - eval_time: 9h
+        alertname: MxgateCertificateExpiring
+        exp_alerts: []
+      - eval_time: 10h
+        alertname: MxgateCertificateExpiring
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: mx1, certificate: mailbox}
+            exp_annotations:
+              summary: "mxgate mx1: the mailbox certificate expires in 19 days"
+              description: "Check the ACME client's log, then `mxgate tls status --live` and the node's log for tls-certificate-refused."
+""")
+    check = subprocess.run([promtool, "check", "rules", "rules.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = subprocess.run([promtool, "test", "rules", "rules.test.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
