@@ -148,10 +148,16 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
     port = free_port()
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ntls_check_interval = 3600\n[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
+    config.write_text(f'[node]\ntls_check_interval = 3600\nworkers = 2\n[roles]\nadmin = false\n'
+                      f'[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
                       f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
     node = rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
     try:
+        def alive() -> set[str]:
+            r = _cli(home, config, "status", "--json")
+            return {n["name"] for n in json.loads(r.stdout)["nodes"] if n["alive"]} if r.returncode == 0 else set()
+
+        assert wait_until(lambda: alive() == {"node1", "node1-w1"}, timeout=20)  # the worker loaded the old pair
         old_pin = spki_sha256_of_file(test_ca["server_cert"])
         r = _cli(home, config, "tls", "status", "--live", "--json")
         assert r.returncode == 0, r.stderr
@@ -167,8 +173,11 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
         # The files changed but the node was not told yet: status shows the mismatch.
         row = json.loads(_cli(home, config, "tls", "status", "--live", "--json").stdout)["listeners"][0]
         assert row["spki_sha256"] == new_pin and row["served_spki_sha256"] == old_pin
-        node.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mxgate` does
+        node.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mxgate` does: the main process only
         assert wait_until(lambda: _served_pin(port, test_ca["ca"]) == new_pin, timeout=15)
+        # The worker was told too: every connection, whichever process the kernel hands it to, gets
+        # the new pair (the poll interval is an hour, so nothing else could have loaded it).
+        assert wait_until(lambda: all(_served_pin(port, test_ca["ca"]) == new_pin for _ in range(20)), timeout=15)
         assert node.proc.poll() is None  # SIGHUP reloads, it does not stop the node
         table = _cli(home, config, "tls", "status", "--live")
         assert table.returncode == 0 and new_pin in table.stdout and "same" in table.stdout, table.stdout
