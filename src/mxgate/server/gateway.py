@@ -13,15 +13,12 @@ timing (queue/runner.py), or reply text (smtp/replies.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
-
-from sqlalchemy import insert
 
 from mxgate.delivery.commit import private_dir
 from mxgate.admin import metrics
@@ -32,7 +29,7 @@ from mxgate.auth.spf import SpfResult
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.result import CheckEnv, MessageFacts
+from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
@@ -47,7 +44,7 @@ from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
-from mxgate.store.schema import quarantine as quarantine_table
+from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
 from mxgate.trace.store import TraceRecord, refusal_status
 
 log = logging.getLogger("mxgate.gateway")
@@ -165,7 +162,7 @@ class GatewayRole(Role):
         final = await self._stamp(s, txn, facts, env, outcome, trace_id)
         rcpts = [str(r.address) for r in txn.recipients]
         if outcome.verdict.action is Action.QUARANTINE:
-            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome)
+            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome, compiled)
             self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
             self.stats["quarantined"] += 1
             metrics.accepted(self.name)
@@ -208,7 +205,7 @@ class GatewayRole(Role):
             recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
-        checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
+        checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
@@ -225,13 +222,16 @@ class GatewayRole(Role):
             seal = b""
         return seal + fold_header("Authentication-Results", results) + body
 
-    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome) -> None:
-        with self.node.engine.begin() as conn:  # committed before the 250 (RFC 5321 §6.1)
-            conn.execute(insert(quarantine_table).values(
-                id=secrets.token_hex(16), trace_id=trace_id, node=self.node.name, created_at=time.time(),
-                sender=facts.sender, recipients=json.dumps(list(facts.recipients)),
-                subject=msg.header_value(msg.header_block(facts.data), "Subject")[:256],
-                reason=outcome.verdict.detail.split(":", 1)[0], detail=outcome.verdict.detail[:2000], body=final))
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome, compiled) -> None:
+        """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
+        recipients resolved to their mailboxes so a release never makes a Maildir for an alias."""
+        mailboxes, others = resolve_mailboxes(compiled.directory, facts.recipients)
+        QuarantineStore(self.node.engine, node=self.node.name).add(
+            trace_id=trace_id, sender=facts.sender, recipients=mailboxes,
+            subject=msg.header_value(msg.header_block(facts.data), "Subject"),
+            reason=outcome.verdict.detail.split(":", 1)[0], body=final,
+            detail={"why": outcome.verdict.detail[:2000], "relay_recipients": others, "role": "gateway",
+                    "connecting_ip": facts.peer_ip})
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
