@@ -26,7 +26,7 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DmarcResul
     dkim = env.raw.get("dkim") or ()
     _, spf_domain, _ = spf_identity(facts.sender, facts.helo)
     # pct= sampling needs a random draw; it is drawn here so decide_dmarc stays pure.
-    return evaluate_dmarc(header_from_domain(facts.data), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
+    return evaluate_dmarc(header_from_domain(facts.source.head), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
                           sample=random.uniform(0, 100))
 
 

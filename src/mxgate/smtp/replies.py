@@ -125,6 +125,9 @@ REPLIES: dict[str, Reply] = {
     "dmarc-policy": Reply(550, "5.7.1", "Message rejected: DMARC policy of the sender domain"),
     "spf-fail": Reply(550, "5.7.23", "SPF validation failed"),
     "blocked-attachment": Reply(554, "5.7.1", "Message rejected: blocked attachment type"),
+    # A check that broke on the message (a limit of the MIME/archive walk, an exception) with on_error = "reject".
+    "content-uninspectable": Reply(554, "5.6.0", "Message rejected: content could not be inspected within limits"),
+    "checks-busy": Reply(451, "4.7.0", "Too many messages from your address are being checked, try again later"),
     "dnsbl": Reply(554, "5.7.1", "Service unavailable: client host blocked using a DNS block list"),
     "rdns-missing": Reply(450, "4.7.25", "Client host rejected: cannot find your reverse hostname"),
     "greylisted": Reply(451, "4.7.1", "Greylisted, try again later"),
