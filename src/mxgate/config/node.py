@@ -27,6 +27,7 @@ class NodeSection(_Section):
     name: str = Field("node1", description="This node's name in status, trace and the admin centre. Restart.")
     worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own outbound queue (spool/outbound-w<N>).")
     workers: int = Field(1, ge=1, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
+    srs_key_file: str = Field("", description="The SRS secret (delivery/srs.py): mailbox servers sign forwarded senders with it and the gateway refuses forged SRS bounces at RCPT with it, so every node of the organisation needs the same file (copy it). Default <home>/keys/srs.key, made on first use. Restart.")
     event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description='Event loop of `mxgate serve`: "asyncio" (the standard loop) or "uvloop" (install the `speed` extra; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
 
 

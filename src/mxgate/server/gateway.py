@@ -34,6 +34,8 @@ from mxgate.filters.result import CheckEnv, MessageFacts
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
+from mxgate.delivery import srs
+from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
 from mxgate.queue.relay import HostHealth, RelaySettings, callahead
 from mxgate.queue.runner import Runner
@@ -121,6 +123,14 @@ class GatewayRole(Role):
         return _stage_verdict(result), None
 
     def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
+        if srs.is_srs(rcpt.local + "@") and rcpt.key not in compiled.directory:
+            # A bounce to mail our mailbox servers forwarded: checked here with the same secret, so
+            # a forged or guessed SRS address never reaches (or is relayed by) the mailbox server.
+            try:
+                srs.reverse(str(rcpt), self.sv.srs_secret, time.time())
+            except srs.SrsError as exc:
+                return reject("srs-invalid", str(exc))
+            return True
         if self.settings.recipient_validation == "callahead":
             answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
             if answer is None:
@@ -133,8 +143,6 @@ class GatewayRole(Role):
             return tempfail("check-tempfail", f"callahead: {code} {text}")
         if rcpt.key in compiled.directory or domain.type == "internal_relay":
             return True
-        if rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
-            return True  # a bounce to mail we forwarded: the mailbox server checks the SRS signature
         return reject("unknown-recipient", "not in the directory")
 
     async def callahead(self, address: str) -> None:
@@ -326,6 +334,7 @@ class GatewayServices:
     arc_key: bytes
     relay_settings: Callable[[], RelaySettings]
     lock_fd: int
+    srs_secret: bytes = b""
 
     def begin_stop(self) -> None:
         """SIGTERM: stop every content check in flight now, so sessions in DATA get their 451 and
@@ -404,7 +413,8 @@ async def start_services(node) -> GatewayServices:
                     scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
     runner.start()
     services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
-                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd)
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd,
+                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.extras.append(services)
     return services
 

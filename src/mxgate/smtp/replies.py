@@ -105,6 +105,9 @@ REPLIES: dict[str, Reply] = {
     "connector-attribution": Reply(550, "5.7.51", ATTRIBUTION_TEXT),
     "unknown-recipient": Reply(550, "5.1.1", "Recipient address rejected: User unknown"),
     "relay-denied": Reply(550, "5.7.1", "Relay access denied"),
+    # Exchange Online's reply when an on-premises connector relays for a sender domain that is not accepted.
+    "tenant-relay-denied": Reply(550, "5.7.64", "TenantAttribution; Relay Access Denied"),
+    "srs-invalid": Reply(550, "5.7.1", "Recipient address rejected: invalid or expired SRS address"),
     "address-literal": Reply(550, "5.7.1", "Relay access denied"),
     "too-many-recipients": Reply(452, "4.5.3", "Too many recipients"),
     "different-policy-outcome": Reply(452, "4.5.3", "Recipient needs a separate transaction, try again"),
