@@ -135,6 +135,10 @@ class AdminService:
 def _bind(listen: str) -> socket.socket:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
+    from mxgate.server import sockets
+
+    if port.isdigit() and (opened := sockets.take(host, int(port))) is not None:
+        return opened  # bound before `mxgate serve` dropped root
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -170,8 +170,11 @@ class Authenticator:
         """The walk (pure) and then every DNS-backed check in one worker thread."""
         walk, in_scope = self.walk(data, connecting_ip, connector, recipients)
         applied = walk.status == "detected" and in_scope and not connector.ef_test_mode
-        auth_ip = str(walk.original_ip) if applied else connecting_ip
-        auth_helo = (walk.original_helo or "") if applied else helo
+        auth_ip, auth_helo = (str(walk.original_ip), walk.original_helo or "") if applied else (connecting_ip, helo)
+        if walk.status == "stopped" and in_scope and not connector.ef_test_mode and walk.last_trusted_ip is not None:
+            # An unreadable trusted hop ended the walk: judge the last address we could trust.
+            auth_ip = str(walk.last_trusted_ip)
+            auth_helo = helo if auth_ip == connecting_ip else ""
         # One worker-thread hop for all four checks: with the DNS cache warm they are CPU work of
         # a few hundred µs, and each hop (submit, wake-up, GIL hand-over) cost as much again.
         # Every lookup inside is bounded by the resolver's lifetime; the budget is the backstop.

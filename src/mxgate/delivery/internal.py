@@ -51,6 +51,16 @@ def load_srs_secret(keys_dir: Path, key_file: str = "") -> bytes:
     return path.read_bytes()
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Facts of the message a copy came from, repeated on the copy's trace row (who sent it in,
+    through which connector, under which policy version), so a forward is traceable on its own."""
+
+    from_ip: str = ""
+    original_ip: str = ""
+    connector: str = ""
+
+
 @dataclass
 class Outcome:
     """What one internal delivery did: local results (check `failed`), queued external copies."""
@@ -84,12 +94,23 @@ class InternalDelivery:
         return address.lower() in self.compiled.directory
 
     # --- the service ------------------------------------------------------------------------
-    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
-                      folder: str | None = None, origin: str = "internal") -> Outcome:
-        """Expand `recipients`, store local copies, queue external ones. Durable when it returns."""
+    def plan(self, recipients: Sequence[str], data: bytes, compiled=None) -> DeliveryPlan:
+        """Where `recipients` really go under `compiled` (default: the policy in force). Pure."""
+        compiled = compiled or self.compiled
         headers = msg.header_block(data)
-        plan = expand(recipients, self.compiled.directory, self.is_ours, seen=delivered_to(headers),
+        return expand(recipients, compiled.directory,
+                      lambda d: accepted_domain_for(compiled.policy, d) is not None, seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
+
+    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
+                      folder: str | None = None, origin: str = "internal", compiled=None,
+                      provenance: Provenance = Provenance()) -> Outcome:
+        """Expand `recipients`, store local copies, queue external ones. Durable when it returns.
+
+        `compiled` is the policy snapshot of the transaction (mail-flow.md: a transaction uses the
+        policy it saw at MAIL); `provenance` the facts of the message the copies come from."""
+        compiled = compiled or self.compiled
+        plan = self.plan(recipients, data, compiled)
         outcome = Outcome(plan)
         outcome.local = await self.maildir.deliver_many([(a, data, folder) for a in plan.local])
         if outcome.failed:
@@ -104,8 +125,13 @@ class InternalDelivery:
         for via, targets in by_mailbox.items():
             await self.forward(sender, via, targets, data, trace_id)
             outcome.queued += targets
-        self._trace(sender, recipients, plan, data, trace_id, origin)
+        self._trace(sender, recipients, plan, data, trace_id, origin, compiled.version, provenance)
         return outcome
+
+    async def release(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str) -> list[DeliveryResult]:
+        """A message released from quarantine, routed as a delivered one would be (forwarding, lists)."""
+        out = await self.deliver(sender, recipients, data, trace_id=trace_id, origin="release")
+        return out.local
 
     async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str) -> None:
         """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
@@ -126,8 +152,10 @@ class InternalDelivery:
     # --- hooks for the mailbox role and the outbound queue ----------------------------------
     async def for_mailbox(self, ctx, addresses: list[str], final: bytes) -> list[DeliveryResult]:
         """MailboxRole.local_delivery: the accepted local recipients, through the router."""
+        connector = ctx.txn.recipients[0].decision.connector if ctx.txn.recipients else ""
         out = await self.deliver(str(ctx.txn.sender), addresses, final, trace_id=ctx.trace_id, folder=ctx.folder,
-                                 origin="mailbox")
+                                 origin="mailbox", compiled=ctx.compiled,
+                                 provenance=Provenance(str(ctx.session.peer_ip), ctx.original_ip, connector))
         return out.local
 
     def reverse_srs(self, address: str) -> str:
@@ -158,7 +186,7 @@ class InternalDelivery:
 
     # --- trace ------------------------------------------------------------------------------
     def _trace(self, sender: str, recipients: Sequence[str], plan: DeliveryPlan, data: bytes, trace_id: str,
-               origin: str) -> None:
+               origin: str, policy_version: int, provenance: Provenance) -> None:
         """One row per copy the router created beyond the envelope recipients (status Expanded/Pending)."""
         envelope = {r.lower() for r in recipients}
         extra = [a for a in (*plan.local, *plan.external) if a not in envelope]
@@ -172,6 +200,8 @@ class InternalDelivery:
                 trace_id=trace_id or secrets.token_hex(8), status="Delivered" if a in plan.local else "Pending",
                 sender=sender, recipient=a, subject=msg.header_value(headers, "Subject"),
                 message_id=msg.header_value(headers, "Message-ID"), size=len(data), role=origin, direction="internal",
+                policy_version=policy_version, from_ip=provenance.from_ip, original_ip=provenance.original_ip,
+                connector=provenance.connector,
                 detail={"steps": [why.get(a, "")], "dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
                 events=[(now, "Expand", why.get(a, "expanded")),
                         (now, "Deliver" if a in plan.local else "Send", "maildir" if a in plan.local else "queued for outbound")],
@@ -193,3 +223,53 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
     node.internal = service
     return service
+
+
+class OfflineOutbound:
+    """The home's outbound queue seen from a process that runs no node (the CLI).
+
+    Usable only while no node owns the queue (queue/outbound.py `lock_spool`): a copy written
+    behind a running runner's back would not be in its index. The next `mxgate serve` sends it.
+    """
+
+    def __init__(self, root: Path, committer):
+        from mxgate.errors import ConfigError
+        from mxgate.queue.outbound import lock_spool
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.committer = committer
+        try:
+            self.lock_fd = lock_spool(self.root)
+        except ConfigError:
+            self.lock_fd = -1
+        self._spool = None
+
+    @property
+    def available(self) -> bool:
+        return self.lock_fd >= 0
+
+    async def enqueue(self, sender: str, recipients: Sequence[str], data: bytes, meta: dict):
+        if not self.available:
+            raise RuntimeError(f"{self.root}: a running node owns this queue")
+        if self._spool is None:
+            from mxgate.queue.spool import Spool
+
+            self._spool = await asyncio.to_thread(Spool.open, self.root, self.committer)
+        return await self._spool.enqueue(sender, list(recipients), data, meta)
+
+    def close(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def offline_internal(home, compiled, trace, maildir: Maildir, committer) -> InternalDelivery:
+    """Internal delivery for a process without a node (the CLI's quarantine release): the home's
+    Maildirs, keys, SRS secret and outbound queue, under the policy `compiled`. Close its
+    `outbound` when done."""
+    from types import SimpleNamespace
+
+    node = SimpleNamespace(watcher=SimpleNamespace(current=compiled), trace=trace)
+    return InternalDelivery(node, maildir, OfflineOutbound(home.spool / "outbound", committer),
+                            DkimSigner(home.keys), load_srs_secret(home.keys))

@@ -142,7 +142,7 @@ def attribute_by_certificate(compiled: CompiledPolicy, cert: ClientCertFacts | N
     for c in compiled.certificate_connectors:
         if not any(certificate_name_matches(c.tls_sender_certificate_name, n) for n in cert.names):
             continue
-        pins = {p.lower().replace(":", "").removeprefix("sha256") for p in c.tls_sender_certificate_fingerprints}
+        pins = set(c.tls_sender_certificate_fingerprints)  # canonical: policy/pins.py
         if pins and cert.spki_sha256.lower() not in pins:
             continue
         matched.add(c.name.lower())

@@ -28,15 +28,15 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
 from mxgate.probe.mx import lookup_mx, make_resolver
-from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, relay
+from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, relay
 from mxgate.queue.runner import Runner
-from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError
 from mxgate.server.tls import client_context
 from mxgate.smtp import message as msg
@@ -58,6 +58,7 @@ class Route:
     tls: str = "encryption_only"
     status: str = ""
     why: str = ""
+    tls_name: str = ""  # the certificate name to check; "" = each host's own name
 
 
 def _hostport(host: str) -> str:
@@ -154,7 +155,7 @@ class RoutingRunner(Runner):
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
                 continue
-            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls))
+            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
             hosts.append(result.host)
             errors += result.errors
@@ -289,19 +290,41 @@ class GatewayOutbound:
                 created_at=now))
         return accept("queued")
 
+    async def bounce(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:
+        """A DSN from the gateway's queues: out through this queue's routes — the downstream
+        mailbox server for our own domains' senders, the sender's MX for everyone else — with
+        its own trace row, so retries and the outcome show in the trace. Durable on return."""
+        trace_id = secrets.token_hex(8)
+        entry = await self.queue.enqueue("", [sender], dsn, {**meta, "trace_id": trace_id})
+        domain = sender.rpartition("@")[2].lower()
+        internal = bool(domain) and accepted_domain_for(self.node.watcher.current.policy, domain) is not None
+        headers = msg.header_block(dsn)
+        now = time.time()
+        self.node.trace.record(TraceRecord(
+            trace_id=trace_id, status="Pending", sender="", recipient=sender.lower(),
+            subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
+            size=len(dsn), policy_version=self.node.watcher.current.version, reason="dsn", role="gateway",
+            direction="inbound" if internal else "outbound", detail={"dsn_for": meta.get("dsn_for", "")},
+            events=[(now, "Receive", f"delivery status notification for queue entry {meta.get('dsn_for', '')}"),
+                    (now, "Send", "queued for the mailbox server" if internal else "queued for MX delivery")],
+            created_at=now))
+        return entry.queue_id
+
     async def stop(self) -> None:
         if self.queue:
             await self.queue.stop()
 
 
 async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) -> GatewayOutbound:
-    """Outbound queue on the gateway: our domains (DSNs) to the downstream, the rest by MX."""
+    """Outbound queue on the gateway: our domains (DSNs) to the downstream, the rest by MX.
+    Every gateway runs it: its DSNs to Internet senders leave this way even without `outbound_from`."""
     resolver = _resolver(node)
 
     async def route(address: str) -> Route:
         domain = address.rpartition("@")[2].lower()
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
-            return Route("relay", "downstream", tuple(downstream().hosts), "downstream")
+            d = downstream()
+            return Route("relay", "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
         return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound")

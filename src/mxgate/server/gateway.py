@@ -37,9 +37,9 @@ from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.queue.relay import HostHealth, RelaySettings, callahead
+from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
-from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok
 from mxgate.server.tls import client_context
 from mxgate.server.listener import Listener, Role
@@ -334,6 +334,7 @@ class GatewayServices:
     arc_key: bytes
     relay_settings: Callable[[], RelaySettings]
     lock_fd: int
+    outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
     srs_secret: bytes = b""
 
     def begin_stop(self) -> None:
@@ -397,23 +398,32 @@ async def start_services(node) -> GatewayServices:
         spool = await asyncio.to_thread(Spool.open, root, node.committer)
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
+    # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
+    # certificate it signed stand in for the mailbox server (RFC 6125 §6).
+    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None,
+                         check_hostname=True)
 
     def relay_settings() -> RelaySettings:
         return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout)
+                             g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):
             node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
 
+    from mxgate.queue.outbound import start_gateway_outbound
+
+    # DSNs leave through the outbound queue: to the sender's MX, or downstream for our domains.
+    outbound = await start_gateway_outbound(node, relay_settings)
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
                         max_age=g.retry_max_age)
     runner = Runner(spool, relay_settings, retry, hostname=g.hostname, concurrency=g.relay_concurrency,
-                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
+                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event,
+                    bounce=outbound.bounce)
     runner.start()
-    services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
-                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd,
+    services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,
+                               dnsfunc_for(resolver, node.settings.dns.timeout),
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound,
                                load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.extras.append(services)
     return services
@@ -424,9 +434,7 @@ async def start_gateway(node) -> None:
     services = await start_services(node)
     role = GatewayRole(node, services)
     if node.settings.gateway.outbound_from:
-        from mxgate.queue.outbound import start_gateway_outbound
-
-        role.outbound = await start_gateway_outbound(node, services.relay_settings)
+        role.outbound = services.outbound
     listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
                         spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies,
                         session_class=GatewaySession)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mxgate.config.node import LimitsSection
 from mxgate.errors import ConfigError
+from mxgate.server import sockets
+from mxgate.server.sockets import parse_listen  # noqa: F401  (re-exported: queue/relay.py)
 from mxgate.smtp.replies import Verdict, accept
 
 if TYPE_CHECKING:
@@ -69,18 +71,6 @@ class Role:
         pass
 
 
-def parse_listen(addr: str) -> tuple[str, int]:
-    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port)."""
-    addr = addr.strip()
-    if addr.startswith("["):
-        host, _, port = addr[1:].partition("]:")
-    else:
-        host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port")
-    return host, int(port)
-
-
 class Listener:
     def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
                  spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = (),
@@ -114,9 +104,15 @@ class Listener:
         for addr in listen:
             host, port = parse_listen(addr)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            opened = sockets.take(host, port)  # bound before privileges were dropped, or inherited
             try:
-                server = await self.loop.create_server(lambda: self.session_class(self), host, port, family=family,
-                                                       reuse_address=True, reuse_port=self.reuse_port, backlog=1024)
+                if opened is not None:
+                    server = await self.loop.create_server(lambda: self.session_class(self), sock=opened,
+                                                           backlog=sockets.BACKLOG)
+                else:
+                    server = await self.loop.create_server(lambda: self.session_class(self), host, port, family=family,
+                                                           reuse_address=True, reuse_port=self.reuse_port,
+                                                           backlog=sockets.BACKLOG)
             except OSError as exc:
                 raise ConfigError(f"{self.role.name}: cannot listen on {addr}: {exc.strerror or exc}") from None
             self.servers.append(server)

@@ -170,7 +170,7 @@ class Node:
         if self._stop is None:
             self._install_signal_handlers()
         await self._stop.wait()
-        await self.stop()
+        await self.stop(self.settings.node.shutdown_grace)
 
     def request_stop(self) -> None:
         if self._stop:
