@@ -114,3 +114,47 @@ def test_on_error_open_is_an_explicit_operator_choice(make_gateway, mailbox):
     gw = make_gateway('[gateway.attachments]\non_error = "open"\n')
     r = send(gw, nested_around(b"Content-Type: text/plain\r\n\r\nhi\r\n", 1000))
     assert r["end"][0] == 250
+
+
+# --- the pure rule: what an error or a timeout means ------------------------------------------
+
+from mxgate.filters.pipeline import decide_message, with_failure_policy  # noqa: E402
+from mxgate.filters.result import ERROR, PASS, TEMPERROR, TIMEOUT, CheckResult  # noqa: E402
+from mxgate.filters.settings import CheckSettings, DEFAULTS, validate_gateway_checks  # noqa: E402
+
+
+def _cfg(name="attachments", **over):
+    return CheckSettings(name, {**DEFAULTS[name], **over})
+
+
+@pytest.mark.parametrize("outcome,on_timeout,on_error,action,reason", [
+    (ERROR, "open", "tempfail", "tempfail", "check-tempfail"),
+    (ERROR, "open", "reject", "reject", "content-uninspectable"),
+    (ERROR, "open", "quarantine", "quarantine", "quarantined"),
+    (ERROR, "closed", "open", "off", "check-tempfail"),  # on_timeout never decides an error
+    (TIMEOUT, "open", "reject", "off", "check-tempfail"),  # and on_error never decides a timeout
+    (TIMEOUT, "closed", "open", "tempfail", "check-tempfail"),
+    (TEMPERROR, "closed", "reject", "tempfail", "check-tempfail"),  # a DNS temperror is like a timeout
+    (PASS, "closed", "reject", "off", ""),
+])
+def test_failure_policy_table(outcome, on_timeout, on_error, action, reason):
+    r = with_failure_policy(CheckResult("attachments", outcome), _cfg(on_timeout=on_timeout, on_error=on_error))
+    assert (r.action, r.reason) == (action, reason)
+
+
+def test_defaults_never_pass_a_broken_blocking_check():
+    for name, defaults in DEFAULTS.items():
+        assert defaults["on_error"] != "open", name
+    assert DEFAULTS["attachments"]["on_error"] == "reject" and DEFAULTS["attachments"]["on_timeout"] == "closed"
+    assert DEFAULTS["clamd"]["on_timeout"] == "closed"
+    broken = with_failure_policy(CheckResult("attachments", ERROR, detail="mime-depth"), _cfg())
+    outcome = decide_message({"attachments": broken}, None)
+    assert outcome.verdict.refused and outcome.verdict.reason == "content-uninspectable"
+
+
+def test_on_error_values_are_validated():
+    class Gw:
+        checks = [("attachments", (("on_error", "maybe"),))]
+
+    [issue] = validate_gateway_checks(Gw())
+    assert (issue.field, issue.rule) == ("on_error", "invalid-value")

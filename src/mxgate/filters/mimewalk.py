@@ -14,7 +14,7 @@ Must not know: which extensions are blocked, scores, SMTP, or what a limit's ver
 from __future__ import annotations
 
 import binascii
-import email
+import re
 import email.header
 import tempfile
 import zipfile
@@ -32,6 +32,7 @@ SIGNATURES = ((b"MZ", "exe"), (b"\x7fELF", "elf"), (b"\xcf\xfa\xed\xfe", "macho"
               (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole"), (ZIP_MAGIC, "zip"))
 _LINE = 8192  # readline cap: the session refuses text lines over 998 bytes (RFC 5322 §2.1.1) anyway
 _CHECK_EVERY = 64  # lines between looks at the budget
+BATCH = 64 * 1024  # bytes of a part decoded at once
 
 
 @dataclass(frozen=True)
@@ -95,23 +96,64 @@ def _decode_words(value: str) -> str:
         return value
 
 
+_WANTED = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+_PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+
+
+def _fields(raw_header: bytes) -> dict[bytes, str]:
+    """The three fields that matter, unfolded (RFC 5322 §2.2.3); the first of each wins."""
+    out: dict[bytes, str] = {}
+    name = b""
+    value: list[bytes] = []
+    for line in raw_header.split(b"\n") + [b"end:"]:
+        if line[:1] in (b" ", b"\t"):
+            value.append(line.strip())
+            continue
+        if name in _WANTED and name not in out:
+            out[name] = b" ".join(value).decode("utf-8", "surrogateescape").replace("\r", "")
+        key, sep, rest = line.partition(b":")
+        name, value = (key.strip().lower(), [rest.strip()]) if sep else (b"", [])
+    return out
+
+
+def _simple_params(value: str) -> dict[str, str] | None:
+    """Parameters of a field without RFC 2231 extensions (None when there are some: the stdlib then parses)."""
+    params = {}
+    for m in _PARAM.finditer(value):
+        key = m.group(1).lower()
+        if key.endswith("*") or "*" in key:
+            return None
+        v = m.group(2)
+        params.setdefault(key, v[1:-1].replace('\\"', '"').replace("\\\\", "\\") if v.startswith('"') else v)
+    return params
+
+
 def _entity(raw_header: bytes) -> _Entity:
-    part: Message = email.message_from_bytes(raw_header + b"\r\n")
-    try:
-        ctype = part.get_content_type()
-    except Exception:
-        ctype = "text/plain"
+    fields = _fields(raw_header)
+    ctype_value = fields.get(b"content-type", "")
+    disp_value = fields.get(b"content-disposition", "")
+    ctype = ctype_value.split(";", 1)[0].strip().lower()
+    if ctype.count("/") != 1 or " " in ctype:
+        ctype = "text/plain"  # RFC 2045 §5.2: a malformed type means text/plain
+    ct_params, disp_params = _simple_params(ctype_value), _simple_params(disp_value)
+    if ct_params is None or disp_params is None:  # RFC 2231 continuations and charsets
+        part = Message()
+        for key, value in fields.items():
+            part[key.decode()] = value
+        try:
+            boundary = part.get_boundary() or ""
+        except Exception:
+            boundary = ""
+        try:
+            name = part.get_filename() or part.get_param("name") or ""
+        except Exception:
+            name = ""
+    else:
+        boundary = ct_params.get("boundary", "")
+        name = disp_params.get("filename") or ct_params.get("name") or ""
     maintype, _, subtype = ctype.partition("/")
-    try:
-        boundary = part.get_boundary() or ""
-    except Exception:
-        boundary = ""
-    try:
-        name = part.get_filename() or part.get_param("name") or ""
-    except Exception:
-        name = ""
     name = _decode_words(name).strip() if isinstance(name, str) else ""
-    encoding = str(part.get("content-transfer-encoding", "") or "").strip().lower()
+    encoding = fields.get(b"content-transfer-encoding", "").strip().lower()
     return _Entity(maintype, subtype, boundary.encode("utf-8", "replace"), name, encoding)
 
 
@@ -124,7 +166,7 @@ class _Decoder:
 
     def feed(self, line: bytes) -> bytes:
         if self.encoding == "base64":
-            self._b64 += bytes(c for c in line if c not in b" \t\r\n") if b" " in line or b"\t" in line else line.strip()
+            self._b64 += line.translate(None, b" \t\r\n")
             cut = len(self._b64) // 4 * 4
             chunk, self._b64 = self._b64[:cut], self._b64[cut:]
             try:
@@ -205,53 +247,100 @@ class _Walker:
                 return line
 
     def leaf(self, reader: BinaryIO, stack, ent: _Entity) -> bytes:
-        """A leaf's body, decoded as it streams; returns the delimiter line that ended it (b"" at EOF)."""
+        """A leaf's body, decoded as it streams; returns the delimiter line that ended it (b"" at EOF).
+
+        Lines are gathered into batches of up to BATCH bytes and decoded per batch; once nothing
+        more is needed from the part (its first bytes, the text sample, an archive's bytes), the
+        rest is only scanned for its end."""
         decoder = _Decoder(ent.encoding)
         is_file = bool(ent.name) or ent.maintype != "text"
-        keep_text = not is_file and len(self.out.text) < self.limits.text_sample
-        head = b""
-        spool = None
+        self._keep_text = not is_file and len(self.out.text) < self.limits.text_sample
+        self._head = b""
+        self._spool = None
+        plain = ent.encoding not in ("base64", "quoted-printable")
         prev_eol = b""
         ended = b""
         try:
             while True:
-                line = reader.readline(_LINE)
-                self.tick()
-                if not line:
+                if not (self._keep_text or len(self._head) < SNIFF_BYTES or self._spool is not None):
+                    ended = self.skip_leaf(reader, stack)  # nothing more to learn from this part
                     break
-                if self.boundary_of(line, stack) is not None:
-                    ended = line
-                    break
-                # The CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1): hold it back.
-                body_line = line
-                eol = b"\r\n" if line.endswith(b"\r\n") else b"\n" if line.endswith(b"\n") else b""
-                if ent.encoding not in ("base64", "quoted-printable"):
-                    body_line = prev_eol + line[: len(line) - len(eol)]
-                    prev_eol = eol
-                data = decoder.feed(body_line)
-                if not data:
+                if not stack:  # a single-part message: no delimiter to look for
+                    batch = reader.read(BATCH)
+                    if self.budget is not None:
+                        self.budget.check()
+                    if not batch:
+                        break
+                    self.take(decoder.feed(batch) if not plain else batch, is_file)
                     continue
-                self.count_decoded(len(data))
-                if len(head) < SNIFF_BYTES:
-                    head += data[: SNIFF_BYTES - len(head)]
-                if keep_text:
-                    self.out.text += data[: self.limits.text_sample - len(self.out.text)]
-                    keep_text = len(self.out.text) < self.limits.text_sample
-                if self.inspect_archives and is_file and head.startswith(ZIP_MAGIC):
-                    if spool is None:
-                        spool = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory)
-                        spool.write(head)
-                        data = data[len(head):] if len(head) <= len(data) else b""
-                    spool.write(data)
+                lines, size = [], 0
+                while size < BATCH:
+                    line = reader.readline(_LINE)
+                    self.tick()
+                    if not line:
+                        break
+                    if line[:2] == b"--" and self.boundary_of(line, stack) is not None:
+                        ended = line
+                        break
+                    lines.append(line)
+                    size += len(line)
+                if lines:
+                    batch = b"".join(lines)
+                    if plain:
+                        # The CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1): hold it back.
+                        eol = b"\r\n" if batch.endswith(b"\r\n") else b"\n" if batch.endswith(b"\n") else b""
+                        data, prev_eol = prev_eol + batch[: len(batch) - len(eol)], eol
+                    else:
+                        data = decoder.feed(batch)
+                    self.take(data, is_file)
+                if ended or not lines:
+                    break
             if is_file:
                 name = ent.name or "(unnamed)"
-                self.out.files.append(FoundFile(name, sniff(head)))
-                if spool is not None:
-                    self.archive(spool, name, 1)
+                self.out.files.append(FoundFile(name, sniff(self._head)))
+                if self._spool is not None:
+                    self.archive(self._spool, name, 1)
         finally:
-            if spool is not None:
-                spool.close()
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
         return ended
+
+    def take(self, data: bytes, is_file: bool) -> None:
+        """Decoded bytes of the current leaf: count, sniff, sample text, spool an archive."""
+        if not data:
+            return
+        self.count_decoded(len(data))
+        if len(self._head) < SNIFF_BYTES:
+            self._head += data[: SNIFF_BYTES - len(self._head)]
+        if self._keep_text:
+            self.out.text += data[: self.limits.text_sample - len(self.out.text)]
+            self._keep_text = len(self.out.text) < self.limits.text_sample
+        if self.inspect_archives and is_file and self._head.startswith(ZIP_MAGIC):
+            if self._spool is None:
+                self._spool = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory)
+            self._spool.write(data)
+
+    def skip_leaf(self, reader: BinaryIO, stack) -> bytes:
+        """The rest of a part nothing more is needed from: find its end, count its bytes (an upper
+        bound of what it decodes to). Returns the delimiter line, or b"" at the end."""
+        pending = 0
+        budget = self.budget
+        while True:
+            line = reader.read(256 * 1024) if not stack else reader.readline(_LINE)
+            if not line:
+                self.count_decoded(pending)
+                return b""
+            if stack and line[:2] == b"--" and self.boundary_of(line, stack) is not None:
+                self.count_decoded(pending)
+                return line
+            pending += len(line)
+            self._lines += 1
+            if pending > 1024 * 1024 or self._lines % _CHECK_EVERY == 0:
+                self.count_decoded(pending)
+                pending = 0
+                if budget is not None:
+                    budget.check()
 
     def run(self, source: MessageSource) -> Walk:
         reader = source.open()
