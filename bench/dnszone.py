@@ -4,6 +4,8 @@ Owns: answering UDP queries from a JSON zone file (`{"name": {"TXT": [...], "A":
 re-read on SIGHUP so the harness can publish a key generated after start-up; TCP is answered
 too for the rare long TXT. Runs as its own process (`python bench/dnszone.py --port N --zone F`)
 so its work never competes with the load client for the harness's GIL.
+With `--drop SHARE` a seeded share of UDP queries is never answered and with `--no-soa`
+negative answers carry no SOA (P8: the lossy resolver this machine's own resolver is).
 Must not know: what the records mean. Loopback only.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import selectors
 import signal
 import socket
@@ -36,8 +39,9 @@ def txt(value: str) -> TXT:
 
 
 class Zone:
-    def __init__(self, path: str):
+    def __init__(self, path: str, soa: bool = True):
         self.path = path
+        self.soa = soa
         self.records: dict[tuple[str, int], list] = {}
         self.load()
 
@@ -70,8 +74,9 @@ class Zone:
                 reply.set_rcode(dns.rcode.NXDOMAIN)
             # RFC 2308 §3: a negative answer carries the zone's SOA, whose minimum is how long
             # resolvers may cache it — as real authoritative servers answer (PTR, DNSBL misses).
-            soa = dns.rrset.from_text("test.", TTL, "IN", "SOA", f"ns.test. hostmaster.test. 1 3600 600 86400 {TTL}")
-            reply.authority.append(soa)
+            if self.soa:
+                soa = dns.rrset.from_text("test.", TTL, "IN", "SOA", f"ns.test. hostmaster.test. 1 3600 600 86400 {TTL}")
+                reply.authority.append(soa)
         return reply.to_wire()
 
 
@@ -80,10 +85,13 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--zone", required=True)
+    ap.add_argument("--drop", type=float, default=0.0, help="share of UDP queries never answered")
+    ap.add_argument("--no-soa", action="store_true", help="negative answers without the SOA")
     args = ap.parse_args()
+    rng = random.Random(15)
     if not args.host.startswith("127."):
         raise SystemExit("loopback only")
-    zone = Zone(args.zone)
+    zone = Zone(args.zone, soa=not args.no_soa)
     signal.signal(signal.SIGHUP, zone.load)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind((args.host, args.port))
@@ -99,6 +107,8 @@ def main() -> None:
             try:
                 if key.data == "udp":
                     wire, peer = udp.recvfrom(4096)
+                    if args.drop and rng.random() < args.drop:
+                        continue  # lost: the client must ask again
                     udp.sendto(zone.answer(wire), peer)
                 else:
                     conn, _ = tcp.accept()

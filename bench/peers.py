@@ -236,6 +236,7 @@ class DnsServer:
     port: int = 0
     records: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    lossy: bool = False  # P8: a quarter of queries dropped, negative answers without an SOA
 
     @property
     def address(self) -> str:
@@ -248,7 +249,8 @@ class DnsServer:
         self.port = self.port or free_udp_port()
         (self.root / "zone.json").write_text(json.dumps(self.records))
         self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "dnszone.py"), "--port", str(self.port),
-                                      "--zone", str(self.root / "zone.json")],
+                                      "--zone", str(self.root / "zone.json"),
+                                      *(["--drop", "0.25", "--no-soa"] if self.lossy else [])],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "dns.log", "ab"))
         time.sleep(0.3)
         return self

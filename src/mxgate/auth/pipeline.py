@@ -27,11 +27,13 @@ from typing import Any, Sequence
 
 import dns.resolver
 
-from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
+from mxgate.admin import metrics
+from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver, node_resolver
+from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
+                                 sanitize_inbound_headers)
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -88,13 +90,15 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
         return AuthAction("deliver", R_NO_FAILURE, f"dmarc={dmarc.result}")
     if dmarc.disposition not in ("reject", "quarantine"):
         return AuthAction("deliver", R_POLICY_NONE, dmarc.reason)
-    if arc_overrides_dmarc(arc, trusted_sealers):
-        # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
-        # changed the message; recorded so the admin sees why the policy was not applied.
+    override = arc_override(arc, trusted_sealers, dmarc.domain, dmarc.adkim, dmarc.aspf)
+    if override.applies:
+        # RFC 8617 §7.2: a trusted intermediary vouches for the aligned pass it recorded before
+        # it changed the message; the trace names the ARC set and the result relied on.
         return AuthAction("deliver", R_ARC_OVERRIDE,
-                          f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
+                          f"DMARC p={dmarc.disposition} overridden: {override.explanation}")
     action = reject_action if dmarc.disposition == "reject" else quarantine_action
-    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
+    unused = f"; {override.explanation}" if override.sealer else ""
+    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}{unused}")
 
 
 def stamp_value(ip: str, helo: str | None) -> str:
@@ -118,19 +122,18 @@ class AuthFacts:
     dmarc: DmarcResult
     arc: ArcResult
     from_domain: str | None
+    ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
 
 
 class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0,
+                 resolver=None):
         self.timeout = float(timeout)
-        if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
-        else:  # the system resolver, still bounded so a lookup never hangs
-            self.resolver = dns.resolver.Resolver()
-            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        # The node's shared resolver, or one of the same kind (configured servers or the system's).
+        self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
@@ -182,15 +185,21 @@ class Authenticator:
         spf, dkim, arc, from_domain, dmarc = await _bounded(
             self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain)
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
-        spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
-        dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
-        arc = validate_arc(data, self.dnsfunc)
-        from_domain = header_from_domain(data)
-        dmarc = evaluate_dmarc(from_domain, spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        with metrics.timed("spf"):
+            spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
+        with metrics.timed("dkim"):
+            dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
+        with metrics.timed("arc"):
+            arc = validate_arc(data, self.dnsfunc)
+        # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
+        with metrics.timed("dmarc"):
+            dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
+                                     sample=pct_sample(trace_id))
+        from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
     def _overran(self, data: bytes) -> tuple:
@@ -243,18 +252,23 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
     """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
     chosen, every result, and the action with its reason."""
     walk = facts.walk
+    explanation = walk.explanation
+    if facts.ef_test_mode and walk.status != "off":
+        explanation += (f" Test mode (ef_test_mode) is on: the original sender is only stamped, and SPF, DMARC"
+                        f" and the action are judged on the connecting IP {facts.connecting_ip}.")
     return {
         "connecting_ip": facts.connecting_ip,
         "original_ip": str(walk.original_ip) if walk.original_ip else "",
         "authenticated_ip": facts.auth_ip,
         "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
-                               "header_index": walk.header_index, "rule": walk.rule,
-                               "explanation": walk.explanation},
+                               "test_mode": facts.ef_test_mode, "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
-                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
+                  "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
@@ -284,9 +298,8 @@ def install_authentication(node, role) -> Authenticator:
 
     settings = node.settings
     auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable)
-    if settings.dns.servers:
-        auth.install()
+                         non_routable=settings.mailbox.non_routable, resolver=node_resolver(node))
+    auth.install()
     role.hooks.append(auth)
     role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
     node.extras.append(auth)

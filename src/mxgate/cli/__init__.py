@@ -27,6 +27,8 @@ _COMMAND_MODULES = [
     "mxgate.cli.connector_cmds",
     "mxgate.cli.serve_cmds",
     "mxgate.cli.service_cmds",
+    "mxgate.cli.tls_cmds",
+    "mxgate.cli.backup_cmds",
     "mxgate.cli.demo_cmds",
     "mxgate.cli.trace_cmds",
     "mxgate.cli.queue_cmds",

@@ -135,7 +135,13 @@ def mx(
             parse_hostport(s, 53)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--dns") from None
-    result = asyncio.run(lookup_mx(domain, servers, timeout))
+    from mxgate.auth.dns import make_resolver
+
+    try:
+        resolver = make_resolver(servers, timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dns") from None
+    result = asyncio.run(lookup_mx(domain, resolver.aio))
     if as_json:
         typer.echo(json.dumps(render_mx_json(result), indent=2))
     else:

@@ -13,6 +13,7 @@ import datetime as dt
 import typer
 
 from mxgate.cli.common import actor, engine, handle_errors, home, out, policy_store, print_json, print_table, settings
+from mxgate.wording import count
 
 app = typer.Typer(help="Quarantine: messages held by DMARC policy; preview, release or delete them.",
                   no_args_is_help=True)
@@ -76,7 +77,7 @@ def release_cmd(qid: str = typer.Argument(...), json_out: bool = typer.Option(Fa
     if json_out:
         print_json({"id": qid, "delivered": [str(p) for p in paths]})
         return
-    out.print(f"released {qid}: delivered {len(paths)} cop{'y' if len(paths) == 1 else 'ies'}", markup=False)
+    out.print(f"released {qid}: delivered {count(len(paths), 'copy')}", markup=False)
 
 
 async def _release(h, qid: str, trace) -> list:

@@ -277,6 +277,13 @@ class GroupCommitter:
             self._resolve(groups, outcomes)
 
     def _resolve(self, groups: list[_Group], outcomes: list[BaseException | None]) -> None:
+        # Count before waking callers: a caller that reads stats after its commit returned
+        # must see its own batch (the counters lagged under load before).
+        with self._cond:
+            self._batches += 1
+            self._jobs += len(outcomes)
+            self._failures += sum(1 for o in outcomes if o is not None)
+            self._largest = max(self._largest, len(outcomes))
         pos = 0
         for group in groups:
             part = outcomes[pos : pos + len(group.jobs)]
@@ -285,11 +292,6 @@ class GroupCommitter:
                 group.loop.call_soon_threadsafe(_set_result, group.future, part)
             except RuntimeError:  # the caller's loop is closed; nobody is waiting
                 pass
-        with self._cond:
-            self._batches += 1
-            self._jobs += len(outcomes)
-            self._failures += sum(1 for o in outcomes if o is not None)
-            self._largest = max(self._largest, len(outcomes))
 
     def _process(self, jobs: list[Job]) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = [None] * len(jobs)

@@ -2,7 +2,9 @@
 
 Owns: a mutable in-memory zone, the wire protocol (dnspython messages), truncation and
 TCP fallback, an artificial delay to simulate timeouts, and a forced rcode to simulate
-SERVFAIL/REFUSED. Must not know: anything about mail — SPF, DKIM, DMARC, DNSBL zones are
+SERVFAIL/REFUSED, and the ways real resolvers misbehave: a share of queries never answered
+(`set_drop`), answers held until released (`hold`), and the SOA in negative answers on or off
+(`set_negative_soa`; off by default, as this machine's own resolver answers). Must not know: anything about mail — SPF, DKIM, DMARC, DNSBL zones are
 just records that tests add.
 
 Usage::
@@ -18,6 +20,7 @@ exact name exists (RFC 4592, simplified: no closest-encloser subtleties).
 """
 from __future__ import annotations
 
+import random
 import selectors
 import socket
 import struct
@@ -63,6 +66,13 @@ class TestDNSServer:
         self._delay = 0.0
         self._rcode: int | None = None
         self.queries: list[tuple[str, str, str]] = []  # (name, type, "udp"|"tcp")
+        self.dropped = 0  # queries never answered (set_drop, drop_next)
+        self._drop_share = 0.0
+        self._drop_next = 0
+        self._random = random.Random(0)  # a fixed seed: the same run drops the same queries
+        self._gate = threading.Event()
+        self._gate.set()
+        self._negative_soa = False
         self._stop = threading.Event()
         self._udp, self._tcp = self._bind(host)
         self.port = self._udp.getsockname()[1]
@@ -118,11 +128,32 @@ class TestDNSServer:
         """Answer every query with this rcode ("SERVFAIL", "REFUSED"), or None for normal."""
         self._rcode = None if rcode is None else dns.rcode.from_text(rcode)
 
+    def set_drop(self, share: float, seed: int = 0) -> None:
+        """Never answer this share (0..1) of queries, chosen by a seeded generator."""
+        self._drop_share = min(1.0, max(0.0, float(share)))
+        self._random = random.Random(seed)
+
+    def drop_next(self, count: int) -> None:
+        """Never answer the next `count` queries (a lost UDP datagram, deterministically)."""
+        self._drop_next = int(count)
+
+    def hold(self) -> None:
+        """Keep every answer until `release()` (lookups in flight, for as long as a test needs)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def set_negative_soa(self, on: bool) -> None:
+        """Put the zone's SOA in NXDOMAIN/NODATA answers (RFC 2308 §3), so they may be cached."""
+        self._negative_soa = bool(on)
+
     # --- lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._gate.set()
         self._thread.join(timeout=5)
         self._selector.close()
         self._udp.close()
@@ -187,12 +218,21 @@ class TestDNSServer:
             q = query.question[0]
             self.queries.append((q.name.to_text(omit_final_dot=True).lower(),
                                  dns.rdatatype.to_text(q.rdtype), transport))
+            if self._drop_next > 0 or (self._drop_share and self._random.random() < self._drop_share):
+                self._drop_next = max(0, self._drop_next - 1)
+                self.dropped += 1
+                return None
             if self._rcode is not None:
                 response.set_rcode(self._rcode)
             else:
                 rcode, answers = self._lookup(q.name, q.rdtype)
                 response.set_rcode(rcode)
                 response.answer.extend(answers)
+                if self._negative_soa and not answers:
+                    labels = q.name.labels
+                    zone = dns.name.Name(labels[-3:]) if len(labels) >= 3 else q.name
+                    response.authority.append(dns.rrset.from_text(
+                        zone, 60, "IN", "SOA", f"ns.{zone} hostmaster.{zone} 1 3600 600 86400 60"))
         limit = MAX_MESSAGE
         if transport == "udp":
             limit = max(query.payload, UDP_DEFAULT_PAYLOAD) if query.edns >= 0 else UDP_DEFAULT_PAYLOAD
@@ -208,13 +248,14 @@ class TestDNSServer:
         def work() -> None:
             if self._delay and self._stop.wait(self._delay):
                 return
+            self._gate.wait()
             out = self._respond(wire, transport)
             if out is not None:
                 try:
                     send(out)
                 except OSError:
                     pass  # client gave up or the server is closing
-        if self._delay:
+        if self._delay or not self._gate.is_set():
             threading.Thread(target=work, daemon=True).start()
         else:
             work()

@@ -33,7 +33,8 @@ from typing import Awaitable, Callable, Mapping, Sequence
 from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
-from mxgate.probe.mx import lookup_mx, make_resolver
+from mxgate.auth.dns import node_resolver
+from mxgate.probe.mx import lookup_mx
 from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
@@ -42,6 +43,7 @@ from mxgate.server.tls import client_context
 from mxgate.smtp import message as msg
 from mxgate.smtp.replies import accept
 from mxgate.trace.store import TraceRecord
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.outbound")
 
@@ -85,7 +87,7 @@ def connector_route(policy: Policy, domain: str) -> Route:
 
 async def resolve_mx(route: Route, domain: str, resolver) -> Route:
     """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure."""
-    result = await lookup_mx(domain, resolver=resolver)
+    result = await lookup_mx(domain, resolver)
     if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
         return replace(route, kind="fail", status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
     if result.error and "NXDOMAIN" in result.error:
@@ -122,7 +124,7 @@ class RoutingRunner(Runner):
         self.name = name
 
     def describe(self) -> str:
-        return f"{self.name} queue: {self.spool.count()} entries"
+        return f"{self.name} queue: {count(self.spool.count(), 'entry')}"
 
     async def _attempt(self, entry: QueueEntry) -> None:
         # Same claim → read → settle protocol as Runner._attempt; only the delivery differs.
@@ -206,7 +208,7 @@ class OutboundQueue:
 
 
 def _resolver(node):
-    return make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
+    return node_resolver(node).aio  # the node's cache: MX answers shared with the checks
 
 
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:

@@ -20,10 +20,12 @@ import time
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Mapping
 
+from mxgate.admin import metrics
 from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, original_header_block
 from mxgate.queue.relay import RelayResult, RelaySettings, relay
 from mxgate.queue.scheduler import HostHealth, RetryPolicy, next_attempt
 from mxgate.queue.spool import DUE_QUEUES, CorruptEntryError, PartialEntryError, QueueEntry, RcptState, Recipient, Spool, StaleEntryError
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.queue")
 
@@ -54,10 +56,17 @@ class Runner:
         self.stats = {"delivered": 0, "deferred": 0, "failed": 0, "dsn": 0}
 
     # --- lifetime -------------------------------------------------------------------------
+    @property
+    def spool_name(self) -> str:
+        """gateway, gateway-outbound, outbound or outbound-w<N>: the spool's directory name."""
+        return self.spool.root.name
+
     def start(self) -> None:
         self._main = asyncio.get_running_loop().create_task(self._loop())
+        metrics.watch_spool(self.spool_name, self.spool)  # depth and oldest age at every scrape
 
     async def stop(self) -> None:
+        metrics.unwatch_spool(self.spool_name)
         if self._main:
             self._main.cancel()
         for t in list(self._tasks):
@@ -78,7 +87,7 @@ class Runner:
         self._wake.set()
 
     def describe(self) -> str:
-        return f"gateway queue: {self.spool.count()} entries, relaying to {' '.join(self.settings().hosts) or '(none)'}"
+        return f"gateway queue: {count(self.spool.count(), 'entry')}, relaying to {' '.join(self.settings().hosts) or '(none)'}"
 
     # --- loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -211,6 +220,7 @@ class Runner:
             return
         queue_id = await self.bounce(entry.sender, dsn, {"kind": "dsn", "dsn_for": entry.queue_id})
         self.stats["dsn"] += 1
+        metrics.dsn_sent(self.spool_name)
         log.info("DSN %s queued to %s for %s", queue_id, entry.sender, entry.queue_id)
 
     async def _bounce_here(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:

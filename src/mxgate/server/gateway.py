@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from sqlalchemy import insert
 
+from mxgate.admin import metrics
 from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
@@ -36,12 +37,12 @@ from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok
-from mxgate.server.tls import client_context
+from mxgate.server.tls import ReloadingContext, client_context
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
@@ -49,7 +50,7 @@ from mxgate.smtp.limits import MAX_HEADER_BLOCK, MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
 from mxgate.smtp.source import MessageSource
 from mxgate.store.schema import quarantine as quarantine_table
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.store import TraceRecord, refusal_status
 
 log = logging.getLogger("mxgate.gateway")
 
@@ -90,6 +91,8 @@ class GatewayRole(Role):
         return self.outbound is not None and self.outbound.is_trusted(s.peer_ip)
 
     def on_connect(self, s) -> Verdict:
+        metrics.session_opened(self.name)
+        s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
         if self._own_server(s):
             return accept("connect-ok")
         result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
@@ -175,12 +178,37 @@ class GatewayRole(Role):
             await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome)
             self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
             self.stats["quarantined"] += 1
+            metrics.accepted(self.name)
+            metrics.quarantined(self.name)
+            self._count(s, "quarantined")
+            log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
+                     extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
             return accept("quarantined")
         await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
         self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        self._count(s, "accepted")
+        log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
         return accept("queued")
+
+    @staticmethod
+    def _count(s, outcome: str) -> None:
+        counts = s.role_state.setdefault("outcome", {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0})
+        counts[outcome] += 1
+
+    def on_disconnect(self, s) -> None:
+        """One log line per session with what became of it (the mailbox role logs alike)."""
+        counts = s.role_state.get("outcome")
+        if counts is None:
+            return
+        outcome = ("accepted" if counts["accepted"] or counts["quarantined"] else "rejected" if counts["rejected"]
+                   else "deferred" if counts["deferred"] else "no mail")
+        log.info("session %s from %s ended: %s (accepted %d, quarantined %d, rejected %d, deferred %d)", s.id,
+                 s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
+                 extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
 
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> MessageSource:
         """Our header fields on top of the sanitised message; the body is read from the spool file.
@@ -240,19 +268,26 @@ class GatewayRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
+        temporary = verdict.action is Action.TEMPFAIL
+        status, event = refusal_status(temporary)
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        self._count(s, "deferred" if temporary else "rejected")
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
+        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage,
+                        "reply": str(reply) if reply else ""})
         sender = facts.get("sender") or (s.txn.sender if s.txn else None)
         rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
         compiled = s.role_state.get("policy") or self.watcher.current
         now = time.time()
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
-                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+            self.trace.record_refusal(s.id, TraceRecord(
+                trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
                 recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
                 reason=verdict.reason, role=self.name,
                 detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
                         "why": verdict.detail, "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
-                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+                events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
 
 
 def _stage_verdict(result) -> Verdict:
@@ -366,18 +401,8 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
 
 
 def _resolver(node):
-    existing = getattr(node, "resolver", None)
-    if existing is not None:  # the node (or the mailbox role) already made one: share it
-        return existing
-    if node.settings.dns.servers:
-        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
-        install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
-    else:
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver()
-        resolver.lifetime = node.settings.dns.timeout
-    node.resolver = resolver
+    resolver = node_resolver(node)  # shared with the mailbox role when both run here
+    install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
     return resolver
 
 
@@ -400,11 +425,22 @@ async def start_services(node) -> GatewayServices:
         log.warning("gateway spool recovery: %s", spool.recovery)
     # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
     # certificate it signed stand in for the mailbox server (RFC 6125 §6).
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None,
-                         check_hostname=True)
+    ca = g.downstream_ca or str(node.certs.ca_cert)
+
+    def build_client_context():
+        return client_context(ca, g.client_cert or None, g.client_key or None, check_hostname=True)
+
+    if g.client_cert:  # the certificate a certificate connector pins: renewed in place like a listener's
+        renewing = ReloadingContext("gateway-client", g.client_cert, g.client_key or g.client_cert,
+                                    build=build_client_context, also=(ca,))
+        node.tls["gateway-client"] = renewing
+        tls_now = renewing
+    else:
+        fixed = build_client_context()
+        tls_now = lambda: fixed  # noqa: E731
 
     def relay_settings() -> RelaySettings:
-        return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
+        return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
                              g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:

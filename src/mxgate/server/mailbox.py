@@ -33,7 +33,8 @@ from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
-from mxgate.trace.store import TraceRecord, TraceStore
+from mxgate.trace.store import TraceRecord, TraceStore, refusal_status
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.mailbox")
 
@@ -164,7 +165,7 @@ class MailboxRole(Role):
             await self.quarantine(ctx, final)
             self._trace_message(s, ctx, txn, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
             metrics.accepted(self.name)
-            metrics.quarantined()
+            metrics.quarantined(self.name)
             return Verdict(Action.ACCEPT, "quarantined")
 
         if self.local_delivery is not None:
@@ -175,7 +176,7 @@ class MailboxRole(Role):
         if failed:
             # Honest reply: without every copy on disk the client must retry (duplicates beat loss).
             log.error("delivery failed for %s: %s", [f.address for f in failed], failed[0].error)
-            return tempfail("storage-failed", f"{len(failed)} of {len(results)} copies not stored")
+            return tempfail("storage-failed", f"{len(failed)} of {count(len(results), 'copy')} not stored")
         if relayed:
             verdict = await self.relay(ctx, relayed, final)  # type: ignore[misc]
             if verdict.refused:
@@ -186,7 +187,7 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(len(local))
-        log.info("delivered to %d mailbox(es)", len(local),
+        log.info("delivered to %s", count(len(local), "mailbox"),
                  extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         return accept("delivered")
 
@@ -209,8 +210,10 @@ class MailboxRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
-        metrics.refused(verdict.reason)
-        log.info("refused at %s: %s", stage, verdict.reason,
+        temporary = verdict.action is Action.TEMPFAIL
+        status, event = refusal_status(temporary)
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
         reply = reply_for(verdict) if verdict.reason in REPLIES else None
@@ -219,14 +222,24 @@ class MailboxRole(Role):
         now = time.time()
         session_facts = s.role_state.get("facts")
         for rcpt in rcpts:
-            self.trace.record(TraceRecord(
-                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
+            self.trace.record_refusal(s.id, TraceRecord(
+                trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
                 recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
                 connector=_display_names(compiled, session_facts.connectors) if session_facts else "",
                 policy_version=compiled.version, reason=verdict.reason, role=self.name,
                 detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
-                        "tls": s.tls.version if s.tls else None, "why": verdict.detail},
-                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+                        "tls": s.tls.version if s.tls else None, "why": verdict.detail, **_peer_certificate(s)},
+                events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
+
+
+def _peer_certificate(s) -> dict[str, Any]:
+    """The client certificate the peer presented, so the trace shows why a certificate connector
+    did not match (name and SPKI pin, mail-flow.md §4)."""
+    cert = s.tls.peer_cert if s.tls else None
+    if cert is None:
+        return {}
+    return {"certificate": {"subject_cn": cert.subject_cn, "dns_names": list(cert.dns_names),
+                            "spki_sha256": cert.spki_sha256, "issuer": cert.issuer, "not_after": cert.not_after}}
 
 
 def _display_names(compiled: CompiledPolicy, names) -> str:
