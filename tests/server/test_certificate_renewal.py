@@ -175,3 +175,45 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
         assert "loaded the renewed certificate" in node.log.read_text()
     finally:
         node.stop()
+
+
+def _https_pin(host: str, port: int, sni: str | None) -> str:
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        return peer_certificate(tls.getpeercert(binary_form=True)).spki_sha256
+
+
+def test_admin_https_certificate_renews_in_place_too(node_factory, live, test_ca, tmp_path):
+    port = free_port()
+    n = node_factory(roles={"admin": True}, node={"tls_check_interval": 3600.0},
+                     admin={"listen": f"127.0.0.1:{port}", "tls_cert": str(live / "cert.pem"), "tls_key": str(live / "key.pem")})
+    old_pin = spki_sha256_of_file(test_ca["server_cert"])
+    assert _https_pin("127.0.0.1", port, None) == old_pin == _https_pin("127.0.0.1", port, "localhost")
+    renewed = _issue(test_ca, tmp_path, "admin-renewed")
+    _install(renewed, live)
+    assert n.node.check_certificates()["admin"] == "reloaded"
+    new_pin = spki_sha256_of_file(renewed[0])
+    # With and without SNI (a browser sends it; a client connecting by address does not).
+    assert _https_pin("127.0.0.1", port, None) == new_pin == _https_pin("127.0.0.1", port, "localhost")
+    import httpx
+
+    import ssl
+
+    r = httpx.get(f"https://127.0.0.1:{port}/login", verify=ssl.create_default_context(cafile=test_ca["ca"]), timeout=10)
+    assert r.status_code == 200
+    # `mxgate tls status --live` lists the admin centre beside the SMTP listeners.
+    env = dict(os.environ, MXGATE_HOME=str(n.home.root), MXGATE_ROLES__ADMIN="true",
+               MXGATE_MAILBOX__LISTEN=f'["127.0.0.1:{n.port()}"]', MXGATE_ADMIN__LISTEN=f"127.0.0.1:{port}",
+               MXGATE_ADMIN__TLS_CERT=str(live / "cert.pem"), MXGATE_ADMIN__TLS_KEY=str(live / "key.pem"))
+    env.pop("MXGATE_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "mxgate", "tls", "status", "--live", "--json"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {row["listener"]: row for row in json.loads(r.stdout)["listeners"]}
+    assert rows["admin"]["spki_sha256"] == new_pin == rows["admin"]["served_spki_sha256"]
+    generated = spki_sha256_of_file(n.home.certs / "server.pem")
+    assert rows["mailbox"]["spki_sha256"] == generated == rows["mailbox"]["served_spki_sha256"]

@@ -309,11 +309,14 @@ def install_authentication(node, role) -> Authenticator:
 def quarantine_into(store):
     """MailboxRole's `quarantine` callable: keep the final message for the local mailboxes.
     The row is committed (SQLite synchronous=FULL) before the 250, like a Maildir delivery."""
+    from mxgate.quarantine.store import resolve_mailboxes
 
     async def quarantine(ctx, final: bytes) -> None:
         txn = ctx.txn
-        mailboxes = [r.decision.mailbox.address for r in txn.recipients if r.decision.route == "local"]
-        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"]
+        # Resolved to mailboxes by quarantine/ (aliases to their mailbox; SRS and the like set aside).
+        mailboxes, others = resolve_mailboxes(ctx.compiled.directory,
+                                              [str(r.address) for r in txn.recipients if r.decision.route == "local"])
+        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"] + others
         subject = msg.header_value(msg.header_block(final), "Subject")
         detail = {"action": ctx.detail.get("action", {}), "relay_recipients": relayed,
                   "connecting_ip": ctx.detail.get("connecting_ip", ""), "original_ip": ctx.original_ip}

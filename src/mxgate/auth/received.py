@@ -23,12 +23,14 @@ some MTAs (Postfix, qmail) that text may hold spaces, parentheses, ` by ` or `;`
    `account u`, `Authenticated sender:`, `AUTH:`, `Client CN` — nor anything after the marker.
 5. Families that write the peer first and the HELO after it (Exim `([ip]:port helo=x)`,
    CommuniGate `[ip] (account u HELO x)`, ecelerity): the first address before any marker,
-   else the `from [ip]` itself. All others (Postfix, Sendmail, qmail, Exchange, Gmail,
-   Courier, Domino, Mimecast, Proofpoint, Barracuda, IronPort, GMX/IONOS, mxgate) write the
-   HELO first: the *last* TCP-info comment (`(rdns [ip])`, `(ip)`, `(user@ip)`, `([ip] verified)`,
+   else the `from [ip]` itself. The others we know (Postfix, Sendmail/Proofpoint, Exchange,
+   Gmail, Courier, Domino, Mimecast, Barracuda, IronPort, GMX/IONOS, mxgate) write the HELO
+   first: the *last* TCP-info comment (`(rdns [ip])`, `(ip)`, `(user@ip)`, `([ip] verified)`,
    at most three words), else a bare `[ip]` outside comments (`(EHLO x) [ip]`, QMQP).
 6. `from [ip] by ...` with nothing else is the peer only for families that do not always
    write TCP-info (webmail `from ip by ... with HTTP`); for Postfix and the like it is the HELO.
+7. An MTA not recognised (qmail and MessageLabs write nothing after `by` to know them by) is
+   read both ways; if the readings name different addresses, the header is unreadable.
 The HELO reported is the marker's value (qmail, Exim, CommuniGate, GMX), else the `from` word.
 """
 
@@ -353,22 +355,32 @@ def _read_from(tokens: list[_Token], family: str | None) -> tuple[str | None, st
     head_ip = parse_ip_literal(head_text) if head_text and head.kind == "literal" or (
         head_text and head_text[:1].isalnum() and head_text.count(".") + head_text.count(":") >= 2) else None
     marker_helo = _marker_value(rest)
-    helo_last = family in _HELO_LAST_FAMILIES or (family is None and any(
-        t.kind == "comment" and any(w.lower().startswith("helo=") for w in t.words) for t in rest))
-    if helo_last:
+    note = ""
+    if family in _HELO_LAST_FAMILIES:
         ip, rdns = _first_peer(rest)
-    else:
+        ip = ip or head_ip  # `from [ip] (helo=x)` (Exim), `from [ip] (HELO x)` (CommuniGate)
+    elif family is not None:
         ip, rdns = _last_peer(rest)
-    if ip is None and head_ip is not None and (helo_last or family not in _TCP_INFO_FAMILIES):
-        ip = head_ip  # `from [ip] (helo=x)` (Exim, CommuniGate) or `from ip by ...` (webmail)
+        if ip is None and family not in _TCP_INFO_FAMILIES:
+            ip = head_ip  # `from ip by ... with HTTP` (webmail)
+    else:
+        # An MTA we do not know: read it both ways; where the HELO could sit on either side of
+        # the address the two readings disagree, and then nothing in the header is trusted.
+        first, first_rdns = _first_peer(rest)
+        last, rdns = _last_peer(rest)
+        first, last = first or head_ip, last or head_ip
+        ip = last if first is None or first == last else (first if last is None else None)
+        rdns = rdns if ip == last else first_rdns
+        if first is not None and last is not None and first != last:
+            note = "an unknown MTA's header reads two ways; the HELO may hold either address"
     if marker_helo is not None:
         helo = marker_helo
         if rdns is None and head_text is not None and head_ip is None:
             rdns = _name(head_text)  # qmail/Exim/CommuniGate: `from <rdns> (HELO helo)`
     else:
         helo = head_text
-    note = "" if ip is not None else (
-        f"no TCP-info address where {family} writes it" if family else "no TCP-info address")
+    if ip is None and not note:
+        note = f"no TCP-info address where {family} writes it" if family else "no TCP-info address"
     return helo, rdns, ip, note
 
 

@@ -69,7 +69,7 @@ class ListenerSection(_Section):
 
 class MailboxSection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
-    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start (`mxgate verify` shows it too).')
+    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start and when a policy change alters it (`mxgate verify` shows it too).')
     non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
 
 

@@ -115,3 +115,14 @@ def passed(check: str, detail: str = "", **facts: Any) -> CheckResult:
 def errored(check: str, detail: str, **facts: Any) -> CheckResult:
     """A dependency's temporary failure (DNS temperror, scanner unreachable): on_timeout applies."""
     return CheckResult(check, TEMPERROR, "check-tempfail", detail, "off", facts)
+
+
+def checks_header(results: Mapping[str, CheckResult]) -> str:
+    """The X-MXGate-Checks value: `name=word[/action]` per check. For the authentication checks
+    the word is their RFC 8601 result (the one Authentication-Results states, e.g. `dkim=none` for
+    an unsigned message, not the check's `pass`), so the two headers never contradict each other."""
+    parts = []
+    for name, r in results.items():
+        word = r.facts.get("result") if isinstance(r.facts.get("result"), str) else None
+        parts.append(f"{name}={word or r.outcome}" + (f"/{r.action}" if r.fired else ""))
+    return " ".join(parts)

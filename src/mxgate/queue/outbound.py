@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Mapping, Sequence
 
+from mxgate.delivery.commit import private_dir
 from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
@@ -215,7 +216,7 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
     worker = node.settings.node.worker
     root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     lock_fd = lock_spool(root)
     spool = await asyncio.to_thread(Spool.open, root, node.committer)
     ca = str(node.certs.ca_cert)

@@ -13,7 +13,6 @@ timing (queue/runner.py), or reply text (smtp/replies.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -21,8 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import insert
-
+from mxgate.delivery.commit import private_dir
 from mxgate.admin import metrics
 from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
@@ -31,7 +29,7 @@ from mxgate.auth.spf import SpfResult
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.result import CheckEnv, MessageFacts
+from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
@@ -49,7 +47,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_HEADER_BLOCK, MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
 from mxgate.smtp.source import MessageSource
-from mxgate.store.schema import quarantine as quarantine_table
+from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
 from mxgate.trace.store import TraceRecord, refusal_status
 
 log = logging.getLogger("mxgate.gateway")
@@ -175,7 +173,7 @@ class GatewayRole(Role):
         final = await self._stamp(s, txn, facts, env, outcome, trace_id)
         rcpts = [str(r.address) for r in txn.recipients]
         if outcome.verdict.action is Action.QUARANTINE:
-            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome)
+            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome, compiled)
             self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
             self.stats["quarantined"] += 1
             metrics.accepted(self.name)
@@ -220,7 +218,7 @@ class GatewayRole(Role):
             recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
-        checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
+        checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         source = facts.source
@@ -241,14 +239,16 @@ class GatewayRole(Role):
                 seal = b""
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
 
-    def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome) -> None:
-        with self.node.engine.begin() as conn:  # committed before the 250 (RFC 5321 §6.1)
-            conn.execute(insert(quarantine_table).values(
-                id=secrets.token_hex(16), trace_id=trace_id, node=self.node.name, created_at=time.time(),
-                sender=facts.sender, recipients=json.dumps(list(facts.recipients)),
-                subject=msg.header_value(facts.source.head, "Subject")[:256],
-                reason=outcome.verdict.detail.split(":", 1)[0], detail=outcome.verdict.detail[:2000],
-                body=final.read_all()))
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome, compiled) -> None:
+        """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
+        recipients resolved to their mailboxes so a release never makes a Maildir for an alias."""
+        mailboxes, others = resolve_mailboxes(compiled.directory, facts.recipients)
+        QuarantineStore(self.node.engine, node=self.node.name).add(
+            trace_id=trace_id, sender=facts.sender, recipients=mailboxes,
+            subject=msg.header_value(facts.source.head, "Subject"),
+            reason=outcome.verdict.detail.split(":", 1)[0], body=final.read_all(),
+            detail={"why": outcome.verdict.detail[:2000], "relay_recipients": others, "role": "gateway",
+                    "connecting_ip": facts.peer_ip})
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
@@ -410,7 +410,7 @@ async def start_services(node) -> GatewayServices:
     g = node.settings.gateway
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     from mxgate.queue.outbound import lock_spool
 
     lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock

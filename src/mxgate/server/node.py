@@ -137,11 +137,9 @@ class Node:
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
                            disk_path=str(self.home.maildir))
-        from mxgate.policy.attribution import connect_stage_fallback
-
-        fallback = connect_stage_fallback(self.watcher.current, s.reject_stage)
-        if fallback and self.settings.node.worker == 0:  # once per node, not once per worker process
-            log.warning(fallback)
+        if self.settings.node.worker == 0:  # once per node, not once per worker process
+            self._note_reject_stage(self.watcher.current)
+            self.watcher.subscribe(self._note_reject_stage)
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
         from mxgate.auth.pipeline import install_authentication
         install_authentication(self, role)
@@ -157,6 +155,20 @@ class Node:
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
+
+    def _note_reject_stage(self, compiled) -> None:
+        """Say at start — and again only when the reason changes — that reject_stage = "connect"
+        cannot refuse in the greeting under this policy and refusals happen at RCPT instead."""
+        from mxgate.policy.attribution import connect_stage_fallback
+
+        why = connect_stage_fallback(compiled, self.settings.mailbox.reject_stage)
+        before = getattr(self, "_reject_stage_note", None)
+        if why != before:
+            if why:
+                log.warning(why)
+            elif before:
+                log.info('reject_stage = "connect" applies again from policy version %d', compiled.version)
+            self._reject_stage_note = why
 
     # --- status ---------------------------------------------------------------------------
     def status_row(self) -> dict[str, Any]:

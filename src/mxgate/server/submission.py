@@ -27,6 +27,7 @@ from typing import Any
 from mxgate.admin import metrics
 from mxgate.auth.credentials import Identity, decide_send_as, verify_credentials
 from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.delivery.internal import Provenance
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
@@ -311,7 +312,8 @@ class SubmissionRole(Role):
             tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
         final = received + data
         rcpts = [str(r.address).lower() for r in txn.recipients]
-        outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name)
+        outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name,
+                                              compiled=s.role_state["policy"], provenance=Provenance(str(s.peer_ip)))
         if outcome.failed:
             return tempfail("storage-failed", f"{count(len(outcome.failed), 'copy')} not stored")
         self._trace(s, txn, identity, trace_id, final)

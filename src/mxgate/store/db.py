@@ -52,6 +52,7 @@ def sqlite_url(path: Path) -> str:
 def open_engine(url: str) -> Engine:
     """Create an engine and bring the schema to HEAD_REVISION."""
     if url.startswith("sqlite"):
+        _private_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif url.startswith("postgresql"):
@@ -65,6 +66,29 @@ def open_engine(url: str) -> Engine:
         raise StoreError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql+psycopg://...")
     migrate(engine)
     return engine
+
+
+def _private_sqlite_files(url: str) -> None:
+    """The database holds password hashes and quarantined mail: create it 0600 whatever the
+    umask. SQLite gives its -wal and -shm files the database file's mode; existing ones are
+    tightened too."""
+    import os
+
+    from mxgate.config.home import private
+
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return  # a read-only or missing directory: SQLite's own error says it better
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            private(Path(path + suffix), 0o600)
+        except OSError:
+            continue
 
 
 def _require_psycopg(url: str) -> None:

@@ -23,7 +23,7 @@ log = logging.getLogger("mxgate.trace")
 class Journal:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # under the 0700 home
         if not self.path.exists():
             self._sync_create()
         self.pending = self._count()  # items waiting for the database (a metric too)

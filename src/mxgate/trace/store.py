@@ -36,16 +36,16 @@ log = logging.getLogger("mxgate.trace")
 STATUSES = ("Delivered", "Failed", "Pending", "Quarantined", "FilteredAsSpam", "Rejected", "Deferred", "Expanded")
 EVENTS = ("Receive", "Reject", "Defer", "Deliver", "Send", "Fail", "Expand", "Quarantine", "Release")
 FLUSH_INTERVAL = 0.1
+MAX_BATCH = 1000
+REPLAY_INTERVAL = 1.0  # how often a journal waiting for the database is retried
+PRUNE_INTERVAL = 3600.0  # retention pruning runs hourly in the writer thread
+SESSIONS_REMEMBERED = 10_000  # sessions whose refusals are coalesced (least recently used dropped)
 
 
 def refusal_status(temporary: bool) -> tuple[str, str]:
     """The trace status and event of a refused attempt: a 4xx means the sender retries, so it is
     "Deferred"/"Defer", not "Rejected"/"Reject" (a 5xx)."""
     return ("Deferred", "Defer") if temporary else ("Rejected", "Reject")
-MAX_BATCH = 1000
-REPLAY_INTERVAL = 1.0  # how often a journal waiting for the database is retried
-PRUNE_INTERVAL = 3600.0  # retention pruning runs hourly in the writer thread
-SESSIONS_REMEMBERED = 10_000  # sessions whose refusals are coalesced (least recently used dropped)
 
 
 @dataclass
