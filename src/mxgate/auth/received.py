@@ -385,7 +385,7 @@ def _read_from(tokens: list[_Token], family: str | None) -> tuple[str | None, st
 
 
 def _is_marker(word: str) -> bool:
-    lowered = word.lower()
+    lowered = word.lower().lstrip("\"'")  # ZMailer quotes it: `"EHLO name"`
     return lowered in _SENDER_TEXT_WORDS or lowered.startswith(_SENDER_TEXT_PREFIXES)
 
 
