@@ -18,7 +18,7 @@ from mxgate.config.running import home_of, running_homes
 READ_COMMANDS = [
     ["trace"], ["status"], ["policy", "export"], ["policy", "history"], ["org", "show"], ["connector", "list"],
     ["domain", "list"], ["mailbox", "list"], ["quarantine", "list"], ["queue", "list"], ["verify"],
-    ["admin", "token", "list"], ["app-credential", "list"],
+    ["admin", "token", "list"], ["admin", "users"], ["app-credential", "list"], ["tls", "status"],
 ]
 
 
@@ -30,6 +30,11 @@ def test_read_commands_refuse_a_missing_home(run, tmp_path, args):
     assert f"home directory {missing} does not exist" in r.stderr
     assert "--home" in r.stderr  # the hint says how to point at the right place
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_backup_refuses_a_missing_home(run, tmp_path):
+    r = run("--home", str(tmp_path / "nope"), "backup", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "does not exist" in r.stderr and not (tmp_path / "nope").exists()
 
 
 def test_write_commands_still_create_a_new_home(run, tmp_path):

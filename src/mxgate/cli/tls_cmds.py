@@ -88,7 +88,7 @@ def served_spki(listen: str, timeout: float = 5.0, starttls: bool = True) -> str
 def status(live: bool = typer.Option(False, "--live", help="also connect to each listener and show the pin it serves"),
            json_out: bool = typer.Option(False, "--json")):
     """Each listener's certificate: subject, names, expiry (days left) and SPKI pin (SHA-256)."""
-    rows = listener_certificates(settings(), home())
+    rows = listener_certificates(settings(), home(read=True))
     if live:
         for row in rows:
             if row["listen"]:

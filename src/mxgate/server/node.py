@@ -97,7 +97,8 @@ class Node:
         self.cluster = ClusterState(self.engine, self.name, interval=self.settings.node.cluster_sync_interval,
                                     stale_after=self.settings.node.cluster_stale_after)
         await asyncio.to_thread(self.cluster.start)
-        self.keyring = KeyRing(self.engine, self.home.keys, refresh=self.settings.node.key_refresh)
+        self.keyring = KeyRing(self.engine, self.home.keys, refresh=self.settings.node.key_refresh,
+                               srs_file=self.settings.node.srs_key_file)
         await asyncio.to_thread(self.keyring.srs_secrets)  # made (or adopted) now, not on the first bounce
         self.committer = GroupCommitter()
         self.committer.start()
@@ -236,6 +237,9 @@ class Node:
             self._stop.set()
 
     async def stop(self, deadline: float = 10.0) -> None:
+        for extra in self.extras:  # work in flight that can be cut short (the gateway's checks)
+            if hasattr(extra, "begin_stop"):
+                extra.begin_stop()
         await asyncio.gather(*(lst.stop(deadline) for lst in self.listeners.values()))
         for extra in reversed(self.extras):
             await extra.stop()

@@ -187,8 +187,8 @@ connect_verdicts = Table(
 )
 Index("ix_connect_verdicts_updated", connect_verdicts.c.updated_at)
 
-# SRS secrets, DKIM and ARC keys (store/keys.py); the newest unretired serial of a (kind, name)
-# signs, retired ones still verify until valid_until.
+# SRS secrets, DKIM and ARC keys (store/keys.py): per (kind, name) one "active" key signs,
+# "pending" ones are published but do not sign yet, "retired" ones still verify until valid_until.
 cluster_keys = Table(
     "cluster_keys",
     metadata,
@@ -197,6 +197,7 @@ cluster_keys = Table(
     Column("name", String(255), nullable=False),
     Column("serial", Integer, nullable=False),
     Column("selector", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
     Column("material", LargeBinary, nullable=False),
     Column("public", Text, nullable=False),
     Column("created_at", Float, nullable=False),

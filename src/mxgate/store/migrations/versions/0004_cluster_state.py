@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("serial", sa.Integer, nullable=False),
         sa.Column("selector", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
         sa.Column("material", sa.LargeBinary, nullable=False),
         sa.Column("public", sa.Text, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
