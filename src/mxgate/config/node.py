@@ -105,7 +105,7 @@ class SubmissionSection(ListenerSection):
 
 
 class DnsSection(_Section):
-    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver.')
+    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
     timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 
