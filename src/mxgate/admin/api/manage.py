@@ -152,7 +152,7 @@ DOCS_PAGE = """<!doctype html>
 
 @router.get("/docs", include_in_schema=False)
 def docs() -> HTMLResponse:
-    """Swagger UI, its files served from the swagger-ui-bundle package (no CDN, no inline script)."""
+    """Swagger UI, its files served from the swagger-ui-bundle-v2 package (no CDN, no inline script)."""
     return HTMLResponse(DOCS_PAGE)
 
 
@@ -175,5 +175,5 @@ def _swagger_dir():
     except ImportError:  # a clear message instead of a broken page
         from mxgate.errors import ConfigError
 
-        raise ConfigError("the API documentation needs the swagger-ui-bundle package: pip install swagger-ui-bundle") from None
+        raise ConfigError("the API documentation needs the swagger-ui-bundle-v2 package: pip install swagger-ui-bundle-v2") from None
     return Path(swagger_ui_bundle.swagger_ui_path)
