@@ -4,11 +4,13 @@
 # chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes),
 # systemd (`systemd-analyze verify` of the shipped unit), openssl (the SPKI pin pipeline admins paste
 # from, tests/policy/test_certificate_pins.py), prometheus (its promtool checks the shipped alert
-# rules and their unit tests). Also the system account `mxgate-test`
+# rules and their unit tests), python3-venv (scripts/test.sh and the README's quick start install
+# into a virtual environment: Debian's Python is PEP 668 "externally managed"), git
+# (tests/test_readme.py runs the README in a fresh clone). Also the system account `mxgate-test`
 # that tests/server/test_privileges.py drops to.
 # Idempotent: packages already present are skipped, so a warm machine spends no time here.
 set -euo pipefail
-pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql systemd openssl prometheus)
+pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql systemd openssl prometheus python3-venv git)
 if [ "$(id -u)" = 0 ] && ! getent passwd mxgate-test >/dev/null; then
   useradd --system --no-create-home --shell /usr/sbin/nologin mxgate-test
 fi

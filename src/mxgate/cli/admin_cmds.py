@@ -58,7 +58,7 @@ def list_users():
     """The admin accounts."""
     from mxgate.admin import auth
 
-    for name in auth.users(engine()):
+    for name in auth.users(engine(read=True)):
         out.print(name, markup=False)
 
 
@@ -79,7 +79,7 @@ def token_list(json_out: bool = typer.Option(False, "--json")):
     """API tokens (never their secrets)."""
     from mxgate.admin import auth
 
-    tokens = auth.list_tokens(engine())
+    tokens = auth.list_tokens(engine(read=True))
     if json_out:
         print_json([vars(t) for t in tokens])
         return

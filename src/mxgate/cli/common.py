@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mxgate.config.home import Home
+from mxgate.config.home import DEFAULT_HOME, Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
 
 # Terminal control characters (C0 but tab and newline, DEL, C1): an ESC or CSI byte from wire data
@@ -59,6 +60,7 @@ _state: dict[str, Any] = {"home": None, "config": None}
 
 def set_home(path: str | None) -> None:
     _state["home"] = path
+    _state.pop("followed", None)
 
 
 def set_config(path: str | None) -> None:
@@ -87,8 +89,50 @@ def home_option() -> str | None:
     return _state["home"]
 
 
-def home() -> Home:
-    return Home.open(_state["home"])
+def home(read: bool = False) -> Home:
+    """The home directory; `read=True` for commands that only read state: a home that does not
+    exist is refused (exit 2) instead of being created empty, which would show empty results."""
+    if read:
+        require_home()
+    return Home.open(home_path())
+
+
+def home_path(follow_running: bool = False) -> Path:
+    """--home, else MXGATE_HOME, else ./mxgate-data. A command that only reads (`follow_running`),
+    run where there is no ./mxgate-data, uses the home of the one node this user runs instead (said
+    on stderr), so `mxgate trace` / `verify` work as the README writes them from any directory.
+    Commands that write never follow: they create ./mxgate-data as documented."""
+    explicit = _state["home"] or os.environ.get("MXGATE_HOME")
+    if explicit:
+        return Path(explicit).absolute()
+    default = Path(DEFAULT_HOME).absolute()
+    if default.is_dir():
+        return default
+    if follow_running and "followed" not in _state:
+        from mxgate.config.running import running_homes
+
+        running = running_homes()
+        _state["followed"] = running[0] if len(running) == 1 else None
+        if _state["followed"] is not None:
+            err.print(f"note: using the home of the running node, {_state['followed']} (no {DEFAULT_HOME} here)",
+                      markup=False)
+    return _state.get("followed") or default
+
+
+def require_home() -> None:
+    root = home_path(follow_running=True)
+    if root.is_dir():
+        return
+    from mxgate.config.running import running_homes
+
+    running = [h for h in running_homes() if h != root]
+    if running:
+        hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if len(running) == 1 else
+                "running nodes' homes: " + ", ".join(map(str, running[:5])) + "; add --home with one of them")
+    else:
+        hint = ("no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
+                "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")
+    raise fail(f"home directory {root} does not exist; {hint}", EXIT_VALIDATION)
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,14 +148,18 @@ def store_url() -> str:
     return home().store_url(settings().store.url)
 
 
-def engine():
+def engine(read: bool = False):
+    """The store; `read=True` for commands that only read: with the default SQLite store a
+    missing home is refused rather than created (a configured [store] url needs no home)."""
+    if read and not (settings().store.url or os.environ.get("MXGATE_STORE_URL")):
+        require_home()
     return _engine_for(store_url())
 
 
-def policy_store():
+def policy_store(read: bool = False):
     from mxgate.store.policy_store import PolicyStore
 
-    return PolicyStore(engine())
+    return PolicyStore(engine(read))
 
 
 def actor() -> str:

@@ -82,6 +82,10 @@ def probe(
         raise typer.BadParameter("use --raw or --raw-file, not both", param_hint="--raw")
     if (raw or raw_file) and expectation is not None:
         raise typer.BadParameter("raw mode records replies; it has no --expect", param_hint="--expect")
+    if expectation is not None and expectation.stage in ("rcpt", "data") and not rcpt_to and not (raw or raw_file):
+        # Without a recipient the probe stops after MAIL FROM: it could never see a RCPT or DATA reply.
+        raise typer.BadParameter(f"{expect} needs --to ADDRESS: without a recipient the probe stops after "
+                                 f"MAIL FROM and never reaches {expectation.stage.upper()}", param_hint="--expect")
     if raw and raw not in ATTACKS:
         raise typer.BadParameter(f"unknown attack {raw!r}; known: {', '.join(ATTACKS)}", param_hint="--raw")
     opts = ProbeOptions(

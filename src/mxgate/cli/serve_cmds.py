@@ -68,6 +68,8 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         await node.start()
         if not worker:
             workers.extend(spawn_workers(settings.node.workers, settings.mailbox.listen))
+            if workers:
+                forward_reload(node, workers)
             out.print(node.describe() + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
                                          if workers else ""), markup=False)
             sdnotify.notify("READY=1", f"STATUS=serving {' '.join(a for lst in node.listeners.values() for a in lst.addresses)}")
@@ -82,6 +84,22 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         pass
     finally:
         stop_workers(workers)
+
+
+def forward_reload(node, workers: list) -> None:
+    """SIGHUP (`systemctl reload`, sent to the main process only) reaches the workers too, so every
+    process serving the listener loads a renewed certificate at once."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        loop.run_in_executor(None, node.check_certificates)
+        for p in workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def run_as(settings, the_home, worker: int):
@@ -160,8 +178,8 @@ def status(json_out: bool = typer.Option(False, "--json")):
     from mxgate.server.node import read_status
     from mxgate.store.policy_store import PolicyStore
 
-    rows = read_status(engine())
-    latest = PolicyStore(engine()).latest_version_number()
+    rows = read_status(engine(read=True))
+    latest = PolicyStore(engine(read=True)).latest_version_number()
     if json_out:
         print_json({"policy_version": latest, "nodes": rows})
         return

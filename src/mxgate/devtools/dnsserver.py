@@ -64,6 +64,8 @@ class TestDNSServer:
         self._gate = threading.Event()
         self._gate.set()
         self._negative_soa = False
+        # Replaced whole, never mutated: the serving thread reads a consistent snapshot.
+        self._silenced: frozenset[tuple[dns.name.Name, int | None]] = frozenset()
         self._stop = threading.Event()
         self._udp, self._tcp = self._bind(host, port)
         self.port = self._udp.getsockname()[1]
@@ -90,6 +92,7 @@ class TestDNSServer:
 
     def clear(self) -> None:
         self.zone.clear()
+        self._silenced = frozenset()
         self.queries.clear()
 
     def set_delay(self, seconds: float) -> None:
@@ -108,6 +111,12 @@ class TestDNSServer:
     def drop_next(self, count: int) -> None:
         """Never answer the next `count` queries (a lost UDP datagram, deterministically)."""
         self._drop_next = int(count)
+
+    def silence(self, name: str, rdtype: str | None = None) -> None:
+        """Never answer queries for `name` (of one type, or any): a per-name timeout, as
+        conformance suites (RFC 7208's `TIMEOUT`) describe them."""
+        key = (dns.name.from_text(name), None if rdtype is None else dns.rdatatype.from_text(rdtype))
+        self._silenced = self._silenced | {key}
 
     def hold(self) -> None:
         """Keep every answer until `release()` (lookups in flight, for as long as a test needs)."""
@@ -152,8 +161,10 @@ class TestDNSServer:
             q = query.question[0]
             self.queries.append((q.name.to_text(omit_final_dot=True).lower(),
                                  dns.rdatatype.to_text(q.rdtype), transport))
-            if self._drop_next > 0 or (self._drop_share and self._random.random() < self._drop_share):
-                self._drop_next = max(0, self._drop_next - 1)
+            silenced = (q.name, None) in self._silenced or (q.name, q.rdtype) in self._silenced
+            if silenced or self._drop_next > 0 or (self._drop_share and self._random.random() < self._drop_share):
+                if not silenced:
+                    self._drop_next = max(0, self._drop_next - 1)
                 self.dropped += 1
                 return None
             if self._rcode is not None:

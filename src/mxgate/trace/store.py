@@ -319,7 +319,8 @@ class TraceStore:
     # --- reading --------------------------------------------------------------------------
     def search(self, *, since: float | None = None, until: float | None = None, sender: str | None = None,
                recipient: str | None = None, status: str | None = None, ip: str | None = None,
-               message_id: str | None = None, trace_id: str | None = None, limit: int = 100) -> list[dict]:
+               message_id: str | None = None, trace_id: str | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]:
         t = trace_messages.c
         conds = []
         if since is not None:
@@ -338,7 +339,8 @@ class TraceStore:
             conds.append(t.message_id == message_id.strip())
         if trace_id:
             conds.append(t.trace_id == trace_id)
-        q = select(trace_messages).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
+        q = (select(trace_messages).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
+             .offset(max(0, offset)))
         with self.engine.connect() as conn:
             return [_row_dict(r) for r in conn.execute(q)]
 
