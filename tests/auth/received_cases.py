@@ -307,7 +307,10 @@ ATTACKS = [
      "from a) (b [192.0.2.99] (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d",
      None),
     ("postfix-helo-stray-bracket",
-     "from a [192.0.2.99 (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d", None),
+     "from a [192.0.2.99 (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d", PEER),
+    ("postfix-helo-semicolon-and-open-comment",
+     "from a (b [192.0.2.99]) by x (Postfix) with ESMTP id 1; d (c (unknown [203.0.113.5]) by mx.example.org"
+     " (Postfix) with ESMTP id 2; Mon, 1 Jan 2024 00:00:00 +0000", None),
     ("postfix-helo-semicolon",
      "from a; (b [192.0.2.99]) (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1;"
      " Mon, 1 Jan 2024 00:00:00 +0000", PEER),

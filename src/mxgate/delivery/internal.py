@@ -38,9 +38,9 @@ log = logging.getLogger("mxgate.internal")
 SRS_SECRET_FILE = "srs.key"
 
 
-def load_srs_secret(keys_dir: Path) -> bytes:
-    """The node's SRS secret, generated once (nodes sharing a domain should share this file)."""
-    path = Path(keys_dir) / SRS_SECRET_FILE
+def load_srs_secret(keys_dir: Path, key_file: str = "") -> bytes:
+    """The SRS secret, generated once ([node] srs_key_file: every node of the organisation shares it)."""
+    path = Path(key_file) if key_file else Path(keys_dir) / SRS_SECRET_FILE
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -220,7 +220,7 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
         role = node.roles.get("mailbox")
         maildir = role.maildir if role is not None else Maildir(node.home.maildir, node.committer,
                                                                 hostname=node.settings.mailbox.hostname)
-    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys), load_srs_secret(node.home.keys))
+    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys), load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
     node.internal = service
     return service

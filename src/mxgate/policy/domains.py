@@ -1,12 +1,16 @@
 """Domain names and the domain patterns connectors use (`*`, `*.contoso.com`, `contoso.com`).
 
-Owns: normalising domain names (case-insensitive, trailing dot stripped, IDNA to ASCII) and
+Owns: normalising domain names (case-insensitive, trailing dot stripped, IDNA2008 A-labels via
+the `idna` package — not Python's IDNA2003 codec, which maps "ß" to "ss" and accepts symbols
+IDNA2008 disallows) and
 matching a domain against a pattern. Must not know about connectors or accepted domains.
 """
 
 from __future__ import annotations
 
 import re
+
+import idna
 
 # RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 in text form.
 MAX_LABEL = 63
@@ -15,13 +19,26 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
 def normalize_domain(name: str) -> str:
-    """Lower-case, strip one trailing dot, convert IDN to its A-label form."""
+    """Lower-case, strip one trailing dot, convert an IDN to its A-labels (IDNA2008 with UTS #46
+    mapping, RFC 5891). A name IDNA2008 refuses is returned as given: is_valid_domain then fails."""
     name = name.strip().rstrip(".") if name.strip().endswith(".") else name.strip()
+    if any(ord(c) > 127 for c in name):
+        try:
+            return idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return name.lower()
+    return name.lower()
+
+
+def _a_label_ok(label: str) -> bool:
+    """An "xn--" label must decode to a valid U-label (RFC 5891 §5.4); others need no check."""
+    if not label.startswith("xn--"):
+        return True
     try:
-        ascii_name = name.encode("idna").decode("ascii") if any(ord(c) > 127 for c in name) else name
-    except UnicodeError:
-        ascii_name = name
-    return ascii_name.lower()
+        idna.decode(label)
+        return True
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return False
 
 
 def is_valid_domain(name: str) -> bool:
@@ -29,7 +46,7 @@ def is_valid_domain(name: str) -> bool:
     if not name or len(name) > MAX_DOMAIN:
         return False
     labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels)
+    return all(_LABEL.match(label) and _a_label_ok(label) for label in labels)
 
 
 def validate_pattern(pattern: str) -> str | None:

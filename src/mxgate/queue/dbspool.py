@@ -158,9 +158,11 @@ class DbSpool:
         return await asyncio.to_thread(read)
 
     # --- writing ---------------------------------------------------------------------------
-    async def enqueue(self, sender: str, recipients: Iterable[str], data: bytes,
+    async def enqueue(self, sender: str, recipients: Iterable[str], data,
                       meta: Mapping[str, Any] | None = None, *, now: float | None = None) -> QueueEntry:
-        """Insert and commit; only then may the caller answer 250."""
+        """Insert and commit; only then may the caller answer 250. ``data``: bytes or a MessageSource."""
+        if hasattr(data, "chunks"):  # the database stores the body as one value
+            data = await asyncio.to_thread(data.read_all)
         now = time.time() if now is None else now
         rcpts = tuple(Recipient(a) for a in recipients)
         if not rcpts:

@@ -33,6 +33,8 @@ from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.filters.settings import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
+from mxgate.delivery import srs
+from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.relay import RelaySettings, callahead
 from mxgate.queue.runner import Runner
@@ -42,8 +44,9 @@ from mxgate.server.tls import ReloadingContext, client_context
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
-from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.smtp.limits import MAX_HEADER_BLOCK, MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.smtp.source import MessageSource
 from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
 from mxgate.trace.store import TraceRecord, refusal_status
 
@@ -121,6 +124,14 @@ class GatewayRole(Role):
         return _stage_verdict(result), None
 
     def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
+        if srs.is_srs(rcpt.local + "@") and rcpt.key not in compiled.directory:
+            # A bounce to mail our mailbox servers forwarded: checked here with the same secret, so
+            # a forged or guessed SRS address never reaches (or is relayed by) the mailbox server.
+            try:
+                srs.reverse(str(rcpt), self.sv.srs_secret, time.time())
+            except srs.SrsError as exc:
+                return reject("srs-invalid", str(exc))
+            return True
         if self.settings.recipient_validation == "callahead":
             answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
             if answer is None:
@@ -133,8 +144,6 @@ class GatewayRole(Role):
             return tempfail("check-tempfail", f"callahead: {code} {text}")
         if rcpt.key in compiled.directory or domain.type == "internal_relay":
             return True
-        if rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
-            return True  # a bounce to mail we forwarded: the mailbox server checks the SRS signature
         return reject("unknown-recipient", "not in the directory")
 
     async def callahead(self, address: str) -> None:
@@ -146,14 +155,16 @@ class GatewayRole(Role):
         compiled = s.role_state["policy"]
         if self.outbound is not None and self.outbound.is_trusted(s.peer_ip):  # queue/outbound.py (issue 6)
             return await self.outbound.accept(s, txn, body, compiled)
-        raw = body.getvalue()
-        if msg.count_received(msg.header_block(raw)) > MAX_RECEIVED_HEADERS:
+        # The message stays in its spool temp file; only the header block is read (issue 15:
+        # a message in flight costs about one copy of itself, on disk).
+        raw = body.source().split_head(MAX_HEADER_BLOCK)
+        if msg.count_received(raw.head) > MAX_RECEIVED_HEADERS:
             return reject("hop-count-exceeded")
-        data = sanitize_inbound_headers(raw, self.settings.authserv_id)  # forged results never survive
+        source = raw.with_head(sanitize_inbound_headers(raw.head, self.settings.authserv_id))  # forged results never survive
         trace_id = secrets.token_hex(8)
         tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""
         facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
-                             data, tls)
+                             source, tls)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
         outcome = await self.sv.pipeline.run(facts, self.checks(compiled), env)
         s.role_state["checks"] = {n: r.as_trace() for n, r in outcome.results.items()}
@@ -197,7 +208,9 @@ class GatewayRole(Role):
                  s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
                  extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
 
-    async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
+    async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> MessageSource:
+        """Our header fields on top of the sanitised message; the body is read from the spool file.
+        ARC validation and sealing need the whole message in memory (dkimpy): HEAVY_SLOTS at a time."""
         tls = f"using {s.tls.version} with cipher {s.tls.cipher} ({s.tls.bits} bits)" if s.tls else ""
         received = msg.received_header(
             helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, trace_id=trace_id, tls=tls,
@@ -208,40 +221,45 @@ class GatewayRole(Role):
         checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
-        body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
-        arc = await asyncio.to_thread(validate_arc, facts.data, self.sv.dnsfunc) if arc_seals(facts.data) else None
-        spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
-        results = format_authentication_results(
-            self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
-            env.raw.get("dmarc"), arc, header_from_domain(facts.data))
-        try:
-            seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
-                                           self.settings.arc_selector, self.sv.arc_key, results)
-        except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
-            log.info("message %s not ARC-sealed: %s", trace_id, exc)
-            seal = b""
-        return seal + fold_header("Authentication-Results", results) + body
+        source = facts.source
+        body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
+        async with self.sv.pipeline.heavy_slot():
+            arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
+                if arc_seals(source.head) else None
+            spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
+            results = format_authentication_results(
+                self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
+                env.raw.get("dmarc"), arc, header_from_domain(source.head))
+            try:
+                seal = await asyncio.to_thread(lambda: seal_arc(body.read_all(), self.settings.authserv_id,
+                                                                self.settings.arc_domain, self.settings.arc_selector,
+                                                                self.sv.arc_key, results))
+            except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
+                log.info("message %s not ARC-sealed: %s", trace_id, exc)
+                seal = b""
+        return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
 
-    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome, compiled) -> None:
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome, compiled) -> None:
         """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
         recipients resolved to their mailboxes so a release never makes a Maildir for an alias."""
         mailboxes, others = resolve_mailboxes(compiled.directory, facts.recipients)
         QuarantineStore(self.node.engine, node=self.node.name).add(
             trace_id=trace_id, sender=facts.sender, recipients=mailboxes,
-            subject=msg.header_value(msg.header_block(facts.data), "Subject"),
-            reason=outcome.verdict.detail.split(":", 1)[0], body=final,
+            subject=msg.header_value(facts.source.head, "Subject"),
+            reason=outcome.verdict.detail.split(":", 1)[0], body=final.read_all(),
             detail={"why": outcome.verdict.detail[:2000], "relay_recipients": others, "role": "gateway",
                     "connecting_ip": facts.peer_ip})
 
     # --- trace ----------------------------------------------------------------------------
-    def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
-        headers = msg.header_block(final)
+    def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
+               event: tuple[str, str]) -> None:
+        headers = final.head
         now = time.time()
         for r in txn.recipients:
             self.trace.record(TraceRecord(
                 trace_id=trace_id, status=status, sender=str(txn.sender), recipient=r.address.key,
                 subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-                size=len(final), from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
+                size=final.size, from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
                 reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
                 detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
                         "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
@@ -352,6 +370,12 @@ class GatewayServices:
     relay_settings: Callable[[], RelaySettings]
     lock_fd: int
     outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
+    srs_secret: bytes = b""
+
+    def begin_stop(self) -> None:
+        """SIGTERM: stop every content check in flight now, so sessions in DATA get their 451 and
+        the node's stop stays bounded (the listeners then wait only for replies, not for checks)."""
+        self.pipeline.close()
 
     async def stop(self) -> None:
         await self.runner.stop()
@@ -433,8 +457,10 @@ async def start_services(node) -> GatewayServices:
                     scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event,
                     bounce=outbound.bounce)
     runner.start()
-    services = GatewayServices(spool, runner, Pipeline(g.check_workers), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
-                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound)
+    services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,
+                               dnsfunc_for(resolver, node.settings.dns.timeout),
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound,
+                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.extras.append(services)
     return services
 

@@ -29,6 +29,7 @@ from mxgate.smtp.framing import DataReader
 from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
 from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
 from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, reply_for
+from mxgate.smtp.source import MessageSource
 
 if TYPE_CHECKING:
     from mxgate.server.listener import Listener
@@ -75,6 +76,13 @@ class MessageBody:
             self._file.write(chunk)
         else:
             self._mem += chunk
+
+    def source(self) -> MessageSource:
+        """The message to read in place (from the spool temp file when it spilled), no copy made."""
+        if self._file is None:
+            return MessageSource.from_bytes(bytes(self._mem))
+        self._file.flush()
+        return MessageSource(b"", fd=self._file.fileno(), offset=0, size=self.size)
 
     def getvalue(self) -> bytes:
         if self._file is None:
