@@ -116,6 +116,25 @@ def test_on_error_open_is_an_explicit_operator_choice(make_gateway, mailbox):
     assert r["end"][0] == 250
 
 
+
+@pytest.mark.parametrize("exc", [RecursionError("maximum recursion depth exceeded"), ValueError("library surprise")])
+def test_an_exception_inside_any_check_is_a_451_never_a_pass(make_gateway, monkeypatch, exc):
+    """A check that raises (here DKIM, on every message) makes the message wait, not pass unchecked."""
+    from mxgate.filters import dkim
+
+    def broken(*args):
+        raise exc
+
+    monkeypatch.setattr(dkim, "gather", broken)
+    gw = make_gateway()
+    from rig import simple_message
+    r = send(gw, simple_message(sender="s@fabrikam.test"))
+    assert r["end"] == (451, str(REPLIES["check-tempfail"]))
+    gw.trace.flush()
+    [row] = gw.trace.search(status="Deferred")[-1:] or gw.trace.search(status="Rejected")[-1:]
+    assert type(exc).__name__ in str(row)
+
+
 # --- the pure rule: what an error or a timeout means ------------------------------------------
 
 from mxgate.filters.pipeline import decide_message, with_failure_policy  # noqa: E402
