@@ -123,6 +123,11 @@ try:
     for args in (["trace"], ["policy", "export"], ["verify", "--target", "127.0.0.1:%d" % port]):
         p = subprocess.run([sys.executable, "-m", "mxgate", *args], cwd=other, capture_output=True, text=True, timeout=60)
         out[" ".join(args[:2])] = [p.returncode, p.stdout, p.stderr]
+    writer = tmp / "writer"
+    writer.mkdir()
+    p = subprocess.run([sys.executable, "-m", "mxgate", "domain", "new", "extra.test"], cwd=writer,
+                       capture_output=True, text=True, timeout=60)
+    out["write"] = [p.returncode, p.stdout, p.stderr]
     print(json.dumps(out))
 finally:
     node.kill9()
@@ -144,8 +149,12 @@ def test_readme_commands_find_the_running_node_from_another_directory(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     home = str((tmp_path / "node-home").resolve())
+    write = out.pop("write")
     for name, (code, stdout, stderr) in out.items():
         assert f"using the home of the running node, {home}" in stderr, (name, stderr)
+    # A command that changes something never adopts the running node: it makes ./mxgate-data.
+    assert write[0] == 0 and "using the home" not in write[2], write
+    assert (tmp_path / "writer" / "mxgate-data" / "mxgate.db").exists()
     assert out["trace"][0] == 0
     assert out["policy export"][0] == 0 and 'name = "Third-party filter service"' in out["policy export"][1]
     assert out["verify --target"][0] == 0, out["verify --target"]

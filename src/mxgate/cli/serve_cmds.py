@@ -51,7 +51,7 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         settings = load_settings(config or config_path(), {
             **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
             "roles.submission": False, "roles.admin": False})
-    the_home = home(follow_running=False)  # serve makes its own home; never adopts a running one
+    the_home = home()
     account = run_as(settings, the_home, worker)
     setup_logging(settings.log.level, settings.log.file)
     if account:

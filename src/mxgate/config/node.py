@@ -93,7 +93,7 @@ class GatewaySection(ListenerSection):
     relay_concurrency: int = Field(20, description="Deliveries in flight at once to the downstream.")
     relay_connect_timeout: float = Field(10.0, description="Seconds to connect and get the greeting from a downstream host; short so fail-over is quick.")
     relay_timeout: float = Field(120.0, description="Seconds per SMTP command while relaying (RFC 5321 §4.5.3.2 suggests minutes; DATA end gets this too).")
-    host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles up to 10 min).")
+    host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles once per outage, up to retry_max_backoff and at most 10 min).")
     queue_scan_interval: float = Field(1.0, description="Seconds between scans of the queue for due messages.")
     check_workers: int = Field(8, description="Worker threads running the content checks (DNS, DKIM, clamd) off the event loop.")
     check_per_client: int = Field(4, ge=1, description="Messages from one client address in the content checks at once; "
@@ -109,7 +109,7 @@ class SubmissionSection(ListenerSection):
 
 
 class DnsSection(_Section):
-    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver.')
+    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
     timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 

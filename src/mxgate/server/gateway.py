@@ -59,6 +59,7 @@ CHECKS_HEADER = "X-MXGate-Checks"
 
 class GatewayRole(Role):
     name = "gateway"
+    clock = staticmethod(time.time)  # the greylist's clock (tests replace it instead of sleeping)
 
     def __init__(self, node, services):
         self.node = node
@@ -120,7 +121,7 @@ class GatewayRole(Role):
             if known is not True:
                 return known, None
         result = self.greylist.check(str(s.peer_ip), str(s.txn.sender), rcpt.key, self.checks(compiled)["greylist"],
-                                     time.time())
+                                     self.clock())
         return _stage_verdict(result), None
 
     def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
@@ -454,7 +455,7 @@ async def start_services(node) -> GatewayServices:
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
                         max_age=g.retry_max_age)
     runner = Runner(spool, relay_settings, retry, hostname=g.hostname, concurrency=g.relay_concurrency,
-                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event,
+                    scan_interval=g.queue_scan_interval, health=HostHealth.for_queue(g.host_backoff, retry), on_event=on_event,
                     bounce=outbound.bounce)
     runner.start()
     services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,

@@ -262,11 +262,12 @@ class TraceStore:
                 if events:
                     conn.execute(insert(trace_events), events)
                 self.rows += len(ids)
+            # A flood of identical refusals is many count updates of one row: write the last.
+            counts = {item.trace_id: item for item in batch if isinstance(item, CountUpdate)}
+            for item in counts.values():
+                self._set_count(conn, item)
             for item in batch:  # later events, in the order they happened (their rows exist by now)
-                if isinstance(item, TraceRecord):
-                    continue
-                if isinstance(item, CountUpdate):
-                    self._set_count(conn, item)
+                if isinstance(item, (TraceRecord, CountUpdate)):
                     continue
                 cond = trace_messages.c.trace_id == item.trace_id
                 if item.recipient:
