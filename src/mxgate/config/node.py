@@ -132,6 +132,10 @@ class AdminSection(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="Host header names the admin centre answers to (DNS-rebinding guard), besides `localhost` and IP literals; e.g. [\"admin.contoso.test\"].")
 
 
+class OutboundSection(_Section):
+    tls_required_domains: list[str] = Field(default_factory=list, description='Recipient domains ("example.com", "*.example.com") whose MX hosts must offer STARTTLS; to every other domain without an outbound connector TLS is opportunistic (used when offered, clear text when not, RFC 7435). A host of a listed domain without STARTTLS gets no mail: 4.7.5 and a retry.')
+
+
 class StoreSection(_Section):
     url: str = Field("", description="Database URL; empty = SQLite in the home directory. PostgreSQL: postgresql+psycopg://...")
 
@@ -148,6 +152,7 @@ class NodeSettings(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     submission: SubmissionSection = Field(default_factory=SubmissionSection)
     dns: DnsSection = Field(default_factory=DnsSection)
+    outbound: OutboundSection = Field(default_factory=OutboundSection)
     trace: TraceSection = Field(default_factory=TraceSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     store: StoreSection = Field(default_factory=StoreSection)
