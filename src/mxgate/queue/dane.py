@@ -2,8 +2,8 @@
 them (DNSSEC), and matching a server certificate against them.
 
 Owns: the TLSA lookup `_25._tcp.<mx>` (RFC 7672 §2.2), the rule that records count only when
-the answer carries the AD bit *and* the node trusts its resolver to validate (`[dns]
-dnssec_trusted`: the AD bit from an untrusted path means nothing, RFC 6698 §4.1), and the
+the answer carries the AD bit *and* the caller trusts the resolver to validate (`trusted`: the
+AD bit from an untrusted path means nothing, RFC 6698 §4.1), and the
 matching of a certificate (RFC 6698 §2.1): usage DANE-EE(3) against the leaf, DANE-TA(2)
 against any certificate of the chain presented; PKIX usages 0/1 are not used for SMTP
 (RFC 7672 §3.1.3). Selector 0 (whole certificate) or 1 (SubjectPublicKeyInfo); matching 0
