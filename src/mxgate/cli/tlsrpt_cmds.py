@@ -27,6 +27,6 @@ def report(domain: str = typer.Option(..., "--domain", help="the recipient domai
 
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
         raise typer.BadParameter("--day must be YYYY-MM-DD")
-    results = TlsReports(home().spool / "tls-rpt").results(domain, day)
+    results = TlsReports(home(read=True).spool / "tls-rpt").results(domain, day)
     print_json(build_report(results, domain=domain, day=day, organization=organization, contact=contact,
                             report_id=f"{day}.{domain.lower()}.{secrets.token_hex(6)}@mxgate"))
