@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -128,6 +128,16 @@ def create_app(st: AdminState) -> FastAPI:
     @app.exception_handler(errors.MxgateError)
     async def _other(request: Request, exc: errors.MxgateError):
         return JSONResponse({"error": str(exc)}, status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        # FastAPI's default answer echoes the input; ours names the field and the rule only.
+        issues = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        text = "; ".join(f"{'.'.join(str(x) for x in i['loc'][1:]) or 'request'}: {i['msg']}" for i in issues)
+        if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
+            return JSONResponse({"error": text, "issues": issues}, status_code=422)
+        ctx = {"status": 422, "message": text, "principal": getattr(request.state, "principal", None)}
+        return templates.TemplateResponse(request, "error.html", ctx, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
