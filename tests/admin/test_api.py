@@ -153,7 +153,7 @@ def test_quarantine_list_preview_release_delete(admin_node, api):
 
 
 def test_queue_list_retry_delete(admin_node, api):
-    from mxgate.delivery.commit import GroupCommitter
+    from mxgate.durable import GroupCommitter
     from mxgate.queue.spool import Spool
 
     async def enqueue():

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.durable import GroupCommitter
 from mxgate.queue.spool import (
     QUEUES,
     CorruptEntryError,
@@ -215,7 +215,7 @@ def test_disk_free_ok(tmp_path):
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from mxgate.delivery.commit import GroupCommitter
+    from mxgate.durable import GroupCommitter
     from mxgate.queue.spool import Spool
 
     async def main():

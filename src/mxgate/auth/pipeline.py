@@ -37,7 +37,7 @@ from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
 from mxgate.auth.spf import SpfResult, check_spf
 from mxgate.smtp import message as msg
-from mxgate.smtp.replies import reject
+from mxgate.verdict import Disposition, reject
 
 log = logging.getLogger("mxgate.auth")
 
@@ -64,9 +64,9 @@ R_DMARC_POLICY = "dmarc-policy"
 
 @dataclass(frozen=True)
 class AuthAction:
-    """What to do with the message: deliver | junk | quarantine | reject, and why."""
+    """What to do with the message, and why (the reason is stable, the detail for the trace)."""
 
-    action: str
+    action: Disposition
     reason: str
     detail: str = ""
 
@@ -81,20 +81,20 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
     a DNS hiccup must not lose mail (RFC 7489 §6.6.3 leaves it to the receiver).
     """
     if internal:
-        return AuthAction("deliver", R_ON_PREMISES, "session attributed to an on-premises connector")
+        return AuthAction(Disposition.DELIVER, R_ON_PREMISES, "session attributed to an on-premises connector")
     if dmarc.result == "pass":
-        return AuthAction("deliver", R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
+        return AuthAction(Disposition.DELIVER, R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
     if dmarc.result != "fail":
-        return AuthAction("deliver", R_NO_FAILURE, f"dmarc={dmarc.result}")
+        return AuthAction(Disposition.DELIVER, R_NO_FAILURE, f"dmarc={dmarc.result}")
     if dmarc.disposition not in ("reject", "quarantine"):
-        return AuthAction("deliver", R_POLICY_NONE, dmarc.reason)
+        return AuthAction(Disposition.DELIVER, R_POLICY_NONE, dmarc.reason)
     if arc_overrides_dmarc(arc, trusted_sealers):
         # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
         # changed the message; recorded so the admin sees why the policy was not applied.
-        return AuthAction("deliver", R_ARC_OVERRIDE,
+        return AuthAction(Disposition.DELIVER, R_ARC_OVERRIDE,
                           f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
     action = reject_action if dmarc.disposition == "reject" else quarantine_action
-    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
+    return AuthAction(Disposition(action), R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
 
 
 def stamp_value(ip: str, helo: str | None) -> str:
@@ -226,11 +226,11 @@ class Authenticator:
             ctx.original_ip = str(walk.original_ip)
         ctx.headers_to_add.extend(added)
         ctx.detail.update(trace_detail(facts, action))
-        if action.action == "junk":
+        if action.action == Disposition.JUNK:
             ctx.folder = JUNK_FOLDER
-        elif action.action == "quarantine":
+        elif action.action == Disposition.QUARANTINE:
             ctx.quarantine_reason = action.reason
-        elif action.action == "reject":
+        elif action.action == Disposition.REJECT:
             ctx.verdict = reject(action.reason, action.detail)
         log.info("auth %s: ip=%s spf=%s dmarc=%s arc=%s -> %s (%s)", ctx.trace_id, facts.auth_ip,
                  facts.spf.result, facts.dmarc.result, facts.arc.status, action.action, action.reason)
@@ -273,38 +273,6 @@ async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
     except asyncio.TimeoutError:
         log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
         return overran
-
-
-def install_authentication(node, role) -> Authenticator:
-    """Wire the hook, the DNS resolver and the quarantine into a node's mailbox role."""
-    from mxgate.quarantine.store import QuarantineStore
-
-    settings = node.settings
-    auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable)
-    if settings.dns.servers:
-        auth.install()
-    role.hooks.append(auth)
-    role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
-    node.extras.append(auth)
-    return auth
-
-
-def quarantine_into(store):
-    """MailboxRole's `quarantine` callable: keep the final message for the local mailboxes.
-    The row is committed (SQLite synchronous=FULL) before the 250, like a Maildir delivery."""
-
-    async def quarantine(ctx, final: bytes) -> None:
-        txn = ctx.txn
-        mailboxes = [r.decision.mailbox.address for r in txn.recipients if r.decision.route == "local"]
-        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"]
-        subject = msg.header_value(msg.header_block(final), "Subject")
-        detail = {"action": ctx.detail.get("action", {}), "relay_recipients": relayed,
-                  "connecting_ip": ctx.detail.get("connecting_ip", ""), "original_ip": ctx.original_ip}
-        await asyncio.to_thread(store.add, trace_id=ctx.trace_id, sender=str(txn.sender), recipients=mailboxes,
-                                subject=subject, reason=ctx.quarantine_reason or "", detail=detail, body=final)
-
-    return quarantine
 
 
 def _trusted_stamps(ctx) -> tuple[bytes, ...]:

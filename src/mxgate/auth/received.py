@@ -28,7 +28,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from mxgate.names import IPAddress, normalize_ip
+
 
 # Real Received headers are a few hundred characters; anything past this is junk or an
 # attack on our CPU. Bounds the work per header.
@@ -146,21 +147,11 @@ def parse_ip_literal(text: str) -> IPAddress | None:
     return address
 
 
-def normalise_ip(address: IPAddress) -> IPAddress:
-    """IPv4-mapped IPv6 (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) → the IPv4 address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id is not None:
-            address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-    return address
-
-
 def _try_address(s: str) -> IPAddress | None:
     if not s:
         return None
     try:
-        return normalise_ip(ipaddress.ip_address(s))
+        return normalize_ip(ipaddress.ip_address(s))
     except ValueError:
         return None
 

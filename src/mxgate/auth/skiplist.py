@@ -38,7 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mxgate.auth.received import IPAddress, ReceivedHop, normalise_ip, parse_received
+from mxgate.auth.received import ReceivedHop, parse_received
+from mxgate.names import IPAddress, normalize_ip
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Status = Literal["off", "detected", "none"]
@@ -118,7 +119,7 @@ def find_original_sender(
     if not settings.enabled:
         return _result("off", RULE_DISABLED, "Enhanced filtering is off: neither "
                        "ef_skip_last_ip nor ef_skip_ips is set for this connector.")
-    connecting = normalise_ip(ipaddress.ip_address(connecting_ip))
+    connecting = normalize_ip(ipaddress.ip_address(connecting_ip))
     if settings.skip_last_ip:
         trusted: tuple[IPNetwork, ...] = (ipaddress.ip_network(connecting),)
         trusted_rule = RULE_SKIP_LAST_IP
@@ -135,7 +136,7 @@ def find_original_sender(
         hop = item if isinstance(item, ReceivedHop) else parse_received(item)
         if not hop.has_from or hop.ip is None:
             continue  # by-only or local handover: written by a trusted host about itself
-        ip = normalise_ip(hop.ip)
+        ip = normalize_ip(hop.ip)
         reason = _skip_reason(ip, trusted, trusted_rule, settings.non_routable)
         if reason is not None:
             skipped.append(f"{ip} (header {index}, {reason})")

@@ -203,7 +203,7 @@ async def _apply_database(db, target: str, action: str) -> None:
 
 
 async def _apply_offline(target: str, action: str) -> None:
-    from mxgate.delivery.commit import GroupCommitter
+    from mxgate.durable import GroupCommitter
     from mxgate.queue.spool import Spool
 
     async with GroupCommitter() as committer:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Sequence
 
 from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.delivery import srs
+from mxgate.durable import write_atomically
 from mxgate.delivery.maildir import DeliveryResult, Maildir
 from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
 from mxgate.policy.validate import accepted_domain_for
@@ -41,13 +41,7 @@ def load_srs_secret(keys_dir: Path) -> bytes:
     """The node's SRS secret, generated once (nodes sharing a domain should share this file)."""
     path = Path(keys_dir) / SRS_SECRET_FILE
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, secrets.token_bytes(32), 0o600)  # the directory fsync makes the name durable
     return path.read_bytes()
 
 
@@ -136,7 +130,7 @@ class InternalDelivery:
 
     async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
         """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
-        from mxgate.smtp.replies import accept
+        from mxgate.verdict import accept
 
         targets = [r.decision.target or str(r.address) for r in relayed]
         await self.send_out(str(ctx.txn.sender), targets, final, ctx.trace_id)

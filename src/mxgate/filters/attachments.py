@@ -16,7 +16,7 @@ from email import message_from_bytes
 from email.message import Message
 
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "attachments"
 MAX_PARTS = 500  # MIME parts examined; a message with more is judged on the first ones

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from mxgate.filters.result import SKIP, CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "clamd"
 CHUNK = 64 * 1024  # clamd's StreamMaxLength applies to the total, not the chunk size

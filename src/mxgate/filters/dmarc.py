@@ -14,7 +14,7 @@ from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
 from mxgate.auth.headers import header_from_domain
 from mxgate.auth.spf import SpfResult, spf_identity
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "dmarc"
 # What DMARC sees when SPF or DKIM could not run (timed out, off): RFC 7489 treats it as no pass.

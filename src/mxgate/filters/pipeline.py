@@ -19,8 +19,9 @@ from typing import Any
 
 from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, rdns, score, spf
 from mxgate.filters.result import ERROR, SKIP, TIMEOUT, CheckEnv, CheckResult, MessageFacts
-from mxgate.filters.settings import CheckSettings
-from mxgate.smtp.replies import REPLIES, Action, Verdict
+from mxgate.policy.gateway_checks import CheckSettings
+from mxgate.smtp.replies import REPLIES
+from mxgate.verdict import Action, CheckAction, Verdict
 
 log = logging.getLogger("mxgate.filters")
 
@@ -43,7 +44,8 @@ def with_failure_policy(result: CheckResult, cfg: CheckSettings) -> CheckResult:
     """Timeouts and errors: fail open (carry on) or closed (451, the sender retries)."""
     if result.outcome not in (ERROR, TIMEOUT):
         return result
-    return dataclasses.replace(result, action="tempfail" if cfg.fail_closed else "off", reason="check-tempfail")
+    return dataclasses.replace(result, action=CheckAction.TEMPFAIL if cfg.fail_closed else CheckAction.OFF,
+                               reason="check-tempfail")
 
 
 def _reply_reason(action: str, reason: str) -> str:
@@ -59,12 +61,12 @@ def _reply_reason(action: str, reason: str) -> str:
 def decide_message(results: dict[str, CheckResult], sc: score.Score) -> Outcome:
     """Pure: the message's verdict from every check's result."""
     ordered = [results[n] for n in PRECEDENCE if n in results] + [r for n, r in results.items() if n not in PRECEDENCE]
-    tagged = tuple(r.check for r in ordered if r.fired and r.action == "tag")
-    for action, verdict_action in (("reject", Action.REJECT), ("tempfail", Action.TEMPFAIL),
-                                   ("quarantine", Action.QUARANTINE)):
+    tagged = tuple(r.check for r in ordered if r.fired and r.action == CheckAction.TAG)
+    for action, verdict_action in ((CheckAction.REJECT, Action.REJECT), (CheckAction.TEMPFAIL, Action.TEMPFAIL),
+                                   (CheckAction.QUARANTINE, Action.QUARANTINE)):
         hit = next((r for r in ordered if r.action == action), None)
         if hit is not None:
-            reason = _reply_reason(action, hit.reason) if action != "quarantine" else "quarantined"
+            reason = _reply_reason(action, hit.reason) if action != CheckAction.QUARANTINE else "quarantined"
             return Outcome(Verdict(verdict_action, reason, f"{hit.check}: {hit.detail}"), results, sc, tagged)
     return Outcome(Verdict(Action.ACCEPT, "queued"), results, sc, tagged)
 

@@ -1,35 +1,12 @@
 """Domain names and the domain patterns connectors use (`*`, `*.contoso.com`, `contoso.com`).
 
-Owns: normalising domain names (case-insensitive, trailing dot stripped, IDNA to ASCII) and
-matching a domain against a pattern. Must not know about connectors or accepted domains.
+Owns: validating domain patterns and matching a domain against one (normalising the names
+themselves is mxgate/names.py). Must not know about connectors or accepted domains.
 """
 
 from __future__ import annotations
 
-import re
-
-# RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 in text form.
-MAX_LABEL = 63
-MAX_DOMAIN = 253
-_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-
-
-def normalize_domain(name: str) -> str:
-    """Lower-case, strip one trailing dot, convert IDN to its A-label form."""
-    name = name.strip().rstrip(".") if name.strip().endswith(".") else name.strip()
-    try:
-        ascii_name = name.encode("idna").decode("ascii") if any(ord(c) > 127 for c in name) else name
-    except UnicodeError:
-        ascii_name = name
-    return ascii_name.lower()
-
-
-def is_valid_domain(name: str) -> bool:
-    name = normalize_domain(name)
-    if not name or len(name) > MAX_DOMAIN:
-        return False
-    labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels)
+from mxgate.names import is_valid_domain, normalize_domain
 
 
 def validate_pattern(pattern: str) -> str | None:

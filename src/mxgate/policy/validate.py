@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 
 from mxgate.errors import PolicyIssue, PolicyValidationError
-from mxgate.policy.domains import is_valid_domain, normalize_domain, pattern_matches, validate_pattern
+from mxgate.policy.gateway_checks import validate_gateway_checks
+from mxgate.policy.domains import pattern_matches, validate_pattern
+from mxgate.names import is_valid_domain, normalize_domain
 from mxgate.policy.ipset import parse_network, prefix_too_wide
 from mxgate.policy.model import (
     ACCEPTED_DOMAIN_TYPES,
@@ -43,8 +45,6 @@ def validate_policy(policy: Policy) -> list[PolicyIssue]:
     seen = set()
     for o in policy.outbound_connectors:
         issues += _outbound(o, seen)
-    from mxgate.filters.settings import validate_gateway_checks  # the gateway checks own their rules
-
     issues += validate_gateway_checks(policy.gateway)
     return issues
 

@@ -21,7 +21,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from mxgate.probe.client import parse_hostport
+from mxgate.names import parse_hostport
 
 DNS_PORT = 53  # RFC 1035 §4.2
 IMPLICIT_MX_PREFERENCE = 0  # RFC 5321 §5.1: "as if ... an MX with preference 0"

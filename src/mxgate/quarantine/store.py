@@ -30,7 +30,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.auth.headers import parse_fields, split_headers
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.durable import GroupCommitter
 from mxgate.delivery.maildir import Maildir
 from mxgate.errors import MxgateError, NotFoundError
 from mxgate.store.schema import nodes, quarantine

@@ -30,17 +30,17 @@ import time
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Sequence
 
-from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
+from mxgate.policy.ipset import PrefixTable, parse_network
+from mxgate.names import format_hostport, parse_hostport, normalize_ip
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
 from mxgate.probe.mx import lookup_mx, make_resolver
-from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, relay
+from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import RetryPolicy
 from mxgate.queue.spool import CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError
-from mxgate.server.tls import client_context
 from mxgate.smtp import message as msg
-from mxgate.smtp.replies import accept
+from mxgate.verdict import accept
 from mxgate.trace.store import TraceRecord
 
 log = logging.getLogger("mxgate.outbound")
@@ -61,14 +61,8 @@ class Route:
 
 
 def _hostport(host: str) -> str:
-    """"gw.example" → "gw.example:25"; "[::1]:2526" and "1.2.3.4:2526" stay as they are."""
-    if host.startswith("["):
-        return host if "]:" in host else f"{host}:{SMTP_PORT}"
-    if host.count(":") == 1:
-        return host
-    if ":" in host:  # a bare IPv6 address
-        return f"[{host}]:{SMTP_PORT}"
-    return f"{host}:{SMTP_PORT}"
+    """"gw.example" → "gw.example:25"; "[::1]:2526" and "1.2.3.4:2526" keep their port."""
+    return format_hostport(*parse_hostport(host, SMTP_PORT))
 
 
 def connector_route(policy: Policy, domain: str) -> Route:
@@ -91,7 +85,7 @@ async def resolve_mx(route: Route, domain: str, resolver) -> Route:
         return replace(route, kind="fail", status="5.1.2", why=f"{domain}: {result.error}")
     if result.error:
         return replace(route, kind="fail", status="4.4.3", why=f"{domain}: {result.error}")
-    hosts = tuple(f"[{a}]:{SMTP_PORT}" if ":" in a else f"{a}:{SMTP_PORT}" for h in result.hosts for a in h.addresses)
+    hosts = tuple(format_hostport(a, SMTP_PORT) for h in result.hosts for a in h.addresses)
     if not hosts:
         return replace(route, kind="fail", status="4.4.3", why=f"{domain}: MX hosts have no addresses")
     return replace(route, kind="relay", hosts=hosts)

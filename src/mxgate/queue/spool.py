@@ -41,7 +41,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
-from mxgate.delivery.commit import GroupCommitter, MoveFile, RemoveFile, WriteFile, sync_directory
+from mxgate.durable import GroupCommitter, MoveFile, RemoveFile, WriteFile, sync_directory
 
 log = logging.getLogger(__name__)
 

@@ -31,20 +31,20 @@ from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
 from mxgate.filters.result import CheckEnv, MessageFacts
-from mxgate.filters.settings import CheckSettings, load_checks
+from mxgate.policy.gateway_checks import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.queue.relay import HostHealth, RelaySettings, callahead
+from mxgate.queue.relay import HostHealth, RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok
-from mxgate.server.tls import client_context
 from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.smtp.replies import REPLIES, reply_for
+from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
 from mxgate.store.schema import quarantine as quarantine_table
 from mxgate.trace.store import TraceRecord
 
@@ -238,10 +238,10 @@ class GatewayRole(Role):
 
 def _stage_verdict(result) -> Verdict:
     """A check at connect/MAIL/RCPT: only reject and tempfail mean anything before DATA."""
-    if not result.fired or result.action not in ("reject", "tempfail"):
+    if not result.fired or result.action not in (CheckAction.REJECT, CheckAction.TEMPFAIL):
         return accept("ok")
     reply = REPLIES.get(result.reason)
-    if result.action == "tempfail":
+    if result.action == CheckAction.TEMPFAIL:
         reason = result.reason if reply is not None and reply.code < 500 else "check-tempfail"
         return tempfail(reason, result.detail)
     return reject(result.reason if reply is not None and reply.code >= 500 else "message-rejected", result.detail)
@@ -332,7 +332,7 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
     pem_path, txt_path = keys_dir / f"arc-{selector}.pem", keys_dir / f"arc-{selector}.txt"
     if not pem_path.exists():
         pem, txt = generate_dkim_key()
-        from mxgate.delivery.commit import write_atomically
+        from mxgate.durable import write_atomically
 
         write_atomically(txt_path, txt.encode(), 0o644)
         write_atomically(pem_path, pem, 0o600)

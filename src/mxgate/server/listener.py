@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mxgate.config.node import LimitsSection
 from mxgate.errors import ConfigError
-from mxgate.smtp.replies import Verdict, accept
+from mxgate.names import format_hostport, parse_hostport
+from mxgate.verdict import Verdict, accept
 
 if TYPE_CHECKING:
     from mxgate.server.session import MessageBody, SmtpSession, Transaction
@@ -70,15 +71,11 @@ class Role:
 
 
 def parse_listen(addr: str) -> tuple[str, int]:
-    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port)."""
-    addr = addr.strip()
-    if addr.startswith("["):
-        host, _, port = addr[1:].partition("]:")
-    else:
-        host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port")
-    return host, int(port)
+    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port); port 0 picks a free one."""
+    try:
+        return parse_hostport(addr, min_port=0)
+    except ValueError:
+        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port") from None
 
 
 class Listener:
@@ -122,7 +119,7 @@ class Listener:
             self.servers.append(server)
             for sock in server.sockets:
                 h, p = sock.getsockname()[:2]
-                self.addresses.append(f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+                self.addresses.append(format_hostport(h, p))
 
     def keep(self, task: asyncio.Task) -> None:
         """Hold a session's background task (TLS handshake, delivery): the loop keeps only weak

@@ -8,13 +8,14 @@ Must not decide policy itself, nor write reply text (smtp/replies.py does).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.config.node import MailboxSection
 from mxgate.delivery.maildir import Maildir
 from mxgate.policy.attribution import (
@@ -32,7 +33,8 @@ from mxgate.server.listener import Role
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.smtp.replies import REPLIES, reply_for
+from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 from mxgate.trace.store import TraceRecord, TraceStore
 
 log = logging.getLogger("mxgate.mailbox")
@@ -232,3 +234,20 @@ class MailboxRole(Role):
 def _display_names(compiled: CompiledPolicy, names) -> str:
     """Connector names as the admin wrote them (attribution keeps them lower-cased)."""
     return ",".join(sorted(compiled.connectors[n].name if n in compiled.connectors else n for n in names))
+
+
+def quarantine_into(store):
+    """MailboxRole's `quarantine` callable: keep the final message for the local mailboxes.
+    The row is committed (SQLite synchronous=FULL) before the 250, like a Maildir delivery."""
+
+    async def quarantine(ctx, final: bytes) -> None:
+        txn = ctx.txn
+        mailboxes = [r.decision.mailbox.address for r in txn.recipients if r.decision.route == "local"]
+        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"]
+        subject = msg.header_value(msg.header_block(final), "Subject")
+        detail = {"action": ctx.detail.get("action", {}), "relay_recipients": relayed,
+                  "connecting_ip": ctx.detail.get("connecting_ip", ""), "original_ip": ctx.original_ip}
+        await asyncio.to_thread(store.add, trace_id=ctx.trace_id, sender=str(txn.sender), recipients=mailboxes,
+                                subject=subject, reason=ctx.quarantine_reason or "", detail=detail, body=final)
+
+    return quarantine

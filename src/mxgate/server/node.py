@@ -21,12 +21,14 @@ from typing import Any, Callable
 
 from sqlalchemy import delete, insert, select, update
 
+from mxgate.auth.pipeline import Authenticator
 from mxgate.config.home import Home
 from mxgate.config.node import ListenerSection, NodeSettings
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.durable import GroupCommitter
 from mxgate.delivery.maildir import Maildir
+from mxgate.quarantine.store import QuarantineStore
 from mxgate.server.listener import Listener
-from mxgate.server.mailbox import MailboxRole
+from mxgate.server.mailbox import MailboxRole, quarantine_into
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.server.tls import GeneratedCertificates, ensure_default_certificates, server_context
 from mxgate.store.db import open_engine
@@ -110,8 +112,14 @@ class Node:
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
                            disk_path=str(self.home.maildir))
         # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
-        from mxgate.auth.pipeline import install_authentication
-        install_authentication(self, role)
+        settings = self.settings
+        auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout,
+                             cache_size=settings.dns.cache_size, non_routable=s.non_routable)
+        if settings.dns.servers:
+            auth.install()
+        role.hooks.append(auth)
+        role.quarantine = quarantine_into(QuarantineStore(self.engine, node=self.name))
+        self.extras.append(auth)
         # Aliases, lists, forwarding, on-premises relaying and DSNs routed inside the process (issue 6).
         from mxgate.delivery.internal import start_internal
         internal = await start_internal(self, maildir)

@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mxgate.policy.ipset import normalize_ip
+from mxgate.names import normalize_ip
 from mxgate.server.tls import TlsFacts, tls_facts
 from mxgate.smtp.address import Address, AddressSyntaxError, parse_path
 from mxgate.smtp.framing import DataReader
 from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
 from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
-from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, reply_for
+from mxgate.smtp.replies import REPLIES, Reply, reply_for
+from mxgate.verdict import Action, Verdict
 
 if TYPE_CHECKING:
     from mxgate.server.listener import Listener

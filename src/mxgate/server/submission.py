@@ -29,7 +29,8 @@ from mxgate.server.listener import Listener, Role
 from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Reply, Verdict, accept, reject, reply_for, tempfail
+from mxgate.smtp.replies import REPLIES, Reply, reply_for
+from mxgate.verdict import Verdict, accept, reject, tempfail
 from mxgate.trace.store import TraceRecord
 
 log = logging.getLogger("mxgate.submission")

@@ -8,39 +8,8 @@ Enhanced status codes: RFC 3463; 5.7.51 is Exchange Online's TenantInboundAttrib
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
-
-class Action(str, Enum):
-    CONTINUE = "continue"
-    ACCEPT = "accept"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-    QUARANTINE = "quarantine"
-    DISCONNECT = "disconnect"  # no reply at all (HTTP verbs on the SMTP port)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    action: Action
-    reason: str  # stable kebab-case code
-    detail: str = ""  # for log and trace, never sent to the peer
-
-    @property
-    def refused(self) -> bool:
-        return self.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT)
-
-
-def accept(reason: str = "ok", detail: str = "") -> Verdict:
-    return Verdict(Action.ACCEPT, reason, detail)
-
-
-def reject(reason: str, detail: str = "") -> Verdict:
-    return Verdict(Action.REJECT, reason, detail)
-
-
-def tempfail(reason: str, detail: str = "") -> Verdict:
-    return Verdict(Action.TEMPFAIL, reason, detail)
+from mxgate.verdict import Action, Verdict
 
 
 @dataclass(frozen=True)
