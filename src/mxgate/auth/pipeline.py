@@ -151,10 +151,9 @@ class Authenticator:
 
     # --- the hook ---------------------------------------------------------------------------
     async def __call__(self, ctx) -> None:
-        s, txn, compiled = ctx.session, ctx.txn, ctx.compiled
-        org = compiled.organization
-        name = txn.recipients[0].decision.connector if txn.recipients else ""
-        connector = compiled.policy.inbound(name) if name else None
+        s, txn = ctx.session, ctx.txn  # txn: policy/transaction.py MailTransaction (RCPT decisions + snapshot)
+        org = txn.policy.organization
+        connector = txn.connector
         recipients = [str(r.address) for r in txn.recipients]
         facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=str(s.peer_ip),
                                   helo=s.helo or "", sender=str(txn.sender), connector=connector,
@@ -277,7 +276,5 @@ async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
 
 def _trusted_stamps(ctx) -> tuple[bytes, ...]:
     """The gateway's spam stamps survive only on mail through a restricting (locked) connector."""
-    recipients = ctx.txn.recipients
-    name = recipients[0].decision.connector if recipients else ""
-    connector = ctx.compiled.policy.inbound(name) if name else None
+    connector = ctx.txn.connector
     return GATEWAY_STAMPS if connector is not None and connector.restricts else ()

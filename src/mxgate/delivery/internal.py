@@ -26,6 +26,7 @@ from mxgate.delivery import srs
 from mxgate.durable import write_atomically
 from mxgate.delivery.maildir import DeliveryResult, Maildir
 from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
+from mxgate.policy.transaction import MailTransaction
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.queue.relay import RcptOutcome
 from mxgate.smtp import message as msg
@@ -57,6 +58,12 @@ class Outcome:
     def failed(self) -> list[DeliveryResult]:
         return [r for r in self.local if r.error is not None]
 
+    def lost(self, envelope: Sequence[str]) -> list[str]:
+        """Envelope recipients the router found no mailbox for: accepted at RCPT, so never dropped
+        quietly — the caller tempfails (issue 15)."""
+        wanted = {a.lower() for a in envelope}
+        return [d.address for d in self.plan.dropped if d.why == "unknown" and d.address in wanted]
+
 
 class InternalDelivery:
     def __init__(self, node, maildir: Maildir, outbound, signer: DkimSigner, srs_secret: bytes):
@@ -66,23 +73,25 @@ class InternalDelivery:
         self.signer = signer
         self.srs_secret = srs_secret
 
-    # --- facts from the current policy ------------------------------------------------------
+    # --- facts from a policy: the transaction's snapshot, else the current one ---------------
     @property
     def compiled(self):
         return self.node.watcher.current
 
-    def is_ours(self, domain: str) -> bool:
-        return accepted_domain_for(self.compiled.policy, domain) is not None
+    def is_ours(self, domain: str, compiled=None) -> bool:
+        return accepted_domain_for((compiled or self.compiled).policy, domain) is not None
 
     def is_local(self, address: str) -> bool:
         return address.lower() in self.compiled.directory
 
     # --- the service ------------------------------------------------------------------------
     async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
-                      folder: str | None = None, origin: str = "internal") -> Outcome:
-        """Expand `recipients`, store local copies, queue external ones. Durable when it returns."""
+                      folder: str | None = None, origin: str = "internal", compiled=None) -> Outcome:
+        """Expand `recipients` under `compiled` (default: the current policy), store local copies,
+        queue external ones. Durable when it returns."""
+        compiled = compiled or self.compiled
         headers = msg.header_block(data)
-        plan = expand(recipients, self.compiled.directory, self.is_ours, seen=delivered_to(headers),
+        plan = expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
         outcome = Outcome(plan)
         outcome.local = await self.maildir.deliver_many([(a, data, folder) for a in plan.local])
@@ -90,51 +99,56 @@ class InternalDelivery:
             return outcome  # the caller tempfails; nothing went out yet
         direct = [a for a in plan.external if a not in plan.forwarded_by]
         if direct:
-            await self.send_out(sender, direct, data, trace_id)
+            await self.send_out(sender, direct, data, trace_id, compiled=compiled)
             outcome.queued += direct
         by_mailbox: dict[str, list[str]] = {}
         for address, via in plan.forwarded_by.items():
             by_mailbox.setdefault(via, []).append(address)
         for via, targets in by_mailbox.items():
-            await self.forward(sender, via, targets, data, trace_id)
+            await self.forward(sender, via, targets, data, trace_id, compiled)
             outcome.queued += targets
         self._trace(sender, recipients, plan, data, trace_id, origin)
         return outcome
 
-    async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str) -> None:
+    async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str,
+                      compiled=None) -> None:
         """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
+        compiled = compiled or self.compiled
         domain = via.rpartition("@")[2]
-        local_domains = frozenset(d.name.lower() for d in self.compiled.policy.accepted_domains)
+        local_domains = frozenset(d.name.lower() for d in compiled.policy.accepted_domains)
         rewritten = srs.forward(sender, domain, self.srs_secret, time.time(), local_domains).address
         copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
-        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via})
+        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via}, compiled=compiled)
 
     async def send_out(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str,
-                       meta: dict | None = None) -> None:
+                       meta: dict | None = None, *, compiled=None) -> None:
         """Sign for our domains (off the loop: RSA) and queue durably for the outbound connector."""
         if self.outbound is None:
             raise RuntimeError("no outbound queue on this node")
-        signed = await asyncio.to_thread(self.signer.sign, data, sender, self.is_ours)
+        compiled = compiled or self.compiled
+        signed = await asyncio.to_thread(self.signer.sign, data, sender, lambda d: self.is_ours(d, compiled))
         await self.outbound.enqueue(sender, list(recipients), signed, {"trace_id": trace_id, "kind": "outbound", **(meta or {})})
 
-    # --- hooks for the mailbox role and the outbound queue ----------------------------------
-    async def for_mailbox(self, ctx, addresses: list[str], final: bytes) -> list[DeliveryResult]:
-        """MailboxRole.local_delivery: the accepted local recipients, through the router."""
-        out = await self.deliver(str(ctx.txn.sender), addresses, final, trace_id=ctx.trace_id, folder=ctx.folder,
-                                 origin="mailbox")
-        return out.local
+    # --- for the mailbox role (server/mailbox.py MailboxDelivery) and the outbound queue ----
+    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str,
+                               folder: str | None = None) -> Outcome:
+        """The transaction's local recipients — the mailboxes chosen at RCPT — through the router,
+        under the policy snapshot they were accepted with (issue 15)."""
+        return await self.deliver(str(txn.sender), txn.mailboxes, data, trace_id=trace_id, folder=folder,
+                                  origin="mailbox", compiled=txn.policy)
+
+    async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None:
+        """On-premises senders (and internal-relay domains) to external recipients: queued durably."""
+        if txn.relayed:
+            await self.send_out(str(txn.sender), txn.relay_targets, data, trace_id, compiled=txn.policy)
+
+    @property
+    def can_relay(self) -> bool:
+        return self.outbound is not None
 
     def reverse_srs(self, address: str) -> str:
-        """MailboxRole.srs_reverse: the original sender behind our SRS address (raises SrsError)."""
+        """The original sender behind our SRS address (raises SrsError)."""
         return srs.reverse(address, self.srs_secret, time.time())
-
-    async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
-        """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
-        from mxgate.verdict import accept
-
-        targets = [r.decision.target or str(r.address) for r in relayed]
-        await self.send_out(str(ctx.txn.sender), targets, final, ctx.trace_id)
-        return accept("queued")
 
     async def local_from_queue(self, entry, recipients: list[str], data: bytes) -> tuple[RcptOutcome, ...]:
         """RoutingRunner's local route: DSNs and notices to internal senders, straight into Maildir."""

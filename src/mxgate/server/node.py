@@ -24,11 +24,12 @@ from sqlalchemy import delete, insert, select, update
 from mxgate.auth.pipeline import Authenticator
 from mxgate.config.home import Home
 from mxgate.config.node import ListenerSection, NodeSettings
+from mxgate.delivery.internal import start_internal
 from mxgate.durable import GroupCommitter
 from mxgate.delivery.maildir import Maildir
 from mxgate.quarantine.store import QuarantineStore
 from mxgate.server.listener import Listener
-from mxgate.server.mailbox import MailboxRole, quarantine_into
+from mxgate.server.mailbox import MailboxRole
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.server.tls import GeneratedCertificates, ensure_default_certificates, server_context
 from mxgate.store.db import open_engine
@@ -107,25 +108,21 @@ class Node:
         return lambda: ctx
 
     async def _start_mailbox(self) -> None:
+        """The mailbox role's composition root: every collaborator built here, passed to constructors."""
         s = self.settings.mailbox
+        dns = self.settings.dns
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
-        role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
-                           disk_path=str(self.home.maildir))
-        # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
-        settings = self.settings
-        auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout,
-                             cache_size=settings.dns.cache_size, non_routable=s.non_routable)
-        if settings.dns.servers:
+        # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers (issue 4).
+        auth = Authenticator(servers=dns.servers, timeout=dns.timeout, cache_size=dns.cache_size,
+                             non_routable=s.non_routable)
+        if dns.servers:
             auth.install()
-        role.hooks.append(auth)
-        role.quarantine = quarantine_into(QuarantineStore(self.engine, node=self.name))
         self.extras.append(auth)
         # Aliases, lists, forwarding, on-premises relaying and DSNs routed inside the process (issue 6).
-        from mxgate.delivery.internal import start_internal
         internal = await start_internal(self, maildir)
-        role.local_delivery = internal.for_mailbox
-        role.relay = internal.relay_for_mailbox
-        role.srs_reverse = internal.reverse_srs
+        role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
+                           disk_path=str(self.home.maildir), hooks=[auth], delivery=internal,
+                           quarantine=QuarantineStore(self.engine, node=self.name))
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
         listener.reuse_port = self.settings.node.workers > 1

@@ -87,6 +87,7 @@ REPLIES: dict[str, Reply] = {
     "line-too-long-data": Reply(552, "5.6.0", "Message contains a line longer than 998 characters (RFC 5322 §2.1.1)"),
     "hop-count-exceeded": Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?"),
     "storage-failed": Reply(451, "4.3.0", "Local error in processing: message not stored, try again later"),
+    "recipient-not-deliverable": Reply(451, "4.3.0", "Local error in processing: a recipient could not be delivered, try again later"),
     "quarantined": Reply(250, "2.0.0", "OK: accepted"),
     "message-rejected": Reply(550, "5.7.1", "Message rejected by policy"),
     "malware": Reply(554, "5.7.1", "Message rejected: malware detected"),
