@@ -19,11 +19,14 @@ import functools
 import importlib.resources
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from mxgate.auth.dkim import DkimResult
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.spf import SpfResult
+from mxgate.names import normalize_domain
+
+A = TypeVar("A")  # whatever the caller calls an action
 
 DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")  # RFC 8601 §2.7.1
 POLICIES = ("none", "quarantine", "reject")  # RFC 7489 §6.3 p=
@@ -96,13 +99,9 @@ def _public_suffix_list():
         return None  # the last-two-labels rule still holds for most names
 
 
-def normalise_domain(domain: str) -> str:
-    return domain.strip().rstrip(".").lower()
-
-
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label."""
-    domain = normalise_domain(domain)
+    domain = normalize_domain(domain)
     labels = domain.split(".")
     psl = _public_suffix_list()
     suffix = psl.get_tld(domain, strict=True) if psl is not None else None
@@ -114,7 +113,7 @@ def organizational_domain(domain: str) -> str:
 
 def aligned(identifier: str, from_domain: str, mode: str) -> bool:
     """RFC 7489 §3.1: strict = identical names; relaxed = same organisational domain."""
-    a, b = normalise_domain(identifier), normalise_domain(from_domain)
+    a, b = normalize_domain(identifier), normalize_domain(from_domain)
     if not a or not b:
         return False
     if mode == "s":
@@ -144,12 +143,23 @@ def decide_dmarc(from_domain: str | None, record: DmarcRecord | None, policy_dom
             r.result == "temperror" and aligned(r.domain, from_domain, record.adkim) for r in dkim):
         return DmarcResult("temperror", disposition="none", aligned_by=None,
                            reason="aligned identifier had a temporary error", **facts)
-    is_subdomain = policy_domain is not None and normalise_domain(policy_domain) != from_domain
+    is_subdomain = policy_domain is not None and normalize_domain(policy_domain) != from_domain
     applicable = record.subdomain_policy if is_subdomain and record.subdomain_policy else record.policy
     sampled = sample < record.pct  # RFC 7489 §6.6.4
     disposition = applicable if sampled else _DOWNGRADE[applicable]
     reason = "no aligned pass" + ("" if sampled else f"; not sampled (pct={record.pct})")
     return DmarcResult("fail", disposition=disposition, aligned_by=None, reason=reason, **facts)
+
+
+def policy_action(result: DmarcResult, *, on_reject: A, on_quarantine: A) -> A | None:
+    """The one DMARC-to-action decision both roles use (mailbox: auth/pipeline.py; gateway:
+    filters/dmarc.py): the organisation's configured action for a failure, only as far as the
+    sender's published disposition asks (after sp= and pct=). None when nothing is to be done:
+    pass, none, temperror, permerror — a DNS hiccup must never lose mail (RFC 7489 §6.6.3) — or
+    a failure under p=none (RFC 7489 §6.6.4 leaves it to the receiver)."""
+    if result.result != "fail" or result.disposition not in ("reject", "quarantine"):
+        return None
+    return on_reject if result.disposition == "reject" else on_quarantine
 
 
 def _txt_records(dnsfunc: Callable, name: str) -> tuple[bytes, ...]:
@@ -170,7 +180,7 @@ def _discover(domain: str, dnsfunc: Callable) -> tuple[list[str], str]:
 def evaluate_dmarc(header_from_domain: str | None, spf: SpfResult, spf_domain: str,
                    dkim: Sequence[DkimResult], dnsfunc: Callable, *, sample: float = 0.0) -> DmarcResult:
     """Discover the policy for the From domain (then its organisational domain) and decide."""
-    from_domain = normalise_domain(header_from_domain) if header_from_domain else None
+    from_domain = normalize_domain(header_from_domain) if header_from_domain else None
     if not from_domain:
         return decide_dmarc(None, None, None, spf, spf_domain, dkim, sample)
     try:

@@ -29,7 +29,7 @@ import dns.resolver
 
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc
+from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc, policy_action
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
 from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
 from mxgate.auth.received import received_values
@@ -86,14 +86,14 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
         return AuthAction(Disposition.DELIVER, R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
     if dmarc.result != "fail":
         return AuthAction(Disposition.DELIVER, R_NO_FAILURE, f"dmarc={dmarc.result}")
-    if dmarc.disposition not in ("reject", "quarantine"):
+    action = policy_action(dmarc, on_reject=reject_action, on_quarantine=quarantine_action)
+    if action is None:
         return AuthAction(Disposition.DELIVER, R_POLICY_NONE, dmarc.reason)
     if arc_overrides_dmarc(arc, trusted_sealers):
         # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
         # changed the message; recorded so the admin sees why the policy was not applied.
         return AuthAction(Disposition.DELIVER, R_ARC_OVERRIDE,
                           f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
-    action = reject_action if dmarc.disposition == "reject" else quarantine_action
     return AuthAction(Disposition(action), R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
 
 

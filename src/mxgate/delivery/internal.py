@@ -31,7 +31,7 @@ from mxgate.policy.validate import accepted_domain_for
 from mxgate.queue.relay import RcptOutcome
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.records import message_records
 
 log = logging.getLogger("mxgate.internal")
 
@@ -172,18 +172,15 @@ class InternalDelivery:
         extra = [a for a in (*plan.local, *plan.external) if a not in envelope]
         if not extra and not plan.dropped:
             return
-        headers = msg.header_block(data)
-        now = time.time()
         why = {s.target: f"{s.address} → {s.target} ({s.why})" for s in plan.steps}
-        for a in extra:
-            self.node.trace.record(TraceRecord(
-                trace_id=trace_id or secrets.token_hex(8), status="Delivered" if a in plan.local else "Pending",
-                sender=sender, recipient=a, subject=msg.header_value(headers, "Subject"),
-                message_id=msg.header_value(headers, "Message-ID"), size=len(data), role=origin, direction="internal",
-                detail={"steps": [why.get(a, "")], "dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
-                events=[(now, "Expand", why.get(a, "expanded")),
-                        (now, "Deliver" if a in plan.local else "Send", "maildir" if a in plan.local else "queued for outbound")],
-                created_at=now))
+        self.node.trace.record_all(message_records(
+            trace_id or secrets.token_hex(8), sender=sender, data=data,
+            rows=[(a, "Delivered" if a in plan.local else "Pending",
+                   [("Expand", why.get(a, "expanded")),
+                    ("Deliver", "maildir") if a in plan.local else ("Send", "queued for outbound")],
+                   {"steps": [why.get(a, "")]}) for a in extra],
+            detail={"dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
+            role=origin, direction="internal"))
 
 
 async def start_internal(node, maildir: Maildir | None = None) -> InternalDelivery:

@@ -26,7 +26,6 @@ import os
 import logging
 import secrets
 import ssl
-import time
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Sequence
 
@@ -38,10 +37,9 @@ from mxgate.probe.mx import lookup_mx, make_resolver
 from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import RetryPolicy
-from mxgate.queue.spool import CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError
-from mxgate.smtp import message as msg
+from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
 from mxgate.verdict import accept
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.records import message_records
 
 log = logging.getLogger("mxgate.outbound")
 
@@ -202,13 +200,14 @@ def _resolver(node):
     return make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
 
 
-async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:
+async def _open_queue(node, directory: str, route, local=None, name: str = "outbound",
+                      downstream_tls: Callable[[], ssl.SSLContext] | None = None) -> OutboundQueue:
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
     worker = node.settings.node.worker
     root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_spool(root)
-    spool = await asyncio.to_thread(Spool.open, root, node.committer)
+    spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
     ca = str(node.certs.ca_cert)
     contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}
     base = RelaySettings((), contexts["encryption_only"], g.source_address if directory == "gateway-outbound" else "",
@@ -220,7 +219,12 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
             node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
 
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first), max_age=g.retry_max_age)
-    runner = RoutingRunner(spool, route, base, lambda mode: contexts.get(mode, contexts["certificate_validation"]), retry,
+    def context_for(mode: str) -> ssl.SSLContext:
+        if mode == "downstream" and downstream_tls is not None:  # the gateway's own verified context
+            return downstream_tls()
+        return contexts.get(mode, contexts["certificate_validation"])
+
+    runner = RoutingRunner(spool, route, base, context_for, retry,
                            local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
                            scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
     runner.start()
@@ -263,24 +267,16 @@ class GatewayOutbound:
         as it is, below one Received field (which signatures do not cover, RFC 6376 §5.4.1).
         """
         trace_id = secrets.token_hex(8)
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.node.settings.gateway.hostname, trace_id=trace_id,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
-            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
-            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
+        received = s.received_header(by=self.node.settings.gateway.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + body.getvalue()
         rcpts = [str(r.address) for r in txn.recipients]
         await self.queue.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
-        headers = msg.header_block(final)
-        now = time.time()
-        for r in rcpts:
-            self.node.trace.record(TraceRecord(
-                trace_id=trace_id, status="Pending", sender=str(txn.sender), recipient=r.lower(),
-                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-                size=len(final), from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway",
-                direction="outbound", detail={"session": s.id, "tls": s.tls.version if s.tls else None},
-                events=[(now, "Receive", f"outbound from {s.peer_ip}"), (now, "Send", "queued for MX delivery")],
-                created_at=now))
+        self.node.trace.record_all(message_records(
+            trace_id, sender=str(txn.sender), data=final,
+            rows=[(r, "Pending", [("Receive", f"outbound from {s.peer_ip}"), ("Send", "queued for MX delivery")])
+                  for r in rcpts],
+            detail={"session": s.id, "tls": s.tls.version if s.tls else None},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway", direction="outbound"))
         return accept("queued")
 
     async def stop(self) -> None:
@@ -298,8 +294,6 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
             return Route("relay", "downstream", tuple(downstream().hosts), "downstream")
         return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
 
-    queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound")
-    # Downstream sessions use the gateway's own verified TLS context, not an MX one.
-    contexts = queue.runner.contexts
-    queue.runner.contexts = lambda mode: downstream().tls_context if mode == "downstream" else contexts(mode)
+    queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",
+                              downstream_tls=lambda: downstream().tls_context)
     return GatewayOutbound(node, queue)

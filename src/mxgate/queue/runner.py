@@ -95,8 +95,7 @@ class Runner:
         wanted = [e for q in self._retry_now if (e := self.spool.get(q)) is not None and e.queue in DUE_QUEUES]
         self._retry_now.clear()
         # The database spool (queue/dbspool.py) answers from PostgreSQL: keep that off the loop.
-        due = await asyncio.to_thread(self.spool.due, now) if getattr(self.spool, "blocking_reads", False) \
-            else self.spool.due(now)
+        due = await asyncio.to_thread(self.spool.due, now) if self.spool.blocking_reads else self.spool.due(now)
         for entry in wanted + [e for e in due if e not in wanted]:
             if entry.queue_id in busy:
                 continue

@@ -35,18 +35,18 @@ from mxgate.policy.gateway_checks import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.queue.outbound import lock_spool, start_gateway_outbound
 from mxgate.queue.relay import HostHealth, RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import RetryPolicy
-from mxgate.queue.spool import Spool, disk_free_ok
+from mxgate.queue.spool import DiskSpool, Spool, disk_free_ok
 from mxgate.server.listener import Listener, Role
-from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, reply_for
+from mxgate.smtp.replies import REPLIES, reply_text
 from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
 from mxgate.store.schema import quarantine as quarantine_table
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.records import message_records, refusal_records
 
 log = logging.getLogger("mxgate.gateway")
 
@@ -58,7 +58,7 @@ CHECKS_HEADER = "X-MXGate-Checks"
 class GatewayRole(Role):
     name = "gateway"
 
-    def __init__(self, node, services):
+    def __init__(self, node, services, outbound=None):
         self.node = node
         self.settings = node.settings.gateway
         self.hostname = self.settings.hostname
@@ -70,7 +70,7 @@ class GatewayRole(Role):
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
-        self.outbound = None  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
+        self.outbound = outbound  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
 
     def checks(self, compiled) -> dict[str, CheckSettings]:
         if self._checks[0] != compiled.version:
@@ -103,6 +103,27 @@ class GatewayRole(Role):
 
     # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
     def on_rcpt(self, s, rcpt):
+        if self._needs_callahead(s, rcpt):
+            return self._rcpt_after_callahead(s, rcpt)  # the session waits, then resumes
+        return self._decide_rcpt(s, rcpt)
+
+    def _needs_callahead(self, s, rcpt) -> bool:
+        """Only an accepted domain's recipient is asked about, and only without a cached answer."""
+        if self.settings.recipient_validation != "callahead" or not rcpt.domain or rcpt.literal:
+            return False
+        if accepted_domain_for(s.role_state["policy"].policy, rcpt.domain) is None:
+            return False
+        return self.rcpt_cache.get(rcpt.key, time.monotonic()) is None
+
+    async def _rcpt_after_callahead(self, s, rcpt):
+        try:
+            await self.callahead(rcpt.key)
+        except Exception as exc:  # the cache then holds a transient 451: refuse for now
+            log.warning("callahead for %s failed: %r", rcpt.key, exc)
+            self.rcpt_cache.put(rcpt.key, (451, "callahead failed"), time.monotonic(), transient=True)
+        return self._decide_rcpt(s, rcpt)
+
+    def _decide_rcpt(self, s, rcpt):
         compiled = s.role_state["policy"]
         if rcpt.literal:
             return reject("address-literal", str(rcpt)), None
@@ -122,8 +143,8 @@ class GatewayRole(Role):
     def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
         if self.settings.recipient_validation == "callahead":
             answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
-            if answer is None:
-                raise CallaheadNeeded(rcpt.key)  # GatewaySession asks the downstream, then retries
+            if answer is None:  # a cache of size zero, or expired while we asked: refuse for now
+                return tempfail("check-tempfail", "callahead: no answer cached")
             code, text = answer
             if 200 <= code < 300:
                 return True
@@ -172,11 +193,7 @@ class GatewayRole(Role):
         return accept("queued")
 
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
-        tls = f"using {s.tls.version} with cipher {s.tls.cipher} ({s.tls.bits} bits)" if s.tls else ""
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, trace_id=trace_id, tls=tls,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
-            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
+        received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients, cipher_bits=True)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
         checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
@@ -206,34 +223,24 @@ class GatewayRole(Role):
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
-        headers = msg.header_block(final)
-        now = time.time()
-        for r in txn.recipients:
-            self.trace.record(TraceRecord(
-                trace_id=trace_id, status=status, sender=str(txn.sender), recipient=r.address.key,
-                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-                size=len(final), from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
-                reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
-                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
-                        "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
-                        "rules": dict(outcome.score.rules)},
-                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo}"), (now, *event)], created_at=now))
+        self.trace.record_all(message_records(
+            trace_id, sender=str(txn.sender), data=final,
+            rows=[(str(r.address), status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]) for r in txn.recipients],
+            from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
+            reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
+                    "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
+                    "rules": dict(outcome.score.rules)}))
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
-        reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
-        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
+        sender, rcpts = self.refused_envelope(s, facts)
         compiled = s.role_state.get("policy") or self.watcher.current
-        now = time.time()
-        for rcpt in rcpts:
-            self.trace.record(TraceRecord(
-                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
-                recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
-                reason=verdict.reason, role=self.name,
-                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
-                        "why": verdict.detail, "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
-                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+        self.trace.record_all(refusal_records(
+            verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
+            detail={"session": s.id, "helo": s.helo, "why": verdict.detail,
+                    "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name))
 
 
 def _stage_verdict(result) -> Verdict:
@@ -248,14 +255,6 @@ def _stage_verdict(result) -> Verdict:
 
 
 # --- callahead: RCPT answered after an async lookup ----------------------------------------
-
-class CallaheadNeeded(Exception):
-    """on_rcpt has no cached answer for this recipient; the session must ask the downstream."""
-
-    def __init__(self, address: str):
-        super().__init__(address)
-        self.address = address
-
 
 class RecipientCache:
     """Callahead answers by address, for `ttl` seconds (transient answers for a tenth of it)."""
@@ -276,33 +275,6 @@ class RecipientCache:
         self._items[key] = (now + (self.ttl / 10 if transient else self.ttl), answer)
 
 
-class GatewaySession(SmtpSession):
-    """SmtpSession whose RCPT may wait for a callahead without blocking the event loop."""
-
-    def _cmd_RCPT(self, arg: str) -> None:
-        try:
-            super()._cmd_RCPT(arg)
-        except CallaheadNeeded as need:
-            self._mode = "busy"  # pipelined commands wait in the buffer, in order
-            self.loop.create_task(self._after_callahead(arg, need.address))
-
-    async def _after_callahead(self, arg: str, address: str) -> None:
-        try:
-            await self.role.callahead(address)
-        except Exception as exc:  # the cache then holds nothing: answer 451 this time
-            log.warning("callahead for %s failed: %r", address, exc)
-            self.role.rcpt_cache.put(address, (451, "callahead failed"), time.monotonic(), transient=True)
-        if self._mode == "closed":
-            return
-        self._mode = "command"
-        try:
-            super()._cmd_RCPT(arg)
-        except CallaheadNeeded:  # a cache of size zero: refuse for now rather than loop
-            self._reply(REPLIES["check-tempfail"])
-        self._flush()
-        self._process()
-
-
 # --- services ------------------------------------------------------------------------------
 
 @dataclass
@@ -318,8 +290,7 @@ class GatewayServices:
 
     async def stop(self) -> None:
         await self.runner.stop()
-        if hasattr(self.spool, "stop"):  # the database queue hands back its leases
-            await self.spool.stop()
+        await self.spool.stop()  # the database queue hands back its leases
         self.pipeline.close()
         os.close(self.lock_fd)  # releases the flock: the queue CLI may now edit the spool directly
 
@@ -360,16 +331,14 @@ async def start_services(node) -> GatewayServices:
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
     root.mkdir(parents=True, exist_ok=True)
-    from mxgate.queue.outbound import lock_spool
-
     lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
     if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
         from mxgate.queue.dbspool import DbSpool
 
         spool = await asyncio.to_thread(DbSpool.open, node.engine, node.name, root, lease=g.queue_lease)
-        spool.start()
     else:
-        spool = await asyncio.to_thread(Spool.open, root, node.committer)
+        spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
+    spool.start()
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
     tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
@@ -396,14 +365,12 @@ async def start_services(node) -> GatewayServices:
 async def start_gateway(node) -> None:
     """Node hook (`[roles] gateway = true`): build the services, then listen."""
     services = await start_services(node)
-    role = GatewayRole(node, services)
+    outbound = None
     if node.settings.gateway.outbound_from:
-        from mxgate.queue.outbound import start_gateway_outbound
-
-        role.outbound = await start_gateway_outbound(node, services.relay_settings)
+        outbound = await start_gateway_outbound(node, services.relay_settings)
+    role = GatewayRole(node, services, outbound)
     listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
-                        spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies,
-                        session_class=GatewaySession)
+                        spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
     await listener.start(node.settings.gateway.listen)
     node.roles["gateway"] = role
     node.listeners["gateway"] = listener

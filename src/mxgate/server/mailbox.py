@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import replace
 from typing import Any, Protocol, Sequence
 
@@ -34,9 +33,10 @@ from mxgate.server.listener import Role
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, reply_for
+from mxgate.smtp.replies import reply_text
 from mxgate.verdict import Action, Verdict, accept, reject, tempfail
-from mxgate.trace.store import TraceRecord, TraceStore
+from mxgate.trace.records import message_records, refusal_records
+from mxgate.trace.store import TraceStore
 
 log = logging.getLogger("mxgate.mailbox")
 
@@ -179,7 +179,9 @@ class MailboxRole(Role):
         verdict = await self._run_hooks(ctx)  # authentication: stamps, folder, quarantine or refusal
         if verdict.refused:
             return verdict
-        final = self._received(s, ctx) + b"".join(ctx.headers_to_add) + ctx.data
+        received = s.received_header(by=self.hostname, trace_id=ctx.trace_id, recipients=ctx.txn.recipients,
+                                     connector=ctx.txn.connector_name)
+        final = received + b"".join(ctx.headers_to_add) + ctx.data
         if ctx.quarantine_reason and self.quarantine is not None:
             return await self._quarantine(s, ctx, final)
         verdict = await self._deliver_local(ctx, final)  # durable in every mailbox before the 250
@@ -200,14 +202,6 @@ class MailboxRole(Role):
             if ctx.verdict is not None and ctx.verdict.refused:
                 return ctx.verdict
         return accept("ok")
-
-    def _received(self, s, ctx: MessageContext) -> bytes:
-        rcpts = ctx.txn.recipients
-        return msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, s.auth_user is not None), trace_id=ctx.trace_id,
-            recipient=str(rcpts[0].address) if len(rcpts) == 1 else None,
-            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "", connector=ctx.txn.connector_name)
 
     async def _quarantine(self, s, ctx: MessageContext, final: bytes) -> Verdict:
         await self.quarantine.keep(ctx.txn, final, trace_id=ctx.trace_id, reason=ctx.quarantine_reason or "",
@@ -250,22 +244,16 @@ class MailboxRole(Role):
 
     # --- trace ----------------------------------------------------------------------------
     def _trace_message(self, s, ctx: MessageContext, status: str, event: str, detail: str, final: bytes) -> None:
-        headers = msg.header_block(ctx.data)
-        subject = msg.header_value(headers, "Subject")
-        message_id = msg.header_value(headers, "Message-ID")
-        now = time.time()
         txn = ctx.txn
-        for r in txn.recipients:
-            local = r.decision.route == "local"
-            self.trace.record(TraceRecord(
-                trace_id=ctx.trace_id, status=status if local else "Pending",
-                sender=str(txn.sender), recipient=str(r.address).lower(), subject=subject, message_id=message_id,
-                size=len(final), from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=r.decision.connector,
-                policy_version=txn.policy.version, reason=ctx.quarantine_reason or "", role=self.name,
-                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail},
-                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
-                        (now, event, detail) if local else (now, "Send", "queued for outbound")],
-                created_at=now))
+        self.trace.record_all(message_records(
+            ctx.trace_id, sender=str(txn.sender), data=final,
+            rows=[(str(r.address), status if r.decision.route == "local" else "Pending",
+                   [("Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
+                    (event, detail) if r.decision.route == "local" else ("Send", "queued for outbound")])
+                  for r in txn.recipients],
+            from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=txn.connector_name,
+            policy_version=txn.policy.version, reason=ctx.quarantine_reason or "", role=self.name,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail}))
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
@@ -273,20 +261,13 @@ class MailboxRole(Role):
         log.info("refused at %s: %s", stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
-        reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
-        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
-        now = time.time()
+        sender, rcpts = self.refused_envelope(s, facts)
         session_facts = s.role_state.get("facts")
-        for rcpt in rcpts:
-            self.trace.record(TraceRecord(
-                trace_id=secrets.token_hex(8), status="Rejected", sender=str(sender) if sender is not None else "",
-                recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
-                connector=_display_names(compiled, session_facts.connectors) if session_facts else "",
-                policy_version=compiled.version, reason=verdict.reason, role=self.name,
-                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
-                        "tls": s.tls.version if s.tls else None, "why": verdict.detail},
-                events=[(now, "Reject", f"at {stage}: {reply or verdict.reason}")], created_at=now))
+        self.trace.record_all(refusal_records(
+            verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, "why": verdict.detail},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name,
+            connector=_display_names(compiled, session_facts.connectors) if session_facts else ""))
 
 
 def _display_names(compiled: CompiledPolicy, names) -> str:

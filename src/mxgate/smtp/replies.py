@@ -122,6 +122,12 @@ REPLIES: dict[str, Reply] = {
 }
 
 
+def reply_text(verdict: Verdict) -> str:
+    """The reply a refusal was given, as the trace shows it; "" when its reason has no reply of its own."""
+    reply = REPLIES.get(verdict.reason)
+    return str(reply) if reply is not None else ""
+
+
 def reply_for(verdict: Verdict) -> Reply:
     reply = REPLIES.get(verdict.reason)
     if reply is not None:

@@ -88,6 +88,10 @@ class TraceStore:
             self._pending += 1
         self._queue.put(rec)
 
+    def record_all(self, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record(rec)
+
     def add_event(self, trace_id: str, event: str, detail: str = "", *, recipient: str | None = None,
                   status: str | None = None, at: float | None = None) -> None:
         upd = EventUpdate(trace_id, recipient, event, detail, status, at or time.time())
