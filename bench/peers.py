@@ -163,7 +163,8 @@ level = "warning"
 
 
 def spawn_serve(root: Path, home: Path, env: dict | None = None) -> subprocess.Popen:
-    env = dict(os.environ, MXGATE_HOME=str(home), PYTHONUNBUFFERED="1", **(env or {}))
+    # The benchmark machine runs as root; the node may stay root there (a service would use [node] user).
+    env = dict(os.environ, MXGATE_HOME=str(home), PYTHONUNBUFFERED="1", MXGATE_NODE__ALLOW_ROOT="true", **(env or {}))
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     with open(root / "serve.log", "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(root / "node.toml")],

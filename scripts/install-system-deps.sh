@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmark use as real peers:
 # postfix (interop + benchmark reference), swaks (real SMTP client), clamav-daemon (EICAR scan),
-# chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes).
+# chromium (admin-centre browser tests), haproxy (PROXY protocol), postgresql (several nodes),
+# systemd (`systemd-analyze verify` of the shipped unit). Also the system account `mxgate-test`
+# that tests/server/test_privileges.py drops to.
 # Idempotent: packages already present are skipped, so a warm machine spends no time here.
 set -euo pipefail
-pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql)
+pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl clamav-daemon chromium haproxy postgresql systemd)
+if [ "$(id -u)" = 0 ] && ! getent passwd mxgate-test >/dev/null; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin mxgate-test
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -46,6 +47,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+TEST_ACCOUNT = "mxgate-test"  # the unprivileged system account privilege tests drop to
+
+
+def ensure_test_account():
+    """pwd entry of TEST_ACCOUNT, created if missing (scripts/install-system-deps.sh creates it too)."""
+    import pwd
+
+    try:
+        return pwd.getpwnam(TEST_ACCOUNT)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_ACCOUNT], check=True)
+        return pwd.getpwnam(TEST_ACCOUNT)
 
 
 def apply_policy(home: Home, toml_text: str, actor: str = "test") -> int:
@@ -336,6 +351,7 @@ class RecordingSink:
         self.unstuff, self.name = unstuff, name
         self.messages: list[dict] = []
         self.refuse: dict[str, str] = {}
+        self.max_rcpts = 0  # > 0: RCPTs beyond this many per transaction get 452 4.5.3
         self.peers: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -380,6 +396,8 @@ class RecordingSink:
                     addr = cmd[8:].split(">")[0].lstrip("<")
                     if addr in self.refuse:
                         w(self.refuse[addr])
+                    elif self.max_rcpts and len(txn["rcpts"]) >= self.max_rcpts:
+                        w("452 4.5.3 Too many recipients")
                     else:
                         txn["rcpts"].append(addr)
                         w("250 ok")
@@ -403,3 +421,15 @@ class RecordingSink:
             return
         finally:
             conn.close()
+
+
+def MxSink(cert: str, key: str, name: str = "mx.external.test") -> RecordingSink:
+    """An Internet mail server on <random loopback address>:25 with STARTTLS (MX lookups go to
+    port 25), recording each message as stored."""
+    for _ in range(20):
+        host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
+        try:
+            return RecordingSink(cert, key, host, 25, unstuff=True, name=name)
+        except OSError:
+            continue
+    raise RuntimeError("no free loopback address for port 25")

@@ -31,11 +31,16 @@ CHECK_SECONDS = Histogram("mxgate_check_seconds", "Time spent in one check (spf,
                           registry=REGISTRY)
 QUEUE_DEPTH = Gauge("mxgate_queue_depth", "Messages in the gateway queue, by queue directory", ["queue"], registry=REGISTRY)
 POLICY_VERSION = Gauge("mxgate_policy_version", "Policy version this process enforces", registry=REGISTRY)
+TLS_EXPIRY_DAYS = Gauge("mxgate_tls_certificate_expiry_days",
+                        "Days until a certificate the node serves expires (negative: expired): each listener's "
+                        "(mailbox, gateway, submission) and the gateway's client certificate (gateway-client)",
+                        ["certificate"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("mxgate_admin_login_failures", "Failed admin centre logins", registry=REGISTRY)
 
 # Scrape-time readers: name -> callable returning {label: value}; set by whoever owns the state.
 _queue_reader: Callable[[], dict[str, int]] | None = None
 _policy_reader: Callable[[], int] | None = None
+_tls_reader: Callable[[], dict[str, float]] | None = None
 
 
 def session_opened(role: str = "mailbox") -> None:
@@ -86,6 +91,11 @@ def set_policy_reader(reader: Callable[[], int] | None) -> None:
     _policy_reader = reader
 
 
+def set_tls_reader(reader: Callable[[], dict[str, float]] | None) -> None:
+    global _tls_reader
+    _tls_reader = reader
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text; state gauges are refreshed first so a scrape is never stale."""
     if _queue_reader is not None:
@@ -97,6 +107,12 @@ def render() -> tuple[bytes, str]:
     if _policy_reader is not None:
         try:
             POLICY_VERSION.set(_policy_reader())
+        except Exception:
+            pass
+    if _tls_reader is not None:
+        try:  # computed at scrape time: a value set at load time would stop counting down
+            for name, days in _tls_reader().items():
+                TLS_EXPIRY_DAYS.labels(name).set(round(days, 3))
         except Exception:
             pass
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

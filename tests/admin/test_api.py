@@ -51,6 +51,22 @@ def test_inbound_and_outbound_connectors_crud(api):
     assert api.delete("/connectors/outbound/To gateway").status_code == 200
 
 
+def test_certificate_pin_pasted_in_another_spelling_is_shown_canonical(api, test_ca):
+    """Issue 22: the admin API stores and shows the one canonical pin form, whatever was pasted."""
+    import base64
+
+    from mxgate.server.tls import spki_sha256_of_file
+
+    pin = spki_sha256_of_file(test_ca["gateway.partner.test"][0])
+    pasted = [base64.b64encode(bytes.fromhex(pin)).decode(), "sha256:" + ":".join(pin[i:i + 2] for i in range(0, 64, 2)).upper()]
+    r = api.post("/connectors/inbound", json={"name": "By certificate", "sender_domains": ["partner.test"],
+                                               "restrict_domains_to_certificate": True,
+                                               "tls_sender_certificate_name": "gateway.partner.test",
+                                               "tls_sender_certificate_fingerprints": pasted})
+    assert r.status_code == 201, r.text
+    assert api.get("/connectors/inbound/By certificate").json()["tls_sender_certificate_fingerprints"] == [pin]
+
+
 def test_enhanced_filtering_modes(api):
     url = f"/connectors/inbound/{GUIDE}/enhanced-filtering"
     assert api.get(url).json() == {"mode": "off", "skip_ips": [], "scope": "organization", "users": [], "test_mode": False}

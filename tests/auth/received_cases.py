@@ -251,8 +251,112 @@ CASES = [
         dict(ip="192.0.2.77", from_helo="a.example", with_proto="ESMTP"),
     ),
     (
+        # An unclosed comment may have been opened by the sender's HELO, hiding where the
+        # MTA's TCP-info starts: the peer is unreadable (and the walk stops there).
         "garbled-date-and-unclosed-comment",
         "from a.example (a.example [192.0.2.78] by mx.example.net ;;; 99 Foo 20xx ((",
-        dict(ip="192.0.2.78", from_helo="a.example"),
+        dict(ip=None, from_helo="a.example"),
     ),
+]
+
+# Attacker's shapes (adversarial.md §9): a trusted hop of each MTA family, written about a
+# connection from 203.0.113.5 whose client put 192.0.2.99 (an address whose SPF it controls)
+# into every sender-chosen field it could reach. The peer is 203.0.113.5, or None where
+# the MTA recorded no peer the parser can tell apart from the sender's text (the walk stops).
+PEER = "203.0.113.5"
+ATTACKS = [
+    ("exim-no-rdns-helo-literal",
+     "from [203.0.113.5] (helo=[192.0.2.99]) by mx.example.org with esmtp (Exim 4.96) id 1qA; d", PEER),
+    ("exim-rdns-helo-literal",
+     "from host.example ([203.0.113.5]:4321 helo=[192.0.2.99]) by mx.example.org with esmtps"
+     " (TLS1.3) (Exim 4.96) id 1qA; d", PEER),
+    ("exim-unknown-family-helo-equals",
+     "from [203.0.113.5] (helo=[192.0.2.99]) by relay.example.org with esmtp id 1qA; d", PEER),
+    ("qmail-helo-literal",
+     "from unknown (HELO [192.0.2.99]) (203.0.113.5) by mail.example.net with SMTP; d", PEER),
+    ("qmail-helo-injects-a-comment",
+     "from unknown (HELO x) ([192.0.2.99]) (203.0.113.5) by mail.example.net with SMTP; d", PEER),
+    ("messagelabs-helo-literal",
+     "from unknown (HELO [192.0.2.99]) (203.0.113.5) by server-4.tower-27.messagelabs.com with"
+     " DHE-RSA-AES256-SHA encrypted SMTP; d", PEER),
+    ("gmx-ehlo-literal",
+     "from host.example (EHLO [192.0.2.99]) [203.0.113.5] by mail.gmx.net (mp033) with SMTP; d", PEER),
+    ("ionos-helo-literal",
+     "from [203.0.113.5] (helo=[192.0.2.99]) by mxeu2.kundenserver.de with ESMTP (Nemesis), id 0M; d", PEER),
+    ("communigate-account-and-helo",
+     "from [203.0.113.5] (account u@192.0.2.99 HELO [192.0.2.99]) by mx.example.org"
+     " (CommuniGate Pro SMTP 6.3) with ESMTPSA id 1; d", PEER),
+    ("communigate-helo-injects-a-comment",
+     "from [203.0.113.5] (HELO x) ([192.0.2.99] verified) by mx.example.org (CommuniGate Pro SMTP"
+     " 6.3) with ESMTP id 1; d", PEER),
+    ("bare-helo-word", "from mail.example HELO 192.0.2.99 by mx.example.org with SMTP; d", None),
+    ("bare-ehlo-literal", "from mail.example EHLO [192.0.2.99] by mx.example.org with ESMTP; d", None),
+    ("claiming-to-be",
+     'from host.example(203.0.113.5), claiming to be "[192.0.2.99]" via SMTP by mx.example.org,'
+     " id smtpd1; d", PEER),
+    ("postfix-helo-injects-tcp-info",
+     "from x (unknown [192.0.2.99]) (unknown [203.0.113.5]) by mx.example.org (Postfix) with"
+     " ESMTP id 1; d", PEER),
+    ("postfix-helo-injects-by",
+     "from a (b [192.0.2.99]) by fake.example (unknown [203.0.113.5]) by mx.example.org (Postfix)"
+     " with ESMTP id 1; d", PEER),
+    ("postfix-helo-opens-a-comment",
+     "from a (b [192.0.2.99]) (c (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP"
+     " id 1; d", None),
+    ("postfix-helo-closes-a-comment",
+     "from a) (b [192.0.2.99] (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d",
+     None),
+    ("postfix-helo-stray-bracket",
+     "from a [192.0.2.99 (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d", None),
+    ("postfix-helo-semicolon",
+     "from a; (b [192.0.2.99]) (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1;"
+     " Mon, 1 Jan 2024 00:00:00 +0000", PEER),
+    ("postfix-helo-literal-without-tcp-info",
+     "from [192.0.2.99] by mx.example.org (Postfix) with ESMTP id 1; d", None),
+    ("postfix-client-certificate-name",
+     'from h (h [203.0.113.5]) (using TLSv1.3) (Client CN "[192.0.2.99]", Issuer "x" (verified OK))'
+     " by mx.example.org (Postfix) with ESMTPS id 1; d", PEER),
+    ("postfix-authenticated-sender",
+     "from h (unknown [203.0.113.5]) (Authenticated sender: [192.0.2.99]) by mx.example.org"
+     " (Postfix) with ESMTPSA id 1; d", PEER),
+    ("sendmail-ident-with-literal",
+     "from h (IDENT:x [192.0.2.99] y@h [203.0.113.5]) by mx.example.org (8.17.1/8.17.1) with ESMTP"
+     " id 1; d", None),
+    ("sendmail-helo-literal",
+     "from [192.0.2.99] (h.example [203.0.113.5] (may be forged)) by mx.example.org (8.17.1/8.17.1)"
+     " with ESMTP id 1; d", PEER),
+    ("exchange-helo-literal",
+     "from [192.0.2.99] (203.0.113.5) by EX01.contoso.com (10.0.0.2) with Microsoft SMTP Server"
+     " (version=TLS1_2) id 15.2.1; d", PEER),
+    ("exchange-online-helo-literal",
+     "from [192.0.2.99] (203.0.113.5) by BN8NAM11FT037.mail.protection.outlook.com (10.13.177.1)"
+     " with Microsoft SMTP Server id 15.20.1 via Frontend Transport; d", PEER),
+    ("gmail-helo-literal",
+     "from [192.0.2.99] (h.example. [203.0.113.5]) by mx.google.com with ESMTPS id x1 for <a@b>"
+     " (version=TLS1_3); d", PEER),
+    ("google-workspace-helo-literal",
+     "from [192.0.2.99] (h.example. [203.0.113.5]) by aspmx.l.google.com with ESMTPS id x1; d", PEER),
+    ("domino-helo-literal",
+     "from [192.0.2.99] ([203.0.113.5]) by notes.example.org (Lotus Domino Release 9.0.1) with"
+     " ESMTP id 2014; d", PEER),
+    ("courier-helo-literal",
+     "from [192.0.2.99] ([::ffff:203.0.113.5]) (AUTH: LOGIN [192.0.2.99]) by mx.example.org with"
+     " ESMTPA; d", PEER),
+    ("mimecast-helo-literal",
+     "from [192.0.2.99] (h.example [203.0.113.5]) by relay.mimecast.com with ESMTP"
+     " (version=TLSv1.2 cipher=ECDHE-RSA-AES256-GCM-SHA384) id x; d", PEER),
+    ("proofpoint-helo-literal",
+     "from [192.0.2.99] (h.example [203.0.113.5]) by mx0a-00123.pphosted.com with ESMTP id x; d", PEER),
+    ("barracuda-helo-literal",
+     "from [192.0.2.99] (h.example [203.0.113.5]) by mx1.ess.barracudanetworks.com with ESMTP id x; d",
+     PEER),
+    ("ironport-helo-literal",
+     "from unknown (HELO [192.0.2.99]) ([203.0.113.5]) by esa1.example.iphmx.com with ESMTP; d", PEER),
+    ("ecelerity-helo-literal",
+     "from [192.0.2.99] ([203.0.113.5]:4321 helo=[192.0.2.99]) by mta.example.org (envelope-from"
+     " <a@b>) (ecelerity 4.2.1) with ESMTP id x; d", PEER),
+    ("mxgate-own-hop",
+     "from [192.0.2.99] ([203.0.113.5]) by gw.contoso.test (mxgate) with ESMTPS id 4f1a; d", PEER),
+    ("mxgate-own-hop-without-tcp-info",
+     "from [192.0.2.99] by gw.contoso.test (mxgate) with ESMTPS id 4f1a; d", None),
 ]

@@ -101,12 +101,13 @@ def test_aligned_temperror_does_not_reject():
 
 
 def test_record_parsing():
-    rec = parse_dmarc_record("v=DMARC1;p=Quarantine; sp=junk; pct=250; adkim=s; aspf=x; foo=bar")
-    assert (rec.policy, rec.subdomain_policy, rec.pct, rec.adkim, rec.aspf) == ("quarantine", None, 100, "s", "r")
+    rec = parse_dmarc_record("v=DMARC1;p=Quarantine; sp=reject; pct=250; adkim=s; aspf=x; foo=bar")
+    assert (rec.policy, rec.subdomain_policy, rec.pct, rec.adkim, rec.aspf) == ("quarantine", "reject", 100, "s", "r")
     assert parse_dmarc_record("v=DMARC1; rua=mailto:x@y.test").policy == "none"
     for bad in ("p=reject; v=DMARC1", "v=DMARC10; p=reject", "v=DMARC1; p=block"):
         with pytest.raises(DmarcRecordError):
             parse_dmarc_record(bad)
+    # More edge cases, RFC by RFC: tests/auth/test_dmarc_rfc7489.py
 
 
 def test_organisational_domain_and_alignment():

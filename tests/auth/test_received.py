@@ -183,3 +183,20 @@ def test_500_headers_one_megabyte_in_bounded_time():
     assert time.perf_counter() - start < 2.0
     assert len(hops) == 500
     assert all(h.ip == ipaddress.ip_address("192.0.2.192") for h in hops)
+
+
+from received_cases import ATTACKS  # noqa: E402
+
+
+@pytest.mark.parametrize("name,value,peer", ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_sender_chosen_text_never_becomes_the_peer(name, value, peer):
+    hop = parse_received(value)
+    assert (str(hop.ip) if hop.ip is not None else None) == peer
+    if peer is None:
+        assert hop.has_from and hop.note  # the reason the walk will show
+
+
+def test_attack_table_covers_the_families():
+    families = {parse_received(value).family for _, value, _ in ATTACKS}
+    assert {"postfix", "exim", "sendmail", "exchange", "gmail", "communigate", "domino", "mimecast",
+            "sendmail", "barracuda", "ironport", "gmx", "ecelerity", "mxgate"} <= families

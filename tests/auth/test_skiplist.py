@@ -99,19 +99,54 @@ def test_forged_headers_alone_cannot_make_the_gateway_skippable():
     assert (result.status, result.original_ip) == ("none", None)
 
 
-def test_headers_without_from_or_address_are_passed_over():
+def test_headers_without_from_or_local_handovers_are_passed_over():
     headers = [
         "by gw.example (Postfix, from userid 0) id 1; Mon, 1 Jan 2024",
         "(qmail 27981 invoked by uid 225); 1 Nov 2003 07:05:19 -0000",
-        "from localhost (root@localhost) by gw.example (8.14/Submit) id r1;",
+        "from user by gw.example with local (Exim 4.96) id 1qA-0001;",
         hop("203.0.113.7"),
     ]
     result = find_original_sender(headers, GATEWAY, LAST_IP)
     assert (result.original_ip, result.header_index) == (ip("203.0.113.7"), 3)
 
 
+# A trusted hop whose peer cannot be read (adversarial.md §9): each written by the trusted
+# hop about a client that chose its HELO; forged headers below name an address the attacker's
+# SPF record authorises. None of them may be believed.
+UNREADABLE = [
+    "from mail.example HELO 203.0.113.66 by gw.example with SMTP; d",
+    "from a (b [203.0.113.66]) (c (unknown [198.51.100.9]) by gw.example (Postfix) with ESMTP id 1; d",
+    "from [203.0.113.66] by gw.example (Postfix) with ESMTP id 1; d",
+    "from localhost (root@localhost) by gw.example (8.14/Submit) id r1;",
+    "from garbage (((",
+]
+
+
+@pytest.mark.parametrize("header", UNREADABLE)
+def test_an_unreadable_trusted_hop_stops_the_walk(header):
+    forged_below = hop("203.0.113.66", helo="spf-authorised.example")
+    result = find_original_sender([header, forged_below], GATEWAY, LAST_IP)
+    assert (result.status, result.rule, result.header_index) == ("stopped", "unreadable-trusted-hop", 0)
+    assert result.original_ip is None and result.last_trusted_ip == ip(GATEWAY)
+    assert "no header from it down is believed" in result.explanation
+    assert f"authentication uses {GATEWAY}" in result.explanation
+
+
+def test_stop_below_a_skipped_hop_judges_the_last_trusted_address():
+    headers = [hop("10.1.2.3", helo="relay.internal"), "from x HELO 203.0.113.66 by relay.internal with SMTP; d",
+               hop("203.0.113.66")]
+    result = find_original_sender(headers, GATEWAY, LAST_IP)
+    assert (result.status, result.header_index, result.last_trusted_ip) == ("stopped", 1, ip("10.1.2.3"))
+    assert "written by trusted hop 10.1.2.3" in result.explanation
+
+
+def test_the_stop_reason_names_the_parsers_finding():
+    result = find_original_sender(["from a (b [203.0.113.66]) (c by gw.example (Postfix); d"], GATEWAY, LAST_IP)
+    assert "unbalanced parentheses" in result.explanation
+
+
 def test_nothing_usable_found():
-    for headers in ([], ["garbage ((("], [hop("10.0.0.1"), hop("127.0.0.1")]):
+    for headers in ([], ["garbage ((("], ["by x ((("], [hop("10.0.0.1"), hop("127.0.0.1")]):
         result = find_original_sender(headers, GATEWAY, LAST_IP)
         assert (result.status, result.rule, result.original_ip) == ("none", "no-usable-header", None)
         assert result.header_index is None

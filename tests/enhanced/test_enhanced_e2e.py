@@ -50,6 +50,7 @@ def test_enhanced_filtering_on_judges_the_original_sender(node_factory, zone, ke
     ef = row["detail"]["enhanced_filtering"]
     assert (ef["status"], ef["applied"], ef["header_index"], ef["rule"]) == ("detected", True, 0, "skip-last-ip")
     assert "127.0.0.10 (connecting IP, skip-last-ip)" in ef["explanation"]
+    assert ef["test_mode"] is False and "test mode" not in ef["explanation"].lower()
     assert row["detail"]["connecting_ip"] == GATEWAY and row["detail"]["authenticated_ip"] == ORIGINAL_IP
     assert [row["detail"][k]["result"] for k in ("spf", "dmarc", "arc")] == ["pass", "pass", "none"]
     assert row["detail"]["dkim"][0]["result"] == "pass"
@@ -66,6 +67,10 @@ def test_test_mode_stamps_detection_but_judges_the_connecting_ip(node_factory, z
     assert header_lines(stored, "X-MXGate-ExternalOriginalInternetSender") == []
     row = trace_row(n)
     assert row["original_ip"] == ORIGINAL_IP and row["detail"]["enhanced_filtering"]["applied"] is False
+    # Issue 22: the explanation says test mode is why the detected sender was not used.
+    ef = row["detail"]["enhanced_filtering"]
+    assert ef["test_mode"] is True and "Test mode" in ef["explanation"], ef
+    assert f"connecting IP {GATEWAY}" in ef["explanation"].split("Test mode")[1]
 
 
 def test_ef_users_limits_enhanced_filtering_to_listed_recipients(node_factory, zone):

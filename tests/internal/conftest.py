@@ -4,12 +4,10 @@ with submission. MX records in the test DNS point at the sink (port 25 on its ow
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 import rig
-from rig import GATEWAY, RecordingSink, free_port
+from rig import GATEWAY, MxSink, free_port
 
 from mxgate.server.tls import issue_certificate
 
@@ -48,18 +46,6 @@ tls_settings = "certificate_validation"
 '''
 
 
-def MxSink(cert: str, key: str) -> RecordingSink:
-    """An Internet mail server on <random loopback address>:25 with STARTTLS (MX lookups go to
-    port 25), recording each message as stored."""
-    for _ in range(20):
-        host = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
-        try:
-            return RecordingSink(cert, key, host, 25, unstuff=True, name="mx.external.test")
-        except OSError:
-            continue
-    raise RuntimeError("no free loopback address for port 25")
-
-
 @pytest.fixture
 def mx_sink(test_ca, dns):
     s = MxSink(test_ca["server_cert"], test_ca["server_key"])
@@ -82,11 +68,28 @@ class Org:
 @pytest.fixture
 def org(node_factory, dns, mx_sink, tmp_path):
     """Mailbox server (+ submission) behind a gateway that relays outbound mail by MX to the sink."""
+    return start_org(node_factory, dns, mx_sink, tmp_path)
+
+
+@pytest.fixture
+def make_org(node_factory, dns, mx_sink, tmp_path):
+    """make_org(edit=..., admin=False) -> Org: the organisation with an edited policy or the admin centre."""
+    return lambda **kw: start_org(node_factory, dns, mx_sink, tmp_path, **kw)
+
+
+def start_org(node_factory, dns, mx_sink, tmp_path, *, edit=lambda policy: policy, admin: bool = False) -> Org:
+    """The organisation; `edit` changes the policy both nodes start with, `admin` adds the admin
+    centre to the mailbox node (its URL in `org.mailbox.admin_url`)."""
     gw_port = free_port(GATEWAY)
-    policy = flow_policy(gw_port)
+    policy = edit(flow_policy(gw_port))
     dns_settings = {"servers": [dns.address], "timeout": 2.0}
-    mailbox = node_factory(policy, roles={"mailbox": True, "submission": True},
-                           submission={"listen": [f"127.0.0.1:{free_port()}"]}, gateway=FAST_QUEUE, dns=dns_settings)
+    extra = {"roles": {"mailbox": True, "submission": True, "admin": admin}}
+    if admin:
+        extra["admin"] = {"listen": f"127.0.0.1:{free_port()}"}
+    mailbox = node_factory(policy, submission={"listen": [f"127.0.0.1:{free_port()}"]}, gateway=FAST_QUEUE,
+                           dns=dns_settings, **extra)
+    if admin:
+        mailbox.admin_url = f"http://{extra['admin']['listen']}"
     # The gateway presents a certificate from the organisation's CA (the mailbox node's), so the
     # outbound connector's certificate_validation holds.
     from cryptography import x509

@@ -45,7 +45,8 @@ def test_distribution_list_expands_members_and_nested_lists():
              Mailbox("alice@contoso.test"), Mailbox("bob@contoso.test")]
     p = plan(boxes, ["all@contoso.test", "bob@contoso.test"])
     assert sorted(p.local) == ["alice@contoso.test", "bob@contoso.test"]  # the lists themselves get no copy
-    assert p.external == ("x@ext.test",) and p.forwarded_by == {}  # a list member is not a forward (no SRS)
+    # An external member gets the list's SRS envelope and Delivered-To, as a forward does (SPF holds there).
+    assert p.external == ("x@ext.test",) and p.forwarded_by == {"x@ext.test": "all@contoso.test"}
 
 
 def test_forwarding_loop_between_mailboxes_terminates_with_copies():

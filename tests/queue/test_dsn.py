@@ -136,3 +136,31 @@ def test_optional_fields_omitted():
 def test_invalid_input_is_refused(kw):
     with pytest.raises(DsnError):
         _build(**kw)
+
+
+def test_utf8_addresses_give_an_rfc6533_report():
+    """RFC 6533: non-ASCII addresses are reported in message/global-delivery-status with the
+    "utf-8" address type, the headers as message/global-headers; ASCII reports are unchanged."""
+    jorg = FailedRecipient("jörg@bücher.test", "5.1.1", "smtp; 550 5.1.1 unknown", None,
+                           original_recipient="jörg@bücher.test")
+    raw = _build(original_sender="zoë@sender.example", failed=[jorg, CAROL],
+                 original_headers="From: zoë@sender.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode())
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "global-delivery-status"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/global-delivery-status",
+                                                     "message/global-headers"]
+    assert "jörg@bücher.test" in parts[0].get_content()
+    status = raw.decode("utf-8")
+    assert "Final-Recipient: utf-8; jörg@bücher.test\r\n" in status
+    assert "Original-Recipient: utf-8; jörg@bücher.test\r\n" in status
+    assert "Final-Recipient: rfc822; carol@contoso.test\r\n" in status  # ASCII ones keep rfc822
+    assert "To: <zoë@sender.example>\r\n" in status and "Subject: grüße" in status
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_ascii_report_stays_rfc3464():
+    msg = email.message_from_bytes(_build(), policy=email.policy.default)
+    assert msg.get_param("report-type") == "delivery-status"
+    assert [p.get_content_type() for p in msg.iter_parts()][1] == "message/delivery-status"

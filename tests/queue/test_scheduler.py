@@ -93,3 +93,36 @@ def test_delay_warning():
     assert delay_warning_due(policy, 0, 4 * 3600, already_warned=False)
     assert not delay_warning_due(policy, 0, 5 * 3600, already_warned=True)
     assert not delay_warning_due(RetryPolicy(), 0, 4 * DAY, already_warned=False)
+
+
+# --- host backoff: once per outage window (issue 15) -------------------------------------------
+
+def test_concurrent_failures_of_one_outage_grow_the_backoff_once():
+    """Nine deliveries in flight when the host went down: one outage, one base delay (it used to
+    be 0.2 s * 2**8 = 51 s, and the default 30 s straight to the cap)."""
+    from mxgate.queue.scheduler import HostHealth
+
+    for base in (0.2, 30.0):
+        health = HostHealth(base)
+        started = 100.0
+        for i in range(9):
+            health.failed("mbx:25", 100.5 + i * 0.01, started)
+        assert health.delay("mbx:25") == base
+        assert not health.usable("mbx:25", 100.5 + base - 0.01) and health.usable("mbx:25", 100.5 + base)
+
+
+def test_backoff_grows_once_per_window_and_resets_on_success():
+    from mxgate.queue.scheduler import HostHealth
+
+    health = HostHealth(1.0, cap=5.0)
+    now = 0.0
+    delays = []
+    for _ in range(5):  # a probe after each window fails again
+        health.failed("h", now, now)
+        health.failed("h", now + 0.3, now - 0.5)  # in flight before this failure was seen: ignored
+        delays.append(health.delay("h"))
+        assert not health.usable("h", now + health.delay("h") - 0.01)
+        now += health.delay("h")
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
+    health.succeeded("h")
+    assert health.usable("h", now) and health.delay("h") == 0.0

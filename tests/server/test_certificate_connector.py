@@ -93,3 +93,18 @@ def test_other_ca_or_expired_certificate_refused(cert_node, test_ca, stem):
         n.trace.flush()
         return any(row["detail"].get("stage") in ("starttls", "rcpt") for row in n.trace.search(status="Rejected"))
     assert wait_until(traced, timeout=5)
+
+
+def test_pin_pasted_as_openssl_base64_accepts_the_right_certificate_only(cert_node, test_ca):
+    """Issue 22: the base64 SPKI pin that `openssl ... | openssl dgst -sha256 -binary | base64` prints."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("openssl"), "the openssl binary is needed for this test"
+    pipeline = "openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64"
+    pem = open(test_ca["gateway.partner.test"][0], "rb").read()
+    b64 = subprocess.run(["sh", "-c", pipeline], input=pem, capture_output=True, check=True).stdout.decode().strip()
+    n = cert_node([b64])
+    assert _send(n, test_ca, "gateway.partner.test")["end"][0] == 250
+    r = _send(n, test_ca, "gateway.partner.test-renewed")  # same name and CA, other key
+    assert r["rcpt"][0][0] == 550 and "5.7.51" in r["rcpt"][0][1]

@@ -139,6 +139,10 @@ def _bind(listen: str) -> socket.socket:
         host, port = parse_hostport(listen if not listen.startswith(":") else "127.0.0.1" + listen, min_port=0)
     except ValueError as exc:
         raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None
+    from mxgate.server import sockets
+
+    if (opened := sockets.take(host, port)) is not None:
+        return opened  # bound before `mxgate serve` dropped root
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -45,7 +45,9 @@ async def release(st, qid: str, actor: str) -> list[str]:
     check_qid(qid)
     if st.node is not None and st.node.committer is not None:
         maildir = Maildir(st.home.maildir, st.node.committer, hostname=st.node.settings.mailbox.hostname)
-        paths = await store.release_into(qid, maildir, actor=actor, trace=st.trace)
+        internal = getattr(st.node, "internal", None)  # forwarding and lists, as for delivered mail
+        paths = await store.release_into(qid, maildir, actor=actor, trace=st.trace,
+                                         deliver=internal.release if internal is not None else None)
     else:  # no running node (API unit tests): the CLI's own path in a worker thread
         paths = await asyncio.to_thread(store.release, qid, st.home.maildir, actor=actor, trace=st.trace)
     return [str(p) for p in paths]

@@ -6,25 +6,33 @@ of the SPF and DKIM identifiers with the RFC5322.From domain, `sp=` for subdomai
 and testable. Must not know: SPF or DKIM mechanics (it takes their results), what the
 disposition does to the message, or ARC (see `arc.arc_overrides_dmarc`).
 
-Only `evaluate_dmarc` does I/O (the TXT lookups through the caller's `dnsfunc`);
-`parse_dmarc_record` and `decide_dmarc` are pure.
+Only `evaluate_dmarc` / `evaluate_authors` do I/O (the TXT lookups through the caller's
+`dnsfunc`); `parse_dmarc_record`, `decide_dmarc` and `strictest` are pure.
 
-Organisational domain: the public suffix list bundled with authheaders, read once through
-publicsuffix2 in strict mode; a TLD the list does not know (``.test``, ``.internal``) falls
-back to PSL's default rule "*" — the org domain is the last two labels.
+Several authors (RFC 7489 §6.6.1): a From field with several addresses, several From fields,
+or a From field whose syntax hides where the address is — every author domain found is
+evaluated and the strictest result applies, so no sender escapes p=reject by adding a second
+address or breaking the syntax (adversarial.md §9).
+
+Domains are compared as IDNA2008 A-labels (the `idna` package, UTS #46 mapping) before the
+public-suffix lookup and alignment. Organisational domain: the `publicsuffixlist` package's
+bundled Public Suffix List (no fetch at run time); a TLD the list does not know (``.test``)
+gets the PSL algorithm's own default rule "*".
 """
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
+
+import idna
+from publicsuffixlist import PublicSuffixList
 
 from mxgate.auth.dkim import DkimResult
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.spf import SpfResult
-from mxgate.names import normalize_domain
 
 A = TypeVar("A")  # whatever the caller calls an action
 
@@ -35,6 +43,13 @@ DEFAULT_PCT = 100  # RFC 7489 §6.3 pct= default
 # RFC 7489 §6.6.4: a message not sampled gets the next less strict policy.
 _DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 _VERSION = re.compile(r"^\s*v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.4: v= first, exactly
+# RFC 1035 §2.3.1 labels (underscore tolerated), 1-63 octets each.
+_ASCII_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # RFC 6376 §3.2 tag-name (RFC 7489 §6.4)
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s!]+(![0-9]+[kmgtKMGT]?)?$")  # RFC 7489 §6.4 dmarc-uri
+# How strict a result is, for several authors (RFC 7489 §6.6.1 "the most strict policy").
+_RESULT_RANK = {"pass": 0, "none": 1, "permerror": 2, "temperror": 3, "fail": 4}
+_DISPOSITION_RANK = {"none": 0, "quarantine": 1, "reject": 2}
 
 
 class DmarcRecordError(ValueError):
@@ -61,59 +76,84 @@ class DmarcResult:
     aligned_by: str | None  # "dkim" or "spf" when the result is pass
     policy_domain: str | None = None  # where the record was found
     reason: str = ""
+    authors: tuple[str, ...] = ()  # every author domain evaluated, when there were several
 
 
 def parse_dmarc_record(text: str) -> DmarcRecord:
-    """Parse one record (RFC 7489 §6.3); unknown tags are ignored, bad optional values defaulted."""
+    """Parse one record (RFC 7489 §6.3, §6.6.3). Unknown tags are ignored; a duplicated tag
+    invalidates the record (RFC 6376 §3.2); a missing or invalid p=, or an invalid sp=,
+    means p=none when rua= holds a valid URI, else no usable policy (§6.6.3 step 6)."""
     if not _VERSION.match(text):
         raise DmarcRecordError("record does not start with v=DMARC1")
     tags: dict[str, str] = {}
     for part in text.split(";"):
         key, eq, value = part.partition("=")
-        if eq and key.strip().lower() not in tags:
-            tags[key.strip().lower()] = value.strip()
+        key = key.strip()
+        if not eq or not _TAG_NAME.match(key):
+            continue  # empty or malformed tag-spec: nothing a receiver can use
+        if key in tags:
+            raise DmarcRecordError(f"tag {key}= appears twice")
+        tags[key] = value.strip()
     policy = tags.get("p", "").lower()
-    if policy not in POLICIES:
-        # RFC 7489 §6.6.3 step 6: with a valid rua= treat as p=none, else no usable policy.
-        if tags.get("rua", "").lower().startswith("mailto:"):
-            policy = "none"
-        else:
-            raise DmarcRecordError(f"missing or invalid p= ({tags.get('p', '')!r})")
     sp = tags.get("sp", "").lower()
+    if policy not in POLICIES or ("sp" in tags and sp not in POLICIES):
+        if not _has_valid_uri(tags.get("rua", "")):
+            raise DmarcRecordError(f"missing or invalid p= ({tags.get('p', '')!r}) or sp= ({tags.get('sp', '')!r})"
+                                   " and no valid rua=")
+        return DmarcRecord("none", None, DEFAULT_PCT, "r", "r")  # "as if ... p=none was retrieved"
     pct_text = tags.get("pct", "")
     pct = int(pct_text) if pct_text.isdigit() and int(pct_text) <= 100 else DEFAULT_PCT
     adkim = tags.get("adkim", "r").lower()
     aspf = tags.get("aspf", "r").lower()
-    return DmarcRecord(policy, sp if sp in POLICIES else None, pct,
+    return DmarcRecord(policy, sp or None, pct,
                        adkim if adkim in ("r", "s") else "r", aspf if aspf in ("r", "s") else "r")
 
 
+def _has_valid_uri(rua: str) -> bool:
+    return any(_URI.match(uri.strip()) for uri in rua.split(","))
+
+
 @functools.lru_cache(maxsize=1)
-def _public_suffix_list():
+def _public_suffix_list() -> PublicSuffixList:
+    return PublicSuffixList()  # the snapshot bundled with the package; never fetched
+
+
+def a_label(domain: str) -> str | None:
+    """The IDNA2008 A-label form of a domain (UTS #46 mapping: case, width), trailing dot
+    removed; None when it is not a valid domain name."""
+    text = domain.strip().rstrip(".")
+    if not text:
+        return None
+    if text.isascii():
+        text = text.lower()
+        return text if _ASCII_NAME.match(text) and len(text) <= 253 else None
     try:
-        from publicsuffix2 import PublicSuffixList
-        ref = importlib.resources.files("authheaders") / "public_suffix_list.txt"
-        with ref.open("r", encoding="utf-8") as handle:
-            return PublicSuffixList(handle)
-    except (ImportError, OSError):
-        return None  # the last-two-labels rule still holds for most names
+        return idna.encode(text, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+
+
+def ascii_skeleton(domain: str) -> str:
+    """What an invalid name looks like to a reader: NFKC, lower case, only LDH and dots.
+    `fabrikam.test` with an invisible or bidi character inside becomes `fabrikam.test`."""
+    text = unicodedata.normalize("NFKC", domain).lower()
+    return re.sub(r"[^a-z0-9.-]", "", text).strip(".")
+
+
+def normalise_domain(domain: str) -> str:
+    """A-label form when valid, else the lowercased text (compares unequal to valid names)."""
+    return a_label(domain) or domain.strip().rstrip(".").lower()
 
 
 def organizational_domain(domain: str) -> str:
-    """RFC 7489 §3.2: the public suffix plus one label."""
-    domain = normalize_domain(domain)
-    labels = domain.split(".")
-    psl = _public_suffix_list()
-    suffix = psl.get_tld(domain, strict=True) if psl is not None else None
-    suffix_len = len(suffix.split(".")) if suffix else 1  # PSL default rule "*"
-    if len(labels) <= suffix_len:
-        return domain
-    return ".".join(labels[-(suffix_len + 1):])
+    """RFC 7489 §3.2: the public suffix plus one label (on the A-label form)."""
+    domain = normalise_domain(domain)
+    return _public_suffix_list().privatesuffix(domain) or domain
 
 
 def aligned(identifier: str, from_domain: str, mode: str) -> bool:
     """RFC 7489 §3.1: strict = identical names; relaxed = same organisational domain."""
-    a, b = normalize_domain(identifier), normalize_domain(from_domain)
+    a, b = a_label(identifier or ""), a_label(from_domain or "")
     if not a or not b:
         return False
     if mode == "s":
@@ -127,7 +167,7 @@ def decide_dmarc(from_domain: str | None, record: DmarcRecord | None, policy_dom
     """Pure DMARC decision from the gathered facts. `sample` in [0, 100) drives pct=."""
     if not from_domain:
         return DmarcResult("permerror", None, None, None, "none", None, None,
-                           reason="no single RFC5322.From domain")
+                           reason="no RFC5322.From domain")
     if record is None:
         return DmarcResult("none", None, None, None, "none", from_domain, None, policy_domain,
                            reason="no DMARC record")
@@ -143,7 +183,7 @@ def decide_dmarc(from_domain: str | None, record: DmarcRecord | None, policy_dom
             r.result == "temperror" and aligned(r.domain, from_domain, record.adkim) for r in dkim):
         return DmarcResult("temperror", disposition="none", aligned_by=None,
                            reason="aligned identifier had a temporary error", **facts)
-    is_subdomain = policy_domain is not None and normalize_domain(policy_domain) != from_domain
+    is_subdomain = policy_domain is not None and normalise_domain(policy_domain) != from_domain
     applicable = record.subdomain_policy if is_subdomain and record.subdomain_policy else record.policy
     sampled = sample < record.pct  # RFC 7489 §6.6.4
     disposition = applicable if sampled else _DOWNGRADE[applicable]
@@ -180,8 +220,11 @@ def _discover(domain: str, dnsfunc: Callable) -> tuple[list[str], str]:
 def evaluate_dmarc(header_from_domain: str | None, spf: SpfResult, spf_domain: str,
                    dkim: Sequence[DkimResult], dnsfunc: Callable, *, sample: float = 0.0) -> DmarcResult:
     """Discover the policy for the From domain (then its organisational domain) and decide."""
-    from_domain = normalize_domain(header_from_domain) if header_from_domain else None
+    from_domain = a_label(header_from_domain) if header_from_domain else None
     if not from_domain:
+        if header_from_domain:
+            return DmarcResult("permerror", None, None, None, "none", header_from_domain[:255], None,
+                               reason="RFC5322.From domain is not a valid IDNA2008 name")
         return decide_dmarc(None, None, None, spf, spf_domain, dkim, sample)
     try:
         found, where = _discover(from_domain, dnsfunc)
@@ -200,3 +243,38 @@ def evaluate_dmarc(header_from_domain: str | None, spf: SpfResult, spf_domain: s
         return DmarcResult("permerror", None, None, None, "none", from_domain, None, where,
                            reason=str(exc))
     return decide_dmarc(from_domain, record, where, spf, spf_domain, dkim, sample)
+
+
+def author_candidates(domains: Sequence[str]) -> tuple[str, ...]:
+    """The domains to evaluate for the author domains as written: each one's A-label, and
+    for a name that is not valid IDNA2008 also what it looks like (`ascii_skeleton`), so an
+    invisible character cannot hide fabrikam.test's p=reject. Order kept, duplicates dropped."""
+    out: list[str] = []
+    for domain in domains:
+        label = a_label(domain)
+        for candidate in ((label,) if label else (domain.strip().rstrip(".")[:255], ascii_skeleton(domain))):
+            if candidate and candidate not in out:
+                out.append(candidate)
+    return tuple(out)
+
+
+def strictest(results: Sequence[DmarcResult]) -> DmarcResult:
+    """RFC 7489 §6.6.1: of several authors' results, the one that asks the most (fail with
+    reject > quarantine > none, then temperror, permerror, none, pass)."""
+    return max(results, key=lambda r: (_RESULT_RANK.get(r.result, 2), _DISPOSITION_RANK.get(r.disposition, 0)))
+
+
+def evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult],
+                     dnsfunc: Callable, *, sample: float = 0.0) -> DmarcResult:
+    """DMARC for a message with any number of author domains (headers.author_domains):
+    every one evaluated, the strictest result returned with `authors` naming them all."""
+    candidates = author_candidates(domains)
+    if len(candidates) <= 1:
+        return evaluate_dmarc(candidates[0] if candidates else None, spf, spf_domain, dkim, dnsfunc, sample=sample)
+    results = [evaluate_dmarc(d, spf, spf_domain, dkim, dnsfunc, sample=sample) for d in candidates]
+    worst = strictest(results)
+    summary = ", ".join(f"{r.domain}={r.result}" + (f"/{r.disposition}" if r.result == "fail" else "")
+                        for r in results)
+    return replace(worst, authors=candidates,
+                   reason=f"{len(candidates)} author domains ({summary}); strictest applies (RFC 7489 §6.6.1)"
+                          + (f": {worst.reason}" if worst.reason else ""))

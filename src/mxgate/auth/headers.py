@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.utils import getaddresses
 
 MAX_LINE = 78  # RFC 5322 §2.1.1: lines SHOULD be no more than 78 characters
 MAX_AUTHSERV_SCAN = 998
+MAX_FROM_SCAN = 8192  # far beyond a real From field; bounds the work on a hostile one
 AUTH_RESULTS = b"authentication-results"  # RFC 8601 §2.2
 AUTH_RESULTS_ORIGINAL = b"Authentication-Results-Original"
 OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive from outside
@@ -26,6 +26,9 @@ _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # Lines end at LF (CRLF or bare LF), as SMTP DATA and dkimpy see them; a bare CR is data.
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
+# Closed quoted strings and (non-nested) comments of a From value (RFC 5322 §3.2.4, §3.2.2).
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\([^()]*\)')
+_AT_DOMAIN = re.compile(r"@\s*([^\s<>()\[\],;:\"@\\]+|\[[^\[\]]*\])")
 
 
 @dataclass(frozen=True)
@@ -157,20 +160,33 @@ def prepend_headers(message: bytes, headers: list[tuple[str, str]]) -> bytes:
     return b"".join(fold_header(name, value, eol) for name, value in headers) + message
 
 
-def header_from_domain(message: bytes) -> str | None:
-    """The RFC5322.From domain DMARC aligns with, or None when there is not exactly one.
+def author_domains(message: bytes) -> tuple[str, ...]:
+    """Every RFC5322.From domain a reader could take for the author, as written (in order,
+    duplicates dropped; the caller normalises to A-labels).
 
-    RFC 7489 §6.6.1: a message with no From, several From fields, or From addresses in
-    different domains has no single author domain — the caller decides (usually permerror).
+    Covers several From fields and several addresses (RFC 7489 §6.6.1), and a From whose
+    syntax is broken: every `@domain` outside closed quoted strings and comments counts
+    (RFC 5322 §3.4: a display name cannot hold a bare `@`), so a malformed field — which a
+    strict parser would drop and a mail client may still display — never hides an author.
     """
     head, _ = split_headers(message)
-    froms = [f for f in parse_fields(head) if f.name == b"from"]
-    if len(froms) != 1:
+    found: list[str] = []
+    for field in parse_fields(head):
+        if field.name != b"from":
+            continue
+        value = field.value.decode("utf-8", "replace")[:MAX_FROM_SCAN]
+        for domain in _AT_DOMAIN.findall(_QUOTED_OR_COMMENT.sub(" ", value)):
+            domain = domain.strip().strip("[]").rstrip(".").lower()
+            if domain and domain not in found:  # 8-bit junk kept: DMARC reads its skeleton
+                found.append(domain)
+    return tuple(found)
+
+
+def header_from_domain(message: bytes) -> str | None:
+    """The RFC5322.From domain, or None when there is not exactly one From field with
+    exactly one author domain (DMARC then uses `author_domains`, RFC 7489 §6.6.1)."""
+    head, _ = split_headers(message)
+    if sum(1 for f in parse_fields(head) if f.name == b"from") != 1:
         return None
-    value = froms[0].value.decode("utf-8", "replace")
-    domains = {addr.rpartition("@")[2].strip().strip("[]").rstrip(".").lower()
-               for _, addr in getaddresses([value]) if "@" in addr}
-    if len(domains) != 1:
-        return None
-    domain = domains.pop()
-    return domain if domain and "\ufffd" not in domain and " " not in domain else None
+    domains = author_domains(message)
+    return domains[0] if len(domains) == 1 and " " not in domains[0] and "\ufffd" not in domains[0] else None

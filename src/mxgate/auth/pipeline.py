@@ -29,9 +29,10 @@ import dns.resolver
 
 from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc, policy_action
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
-from mxgate.auth.headers import GATEWAY_STAMPS, fold_header, header_from_domain, line_ending, sanitize_inbound_headers
+from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
+                                 sanitize_inbound_headers)
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
@@ -118,6 +119,7 @@ class AuthFacts:
     dmarc: DmarcResult
     arc: ArcResult
     from_domain: str | None
+    ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
 
 
 class Authenticator:
@@ -169,8 +171,11 @@ class Authenticator:
         """The walk (pure) and then every DNS-backed check in one worker thread."""
         walk, in_scope = self.walk(data, connecting_ip, connector, recipients)
         applied = walk.status == "detected" and in_scope and not connector.ef_test_mode
-        auth_ip = str(walk.original_ip) if applied else connecting_ip
-        auth_helo = (walk.original_helo or "") if applied else helo
+        auth_ip, auth_helo = (str(walk.original_ip), walk.original_helo or "") if applied else (connecting_ip, helo)
+        if walk.status == "stopped" and in_scope and not connector.ef_test_mode and walk.last_trusted_ip is not None:
+            # An unreadable trusted hop ended the walk: judge the last address we could trust.
+            auth_ip = str(walk.last_trusted_ip)
+            auth_helo = helo if auth_ip == connecting_ip else ""
         # One worker-thread hop for all four checks: with the DNS cache warm they are CPU work of
         # a few hundred µs, and each hop (submit, wake-up, GIL hand-over) cost as much again.
         # Every lookup inside is bounded by the resolver's lifetime; the budget is the backstop.
@@ -178,15 +183,16 @@ class Authenticator:
         spf, dkim, arc, from_domain, dmarc = await _bounded(
             self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain)
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
         spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
         dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
         arc = validate_arc(data, self.dnsfunc)
-        from_domain = header_from_domain(data)
-        dmarc = evaluate_dmarc(from_domain, spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
+        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 
     def _overran(self, data: bytes) -> tuple:
@@ -239,18 +245,23 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
     """What the message trace shows (mail-flow.md §4.7): both IPs, how the original was
     chosen, every result, and the action with its reason."""
     walk = facts.walk
+    explanation = walk.explanation
+    if facts.ef_test_mode and walk.status != "off":
+        explanation += (f" Test mode (ef_test_mode) is on: the original sender is only stamped, and SPF, DMARC"
+                        f" and the action are judged on the connecting IP {facts.connecting_ip}.")
     return {
         "connecting_ip": facts.connecting_ip,
         "original_ip": str(walk.original_ip) if walk.original_ip else "",
         "authenticated_ip": facts.auth_ip,
         "enhanced_filtering": {"status": walk.status, "applied": facts.ef_applied, "in_scope": facts.ef_in_scope,
-                               "header_index": walk.header_index, "rule": walk.rule,
-                               "explanation": walk.explanation},
+                               "test_mode": facts.ef_test_mode, "header_index": walk.header_index, "rule": walk.rule,
+                               "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
         "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
-                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason},
+                  "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
+                  "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }

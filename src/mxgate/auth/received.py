@@ -10,16 +10,26 @@ Every input is hostile text: nothing here raises, and work per header is linear 
 capped length (`MAX_RECEIVED_CHARS`); the tokenizer is one regex with no nested
 quantifiers, so it cannot backtrack catastrophically.
 
-How the relay address is chosen, in order (the HELO text never supplies it):
-1. the first comment of the `from` clause that carries an address: Postfix
-   `(rdns [ip])`, Exim `([ip]:port helo=x)`, Exchange/qmail bare `(ip)`, qmail
-   `(user@ip)`; nested comments such as `(may be forged)` are ignored;
-2. otherwise an address literal standing bare in the `from` clause after the HELO
-   (`from name [ip] by ...`, QMQP style);
-3. otherwise the `from` domain itself when it is an address (`from [ip] (helo=x)`,
-   `from 192.0.2.10 by ...`) — only when nothing else is present.
-The HELO is the value of an explicit `HELO x` / `helo=x` marker in a `from` comment
-(qmail, Exim, CommuniGate), else the `from` domain as written.
+How the peer (the TCP client the writing MTA recorded) is found — the sender chooses the
+HELO/EHLO argument, an AUTH identity, a client-certificate name, an ident reply, and with
+some MTAs (Postfix, qmail) that text may hold spaces, parentheses, ` by ` or `;`:
+1. The date is cut at the *last* top-level `;`, and the `from` part ends at the *last*
+   top-level `by`: the MTA writes both after the sender's text.
+2. The MTA family is read from the `by` part (the MTA's own words: `(Postfix)`, `(Exim 4.96)`,
+   `(8.17.1/8.17.1)`, `with Microsoft SMTP Server`, `mx.google.com`, ...).
+3. Unbalanced parentheses or a stray bracket in the `from` part mean the sender's text moved
+   the MTA's own comment: no peer (the skip-list walk stops there).
+4. Marked sender text is never an address: `helo=x`, `HELO x`, `EHLO x`, `claiming to be "x"`,
+   `account u`, `Authenticated sender:`, `AUTH:`, `Client CN` — nor anything after the marker.
+5. Families that write the peer first and the HELO after it (Exim `([ip]:port helo=x)`,
+   CommuniGate `[ip] (account u HELO x)`, ecelerity): the first address before any marker,
+   else the `from [ip]` itself. All others (Postfix, Sendmail, qmail, Exchange, Gmail,
+   Courier, Domino, Mimecast, Proofpoint, Barracuda, IronPort, GMX/IONOS, mxgate) write the
+   HELO first: the *last* TCP-info comment (`(rdns [ip])`, `(ip)`, `(user@ip)`, `([ip] verified)`,
+   at most three words), else a bare `[ip]` outside comments (`(EHLO x) [ip]`, QMQP).
+6. `from [ip] by ...` with nothing else is the peer only for families that do not always
+   write TCP-info (webmail `from ip by ... with HTTP`); for Postfix and the like it is the HELO.
+The HELO reported is the marker's value (qmail, Exim, CommuniGate, GMX), else the `from` word.
 """
 
 from __future__ import annotations
@@ -41,6 +51,47 @@ MAX_LITERAL_CHARS = 80
 RDNS_PLACEHOLDERS = frozenset({"unknown", "softdnserr"})
 # RFC 5321 §4.4 clause keywords, in their RFC order.
 CLAUSE_KEYWORDS = ("from", "by", "via", "with", "id", "for")
+# TCP-info is `[ip]`, `rdns [ip]`, `IDENT:u@rdns [ip] (may be forged)`, `[ip] verified`:
+# a comment with more words is prose (TLS details, a client certificate), never the peer.
+MAX_TCP_INFO_WORDS = 3
+# Words MTAs write next to the peer address that are not names.
+_PEER_QUALIFIERS = frozenset({"verified", "unverified", "rdns", "failed", "may", "be", "forged"})
+# Text the sender chose, recorded by the MTA next to the TCP-info: the HELO/EHLO argument,
+# an AUTH identity, a certificate name, an envelope address. Nothing at or after one of
+# these in a comment is ever read as the peer (adversarial.md §9).
+_SENDER_TEXT_WORDS = frozenset({
+    "helo", "ehlo", "lhlo", "account", "claiming", "authenticated", "auth:", "auth", "client",
+    "using", "envelope-from", "envelope-sender", "squirrelmail", "nasmail", "sasl", "user",
+    "login", "plain", "cram-md5",
+})
+_SENDER_TEXT_PREFIXES = ("helo=", "ehlo=", "ident=", "auth=", "authenticated", "envelope-",
+                         "smtp.auth=", "user=", "x509=", "cn=")
+# MTA families (identified by what they write after `by`, which the sender cannot reach):
+# (family, by-host suffixes, signatures in the by part).
+_FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...] = (
+    ("mxgate", (), (re.compile(r"^mxgate\b"),)),
+    ("postfix", (), (re.compile(r"^postfix\b"),)),
+    ("exim", (), (re.compile(r"\bexim\b"),)),
+    ("communigate", (), (re.compile(r"\bcommunigate\b"),)),
+    ("ecelerity", (), (re.compile(r"\becelerity\b"),)),
+    ("sendmail", (".pphosted.com", ".ppe-hosted.com"), (re.compile(r"^\d+\.\d+[\w.]*/[\w./-]+"),)),
+    ("exchange", (".outlook.com", ".office365.com", ".protection.outlook.com"),
+     (re.compile(r"microsoft smtp ?(server|svc)"), re.compile(r"\bwith mapi\b"))),
+    ("gmail", ("google.com",), ()),
+    ("domino", (), (re.compile(r"\bdomino\b"),)),
+    ("courier", (), (re.compile(r"^courier\b"),)),
+    ("mimecast", (".mimecast.com", ".mimecast-offshore.com"), ()),
+    ("barracuda", (".barracudanetworks.com", ".cudamail.com"), (re.compile(r"\bbarracuda\b"),)),
+    ("ironport", (".iphmx.com",), (re.compile(r"\bironport\b"),)),
+    ("gmx", ("gmx.net", "gmx.com", "web.de", "kundenserver.de", "perfora.net", "ionos.com"),
+     (re.compile(r"\bnemesis\b"), re.compile(r"^mp\d+$"))),
+)
+# Families that write the peer first and the sender's HELO after it (`[ip]:port helo=x`,
+# `[ip] (account u HELO x)`): past the first marker everything is the sender's text.
+_HELO_LAST_FAMILIES = frozenset({"exim", "communigate", "ecelerity"})
+# Families that always write TCP-info in a comment: a bare `from [x]` there is the HELO.
+_TCP_INFO_FAMILIES = frozenset({"mxgate", "postfix", "sendmail", "exchange", "gmail", "courier", "mimecast",
+                                "barracuda", "ironport", "domino"})
 
 # One token per match: parentheses (nesting tracked by the caller), an address literal
 # with an optional `:port` (Exim, CommuniGate), an angle path, `;`, a word, or a stray
@@ -59,6 +110,7 @@ _TOKEN = re.compile(
 )
 _HEADER_NAME = re.compile(r"^([!-9;-~]+)[ \t]*:(.*)$", re.DOTALL)
 _PORT_SUFFIX = re.compile(r"^(.*\]):\d{1,5}$")
+_WRAPPED_FROM = re.compile(r"^\s*\(\s*(?i:from)\s+([^()]*)\)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +124,8 @@ class ReceivedHop:
     with_proto: str | None
     for_addr: str | None
     has_from: bool
+    family: str | None = None  # the MTA family recognised from its `by` clause
+    note: str = ""  # why a `from` hop has no peer address (empty when it has one)
 
 
 @dataclass(frozen=True)
@@ -119,7 +173,7 @@ def parse_received(value: str) -> ReceivedHop:
     try:
         return _parse(value)
     except Exception:  # defence in depth: a parser bug must not become a 451 storm
-        return ReceivedHop(None, None, None, None, None, None, False)
+        return ReceivedHop(None, None, None, None, None, None, True, None, "parser error")
 
 
 def parse_ip_literal(text: str) -> IPAddress | None:
@@ -169,116 +223,244 @@ def _finish(pieces: list[str]) -> str:
     return "".join(pieces)[:MAX_RECEIVED_CHARS].strip()
 
 
-def _tokenize(value: str) -> list[_Token]:
-    """Top-level tokens up to the `;` before the date; comments become one token."""
+def _scan(value: str) -> tuple[list[_Token], bool]:
+    """Top-level tokens of `value` and whether its parentheses and brackets balance.
+    Comments become one token holding their depth-1 words (nested comments dropped)."""
     tokens: list[_Token] = []
     depth = 0
+    balanced = True
     comment: list[str] = []
-    for match in _TOKEN.finditer(value[:MAX_RECEIVED_CHARS]):
+    for match in _TOKEN.finditer(value):
         kind = match.lastgroup or "stray"
         text = match.group()
         if kind == "open":
             depth += 1
             continue
         if kind == "close":
+            if depth == 0:
+                balanced = False  # a `)` nobody opened: someone's text closed the MTA's comment
+                continue
             if depth == 1:
                 tokens.append(_Token("comment", "", tuple(comment)))
                 comment = []
-            depth = max(depth - 1, 0)
+            depth -= 1
             continue
         if depth == 1 and kind in ("literal", "word", "angle"):
             comment.append(text)
-        elif depth == 0:
-            if kind == "semi":
-                break  # RFC 5321 §4.4: `;` then the date, which we do not need
-            if kind != "stray":
-                tokens.append(_Token(kind, text))
-    if depth > 0 and comment:  # unclosed comment: keep what it said
-        tokens.append(_Token("comment", "", tuple(comment)))
-    return tokens
+        elif depth == 0 and (kind != "stray" or text in "[]"):
+            tokens.append(_Token(kind, text))  # a stray bracket is kept: see `_parse`
+    if depth > 0:
+        balanced = False
+        if comment:  # unclosed comment: keep what it said (for by/with), never trusted
+            tokens.append(_Token("comment", "", tuple(comment)))
+    return tokens, balanced
 
 
-def _clauses(tokens: list[_Token]) -> dict[str, list[_Token]]:
-    """Split tokens into clauses; the token right after a keyword always belongs to it,
-    so a HELO of `by` or `with` cannot start a clause."""
-    clauses: dict[str, list[_Token]] = {}
-    current: list[_Token] | None = None
-    for token in tokens:
-        key = token.text.lower() if token.kind == "word" else ""
-        if key in CLAUSE_KEYWORDS and key not in clauses and (current is None or current):
-            current = clauses[key] = []
-            continue
-        if current is not None:
-            current.append(token)
-    return clauses
+def _before_date(value: str) -> str:
+    """The value up to its last top-level `;` (RFC 5321 §4.4: `;` date-time). The last, not
+    the first: a HELO may contain `;`, and cutting there would hide the TCP-info after it."""
+    depth, cut = 0, None
+    for match in _TOKEN.finditer(value):
+        kind = match.lastgroup
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth = max(depth - 1, 0)
+        elif kind == "semi" and depth == 0:
+            cut = match.start()
+    return value if cut is None else value[:cut]
+
+
+def _keyword_index(tokens: list[_Token], keyword: str, start: int = 0, last: bool = False) -> int | None:
+    found = None
+    for index in range(start, len(tokens)):
+        token = tokens[index]
+        if token.kind == "word" and token.text.lower() == keyword:
+            if not last:
+                return index
+            found = index
+    return found
+
+
+def _clause_value(tokens: list[_Token], keyword: str) -> str | None:
+    index = _keyword_index(tokens, keyword)
+    if index is None or index + 1 >= len(tokens) or tokens[index + 1].kind == "comment":
+        return None
+    return tokens[index + 1].text
+
+
+def _family(by_part: list[_Token]) -> str | None:
+    """The MTA that wrote the header, from what follows `by` (text the MTA wrote itself)."""
+    host = by_part[0].text.lower() if by_part and by_part[0].kind != "comment" else ""
+    words = " ".join(" ".join(t.words) if t.kind == "comment" else t.text for t in by_part[1:]).lower()
+    for family, host_suffixes, signatures in _FAMILIES:
+        if any(host.endswith(s) for s in host_suffixes) or any(sig.search(words) for sig in signatures):
+            return family
+    return None
 
 
 def _parse(value: str) -> ReceivedHop:
-    clauses = _clauses(_tokenize(value.replace("\r", " ").replace("\n", " ")))
-    helo, rdns, ip = None, None, None
-    if "from" in clauses:
-        helo, rdns, ip = _read_from(clauses["from"])
+    text = value[:MAX_RECEIVED_CHARS].replace("\r", " ").replace("\n", " ")
+    text = _WRAPPED_FROM.sub(r"from \1", text, count=1)  # NAVGW: `(from helo [ip]) by ...`
+    tokens, balanced = _scan(_before_date(text))
+    tokens = [t for t in tokens if t.kind != "semi"]
+    start = _keyword_index(tokens, "from")
+    has_from = start is not None
+    # The last top-level `by`: a HELO may itself contain ` by `, the MTA's own clause follows it.
+    by_at = _keyword_index(tokens, "by", (start + 1) if has_from else 0, last=has_from)
+    if by_at is not None and by_at + 1 >= len(tokens):
+        by_at = None
+    by_part = tokens[by_at + 1:] if by_at is not None else []
+    family = _family(by_part)
+    helo = rdns = ip = None
+    note = ""
+    if has_from:
+        from_part = tokens[start + 1:by_at] if by_at is not None else tokens[start + 1:]
+        if not balanced or any(t.kind == "stray" for t in from_part):
+            # An unclosed `(` or a stray bracket may come from the HELO and would shift
+            # where the MTA's own TCP-info seems to start: nothing here can be trusted.
+            note = "unbalanced parentheses or brackets in the from clause"
+            helo = _first_text(from_part)
+        else:
+            helo, rdns, ip, note = _read_from(from_part, family)
     return ReceivedHop(
         from_helo=helo,
         rdns=rdns,
         ip=ip,
-        by=_first_text(clauses.get("by")),
-        with_proto=_upper(_first_text(clauses.get("with"))),
-        for_addr=_read_for(clauses.get("for")),
-        has_from="from" in clauses,
+        by=_first_text(by_part),
+        with_proto=_upper(_clause_value(by_part, "with")),
+        for_addr=_read_for(by_part),
+        has_from=has_from,
+        family=family,
+        note=note,
     )
 
 
-def _read_from(tokens: list[_Token]) -> tuple[str | None, str | None, IPAddress | None]:
+def _read_from(tokens: list[_Token], family: str | None) -> tuple[str | None, str | None, IPAddress | None, str]:
+    """(HELO, rDNS, TCP peer, why no peer) from the tokens between `from` and `by`."""
     head = tokens[0] if tokens and tokens[0].kind != "comment" else None
     rest = tokens[1:] if head is not None else tokens
-    marker_helo = None
-    ip, rdns = None, None
-    for token in rest:
-        if token.kind != "comment":
-            continue
-        found_ip, found_rdns, found_helo = _read_comment(token.words)
-        marker_helo = marker_helo or found_helo
-        if ip is None and found_ip is not None:
-            ip, rdns = found_ip, found_rdns
-        elif rdns is None and ip is None and found_rdns is not None and found_helo is None:
-            rdns = found_rdns  # a name-only comment: `from helo (rdns) [ip]`
-    if ip is None:
-        ip = next((a for t in rest if t.kind != "comment" and (a := parse_ip_literal(t.text))), None)
     head_text = _strip_port(head.text) if head is not None else None
-    if ip is None and head_text is not None:
-        ip = parse_ip_literal(head_text)  # `from [ip]` with no TCP-info at all
+    head_ip = parse_ip_literal(head_text) if head_text and head.kind == "literal" or (
+        head_text and head_text[:1].isalnum() and head_text.count(".") + head_text.count(":") >= 2) else None
+    marker_helo = _marker_value(rest)
+    helo_last = family in _HELO_LAST_FAMILIES or (family is None and any(
+        t.kind == "comment" and any(w.lower().startswith("helo=") for w in t.words) for t in rest))
+    if helo_last:
+        ip, rdns = _first_peer(rest)
+    else:
+        ip, rdns = _last_peer(rest)
+    if ip is None and head_ip is not None and (helo_last or family not in _TCP_INFO_FAMILIES):
+        ip = head_ip  # `from [ip] (helo=x)` (Exim, CommuniGate) or `from ip by ...` (webmail)
     if marker_helo is not None:
-        # qmail/Exim/CommuniGate: `from <rdns> (HELO helo)`, so the head is the rDNS name.
         helo = marker_helo
-        rdns = rdns or (_name(head_text) if head_text and parse_ip_literal(head_text) is None else None)
+        if rdns is None and head_text is not None and head_ip is None:
+            rdns = _name(head_text)  # qmail/Exim/CommuniGate: `from <rdns> (HELO helo)`
     else:
         helo = head_text
-    return helo, rdns, ip
+    note = "" if ip is not None else (
+        f"no TCP-info address where {family} writes it" if family else "no TCP-info address")
+    return helo, rdns, ip, note
 
 
-def _read_comment(words: tuple[str, ...]) -> tuple[IPAddress | None, str | None, str | None]:
-    """One `from`-clause comment → (address, rDNS name before it, HELO marker value)."""
-    ip, rdns, helo = None, None, None
-    previous: str | None = None
-    for index, word in enumerate(words):
-        lowered = word.lower()
-        if lowered.startswith("helo="):
-            helo = helo or word[5:] or _at(words, index + 1)
-        elif lowered == "helo":
-            helo = helo or _at(words, index + 1)
-        elif ip is None:
-            found = parse_ip_literal(word)
+def _is_marker(word: str) -> bool:
+    lowered = word.lower()
+    return lowered in _SENDER_TEXT_WORDS or lowered.startswith(_SENDER_TEXT_PREFIXES)
+
+
+def _marker_value(tokens: list[_Token]) -> str | None:
+    """The HELO an MTA recorded with an explicit marker: `helo=x`, `HELO x`, `EHLO x`,
+    `claiming to be "x"` (qmail, Exim, CommuniGate, GMX, IronPort, Obtuse smtpd)."""
+    for token in tokens:
+        words = token.words if token.kind == "comment" else (token.text,)
+        for index, word in enumerate(words):
+            lowered = word.lower()
+            if lowered.startswith("helo=") and len(word) > 5:
+                return word[5:]
+            if lowered in ("helo", "ehlo", "helo=") and index + 1 < len(words):
+                return words[index + 1]
+    for index, token in enumerate(tokens):  # top level: `HELO x`, `claiming to be "x"`
+        if token.kind == "word" and token.text.lower() in ("helo", "ehlo") and index + 1 < len(tokens):
+            return tokens[index + 1].text
+    return None
+
+
+def _comment_peer(words: tuple[str, ...]) -> tuple[IPAddress | None, str | None, bool]:
+    """A comment read as TCP-info: (address, rDNS name before it, whether a marker was met).
+    Only words before the first sender-text marker count; of those, the last bracketed
+    literal, else a lone word that is an address (`(ip)`, `(user@ip)`, `(ip:port)`)."""
+    clean: list[str] = []
+    marked = False
+    for word in words:
+        if _is_marker(word):
+            marked = True
+            break
+        clean.append(word)
+    if len(clean) > MAX_TCP_INFO_WORDS:
+        return None, None, marked  # prose (TLS details, certificates), not TCP-info
+    for index in range(len(clean) - 1, -1, -1):
+        if clean[index].startswith("["):
+            found = parse_ip_literal(clean[index])
             if found is not None:
-                ip = found
-                rdns = _name(previous) if previous is not None else None
-        if index > 0 and words[index - 1].lower() == "helo":
-            previous = None  # the HELO value is not an rDNS name
-        else:
-            previous = word if not lowered.startswith("helo=") else None
-    if ip is None and len(words) == 1 and helo is None:
-        rdns = _name(words[0])
-    return ip, rdns, helo
+                return found, _name(clean[index - 1]) if index > 0 else None, marked
+    bare = [w for w in clean if w.lower() not in _PEER_QUALIFIERS]
+    if len(bare) == 1 and not bare[0].startswith("["):
+        found = parse_ip_literal(bare[0])
+        if found is not None:
+            return found, None, marked
+    return None, (_name(clean[0]) if len(clean) == 1 and not marked else None), marked
+
+
+def _first_peer(tokens: list[_Token]) -> tuple[IPAddress | None, str | None]:
+    """Exim, CommuniGate, ecelerity: the peer comes first and the HELO after it; everything
+    from the first marker on is the sender's text."""
+    rdns = None
+    for token in tokens:
+        if token.kind == "comment":
+            found, name, marked = _comment_peer(token.words)
+            if found is not None:
+                return found, name
+            rdns = rdns or name
+            if marked:
+                break
+        elif token.kind == "literal":
+            found = parse_ip_literal(token.text)
+            if found is not None:
+                return found, rdns
+        elif _is_marker(token.text):
+            break
+    return None, rdns
+
+
+def _last_peer(tokens: list[_Token]) -> tuple[IPAddress | None, str | None]:
+    """Postfix, Sendmail, qmail, Exchange, Gmail and most others write the HELO first and
+    their TCP-info after it: the last TCP-info-shaped element is the MTA's. Anything a HELO
+    injects comes before it; marker comments and what follows a top-level marker are skipped."""
+    ip: IPAddress | None = None
+    rdns = name_only = None
+    bare: IPAddress | None = None  # a literal outside comments: `host (EHLO x) [ip]`, QMQP
+    skip_next = False
+    for token in tokens:
+        if skip_next:
+            skip_next = False
+            continue
+        if token.kind == "comment":
+            if token.words and _is_marker(token.words[0]):
+                continue
+            found, name, _ = _comment_peer(token.words)
+            if found is not None:
+                ip, rdns = found, name
+            elif name is not None and ip is None:
+                name_only = name  # `from helo (rdns) [ip]`
+        elif token.kind == "literal":
+            bare = parse_ip_literal(token.text) or bare
+        elif token.text.lower() in ("helo", "ehlo"):
+            skip_next = True
+        elif token.text.lower() == "claiming":
+            break  # Obtuse smtpd: `host(ip), claiming to be "helo" via SMTP`
+    if ip is None and bare is not None:
+        return bare, name_only
+    return ip, rdns
 
 
 def _name(word: str | None) -> str | None:
@@ -296,8 +478,8 @@ def _name(word: str | None) -> str | None:
     return word
 
 
-def _read_for(tokens: list[_Token] | None) -> str | None:
-    text = _first_text(tokens)
+def _read_for(tokens: list[_Token]) -> str | None:
+    text = _clause_value(tokens, "for")
     if text is None:
         return None
     text = text.strip("<>").strip()

@@ -18,8 +18,15 @@ Interpretation of "the top header is trusted only if it was written by the trust
   believed only while every hop named so far is trusted or non-routable. The first
   address that is neither is the original sender: that header, written by a trusted
   hop, is the last one believed; everything below it may be forged and is never read.
-- Headers without a `from` part or without an address (by-only, local handovers) are
-  passed over without breaking the chain: a trusted host wrote them about itself.
+- Headers without a `from` part (by-only: Postfix pickup, qmail `invoked by`, Gmail's
+  internal hops) and `with local` handovers are passed over without breaking the chain: a
+  trusted host wrote them about itself.
+- A header with a `from` part whose peer address cannot be read (the MTA recorded none, or
+  the sender's HELO text made it ambiguous — see `auth/received.py`) stops the walk: we no
+  longer know who wrote the header below it, so nothing below is believed (status
+  `stopped`, rule `unreadable-trusted-hop`). Authentication then uses `last_trusted_ip`, the
+  last address a believed header named (at worst the connecting IP), never a header the
+  sender may have written (adversarial.md §9).
 - If a caller passes the headers *after* prepending its own, header 0 names the
   connecting IP, which is trusted, so the walk steps over it and the answer is the same.
 - With `skip_last_ip` the trusted set is only the connecting IP (`skip_ips` is ignored),
@@ -42,7 +49,7 @@ from mxgate.auth.received import ReceivedHop, parse_received
 from mxgate.names import IPAddress, normalize_ip
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Status = Literal["off", "detected", "none"]
+Status = Literal["off", "detected", "none", "stopped"]
 
 # RFC 1918 private, RFC 1122 loopback, RFC 3927 link-local, RFC 4193 ULA, RFC 4291
 # link-local and loopback. Not Python's `is_private`: it also flags the RFC 5737 /
@@ -73,6 +80,10 @@ RULE_SKIP_IPS = "skip-ips"
 RULE_NON_ROUTABLE = "non-routable"
 RULE_NO_USABLE_HEADER = "no-usable-header"
 RULE_WALK_LIMIT = "walk-limit"
+RULE_UNREADABLE_HOP = "unreadable-trusted-hop"
+# `with` values of handovers inside one host (Exim `with local`, `local-bsmtp`; spools):
+# there is no network peer to read, and the host wrote the header about itself.
+LOCAL_PROTOCOLS = frozenset({"LOCAL", "LOCAL-ESMTP", "LOCAL-SMTP", "LOCAL-BSMTP", "SPOOL", "PICKUP"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,9 @@ class SkipListResult:
     header_index: int | None
     rule: str
     explanation: str
+    # With status `stopped`: the last address a believed header named (or the connecting
+    # IP), which authentication uses instead of anything below the unreadable header.
+    last_trusted_ip: IPAddress | None = None
 
 
 def find_original_sender(
@@ -132,15 +146,23 @@ def find_original_sender(
 
     skipped = [f"{connecting} (connecting IP, {trusted_rule})"]
     last_rule = trusted_rule
+    last_trusted: IPAddress = connecting
     for index, item in enumerate(itertools.islice(received, MAX_WALK_HEADERS)):
         hop = item if isinstance(item, ReceivedHop) else parse_received(item)
-        if not hop.has_from or hop.ip is None:
+        if not hop.has_from or (hop.ip is None and hop.with_proto in LOCAL_PROTOCOLS):
             continue  # by-only or local handover: written by a trusted host about itself
+        if hop.ip is None:
+            why = hop.note or "no peer address"
+            return SkipListResult("stopped", None, None, index, RULE_UNREADABLE_HOP, (
+                f"Skipped {_hops(skipped)}; Received header {index}, written by trusted hop "
+                f"{last_trusted}, has no readable peer address ({_printable(why)}), so no header "
+                f"from it down is believed and authentication uses {last_trusted}."), last_trusted)
         ip = normalize_ip(hop.ip)
         reason = _skip_reason(ip, trusted, trusted_rule, settings.non_routable)
         if reason is not None:
             skipped.append(f"{ip} (header {index}, {reason})")
             last_rule = reason
+            last_trusted = ip
             continue
         helo = f" (HELO {_printable(hop.from_helo)})" if hop.from_helo else ""
         return SkipListResult("detected", ip, hop.from_helo, index, last_rule, (

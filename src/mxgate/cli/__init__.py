@@ -26,6 +26,8 @@ _COMMAND_MODULES = [
     "mxgate.cli.mailbox_cmds",
     "mxgate.cli.connector_cmds",
     "mxgate.cli.serve_cmds",
+    "mxgate.cli.service_cmds",
+    "mxgate.cli.tls_cmds",
     "mxgate.cli.demo_cmds",
     "mxgate.cli.trace_cmds",
     "mxgate.cli.queue_cmds",

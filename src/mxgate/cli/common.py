@@ -55,6 +55,11 @@ def settings():
     return _settings_for(config_path())
 
 
+def home_option() -> str | None:
+    """The --home given on the command line (or MXGATE_HOME), without opening it."""
+    return _state["home"]
+
+
 def home() -> Home:
     return Home.open(_state["home"])
 

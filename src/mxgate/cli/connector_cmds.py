@@ -68,7 +68,7 @@ def _options(
     restrict_cert: Optional[bool] = typer.Option(None, "--restrict-domains-to-certificate/--no-restrict-domains-to-certificate"),
     require_tls: Optional[bool] = typer.Option(None, "--require-tls/--no-require-tls"),
     tls_name: Optional[str] = typer.Option(None, "--tls-sender-certificate-name"),
-    tls_pins: Optional[list[str]] = typer.Option(None, "--tls-sender-certificate-fingerprint", help="SHA-256 SPKI pin (two for renewal overlap)"),
+    tls_pins: Optional[list[str]] = typer.Option(None, "--tls-sender-certificate-fingerprint", help="SHA-256 SPKI pin: hex, AB:CD:.. pairs, sha256:hex or the base64 that openssl prints; stored as lower-case hex (two for renewal overlap)"),
     associated: Optional[list[str]] = typer.Option(None, "--associated-accepted-domains"),
     comment: Optional[str] = typer.Option(None, "--comment"),
     ef_skip_last_ip: Optional[bool] = typer.Option(None, "--ef-skip-last-ip/--no-ef-skip-last-ip"),

@@ -11,6 +11,7 @@ from mxgate.cli.common import actor, handle_errors, out, policy_store, print_jso
 from mxgate.cli.policy_cmds import show_save_result
 from mxgate.policy import edit
 from mxgate.policy.model import object_to_dict
+from mxgate.wording import plural
 
 
 def save_edit(kind: str, op: str, ident: str, values: dict[str, Any] | None = None) -> None:
@@ -39,7 +40,7 @@ def list_objects(kind: str, columns: list[str], json_out: bool) -> None:
     for o in items:
         d = object_to_dict(o)
         rows.append([", ".join(map(str, d[c])) if isinstance(d[c], list) else d[c] for c in columns])
-    print_table(human.title() + "s", columns, rows)
+    print_table(plural(human).capitalize(), columns, rows)
 
 
 def show_object(kind: str, ident: str, json_out: bool) -> None:

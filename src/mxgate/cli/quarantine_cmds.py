@@ -7,11 +7,13 @@ records the `Release` event in the message trace itself.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import typer
 
-from mxgate.cli.common import actor, engine, handle_errors, home, out, print_json, print_table
+from mxgate.cli.common import actor, engine, handle_errors, home, out, policy_store, print_json, print_table, settings
+from mxgate.wording import count
 
 app = typer.Typer(help="Quarantine: messages held by DMARC policy; preview, release or delete them.",
                   no_args_is_help=True)
@@ -71,11 +73,41 @@ def release_cmd(qid: str = typer.Argument(...), json_out: bool = typer.Option(Fa
     from mxgate.trace.store import TraceStore
 
     h = home()
-    paths = _store().release(qid, h.maildir, actor=actor(), trace=TraceStore(engine()))
+    paths = asyncio.run(_release(h, qid, TraceStore(engine())))
     if json_out:
         print_json({"id": qid, "delivered": [str(p) for p in paths]})
         return
-    out.print(f"released {qid}: delivered {len(paths)} cop{'y' if len(paths) == 1 else 'ies'}", markup=False)
+    out.print(f"released {qid}: delivered {count(len(paths), 'copy')}", markup=False)
+
+
+async def _release(h, qid: str, trace) -> list:
+    """Route the released message as the node would (forwarding, lists): local copies into the
+    home's Maildirs, external ones into its outbound queue — only while no node owns that queue,
+    else nothing is delivered and the admin is sent to the node's admin centre."""
+    from mxgate.durable import GroupCommitter
+    from mxgate.delivery.internal import offline_internal
+    from mxgate.delivery.maildir import Maildir
+    from mxgate.policy.attribution import compile_policy
+    from mxgate.quarantine.store import QuarantineStateError
+
+    store = _store()
+    pv = policy_store().current()
+    committer = GroupCommitter(name="mxgate-release")
+    committer.start()
+    maildir = Maildir(h.maildir, committer, hostname=settings().mailbox.hostname)
+    internal = offline_internal(h, compile_policy(pv.policy, pv.version), trace, maildir, committer)
+    try:
+        item = store.get(qid)
+        if (item["released_at"] is None and not internal.outbound.available
+                and internal.plan(item["recipients"], item["body"]).external):
+            raise QuarantineStateError(
+                f"quarantined message {qid} is forwarded outside the organisation, and a running node owns the"
+                f" outbound queue: release it from that node's admin centre (Quarantine, or"
+                f" POST /api/v1/quarantine/{qid}/release)")
+        return await store.release_into(qid, maildir, actor=actor(), trace=trace, deliver=internal.release)
+    finally:
+        internal.outbound.close()
+        await committer.aclose()
 
 
 @app.command("delete")

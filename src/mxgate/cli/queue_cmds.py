@@ -20,6 +20,7 @@ from typing import Optional
 import typer
 
 from mxgate.cli.common import fail, handle_errors, home, out, print_json, print_table
+from mxgate.wording import count
 
 REQUEST_WAIT = 5.0  # seconds to wait for a running gateway to take a request
 
@@ -113,7 +114,8 @@ def queue_list(json_out: bool = typer.Option(False, "--json", help="machine-read
     if json_out:
         print_json(rows)
         return
-    print_table(f"gateway queue ({len(rows)})", ["id", "queue", "sender", "pending", "attempts", "next attempt", "last error"],
+    spool = _selected["spool"]
+    print_table(f"{spool} queue (spool/{spool}): {count(len(rows), 'entry')}", ["id", "queue", "sender", "pending", "attempts", "next attempt", "last error"],
                 [[r["id"], r["queue"], r["sender"], ", ".join(x["address"] for x in r["recipients"] if x["state"] == "pending"),
                   r["attempts"], r["next_attempt"], (r["last_error"] or "")[:80]] for r in rows])
 

@@ -51,18 +51,30 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         settings = load_settings(config or config_path(), {
             **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
             "roles.submission": False, "roles.admin": False})
+    the_home = home()
+    account = run_as(settings, the_home, worker)
     setup_logging(settings.log.level, settings.log.file)
-    node = Node(settings, home())
+    if account:
+        import logging
+
+        logging.getLogger("mxgate.privileges").info("listeners bound; running as %s (uid %d, gid %d)",
+                                                    account.name, account.uid, account.gid)
+    node = Node(settings, the_home)
     workers: list = []
 
     async def main() -> None:
+        from mxgate.server import sdnotify
+
         await node.start()
         if not worker:
-            workers.extend(spawn_workers(settings.node.workers))
+            workers.extend(spawn_workers(settings.node.workers, settings.mailbox.listen))
             out.print(node.describe() + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
                                          if workers else ""), markup=False)
+            sdnotify.notify("READY=1", f"STATUS=serving {' '.join(a for lst in node.listeners.values() for a in lst.addresses)}")
         out.file.flush()
         await node.run_until_stopped()
+        if not worker:
+            sdnotify.notify("STOPPING=1")
 
     try:
         asyncio.run(main())
@@ -72,12 +84,49 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         stop_workers(workers)
 
 
-def spawn_workers(count: int) -> list:
-    """Processes 1..count-1: the same command line plus --worker N (they re-read the same settings)."""
+def run_as(settings, the_home, worker: int):
+    """Privileges (server/privileges.py): bind every listener, then drop root for good before the
+    node opens anything; a worker instead adopts the sockets its first process handed over."""
+    import os
+
+    from mxgate.server import privileges, sockets
+
+    if worker:
+        sockets.inherit()
+        return None
+    account = privileges.plan(os.geteuid(), settings.node.user, settings.node.group, settings.node.allow_root)
+    if account is None:
+        return None
+    sockets.prebind(listen_addresses(settings), reuse_port=settings.node.workers > 1)
+    privileges.give_home(the_home.root, account)
+    privileges.drop(account)
+    return account
+
+
+def listen_addresses(settings) -> list[str]:
+    """Every address the enabled roles listen on (what must be bound before dropping root)."""
+    addrs: list[str] = []
+    for role in ("mailbox", "gateway", "submission"):
+        if getattr(settings.roles, role):
+            addrs += getattr(settings, role).listen
+    if settings.roles.admin:
+        addrs.append(settings.admin.listen)
+    return addrs
+
+
+def spawn_workers(count: int, listen: list[str] = ()) -> list:
+    """Processes 1..count-1: the same command line plus --worker N (they re-read the same settings).
+    They inherit the first process's user and its pre-opened listening sockets (an unprivileged
+    worker could not bind a port below 1024), and never speak to systemd (NotifyAccess=main)."""
+    import os
     import subprocess
     import sys
 
-    return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)])
+    from mxgate.server import sdnotify, sockets
+
+    extra_env, fds = sockets.for_child(listen)
+    env = {k: v for k, v in os.environ.items() if k != sdnotify.ENV} | extra_env
+    return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)], env=env, pass_fds=fds)
             for i in range(1, count)]
 
 

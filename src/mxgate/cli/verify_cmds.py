@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from mxgate.cli.common import handle_errors, policy_store
+from mxgate.cli.common import settings as node_settings
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -62,12 +63,17 @@ def verify(
         client_cert=str(client_cert) if client_cert else None, client_key=str(client_key) if client_key else None,
         wrong_cert=str(wrong_cert) if wrong_cert else None, wrong_key=str(wrong_key) if wrong_key else None,
         send=send, timeout=timeout)
+    from mxgate.policy.attribution import compile_policy, connect_stage_fallback
+
     policy = load_toml(policy_file.read_text(encoding="utf-8")) if policy_file else policy_store().current().policy
+    # The node's own setting (same --config / MXGATE_* as `mxgate serve`): where refusals happen.
+    fallback = connect_stage_fallback(compile_policy(policy, 0), node_settings().mailbox.reject_stage)
+    notes = [fallback] if fallback else []
     results = asyncio.run(run_matrix(plan_matrix(policy, settings)))
     if as_json:
-        typer.echo(json.dumps(render_json(results), indent=2))
+        typer.echo(json.dumps(render_json(results, notes), indent=2))
     else:
-        typer.echo(render_table(results), nl=False)
+        typer.echo(render_table(results, notes), nl=False)
     raise typer.Exit(EXIT_FAIL if failed(results) else EXIT_OK)
 
 

@@ -28,6 +28,11 @@ class NodeSection(_Section):
     worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own outbound queue (spool/outbound-w<N>).")
     workers: int = Field(1, ge=1, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
     event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description='Event loop of `mxgate serve`: "asyncio" (the standard loop) or "uvloop" (install the `speed` extra; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
+    user: str = Field("", description='Account to run as when `mxgate serve` is started as root: the listeners are bound first, the home directory is given to this account, then the process drops root for good (setgroups, setgid, setuid) before opening anything else. Worker processes run as the same account. Empty = do not change user. Restart.')
+    group: str = Field("", description="Group to run as with `user`; empty = the account's primary group. The account's supplementary groups (e.g. ssl-cert, to read certificate keys) are kept.")
+    allow_root: bool = Field(False, description="Let `mxgate serve` keep running as root when no `user` is set. Off: started as root without `user`, the node refuses to start. The test rig sets it (MXGATE_NODE__ALLOW_ROOT=true); a service should use `user` or the systemd unit's CAP_NET_BIND_SERVICE instead.")
+    shutdown_grace: float = Field(30.0, ge=0, description="Seconds open SMTP sessions get to finish after SIGTERM before they are closed (the systemd unit's TimeoutStopSec is longer). Restart.")
+    tls_check_interval: float = Field(60.0, gt=0, description="Seconds between checks of the listeners' certificate and key files; a changed pair is loaded for new handshakes without a restart (SIGHUP checks at once).")
 
 
 class RolesSection(_Section):
@@ -63,7 +68,7 @@ class ListenerSection(_Section):
 
 class MailboxSection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
-    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods).')
+    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start (`mxgate verify` shows it too).')
     non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
 
 
@@ -72,6 +77,7 @@ class GatewaySection(ListenerSection):
     hostname: str = Field("gw.mxgate.test", description="Name in the greeting and Received headers.")
     downstream: list[str] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
     downstream_ca: str = Field("", description="CA that signs the mailbox server's certificate; empty = the generated CA.")
+    downstream_tls_name: str = Field("", description="Name the mailbox server's certificate must carry (DNS name or IP address, RFC 6125); empty = the host named in each `downstream` entry. The relay checks the name as well as the CA, so a certificate from a public CA in downstream_ca cannot stand in for the mailbox server.")
     source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
     client_cert: str = Field("", description="Client certificate presented to the downstream (certificate connectors).")
     client_key: str = Field("", description="Key for client_cert.")

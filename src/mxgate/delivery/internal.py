@@ -23,9 +23,9 @@ from typing import Sequence
 
 from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.delivery import srs
-from mxgate.durable import write_atomically
 from mxgate.delivery.maildir import DeliveryResult, Maildir
 from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
+from mxgate.durable import write_atomically
 from mxgate.policy.transaction import MailTransaction
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.queue.relay import RcptOutcome
@@ -44,6 +44,16 @@ def load_srs_secret(keys_dir: Path) -> bytes:
     if not path.exists():
         write_atomically(path, secrets.token_bytes(32), 0o600)  # the directory fsync makes the name durable
     return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Facts of the message a copy came from, repeated on the copy's trace row (who sent it in,
+    through which connector, under which policy version), so a forward is traceable on its own."""
+
+    from_ip: str = ""
+    original_ip: str = ""
+    connector: str = ""
 
 
 @dataclass
@@ -85,14 +95,22 @@ class InternalDelivery:
         return address.lower() in self.compiled.directory
 
     # --- the service ------------------------------------------------------------------------
-    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
-                      folder: str | None = None, origin: str = "internal", compiled=None) -> Outcome:
-        """Expand `recipients` under `compiled` (default: the current policy), store local copies,
-        queue external ones. Durable when it returns."""
+    def plan(self, recipients: Sequence[str], data: bytes, compiled=None) -> DeliveryPlan:
+        """Where `recipients` really go under `compiled` (default: the policy in force). Pure."""
         compiled = compiled or self.compiled
         headers = msg.header_block(data)
-        plan = expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
+        return expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
+
+    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
+                      folder: str | None = None, origin: str = "internal", compiled=None,
+                      provenance: Provenance = Provenance()) -> Outcome:
+        """Expand `recipients`, store local copies, queue external ones. Durable when it returns.
+
+        `compiled` is the policy snapshot of the transaction (mail-flow.md: a transaction uses the
+        policy it saw at MAIL); `provenance` the facts of the message the copies come from."""
+        compiled = compiled or self.compiled
+        plan = self.plan(recipients, data, compiled)
         outcome = Outcome(plan)
         outcome.local = await self.maildir.deliver_many([(a, data, folder) for a in plan.local])
         if outcome.failed:
@@ -107,8 +125,13 @@ class InternalDelivery:
         for via, targets in by_mailbox.items():
             await self.forward(sender, via, targets, data, trace_id, compiled)
             outcome.queued += targets
-        self._trace(sender, recipients, plan, data, trace_id, origin)
+        self._trace(sender, recipients, plan, data, trace_id, origin, compiled.version, provenance)
         return outcome
+
+    async def release(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str) -> list[DeliveryResult]:
+        """A message released from quarantine, routed as a delivered one would be (forwarding, lists)."""
+        out = await self.deliver(sender, recipients, data, trace_id=trace_id, origin="release")
+        return out.local
 
     async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str,
                       compiled=None) -> None:
@@ -130,12 +153,13 @@ class InternalDelivery:
         await self.outbound.enqueue(sender, list(recipients), signed, {"trace_id": trace_id, "kind": "outbound", **(meta or {})})
 
     # --- for the mailbox role (server/mailbox.py MailboxDelivery) and the outbound queue ----
-    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str,
-                               folder: str | None = None) -> Outcome:
+    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str, folder: str | None = None,
+                               from_ip: str = "", original_ip: str = "") -> Outcome:
         """The transaction's local recipients — the mailboxes chosen at RCPT — through the router,
         under the policy snapshot they were accepted with (issue 15)."""
         return await self.deliver(str(txn.sender), txn.mailboxes, data, trace_id=trace_id, folder=folder,
-                                  origin="mailbox", compiled=txn.policy)
+                                  origin="mailbox", compiled=txn.policy,
+                                  provenance=Provenance(from_ip, original_ip, txn.connector_name))
 
     async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None:
         """On-premises senders (and internal-relay domains) to external recipients: queued durably."""
@@ -166,7 +190,7 @@ class InternalDelivery:
 
     # --- trace ------------------------------------------------------------------------------
     def _trace(self, sender: str, recipients: Sequence[str], plan: DeliveryPlan, data: bytes, trace_id: str,
-               origin: str) -> None:
+               origin: str, policy_version: int, provenance: Provenance) -> None:
         """One row per copy the router created beyond the envelope recipients (status Expanded/Pending)."""
         envelope = {r.lower() for r in recipients}
         extra = [a for a in (*plan.local, *plan.external) if a not in envelope]
@@ -180,7 +204,8 @@ class InternalDelivery:
                     ("Deliver", "maildir") if a in plan.local else ("Send", "queued for outbound")],
                    {"steps": [why.get(a, "")]}) for a in extra],
             detail={"dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
-            role=origin, direction="internal"))
+            role=origin, direction="internal", policy_version=policy_version, from_ip=provenance.from_ip,
+            original_ip=provenance.original_ip, connector=provenance.connector))
 
 
 async def start_internal(node, maildir: Maildir | None = None) -> InternalDelivery:
@@ -198,3 +223,53 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
     node.internal = service
     return service
+
+
+class OfflineOutbound:
+    """The home's outbound queue seen from a process that runs no node (the CLI).
+
+    Usable only while no node owns the queue (queue/outbound.py `lock_spool`): a copy written
+    behind a running runner's back would not be in its index. The next `mxgate serve` sends it.
+    """
+
+    def __init__(self, root: Path, committer):
+        from mxgate.errors import ConfigError
+        from mxgate.queue.outbound import lock_spool
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.committer = committer
+        try:
+            self.lock_fd = lock_spool(self.root)
+        except ConfigError:
+            self.lock_fd = -1
+        self._spool = None
+
+    @property
+    def available(self) -> bool:
+        return self.lock_fd >= 0
+
+    async def enqueue(self, sender: str, recipients: Sequence[str], data: bytes, meta: dict):
+        if not self.available:
+            raise RuntimeError(f"{self.root}: a running node owns this queue")
+        if self._spool is None:
+            from mxgate.queue.spool import DiskSpool
+
+            self._spool = await asyncio.to_thread(DiskSpool.open, self.root, self.committer)
+        return await self._spool.enqueue(sender, list(recipients), data, meta)
+
+    def close(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def offline_internal(home, compiled, trace, maildir: Maildir, committer) -> InternalDelivery:
+    """Internal delivery for a process without a node (the CLI's quarantine release): the home's
+    Maildirs, keys, SRS secret and outbound queue, under the policy `compiled`. Close its
+    `outbound` when done."""
+    from types import SimpleNamespace
+
+    node = SimpleNamespace(watcher=SimpleNamespace(current=compiled), trace=trace)
+    return InternalDelivery(node, maildir, OfflineOutbound(home.spool / "outbound", committer),
+                            DkimSigner(home.keys), load_srs_secret(home.keys))

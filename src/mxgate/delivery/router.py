@@ -36,7 +36,7 @@ class Step:
 class DeliveryPlan:
     local: tuple[str, ...]  # mailbox addresses to write, each once
     external: tuple[str, ...]  # addresses outside the organisation (the outbound path)
-    forwarded_by: Mapping[str, str] = field(default_factory=dict)  # external address → forwarding mailbox
+    forwarded_by: Mapping[str, str] = field(default_factory=dict)  # external address → forwarding mailbox or list
     steps: tuple[Step, ...] = ()
     dropped: tuple[Step, ...] = ()  # loops, unknown addresses: nothing delivered for these
 
@@ -107,7 +107,9 @@ def expand(recipients: Iterable[str], directory: Mapping[str, Mailbox], is_local
         if mailbox.members:
             for member in mailbox.members:
                 steps.append(Step(canonical, member.lower(), "member"))
-                visit(member, depth + 1, via, path)
+                # The list re-sends the message: an external member's copy leaves as the list's
+                # forward (SRS envelope, Delivered-To), or SPF fails at the member's server.
+                visit(member, depth + 1, canonical, path)
             return
         targets = [t.lower() for t in mailbox.forward_to] if may_forward else []
         live = []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mxgate.policy.ipset import parse_network
 from mxgate.policy.model import InboundConnector, OutboundConnector, Policy
+from mxgate.wording import count
 
 # EXO's documented limits for SenderIPAddresses / EFSkipIPs: IPv4 only, masks /24 to /32.
 EXO_MIN_PREFIX = 24
@@ -241,7 +242,7 @@ def exo_script(policy: Policy) -> str:
         lines += _outbound(o)
     lines += _organization(policy)
     if policy.mailboxes:
-        lines.append(comment(f"{len(policy.mailboxes)} mailboxes are not exported: EXO mailboxes come from "
+        lines.append(comment(f"{count(len(policy.mailboxes), 'mailbox')} {'is' if len(policy.mailboxes) == 1 else 'are'} not exported: EXO mailboxes come from "
                              "licensed users (New-Mailbox / the admin centre)"))
     return "\n".join(lines).rstrip("\n") + "\n"
 

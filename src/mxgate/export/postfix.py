@@ -29,6 +29,7 @@ from mxgate.policy.domains import pattern_matches
 from mxgate.names import normalize_domain
 from mxgate.policy.ipset import parse_network
 from mxgate.policy.model import InboundConnector, Policy
+from mxgate.policy.pins import canonical_pin
 from mxgate.smtp.replies import REPLIES
 
 CIDR_CATCH_ALL = ("0.0.0.0/0", "::/0")
@@ -46,7 +47,7 @@ def _flat(text: str) -> str:
 
 def _postfix_fingerprint(pin: str) -> str:
     """mxgate pins are hex SHA-256 of the SPKI; Postfix prints pubkey fingerprints as AB:CD:..."""
-    h = pin.lower().removeprefix("sha256:").replace(":", "")
+    h = canonical_pin(pin) or pin
     return ":".join(h[i:i + 2] for i in range(0, len(h), 2)).upper()
 
 

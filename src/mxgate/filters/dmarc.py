@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from mxgate.auth.dmarc import DmarcResult, evaluate_dmarc, policy_action
-from mxgate.auth.headers import header_from_domain
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
+from mxgate.auth.headers import author_domains
 from mxgate.auth.spf import SpfResult, spf_identity
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
 from mxgate.policy.gateway_checks import CheckSettings
@@ -26,8 +26,9 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DmarcResul
     dkim = env.raw.get("dkim") or ()
     _, spf_domain, _ = spf_identity(facts.sender, facts.helo)
     # pct= sampling needs a random draw; it is drawn here so decide_dmarc stays pure.
-    return evaluate_dmarc(header_from_domain(facts.data), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
-                          sample=random.uniform(0, 100))
+    # Every author domain, strictest result (RFC 7489 §6.6.1).
+    return evaluate_authors(author_domains(facts.data), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
+                            sample=random.uniform(0, 100))
 
 
 def decide(raw: DmarcResult, cfg: CheckSettings) -> CheckResult:

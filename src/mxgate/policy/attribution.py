@@ -143,7 +143,7 @@ def attribute_by_certificate(compiled: CompiledPolicy, cert: ClientCertFacts | N
     for c in compiled.certificate_connectors:
         if not any(certificate_name_matches(c.tls_sender_certificate_name, n) for n in cert.names):
             continue
-        pins = {p.lower().replace(":", "").removeprefix("sha256") for p in c.tls_sender_certificate_fingerprints}
+        pins = set(c.tls_sender_certificate_fingerprints)  # canonical: policy/pins.py
         if pins and cert.spki_sha256.lower() not in pins:
             continue
         matched.add(c.name.lower())
@@ -179,6 +179,29 @@ def decide_connect(compiled: CompiledPolicy, facts: SessionFacts, reject_stage: 
         if not compiled.certificate_connectors:
             return reject("connector-attribution-connect", f"peer {facts.peer_ip} matches no connector")
     return accept("connect-ok")
+
+
+def connect_stage_fallback(compiled: CompiledPolicy, reject_stage: str) -> str | None:
+    """Why `reject_stage = "connect"` cannot refuse in the greeting under this policy, so bypass
+    attempts are refused at RCPT instead; None when it applies (or RCPT was asked for).
+
+    For the node's start-up log and `mxgate verify`: the fallback is safe, but an admin who
+    chose "connect" should not have to discover it from a packet capture."""
+    if reject_stage != "connect":
+        return None
+    if compiled.certificate_connectors:
+        names = ", ".join(repr(c.name) for c in compiled.certificate_connectors)
+        return (f'reject_stage = "connect": bypass attempts are refused at RCPT instead, because certificate '
+                f"connector(s) {names} can only attribute a session after STARTTLS, when the client certificate is known")
+    if not compiled.fully_ip_locked:
+        restricting = compiled.restricting
+        open_domains = [d for d in compiled.accepted
+                        if not any(c.restrict_domains_to_ip_addresses and "*" in c.sender_domains
+                                   and _covers_recipient(c, d) for c in restricting)]
+        return (f'reject_stage = "connect": bypass attempts are refused at RCPT instead, because accepted '
+                f"domain(s) {', '.join(open_domains) or '(none)'} are not locked to IP addresses by a partner "
+                "connector with sender_domains ['*'], so an unlisted address may still be accepted for them")
+    return None
 
 
 def applicable_connectors(compiled: CompiledPolicy, facts: SessionFacts, sender_domain: str) -> list[InboundConnector]:

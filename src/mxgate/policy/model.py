@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mxgate.errors import PolicyFormatError
+from mxgate.policy.pins import canonical_pins
 
 ACCEPTED_DOMAIN_TYPES = ("authoritative", "internal_relay")
 CONNECTOR_TYPES = ("partner", "on_premises")
@@ -71,6 +72,12 @@ class InboundConnector:
     ef_skip_ips: tuple[str, ...] = ()
     ef_users: tuple[str, ...] = ()
     ef_test_mode: bool = False
+
+    def __post_init__(self) -> None:
+        # One stored form for pins however they were pasted (policy/pins.py), so the CLI, the
+        # export and the admin centre show what attribution compares.
+        object.__setattr__(self, "tls_sender_certificate_fingerprints",
+                           canonical_pins(tuple(self.tls_sender_certificate_fingerprints)))
 
     @property
     def restricts(self) -> bool:

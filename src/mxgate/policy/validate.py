@@ -23,11 +23,11 @@ from mxgate.policy.model import (
     OutboundConnector,
     Policy,
 )
+from mxgate.policy.pins import canonical_pin
 from mxgate.smtp.address import is_valid_address
 
 MAX_NAME = 64
 MAX_COMMENT = 1024
-_FINGERPRINT = re.compile(r"^(sha256:)?[0-9a-f]{64}$")
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 IC = "inbound connector"
@@ -196,8 +196,9 @@ def _inbound(c: InboundConnector, p: Policy, seen: set[str]) -> list[PolicyIssue
         elif validate_pattern(name):
             bad("tls_sender_certificate_name", "invalid-certificate-name", f"{name!r} is not 'host.example' or '*.example'")
     for fp in c.tls_sender_certificate_fingerprints:
-        if not _FINGERPRINT.match(fp.lower().replace(":", "")):
-            bad("tls_sender_certificate_fingerprints", "invalid-fingerprint", f"{fp!r} is not a SHA-256 hex digest")
+        if canonical_pin(fp) is None:
+            bad("tls_sender_certificate_fingerprints", "invalid-fingerprint",
+                f"{fp!r} is not a SHA-256 SPKI pin (64 hex digits, AB:CD:... pairs, 'sha256:' + hex, or base64)")
     if c.type == "on_premises" and not c.sender_ip_addresses and not c.tls_sender_certificate_name:
         bad("type", "on-premises-needs-ip-or-certificate",
             "an on_premises connector needs sender_ip_addresses or tls_sender_certificate_name")

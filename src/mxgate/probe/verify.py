@@ -21,7 +21,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 from mxgate.names import normalize_domain
 from mxgate.policy.ipset import parse_network
@@ -215,9 +215,11 @@ def failed(results: list[RowResult]) -> bool:
     return any(r.status == "fail" for r in results) or not any(r.status == "pass" for r in results)
 
 
-def render_table(results: list[RowResult]) -> str:
+def render_table(results: list[RowResult], notes: Sequence[str] = ()) -> str:
+    """The matrix; `notes` are facts about the server that change how to read it (NOTE lines)."""
     width = max([len(r.row.name) for r in results] + [3])
-    lines = [f"{'RESULT':6}  {'ROW':{width}}  EXPECT            GOT / DETAIL"]
+    lines = [f"NOTE: {n}" for n in notes]
+    lines.append(f"{'RESULT':6}  {'ROW':{width}}  EXPECT            GOT / DETAIL")
     for r in results:
         lines.append(f"{r.status.upper():6}  {r.row.name:{width}}  {r.row.expect:16}  {r.detail}")
     counts = {k: sum(r.status == k for r in results) for k in ("pass", "fail", "skip")}
@@ -226,9 +228,10 @@ def render_table(results: list[RowResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_json(results: list[RowResult]) -> dict[str, Any]:
+def render_json(results: list[RowResult], notes: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "passed": not failed(results),
+        "notes": list(notes),
         "rows": [{
             "name": r.row.name, "check": r.row.check, "connector": r.row.connector, "family": r.row.family,
             "expect": r.row.expect, "status": r.status, "got": r.got, "detail": r.detail,

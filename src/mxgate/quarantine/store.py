@@ -24,14 +24,14 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.delivery.maildir import DeliveryResult, Maildir
 from mxgate.durable import GroupCommitter
-from mxgate.delivery.maildir import Maildir
 from mxgate.errors import MxgateError, NotFoundError
 from mxgate.policy.transaction import MailTransaction
 from mxgate.smtp.message import header_block, header_value
@@ -45,6 +45,10 @@ PREVIEW_HEADERS = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"
 _SUMMARY = (quarantine.c.id, quarantine.c.trace_id, quarantine.c.node, quarantine.c.created_at,
             quarantine.c.sender, quarantine.c.recipients, quarantine.c.subject, quarantine.c.reason,
             quarantine.c.detail, quarantine.c.released_at, quarantine.c.released_by)
+
+
+# (sender, recipients, body, trace_id) -> local delivery results; see release_into.
+Deliver = Callable[[str, Sequence[str], bytes, str], Awaitable[list[DeliveryResult]]]
 
 
 class QuarantineStateError(MxgateError):
@@ -120,15 +124,22 @@ class QuarantineStore:
 
     # --- release ---------------------------------------------------------------------------
     async def release_into(self, qid: str, maildir: Maildir, *, actor: str,
-                           trace: TraceStore | None = None) -> list[Path]:
-        """Deliver to every recipient's inbox, then mark released and trace it."""
+                           trace: TraceStore | None = None, deliver: Deliver | None = None) -> list[Path]:
+        """Deliver to every recipient's inbox, then mark released and trace it.
+
+        `deliver(sender, recipients, body, trace_id)` routes the message as a delivered one would
+        be — forwarding, lists (delivery/internal.py `InternalDelivery.release`) — and returns the
+        local results; without it each recipient's own Maildir gets the copy."""
         item = self.get(qid)
         if item["released_at"] is not None:
             raise QuarantineStateError(f"quarantined message {qid} was already released by {item['released_by']}")
         if not item["recipients"]:
             raise QuarantineStateError(f"quarantined message {qid} has no local recipient to release to")
         await asyncio.to_thread(self._check_holds_mailboxes, qid)
-        results = await maildir.deliver_many([(r, item["body"], None) for r in item["recipients"]])
+        if deliver is not None:
+            results = await deliver(item["sender"], item["recipients"], item["body"], item["trace_id"])
+        else:
+            results = await maildir.deliver_many([(r, item["body"], None) for r in item["recipients"]])
         failed = [r for r in results if r.error is not None]
         if failed:
             raise QuarantineStateError(f"release of {qid} failed for {failed[0].address}: {failed[0].error}")

@@ -2,7 +2,9 @@
 
 Owns: the RFC 3464 ``multipart/report; report-type=delivery-status`` message — a human part,
 the machine-readable ``message/delivery-status`` part, and the original headers as
-``text/rfc822-headers`` (RFC 6522) — and the rule never to bounce a bounce.
+``text/rfc822-headers`` (RFC 6522) — and the rule never to bounce a bounce. When an address is
+not ASCII (SMTPUTF8 mail) the report is the RFC 6533 form: ``message/global-delivery-status``
+with ``utf-8`` address types and the original headers as ``message/global-headers``.
 Must not know: the spool, SMTP transport, retry timing. Pure apart from a default ``date``
 and a random boundary/Message-ID; the caller sends the bytes with ``MAIL FROM:<>``
 (:data:`DSN_ENVELOPE_SENDER`, RFC 5321 §4.5.5) to the original envelope sender.
@@ -84,6 +86,17 @@ def original_header_block(message_or_headers: bytes) -> bytes:
     return CRLF.join(out) + CRLF if out and any(out) else b""
 
 
+def _is_global(sender: str, failed: Sequence[FailedRecipient]) -> bool:
+    """RFC 6533 is needed when an address the report names is not ASCII."""
+    names = [sender] + [r.address for r in failed] + [r.original_recipient or "" for r in failed]
+    return not all(n.isascii() for n in names)
+
+
+def _recipient_field(address: str, utf8: bool) -> str:
+    # RFC 6533 §3: in message/global-delivery-status a UTF-8 address is sent as is, type "utf-8".
+    return f"utf-8; {address}" if utf8 and not address.isascii() else f"rfc822; {address}"
+
+
 def _human_text(reporting_mta: str, failed: Sequence[FailedRecipient], action: str) -> list[str]:
     if action == "failed":
         lines = [
@@ -138,6 +151,8 @@ def build_dsn(
         if not _STATUS_RE.match(rcpt.status):
             raise DsnError(f"status {rcpt.status!r} of {rcpt.address} is not an RFC 3463 code")
 
+    utf8 = _is_global(sender, failed)
+    report = "global-delivery-status" if utf8 else "delivery-status"  # RFC 6522 §3: the 2nd part's subtype
     boundary = f"=_mxgate_{secrets.token_hex(12)}"
     now = date or datetime.now(timezone.utc)
     subject = "Undelivered Mail Returned to Sender" if action == "failed" else "Delayed Mail (still being retried)"
@@ -149,7 +164,7 @@ def build_dsn(
         f"Message-ID: <{secrets.token_hex(16)}@{mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5: automatic responders must not reply to it
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={report}; boundary="{boundary}"',
     ]
 
     per_message = [f"Reporting-MTA: dns; {mta}"]
@@ -160,8 +175,12 @@ def build_dsn(
     for rcpt in failed:
         status_lines.append("")
         if rcpt.original_recipient:
-            status_lines.append(f"Original-Recipient: {_typed('rfc822', _clean(rcpt.original_recipient))}")
-        status_lines += [f"Final-Recipient: rfc822; {rcpt.address}", f"Action: {action}", f"Status: {rcpt.status}"]
+            orcpt = rcpt.original_recipient
+            status_lines.append(f"Original-Recipient: {_recipient_field(_address(orcpt, 'ORCPT'), True)}"
+                                if utf8 and not orcpt.isascii() else
+                                f"Original-Recipient: {_typed('rfc822', _clean(orcpt))}")
+        status_lines += [f"Final-Recipient: {_recipient_field(rcpt.address, utf8)}", f"Action: {action}",
+                         f"Status: {rcpt.status}"]
         if rcpt.remote_mta:
             status_lines.append(f"Remote-MTA: {_typed('dns', _clean(rcpt.remote_mta))}")
         if rcpt.diagnostic:
@@ -171,16 +190,20 @@ def build_dsn(
 
     orig = original_header_block(original_headers)
     orig_cte = [] if orig.isascii() else ["Content-Transfer-Encoding: 8bit"]
+    charset = "utf-8" if utf8 else "us-ascii"
 
     def text(lines: list[str]) -> bytes:
-        return "\r\n".join(lines).encode("ascii") + CRLF
+        return "\r\n".join(lines).encode(charset) + CRLF
 
+    # RFC 6533 §6.3/§6.4: UTF-8 report fields and headers travel as message/global-*, 8bit.
+    eight = ["Content-Transfer-Encoding: 8bit"] if utf8 else []
     parts = [
-        text(["Content-Type: text/plain; charset=us-ascii", "Content-Description: Notification", ""])
+        text([f"Content-Type: text/plain; charset={charset}", "Content-Description: Notification", *eight, ""])
         + text(_human_text(mta, failed, action)),
-        text(["Content-Type: message/delivery-status", "Content-Description: Delivery report", ""])
+        text([f"Content-Type: message/{report}", "Content-Description: Delivery report", *eight, ""])
         + text(status_lines),
-        text(["Content-Type: text/rfc822-headers", "Content-Description: Undelivered message headers", *orig_cte, ""])
+        text([f"Content-Type: {'message/global-headers' if utf8 else 'text/rfc822-headers'}",
+              "Content-Description: Undelivered message headers", *orig_cte, ""])
         + orig,
     ]
     delimiter = f"--{boundary}".encode("ascii")

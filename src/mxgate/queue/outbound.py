@@ -27,19 +27,20 @@ import logging
 import secrets
 import ssl
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from mxgate.policy.ipset import PrefixTable, parse_network
 from mxgate.names import format_hostport, parse_hostport, normalize_ip
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
 from mxgate.probe.mx import lookup_mx, make_resolver
-from mxgate.queue.relay import HostHealth, RcptOutcome, RelayResult, RelaySettings, client_context, relay
+from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
-from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
-from mxgate.verdict import accept
 from mxgate.trace.records import message_records
+from mxgate.verdict import accept
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.outbound")
 
@@ -56,6 +57,7 @@ class Route:
     tls: str = "encryption_only"
     status: str = ""
     why: str = ""
+    tls_name: str = ""  # the certificate name to check; "" = each host's own name
 
 
 def _hostport(host: str) -> str:
@@ -113,7 +115,7 @@ class RoutingRunner(Runner):
         self.name = name
 
     def describe(self) -> str:
-        return f"{self.name} queue: {self.spool.count()} entries"
+        return f"{self.name} queue: {count(self.spool.count(), 'entry')}"
 
     async def _attempt(self, entry: QueueEntry) -> None:
         # Same claim → read → settle protocol as Runner._attempt; only the delivery differs.
@@ -146,7 +148,7 @@ class RoutingRunner(Runner):
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
                 continue
-            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls))
+            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
             hosts.append(result.host)
             errors += result.errors
@@ -279,19 +281,37 @@ class GatewayOutbound:
             from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway", direction="outbound"))
         return accept("queued")
 
+    async def bounce(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:
+        """A DSN from the gateway's queues: out through this queue's routes — the downstream
+        mailbox server for our own domains' senders, the sender's MX for everyone else — with
+        its own trace row, so retries and the outcome show in the trace. Durable on return."""
+        trace_id = secrets.token_hex(8)
+        entry = await self.queue.enqueue("", [sender], dsn, {**meta, "trace_id": trace_id})
+        domain = sender.rpartition("@")[2].lower()
+        internal = bool(domain) and accepted_domain_for(self.node.watcher.current.policy, domain) is not None
+        self.node.trace.record_all(message_records(
+            trace_id, sender="", data=dsn,
+            rows=[(sender, "Pending", [("Receive", f"delivery status notification for queue entry {meta.get('dsn_for', '')}"),
+                                       ("Send", "queued for the mailbox server" if internal else "queued for MX delivery")])],
+            detail={"dsn_for": meta.get("dsn_for", "")}, policy_version=self.node.watcher.current.version,
+            reason="dsn", role="gateway", direction="inbound" if internal else "outbound"))
+        return entry.queue_id
+
     async def stop(self) -> None:
         if self.queue:
             await self.queue.stop()
 
 
 async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) -> GatewayOutbound:
-    """Outbound queue on the gateway: our domains (DSNs) to the downstream, the rest by MX."""
+    """Outbound queue on the gateway: our domains (DSNs) to the downstream, the rest by MX.
+    Every gateway runs it: its DSNs to Internet senders leave this way even without `outbound_from`."""
     resolver = _resolver(node)
 
     async def route(address: str) -> Route:
         domain = address.rpartition("@")[2].lower()
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
-            return Route("relay", "downstream", tuple(downstream().hosts), "downstream")
+            d = downstream()
+            return Route("relay", "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
         return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",

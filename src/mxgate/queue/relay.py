@@ -2,10 +2,13 @@
 
 Owns: the client session through aiosmtplib — smart hosts tried in order (fail-over on
 connection, TLS or 4xx-before-RCPT trouble), STARTTLS required with the certificate validated
-against the configured CA, an optional client certificate (certificate connectors), the egress
+against the configured CA and, when the context checks names, against `tls_name` (else the
+host being connected to, RFC 6125 §6), an optional client certificate (certificate connectors), the egress
 `source_address` the mailbox server's connector lists — and turning each reply into a
 per-recipient outcome: 2xx delivered, 4xx deferred, 5xx failed (RFC 5321 §4.2.1).
-Also `HostHealth`, the per-destination backoff that skips a host which just refused connections.
+Uses `HostHealth` (queue/scheduler.py), the per-destination backoff that skips a host which just refused
+connections. Recipients refused with `452 4.5.3` (they need a separate transaction) are sent
+at once in a new transaction, as Postfix does, not after the retry backoff.
 Must not know: the spool, retry timing, DSNs (queue/runner.py does those).
 
 Bytes: the message is sent exactly as evaluated. aiosmtplib would turn a bare CR or LF into
@@ -19,14 +22,14 @@ from __future__ import annotations
 import re
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiosmtplib
 
 from mxgate.names import parse_hostport
+from mxgate.queue.scheduler import HostHealth
 
 BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-MAX_HOST_BACKOFF = 600.0  # a host that keeps refusing is still tried every 10 minutes
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RelaySettings:
     helo: str = "localhost"
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
+    tls_name: str = ""  # the name the peer's certificate must carry; "" = the host connected to
 
 
 @dataclass(frozen=True)
@@ -53,26 +57,6 @@ class RelayResult:
     outcomes: tuple[RcptOutcome, ...]
     host: str = ""  # the host that answered, "" when none could be reached
     errors: tuple[str, ...] = ()  # per-host trouble before recipients were tried
-
-
-@dataclass
-class HostHealth:
-    """Per-destination backoff: a host that refused a connection is skipped for a while."""
-
-    base: float = 30.0
-    _down: dict[str, tuple[float, float]] = field(default_factory=dict)  # host → (until, last delay)
-
-    def usable(self, host: str, now: float) -> bool:
-        until = self._down.get(host, (0.0, 0.0))[0]
-        return now >= until
-
-    def failed(self, host: str, now: float) -> None:
-        _, last = self._down.get(host, (0.0, 0.0))
-        delay = min(last * 2 if last else self.base, MAX_HOST_BACKOFF)
-        self._down[host] = (now + delay, delay)
-
-    def succeeded(self, host: str) -> None:
-        self._down.pop(host, None)
 
 
 def client_context(ca_file: str | None, cert: str | None = None, key: str | None = None,
@@ -175,7 +159,7 @@ async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib
         client.close()
         raise _HostTrouble("STARTTLS not offered (required)")
     # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
-    await client.starttls(tls_context=settings.tls_context)
+    await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
     await client.ehlo()
     return client
 
@@ -265,11 +249,12 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
     now = time.monotonic()
     candidates = [h for h in settings.hosts if health.usable(h, now)]
     for host in candidates:
+        started = time.monotonic()
         try:
-            outcomes = await _session(settings, host, sender, recipients, data)
+            outcomes = await _split_transactions(settings, host, sender, recipients, data)
         except _HostTrouble as exc:
             errors.append(f"{host}: {exc}")
-            health.failed(host, time.monotonic())
+            health.failed(host, time.monotonic(), started)
             continue
         health.succeeded(host)
         return RelayResult(outcomes, host, tuple(errors))
@@ -277,6 +262,27 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
         errors.append("every downstream host is backing off after recent failures")
     reason = "; ".join(errors)[:400] or "no downstream configured"
     return RelayResult(_all(recipients, "deferred", "4.4.1", f"smtp; could not deliver: {reason}"), "", tuple(errors))
+
+
+def needs_new_transaction(outcome: RcptOutcome) -> bool:
+    """RFC 5321 §4.5.3.1.10 / RFC 3463 4.5.3: "too many recipients" for *this* transaction."""
+    return outcome.state == "deferred" and outcome.status == "4.5.3"
+
+
+async def _split_transactions(settings: RelaySettings, host: str, sender: str, recipients,
+                              data: bytes) -> tuple[RcptOutcome, ...]:
+    """One transaction, then a new one at once for the recipients the server asked to send
+    separately (452 4.5.3), for as long as each transaction delivers someone."""
+    outcomes: dict[str, RcptOutcome] = {}
+    todo = list(recipients)
+    while todo:
+        for o in await _session(settings, host, sender, todo, data):
+            outcomes[o.address] = o
+        rest = [r for r in todo if needs_new_transaction(outcomes[r])]
+        if len(rest) == len(todo):  # nobody got through: a real limit, left to the retry schedule
+            break
+        todo = rest
+    return tuple(outcomes[r] for r in recipients)
 
 
 async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
@@ -295,7 +301,7 @@ async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
             await client.connect()
             await client.ehlo()
             if client.supports_extension("starttls"):
-                await client.starttls(tls_context=settings.tls_context)
+                await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
                 await client.ehlo()
             await client.mail("")
             try:

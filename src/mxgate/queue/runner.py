@@ -3,8 +3,10 @@
 Owns: scanning for due entries (and waking early on `kick()` / `flush()`), the concurrency limit,
 claiming an entry into `active/` while it is tried, turning per-recipient outcomes into spool
 changes (delivered, deferred with RetryPolicy backoff, failed), giving up at expiry, and the
-DSN (RFC 3464) for failed recipients — enqueued as just another message from `<>` *before* the
-original is settled, so a crash can duplicate a bounce but never lose one. Never bounces `<>`.
+DSN (RFC 3464) for failed recipients — handed to `bounce` (by default enqueued here as just
+another message from `<>`; the gateway sends Internet senders' DSNs through its outbound MX
+queue) *before* the original is settled, so a crash can duplicate a bounce but never lose one.
+Never bounces `<>`. A DSN that cannot be built leaves the entry in `hold/`, logged, for an admin.
 Must not know: SMTP details (queue/relay.py), backoff arithmetic (queue/scheduler.py), DSN
 contents (queue/dsn.py), or why a message was accepted.
 """
@@ -12,15 +14,17 @@ contents (queue/dsn.py), or why a message was accepted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Awaitable, Callable, Mapping
 
 from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, original_header_block
-from mxgate.queue.relay import HostHealth, RelayResult, RelaySettings, relay
-from mxgate.queue.scheduler import RetryPolicy, next_attempt
+from mxgate.queue.relay import RelayResult, RelaySettings, relay
+from mxgate.queue.scheduler import HostHealth, RetryPolicy, next_attempt
 from mxgate.queue.spool import DUE_QUEUES, CorruptEntryError, PartialEntryError, QueueEntry, RcptState, Recipient, Spool, StaleEntryError
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.queue")
 
@@ -31,7 +35,8 @@ REQUESTS_DIR = "requests"  # the queue CLI's requests to a running gateway
 class Runner:
     def __init__(self, spool: Spool, settings: Callable[[], RelaySettings], retry: RetryPolicy, *,
                  hostname: str, concurrency: int = 20, scan_interval: float = 1.0,
-                 health: HostHealth | None = None, on_event: Callable[..., None] | None = None):
+                 health: HostHealth | None = None, on_event: Callable[..., None] | None = None,
+                 bounce: Callable[[str, bytes, Mapping[str, str]], Awaitable[str]] | None = None):
         self.spool = spool
         self.settings = settings  # called per attempt, so a certificate or host change applies
         self.retry = retry
@@ -39,6 +44,8 @@ class Runner:
         self.scan_interval = scan_interval
         self.health = health or HostHealth()
         self.on_event = on_event or (lambda *a, **k: None)  # (entry, event, detail, rcpt=, status=)
+        # (original sender, DSN bytes, meta) → queue id, durable before it returns
+        self.bounce = bounce or self._bounce_here
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -68,11 +75,11 @@ class Runner:
     def flush(self) -> None:
         """Try every deferred entry now, whatever its next_attempt (`mxgate queue flush`)."""
         self._flush_all = True
-        self.health = HostHealth(self.health.base)
+        self.health = HostHealth(self.health.base, self.health.cap)
         self._wake.set()
 
     def describe(self) -> str:
-        return f"gateway queue: {self.spool.count()} entries, relaying to {' '.join(self.settings().hosts) or '(none)'}"
+        return f"gateway queue: {count(self.spool.count(), 'entry')}, relaying to {' '.join(self.settings().hosts) or '(none)'}"
 
     # --- loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -172,9 +179,26 @@ class Runner:
                 self.stats["deferred"] += 1
                 self.on_event(entry, "Defer", diag, rcpt=o.address, status="Pending")
         if failed:
-            await self._bounce(entry, failed, data)
+            try:
+                await self._bounce(entry, failed, data)
+            except Exception as exc:  # never settle (and so forget) failures nobody was told about
+                log.error("DSN for %s could not be sent, entry kept on hold: %r", entry.queue_id, exc)
+                await self._keep_unbounced(entry, outcomes, retry_at, f"bounce not sent: {exc!r}"[:400])
+                return
         try:
             await self.spool.settle(entry, outcomes, next_attempt=retry_at, error=result.errors[0] if result.errors else None)
+        except StaleEntryError:
+            log.warning("queue entry %s changed while it was relayed (deleted by an admin?)", entry.queue_id)
+
+    async def _keep_unbounced(self, entry: QueueEntry, outcomes: list[Recipient], retry_at: float | None,
+                              why: str) -> None:
+        """Record what was delivered; keep the failed recipients pending, with why, in hold/."""
+        kept = [o if o.state is not RcptState.FAILED else dataclasses.replace(o, state=RcptState.PENDING, error=why)
+                for o in outcomes]
+        try:
+            held = await self.spool.settle(entry, kept, next_attempt=retry_at or time.time(), error=why)
+            if held is not None and held.queue != "hold":
+                await self.spool.hold(held)
         except StaleEntryError:
             log.warning("queue entry %s changed while it was relayed (deleted by an admin?)", entry.queue_id)
 
@@ -185,8 +209,12 @@ class Runner:
         if dsn is None:
             log.info("no DSN for %s: the sender is <>", entry.queue_id)
             return
-        new = await self.spool.enqueue(DSN_ENVELOPE_SENDER, [entry.sender], dsn,
-                                       {"kind": "dsn", "dsn_for": entry.queue_id})
+        queue_id = await self.bounce(entry.sender, dsn, {"kind": "dsn", "dsn_for": entry.queue_id})
         self.stats["dsn"] += 1
-        log.info("DSN %s queued to %s for %s", new.queue_id, entry.sender, entry.queue_id)
+        log.info("DSN %s queued to %s for %s", queue_id, entry.sender, entry.queue_id)
+
+    async def _bounce_here(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:
+        """The default destination: this runner's own spool (its routes reach the sender)."""
+        new = await self.spool.enqueue(DSN_ENVELOPE_SENDER, [sender], dsn, dict(meta))
         self.kick()
+        return new.queue_id

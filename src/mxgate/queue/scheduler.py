@@ -15,7 +15,7 @@ established practice the spec asks for, and every value is configurable (tests u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FIRST_RETRY = 300.0  # Postfix minimal_backoff_time
 MULTIPLIER = 2.0  # Postfix doubles the backoff after each failed attempt
@@ -85,3 +85,42 @@ def delay_warning_due(policy: RetryPolicy, arrival: float, now: float, *, alread
     if policy.warn_after is None or already_warned:
         return False
     return now - arrival >= policy.warn_after and now < expires_at(policy, arrival)
+
+
+MAX_HOST_BACKOFF = 600.0  # a host that keeps refusing is still tried every 10 minutes
+
+
+@dataclass
+class HostHealth:
+    """Per-destination backoff: a host that refused a connection is skipped for a while.
+
+    The delay grows once per *outage window*, not once per failed delivery: twenty deliveries
+    in flight when a host goes down all fail together, and that is one outage, not twenty. A
+    failure counts toward growth only when its attempt started after the previous failure was
+    recorded (the attempt was a probe after the window ended); others leave the window as it is.
+    Pure: callers pass the clock (``now``, ``started``) so tests need no sleeping.
+    """
+
+    base: float = 30.0
+    cap: float = MAX_HOST_BACKOFF
+    _down: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # host → (until, delay, failed at)
+
+    def usable(self, host: str, now: float) -> bool:
+        until = self._down.get(host, (0.0, 0.0, 0.0))[0]
+        return now >= until
+
+    def failed(self, host: str, now: float, started: float | None = None) -> None:
+        """Record a failure seen at ``now`` by an attempt that began at ``started`` (default: now)."""
+        until, last, failed_at = self._down.get(host, (0.0, 0.0, 0.0))
+        started = now if started is None else started
+        if last and started <= failed_at:
+            return  # in flight when the outage was first seen: the same window
+        delay = min(last * 2 if last else self.base, self.cap)
+        self._down[host] = (now + delay, delay, now)
+
+    def succeeded(self, host: str) -> None:
+        self._down.pop(host, None)
+
+    def delay(self, host: str) -> float:
+        """The current backoff for ``host`` (0 when it is healthy): for status and tests."""
+        return self._down.get(host, (0.0, 0.0, 0.0))[1]

@@ -118,7 +118,7 @@ class QueueEntry:
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What ``Spool.open`` found: file names discarded, moved to corrupt/, and requeued."""
+    """What ``DiskSpool.open`` found: file names discarded, moved to corrupt/, and requeued."""
 
     loaded: int
     discarded: tuple[str, ...]

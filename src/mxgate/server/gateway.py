@@ -36,10 +36,11 @@ from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
 from mxgate.queue.outbound import lock_spool, start_gateway_outbound
-from mxgate.queue.relay import HostHealth, RelaySettings, callahead, client_context
+from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
-from mxgate.queue.scheduler import RetryPolicy
+from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import DiskSpool, Spool, disk_free_ok
+from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
@@ -287,6 +288,7 @@ class GatewayServices:
     arc_key: bytes
     relay_settings: Callable[[], RelaySettings]
     lock_fd: int
+    outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
 
     async def stop(self) -> None:
         await self.runner.stop()
@@ -341,23 +343,40 @@ async def start_services(node) -> GatewayServices:
     spool.start()
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
-    tls = client_context(g.downstream_ca or str(node.certs.ca_cert), g.client_cert or None, g.client_key or None)
+    # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
+    # certificate it signed stand in for the mailbox server (RFC 6125 §6).
+    ca = g.downstream_ca or str(node.certs.ca_cert)
+
+    def build_client_context():
+        return client_context(ca, g.client_cert or None, g.client_key or None, check_hostname=True)
+
+    if g.client_cert:  # the certificate a certificate connector pins: renewed in place like a listener's
+        renewing = ReloadingContext("gateway-client", g.client_cert, g.client_key or g.client_cert,
+                                    build=build_client_context, also=(ca,))
+        node.tls["gateway-client"] = renewing
+        tls_now = renewing
+    else:
+        fixed = build_client_context()
+        tls_now = lambda: fixed  # noqa: E731
 
     def relay_settings() -> RelaySettings:
-        return RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout)
+        return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
+                             g.relay_timeout, g.downstream_tls_name)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):
             node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
 
+    # DSNs leave through the outbound queue: to the sender's MX, or downstream for our domains.
+    outbound = await start_gateway_outbound(node, relay_settings)
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
                         max_age=g.retry_max_age)
     runner = Runner(spool, relay_settings, retry, hostname=g.hostname, concurrency=g.relay_concurrency,
-                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
+                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event,
+                    bounce=outbound.bounce)
     runner.start()
     services = GatewayServices(spool, runner, Pipeline(g.check_workers), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
-                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd)
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound)
     node.extras.append(services)
     return services
 
@@ -365,10 +384,8 @@ async def start_services(node) -> GatewayServices:
 async def start_gateway(node) -> None:
     """Node hook (`[roles] gateway = true`): build the services, then listen."""
     services = await start_services(node)
-    outbound = None
-    if node.settings.gateway.outbound_from:
-        outbound = await start_gateway_outbound(node, services.relay_settings)
-    role = GatewayRole(node, services, outbound)
+    # Mail from the organisation's own servers ([gateway] outbound_from) leaves through the same queue.
+    role = GatewayRole(node, services, services.outbound if node.settings.gateway.outbound_from else None)
     listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
                         spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
     await listener.start(node.settings.gateway.listen)

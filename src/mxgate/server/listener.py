@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from mxgate.config.node import LimitsSection
 from mxgate.errors import ConfigError
-from mxgate.names import format_hostport, parse_hostport
+from mxgate.names import format_hostport
+from mxgate.server import sockets
 from mxgate.server.session import SmtpSession
+from mxgate.server.sockets import parse_listen
 from mxgate.verdict import Verdict, accept
 
 if TYPE_CHECKING:
@@ -84,14 +86,6 @@ class Role:
         return (str(sender) if sender is not None else ""), [str(r) for r in rcpts]
 
 
-def parse_listen(addr: str) -> tuple[str, int]:
-    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port); port 0 picks a free one."""
-    try:
-        return parse_hostport(addr, min_port=0)
-    except ValueError:
-        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port") from None
-
-
 class Listener:
     def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
                  spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = ()):
@@ -121,9 +115,15 @@ class Listener:
         for addr in listen:
             host, port = parse_listen(addr)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            opened = sockets.take(host, port)  # bound before privileges were dropped, or inherited
             try:
-                server = await self.loop.create_server(lambda: SmtpSession(self), host, port, family=family,
-                                                       reuse_address=True, reuse_port=self.reuse_port, backlog=1024)
+                if opened is not None:
+                    server = await self.loop.create_server(lambda: SmtpSession(self), sock=opened,
+                                                           backlog=sockets.BACKLOG)
+                else:
+                    server = await self.loop.create_server(lambda: SmtpSession(self), host, port, family=family,
+                                                           reuse_address=True, reuse_port=self.reuse_port,
+                                                           backlog=sockets.BACKLOG)
             except OSError as exc:
                 raise ConfigError(f"{self.role.name}: cannot listen on {addr}: {exc.strerror or exc}") from None
             self.servers.append(server)

@@ -37,6 +37,7 @@ from mxgate.smtp.replies import reply_text
 from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 from mxgate.trace.records import message_records, refusal_records
 from mxgate.trace.store import TraceStore
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.mailbox")
 
@@ -75,8 +76,8 @@ class MailboxDelivery(Protocol):
     @property
     def can_relay(self) -> bool: ...
 
-    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str,
-                               folder: str | None) -> Outcome: ...
+    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str, folder: str | None,
+                               from_ip: str, original_ip: str) -> Outcome: ...
 
     async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None: ...
 
@@ -217,14 +218,15 @@ class MailboxRole(Role):
         message (duplicates beat loss); an accepted recipient is never dropped quietly."""
         mailboxes = ctx.txn.mailboxes
         if self.delivery is not None:
-            outcome = await self.delivery.deliver_accepted(ctx.txn, final, trace_id=ctx.trace_id, folder=ctx.folder)
+            outcome = await self.delivery.deliver_accepted(ctx.txn, final, trace_id=ctx.trace_id, folder=ctx.folder,
+                                                           from_ip=str(ctx.session.peer_ip), original_ip=ctx.original_ip)
             results, lost = outcome.local, outcome.lost(mailboxes)
         else:
             results, lost = await self.maildir.deliver_many([(m, final, ctx.folder) for m in mailboxes]), []
         failed = [res for res in results if res.error is not None]
         if failed:
             log.error("delivery failed for %s: %s", [f.address for f in failed], failed[0].error)
-            return tempfail("storage-failed", f"{len(failed)} of {len(results)} copies not stored")
+            return tempfail("storage-failed", f"{len(failed)} of {count(len(results), 'copy')} not stored")
         if lost:
             log.error("accepted recipients not deliverable: %s", lost, extra={"trace_id": ctx.trace_id})
             return tempfail("recipient-not-deliverable", f"no mailbox for {', '.join(lost)}")
@@ -238,7 +240,7 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(local)
-        log.info("delivered to %d mailbox(es)", local,
+        log.info("delivered to %s", count(local, "mailbox"),
                  extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         return accept("delivered")
 

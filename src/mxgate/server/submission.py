@@ -31,6 +31,7 @@ from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import Reply, reply_text
 from mxgate.verdict import Verdict, accept, reject, tempfail
 from mxgate.trace.records import message_records, refusal_records
+from mxgate.wording import count
 
 log = logging.getLogger("mxgate.submission")
 
@@ -234,7 +235,7 @@ class SubmissionRole(Role):
         rcpts = [str(r.address).lower() for r in txn.recipients]
         outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name)
         if outcome.failed:
-            return tempfail("storage-failed", f"{len(outcome.failed)} copies not stored")
+            return tempfail("storage-failed", f"{count(len(outcome.failed), 'copy')} not stored")
         self._trace(s, txn, identity, trace_id, final)
         self.stats["accepted"] += 1
         return accept("queued")

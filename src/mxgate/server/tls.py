@@ -15,9 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import logging
+import os
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mxgate.durable import write_atomically
+
+log = logging.getLogger("mxgate.tls")
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,117 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
 def spki_sha256_of_file(path: str | Path) -> str:
     return spki_sha256(x509.load_pem_x509_certificate(Path(path).read_bytes()))
+
+
+# --- certificates that renew in place -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """What an operator checks about a listener's certificate: who, until when, which pin."""
+
+    path: str
+    subject: str
+    dns_names: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    spki_sha256: str
+
+    def days_left(self, now: float | None = None) -> float:
+        now_dt = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.timezone.utc)
+        return (self.not_after - now_dt).total_seconds() / 86400
+
+
+def certificate_info(path: str | Path) -> CertificateInfo:
+    """The first certificate of a PEM file (the leaf of a fullchain.pem)."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertificateInfo(str(path), cert.subject.rfc4514_string(), names, cert.not_valid_before_utc,
+                           cert.not_valid_after_utc, spki_sha256(cert))
+
+
+class ReloadingContext:
+    """A listener's server SSL context that follows its certificate and key files.
+
+    An ACME client (certbot, lego) replaces the files in place; `check()` (polled by the node,
+    at once on SIGHUP) notices a changed inode, mtime or size and builds a new context. New
+    handshakes get it; sessions already in TLS keep the one they negotiated. A new pair that does
+    not load (key not matching, half-written file, not yet valid or expired) is refused with a log
+    line and the old context stays; it is retried when the files change again.
+    Calling the object returns the current context (Listener's `ssl_context` provider)."""
+
+    def __init__(self, name: str, cert: str | Path, key: str | Path, client_ca: str | Path | None = None,
+                 clock=time.time, build: Callable[[], ssl.SSLContext] | None = None, also: tuple[str, ...] = ()):
+        """`build` makes the context from the files (default: a server context; the gateway's
+        relay passes its client context, so its client certificate renews the same way);
+        `also` names further files whose change means a rebuild (a CA bundle)."""
+        self.name = name
+        self.cert, self.key = str(cert), str(key)
+        self.client_ca = str(client_ca) if client_ca else None
+        self.clock = clock
+        self._build = build or (lambda: server_context(self.cert, self.key, self.client_ca))
+        self._files = tuple(p for p in (self.cert, self.key, self.client_ca, *also) if p)
+        self._signature = self._files_signature()
+        self.context, self.info = self._load(renewal=False)
+        if self.info.not_after <= dt.datetime.fromtimestamp(clock(), dt.timezone.utc):
+            # Serving an expired certificate beats refusing all mail (most MTAs do not verify); say so.
+            log.warning("%s: certificate %s expired on %s", name, self.cert, self.info.not_after.isoformat(),
+                        extra={"reason": "tls-certificate-expired"})
+        self.loaded_at = clock()
+        self._refused: tuple | None = None
+
+    def __call__(self) -> ssl.SSLContext:
+        return self.context
+
+    def _files_signature(self) -> tuple:
+        sig = []
+        for path in self._files:
+            st = os.stat(path)  # follows certbot's live/ symbolic links to archive/
+            sig.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(sig)
+
+    def _load(self, renewal: bool = True) -> tuple[ssl.SSLContext, CertificateInfo]:
+        ctx = self._build()  # SSLError when the key does not match the certificate
+        info = certificate_info(self.cert)
+        if not renewal:
+            return ctx, info
+        now = dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        if info.not_after <= now:
+            raise ValueError(f"certificate expired on {info.not_after.isoformat()}")
+        if info.not_before > now:
+            raise ValueError(f"certificate not valid before {info.not_before.isoformat()}")
+        return ctx, info
+
+    def check(self) -> str:
+        """"unchanged", "reloaded" or "refused" (the old pair stays in use)."""
+        try:
+            signature = self._files_signature()
+        except OSError as exc:  # a file is being replaced (or was removed): keep serving the old pair
+            return self._refuse(("missing", str(exc)), f"cannot read the files: {exc.strerror or exc}")
+        if signature == self._signature:
+            return "unchanged"
+        if signature == self._refused:
+            return "refused"  # already logged; waiting for the files to change again
+        try:
+            context, info = self._load()
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            return self._refuse(signature, str(exc))
+        self.context, self.info, self._signature, self._refused = context, info, signature, None
+        self.loaded_at = self.clock()
+        log.info("%s: loaded the renewed certificate %s (expires %s, SPKI sha256 %s)", self.name, info.subject,
+                 info.not_after.isoformat(), info.spki_sha256, extra={"reason": "tls-certificate-reloaded"})
+        return "reloaded"
+
+    def _refuse(self, signature: tuple, why: str) -> str:
+        if signature != self._refused:  # one log line per bad state of the files, not one per poll
+            log.error("%s: refused the new certificate/key in %s and %s: %s; still serving %s (expires %s)",
+                      self.name, self.cert, self.key, why, self.info.subject, self.info.not_after.isoformat(),
+                      extra={"reason": "tls-certificate-refused"})
+        self._refused = signature
+        return "refused"
 
 
 # --- the embedded default: a private CA and a server certificate --------------------------------

@@ -34,10 +34,16 @@ ATTRIBUTION_TEXT = (
     "RestrictDomainsToCertificate set"
 )
 
+# In the greeting no recipient has been named yet (RFC 5321 §3.1): speak of the client's address.
+ATTRIBUTION_CONNECT_TEXT = (
+    "TenantInboundAttribution; Every accepted domain has a partner connector with "
+    "RestrictDomainsToIPAddresses set, and your address is not one of its sender IP addresses"
+)
+
 # reason → reply. Keep sorted by stage; tests look replies up here, never retype them.
 REPLIES: dict[str, Reply] = {
     # connect
-    "connector-attribution-connect": Reply(554, "5.7.51", ATTRIBUTION_TEXT),
+    "connector-attribution-connect": Reply(554, "5.7.51", ATTRIBUTION_CONNECT_TEXT),
     "too-many-connections-from-ip": Reply(421, "4.7.0", "Too many connections from your address, try again later"),
     "too-many-connections": Reply(421, "4.7.0", "Too many connections, try again later"),
     "pregreet": Reply(554, "5.5.1", "Protocol error: you talked before my greeting"),

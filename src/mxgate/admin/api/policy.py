@@ -18,6 +18,7 @@ from mxgate.admin.state import AdminState, save_edit
 from mxgate.errors import PolicyFormatError
 from mxgate.policy import edit
 from mxgate.policy.model import object_to_dict
+from mxgate.wording import plural
 
 router = APIRouter()
 
@@ -46,9 +47,9 @@ def _body(values: Any) -> dict[str, Any]:
 
 def _add_resource(segment: str, kind: str) -> None:
     human = edit.KINDS[kind][2]
-    tag = human + "s"
+    tag = plural(human)
 
-    @router.get(f"/{segment}", tags=[tag], summary=f"List {human}s")
+    @router.get(f"/{segment}", tags=[tag], summary=f"List {tag}")
     def list_(request: Request) -> list[dict[str, Any]]:
         attr = edit.KINDS[kind][0]
         return [object_to_dict(o) for o in getattr(_st(request).policy_store.current().policy, attr)]
