@@ -104,3 +104,18 @@ def test_pure_core_does_no_io():
     for f in files:
         bad = {i for i in _all_imports(f) if i.split(".")[0] in ("asyncio", "socket", "os")}
         assert not bad, f"{f.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_architecture_doc_names_functions_that_exist():
+    """docs/architecture.md walks a message through functions by name: each must exist."""
+    import re
+
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in PKG.rglob("*.py"))
+    defined = {a or b for a, b in re.findall(r"^\s*(?:async\s+)?def\s+(\w+)|^\s*class\s+(\w+)", source, re.M)}
+    defined |= set(re.findall(r"^(\w+)\s*=", source, re.M))  # module-level names (e.g. a Protocol alias)
+    cited = {c.rsplit(".", 1)[-1] for c in re.findall(r"`([A-Za-z_][\w.]*)`", doc)
+             if not c.endswith(".py") and ("." in c or "_" in c or c[:1].isupper())}
+    cited -= {c for c in cited if c.isupper()}  # enum members (ACCEPT, REJECT...)
+    missing = sorted(cited - defined)
+    assert not missing, f"docs/architecture.md names functions that do not exist: {missing}"

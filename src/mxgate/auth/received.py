@@ -492,10 +492,6 @@ def _first_text(tokens: list[_Token] | None) -> str | None:
     return tokens[0].text
 
 
-def _at(words: tuple[str, ...], index: int) -> str | None:
-    return words[index] if index < len(words) else None
-
-
 def _strip_port(text: str) -> str:
     match = _PORT_SUFFIX.match(text)
     return match.group(1) if match else text

@@ -100,4 +100,5 @@ def reverse(address: str, secret: bytes, now: float) -> str:
 
 
 def is_srs(address: str) -> bool:
+    """Whether an address (or local part) has an SRS form; its signature is checked by `reverse`."""
     return address[:5].upper() in ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")

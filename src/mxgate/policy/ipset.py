@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from dataclasses import dataclass
 from typing import Generic, Hashable, Iterable, TypeVar
 
 from mxgate.names import IPAddress, normalize_ip
@@ -40,13 +39,6 @@ def parse_network(text: str) -> IPNetwork:
     if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None and net.prefixlen >= 96:
         return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
     return net
-
-
-@dataclass(frozen=True)
-class _Interval(Generic[V]):
-    start: int
-    end: int  # inclusive
-    values: frozenset
 
 
 class PrefixTable(Generic[V]):

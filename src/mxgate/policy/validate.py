@@ -69,14 +69,6 @@ def policy_warnings(policy: Policy) -> list[str]:
     return out
 
 
-def _is_net(text: str) -> bool:
-    try:
-        parse_network(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _issue(kind: str, name: str, field: str, rule: str, message: str) -> PolicyIssue:
     return PolicyIssue(kind, name, field, rule, message)
 

@@ -27,6 +27,7 @@ from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
+from mxgate.delivery.srs import is_srs
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
@@ -154,7 +155,7 @@ class GatewayRole(Role):
             return tempfail("check-tempfail", f"callahead: {code} {text}")
         if rcpt.key in compiled.directory or domain.type == "internal_relay":
             return True
-        if rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
+        if is_srs(rcpt.local):
             return True  # a bounce to mail we forwarded: the mailbox server checks the SRS signature
         return reject("unknown-recipient", "not in the directory")
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol, Sequence
 from mxgate import metrics
 from mxgate.config.node import MailboxSection
 from mxgate.delivery.internal import Outcome
+from mxgate.delivery.srs import is_srs
 from mxgate.delivery.maildir import Maildir
 from mxgate.policy.attribution import (
     ClientCertFacts,
@@ -164,7 +165,7 @@ class MailboxRole(Role):
 
     def _srs_target(self, rcpt) -> str | None:
         """The original address behind a valid SRS address of ours (signature and age checked)."""
-        if self.delivery is None or not rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
+        if self.delivery is None or not is_srs(rcpt.local):
             return None
         try:
             return self.delivery.reverse_srs(str(rcpt))

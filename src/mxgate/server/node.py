@@ -209,10 +209,6 @@ class Node:
         await self._stop.wait()
         await self.stop(self.settings.node.shutdown_grace)
 
-    def request_stop(self) -> None:
-        if self._stop:
-            self._stop.set()
-
     async def stop(self, deadline: float = 10.0) -> None:
         await asyncio.gather(*(lst.stop(deadline) for lst in self.listeners.values()))
         for extra in reversed(self.extras):

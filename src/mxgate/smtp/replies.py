@@ -71,7 +71,6 @@ REPLIES: dict[str, Reply] = {
     "bad-parameter": Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter"),
     "message-too-big-declared": Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
     "disk-full": Reply(452, "4.3.1", "Insufficient system storage"),
-    "auth-not-available": Reply(502, "5.5.1", "AUTH not available"),
     # MAIL
     "tls-required": Reply(530, "5.7.0", "Must issue a STARTTLS command first"),
     "sender-ok": Reply(250, "2.1.0", "Sender OK"),

@@ -31,10 +31,6 @@ PG_MIGRATE_LOCK = 0x6D786761  # "mxga"
 _migrate_lock = threading.Lock()
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
 def open_engine(url: str) -> Engine:
     """Create an engine and bring the schema to HEAD_REVISION."""
     if url.startswith("sqlite"):

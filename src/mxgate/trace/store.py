@@ -201,16 +201,6 @@ class TraceStore:
         out["events"] = [{"at": e.at, "event": e.event, "detail": e.detail} for e in events]
         return out
 
-    def counts_by_minute(self, since: float) -> list[tuple[int, str, int]]:
-        """(minute epoch, status, count) for the dashboard chart."""
-        from sqlalchemy import func
-
-        minute = func.cast(t_created() / 60, _int_type()) * 60
-        q = (select(minute.label("m"), trace_messages.c.status, func.count())
-             .where(trace_messages.c.created_at >= since).group_by("m", trace_messages.c.status))
-        with self.engine.connect() as conn:
-            return [(int(m), s, int(n)) for m, s, n in conn.execute(q)]
-
 
 _ROW_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "events")
 
@@ -221,16 +211,6 @@ def _row_values(rec: TraceRecord) -> dict[str, Any]:
     values["detail"] = json.dumps(rec.detail, default=str)
     values["updated_at"] = rec.created_at
     return values
-
-
-def t_created():
-    return trace_messages.c.created_at
-
-
-def _int_type():
-    from sqlalchemy import Integer
-
-    return Integer
 
 
 def _row_dict(row) -> dict:
