@@ -29,6 +29,7 @@ from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
 from mxgate.durable import write_atomically
 from mxgate.policy.transaction import MailTransaction
 from mxgate.policy.validate import accepted_domain_for
+from mxgate.queue.outbound import start_mailbox_outbound
 from mxgate.queue.relay import RcptOutcome
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
@@ -80,7 +81,7 @@ class InternalDelivery:
     def __init__(self, node, maildir: Maildir, outbound, signer: DkimSigner, srs_secret: bytes):
         self.node = node
         self.maildir = maildir
-        self.outbound = outbound  # queue/outbound.OutboundQueue (set after both exist)
+        self.outbound = outbound  # queue/outbound.OutboundQueue, or the CLI's OfflineOutbound
         self.signer = signer
         self.srs_secret = srs_secret
 
@@ -214,14 +215,17 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     existing = getattr(node, "internal", None)
     if existing is not None:
         return existing
-    from mxgate.queue.outbound import start_mailbox_outbound
-
     if maildir is None:
         role = node.roles.get("mailbox")
         maildir = role.maildir if role is not None else Maildir(node.home.maildir, node.committer,
                                                                 hostname=node.settings.mailbox.hostname)
-    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys), load_srs_secret(node.home.keys))
-    service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
+    # The queue and the service need each other (DSNs to internal senders are delivered by the
+    # service; the service queues external copies): the queue's routes name the service, which
+    # is built before the runner's first scan can run (nothing awaits in between).
+    service: InternalDelivery | None = None
+    queue = await start_mailbox_outbound(node, lambda address: service.is_local(address),
+                                         lambda entry, rcpts, data: service.local_from_queue(entry, rcpts, data))
+    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys), load_srs_secret(node.home.keys))
     node.internal = service
     return service
 

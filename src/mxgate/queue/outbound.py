@@ -27,6 +27,7 @@ import logging
 import secrets
 import ssl
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Awaitable, Callable, Mapping, Sequence
 
 from mxgate.policy.ipset import PrefixTable, parse_network
@@ -47,11 +48,18 @@ log = logging.getLogger("mxgate.outbound")
 SMTP_PORT = 25  # RFC 5321 §4.5.4.2 / IANA: MX hosts listen on 25
 
 
+class RouteKind(StrEnum):
+    LOCAL = "local"  # a mailbox of this organisation: the internal route
+    RELAY = "relay"  # known hosts (smart hosts, the downstream, resolved MX hosts)
+    MX = "mx"  # the recipient domain's MX hosts, still to be looked up
+    FAIL = "fail"  # no route: `status` says whether for good (5.x.x) or for now (4.x.x)
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a group of recipients goes: "local", "relay" (hosts) or "fail" (status, why)."""
 
-    kind: str
+    kind: RouteKind
     key: str  # recipients with the same key are sent in one session
     hosts: tuple[str, ...] = ()
     tls: str = "encryption_only"
@@ -71,8 +79,8 @@ def connector_route(policy: Policy, domain: str) -> Route:
     if conn is None or conn.use_mx_record or not conn.smart_hosts:
         name = conn.name if conn else ""
         tls = conn.tls_settings if conn else "encryption_only"
-        return Route("mx", f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX")
-    return Route("relay", f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
+        return Route(RouteKind.MX, f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX")
+    return Route(RouteKind.RELAY, f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
                  conn.tls_settings, why=f"connector {conn.name!r}")
 
 
@@ -80,15 +88,15 @@ async def resolve_mx(route: Route, domain: str, resolver) -> Route:
     """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure."""
     result = await lookup_mx(domain, resolver=resolver)
     if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
-        return replace(route, kind="fail", status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
+        return replace(route, kind=RouteKind.FAIL, status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
     if result.error and "NXDOMAIN" in result.error:
-        return replace(route, kind="fail", status="5.1.2", why=f"{domain}: {result.error}")
+        return replace(route, kind=RouteKind.FAIL, status="5.1.2", why=f"{domain}: {result.error}")
     if result.error:
-        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: {result.error}")
+        return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: {result.error}")
     hosts = tuple(format_hostport(a, SMTP_PORT) for h in result.hosts for a in h.addresses)
     if not hosts:
-        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: MX hosts have no addresses")
-    return replace(route, kind="relay", hosts=hosts)
+        return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: MX hosts have no addresses")
+    return replace(route, kind=RouteKind.RELAY, hosts=hosts)
 
 
 def tls_context_for(mode: str, ca_file: str | None) -> ssl.SSLContext:
@@ -139,11 +147,11 @@ class RoutingRunner(Runner):
         outcomes: dict[str, RcptOutcome] = {}
         hosts, errors = [], []
         for r, rcpts in groups.values():
-            if r.kind == "local" and self.local is not None:
+            if r.kind == RouteKind.LOCAL and self.local is not None:
                 for o in await self.local(entry, rcpts, data):
                     outcomes[o.address] = o
                 continue
-            if r.kind == "fail":
+            if r.kind == RouteKind.FAIL:
                 state = "failed" if r.status.startswith("5") else "deferred"
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
@@ -241,10 +249,10 @@ async def start_mailbox_outbound(node, is_local: Callable[[str], bool], local) -
 
     async def route(address: str) -> Route:
         if is_local(address):
-            return Route("local", "local")
+            return Route(RouteKind.LOCAL, "local")
         domain = address.rpartition("@")[2].lower()
         r = connector_route(node.watcher.current.policy, domain)
-        return await resolve_mx(r, domain, resolver) if r.kind == "mx" else r
+        return await resolve_mx(r, domain, resolver) if r.kind == RouteKind.MX else r
 
     return await _open_queue(node, "outbound", route, local, "mailbox outbound")
 
@@ -311,8 +319,8 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
         domain = address.rpartition("@")[2].lower()
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
             d = downstream()
-            return Route("relay", "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
-        return await resolve_mx(Route("mx", f"mx:{domain}"), domain, resolver)
+            return Route(RouteKind.RELAY, "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
+        return await resolve_mx(Route(RouteKind.MX, f"mx:{domain}"), domain, resolver)
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",
                               downstream_tls=lambda: downstream().tls_context)
