@@ -85,19 +85,20 @@ async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monke
 async def test_concurrent_commits_are_batched(committer, tmp_path):
     # A first job holds the worker until all 200 are queued, so batching does not depend on
     # how the machine schedules threads (the suite runs beside other load).
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def held(f):
+        entered.set()
         release.wait(10)
         f.write(b"held")
 
     (tmp_path / "tmp").mkdir(exist_ok=True)
     (tmp_path / "new").mkdir(exist_ok=True)
     first = asyncio.ensure_future(committer.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(entered.wait, 10)  # the worker is inside the first job
     jobs = [_job(tmp_path, f"c{i}", b"%d" % i) for i in range(200)]
     tasks = [asyncio.ensure_future(committer.commit(j)) for j in jobs]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one pass of the loop: every task queues its job before its first wait
     release.set()
     await asyncio.gather(first, *tasks)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted([f"c{i}" for i in range(200)] + ["held"])
