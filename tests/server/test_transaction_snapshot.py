@@ -88,3 +88,39 @@ def test_alias_routing_uses_the_snapshot_too(node_factory):
     statuses = {r["recipient"]: (r["status"], r["policy_version"])
                 for r in _rows(n, "alice.smith@contoso.test") + _rows(n, "bob@contoso.test")}
     assert statuses == {"alice.smith@contoso.test": ("Delivered", 1), "bob@contoso.test": ("Delivered", 1)}
+
+
+async def test_an_accepted_recipient_the_router_cannot_place_tempfails_the_whole_message():
+    """Defence in depth behind the snapshot: if delivery still finds no mailbox for a recipient
+    accepted at RCPT, the client is told to retry (451), never 250 with nothing stored."""
+    import ipaddress
+    from types import SimpleNamespace
+
+    from mxgate.delivery.internal import Outcome
+    from mxgate.delivery.router import DeliveryPlan, Step
+    from mxgate.policy.attribution import SessionFacts, attribute_by_ip, compile_policy, decide_rcpt
+    from mxgate.policy.document import load_toml
+    from mxgate.policy.transaction import AcceptedRecipient, MailTransaction
+    from mxgate.server.mailbox import MailboxRole, MessageContext
+    from mxgate.smtp.address import parse_address
+
+    compiled = compile_policy(load_toml(rig.GUIDE_POLICY), 1)
+    ip = ipaddress.ip_address(GATEWAY)
+    facts = SessionFacts(ip, tls=True, ip_connectors=attribute_by_ip(compiled, ip))
+    sender, alice = parse_address("friend@fabrikam.test"), parse_address("alice@contoso.test")
+    txn = MailTransaction(compiled, sender, (AcceptedRecipient(alice, decide_rcpt(compiled, facts, sender, alice)),))
+
+    class LosingDelivery:
+        can_relay = False
+
+        async def deliver_accepted(self, txn, data, *, trace_id, folder, from_ip, original_ip):
+            return Outcome(DeliveryPlan((), (), dropped=(Step("alice@contoso.test", "", "unknown"),)))
+
+    role = MailboxRole(SimpleNamespace(hostname="mx.test"), node="n", watcher=None, trace=None, maildir=None,
+                       disk_path="/", delivery=LosingDelivery())
+    ctx = MessageContext(SimpleNamespace(peer_ip=ip), txn, b"Subject: x\r\n\r\nbody\r\n", "t1")
+    verdict = await role._deliver_local(ctx, ctx.data)
+    assert (verdict.action.value, verdict.reason) == ("tempfail", "recipient-not-deliverable")
+    from mxgate.smtp.replies import reply_for
+
+    assert reply_for(verdict).code == 451
