@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 from mxgate.filters.result import SKIP, CheckEnv, CheckResult, MessageFacts, errored, fired, passed
+from mxgate.names import parse_hostport
 from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "clamd"
@@ -33,8 +34,7 @@ def _connect(target: str, timeout: float) -> socket.socket:
         sock.settimeout(timeout)
         sock.connect(target)
         return sock
-    host, _, port = target.rpartition(":")
-    return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    return socket.create_connection(parse_hostport(target), timeout=timeout)
 
 
 def parse_reply(reply: bytes) -> ScanResult:
