@@ -230,12 +230,15 @@ class NullSinkPeer(Peer):
 
 @dataclass
 class DnsServer:
-    """bench/dnszone.py in its own process; `publish()` rewrites the zone and reloads it."""
+    """`mxgate dev dns` (mxgate/devtools/dnsserver.py) in its own process, so its work never
+    competes with the load client for the harness's GIL; `publish()` rewrites the zone file
+    and has it reloaded (SIGHUP), returning once the new record is served."""
 
     root: Path
     port: int = 0
     records: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    lossy: bool = False  # P8: a quarter of queries dropped, negative answers without an SOA
 
     @property
     def address(self) -> str:
@@ -247,10 +250,11 @@ class DnsServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_udp_port()
         (self.root / "zone.json").write_text(json.dumps(self.records))
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "dnszone.py"), "--port", str(self.port),
-                                      "--zone", str(self.root / "zone.json")],
+        self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "dev", "dns", "--listen", self.address,
+                                      "--zone", str(self.root / "zone.json"),
+                                      *(["--drop", "0.25", "--no-negative-soa"] if self.lossy else [])],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "dns.log", "ab"))
-        time.sleep(0.3)
+        self._wait_served("__ready__.test", "A", expect=0)
         return self
 
     def publish(self, name: str, rtype: str, value: str) -> None:
@@ -260,7 +264,25 @@ class DnsServer:
         (self.root / "zone.json").write_text(json.dumps(self.records))
         if self.proc:
             self.proc.send_signal(signal.SIGHUP)
-            time.sleep(0.2)
+            self._wait_served(name, rtype, expect=len(self.records[name][rtype]))
+
+    def _wait_served(self, name: str, rtype: str, expect: int, timeout: float = 10.0) -> None:
+        """Until the server answers with `expect` records for `name` (0: answers at all); no fixed
+        sleeps. A lossy server drops some of these questions too: each is simply asked again."""
+        import dns.exception
+        import dns.message
+        import dns.query
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                reply = dns.query.udp(dns.message.make_query(name, rtype), "127.0.0.1", port=self.port, timeout=0.5)
+                if sum(len(r) for r in reply.answer) >= expect:
+                    return
+            except (dns.exception.Timeout, OSError):
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"DNS server on {self.address} did not serve {name} {rtype} within {timeout:g}s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -103,8 +103,9 @@ def accept_load(peer: Peer, mode: Mode, run_id: str, count: int, tls, *, scenari
                   rss.peak / 2**20, cpu / max(1, len(res.acked)) * 1e6, peer.durability, len(res.acked), rnd, ok, detail)
 
 
-def p1(peers: list[Peer], mode: Mode, tls) -> list[Result]:
-    """P1 (and P7 from the same rounds): accepted and durably delivered, STARTTLS once per session."""
+def p1(peers: list[Peer], mode: Mode, tls, scenario: str = "P1") -> list[Result]:
+    """P1 (and P7 from the same rounds): accepted and durably delivered, STARTTLS once per session.
+    P8 is the same load on mxgate with a healthy and with a lossy resolver (`scenario="P8"`)."""
     out = []
     for rnd in range(mode.rounds):
         order = peers[rnd % len(peers):] + peers[:rnd % len(peers)]  # no peer always goes first
@@ -112,7 +113,8 @@ def p1(peers: list[Peer], mode: Mode, tls) -> list[Result]:
             warm = accept_load(peer, mode, f"w{rnd}{peer.name}", mode.warmup, tls, scenario="warmup", rnd=rnd)
             if not warm.ok:
                 out.append(warm)
-            out.append(accept_load(peer, mode, f"P1r{rnd}{peer.name}", mode.p1_count, tls, scenario="P1", rnd=rnd))
+            out.append(accept_load(peer, mode, f"{scenario}r{rnd}{peer.name}", mode.p1_count, tls, scenario=scenario,
+                                   rnd=rnd))
     return out
 
 

@@ -71,11 +71,19 @@ class PgCluster:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the postmaster (again, after `halt`) on the same port and data."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} "
                    "-c fsync=off -c full_page_writes=off -c max_connections=500 -c log_min_messages=warning")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", str(int(START_TIMEOUT)), "start", timeout=START_TIMEOUT + 10)
-        return self
+
+    def halt(self) -> None:
+        """Stop the server but keep its data: a database outage, ended by `resume`."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=30)
 
     def stop(self) -> None:
         try:

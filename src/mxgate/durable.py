@@ -115,11 +115,32 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
+DIR_MODE = 0o700  # spools, the home and its parts: private to the service account
+
+
+def private_dir(path: Path) -> Path:
+    """mkdir -p with 0700 for every directory made, whatever the process umask (issue 17)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)  # mkdir's mode is masked by the umask; chmod is not
+    return path
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Small files written once (keys, certificates): tmp file, fsync, rename, directory fsync."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # exactly `mode`, whatever the umask or an old leftover's mode
         with os.fdopen(fd, "wb", closefd=False) as fh:
             fh.write(data)
             fh.flush()
@@ -277,6 +298,13 @@ class GroupCommitter:
             self._resolve(groups, outcomes)
 
     def _resolve(self, groups: list[_Group], outcomes: list[BaseException | None]) -> None:
+        # Count before waking callers: a caller that reads stats after its commit returned
+        # must see its own batch (the counters lagged under load before).
+        with self._cond:
+            self._batches += 1
+            self._jobs += len(outcomes)
+            self._failures += sum(1 for o in outcomes if o is not None)
+            self._largest = max(self._largest, len(outcomes))
         pos = 0
         for group in groups:
             part = outcomes[pos : pos + len(group.jobs)]
@@ -285,11 +313,6 @@ class GroupCommitter:
                 group.loop.call_soon_threadsafe(_set_result, group.future, part)
             except RuntimeError:  # the caller's loop is closed; nobody is waiting
                 pass
-        with self._cond:
-            self._batches += 1
-            self._jobs += len(outcomes)
-            self._failures += sum(1 for o in outcomes if o is not None)
-            self._largest = max(self._largest, len(outcomes))
 
     def _process(self, jobs: list[Job]) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = [None] * len(jobs)

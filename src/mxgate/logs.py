@@ -39,7 +39,10 @@ def setup_logging(level: str = "info", file: str = "") -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     if file:
-        fh = logging.FileHandler(file)
+        # Reopened when logrotate moves the file away (no copytruncate needed; docs/operations.md).
+        from logging.handlers import WatchedFileHandler
+
+        fh = WatchedFileHandler(file)
         fh.setFormatter(JsonFormatter())
         root.addHandler(fh)
     root.setLevel(level.upper())

@@ -102,10 +102,10 @@ def test_metrics_move_as_mail_is_sent(admin_node):
     after = c.get("/metrics").text
     for name, delta in (('mxgate_smtp_sessions_total{role="mailbox"}', 3), ('mxgate_messages_accepted_total{role="mailbox"}', 2),
                         ("mxgate_messages_delivered_total", 2),
-                        ('mxgate_messages_refused_total{reason="connector-attribution"}', 1)):
+                        ('mxgate_messages_refused_total{outcome="rejected",reason="connector-attribution",role="mailbox",stage="rcpt"}', 1)):
         assert _sample(after, name) - _sample(before, name) == delta, name
     assert _sample(after, "mxgate_policy_version") == 1
-    assert 'mxgate_queue_depth{queue="incoming"} 0.0' in after
+    assert 'mxgate_queue_depth{queue="incoming",spool="outbound"} 0.0' in after
     assert "mxgate_check_seconds_bucket" in after or "# TYPE mxgate_check_seconds histogram" in after
 
 
@@ -123,3 +123,15 @@ def test_dashboard_turns_red_when_a_domain_is_uncovered(admin_node):
     page = c.get("/").text
     assert 'class="lockdown bad"' in page and 'data-domain="fabrikam.example" data-status="uncovered"' in page
     assert 'data-domain="contoso.test" data-status="covered"' in page
+
+
+def test_metrics_report_the_trace_size(admin_node):
+    """Issue 15: the trace's row count (and any rows waiting in the local journal) is a metric."""
+    r = send_message("127.0.0.1", admin_node.port(), source=ATTACKER, sender="a@fabrikam.test",
+                     rcpts=["alice@contoso.test"], data=simple_message())
+    assert r["rcpt"][0][0] == 550
+    admin_node.trace.flush()
+    text = httpx.get(admin_node.admin_url + "/metrics").text
+    rows = float(re.search(r"^mxgate_trace_rows (\S+)$", text, re.M).group(1))
+    assert rows == admin_node.trace.count_rows() >= 1
+    assert re.search(r"^mxgate_trace_journal_pending 0\.0$", text, re.M)

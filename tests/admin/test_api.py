@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import rig
-from adminkit import api_client
+from adminkit import api_client, login
 from mxgate.cli import _register_all, app as cli_app
 from rig import ATTACKER, GATEWAY, maildir_messages, send_message, simple_message
 
@@ -51,7 +51,7 @@ def test_inbound_and_outbound_connectors_crud(api):
     assert api.delete("/connectors/outbound/To gateway").status_code == 200
 
 
-def test_certificate_pin_pasted_in_another_spelling_is_shown_canonical(api, test_ca):
+def test_certificate_pin_pasted_in_another_spelling_is_shown_canonical(admin_node, api, test_ca):
     """Issue 22: the admin API stores and shows the one canonical pin form, whatever was pasted."""
     import base64
 
@@ -65,6 +65,8 @@ def test_certificate_pin_pasted_in_another_spelling_is_shown_canonical(api, test
                                                "tls_sender_certificate_fingerprints": pasted})
     assert r.status_code == 201, r.text
     assert api.get("/connectors/inbound/By certificate").json()["tls_sender_certificate_fingerprints"] == [pin]
+    page = login(admin_node.admin_url).get("/connectors").text
+    assert pin in page and pasted[0] not in page  # the admin centre shows the canonical form too
 
 
 def test_enhanced_filtering_modes(api):

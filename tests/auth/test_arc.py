@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mxgate.auth.arc import ArcResult, ArcSealError, arc_overrides_dmarc, seal_arc, validate_arc
+from mxgate.auth.arc import ArcResult, ArcSealError, arc_override, seal_arc, validate_arc
 
 GW = "gw.contoso.test"
 GW_AR = f"{GW}; spf=pass smtp.mailfrom=fabrikam.test; dkim=none; arc=none"
@@ -52,8 +52,10 @@ def test_two_hop_chain_lists_sealers_in_instance_order(keys, dnsfunc, make_messa
     second = seal(first, keys[1], srv_id="mx.lists.test", domain="lists.test", ar=ar2)
     result = validate_arc(second, dnsfunc)
     assert (result.status, result.sealers) == ("pass", (GW, "lists.test"))
-    assert arc_overrides_dmarc(result, ["lists.test"])
-    assert not arc_overrides_dmarc(result, [GW])  # only the latest sealer counts
+    assert result.auth_results == ((1, GW_AR), (2, ar2))  # what each sealer recorded
+    assert not arc_override(result, [GW], "fabrikam.test").applies  # only the latest sealer counts
+    latest = arc_override(result, ["lists.test"], "fabrikam.test")
+    assert not latest.applies and (latest.instance, latest.sealer) == (2, "lists.test")  # it recorded no pass
 
 
 def test_dns_timeout_fails_the_chain(keys, dns_server, dnsfunc, make_message):
@@ -63,13 +65,67 @@ def test_dns_timeout_fails_the_chain(keys, dns_server, dnsfunc, make_message):
     assert result.status == "fail" and "temporary DNS" in result.reason
 
 
-def test_overrides_only_for_trusted_passing_chains():
-    passing = ArcResult("pass", (GW,))
-    assert arc_overrides_dmarc(passing, ["GW.Contoso.Test."])
-    assert not arc_overrides_dmarc(passing, ["other.test"])
-    assert not arc_overrides_dmarc(ArcResult("fail", (GW,)), [GW])
-    assert not arc_overrides_dmarc(ArcResult("none", ()), [GW])
-    assert not arc_overrides_dmarc(ArcResult("pass", ()), [GW])
+# (what the trusted sealer recorded in its ARC-Authentication-Results, applies?) for a DMARC
+# failure of fabrikam.test (adversarial.md §9: an override needs evidence of an aligned pass).
+EVIDENCE = [
+    ("dmarc=pass header.from=fabrikam.test", True),
+    ("dmarc=pass", True),
+    ("spf=pass smtp.mailfrom=ceo@fabrikam.test", True),
+    ("spf=pass smtp.mailfrom=bounce.fabrikam.test", True),  # relaxed alignment
+    ("dkim=pass header.d=fabrikam.test header.s=sel", True),
+    ("dkim=pass header.d=mail.fabrikam.test; spf=fail smtp.mailfrom=x.test", True),
+    ("dmarc=fail header.from=fabrikam.test; spf=pass smtp.mailfrom=fabrikam.test", False),  # it saw a failure
+    ("dmarc=temperror header.from=fabrikam.test; spf=pass smtp.mailfrom=fabrikam.test", False),  # timed out
+    ("spf=temperror smtp.mailfrom=fabrikam.test; dkim=none", False),  # the sealer's checks timed out
+    ("dmarc=pass header.from=other.test", False),  # a pass for another author
+    ("spf=pass smtp.mailfrom=bulk-esp.test; dkim=pass header.d=bulk-esp.test", False),  # unaligned
+    ("spf=fail smtp.mailfrom=fabrikam.test; dkim=fail header.d=fabrikam.test", False),
+    ("spf=pass", False),  # no identity, nothing to align
+    ("arc=none", False),
+    ("dmarc=pass header.from=xn--bcher-kva.example", False),
+]
+
+
+@pytest.mark.parametrize("recorded,applies", EVIDENCE, ids=[e[0] for e in EVIDENCE])
+def test_override_needs_an_aligned_pass_recorded_by_the_trusted_sealer(recorded, applies):
+    chain = ArcResult("pass", ("lists.test",), auth_results=((1, f"mx.lists.test; {recorded}"),))
+    override = arc_override(chain, ["Lists.Test."], "fabrikam.test")
+    assert override.applies is applies
+    assert (override.instance, override.sealer) == (1, "lists.test")
+    assert "ARC set i=1 sealed by lists.test" in override.explanation
+    if applies:
+        assert override.evidence.split()[0] in recorded and "aligned with fabrikam.test" in override.explanation
+
+
+def test_strict_alignment_of_the_failing_record_applies_to_the_evidence():
+    chain = ArcResult("pass", ("lists.test",), auth_results=((1, "mx.lists.test; dkim=pass header.d=mail.fabrikam.test"),))
+    assert arc_override(chain, ["lists.test"], "fabrikam.test", adkim="r").applies
+    assert not arc_override(chain, ["lists.test"], "fabrikam.test", adkim="s").applies
+
+
+def test_no_override_without_a_trusted_passing_chain():
+    recorded = ((1, "gw; dmarc=pass header.from=fabrikam.test"),)
+    assert arc_override(ArcResult("pass", (GW,), auth_results=recorded), ["GW.Contoso.Test."], "fabrikam.test").applies
+    assert not arc_override(ArcResult("pass", (GW,), auth_results=recorded), ["other.test"], "fabrikam.test").applies
+    assert not arc_override(ArcResult("fail", (GW,), auth_results=recorded), [GW], "fabrikam.test").applies
+    assert not arc_override(ArcResult("none", ()), [GW], "fabrikam.test").applies
+    assert not arc_override(ArcResult("pass", ()), [GW], "fabrikam.test").applies
+    assert not arc_override(ArcResult("pass", (GW,)), [GW], "fabrikam.test").applies  # no AAR at all
+    other_instance = ArcResult("pass", (GW, "lists.test"), auth_results=recorded)  # evidence only in i=1
+    assert not arc_override(other_instance, ["lists.test"], "fabrikam.test").applies
+    garbage = ArcResult("pass", (GW,), auth_results=((1, "gw; spf"),))
+    assert "do not parse" in arc_override(garbage, [GW], "fabrikam.test").explanation
+
+
+def test_the_gateways_own_results_after_a_timeout_vouch_for_nothing():
+    """What server/gateway.py seals when its SPF and DMARC checks timed out."""
+    from mxgate.auth.results import format_authentication_results
+    from mxgate.auth.spf import SpfResult
+
+    ar = format_authentication_results(GW, SpfResult("temperror", "timeout", "fabrikam.test"), "a@fabrikam.test",
+                                       "h", None, (), None, ArcResult("none", ()), "fabrikam.test")
+    chain = ArcResult("pass", (GW,), auth_results=((1, ar),))
+    assert not arc_override(chain, [GW], "fabrikam.test").applies
 
 
 def test_seal_refuses_what_dkimpy_would_silently_skip(keys, make_message):

@@ -72,3 +72,20 @@ def test_identity_selection():
     assert spf_identity("<>", "Mail.Fabrikam.Test.") == ("postmaster@Mail.Fabrikam.Test",
                                                          "mail.fabrikam.test", "helo")
     assert spf_identity("<a@B.test>", "h") == ("a@B.test", "b.test", "mailfrom")
+
+
+@pytest.mark.parametrize("reverse", ["timeout", "cname-loop", "ptr-name-timeout"])
+def test_the_senders_own_reverse_zone_cannot_turn_fail_into_temperror(zone, reverse):
+    """RFC 7208 §5.5: DNS errors in `ptr` mean no match (or skip that name). The reverse zone of
+    198.51.100.9 belongs to the attacker; a temperror would keep DMARC from acting."""
+    zone.add("ptr.test", "TXT", "v=spf1 ptr -all")
+    rev = "9.100.51.198.in-addr.arpa"
+    if reverse == "timeout":
+        zone.silence(rev)
+    elif reverse == "cname-loop":
+        zone.add(rev, "PTR", "loop.attacker.test")
+        zone.add("loop.attacker.test", "CNAME", "loop.attacker.test")
+    else:
+        zone.add(rev, "PTR", "slow.attacker.test")
+        zone.silence("slow.attacker.test")
+    assert check_spf("198.51.100.9", "ceo@ptr.test", "h.example", timeout=2).result == "fail"

@@ -14,9 +14,11 @@ def cli_app():
 
 @pytest.fixture
 def run(cli_app, tmp_path):
-    """run(*args) -> Result, against a fresh home directory for this test."""
+    """run(*args) -> Result, against a fresh (empty) home directory for this test."""
     runner = CliRunner()
     home = tmp_path / "home"
+    # A node's home exists; commands that only read refuse a missing one (tests/cli/test_missing_home.py).
+    home.mkdir()
 
     def invoke(*args: str):
         return runner.invoke(cli_app, ["--home", str(home), *args], catch_exceptions=False)

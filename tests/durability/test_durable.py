@@ -85,20 +85,25 @@ async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monke
 async def test_concurrent_commits_are_batched(committer, tmp_path):
     # A first job holds the worker until all 200 are queued, so batching does not depend on
     # how the machine schedules threads (the suite runs beside other load).
-    entered, release = threading.Event(), threading.Event()
+    # Waits are on state (the worker holding the first job; all 200 queued), never on time.
+    release, holding = threading.Event(), threading.Event()
 
     def held(f):
-        entered.set()
+        holding.set()
         release.wait(10)
         f.write(b"held")
 
     (tmp_path / "tmp").mkdir(exist_ok=True)
     (tmp_path / "new").mkdir(exist_ok=True)
     first = asyncio.ensure_future(committer.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
-    assert await asyncio.to_thread(entered.wait, 10)  # the worker is inside the first job
+    assert await asyncio.to_thread(holding.wait, 10)
     jobs = [_job(tmp_path, f"c{i}", b"%d" % i) for i in range(200)]
     tasks = [asyncio.ensure_future(committer.commit(j)) for j in jobs]
-    await asyncio.sleep(0)  # one pass of the loop: every task queues its job before its first wait
+    for _ in range(1000):  # each task queues its job at its first step
+        if len(committer._queue) == 200:
+            break
+        await asyncio.sleep(0)
+    assert len(committer._queue) == 200
     release.set()
     await asyncio.gather(first, *tasks)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted([f"c{i}" for i in range(200)] + ["held"])

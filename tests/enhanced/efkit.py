@@ -46,9 +46,12 @@ def dkim_signed(message: bytes, pem: bytes, domain: str = "fabrikam.test") -> by
     return sign_dkim(message, domain, "sel", pem) + message
 
 
-def arc_sealed(message: bytes, pem: bytes) -> bytes:
+LIST_RESULTS = "spf=pass smtp.mailfrom=fabrikam.test; dkim=none; arc=none"
+
+
+def arc_sealed(message: bytes, pem: bytes, results: str = LIST_RESULTS) -> bytes:
     """What a mailing list at lists.test (which changed nothing) hands on: its results + an ARC set."""
-    ar = "lists.test; spf=pass smtp.mailfrom=fabrikam.test; dkim=none; arc=none"
+    ar = f"lists.test; {results}"
     return seal_arc(message, "lists.test", "lists.test", "arc", pem, ar) + f"Authentication-Results: {ar}\r\n".encode() + message
 
 

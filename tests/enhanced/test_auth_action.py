@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from auth_action_cases import CASES
+from auth_action_cases import CASES, EVIDENCE, RECORDED
 from mxgate.auth.arc import ArcResult
 from mxgate.auth.dmarc import DmarcResult
 from mxgate.auth.pipeline import AuthAction, decide_auth_action, pct_sample, stamp_value
@@ -13,19 +13,34 @@ from mxgate.auth.pipeline import AuthAction, decide_auth_action, pct_sample, sta
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_decide_auth_action(case):
-    _, result, disposition, arc_status, sealers, trusted, (on_reject, on_quarantine), internal, expected = case
+    name, result, disposition, arc_status, sealers, trusted, (on_reject, on_quarantine), internal, expected = case
     dmarc = DmarcResult(result, "reject", None, 100, disposition, "fabrikam.test", None, reason="no aligned pass")
-    action = decide_auth_action(dmarc, ArcResult(arc_status, sealers), trusted_sealers=trusted,
+    recorded = RECORDED.get(name, EVIDENCE)
+    aar = ((len(sealers), f"mx.{sealers[-1]}; {recorded}"),) if sealers and recorded else ()
+    action = decide_auth_action(dmarc, ArcResult(arc_status, sealers, auth_results=aar), trusted_sealers=trusted,
                                 reject_action=on_reject, quarantine_action=on_quarantine, internal=internal)
     assert isinstance(action, AuthAction)
     assert (action.action, action.reason) == expected
 
 
-def test_override_names_the_sealer_for_the_trace():
+def test_the_trace_names_the_arc_set_and_the_result_used():
     dmarc = DmarcResult("fail", "reject", None, 100, "reject", "fabrikam.test", None)
-    action = decide_auth_action(dmarc, ArcResult("pass", ("lists.test",)), trusted_sealers=["lists.test"],
+    chain = ArcResult("pass", ("gw.test", "lists.test"), auth_results=(
+        (1, "gw.test; dmarc=pass header.from=fabrikam.test"), (2, "mx.lists.test; dmarc=pass header.from=fabrikam.test")))
+    action = decide_auth_action(dmarc, chain, trusted_sealers=["lists.test"],
                                 reject_action="quarantine", quarantine_action="junk")
-    assert action.detail == "DMARC p=reject overridden: ARC chain sealed by trusted lists.test"
+    assert action.detail == ("DMARC p=reject overridden: ARC set i=2 sealed by lists.test recorded "
+                             "dmarc=pass header.from=fabrikam.test, aligned with fabrikam.test")
+
+
+def test_an_unused_trusted_set_is_explained():
+    dmarc = DmarcResult("fail", "reject", None, 100, "reject", "fabrikam.test", None, reason="no aligned pass")
+    chain = ArcResult("pass", ("lists.test",), auth_results=((1, "mx.lists.test; dmarc=fail header.from=fabrikam.test"),))
+    action = decide_auth_action(dmarc, chain, trusted_sealers=["lists.test"],
+                                reject_action="quarantine", quarantine_action="junk")
+    assert (action.action, action.reason) == ("quarantine", "dmarc-policy")
+    assert action.detail.endswith("ARC set i=1 sealed by lists.test recorded dmarc=fail header.from=fabrikam.test: "
+                                  "no evidence")
 
 
 @pytest.mark.parametrize("helo, expected", [

@@ -119,3 +119,32 @@ tls_sender_certificate_name = "*.partner.test"
     # partner.test is restricted by both connectors: the `*` gateway still admits it by address.
     assert files[f"{cls}.cidr"].splitlines()[0] == "127.0.0.10/32\tOK"
     assert files["main.cf"].count(f"{cls} = check_client_access cidr:$config_directory/{cls}.cidr") == 1
+
+
+def test_outbound_star_connector_never_takes_the_organisations_own_mail(exported_postfix, test_ca):
+    """Issue 20: a `*` outbound connector to a smart host used to capture contoso.test too (transport
+    maps beat virtual_transport), sending local mail round through the gateway. Delivered through a
+    real Postfix: own domains stay local, only the external forward reaches the smart host."""
+    smart_host = rig.RecordingSink(test_ca["server_cert"], test_ca["server_key"])
+    try:
+        text = rig.GUIDE_POLICY.replace('address = "bob@contoso.test"', 'address = "bob@contoso.test"\n'
+                                        'forward_to = ["bob@northwind.test"]') + f"""
+[[outbound_connector]]
+name = "To the gateway"
+recipient_domains = ["*"]
+smart_hosts = ["127.0.0.1:{smart_host.port}"]
+tls_settings = "encryption_only"
+"""
+        pf = exported_postfix(text).start()
+        r = send_message("127.0.0.1", pf.port, source=GATEWAY, sender="s@fabrikam.test",
+                         rcpts=["alice@contoso.test", "bob@contoso.test"], data=simple_message(subject="stays here"))
+        assert r["end"][0] == 250, r
+        assert rig.wait_until(lambda: pf.messages("alice@contoso.test") and pf.messages("bob@contoso.test")
+                              and smart_host.messages, timeout=20), pf.instance.log_tail()
+        assert b"Subject: stays here" in pf.messages("alice@contoso.test")[0]
+        assert b"Subject: stays here" in pf.messages("bob@contoso.test")[0]  # keep_copy
+        assert [m["rcpts"] for m in smart_host.messages] == [["bob@northwind.test"]]
+        assert smart_host.messages[0]["tls"]
+        assert pf.files["mxgate_transport"].splitlines()[0] == "contoso.test\tvirtual:"
+    finally:
+        smart_host.close()

@@ -61,6 +61,22 @@ def test_a_forwards_trace_row_carries_the_provenance_of_its_message(org):
         assert row["original_ip"] == parent["original_ip"]
 
 
+def test_a_submitted_messages_forward_carries_the_submitters_address_and_policy_version(org):
+    from test_mail_flow import cli_run
+    from test_submission import submit
+
+    assert cli_run(org.home, "mailbox", "set-password", "bob@contoso.test", "--password-stdin",
+                   stdin="bob's long password\n").exit_code == 0
+    data = rig.simple_message("For alice", sender="bob@contoso.test", to="alice@contoso.test")
+    r = submit(org, "bob@contoso.test", "bob's long password", "bob@contoso.test", ["alice@contoso.test"], data)
+    assert r["end"][0] == 250, r
+    assert wait_until(lambda: sink_messages_for(org, "carol@external.test"), 20)
+    trace = org.mailbox.trace
+    trace.flush()
+    [row] = trace.search(recipient="carol@external.test")
+    assert row["from_ip"] == "127.0.0.1" and row["policy_version"] == org.mailbox.node.watcher.current.version
+
+
 # --- quarantine release ------------------------------------------------------------------------
 
 SPOOF = (b"Received: from spoofer.example (spoofer.example [198.51.100.9])\r\n\tby gw.contoso.test; "

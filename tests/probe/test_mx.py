@@ -6,7 +6,14 @@ import socket
 
 import pytest
 
-from mxgate.probe.mx import MxHost, lookup_mx, make_resolver
+from mxgate.auth.dns import make_resolver
+from mxgate.probe.mx import MxHost
+from mxgate.probe.mx import lookup_mx as _lookup
+
+
+def lookup_mx(domain, servers, timeout):
+    """Through the node's one resolver factory (auth/dns.py), in its async view."""
+    return _lookup(domain, make_resolver(servers, timeout).aio)
 
 
 @pytest.fixture

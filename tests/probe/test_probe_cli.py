@@ -65,7 +65,19 @@ def test_without_expect_refusal_exits_one(cli, smtpd):
 def test_greeting_refusal_expect_connect(cli, scripted):
     srv = scripted(Script(greeting=b"554 5.7.1 no service\r\n"))
     assert cli("probe", srv.target, "--expect", "reject:554@connect").exit_code == 0
-    assert cli("probe", srv.target, "--expect", "reject@rcpt").exit_code == 1
+    assert cli("probe", srv.target, "--to", "a@contoso.test", "--expect", "reject@rcpt").exit_code == 1
+
+
+def test_expect_at_rcpt_without_a_recipient_is_a_usage_error(cli, smtpd):
+    """Issue 20: without --to the probe stops after MAIL and can never see a RCPT reply; the
+    admin is told why instead of getting a mismatch that looks like a server fault."""
+    srv = smtpd()
+    for expect in ("reject:5.7.51@rcpt", "reject@data"):
+        r = cli("probe", srv.target, "--expect", expect)
+        assert r.exit_code == 2, r.output
+        assert "needs --to" in r.output and "never reaches" in r.output
+    assert srv.handler.peers == []  # refused before connecting
+    assert cli("probe", srv.target, "--expect", "accept").exit_code == 0
 
 
 def test_send_accept_and_data_refusal(cli, smtpd, scripted):

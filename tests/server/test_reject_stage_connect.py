@@ -14,7 +14,7 @@ import logging
 from typer.testing import CliRunner
 
 import rig
-from rig import ATTACKER, RawSMTP, send_message, simple_message
+from rig import ATTACKER, RawSMTP, send_message, simple_message, wait_until
 
 from mxgate import cli
 from mxgate.policy.attribution import compile_policy, connect_stage_fallback
@@ -70,6 +70,27 @@ def test_certificate_connector_moves_refusals_to_rcpt_and_the_node_says_so_once(
     send_message("127.0.0.1", n.port(), source=ATTACKER, sender="s@fabrikam.test", rcpts=["alice@contoso.test"],
                  data=simple_message())
     assert len([r for r in caplog.records if "reject_stage" in r.getMessage()]) == 1
+
+
+def test_a_policy_change_that_brings_the_fallback_is_said_once(node_factory, caplog):
+    caplog.set_level(logging.INFO, logger="mxgate")
+    n = node_factory(rig.GUIDE_POLICY, mailbox={"reject_stage": "connect"})
+
+    def notes():
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith('reject_stage = "connect"')]
+
+    assert notes() == []  # the guide's policy: connect-stage refusal applies, nothing to say
+    rig.apply_policy(n.home, WITH_CERT)
+    assert wait_until(lambda: len(notes()) == 1, timeout=5)
+    assert "RCPT" in notes()[0] and "Partner by certificate" in notes()[0]
+    version = rig.apply_policy(n.home, WITH_CERT.replace('sender_domains = ["partner.test"]',
+                                                          'sender_domains = ["partner.test", "partner2.test"]'))
+    assert wait_until(lambda: n.node.watcher.current.version == version, timeout=5)
+    rig.apply_policy(n.home, rig.GUIDE_POLICY)  # and back: said once more, as good news
+    assert wait_until(lambda: len(notes()) == 2, timeout=5)
+    assert "applies again" in notes()[1]
+    with RawSMTP("127.0.0.1", n.port(), ATTACKER) as c:
+        assert c.greeting()[0] == 554
 
 
 def test_verify_shows_where_refusals_happen(node_factory, tmp_path):

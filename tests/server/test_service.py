@@ -118,3 +118,26 @@ def test_serve_is_ready_only_when_listening_and_workers_stay_silent(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_log_file_is_reopened_after_logrotate_moves_it(tmp_path):
+    """[log] file and logrotate without copytruncate: the next line goes to a new file."""
+    import logging
+
+    from mxgate.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    path = tmp_path / "mxgate.log"
+    try:
+        setup_logging("info", str(path))
+        logging.getLogger("mxgate.test").info("before rotation")
+        path.rename(tmp_path / "mxgate.log.1")  # what logrotate does
+        logging.getLogger("mxgate.test").info("after rotation")
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert json.loads((tmp_path / "mxgate.log.1").read_text())["msg"] == "before rotation"
+    assert json.loads(path.read_text())["msg"] == "after rotation"

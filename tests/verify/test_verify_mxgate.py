@@ -129,3 +129,54 @@ def replace_cert(settings, cert, key):
     import dataclasses
 
     return dataclasses.replace(settings, wrong_cert=str(cert), wrong_key=str(key))
+
+
+DISABLED_POLICY = rig.GUIDE_POLICY + "enabled = false\n"
+# The organisation's own relays own 127.0.0.0/24, which holds the usual attacker address 127.0.0.66.
+OWN_RELAYS_POLICY = rig.GUIDE_POLICY + """
+[[inbound_connector]]
+name = "Own relays"
+type = "on_premises"
+sender_ip_addresses = ["127.0.0.0/24"]
+require_tls = false
+"""
+
+
+def test_a_disabled_lockdown_is_a_fail_row_not_an_empty_matrix(node_factory):
+    """Issue 20: a disabled connector's domains are probed too; nothing refuses, so the row fails."""
+    n = node_factory(DISABLED_POLICY)
+    v4, v6 = ports(n)
+    proc = cli(n.home, "--target", f"127.0.0.1:{v4.port}", "--target6", f"[::1]:{v6.port}", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["rows"]}
+    row = rows["bypass 'Third-party filter service' (disabled) from 127.0.0.66"]
+    assert row["status"] == "fail" and row["got"] == "accept" and "is disabled" in row["detail"]
+    assert rows["bypass 'Third-party filter service' (disabled) from ::1 (IPv6)"]["status"] == "fail"
+    assert not any(name.startswith("gateway ") for name in rows)  # nothing to admit while disabled
+    # Another enabled connector that still refuses the bypass makes the same row pass.
+    both = DISABLED_POLICY + """
+[[inbound_connector]]
+name = "New gateway"
+sender_domains = ["*"]
+sender_ip_addresses = ["127.0.0.10"]
+restrict_domains_to_ip_addresses = true
+"""
+    n2 = node_factory(both)
+    results = asyncio.run(run_matrix(plan_matrix(load_toml(both), VerifySettings(ports(n2)[0]))))
+    assert by_name(results)["bypass 'Third-party filter service' (disabled) from 127.0.0.66"].status == "pass"
+    assert not failed(results), render_table(results)
+
+
+def test_attacker_is_chosen_outside_every_connector(node_factory):
+    """Issue 20: with 127.0.0.66 inside the organisation's own relay range, the verifier picks an
+    address no connector lists instead of reporting a false FAIL (or skipping the row)."""
+    n = node_factory(OWN_RELAYS_POLICY)
+    v4, _ = ports(n)
+    proc = cli(n.home, "--target", f"127.0.0.1:{v4.port}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS    bypass 'Third-party filter service' from 127.0.66.66" in proc.stdout
+    assert "127.0.0.66" not in proc.stdout
+    # An attacker the admin names inside a connector is not used: the row says why.
+    named = cli(n.home, "--target", f"127.0.0.1:{v4.port}", "--attacker", "127.0.0.66")
+    assert "SKIP    bypass 'Third-party filter service' from 127.0.0.66" in named.stdout
+    assert "listed by connector 'Own relays'" in named.stdout

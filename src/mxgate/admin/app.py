@@ -34,6 +34,66 @@ log = logging.getLogger("mxgate.admin")
 HERE = Path(__file__).resolve().parent
 
 
+# No inline script or style, no framing, no plugin content; forms post only here (issue 17).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    """The Host header names this admin centre: an IP literal, localhost or a configured name.
+    A DNS-rebinding page's requests carry the attacker's name and are refused."""
+    import ipaddress
+
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return name in ("localhost", *(a.strip().lower() for a in allowed))
+
+
+class SecurityHeaders:
+    """ASGI middleware: refuse unknown Host names, and add the security headers to every answer."""
+
+    def __init__(self, app, allowed_hosts: list[str]):
+        self.app = app
+        self.allowed = allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        if not host_allowed(host, self.allowed):
+            body = b"unknown Host: add it to [admin] allowed_hosts\n"
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                                    *SECURITY_HEADERS]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        tls = scope.get("scheme") == "https"
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                if not scope["path"].startswith("/static/"):
+                    headers.append((b"cache-control", b"no-store"))  # pages hold CSRF tokens and mail data
+                if tls:
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(st: AdminState) -> FastAPI:
     from mxgate.admin import api, ops, pages
     from mxgate.admin.pages import login
@@ -42,6 +102,7 @@ def create_app(st: AdminState) -> FastAPI:
     # The schema is served behind authentication by api/system.py; no docs UI (it would need a CDN).
     app = FastAPI(title="mxgate admin centre", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.admin = st
+    app.add_middleware(SecurityHeaders, allowed_hosts=list(st.settings.allowed_hosts))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(login.router)
@@ -83,7 +144,7 @@ def create_app(st: AdminState) -> FastAPI:
 
 def state_for(node) -> AdminState:
     return AdminState(engine=node.engine, policy_store=node.policy_store, trace=node.trace, node_name=node.name,
-                      home=node.home, settings=node.settings.admin, sessions=Sessions(auth.session_key(node.home.keys)),
+                      home=node.home, settings=node.settings.admin, sessions=Sessions(auth.session_key(node.home.keys), node.engine),
                       node=node)
 
 
@@ -103,12 +164,20 @@ class AdminService:
         self.state = st
         self.sock = sock
         self.address = "%s:%d" % sock.getsockname()[:2] if sock.family == socket.AF_INET else "[%s]:%d" % sock.getsockname()[:2]
+        tls = {}
+        if st.settings.tls_cert:
+            tls = {"ssl_certfile": st.settings.tls_cert, "ssl_keyfile": st.settings.tls_key or None}
+        self.scheme = "https" if tls else "http"
         config = uvicorn.Config(create_app(st), log_level="warning", access_log=False, lifespan="off",
-                                proxy_headers=False, server_header=False)
+                                proxy_headers=False, server_header=False, **tls)
         self.server = _Server(config)
         self.task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        try:
+            self.server.config.load()  # reads the certificate now, so a bad one is a clear start-up error
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[admin] tls_cert/tls_key: cannot load: {exc}") from None
         self.task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.sock]))
         while not self.server.started:
             if self.task.done():
@@ -128,10 +197,10 @@ class AdminService:
 
     @property
     def addresses(self) -> list[str]:
-        return [f"http://{self.address}/"]
+        return [f"{self.scheme}://{self.address}/"]
 
     def describe(self) -> str:
-        return f"admin        http://{self.address}/"
+        return f"admin        {self.scheme}://{self.address}/"
 
 
 def _bind(listen: str) -> socket.socket:
@@ -166,10 +235,20 @@ async def start_admin(node) -> AdminService:
         sys.stderr.flush()
     watcher = node.watcher
     metrics.set_policy_reader(lambda: watcher.current.version)
+
+    def store_facts() -> dict[str, float]:
+        from mxgate.admin.dashboard import lockdown_status
+
+        pv = node.policy_store.current()
+        return {"latest": pv.version, "uncovered": sum(1 for d in lockdown_status(pv.policy) if not d.ok)}
+
+    metrics.set_store_reader(store_facts)
     st = state_for(node)
     metrics.set_queue_reader(lambda: held.queue_depths(st))
+    trace = node.trace
+    metrics.set_trace_reader(lambda: (trace.rows, trace.journal.pending if trace.journal else 0))
     service = AdminService(st, _bind(node.settings.admin.listen))
     await service.start()
     node.extras.append(service)
-    log.info("admin centre listening on http://%s/", service.address)
+    log.info("admin centre listening on %s://%s/", service.scheme, service.address)
     return service

@@ -25,7 +25,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.errors import NotFoundError, PolicyFormatError
-from mxgate.store.schema import admin_users, api_tokens
+from mxgate.store.schema import admin_sessions, admin_users, api_tokens
 
 DEFAULT_ADMIN = "admin"
 TOKEN_PREFIX = "mxg_"
@@ -50,6 +50,8 @@ def set_password(engine: Engine, username: str, password: str) -> None:
         found = conn.execute(select(admin_users.c.username).where(admin_users.c.username == username)).first()
         if found:
             conn.execute(update(admin_users).where(admin_users.c.username == username).values(password_hash=hashed))
+            # A new password ends every session of this user on every node (a thief's included).
+            conn.execute(delete(admin_sessions).where(admin_sessions.c.username == username))
         else:
             conn.execute(insert(admin_users).values(username=username, password_hash=hashed, created_at=time.time()))
 
@@ -71,6 +73,18 @@ def check_password(engine: Engine, username: str, password: str) -> bool:
         return _hasher.verify(row.password_hash if row else _DUMMY_HASH, password) and row is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+def remove_user(engine: Engine, username: str) -> None:
+    """Remove an admin account and end its sessions; the last account cannot be removed."""
+    with engine.begin() as conn:
+        names = list(conn.execute(select(admin_users.c.username)).scalars())
+        if username not in names:
+            raise NotFoundError(f"admin user {username!r} does not exist")
+        if len(names) == 1:
+            raise PolicyFormatError(f"{username!r} is the only admin user; create another one first")
+        conn.execute(delete(admin_users).where(admin_users.c.username == username))
+        conn.execute(delete(admin_sessions).where(admin_sessions.c.username == username))
 
 
 def users(engine: Engine) -> list[str]:
@@ -127,6 +141,49 @@ def token_name(engine: Engine, token: str) -> str | None:
             return None
         conn.execute(update(api_tokens).where(api_tokens.c.id == row.id).values(last_used=time.time()))
     return row.name
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SessionRow:
+    sid: str  # SHA-256 of the cookie's secret
+    username: str
+    csrf: str
+    expires_at: float
+
+
+def store_session(engine: Engine, username: str, max_age: float) -> tuple[str, SessionRow]:
+    """A new session: the secret for the cookie, and its row (only the secret's hash is stored,
+    so reading the database does not let anyone take over a session)."""
+    now = time.time()
+    secret = secrets.token_urlsafe(24)
+    row = SessionRow(_token_hash(secret), username, secrets.token_urlsafe(24), now + max_age)
+    with engine.begin() as conn:
+        conn.execute(delete(admin_sessions).where(admin_sessions.c.expires_at < now))  # keeps the table small
+        conn.execute(insert(admin_sessions).values(sid=row.sid, username=username, csrf=row.csrf, created_at=now,
+                                                   expires_at=row.expires_at))
+    return secret, row
+
+
+def find_session(engine: Engine, secret: str) -> SessionRow | None:
+    """The live session for this cookie secret whose user still exists, else None."""
+    with engine.connect() as conn:
+        r = conn.execute(select(admin_sessions).join(admin_users, admin_users.c.username == admin_sessions.c.username)
+                         .where(admin_sessions.c.sid == _token_hash(secret),
+                                admin_sessions.c.expires_at > time.time())).first()
+    return SessionRow(r.sid, r.username, r.csrf, r.expires_at) if r else None
+
+
+def end_session(engine: Engine, sid: str) -> None:
+    """End one session, named by its stored id (the secret's hash)."""
+    with engine.begin() as conn:
+        conn.execute(delete(admin_sessions).where(admin_sessions.c.sid == sid))
+
+
+def end_sessions(engine: Engine, username: str) -> int:
+    with engine.begin() as conn:
+        return conn.execute(delete(admin_sessions).where(admin_sessions.c.username == username)).rowcount
 
 
 # --- the session-signing key ---------------------------------------------------------------------

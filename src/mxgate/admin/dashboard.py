@@ -23,7 +23,7 @@ from mxgate.store.schema import trace_messages
 CHART_MINUTES = 60
 SERIES = (("accepted", "#2e7d32"), ("refused", "#c62828"), ("quarantined", "#ef6c00"))
 _STATUS_SERIES = {"Delivered": "accepted", "Pending": "accepted", "Expanded": "accepted", "FilteredAsSpam": "accepted",
-                  "Rejected": "refused", "Failed": "refused", "Quarantined": "quarantined"}
+                  "Rejected": "refused", "Deferred": "refused", "Failed": "refused", "Quarantined": "quarantined"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def chart_svg(series: dict[str, list[int]], width: int = 720, height: int = 200)
 
 def top_refused_sources(engine, since: float, limit: int = 10) -> list[dict[str, Any]]:
     t = trace_messages.c
-    q = (select(t.from_ip, func.count().label("n"), func.max(t.reason)).where(t.status == "Rejected", t.created_at >= since)
+    q = (select(t.from_ip, func.count().label("n"), func.max(t.reason)).where(t.status.in_(("Rejected", "Deferred")), t.created_at >= since)
          .group_by(t.from_ip).order_by(func.count().desc()).limit(limit))
     with engine.connect() as conn:
         return [{"ip": ip, "count": int(n), "reason": reason} for ip, n, reason in conn.execute(q)]

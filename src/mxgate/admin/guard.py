@@ -1,10 +1,11 @@
 """Who may call the admin centre: signed session cookies, CSRF tokens, login rate limits, and the
 FastAPI dependencies that pages and the API hang off.
 
-Owns: the cookie format (itsdangerous-signed `{user, sid, csrf}`, HttpOnly, SameSite=Strict),
+Owns: the cookie format (a random session secret, HttpOnly, SameSite=Strict, Secure over TLS; its
+hash, user and CSRF token live in the shared store),
 the rule that every state-changing request carries the session's CSRF token (a form field
 `csrf_token` or an `X-CSRF-Token` header; htmx sends the header), bearer tokens for the REST
-API, and the per-IP login limiter. Must not know what pages or API resources do.
+API, and the login limiter (per address and per user name). Must not know what pages or API resources do.
 
 Nothing but the login page, /healthz, /readyz and (when configured) /metrics is reachable
 without one of these checks: app.py mounts every other router with a dependency from here.
@@ -12,6 +13,7 @@ without one of these checks: app.py mounts every other router with a dependency 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
@@ -26,9 +28,11 @@ from mxgate.admin import auth
 
 SESSION_COOKIE = "mxgate_session"
 LOGIN_COOKIE = "mxgate_login"  # CSRF for the login form itself, before a session exists
+FLASH_COOKIE = "mxgate_flash"  # the message shown once after a redirect (never a query parameter)
+LOGIN_TOKEN_MAX_AGE = 3600
 SESSION_MAX_AGE = 12 * 3600
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# Five wrong passwords a minute per address: slows guessing to ~7,000 tries a day, and the
+# Five attempts a minute per address and per user name: slows guessing to ~7,000 tries a day, and the
 # argon2 hash makes each try cost the attacker as much as it costs us.
 LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW = 60.0
@@ -56,72 +60,117 @@ class NeedLogin(Exception):
 
 
 class LoginLimiter:
+    """Login attempts per address and per user name, counted *before* the password is checked:
+    sixty parallel guesses are sixty attempts, so only the first LOGIN_MAX_FAILURES reach argon2."""
+
+    MAX_TRACKED = 100_000  # keys remembered; beyond this, idle ones are dropped first
+
     def __init__(self, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW):
         self.max_failures = max_failures
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        self._attempts: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, ip: str, now: float | None = None) -> float:
-        """Seconds this address must wait before trying again (0 = may try now)."""
-        now = now or time.monotonic()
-        with self._lock:
-            q = self._failures.get(ip)
-            if not q:
-                return 0.0
-            while q and now - q[0] > self.window:
-                q.popleft()
-            if len(q) < self.max_failures:
-                return 0.0
-            return max(0.0, self.window - (now - q[0]))
+    @staticmethod
+    def keys(ip: str, username: str) -> tuple[str, str]:
+        return f"ip:{ip}", f"user:{username.strip().lower()}"
 
-    def failed(self, ip: str) -> None:
-        with self._lock:
-            self._failures.setdefault(ip, deque()).append(time.monotonic())
+    def _wait(self, key: str, now: float) -> float:
+        q = self._attempts.get(key)
+        if not q:
+            return 0.0
+        while q and now - q[0] > self.window:
+            q.popleft()
+        if not q:
+            del self._attempts[key]
+            return 0.0
+        return 0.0 if len(q) < self.max_failures else max(0.0, self.window - (now - q[0]))
 
-    def succeeded(self, ip: str) -> None:
+    def admit(self, keys: tuple[str, ...], now: float | None = None) -> float:
+        """Count one attempt against every key and return 0, or, when any key is over the limit,
+        count nothing and return the seconds to wait. Atomic: callers race on the lock, not the hash."""
+        now = now if now is not None else time.monotonic()
         with self._lock:
-            self._failures.pop(ip, None)
+            wait = max(self._wait(k, now) for k in keys)
+            if wait:
+                return wait
+            if len(self._attempts) >= self.MAX_TRACKED:
+                for k in [k for k in list(self._attempts) if self._wait(k, now) == 0.0][: self.MAX_TRACKED // 10]:
+                    self._attempts.pop(k, None)
+            for k in keys:
+                self._attempts.setdefault(k, deque()).append(now)
+            return 0.0
+
+    def succeeded(self, keys: tuple[str, ...]) -> None:
+        with self._lock:
+            for k in keys:
+                self._attempts.pop(k, None)
+
+    def __len__(self) -> int:
+        return len(self._attempts)
 
 
 class Sessions:
-    def __init__(self, key: bytes):
-        self._signer = URLSafeTimedSerializer(key, salt="mxgate-admin-session")
+    """Admin sessions: the cookie is a random 192-bit session secret; the store (auth.py) keeps only
+    its hash, with the user and CSRF token. The row is the truth: ending a session there ends it on
+    every node sharing the store and survives a restart, and any node accepts a live one."""
+
+    def __init__(self, key: bytes, engine):
+        self.engine = engine
         self._login_signer = URLSafeTimedSerializer(key, salt="mxgate-admin-login")
-        self._revoked: dict[str, float] = {}  # sid -> expiry; logout makes a copied cookie useless
+        self._flash_signer = URLSafeTimedSerializer(key, salt="mxgate-admin-flash")
+        self._used_login: dict[str, float] = {}  # login form token -> expiry: each is good for one POST
+        self._lock = threading.Lock()
 
     def create(self, user: str) -> tuple[str, Principal]:
-        p = Principal(user, "session", csrf=secrets.token_urlsafe(24), sid=secrets.token_urlsafe(16))
-        return self._signer.dumps({"u": p.name, "sid": p.sid, "csrf": p.csrf}), p
+        cookie, row = auth.store_session(self.engine, user, SESSION_MAX_AGE)
+        return cookie, Principal(user, "session", csrf=row.csrf, sid=row.sid)
 
     def read(self, cookie: str | None) -> Principal | None:
-        if not cookie:
+        if not cookie or len(cookie) > 128:
             return None
-        try:
-            data = self._signer.loads(cookie, max_age=SESSION_MAX_AGE)
-        except BadSignature:
+        row = auth.find_session(self.engine, cookie)
+        if row is None:
             return None
-        if not isinstance(data, dict) or data.get("sid") in self._revoked:
-            return None
-        return Principal(str(data["u"]), "session", csrf=str(data["csrf"]), sid=str(data["sid"]))
+        return Principal(row.username, "session", csrf=row.csrf, sid=row.sid)
 
     def revoke(self, p: Principal) -> None:
-        now = time.time()
-        self._revoked = {s: t for s, t in self._revoked.items() if t > now}
-        self._revoked[p.sid] = now + SESSION_MAX_AGE
+        auth.end_session(self.engine, p.sid)
 
-    def login_token(self) -> tuple[str, str]:
+    def login_token(self, next_url: str = "/") -> tuple[str, str]:
+        """A form token and the signed cookie that vouches for it (and remembers where to go next,
+        so the page never echoes a query parameter)."""
         token = secrets.token_urlsafe(24)
-        return token, self._login_signer.dumps(token)
+        return token, self._login_signer.dumps({"t": token, "n": next_url})
 
-    def login_token_ok(self, cookie: str | None, form_token: str | None) -> bool:
+    def use_login_token(self, cookie: str | None, form_token: str | None) -> str | None:
+        """Spend the login form's token: the `next` path when it is valid and unused, else None."""
         if not cookie or not form_token:
-            return False
+            return None
         try:
-            expected = self._login_signer.loads(cookie, max_age=3600)
+            data = self._login_signer.loads(cookie, max_age=LOGIN_TOKEN_MAX_AGE)
         except BadSignature:
-            return False
-        return secrets.compare_digest(str(expected), form_token)
+            return None
+        if not isinstance(data, dict) or not secrets.compare_digest(str(data.get("t", "")), str(form_token)):
+            return None
+        now = time.time()
+        with self._lock:
+            if form_token in self._used_login:
+                return None
+            self._used_login = {t: exp for t, exp in self._used_login.items() if exp > now}
+            self._used_login[str(form_token)] = now + LOGIN_TOKEN_MAX_AGE
+        return str(data.get("n") or "/")
+
+    def flash_cookie(self, message: str) -> str:
+        return self._flash_signer.dumps(message)
+
+    def flash_message(self, cookie: str | None) -> str:
+        if not cookie:
+            return ""
+        try:
+            return str(self._flash_signer.loads(cookie, max_age=300))
+        except BadSignature:
+            return ""
 
 
 def _state(request: Request):
@@ -140,9 +189,19 @@ async def _csrf_ok(request: Request, p: Principal) -> bool:
     return bool(sent) and secrets.compare_digest(str(sent), p.csrf)
 
 
+async def _session(request: Request) -> Principal | None:
+    # A store lookup per request: off the event loop, which the SMTP roles share.
+    return await asyncio.to_thread(_state(request).sessions.read, request.cookies.get(SESSION_COOKIE))
+
+
+def cookie_secure(request: Request) -> bool:
+    """Cookies carry `Secure` whenever the admin centre is served over TLS."""
+    return request.url.scheme == "https"
+
+
 async def page_user(request: Request) -> Principal:
     """Dependency for every page: a valid session, and the CSRF token on anything but GET."""
-    p = _state(request).sessions.read(request.cookies.get(SESSION_COOKIE))
+    p = await _session(request)
     if p is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise NeedLogin(quote(target, safe="/?=&"))
@@ -157,12 +216,12 @@ async def api_user(request: Request) -> Principal:
     st = _state(request)
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        name = auth.token_name(st.engine, header[7:].strip())
+        name = await asyncio.to_thread(auth.token_name, st.engine, header[7:].strip())
         if name is None:
             raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
         p = Principal(name, "token")
     else:
-        p = st.sessions.read(request.cookies.get(SESSION_COOKIE))
+        p = await _session(request)
         if p is None:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
         if request.method not in SAFE_METHODS and not await _csrf_ok(request, p):

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mxgate.durable import private_dir
 from mxgate.errors import NotFoundError, PolicyFormatError
 from mxgate.quarantine.store import QuarantineStore
 from mxgate.queue.runner import REQUESTS_DIR
@@ -106,7 +107,7 @@ def request_action(st, queue_id: str, action: str) -> None:
     if not QUEUE_ID_RE.match(queue_id) or not any(e.queue_id == queue_id for e in queue_entries(st)):
         raise NotFoundError(f"queue entry {queue_id} does not exist")
     folder = spool_root(st) / REQUESTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     (folder / f"{queue_id}.{action}").touch()
     sv = _services(st)
     if sv is not None:

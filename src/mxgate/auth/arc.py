@@ -3,12 +3,20 @@
 Owns: calling dkimpy's `arc_verify`/`arc_sign` safely — mapping its outcomes onto the
 RFC 8617 §4.4 chain statuses (none/pass/fail), listing who sealed, bounding the work, and
 working around dkimpy's silent `[]` from `arc_sign` when no `Authentication-Results` with
-the sealer's authserv-id is on the message. Must not know: DMARC mechanics or which sealers
-an organisation trusts (the caller passes `arc_trusted_sealers` to the pure
-`arc_overrides_dmarc`).
+the sealer's authserv-id is on the message. Must not know: DMARC record mechanics or which
+sealers an organisation trusts (the caller passes `arc_trusted_sealers` to the pure
+`arc_override`).
+
+ARC overrides DMARC only on evidence (RFC 8617 §7.2 leaves the trust decision to the
+receiver): the chain validates, its latest sealer is trusted, and that sealer's own
+ARC-Authentication-Results shows an aligned pass for the author domain that failed here —
+dmarc=pass for it, or spf=pass / dkim=pass aligned with it — and records no DMARC result
+other than pass. A sealer that recorded dmarc=fail, or could not finish its checks
+(temperror), vouches for nothing.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -18,6 +26,7 @@ import dkim as dkimpy
 from mxgate.auth import rsa_signing  # noqa: F401  (OpenSSL signs for dkimpy; see the module)
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from mxgate.auth.dmarc import aligned, normalise_domain
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.headers import authserv_id_of, line_ending, parse_fields, split_headers
 
@@ -35,6 +44,21 @@ class ArcResult:
     status: str  # one of ARC_STATUSES
     sealers: tuple[str, ...]  # d= of each ARC-Seal, instance 1 first
     reason: str = ""
+    # (instance, ARC-Authentication-Results value after `i=N;`), instance 1 first: what
+    # each sealer recorded about the message when it received it (RFC 8617 §4.1.1).
+    auth_results: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ArcOverride:
+    """Whether a DMARC failure may be overridden, and the evidence: which ARC set (instance
+    and sealer) and which of its recorded results were used — for the message trace."""
+
+    applies: bool
+    instance: int | None = None
+    sealer: str | None = None
+    evidence: str = ""  # the recorded result relied on, e.g. "spf=pass smtp.mailfrom=a.test"
+    explanation: str = ""
 
 
 def arc_seals(message: bytes) -> list[tuple[int, str]]:
@@ -71,7 +95,8 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     status = _CV.get(cv, "fail")
     if status == "none" and seals:  # ARC-Seals present but no usable instance numbers
         return ArcResult("fail", sealers, "ARC headers without a valid instance")
-    return ArcResult(status, sealers if status != "none" else (), str(reason)[:200])
+    return ArcResult(status, sealers if status != "none" else (), str(reason)[:200],
+                     arc_auth_results(message) if status == "pass" else ())
 
 
 def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
@@ -114,10 +139,72 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
     return b"".join(h.replace(b"\r\n", b"\n").replace(b"\n", eol) for h in headers)
 
 
-def arc_overrides_dmarc(arc: ArcResult, trusted_sealers: Iterable[str]) -> bool:
-    """True when a DMARC failure may be overridden: the chain passed and its latest sealer
-    (highest instance — the hop that handed the message to us) is trusted (RFC 8617 §7.2)."""
+def arc_auth_results(message: bytes) -> tuple[tuple[int, str], ...]:
+    """(instance, value after `i=N;`) of every ARC-Authentication-Results field, sorted; the
+    first field of an instance wins (a duplicate makes the chain fail anyway, §5.1.1)."""
+    head, _ = split_headers(message)
+    found: dict[int, str] = {}
+    for field in parse_fields(head):
+        if field.name != b"arc-authentication-results":
+            continue
+        match = _AAR_INSTANCE.match(field.value.decode("utf-8", "replace"))
+        if match and int(match.group(1)) not in found:
+            found[int(match.group(1))] = match.group(2).strip()
+    return tuple(sorted(found.items()))
+
+
+def arc_override(arc: ArcResult, trusted_sealers: Iterable[str], from_domain: str | None,
+                 adkim: str = "r", aspf: str = "r") -> ArcOverride:
+    """Pure: may a DMARC failure of `from_domain` be overridden by this chain? Only when it
+    passed, its latest sealer is trusted, and that sealer's ARC-Authentication-Results shows
+    an aligned pass (see the module docstring). `adkim`/`aspf` are the failing record's modes."""
     if arc.status != "pass" or not arc.sealers:
-        return False
+        return ArcOverride(False, explanation=f"ARC chain is {arc.status}")
     trusted = {d.strip().rstrip(".").lower() for d in trusted_sealers}
-    return arc.sealers[-1] in trusted
+    instance, sealer = len(arc.sealers), arc.sealers[-1]
+    where = f"ARC set i={instance} sealed by {sealer}"
+    if sealer not in trusted:
+        return ArcOverride(False, instance, sealer, explanation=f"{where}: sealer not trusted")
+    recorded = dict(arc.auth_results).get(instance)
+    if recorded is None or not from_domain:
+        return ArcOverride(False, instance, sealer, explanation=f"{where}: no ARC-Authentication-Results to rely on")
+    try:
+        results = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + recorded).results
+    except (authres.core.AuthResError, ValueError) as exc:
+        return ArcOverride(False, instance, sealer, explanation=f"{where}: its results do not parse ({str(exc)[:80]})")
+    domain = normalise_domain(from_domain)
+    dmarc = [r for r in results if r.method == "dmarc"]
+    for r in dmarc:
+        if r.result != "pass":
+            return ArcOverride(False, instance, sealer, _clause(r), f"{where} recorded {_clause(r)}: no evidence")
+    for r in dmarc:
+        header_from = _prop(r, "header", "from")
+        if header_from is None or normalise_domain(header_from) == domain:
+            return _used(instance, sealer, r, where, domain)
+    for r in results:
+        if r.result != "pass":
+            continue
+        if r.method == "spf":
+            identity = _prop(r, "smtp", "mailfrom") or _prop(r, "smtp", "helo") or ""
+            if aligned(identity.rpartition("@")[2], domain, aspf):
+                return _used(instance, sealer, r, where, domain)
+        if r.method == "dkim" and aligned(_prop(r, "header", "d") or "", domain, adkim):
+            return _used(instance, sealer, r, where, domain)
+    return ArcOverride(False, instance, sealer, explanation=f"{where} recorded no pass aligned with {domain}")
+
+
+_AAR_INSTANCE = re.compile(r"^\s*i\s*=\s*(\d{1,2})\s*;(.*)$", re.DOTALL)  # RFC 8617 §4.1.1
+
+
+def _prop(result, ptype: str, name: str) -> str | None:
+    return next((p.value for p in result.properties if p.type == ptype and p.name == name), None)
+
+
+def _clause(result) -> str:
+    props = " ".join(f"{p.type}.{p.name}={p.value}" for p in result.properties)
+    return f"{result.method}={result.result}" + (f" {props}" if props else "")
+
+
+def _used(instance: int, sealer: str, result, where: str, domain: str) -> ArcOverride:
+    return ArcOverride(True, instance, sealer, _clause(result),
+                       f"{where} recorded {_clause(result)}, aligned with {domain}")

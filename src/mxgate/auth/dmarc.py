@@ -4,7 +4,7 @@ Owns: parsing the `_dmarc` TXT record, the organisational domain, relaxed/strict
 of the SPF and DKIM identifiers with the RFC5322.From domain, `sp=` for subdomains, and the
 `pct=` sampling — decided by a caller-given sample in [0, 100) so the decision stays pure
 and testable. Must not know: SPF or DKIM mechanics (it takes their results), what the
-disposition does to the message, or ARC (see `arc.arc_overrides_dmarc`).
+disposition does to the message, or ARC (see `arc.arc_override`).
 
 Only `evaluate_dmarc` / `evaluate_authors` do I/O (the TXT lookups through the caller's
 `dnsfunc`); `parse_dmarc_record`, `decide_dmarc` and `strictest` are pure.
@@ -77,6 +77,8 @@ class DmarcResult:
     policy_domain: str | None = None  # where the record was found
     reason: str = ""
     authors: tuple[str, ...] = ()  # every author domain evaluated, when there were several
+    adkim: str = "r"  # the record's alignment modes (RFC 7489 §3.1), for ARC evidence
+    aspf: str = "r"
 
 
 def parse_dmarc_record(text: str) -> DmarcRecord:
@@ -172,7 +174,7 @@ def decide_dmarc(from_domain: str | None, record: DmarcRecord | None, policy_dom
         return DmarcResult("none", None, None, None, "none", from_domain, None, policy_domain,
                            reason="no DMARC record")
     facts = dict(policy=record.policy, subdomain_policy=record.subdomain_policy, pct=record.pct,
-                 domain=from_domain, policy_domain=policy_domain)
+                 domain=from_domain, policy_domain=policy_domain, adkim=record.adkim, aspf=record.aspf)
     if any(r.result == "pass" and aligned(r.domain, from_domain, record.adkim) for r in dkim):
         return DmarcResult("pass", disposition="none", aligned_by="dkim", **facts)
     if spf.result == "pass" and aligned(spf_domain, from_domain, record.aspf):

@@ -1,9 +1,16 @@
-"""DNS resolver configuration shared by SPF, DKIM, DMARC and ARC.
+"""The node's DNS resolver, shared by SPF, DKIM, DMARC, ARC, DNSBL and MX routing.
 
-Owns: turning configured server strings into a `dns.resolver.Resolver` whose every lookup
-is bounded in time, installing it as dnspython's process-wide default (pyspf, dkimpy and
-authheaders have no resolver argument and resolve through `dns.resolver.default_resolver`),
-and the TXT lookup callable (`dnsfunc`) that dkimpy's verify/arc_verify accept.
+Owns: the one resolver factory (`make_resolver`: configured servers, or the system's
+/etc/resolv.conf when none) whose every lookup is bounded in time, installing it as
+dnspython's process-wide default (pyspf, dkimpy and authheaders have no resolver argument and
+resolve through `dns.resolver.default_resolver`), its async view for the outbound queue's MX
+lookups, and the TXT lookup callable (`dnsfunc`) that dkimpy's verify/arc_verify accept.
+
+DNS failures cost little (issue 15), on either path: answers are cached for their TTL;
+identical lookups in flight are coalesced into one query; a negative answer without an SOA
+(RFC 2308 §5 would allow no caching) is still cached for NEGATIVE_FLOOR seconds; an unanswered
+query is sent again every RETRY_INTERVAL within the lookup's lifetime; and when the resolver
+fails, an expired answer is served for STALE_TTL seconds (RFC 8767 serve-stale).
 
 Must not know: what the records mean. A lookup that could not be answered in time, or whose
 servers all failed, raises `DnsTemporaryError` — distinct from "no such record" (None) so the
@@ -12,19 +19,32 @@ deliberately *not* a dkimpy `DKIMException`: dkimpy swallows those into a plain 
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
-from dataclasses import dataclass
-from typing import Iterator
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
+log = logging.getLogger("mxgate.dns")
+
 DNS_PORT = 53  # RFC 1035 §4.2
 DEFAULT_TIMEOUT = 5.0  # seconds for a whole lookup (all servers, all retries)
+RETRY_INTERVAL = 1.0  # seconds per attempt: an unanswered UDP query is asked again within the lifetime
+NEGATIVE_FLOOR = 30.0  # seconds a negative answer without an SOA is cached
+STALE_TTL = 30.0  # RFC 8767 §4: an expired answer served on failure counts as fresh this long
+MAX_STALE = 86400.0  # RFC 8767 §5: expired answers are kept up to a day (it suggests 1-3 days)
+MAX_TTL = 86400.0  # longer TTLs are capped, as resolvers do (RFC 8767 §4 caps at 7 days)
 
 
 class DnsTemporaryError(Exception):
@@ -48,20 +68,184 @@ def parse_server(server: str) -> tuple[str, int]:
     return host, port
 
 
-def make_resolver(servers: list[str], timeout: float = DEFAULT_TIMEOUT, cache_size: int = 0) -> dns.resolver.Resolver:
-    """A resolver that asks only `servers` and gives up after `timeout` s.
+@dataclass
+class _Cached:
+    value: Any  # a dns.resolver.Answer, or the NXDOMAIN exception
+    expires: float  # fresh until (monotonic)
+    stale_until: float  # may be served on failure until (monotonic)
+
+
+@dataclass
+class _Flight:
+    """One lookup in progress; identical lookups wait for it instead of asking again."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+class AnswerCache:
+    """Answers by (name, type, class), least recently used dropped first; thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _Cached | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple, item: _Cached) -> None:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class CachingResolver(dns.resolver.Resolver):
+    """dnspython's Resolver with the node's answer cache, coalescing, short retries and
+    serve-stale in `resolve` (every other entry point — `query`, pyspf's module-level calls —
+    goes through it). `clock` is injectable so tests need no sleeping."""
+
+    def __init__(self, *, configure: bool, cache_size: int, clock: Callable[[], float] = time.monotonic):
+        super().__init__(configure=configure)
+        self.cache = None  # dnspython's own cache is replaced by `answers` (negative floor, stale)
+        self.answers = AnswerCache(cache_size) if cache_size > 0 else None
+        self.clock = clock
+        self._flights: dict[tuple, _Flight] = {}
+        self._flights_lock = threading.Lock()
+        self.stats = {"queries": 0, "hits": 0, "coalesced": 0, "stale": 0, "negative_floor": 0}
+
+    def resolve(self, qname, rdtype=dns.rdatatype.A, rdclass=dns.rdataclass.IN, tcp=False, source=None,
+                raise_on_no_answer=True, source_port=0, lifetime=None, search=None):
+        if self.answers is None:
+            self.stats["queries"] += 1
+            return super().resolve(qname, rdtype, rdclass, tcp, source, raise_on_no_answer, source_port,
+                                   lifetime, search)
+        name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
+        key = (name, dns.rdatatype.RdataType.make(rdtype), dns.rdataclass.RdataClass.make(rdclass))
+        cached = self.answers.get(key)
+        if cached is not None and cached.expires > self.clock():
+            self.stats["hits"] += 1
+            return _deliver(cached.value, raise_on_no_answer)
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            self.stats["coalesced"] += 1
+            if not flight.done.wait(self.lifetime if lifetime is None else lifetime):
+                raise dns.resolver.LifetimeTimeout(timeout=self.lifetime if lifetime is None else lifetime, errors=[])
+            if flight.error is not None:
+                raise flight.error
+            return _deliver(flight.value, raise_on_no_answer)
+        try:
+            flight.value = self._ask(key, cached, tcp, source, source_port, lifetime)
+            return _deliver(flight.value, raise_on_no_answer)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            flight.done.set()
+            with self._flights_lock:
+                self._flights.pop(key, None)
+
+    def _ask(self, key: tuple, cached: _Cached | None, tcp, source, source_port, lifetime):
+        name, rdtype, rdclass = key
+        self.stats["queries"] += 1
+        try:
+            answer = super().resolve(name, rdtype, rdclass, tcp, source, False, source_port, lifetime, False)
+        except dns.resolver.NXDOMAIN as exc:
+            self._store(key, exc, _negative_ttl(exc.response(name) if name in exc.qnames() else None))
+            return exc
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            now = self.clock()
+            if cached is not None and cached.stale_until > now:  # RFC 8767 §4: serve stale
+                self.stats["stale"] += 1
+                cached.expires = now + STALE_TTL  # and do not ask again for a while
+                log.info("DNS %s %s: %s; serving the expired answer", name, rdtype.name, exc.__class__.__name__)
+                return cached.value
+            raise
+        if answer.rrset is None:
+            ttl = _negative_ttl(answer.response)
+        else:
+            ttl = max(0.0, answer.expiration - time.time())
+        self._store(key, answer, ttl)
+        return answer
+
+    def _store(self, key: tuple, value: Any, ttl: float | None) -> None:
+        if ttl is None:
+            self.stats["negative_floor"] += 1
+            ttl = NEGATIVE_FLOOR
+        now = self.clock()
+        ttl = min(ttl, MAX_TTL)
+        self.answers.put(key, _Cached(value, now + ttl, now + ttl + MAX_STALE))
+
+    @property
+    def aio(self) -> "AsyncResolver":
+        """The same resolver (cache, coalescing) for asyncio callers (queue/outbound.py's MX)."""
+        return AsyncResolver(self)
+
+
+def _negative_ttl(response) -> float | None:
+    """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA minimum); None when no SOA came."""
+    for rrset in getattr(response, "authority", ()) or ():
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return None
+
+
+def _deliver(value: Any, raise_on_no_answer: bool):
+    if isinstance(value, dns.resolver.NXDOMAIN):
+        raise dns.resolver.NXDOMAIN(qnames=value.qnames(), responses=value.responses())
+    if value.rrset is None and raise_on_no_answer:
+        raise dns.resolver.NoAnswer(response=value.response)
+    return value
+
+
+class AsyncResolver:
+    """`await resolve(...)` over a CachingResolver: cache hits answer on the loop, misses run in
+    a worker thread (where identical lookups coalesce with the checks' own)."""
+
+    def __init__(self, resolver: CachingResolver):
+        self.sync = resolver
+
+    async def resolve(self, qname, rdtype=dns.rdatatype.A, rdclass=dns.rdataclass.IN, **kwargs):
+        return await asyncio.to_thread(self.sync.resolve, qname, rdtype, rdclass, **kwargs)
+
+
+def make_resolver(servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT, cache_size: int = 0, *,
+                  clock: Callable[[], float] = time.monotonic) -> CachingResolver:
+    """The node's resolver: asks only `servers`, or the system's resolvers (/etc/resolv.conf)
+    when none are given; every lookup ends within `timeout` s, retried every RETRY_INTERVAL.
 
     With `cache_size` > 0 answers are kept for their TTL (RFC 1035 §3.2.1): a node checking SPF,
     DKIM and DMARC for a stream of messages from one domain asks once, not per message."""
-    if not servers:
-        raise ValueError("at least one DNS server is required")
-    resolver = dns.resolver.Resolver(configure=False)  # never read /etc/resolv.conf
-    resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_server(s)) for s in servers]
-    resolver.timeout = timeout  # per attempt
+    resolver = CachingResolver(configure=not servers, cache_size=cache_size, clock=clock)
+    if servers:  # never read /etc/resolv.conf then
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_server(s)) for s in servers]
+    resolver.timeout = min(RETRY_INTERVAL, timeout)  # per attempt: dnspython asks again after it
     resolver.lifetime = timeout  # whole lookup: lookups never hang
     resolver.retry_servfail = False
-    resolver.cache = dns.resolver.LRUCache(cache_size) if cache_size > 0 else None
     return resolver
+
+
+def node_resolver(node) -> CachingResolver:
+    """The node's one resolver ([dns] settings), made on first use and shared by every role."""
+    existing = getattr(node, "resolver", None)
+    if existing is None:
+        d = node.settings.dns
+        existing = node.resolver = make_resolver(d.servers, d.timeout, d.cache_size)
+    return existing
 
 
 def install_default_resolver(resolver: dns.resolver.Resolver | None) -> dns.resolver.Resolver | None:

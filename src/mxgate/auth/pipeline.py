@@ -25,9 +25,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-import dns.resolver
 
-from mxgate.auth.arc import ArcResult, arc_overrides_dmarc, validate_arc
+from mxgate import metrics
+from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
@@ -90,12 +90,15 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
     action = policy_action(dmarc, on_reject=reject_action, on_quarantine=quarantine_action)
     if action is None:
         return AuthAction(Disposition.DELIVER, R_POLICY_NONE, dmarc.reason)
-    if arc_overrides_dmarc(arc, trusted_sealers):
-        # RFC 8617 §7.2: a trusted intermediary vouches for authentication it saw before it
-        # changed the message; recorded so the admin sees why the policy was not applied.
+    override = arc_override(arc, trusted_sealers, dmarc.domain, dmarc.adkim, dmarc.aspf)
+    if override.applies:
+        # RFC 8617 §7.2: a trusted intermediary vouches for the aligned pass it recorded before
+        # it changed the message; the trace names the ARC set and the result relied on.
         return AuthAction(Disposition.DELIVER, R_ARC_OVERRIDE,
-                          f"DMARC p={dmarc.disposition} overridden: ARC chain sealed by trusted {arc.sealers[-1]}")
-    return AuthAction(Disposition(action), R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}")
+                          f"DMARC p={dmarc.disposition} overridden: {override.explanation}")
+    unused = f"; {override.explanation}" if override.sealer else ""
+    return AuthAction(Disposition(action), R_DMARC_POLICY,
+                      f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}{unused}")
 
 
 def stamp_value(ip: str, helo: str | None) -> str:
@@ -126,13 +129,11 @@ class Authenticator:
     """The MailboxRole hook. Holds the resolver (the node's `[dns] servers`) and the node's
     non-routable set; `await authenticator(ctx)` authenticates one message."""
 
-    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0):
+    def __init__(self, *, servers: Sequence[str], timeout: float, non_routable: Sequence[str], cache_size: int = 0,
+                 resolver=None):
         self.timeout = float(timeout)
-        if servers:
-            self.resolver = make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
-        else:  # the system resolver, still bounded so a lookup never hangs
-            self.resolver = dns.resolver.Resolver()
-            self.resolver.timeout = self.resolver.lifetime = self.timeout
+        # The node's shared resolver, or one of the same kind (configured servers or the system's).
+        self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
 
@@ -187,11 +188,16 @@ class Authenticator:
 
     def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
         """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
-        spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
-        dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
-        arc = validate_arc(data, self.dnsfunc)
+        with metrics.timed("spf"):
+            spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
+        with metrics.timed("dkim"):
+            dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
+        with metrics.timed("arc"):
+            arc = validate_arc(data, self.dnsfunc)
         # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
-        dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc, sample=pct_sample(trace_id))
+        with metrics.timed("dmarc"):
+            dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
+                                     sample=pct_sample(trace_id))
         from_domain = dmarc.domain
         return spf, dkim, arc, from_domain, dmarc
 

@@ -32,6 +32,28 @@ class SpfResult:
     identity: str = "mailfrom"  # "mailfrom" or "helo" (RFC 7208 §2.3, §2.4)
 
 
+class _Query(pyspf.query):
+    """pyspf's query with RFC 7208 §5.5 applied to DNS errors in `ptr` and `%{p}`: the reverse
+    zone belongs to whoever holds the client's address, so its errors must never turn a
+    domain's `fail` into `temperror` (which DMARC does not act on). A PTR lookup error means no
+    match; an error looking up one PTR name's addresses skips that name (§5.5 step 7)."""
+
+    def validated_ptrs(self):
+        try:
+            names = self.dns_ptr(self.i)
+        except pyspf.TempError:
+            return []
+        limit = pyspf.MAX_PTR if self.strict else pyspf.MAX_PTR * 4  # §4.6.4: at most 10 names
+        validated = []
+        for name in names[:limit]:
+            try:
+                if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
+                    validated.append(name)
+            except pyspf.TempError:
+                continue
+        return validated
+
+
 def spf_identity(mail_from: str, helo: str) -> tuple[str, str, str]:
     """(sender to check, its domain, identity name) for a MAIL FROM and HELO.
 
@@ -59,8 +81,8 @@ def check_spf(ip: str, mail_from: str, helo: str, *, timeout: float = DEFAULT_TI
         return SpfResult("none", "no domain to check (no sender domain and no HELO)", "", identity)
     try:
         # querytime bounds the whole evaluation, and each lookup gets what remains of it.
-        result, explanation = pyspf.check2(i=address, s=sender, h=helo.strip(),
-                                                  timeout=timeout, querytime=timeout)
+        result, _code, explanation = _Query(i=address, s=sender, h=helo.strip(),
+                                            timeout=timeout, querytime=timeout).check()
     except pyspf.TempError as exc:
         return SpfResult("temperror", f"DNS: {exc}", domain, identity)
     except pyspf.PermError as exc:

@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.serve_cmds",
     "mxgate.cli.service_cmds",
     "mxgate.cli.tls_cmds",
+    "mxgate.cli.backup_cmds",
     "mxgate.cli.demo_cmds",
     "mxgate.cli.trace_cmds",
     "mxgate.cli.queue_cmds",
@@ -36,6 +37,8 @@ _COMMAND_MODULES = [
     "mxgate.cli.quarantine_cmds",
     "mxgate.cli.admin_cmds",
     "mxgate.cli.credential_cmds",
+    "mxgate.cli.exo_cmds",
+    "mxgate.cli.dev_cmds",
 ]
 
 

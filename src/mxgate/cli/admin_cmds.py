@@ -42,6 +42,26 @@ def set_password(username: str = typer.Option("admin", "--username", "-u"),
     out.print(f"password set for {username!r}", markup=False)
 
 
+@app.command("remove-user")
+@handle_errors
+def remove_user(username: str = typer.Argument(..., help="the admin account to remove")):
+    """Remove an admin account; its sessions end at once on every node."""
+    from mxgate.admin import auth
+
+    auth.remove_user(engine(), username)
+    out.print(f"admin user {username!r} removed; their sessions are ended", markup=False)
+
+
+@app.command("users")
+@handle_errors
+def list_users():
+    """The admin accounts."""
+    from mxgate.admin import auth
+
+    for name in auth.users(engine()):
+        out.print(name, markup=False)
+
+
 @token_app.command("new")
 @handle_errors
 def token_new(name: str = typer.Argument(..., help="what the token is for, e.g. 'ci' or 'monitoring'")):
@@ -59,7 +79,7 @@ def token_list(json_out: bool = typer.Option(False, "--json")):
     """API tokens (never their secrets)."""
     from mxgate.admin import auth
 
-    tokens = auth.list_tokens(engine())
+    tokens = auth.list_tokens(engine(read=True))
     if json_out:
         print_json([vars(t) for t in tokens])
         return

@@ -10,20 +10,48 @@ import functools
 import getpass
 import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from mxgate.config.home import Home
+from mxgate.config.home import DEFAULT_HOME, Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
+
+# Terminal control characters (C0 but tab and newline, DEL, C1): an ESC or CSI byte from wire data
+# could recolour, retitle or rewrite the admin's terminal (and OSC 8 fake a link).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(value: Any) -> str:
+    """The one escaping helper for everything the CLI prints: control characters become visible
+    `\\xNN` escapes. Rich markup is never interpreted either (see SafeConsole, print_table)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if value is None else str(value))
+
+
+class SafeConsole(Console):
+    """A Rich console that prints strings as plain text: senders like `"[/]"@e.test` or
+    `[link=...]` stay literal, and control characters are escaped (terminal_safe)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 (Rich's name)
+        kwargs["markup"] = False
+        super().print(*(Text(terminal_safe(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+
 
 # Piped output (scripts, tests) gets wide tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 200
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = SafeConsole(highlight=False, soft_wrap=True, width=_WIDTH)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+
+
+def echo(text: str, nl: bool = True) -> None:
+    """Plain (non-Rich) output, e.g. a probe's transcript of remote replies, escaped likewise."""
+    typer.echo(terminal_safe(text), nl=nl)
 
 EXIT_OK, EXIT_FAILURE, EXIT_VALIDATION = 0, 1, 2
 
@@ -32,6 +60,7 @@ _state: dict[str, Any] = {"home": None, "config": None}
 
 def set_home(path: str | None) -> None:
     _state["home"] = path
+    _state.pop("followed", None)
 
 
 def set_config(path: str | None) -> None:
@@ -60,8 +89,50 @@ def home_option() -> str | None:
     return _state["home"]
 
 
-def home() -> Home:
-    return Home.open(_state["home"])
+def home(read: bool = False, follow_running: bool = True) -> Home:
+    """The home directory; `read=True` for commands that only read state: a home that does not
+    exist is refused (exit 2) instead of being created empty, which would show empty results.
+    `follow_running=False` for `mxgate serve` itself, which must never adopt another node's home."""
+    if read:
+        require_home()
+    return Home.open(home_path(follow_running))
+
+
+def home_path(follow_running: bool = True) -> Path:
+    """--home, else MXGATE_HOME, else ./mxgate-data — unless that does not exist here and exactly
+    one node of this user is running: then its home (said on stderr), so the README's commands
+    work as written from any directory while `mxgate serve` or the demo runs."""
+    explicit = _state["home"] or os.environ.get("MXGATE_HOME")
+    if explicit:
+        return Path(explicit).absolute()
+    default = Path(DEFAULT_HOME).absolute()
+    if default.is_dir() or not follow_running:
+        return default
+    if "followed" not in _state:
+        from mxgate.config.running import running_homes
+
+        running = running_homes()
+        _state["followed"] = running[0] if len(running) == 1 else None
+        if _state["followed"] is not None:
+            err.print(f"note: using the home of the running node, {_state['followed']} (no {DEFAULT_HOME} here)",
+                      markup=False)
+    return _state["followed"] or default
+
+
+def require_home() -> None:
+    root = home_path()
+    if root.is_dir():
+        return
+    from mxgate.config.running import running_homes
+
+    running = [h for h in running_homes() if h != root]
+    if running:
+        hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if len(running) == 1 else
+                "running nodes' homes: " + ", ".join(map(str, running[:5])) + "; add --home with one of them")
+    else:
+        hint = ("no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
+                "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")
+    raise fail(f"home directory {root} does not exist; {hint}", EXIT_VALIDATION)
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,14 +148,18 @@ def store_url() -> str:
     return home().store_url(settings().store.url)
 
 
-def engine():
+def engine(read: bool = False):
+    """The store; `read=True` for commands that only read: with the default SQLite store a
+    missing home is refused rather than created (a configured [store] url needs no home)."""
+    if read and not (settings().store.url or os.environ.get("MXGATE_STORE_URL")):
+        require_home()
     return _engine_for(store_url())
 
 
-def policy_store():
+def policy_store(read: bool = False):
     from mxgate.store.policy_store import PolicyStore
 
-    return PolicyStore(engine())
+    return PolicyStore(engine(read))
 
 
 def actor() -> str:
@@ -126,11 +201,11 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(terminal_safe(title)), title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(Text(terminal_safe(col)), overflow="fold")
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[Text(terminal_safe(v)) for v in row])  # Text: a cell is never parsed as markup
     out.print(table)
 
 

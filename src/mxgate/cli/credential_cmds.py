@@ -64,7 +64,7 @@ def list_(json_out: bool = typer.Option(False, "--json")):
     """List credentials (never their secrets)."""
     from mxgate.auth.credentials import list_credentials
 
-    rows = list_credentials(engine())
+    rows = list_credentials(engine(read=True))
     if json_out:
         print_json(rows)
         return

@@ -32,7 +32,7 @@ def save_edit(kind: str, op: str, ident: str, values: dict[str, Any] | None = No
 
 def list_objects(kind: str, columns: list[str], json_out: bool) -> None:
     attr, _key, human = edit.KINDS[kind]
-    items = getattr(policy_store().current().policy, attr)
+    items = getattr(policy_store(read=True).current().policy, attr)
     if json_out:
         print_json([object_to_dict(o) for o in items])
         return
@@ -44,7 +44,7 @@ def list_objects(kind: str, columns: list[str], json_out: bool) -> None:
 
 
 def show_object(kind: str, ident: str, json_out: bool) -> None:
-    obj = edit.find(policy_store().current().policy, kind, ident)
+    obj = edit.find(policy_store(read=True).current().policy, kind, ident)
     data = object_to_dict(obj)
     if json_out:
         print_json(data)

@@ -88,7 +88,7 @@ def export(fmt: str = typer.Option("toml", "--format", help="toml | json | exo |
     from mxgate.policy.document import dump_toml
     from mxgate.policy.model import policy_to_dict
 
-    store = policy_store()
+    store = policy_store(read=True)
     pv = store.get(version) if version is not None else store.current()
     if fmt == "toml":
         text = dump_toml(pv.policy)
@@ -116,7 +116,7 @@ def export(fmt: str = typer.Option("toml", "--format", help="toml | json | exo |
 @handle_errors
 def history(limit: int = typer.Option(20, "--limit"), json_out: bool = typer.Option(False, "--json")):
     """Policy versions, newest first: who changed what, and when."""
-    rows = policy_store().history(limit)
+    rows = policy_store(read=True).history(limit)
     if json_out:
         print_json([{"version": r.version, "created_at": r.created_at, "actor": r.actor, "summary": r.summary} for r in rows])
         return
@@ -130,7 +130,7 @@ def diff(old: int = typer.Argument(...), new: Optional[int] = typer.Argument(Non
     """The difference between two policy versions (default: OLD against the one in force)."""
     from mxgate.policy.document import diff_policies
 
-    store = policy_store()
+    store = policy_store(read=True)
     a = store.get(old)
     b = store.get(new) if new is not None else store.current()
     out.file.write(diff_policies(a.policy, b.policy, f"version {a.version}", f"version {b.version}") or "no change\n")
@@ -145,7 +145,7 @@ def _utc(ts: float) -> str:
 def org_show(json_out: bool = typer.Option(False, "--json")):
     from mxgate.policy.model import object_to_dict
 
-    pv = policy_store().current()
+    pv = policy_store(read=True).current()
     data = object_to_dict(pv.policy.organization)
     if json_out:
         print_json(data)

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from mxgate.cli.common import echo
 from mxgate.names import parse_hostport
 from mxgate.probe.client import DEFAULT_PORT, ProbeOptions, run_probe
 from mxgate.probe.expect import Expectation, ExpectationError, judge, parse_expect
@@ -82,6 +83,10 @@ def probe(
         raise typer.BadParameter("use --raw or --raw-file, not both", param_hint="--raw")
     if (raw or raw_file) and expectation is not None:
         raise typer.BadParameter("raw mode records replies; it has no --expect", param_hint="--expect")
+    if expectation is not None and expectation.stage in ("rcpt", "data") and not rcpt_to and not (raw or raw_file):
+        # Without a recipient the probe stops after MAIL FROM: it could never see a RCPT or DATA reply.
+        raise typer.BadParameter(f"{expect} needs --to ADDRESS: without a recipient the probe stops after "
+                                 f"MAIL FROM and never reaches {expectation.stage.upper()}", param_hint="--expect")
     if raw and raw not in ATTACKS:
         raise typer.BadParameter(f"unknown attack {raw!r}; known: {', '.join(ATTACKS)}", param_hint="--raw")
     opts = ProbeOptions(
@@ -97,7 +102,7 @@ def probe(
     if as_json:
         typer.echo(json.dumps(render_json(result, expectation), indent=2))
     else:
-        typer.echo(render_text(result, expectation), nl=False)
+        echo(render_text(result, expectation), nl=False)
     if expectation is not None:
         ok, _ = judge(expectation, result)
     else:
@@ -117,7 +122,7 @@ def _run_raw(opts: ProbeOptions, name: Optional[str], path: Optional[Path], as_j
     if as_json:
         typer.echo(json.dumps(render_raw_json(result), indent=2))
     else:
-        typer.echo(render_raw_text(result), nl=False)
+        echo(render_raw_text(result), nl=False)
     # Raw mode judges nothing: it fails only when the conversation could not happen.
     return EXIT_FAIL if result.error else EXIT_OK
 
@@ -136,11 +141,17 @@ def mx(
             parse_hostport(s, 53)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--dns") from None
-    result = asyncio.run(lookup_mx(domain, servers, timeout))
+    from mxgate.auth.dns import make_resolver
+
+    try:
+        resolver = make_resolver(servers, timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dns") from None
+    result = asyncio.run(lookup_mx(domain, resolver.aio))
     if as_json:
         typer.echo(json.dumps(render_mx_json(result), indent=2))
     else:
-        typer.echo(render_mx_text(result), nl=False)
+        echo(render_mx_text(result), nl=False)
     reachable = any(h.addresses for h in result.hosts)
     raise typer.Exit(EXIT_OK if reachable and not result.error else EXIT_FAIL)
 

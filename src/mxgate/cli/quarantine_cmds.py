@@ -26,7 +26,7 @@ def register(root: typer.Typer) -> None:
 def _store():
     from mxgate.quarantine.store import QuarantineStore
 
-    return QuarantineStore(engine())
+    return QuarantineStore(engine(read=True))
 
 
 def _utc(ts: float | None) -> str:

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _root() -> Path:
-    return home().spool / _selected["spool"]
+    return home(read=True).spool / _selected["spool"]
 
 
 def _database_queue():
@@ -66,7 +66,7 @@ def _database_queue():
         return None
     from mxgate.queue.dbspool import DbSpool
 
-    return DbSpool(engine(), "cli", _root())
+    return DbSpool(engine(read=True), "cli", _root())
 
 
 def _entries() -> list:

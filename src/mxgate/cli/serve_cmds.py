@@ -51,7 +51,7 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         settings = load_settings(config or config_path(), {
             **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
             "roles.submission": False, "roles.admin": False})
-    the_home = home()
+    the_home = home(follow_running=False)  # serve makes its own home; never adopts a running one
     account = run_as(settings, the_home, worker)
     setup_logging(settings.log.level, settings.log.file)
     if account:
@@ -160,8 +160,8 @@ def status(json_out: bool = typer.Option(False, "--json")):
     from mxgate.server.node import read_status
     from mxgate.store.policy_store import PolicyStore
 
-    rows = read_status(engine())
-    latest = PolicyStore(engine()).latest_version_number()
+    rows = read_status(engine(read=True))
+    latest = PolicyStore(engine(read=True)).latest_version_number()
     if json_out:
         print_json({"policy_version": latest, "nodes": rows})
         return

@@ -20,7 +20,7 @@ def register(root: typer.Typer) -> None:
 def _store():
     from mxgate.trace.store import TraceStore
 
-    return TraceStore(engine())
+    return TraceStore(engine(read=True))
 
 
 def _utc(ts: float) -> str:

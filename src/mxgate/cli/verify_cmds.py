@@ -1,7 +1,8 @@
 """`mxgate verify`: run the lock-down matrix against a running mailbox server (issue 7).
 
 Owns: the command-line surface and exit codes: 0 when every row that ran passed, 1 when any row
-failed (or none could run), 2 for usage errors. The policy comes from the store (`--home`) or,
+failed (or none could run, or the policy has no lock-down to test), 2 for usage errors (no policy
+in the store). The policy comes from the store (`--home`) or,
 with `--policy FILE`, from a TOML file — so a server mxgate does not run (e.g. a Postfix
 configured by `mxgate policy export --format postfix`) can be verified too.
 
@@ -17,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mxgate.cli.common import handle_errors, policy_store
+from mxgate.cli.common import EXIT_VALIDATION, echo, fail, handle_errors, home_path, policy_store
 from mxgate.cli.common import settings as node_settings
 
 EXIT_OK, EXIT_FAIL = 0, 1
@@ -41,8 +42,9 @@ def verify(
                                                    help="Its IPv6 listener, for the IPv6 rows.")] = None,
     policy_file: Annotated[Optional[Path], typer.Option("--policy", exists=True, dir_okay=False,
                                                         help="Policy TOML file instead of the policy in force.")] = None,
-    attacker: Annotated[str, typer.Option("--attacker", help="Source address of the bypass attempts.")] = "127.0.0.66",
-    attacker6: Annotated[str, typer.Option("--attacker6", help="IPv6 source of the bypass attempts.")] = "::1",
+    attacker: Annotated[str, typer.Option("--attacker", help="Source address of the bypass attempts; default: "
+                                                                 "the first of 127.0.0.66, 127.0.66.66, ... no connector lists.")] = "",
+    attacker6: Annotated[str, typer.Option("--attacker6", help="IPv6 source of the bypass attempts (default ::1).")] = "",
     ca: Annotated[Optional[Path], typer.Option("--ca", help="CA file to verify the server certificate.")] = None,
     tls_name: Annotated[Optional[str], typer.Option("--tls-name", help="Server name to verify (with --ca).")] = None,
     client_cert: Annotated[Optional[Path], typer.Option("--client-cert", help="The certificate connectors' certificate.")] = None,
@@ -65,15 +67,28 @@ def verify(
         send=send, timeout=timeout)
     from mxgate.policy.attribution import compile_policy, connect_stage_fallback
 
-    policy = load_toml(policy_file.read_text(encoding="utf-8")) if policy_file else policy_store().current().policy
+    if policy_file:
+        policy = load_toml(policy_file.read_text(encoding="utf-8"))
+    else:
+        pv = policy_store(read=True).current()
+        if not pv.version:
+            raise fail(f"no policy in the store of {home_path()}: nothing says what to verify; apply one with "
+                       "`mxgate policy apply FILE`, or pass --policy FILE (or the --home of the node to test)",
+                       EXIT_VALIDATION)
+        policy = pv.policy
+    rows = plan_matrix(policy, settings)
+    if not rows:
+        raise fail("the policy has no partner inbound connector that names its senders (sender_ip_addresses or "
+                   "tls_sender_certificate_name): there is no lock-down to verify; create one with "
+                   "`mxgate connector new`", EXIT_FAIL)
     # The node's own setting (same --config / MXGATE_* as `mxgate serve`): where refusals happen.
     fallback = connect_stage_fallback(compile_policy(policy, 0), node_settings().mailbox.reject_stage)
     notes = [fallback] if fallback else []
-    results = asyncio.run(run_matrix(plan_matrix(policy, settings)))
+    results = asyncio.run(run_matrix(rows))
     if as_json:
         typer.echo(json.dumps(render_json(results, notes), indent=2))
     else:
-        typer.echo(render_table(results, notes), nl=False)
+        echo(render_table(results, notes), nl=False)
     raise typer.Exit(EXIT_FAIL if failed(results) else EXIT_OK)
 
 

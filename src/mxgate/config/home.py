@@ -7,11 +7,20 @@ Must not know what is stored in each place.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = "./mxgate-data"
 SUBDIRS = ("spool", "maildir", "certs", "logs", "keys")
+
+
+def private(path: Path, mode: int) -> None:
+    """Give a file or directory we own exactly `mode` (another user's is left alone: a CLI user
+    reading someone else's home must not fail here)."""
+    st = os.stat(path)
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 @dataclass(frozen=True)
@@ -21,12 +30,13 @@ class Home:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None) -> "Home":
         root = Path(path or os.environ.get("MXGATE_HOME") or DEFAULT_HOME).absolute()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The store, keys, spools and mail are private to the node's user: the home and each part
+        # are 0700 whatever the umask (mkdir's mode is masked by it, chmod is not).
+        private(root, 0o700)
         for sub in SUBDIRS:
-            (root / sub).mkdir(exist_ok=True)
-        # Keys and certificates include private keys: keep them private to the node's user.
-        os.chmod(root / "keys", 0o700)
-        os.chmod(root / "certs", 0o700)
+            (root / sub).mkdir(exist_ok=True, mode=0o700)
+            private(root / sub, 0o700)
         return cls(root)
 
     @property

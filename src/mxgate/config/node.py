@@ -68,7 +68,7 @@ class ListenerSection(_Section):
 
 class MailboxSection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
-    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start (`mxgate verify` shows it too).')
+    reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start and when a policy change alters it (`mxgate verify` shows it too).')
     non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
 
 
@@ -110,9 +110,16 @@ class DnsSection(_Section):
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 
 
+class TraceSection(_Section):
+    retention_days: float = Field(90.0, ge=0, description="Days a message trace row is kept (pruned hourly); 0 keeps rows forever.")
+
+
 class AdminSection(_Section):
     listen: str = Field("127.0.0.1:8025", description="Admin centre address; loopback by default (the admin surface is never public by default).")
     metrics_public: bool = Field(True, description="Serve /metrics without authentication (for a local Prometheus).")
+    tls_cert: str = Field("", description="PEM certificate (chain) for HTTPS on [admin] listen; empty = plain HTTP (loopback only, or behind a TLS proxy). Session cookies are `Secure` over HTTPS. Restart.")
+    tls_key: str = Field("", description="PEM private key for [admin] tls_cert. Restart.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header names the admin centre answers to (DNS-rebinding guard), besides `localhost` and IP literals; e.g. [\"admin.contoso.test\"].")
 
 
 class StoreSection(_Section):
@@ -131,6 +138,7 @@ class NodeSettings(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     submission: SubmissionSection = Field(default_factory=SubmissionSection)
     dns: DnsSection = Field(default_factory=DnsSection)
+    trace: TraceSection = Field(default_factory=TraceSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     store: StoreSection = Field(default_factory=StoreSection)
     log: LogSection = Field(default_factory=LogSection)

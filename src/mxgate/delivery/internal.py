@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from mxgate.durable import private_dir
 from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.delivery import srs
 from mxgate.delivery.maildir import DeliveryResult, Maildir
@@ -242,7 +243,7 @@ class OfflineOutbound:
         from mxgate.queue.outbound import lock_spool
 
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self.committer = committer
         try:
             self.lock_fd = lock_spool(self.root)

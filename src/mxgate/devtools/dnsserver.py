@@ -1,9 +1,13 @@
 """A real authoritative DNS server on loopback (UDP and TCP, one port) for demos, tests and benchmarks.
 
-Owns: a mutable in-memory zone, the wire protocol (dnspython messages), truncation and
-TCP fallback, an artificial delay to simulate timeouts, and a forced rcode to simulate
-SERVFAIL/REFUSED. Must not know: anything about mail — SPF, DKIM, DMARC, DNSBL zones are
-just records that tests add.
+Owns: the wire protocol (dnspython messages), truncation and TCP fallback, an artificial delay
+to simulate timeouts, a forced rcode to simulate SERVFAIL/REFUSED, the ways real resolvers
+misbehave — a share of queries never answered (`set_drop`), answers held until released
+(`hold`), the SOA in negative answers on or off (`set_negative_soa`; off by default in tests,
+as this machine's own resolver answers) — and, in `ZoneFileServer`,
+what `mxgate dev dns` runs — serving a zone file and reloading it when it changes. The records
+and how a question is answered live in devtools/dnszone.py. Must not know anything about mail:
+SPF, DKIM, DMARC, DNSBL zones are just records.
 
 Usage::
 
@@ -13,42 +17,33 @@ Usage::
 
 Answers: records at the name (following CNAMEs inside the zone); NOERROR with an empty
 answer when the name exists (or is an empty non-terminal, RFC 8020) but has no record of
-that type; NXDOMAIN otherwise. A wildcard owner ``*.zone`` matches names below it when no
-exact name exists (RFC 4592, simplified: no closest-encloser subtleties).
+that type; NXDOMAIN otherwise; with `set_negative_soa(True)` (always in `ZoneFileServer`)
+both negative answers carry the zone's SOA (RFC 2308 §3). A wildcard owner ``*.zone`` matches
+names below it when no exact name exists (RFC 4592, simplified).
 """
 from __future__ import annotations
 
+import logging
+import random
 import selectors
 import socket
 import struct
 import threading
-from typing import Iterable
+import time
+from pathlib import Path
 
 import dns.exception
 import dns.flags
 import dns.message
-import dns.name
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
-from dns.rdtypes.ANY.TXT import TXT
 
-MAX_TXT_STRING = 255  # RFC 1035 §3.3: a <character-string> holds at most 255 octets
+from mxgate.devtools.dnszone import Zone, ZoneFile, ZoneFileError
+
+log = logging.getLogger("mxgate.devdns")
+
 UDP_DEFAULT_PAYLOAD = 512  # RFC 1035 §4.2.1: UDP messages without EDNS are limited to 512
 MAX_MESSAGE = 65535  # RFC 1035 §4.2.2: two-octet length prefix on TCP
-SUPPORTED_TYPES = ("A", "AAAA", "MX", "TXT", "PTR", "CNAME", "NS", "SOA")
-
-
-def _txt_rdata(value: str | bytes | Iterable[str | bytes]) -> TXT:
-    """One TXT rdata; a long string is cut into 255-octet character-strings."""
-    if isinstance(value, (str, bytes)):
-        raw = value.encode() if isinstance(value, str) else value
-        chunks = [raw[i:i + MAX_TXT_STRING] for i in range(0, len(raw), MAX_TXT_STRING)] or [b""]
-    else:  # caller chose the string boundaries explicitly
-        chunks = [v.encode() if isinstance(v, str) else v for v in value]
-    return TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
 
 
 class TestDNSServer:
@@ -56,15 +51,23 @@ class TestDNSServer:
 
     __test__ = False  # a helper, not a pytest test class
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, zone: Zone | None = None) -> None:
         self.host = host
-        self._records: dict[tuple[dns.name.Name, int], list[tuple[int, dns.rdata.Rdata]]] = {}
-        self._lock = threading.Lock()
+        self.zone = zone if zone is not None else Zone(default_ttl=60, negative_ttl=60)
         self._delay = 0.0
         self._rcode: int | None = None
         self.queries: list[tuple[str, str, str]] = []  # (name, type, "udp"|"tcp")
+        self.dropped = 0  # queries never answered (set_drop, drop_next)
+        self._drop_share = 0.0
+        self._drop_next = 0
+        self._random = random.Random(0)  # a fixed seed: the same run drops the same queries
+        self._gate = threading.Event()
+        self._gate.set()
+        self._negative_soa = False
+        # Replaced whole, never mutated: the serving thread reads a consistent snapshot.
+        self._silenced: frozenset[tuple[dns.name.Name, int | None]] = frozenset()
         self._stop = threading.Event()
-        self._udp, self._tcp = self._bind(host)
+        self._udp, self._tcp = self._bind(host, port)
         self.port = self._udp.getsockname()[1]
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._udp, selectors.EVENT_READ, self._on_udp)
@@ -81,34 +84,16 @@ class TestDNSServer:
     def add(self, name: str, rdtype: str, value, ttl: int = 60) -> None:
         """Add one record. TXT takes a str/bytes (split at 255) or a list of strings;
         MX takes "10 mx.example." or (10, "mx.example"); others take presentation text."""
-        rdtype = rdtype.upper()
-        if rdtype not in SUPPORTED_TYPES:
-            raise ValueError(f"unsupported record type {rdtype}")
-        owner = dns.name.from_text(name)
-        if rdtype == "TXT":
-            rdata = _txt_rdata(value)
-        else:
-            if rdtype == "MX" and isinstance(value, tuple):
-                value = f"{value[0]} {value[1]}"
-            text = str(value)
-            if rdtype in ("MX", "PTR", "CNAME", "NS") and not text.endswith("."):
-                text += "."  # names in tests are always absolute
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
-        with self._lock:
-            self._records.setdefault((owner, dns.rdatatype.from_text(rdtype)), []).append((ttl, rdata))
+        self.zone.add(name, rdtype, value, ttl)
 
     def remove(self, name: str, rdtype: str | None = None) -> None:
         """Drop all records at `name` (of one type, or all types)."""
-        owner = dns.name.from_text(name)
-        with self._lock:
-            for key in [k for k in self._records if k[0] == owner]:
-                if rdtype is None or key[1] == dns.rdatatype.from_text(rdtype):
-                    del self._records[key]
+        self.zone.remove(name, rdtype)
 
     def clear(self) -> None:
-        with self._lock:
-            self._records.clear()
-            self.queries.clear()
+        self.zone.clear()
+        self._silenced = frozenset()
+        self.queries.clear()
 
     def set_delay(self, seconds: float) -> None:
         """Answer every query only after `seconds` (a timeout for a client with less)."""
@@ -118,11 +103,38 @@ class TestDNSServer:
         """Answer every query with this rcode ("SERVFAIL", "REFUSED"), or None for normal."""
         self._rcode = None if rcode is None else dns.rcode.from_text(rcode)
 
+    def set_drop(self, share: float, seed: int = 0) -> None:
+        """Never answer this share (0..1) of queries, chosen by a seeded generator."""
+        self._drop_share = min(1.0, max(0.0, float(share)))
+        self._random = random.Random(seed)
+
+    def drop_next(self, count: int) -> None:
+        """Never answer the next `count` queries (a lost UDP datagram, deterministically)."""
+        self._drop_next = int(count)
+
+    def silence(self, name: str, rdtype: str | None = None) -> None:
+        """Never answer queries for `name` (of one type, or any): a per-name timeout, as
+        conformance suites (RFC 7208's `TIMEOUT`) describe them."""
+        key = (dns.name.from_text(name), None if rdtype is None else dns.rdatatype.from_text(rdtype))
+        self._silenced = self._silenced | {key}
+
+    def hold(self) -> None:
+        """Keep every answer until `release()` (lookups in flight, for as long as a test needs)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def set_negative_soa(self, on: bool) -> None:
+        """Put the zone's SOA in NXDOMAIN/NODATA answers (RFC 2308 §3), so they may be cached."""
+        self._negative_soa = bool(on)
+
     # --- lifecycle ------------------------------------------------------------------
     def close(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
+        self._gate.set()
         self._thread.join(timeout=5)
         self._selector.close()
         self._udp.close()
@@ -135,44 +147,6 @@ class TestDNSServer:
         self.close()
 
     # --- answering ------------------------------------------------------------------
-    def _lookup(self, qname: dns.name.Name, qtype: int) -> tuple[int, list[dns.rrset.RRset]]:
-        """(rcode, answer rrsets) for one question, from the zone only."""
-        answers: list[dns.rrset.RRset] = []
-        with self._lock:
-            for _ in range(8):  # bounded CNAME chain inside the zone
-                owner = self._owner_for(qname)
-                if owner is None:
-                    return (dns.rcode.NXDOMAIN if not answers else dns.rcode.NOERROR), answers
-                cname = self._records.get((owner, dns.rdatatype.CNAME))
-                if cname and qtype != dns.rdatatype.CNAME:
-                    answers.append(self._rrset(qname, dns.rdatatype.CNAME, cname))
-                    qname = cname[0][1].target
-                    continue
-                found = self._records.get((owner, qtype))
-                if found:
-                    answers.append(self._rrset(qname, qtype, found))
-                return dns.rcode.NOERROR, answers
-        return dns.rcode.SERVFAIL, []
-
-    def _owner_for(self, qname: dns.name.Name) -> dns.name.Name | None:
-        names = {k[0] for k in self._records}
-        if qname in names or any(n.is_subdomain(qname) for n in names):
-            return qname  # exact name or empty non-terminal (RFC 8020)
-        parent = qname
-        while len(parent) > 1:
-            parent = parent.parent()
-            wildcard = dns.name.Name((b"*",) + parent.labels)
-            if wildcard in names:
-                return wildcard
-        return None
-
-    @staticmethod
-    def _rrset(name: dns.name.Name, rdtype: int, records) -> dns.rrset.RRset:
-        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, rdtype)
-        for ttl, rdata in records:
-            rrset.add(rdata, ttl)
-        return rrset
-
     def _respond(self, wire: bytes, transport: str) -> bytes | None:
         """Response wire for a query wire (None when the query is unparseable)."""
         try:
@@ -187,12 +161,20 @@ class TestDNSServer:
             q = query.question[0]
             self.queries.append((q.name.to_text(omit_final_dot=True).lower(),
                                  dns.rdatatype.to_text(q.rdtype), transport))
+            silenced = (q.name, None) in self._silenced or (q.name, q.rdtype) in self._silenced
+            if silenced or self._drop_next > 0 or (self._drop_share and self._random.random() < self._drop_share):
+                if not silenced:
+                    self._drop_next = max(0, self._drop_next - 1)
+                self.dropped += 1
+                return None
             if self._rcode is not None:
                 response.set_rcode(self._rcode)
             else:
-                rcode, answers = self._lookup(q.name, q.rdtype)
-                response.set_rcode(rcode)
-                response.answer.extend(answers)
+                found = self.zone.lookup(q.name, q.rdtype)
+                response.set_rcode(found.rcode)
+                response.answer.extend(found.answer)
+                if self._negative_soa:
+                    response.authority.extend(found.authority)
         limit = MAX_MESSAGE
         if transport == "udp":
             limit = max(query.payload, UDP_DEFAULT_PAYLOAD) if query.edns >= 0 else UDP_DEFAULT_PAYLOAD
@@ -200,6 +182,7 @@ class TestDNSServer:
             return response.to_wire(max_size=limit)
         except dns.exception.TooBig:  # RFC 2181 §9: set TC, the client retries over TCP
             response.answer.clear()
+            response.authority.clear()
             response.flags |= dns.flags.TC
             return response.to_wire()
 
@@ -208,24 +191,29 @@ class TestDNSServer:
         def work() -> None:
             if self._delay and self._stop.wait(self._delay):
                 return
+            self._gate.wait()
             out = self._respond(wire, transport)
             if out is not None:
                 try:
                     send(out)
                 except OSError:
                     pass  # client gave up or the server is closing
-        if self._delay:
+        if self._delay or not self._gate.is_set():
             threading.Thread(target=work, daemon=True).start()
         else:
             work()
 
     # --- sockets --------------------------------------------------------------------
     @staticmethod
-    def _bind(host: str) -> tuple[socket.socket, socket.socket]:
+    def _bind(host: str, port: int = 0) -> tuple[socket.socket, socket.socket]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for _ in range(20):  # UDP port 0, then the same number for TCP; retry if taken
+        for _ in range(1 if port else 20):  # UDP port 0, then the same number for TCP; retry if taken
             udp = socket.socket(family, socket.SOCK_DGRAM)
-            udp.bind((host, 0))
+            try:
+                udp.bind((host, port))
+            except OSError:
+                udp.close()
+                raise
             tcp = socket.socket(family, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -233,6 +221,8 @@ class TestDNSServer:
             except OSError:
                 udp.close()
                 tcp.close()
+                if port:
+                    raise
                 continue
             tcp.listen(16)
             udp.setblocking(False)
@@ -247,6 +237,10 @@ class TestDNSServer:
                     key.data(key.fileobj)
                 except OSError:
                     pass
+            self._tick()
+
+    def _tick(self) -> None:
+        """Called by the serving thread between batches of queries (ZoneFileServer polls here)."""
 
     def _on_udp(self, sock: socket.socket) -> None:
         wire, peer = sock.recvfrom(MAX_MESSAGE)
@@ -282,3 +276,50 @@ class TestDNSServer:
                 return None
             data += chunk
         return data
+
+
+class ZoneFileServer(TestDNSServer):
+    """`mxgate dev dns`: serve a zone file, reloading it when it changes.
+
+    The file's stat signature is polled every `poll_interval` seconds by the serving thread;
+    `check_reload()` is the same poll on demand (tests call it instead of waiting; SIGHUP too).
+    A file that no longer parses leaves the last good zone in service and `last_error` set.
+    """
+
+    def __init__(self, path: str | Path, host: str = "127.0.0.1", port: int = 0, *, origin: str | None = None,
+                 poll_interval: float | None = 1.0, on_reload=None) -> None:
+        self.zone_file = ZoneFile(path, origin)
+        self.poll_interval = poll_interval
+        self.on_reload = on_reload  # called with (zone or None, error or None) after each reload attempt
+        self.last_error: str | None = None
+        self._next_poll = 0.0
+        self._reload_lock = threading.Lock()
+        super().__init__(host, port, self.zone_file.load())  # a broken file fails here, before serving
+        self.set_negative_soa(True)  # as real authoritative servers answer (RFC 2308 §3)
+
+    def check_reload(self) -> bool:
+        """Reload if the file changed since it was last read; True when a new zone is in service."""
+        with self._reload_lock:
+            if not self.zone_file.changed():
+                return False
+            try:
+                fresh = self.zone_file.load()
+            except ZoneFileError as exc:
+                self.last_error = str(exc)
+                log.error("zone not reloaded, the previous one stays in service: %s", exc)
+                if self.on_reload:
+                    self.on_reload(None, self.last_error)
+                return False
+            self.zone.replace_with(fresh)
+            self.last_error = None
+            if self.on_reload:
+                self.on_reload(self.zone, None)
+            return True
+
+    def _tick(self) -> None:
+        if self.poll_interval is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + self.poll_interval
+            self.check_reload()

@@ -183,7 +183,10 @@ def _delivery(b: _Builder, maildir_base: str, uid: int, gid: int) -> list[str]:
 
 
 def _outbound(b: _Builder) -> list[str]:
-    transport, tls = [], []
+    # transport_maps beat virtual_transport, and `*` matches every domain: without these first
+    # entries a `*` connector would send the organisation's own mail round through the smart host.
+    own = [normalize_domain(d.name) for d in b.policy.accepted_domains if d.type == "authoritative"]
+    transport, tls = [f"{d}\tvirtual:" for d in own], []
     level = {"encryption_only": "encrypt", "certificate_validation": "secure", "domain_validation": "secure"}
     for o in b.policy.outbound_connectors:
         if not o.enabled:
@@ -194,9 +197,13 @@ def _outbound(b: _Builder) -> list[str]:
         policy = level[o.tls_settings] + (f" match={o.tls_domain}" if o.tls_settings == "domain_validation" and o.tls_domain else "")
         for pattern in o.recipient_domains:
             keys = ["*"] if pattern == "*" else _sender_keys(pattern)
-            transport += [f"{k}\t{nexthop}" for k in keys]
-            tls += [f"{k}\t{policy}" for k in keys if k != "*"]
-    if not transport:
+            mine = [k for k in keys if k in own]
+            if mine:
+                b.notes.append(f"outbound connector {_flat(o.name)!r}: {', '.join(mine)} is an authoritative accepted "
+                               "domain; its mail is delivered here, never through the smart host")
+            transport += [f"{k}\t{nexthop}" for k in keys if k not in own]
+            tls += [f"{k}\t{policy}" for k in keys if k != "*" and k not in own]
+    if len(transport) == len(own):
         return []
     b.table("mxgate_transport", "\n".join(transport) + "\n")
     b.table("mxgate_tls_policy", "\n".join(tls) + "\n")

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from mxgate import metrics
 from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, rdns, score, spf
 from mxgate.filters.result import ERROR, SKIP, TIMEOUT, CheckEnv, CheckResult, MessageFacts
 from mxgate.policy.gateway_checks import CheckSettings
@@ -85,7 +86,9 @@ class Pipeline:
             return CheckResult(module.NAME, SKIP, detail="off")
         loop = asyncio.get_running_loop()
         try:
-            raw = await asyncio.wait_for(loop.run_in_executor(self.pool, module.gather, facts, cfg, env), cfg.timeout)
+            with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
+                raw = await asyncio.wait_for(loop.run_in_executor(self.pool, module.gather, facts, cfg, env),
+                                             cfg.timeout)
         except asyncio.TimeoutError:
             result = CheckResult(module.NAME, TIMEOUT, detail=f"no answer in {cfg.timeout:g}s")
         except Exception as exc:  # a check's bug or a library's surprise is that check's error only

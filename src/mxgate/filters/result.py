@@ -62,3 +62,15 @@ def passed(check: str, detail: str = "", **facts: Any) -> CheckResult:
 
 def errored(check: str, detail: str, **facts: Any) -> CheckResult:
     return CheckResult(check, ERROR, "check-tempfail", detail, CheckAction.OFF, facts)
+
+
+def checks_header(results: Mapping[str, CheckResult]) -> str:
+    """The X-MXGate-Checks value: `name=word[/action]` per check. For the authentication checks
+    the word is their RFC 8601 result (the one Authentication-Results states, e.g. `dkim=none` for
+    an unsigned message, not the check's `pass`), so the two headers never contradict each other."""
+    parts = []
+    for name, r in results.items():
+        word = r.facts.get("result") if isinstance(r.facts.get("result"), str) else None
+        parts.append(f"{name}={word or r.outcome}" + (f"/{r.action}" if r.fired else ""))
+    return " ".join(parts)
+

@@ -7,7 +7,6 @@ so the messages name the EXO concept as well where that helps.
 
 from __future__ import annotations
 
-import re
 
 from mxgate.errors import PolicyIssue, PolicyValidationError
 from mxgate.policy.gateway_checks import validate_gateway_checks

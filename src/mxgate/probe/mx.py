@@ -1,7 +1,7 @@
 """`mxgate mx DOMAIN`: where mail for a domain goes, as an SMTP client would find it.
 
-Owns: the MX lookup through the configured DNS servers ("host:port", "[v6]:port") or the system
-resolver, ordering by preference (RFC 5321 §5.1), the A/AAAA addresses of each exchange, the
+Owns: the MX lookup through a resolver the caller passes (the node's, from
+`mxgate.auth.dns.make_resolver`, in its async view), ordering by preference (RFC 5321 §5.1), the A/AAAA addresses of each exchange, the
 implicit MX when a domain has no MX records (RFC 5321 §5.1) and null MX (RFC 7505).
 
 Must not know: SMTP, printing, or the CLI. Errors come back as values, never as exceptions.
@@ -12,18 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass
-from typing import Sequence
-
-import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from mxgate.names import parse_hostport
-
-DNS_PORT = 53  # RFC 1035 §4.2
 IMPLICIT_MX_PREFERENCE = 0  # RFC 5321 §5.1: "as if ... an MX with preference 0"
 DEFAULT_TIMEOUT = 5.0
 
@@ -45,29 +38,9 @@ class MxResult:
     error: str | None = None  # the MX query itself failed (NXDOMAIN, timeout, SERVFAIL)
 
 
-def make_resolver(servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
-                  cache_size: int = 0) -> dns.asyncresolver.Resolver:
-    """An async resolver for `servers` ("host", "host:port", "[v6]:port"); system settings when
-    empty; answers cached for their TTL when `cache_size` > 0 (the outbound queue's MX lookups)."""
-    if servers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        nameservers = []
-        for text in servers:
-            host, port = parse_hostport(text, DNS_PORT)
-            nameservers.append(dns.nameserver.Do53Nameserver(host, port))
-        resolver.nameservers = nameservers
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    resolver.cache = dns.resolver.LRUCache(cache_size) if cache_size > 0 else None
-    return resolver
-
-
-async def lookup_mx(domain: str, servers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT,
-                    resolver: dns.asyncresolver.Resolver | None = None) -> MxResult:
-    """MX records in preference order, each with its addresses."""
-    resolver = resolver or make_resolver(servers, timeout)
+async def lookup_mx(domain: str, resolver) -> MxResult:
+    """MX records in preference order, each with its addresses. `resolver` has an async
+    `resolve(name, rdtype, search=...)` (dnspython's asyncresolver, or auth/dns.py's `.aio`)."""
     domain = domain.strip().rstrip(".").lower()
     try:
         qname = dns.name.from_text(domain)
@@ -90,7 +63,7 @@ async def lookup_mx(domain: str, servers: Sequence[str] = (), timeout: float = D
     return MxResult(domain, tuple(hosts))
 
 
-async def _addresses(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, preference: int) -> MxHost:
+async def _addresses(resolver, name: dns.name.Name, preference: int) -> MxHost:
     v4, v6 = await asyncio.gather(_query(resolver, name, "A"), _query(resolver, name, "AAAA"))
     label = name.to_text(omit_final_dot=True)
     errors = [r for r in (v4, v6) if isinstance(r, str)]
@@ -101,7 +74,7 @@ async def _addresses(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, 
     return MxHost(preference, label, tuple(addrs), error)
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str) -> list[str] | str:
+async def _query(resolver, name: dns.name.Name, rdtype: str) -> list[str] | str:
     """Sorted addresses, [] when the type has no records, or an error text."""
     try:
         answer = await resolver.resolve(name, rdtype, search=False)

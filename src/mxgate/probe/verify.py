@@ -2,7 +2,8 @@
 
 Owns: which rows the policy implies (`plan_matrix`, pure), what each row expects and whether a
 probe result meets it (`judge_row`, pure), running the rows (`run_matrix`), and the pass/fail
-table and JSON. For every enabled partner connector that names its senders:
+table and JSON. For every partner connector that names its senders (a disabled one gets only its bypass rows,
+which fail unless something else refuses; the attacker sources are chosen outside every connector):
 - bypass: mail for the connector's domains from a source that is not the connector's must be
   refused by RCPT at the latest (any 5xx: mxgate's 550 5.7.51, or another server's own code);
 - gateway: from an address the connector lists (and with its certificate) it is accepted
@@ -44,8 +45,8 @@ class Target:
 class VerifySettings:
     target: Target
     target6: Target | None = None
-    attacker: str = "127.0.0.66"
-    attacker6: str = "::1"
+    attacker: str = ""  # "" = the first of ATTACKERS outside every connector
+    attacker6: str = ""
     ca_file: str | None = None
     tls_servername: str | None = None
     client_cert: str | None = None  # the certificate connectors' real certificate
@@ -109,6 +110,28 @@ def _listed(c: InboundConnector, address: str) -> bool:
     return any(ip in parse_network(t) for t in c.sender_ip_addresses if parse_network(t).version == ip.version)
 
 
+# Loopback sources for the bypass rows, tried in order: the first that no connector lists is used,
+# so a connector admitting (say) 127.0.0.0/24 cannot turn a correct refusal into a false FAIL.
+ATTACKERS = {4: ("127.0.0.66", "127.0.66.66", "127.66.66.66", "127.255.0.66"), 6: ("::1",)}
+
+
+def pick_attacker(policy: Policy, family: int) -> str:
+    """The first candidate source that no connector (of any type, enabled or not) lists; when
+    every one is listed, the first (its rows are then skipped with the reason)."""
+    listed = [c for c in policy.inbound_connectors if c.sender_ip_addresses]
+    for candidate in ATTACKERS[family]:
+        if not any(_listed(c, candidate) for c in listed):
+            return candidate
+    return ATTACKERS[family][0]
+
+
+def _listed_elsewhere(policy: Policy, address: str) -> str | None:
+    for c in policy.inbound_connectors:
+        if c.enabled and c.sender_ip_addresses and _listed(c, address):
+            return c.name
+    return None
+
+
 def can_bind(address: str) -> bool:
     """Whether this host can use `address` as a source (tests: any 127/8 address and ::1)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -124,9 +147,13 @@ def plan_matrix(policy: Policy, s: VerifySettings) -> list[Row]:
     """Every row the policy implies. Pure: whether a source can be bound is checked at run time."""
     rows: list[Row] = []
     partners = [c for c in policy.inbound_connectors
-                if c.enabled and c.type == "partner" and (c.sender_ip_addresses or c.tls_sender_certificate_name)]
+                if c.type == "partner" and (c.sender_ip_addresses or c.tls_sender_certificate_name)]
+    s = replace(s, attacker=s.attacker or pick_attacker(policy, 4), attacker6=s.attacker6 or pick_attacker(policy, 6))
     targets = [(4, s.target, s.attacker)] + ([(6, s.target6, s.attacker6)] if s.target6 else [])
     for c in partners:
+        if not c.enabled:
+            rows += _disabled_rows(policy, c, s, targets)
+            continue
         base = ProbeOptions(host="", mail_from=_sender_for(c), rcpt_to=(_recipient_for(policy, c),),
                             ca_file=s.ca_file, tls_servername=s.tls_servername, timeout=s.timeout)
         open_hint = ("" if c.restricts else
@@ -138,9 +165,10 @@ def plan_matrix(policy: Policy, s: VerifySettings) -> list[Row]:
             tag = "" if family == 4 else " (IPv6)"
             gateway = _source_address(c, family)
             if c.sender_ip_addresses:
-                if _listed(c, attacker):
+                other = _listed_elsewhere(policy, attacker)
+                if other:
                     rows.append(Row(f"bypass {q} from {attacker}{tag}", "bypass", c.name, family, "refuse@rcpt", None,
-                                    f"{attacker} is listed by the connector; choose another --attacker"))
+                                    f"{attacker} is listed by connector {other!r}; choose another --attacker"))
                 else:
                     rows.append(Row(f"bypass {q} from {attacker}{tag}", "bypass", c.name, family, "refuse@rcpt",
                                     replace(at, source_address=attacker), hint=open_hint))
@@ -170,6 +198,25 @@ def plan_matrix(policy: Policy, s: VerifySettings) -> list[Row]:
                 else:
                     rows.append(Row(f"wrong certificate {q} from {src}", "wrong-cert", c.name, family,
                                     "refuse@rcpt|tls", None, "needs --wrong-cert"))
+    return rows
+
+
+def _disabled_rows(policy: Policy, c: InboundConnector, s: VerifySettings, targets) -> list[Row]:
+    """A disabled lock-down still names the domains it was meant to protect: probe them from
+    outside; the row fails unless something else refuses the bypass."""
+    base = ProbeOptions(host="", mail_from=_sender_for(c), rcpt_to=(_recipient_for(policy, c),),
+                        ca_file=s.ca_file, tls_servername=s.tls_servername, timeout=s.timeout)
+    rows = []
+    for family, target, attacker in targets:
+        name = f"bypass {c.name!r} (disabled) from {attacker}{'' if family == 4 else ' (IPv6)'}"
+        other = _listed_elsewhere(policy, attacker)
+        if other:
+            rows.append(Row(name, "bypass", c.name, family, "refuse@rcpt", None,
+                            f"{attacker} is listed by connector {other!r}; choose another --attacker"))
+            continue
+        rows.append(Row(name, "bypass", c.name, family, "refuse@rcpt",
+                        replace(base, host=target.host, port=target.port, source_address=attacker),
+                        hint=f"connector {c.name!r} is disabled (enabled = false): its lock-down is not enforced"))
     return rows
 
 

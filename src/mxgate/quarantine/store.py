@@ -5,6 +5,12 @@ without handing out raw bytes, releasing into the recipients' Maildirs, deleting
 `Release` event in the message trace. Must not know: SMTP, why a message was quarantined
 (the reason is a stable code chosen by the caller), or who may release (the CLI/API decides).
 
+Both roles quarantine through `QuarantineStore.add` (one ID format, 16 hex digits, for the web
+admin, the API and the CLI alike) with the recipients *resolved to mailboxes*
+(`resolve_mailboxes`): an alias is stored as its mailbox, and an address that is no mailbox (an
+SRS bounce address, an internal-relay domain) is kept aside in `detail.relay_recipients`, so a
+release never creates a Maildir for it.
+
 Release order: deliver durably first, then mark released. A crash in between means the next
 release delivers again — a duplicate, never a loss (the same rule as RFC 5321 §6.1 for 250s).
 A release that would deliver nothing (no local mailbox) is refused, not silently marked.
@@ -24,7 +30,7 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Engine
@@ -49,6 +55,25 @@ _SUMMARY = (quarantine.c.id, quarantine.c.trace_id, quarantine.c.node, quarantin
 
 # (sender, recipients, body, trace_id) -> local delivery results; see release_into.
 Deliver = Callable[[str, Sequence[str], bytes, str], Awaitable[list[DeliveryResult]]]
+
+
+def resolve_mailboxes(directory: Mapping[str, Any], recipients: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Pure: (mailbox addresses, other recipients) for a message's envelope recipients.
+
+    `directory` maps an address or alias (lower case) to its policy Mailbox (the compiled
+    policy's directory): an alias becomes its mailbox's address. Lists and forwarding mailboxes
+    stay themselves: a release routes them as delivered mail is (delivery/internal.py).
+    Addresses that are no mailbox (SRS bounce addresses, internal-relay domains) are set aside.
+    """
+    mailboxes: list[str] = []
+    others: list[str] = []
+    for address in (r.lower() for r in recipients):
+        mailbox = directory.get(address)
+        target = mailboxes if mailbox is not None else others
+        value = mailbox.address.lower() if mailbox is not None else address
+        if value not in target:
+            target.append(value)
+    return mailboxes, others
 
 
 class QuarantineStateError(MxgateError):

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
+from mxgate.durable import private_dir
 from mxgate.queue.spool import DUE_QUEUES, QueueEntry, RcptState, Recipient, RecoveryReport, StaleEntryError, new_queue_id
 
 log = logging.getLogger("mxgate.queue.db")
@@ -78,7 +79,7 @@ class DbSpool:
     def open(cls, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE) -> "DbSpool":
         """Blocking: take back this node's own leases left by a crash (they are ours to retry now)."""
         spool = cls(engine, node, root, lease=lease)
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
         with engine.begin() as conn:
             rows = conn.execute(select(q.queue_id).where(and_(q.queue == "active", q.lease_owner == node))).scalars().all()
             if rows:

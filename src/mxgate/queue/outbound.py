@@ -30,11 +30,13 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Awaitable, Callable, Mapping, Sequence
 
+from mxgate.auth.dns import node_resolver
+from mxgate.durable import private_dir
+from mxgate.names import format_hostport, normalize_ip, parse_hostport
 from mxgate.policy.ipset import PrefixTable, parse_network
-from mxgate.names import format_hostport, parse_hostport, normalize_ip
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
-from mxgate.probe.mx import lookup_mx, make_resolver
+from mxgate.probe.mx import lookup_mx
 from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
@@ -86,7 +88,7 @@ def connector_route(policy: Policy, domain: str) -> Route:
 
 async def resolve_mx(route: Route, domain: str, resolver) -> Route:
     """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure."""
-    result = await lookup_mx(domain, resolver=resolver)
+    result = await lookup_mx(domain, resolver)
     if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
         return replace(route, kind=RouteKind.FAIL, status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
     if result.error and "NXDOMAIN" in result.error:
@@ -207,7 +209,7 @@ class OutboundQueue:
 
 
 def _resolver(node):
-    return make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
+    return node_resolver(node).aio  # the node's cache: MX answers shared with the checks
 
 
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound",
@@ -215,7 +217,7 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
     worker = node.settings.node.worker
     root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     lock_fd = lock_spool(root)
     spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
     ca = str(node.certs.ca_cert)

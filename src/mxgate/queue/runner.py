@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Mapping
 
+from mxgate import metrics
 from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, original_header_block
 from mxgate.queue.relay import RelayResult, RelaySettings, relay
 from mxgate.queue.scheduler import HostHealth, RetryPolicy, next_attempt
@@ -55,10 +56,17 @@ class Runner:
         self.stats = {"delivered": 0, "deferred": 0, "failed": 0, "dsn": 0}
 
     # --- lifetime -------------------------------------------------------------------------
+    @property
+    def spool_name(self) -> str:
+        """gateway, gateway-outbound, outbound or outbound-w<N>: the spool's directory name."""
+        return self.spool.root.name
+
     def start(self) -> None:
         self._main = asyncio.get_running_loop().create_task(self._loop())
+        metrics.watch_spool(self.spool_name, self.spool)  # depth and oldest age at every scrape
 
     async def stop(self) -> None:
+        metrics.unwatch_spool(self.spool_name)
         if self._main:
             self._main.cancel()
         for t in list(self._tasks):
@@ -211,6 +219,7 @@ class Runner:
             return
         queue_id = await self.bounce(entry.sender, dsn, {"kind": "dsn", "dsn_for": entry.queue_id})
         self.stats["dsn"] += 1
+        metrics.dsn_sent(self.spool_name)
         log.info("DSN %s queued to %s for %s", queue_id, entry.sender, entry.queue_id)
 
     async def _bounce_here(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO, Protocol
 
-from mxgate.durable import GroupCommitter, MoveFile, RemoveFile, WriteFile, sync_directory
+from mxgate.durable import GroupCommitter, MoveFile, RemoveFile, WriteFile, private_dir, sync_directory
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class DiskSpool:
 
     def _recover(self) -> RecoveryReport:
         for name in (*QUEUES, TMP_DIR):
-            (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.root / name)
         sync_directory(self.root)
         for leftover in (self.root / TMP_DIR).iterdir():  # unfinished writes, never acknowledged
             leftover.unlink()

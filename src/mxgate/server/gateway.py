@@ -13,7 +13,6 @@ timing (queue/runner.py), or reply text (smtp/replies.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -21,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import insert
-
+from mxgate.durable import private_dir
+from mxgate import metrics
 from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
@@ -31,11 +30,11 @@ from mxgate.delivery.srs import is_srs
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.result import CheckEnv, MessageFacts
+from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.policy.gateway_checks import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.outbound import lock_spool, start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
@@ -47,7 +46,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, reply_text
 from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
-from mxgate.store.schema import quarantine as quarantine_table
+from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
 from mxgate.trace.records import message_records, refusal_records
 
 log = logging.getLogger("mxgate.gateway")
@@ -89,6 +88,8 @@ class GatewayRole(Role):
         return self.outbound is not None and self.outbound.is_trusted(s.peer_ip)
 
     def on_connect(self, s) -> Verdict:
+        metrics.session_opened(self.name)
+        s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
         if self._own_server(s):
             return accept("connect-ok")
         result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
@@ -184,21 +185,46 @@ class GatewayRole(Role):
         final = await self._stamp(s, txn, facts, env, outcome, trace_id)
         rcpts = [str(r.address) for r in txn.recipients]
         if outcome.verdict.action is Action.QUARANTINE:
-            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome)
+            await asyncio.to_thread(self._quarantine, trace_id, facts, final, outcome, compiled)
             self._trace(s, txn, trace_id, final, outcome, "Quarantined", ("Quarantine", outcome.verdict.detail))
             self.stats["quarantined"] += 1
+            metrics.accepted(self.name)
+            metrics.quarantined(self.name)
+            self._count(s, "quarantined")
+            log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
+                     extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
             return accept("quarantined")
         await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
         self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        self._count(s, "accepted")
+        log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
         return accept("queued")
+
+    @staticmethod
+    def _count(s, outcome: str) -> None:
+        counts = s.role_state.setdefault("outcome", {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0})
+        counts[outcome] += 1
+
+    def on_disconnect(self, s) -> None:
+        """One log line per session with what became of it (the mailbox role logs alike)."""
+        counts = s.role_state.get("outcome")
+        if counts is None:
+            return
+        outcome = ("accepted" if counts["accepted"] or counts["quarantined"] else "rejected" if counts["rejected"]
+                   else "deferred" if counts["deferred"] else "no mail")
+        log.info("session %s from %s ended: %s (accepted %d, quarantined %d, rejected %d, deferred %d)", s.id,
+                 s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
+                 extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
 
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
         received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients, cipher_bits=True)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
-        checks_line = " ".join(f"{n}={r.outcome}" + (f"/{r.action}" if r.fired else "") for n, r in outcome.results.items())
+        checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
@@ -215,13 +241,16 @@ class GatewayRole(Role):
             seal = b""
         return seal + fold_header("Authentication-Results", results) + body
 
-    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome) -> None:
-        with self.node.engine.begin() as conn:  # committed before the 250 (RFC 5321 §6.1)
-            conn.execute(insert(quarantine_table).values(
-                id=secrets.token_hex(16), trace_id=trace_id, node=self.node.name, created_at=time.time(),
-                sender=facts.sender, recipients=json.dumps(list(facts.recipients)),
-                subject=msg.header_value(msg.header_block(facts.data), "Subject")[:256],
-                reason=outcome.verdict.detail.split(":", 1)[0], detail=outcome.verdict.detail[:2000], body=final))
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome, compiled) -> None:
+        """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
+        recipients resolved to their mailboxes so a release never makes a Maildir for an alias."""
+        mailboxes, others = resolve_mailboxes(compiled.directory, facts.recipients)
+        QuarantineStore(self.node.engine, node=self.node.name).add(
+            trace_id=trace_id, sender=facts.sender, recipients=mailboxes,
+            subject=msg.header_value(msg.header_block(facts.data), "Subject"),
+            reason=outcome.verdict.detail.split(":", 1)[0], body=final,
+            detail={"why": outcome.verdict.detail[:2000], "relay_recipients": others, "role": "gateway",
+                    "connecting_ip": facts.peer_ip})
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
@@ -236,10 +265,17 @@ class GatewayRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
+        temporary = verdict.action is Action.TEMPFAIL
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        self._count(s, "deferred" if temporary else "rejected")
+        reply = reply_text(verdict)
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage,
+                        "reply": reply})
         sender, rcpts = self.refused_envelope(s, facts)
         compiled = s.role_state.get("policy") or self.watcher.current
-        self.trace.record_all(refusal_records(
-            verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
+        self.trace.record_refusals(s.id, refusal_records(
+            verdict, stage=stage, reply=reply, sender=sender, recipients=rcpts,
             detail={"session": s.id, "helo": s.helo, "why": verdict.detail,
                     "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
             from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name))
@@ -314,18 +350,8 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
 
 
 def _resolver(node):
-    existing = getattr(node, "resolver", None)
-    if existing is not None:  # the node (or the mailbox role) already made one: share it
-        return existing
-    if node.settings.dns.servers:
-        resolver = make_resolver(node.settings.dns.servers, node.settings.dns.timeout, node.settings.dns.cache_size)
-        install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
-    else:
-        import dns.resolver
-
-        resolver = dns.resolver.Resolver()
-        resolver.lifetime = node.settings.dns.timeout
-    node.resolver = resolver
+    resolver = node_resolver(node)  # shared with the mailbox role when both run here
+    install_default_resolver(resolver)  # pyspf and dkimpy resolve through the default
     return resolver
 
 
@@ -333,7 +359,7 @@ async def start_services(node) -> GatewayServices:
     g = node.settings.gateway
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
     if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
         from mxgate.queue.dbspool import DbSpool

@@ -211,7 +211,7 @@ class MailboxRole(Role):
                                            "connecting_ip": ctx.detail.get("connecting_ip", "")})
         self._trace_message(s, ctx, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
         metrics.accepted(self.name)
-        metrics.quarantined()
+        metrics.quarantined(self.name)
         return Verdict(Action.ACCEPT, "quarantined")
 
     async def _deliver_local(self, ctx: MessageContext, final: bytes) -> Verdict:
@@ -260,17 +260,29 @@ class MailboxRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
-        metrics.refused(verdict.reason)
-        log.info("refused at %s: %s", stage, verdict.reason,
+        temporary = verdict.action is Action.TEMPFAIL
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
         sender, rcpts = self.refused_envelope(s, facts)
         session_facts = s.role_state.get("facts")
-        self.trace.record_all(refusal_records(
+        self.trace.record_refusals(s.id, refusal_records(
             verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
-            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, "why": verdict.detail},
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, "why": verdict.detail,
+                    **_peer_certificate(s)},
             from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name,
             connector=_display_names(compiled, session_facts.connectors) if session_facts else ""))
+
+
+def _peer_certificate(s) -> dict[str, Any]:
+    """The client certificate the peer presented, so the trace shows why a certificate connector
+    did not match (name and SPKI pin, mail-flow.md §4)."""
+    cert = s.tls.peer_cert if s.tls else None
+    if cert is None:
+        return {}
+    return {"certificate": {"subject_cn": cert.subject_cn, "dns_names": list(cert.dns_names),
+                            "spki_sha256": cert.spki_sha256, "issuer": cert.issuer, "not_after": cert.not_after}}
 
 
 def _display_names(compiled: CompiledPolicy, names) -> str:

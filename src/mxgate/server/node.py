@@ -23,6 +23,7 @@ from typing import Any, Callable
 from sqlalchemy import delete, insert, select, update
 
 from mxgate import metrics
+from mxgate.auth.dns import node_resolver
 from mxgate.auth.pipeline import Authenticator
 from mxgate.config.home import Home
 from mxgate.policy.attribution import connect_stage_fallback
@@ -87,7 +88,11 @@ class Node:
         self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
         self.watcher.start()
-        self.trace = TraceStore(self.engine, node=self.name)
+        worker = self.settings.node.worker
+        # Rows the database cannot take now wait here, fsync'd, one journal per process.
+        journal = self.home.spool / (f"trace-w{worker}.journal" if worker else "trace.journal")
+        self.trace = TraceStore(self.engine, node=self.name, journal=journal,
+                                retention_days=self.settings.trace.retention_days)
         self.trace.start()
         self.committer = GroupCommitter()
         self.committer.start()
@@ -137,15 +142,14 @@ class Node:
         s = self.settings.mailbox
         dns = self.settings.dns
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
-        # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers (issue 4).
+        # Enhanced filtering, SPF/DKIM/DMARC/ARC on the node's resolver (issue 4).
         auth = Authenticator(servers=dns.servers, timeout=dns.timeout, cache_size=dns.cache_size,
-                             non_routable=s.non_routable)
-        if dns.servers:
-            auth.install()
+                             non_routable=s.non_routable, resolver=node_resolver(self))
+        auth.install()
         self.extras.append(auth)
-        fallback = connect_stage_fallback(self.watcher.current, s.reject_stage)
-        if fallback and self.settings.node.worker == 0:  # once per node, not once per worker process
-            log.warning(fallback)
+        if self.settings.node.worker == 0:  # once per node, not once per worker process
+            self._note_reject_stage(self.watcher.current)
+            self.watcher.subscribe(self._note_reject_stage)
         # Aliases, lists, forwarding, on-premises relaying and DSNs routed inside the process (issue 6).
         internal = await start_internal(self, maildir)
         role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
@@ -157,6 +161,18 @@ class Node:
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
+
+    def _note_reject_stage(self, compiled) -> None:
+        """Say at start — and again only when the reason changes — that reject_stage = "connect"
+        cannot refuse in the greeting under this policy and refusals happen at RCPT instead."""
+        why = connect_stage_fallback(compiled, self.settings.mailbox.reject_stage)
+        before = getattr(self, "_reject_stage_note", None)
+        if why != before:
+            if why:
+                log.warning(why)
+            elif before:
+                log.info('reject_stage = "connect" applies again from policy version %d', compiled.version)
+            self._reject_stage_note = why
 
     # --- status ---------------------------------------------------------------------------
     def status_row(self) -> dict[str, Any]:

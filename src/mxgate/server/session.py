@@ -286,14 +286,19 @@ class SmtpSession(asyncio.Protocol):
         handler(arg.strip())
 
     def _error(self, reason: str) -> None:
+        if not self._count_error():
+            self._reply(REPLIES[reason])
+
+    def _count_error(self) -> bool:
+        """One more error in this session; at the limit answer 421 and close (True)."""
         self.errors += 1
         if self.errors >= self.limits.max_errors:
             self._reply(REPLIES["too-many-errors"])
             self.role.on_refused(self, "command", Verdict(Action.TEMPFAIL, "too-many-errors"))
             self._flush()
             self._close()
-            return
-        self._reply(REPLIES[reason])
+            return True
+        return False
 
     # --- commands ---------------------------------------------------------------------------
     def _cmd_HELO(self, arg: str, esmtp: bool = False) -> None:
@@ -429,6 +434,10 @@ class SmtpSession(asyncio.Protocol):
             return
         if verdict.refused:
             self._refuse_at("rcpt", verdict, rcpt=rcpt)
+            # A refused recipient is an error, as in Postfix (smtpd_hard_error_limit): a session
+            # guessing addresses ends at the limit. "Send me separately" (452 4.5.3) is not one.
+            if reply_for(verdict).enhanced != "4.5.3":
+                self._count_error()
             return
         self.txn.recipients.append(Recipient(rcpt, decision))
         self._reply(REPLIES["recipient-ok"])

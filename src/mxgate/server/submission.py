@@ -2,8 +2,9 @@
 
 Owns: the submission role's hooks — AUTH PLAIN (RFC 4616) and LOGIN offered and accepted only
 after STARTTLS (RFC 4954 §4, RFC 8314), credentials checked off the event loop (argon2 is slow
-on purpose), failed attempts counted per client address (`535 5.7.8`, then `421 4.7.0` with a
-doubling back-off, refused already at connect while it lasts), send-as enforcement, and handing
+on purpose), attempts counted per client address or IPv6 /64 before each check starts (`535
+5.7.8`, then `421 4.7.0` with a doubling back-off, refused at connect and at every AUTH of every
+open session while it lasts), send-as enforcement, and handing
 the accepted message to the internal delivery service (delivery/internal.py). Submitted mail is
 internal whatever its header `From:` says: it never meets the anonymous listener's connector
 checks (mail-flow.md §5). Also `start_submission(node)`.
@@ -17,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import logging
 import secrets
 import time
 from typing import Any
 
+from mxgate import metrics
 from mxgate.auth.credentials import Identity, decide_send_as, verify_credentials
 from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.delivery.internal import Provenance
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import Reply, reply_text
-from mxgate.verdict import Verdict, accept, reject, tempfail
 from mxgate.trace.records import message_records, refusal_records
+from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 from mxgate.wording import count
 
 log = logging.getLogger("mxgate.submission")
@@ -44,29 +48,91 @@ MECHANISMS = ("PLAIN", "LOGIN")
 LOGIN_USER, LOGIN_PASS = "VXNlcm5hbWU6", "UGFzc3dvcmQ6"  # base64 "Username:", "Password:" (draft-murchison-sasl-login)
 
 
+def throttle_key(ip: str) -> str:
+    """What failed attempts are counted against: the IPv4 address, or the IPv6 /64 (one host
+    usually owns a whole /64, so counting single addresses would let it rotate through 2^64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6 and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    if addr.version == 6:
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
 class AuthThrottle:
-    """Failed authentications per client address, and the back-off after too many. Pure state."""
+    """Authentication attempts per client address (/64 for IPv6), and the back-off after too many.
 
-    def __init__(self):
-        self._fails: dict[str, list[float]] = {}
-        self._blocked: dict[str, tuple[float, float]] = {}  # ip → (until, last back-off)
+    An attempt is counted when its password check *starts* and refunded only if it succeeds, so
+    twenty sessions opened beforehand and checking in parallel share one budget. Every AUTH
+    command asks `admit` (not only the connection), and the table is pruned. Pure state; the
+    caller passes the clock."""
 
-    def blocked(self, ip: str, now: float) -> bool:
-        return self._blocked.get(ip, (0.0, 0.0))[0] > now
+    PRUNE_EVERY = 1024  # admissions between sweeps of stale entries
 
-    def failed(self, ip: str, now: float) -> bool:
-        """Record a failure; True when the address is now throttled."""
-        recent = [t for t in self._fails.get(ip, []) if now - t < FAILURE_WINDOW] + [now]
-        if len(self._fails) >= MAX_TRACKED and ip not in self._fails:
-            self._fails.pop(next(iter(self._fails)))
-        self._fails[ip] = recent
-        if len(recent) < MAX_AUTH_FAILURES:
-            return False
-        last = self._blocked.get(ip, (0.0, 0.0))[1]
+    def __init__(self, max_tracked: int = MAX_TRACKED):
+        self.max_tracked = max_tracked
+        self._attempts: dict[str, list[float]] = {}
+        self._blocked: dict[str, tuple[float, float]] = {}  # key → (until, last back-off)
+        self._since_prune = 0
+
+    def blocked(self, key: str, now: float) -> bool:
+        return self._blocked.get(key, (0.0, 0.0))[0] > now
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        recent = [t for t in self._attempts.get(key, ()) if now - t < FAILURE_WINDOW]
+        if recent:
+            self._attempts[key] = recent
+        else:
+            self._attempts.pop(key, None)
+        return recent
+
+    def _block(self, key: str, now: float) -> None:
+        last = self._blocked.get(key, (0.0, 0.0))[1]
         delay = min(last * 2 if last else FIRST_BACKOFF, MAX_BACKOFF)
-        self._blocked[ip] = (now + delay, delay)
-        self._fails[ip] = []
+        self._blocked[key] = (now + delay, delay)
+        self._attempts.pop(key, None)
+
+    def admit(self, key: str, now: float) -> bool:
+        """Count one password check about to start; False (and nothing counted) when throttled."""
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY or len(self._attempts) + len(self._blocked) >= self.max_tracked:
+            self.prune(now)
+        if self.blocked(key, now) or len(self._recent(key, now)) >= MAX_AUTH_FAILURES:
+            return False
+        self._attempts.setdefault(key, []).append(now)
         return True
+
+    def succeeded(self, key: str, started: float) -> None:
+        """The check started at `started` passed: it does not count against the address."""
+        attempts = self._attempts.get(key)
+        if attempts and started in attempts:
+            attempts.remove(started)
+
+    def failed(self, key: str, now: float) -> bool:
+        """The check failed (it stays counted); True when the address is now throttled."""
+        if len(self._recent(key, now)) < MAX_AUTH_FAILURES:
+            return False
+        self._block(key, now)
+        return True
+
+    def prune(self, now: float) -> None:
+        """Forget addresses with no attempt in the window, and back-offs long over (a back-off is
+        remembered for MAX_BACKOFF after it ends so a returning guesser gets the doubled one)."""
+        self._since_prune = 0
+        for key in list(self._attempts):
+            self._recent(key, now)
+        for key, (until, _delay) in list(self._blocked.items()):
+            if until + MAX_BACKOFF < now:
+                del self._blocked[key]
+        excess = len(self._attempts) + len(self._blocked) - (self.max_tracked - 1)  # room for the next one
+        for key in list(self._attempts)[: max(0, excess)]:  # oldest first (insertion order)
+            del self._attempts[key]
+
+    def __len__(self) -> int:
+        return len(self._attempts) + len(self._blocked)
 
 
 def decode_plain(payload: str) -> tuple[str, str] | None:
@@ -109,7 +175,8 @@ class SubmissionRole(Role):
         self.stats = {"accepted": 0, "refused": 0, "auth_ok": 0, "auth_failed": 0}
 
     def on_connect(self, s) -> Verdict:
-        if self.throttle.blocked(str(s.peer_ip), time.monotonic()):
+        metrics.session_opened(self.name)
+        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.monotonic()):
             return tempfail("auth-throttled", "back-off after failed authentications")
         return accept("connect-ok")
 
@@ -123,7 +190,9 @@ class SubmissionRole(Role):
     def auth_start(self, s, arg: str) -> None:
         mech, _, initial = arg.partition(" ")
         mech, initial = mech.upper(), initial.strip()
-        if s.tls is None:
+        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.monotonic()):
+            self._hang_up(s)  # a session opened before the back-off began gets no more tries
+        elif s.tls is None:
             s.reply("auth-needs-tls")
         elif s.auth_user is not None:
             s.reply("auth-already")
@@ -167,35 +236,50 @@ class SubmissionRole(Role):
             if password is None:
                 s.reply("auth-cancelled")
                 return
-            self._check(s, self._verify(s, user, password))
+            self._begin_verify(s, user, password)
 
     def _check_plain(self, s, payload: str) -> None:
         creds = decode_plain(payload)
         if creds is None:
             s.reply("auth-cancelled")
             return
-        self._check(s, self._verify(s, *creds))
-
-    def _check(self, s, verify) -> None:
-        """The credential check runs off the loop; the session waits, commands queued in order."""
-        s.wait(verify, lambda answer: self._auth_answered(s, *answer), failed=("internal-error", False))
+        self._begin_verify(s, *creds)
 
     def _auth_answered(self, s, reason: str | Reply, close: bool) -> None:
         s.reply(reason)
         if close:
             s.close()
 
-    async def _verify(self, s, username: str, secret: str) -> tuple[str | Reply, bool]:
+    def _hang_up(self, s) -> None:
+        verdict = tempfail("auth-throttled")
+        self.on_refused(s, "auth", verdict)
+        metrics.auth_failed(self.name, "throttled")
+        s.reply("auth-throttled")
+        s.close()
+
+    def _begin_verify(self, s, username: str, secret: str) -> None:
+        # Counted before the slow check starts: parallel sessions cannot outrun the limit.
+        key, started = throttle_key(str(s.peer_ip)), time.monotonic()
+        if not self.throttle.admit(key, started):
+            self._hang_up(s)
+            return
+        # The check runs off the loop; the session waits, later commands queued in order.
+        s.wait(self._verify(s, username, secret, key, started), lambda answer: self._auth_answered(s, *answer),
+               failed=("internal-error", False))
+
+    async def _verify(self, s, username: str, secret: str, key: str, started: float) -> tuple[str | Reply, bool]:
         identity = await asyncio.to_thread(verify_credentials, self.node.engine, username, secret)
         if identity is not None:
+            self.throttle.succeeded(key, started)
             s.auth_user = identity.username
             s.role_state["identity"] = identity
             self.stats["auth_ok"] += 1
             log.info("submission auth ok from %s as %s (%s)", s.peer_ip, identity.username, identity.kind)
             return "auth-ok", False
         self.stats["auth_failed"] += 1
-        throttled = self.throttle.failed(str(s.peer_ip), time.monotonic())
+        throttled = self.throttle.failed(key, time.monotonic())
         verdict = tempfail("auth-throttled") if throttled else reject("auth-failed")
+        metrics.auth_failed(self.name, "throttled" if throttled else "bad-credentials")
         self.on_refused(s, "auth", verdict)
         return verdict.reason, throttled
 
@@ -233,11 +317,13 @@ class SubmissionRole(Role):
         received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + data
         rcpts = [str(r.address).lower() for r in txn.recipients]
-        outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name)
+        outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name,
+                                              compiled=s.role_state["policy"], provenance=Provenance(str(s.peer_ip)))
         if outcome.failed:
             return tempfail("storage-failed", f"{count(len(outcome.failed), 'copy')} not stored")
         self._trace(s, txn, identity, trace_id, final)
         self.stats["accepted"] += 1
+        metrics.accepted(self.name)
         return accept("queued")
 
     # --- trace --------------------------------------------------------------------------------
@@ -254,8 +340,12 @@ class SubmissionRole(Role):
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
+        temporary = verdict.action is Action.TEMPFAIL
+        metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage})
         sender, rcpts = self.refused_envelope(s, facts)
-        self.trace.record_all(refusal_records(
+        self.trace.record_refusals(s.id, refusal_records(
             verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
             detail={"session": s.id, "user": s.auth_user}, from_ip=str(s.peer_ip), role=self.name,
             direction="internal"))

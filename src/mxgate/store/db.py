@@ -10,6 +10,7 @@ policy watcher), so an async driver would buy nothing but a second API. See READ
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from mxgate.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 # SQLite waits this long for another process's write lock before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL: seconds to connect before a node reports the store unreachable (not hang at start).
@@ -29,11 +30,25 @@ PG_CONNECT_TIMEOUT = 10
 PG_MIGRATE_LOCK = 0x6D786761  # "mxga"
 
 _migrate_lock = threading.Lock()
+log = logging.getLogger("mxgate.store")
+
+
+def _snapshot_before_migration(engine: Engine, current: str) -> None:
+    """SQLite runs some DDL outside a transaction: keep a consistent copy to go back to
+    (<db>.before-<revision>), taken with the online backup API while other readers run."""
+    from mxgate.store.backup import sqlite_snapshot
+
+    db = Path(engine.url.database)
+    target = db.with_name(f"{db.name}.before-{HEAD_REVISION}")
+    sqlite_snapshot(db, target)
+    log.warning("database schema %s is older than %s: migrating; a copy of the old database is in %s",
+                current, HEAD_REVISION, target)
 
 
 def open_engine(url: str) -> Engine:
     """Create an engine and bring the schema to HEAD_REVISION."""
     if url.startswith("sqlite"):
+        _private_sqlite_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
     elif url.startswith("postgresql"):
@@ -47,6 +62,29 @@ def open_engine(url: str) -> Engine:
         raise StoreError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql+psycopg://...")
     migrate(engine)
     return engine
+
+
+def _private_sqlite_files(url: str) -> None:
+    """The database holds password hashes and quarantined mail: create it 0600 whatever the
+    umask. SQLite gives its -wal and -shm files the database file's mode; existing ones are
+    tightened too."""
+    import os
+
+    from mxgate.config.home import private
+
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return  # a read-only or missing directory: SQLite's own error says it better
+    os.close(fd)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            private(Path(path + suffix), 0o600)
+        except OSError:
+            continue
 
 
 def _require_psycopg(url: str) -> None:
@@ -76,23 +114,52 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def known_revisions() -> list[str]:
+    """Revisions this code ships, oldest first (from migrations/versions)."""
+    from alembic.script import ScriptDirectory
+
+    return [s.revision for s in reversed(list(ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()))]
+
+
+class SchemaTooNewError(StoreError):
+    """The store was migrated by a newer mxgate: this node must be upgraded before it starts."""
+
+
+def _refuse_newer(current: str | None, engine: Engine) -> None:
+    if current is not None and current not in known_revisions():
+        raise SchemaTooNewError(
+            f"the database at {engine.url.render_as_string(hide_password=True)} has schema revision {current}, newer "
+            f"than this mxgate knows (newest {HEAD_REVISION}): a newer mxgate has migrated it. Upgrade mxgate on this "
+            f"node before starting it (docs/operations.md, Upgrades); nothing was changed")
+
+
 def migrate(engine: Engine) -> None:
-    """Run Alembic only when the schema is behind: a cheap check on every start."""
+    """Bring the schema to HEAD_REVISION on start: a cheap check when it is current; a store from a
+    newer mxgate is refused; SQLite gets a snapshot beside it before its schema changes."""
     try:
-        if current_revision(engine) == HEAD_REVISION:
+        current = current_revision(engine)
+        if current == HEAD_REVISION:
             return
+        _refuse_newer(current, engine)
         with _migrate_lock:
             from alembic import command
             from alembic.config import Config
 
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+            if current is not None and engine.dialect.name == "sqlite" and engine.url.database:
+                _snapshot_before_migration(engine, current)
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     # Transactional DDL plus this lock: a second node waits, then finds the schema current.
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATE_LOCK})
+                    # Another node may have migrated while we waited, possibly a newer one.
+                    now = conn.execute(text("SELECT version_num FROM alembic_version")).scalar() \
+                        if inspect(conn).has_table("alembic_version") else None
+                    _refuse_newer(now, engine)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+            log.info("database schema migrated from %s to %s", current or "(empty)", HEAD_REVISION)
     except StoreError:
         raise
     except Exception as exc:  # the database is unreachable or refuses: say which and why

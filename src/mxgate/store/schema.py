@@ -138,3 +138,16 @@ api_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("last_used", Float, nullable=True),
 )
+
+# Admin centre sessions: the cookie carries only a signed session id; the row decides whether it
+# is still valid, so logout, a password change or a removed user end it on every node and after a
+# restart (issue 17).
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

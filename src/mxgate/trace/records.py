@@ -13,8 +13,8 @@ import time
 from typing import Any, Iterable, Sequence
 
 from mxgate.smtp.message import header_block, header_value
-from mxgate.trace.store import TraceRecord
-from mxgate.verdict import Verdict
+from mxgate.trace.store import TraceRecord, refusal_status
+from mxgate.verdict import Action, Verdict
 
 
 Row = tuple  # (recipient, status, [(event, detail), ...]) or with a 4th item: this row's own detail
@@ -39,11 +39,13 @@ def message_records(trace_id: str, *, sender: str, data: bytes, rows: Iterable[R
 
 def refusal_records(verdict: Verdict, *, stage: str, reply: str, sender: str, recipients: Sequence[str],
                     detail: dict[str, Any], now: float | None = None, **common: Any) -> list[TraceRecord]:
-    """One "Rejected" row per refused recipient (one row without a recipient before RCPT), each
-    with its own trace id, the stable reason, and the reply as the client saw it."""
+    """One row per refused recipient (one row without a recipient before RCPT), each with its own
+    trace id, the stable reason, and the reply as the client saw it: "Rejected" for a 5xx,
+    "Deferred" for a 4xx (the sender retries). Hand them to `TraceStore.record_refusal`."""
     now = time.time() if now is None else now
-    event = (now, "Reject", f"at {stage}: {reply or verdict.reason}")
-    return [TraceRecord(trace_id=secrets.token_hex(8), status="Rejected", sender=sender, recipient=r.lower(),
+    status, event_name = refusal_status(verdict.action is Action.TEMPFAIL)
+    event = (now, event_name, f"at {stage}: {reply or verdict.reason}")
+    return [TraceRecord(trace_id=secrets.token_hex(8), status=status, sender=sender, recipient=r.lower(),
                         reason=verdict.reason, detail={"stage": stage, "reply": reply, **detail}, events=[event],
                         created_at=now, **common)
             for r in (recipients or [""])]

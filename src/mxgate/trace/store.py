@@ -3,6 +3,12 @@
 Owns: writing trace rows without slowing the SMTP path (a background thread commits batches
 every 100 ms, so rows appear well within a second), updating rows with later events (relay,
 release), and searching. Must not know SMTP: callers hand over finished `TraceRecord` values.
+
+The trace is an audit log, so nothing is dropped: a batch the database refuses (unreachable,
+restarting) is appended to a local journal (trace/journal.py, fsync'd) and replayed, in order,
+before anything newer once the database answers again. One session cannot flood it: repeated
+identical refusals in a session (`record_refusal`) become one row whose `detail.count` grows.
+Rows older than the retention setting are pruned; the row count is a metric.
 """
 
 from __future__ import annotations
@@ -12,21 +18,34 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.errors import NotFoundError
 from mxgate.store.schema import trace_events, trace_messages
+from mxgate.trace.journal import Journal
 
 log = logging.getLogger("mxgate.trace")
 
-STATUSES = ("Delivered", "Failed", "Pending", "Quarantined", "FilteredAsSpam", "Rejected", "Expanded")
+# "Deferred": refused with a 4xx at the SMTP level, so the sender will retry (not a rejection).
+STATUSES = ("Delivered", "Failed", "Pending", "Quarantined", "FilteredAsSpam", "Rejected", "Deferred", "Expanded")
 EVENTS = ("Receive", "Reject", "Defer", "Deliver", "Send", "Fail", "Expand", "Quarantine", "Release")
 FLUSH_INTERVAL = 0.1
 MAX_BATCH = 1000
+REPLAY_INTERVAL = 1.0  # how often a journal waiting for the database is retried
+PRUNE_INTERVAL = 3600.0  # retention pruning runs hourly in the writer thread
+SESSIONS_REMEMBERED = 10_000  # sessions whose refusals are coalesced (least recently used dropped)
+
+
+def refusal_status(temporary: bool) -> tuple[str, str]:
+    """The trace status and event of a refused attempt: a 4xx means the sender retries, so it is
+    "Deferred"/"Defer", not "Rejected"/"Reject" (a 5xx)."""
+    return ("Deferred", "Defer") if temporary else ("Rejected", "Reject")
 
 
 @dataclass
@@ -61,15 +80,33 @@ class EventUpdate:
     at: float
 
 
+@dataclass(frozen=True)
+class CountUpdate:
+    """The row of `trace_id` now stands for `count` identical refusals (detail.count)."""
+
+    trace_id: str
+    count: int
+    at: float
+
+
 class TraceStore:
-    def __init__(self, engine: Engine, node: str = ""):
+    def __init__(self, engine: Engine, node: str = "", *, journal: str | Path | None = None,
+                 retention_days: float = 0.0):
         self.engine = engine
         self.node = node
+        self.journal = Journal(journal) if journal else None
+        self.retention_days = retention_days  # 0: keep forever
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._flushed = threading.Condition()
         self._pending = 0
+        self._lock = threading.Lock()  # the database-or-journal write path, one writer at a time
+        self._refusals: OrderedDict[tuple, list] = OrderedDict()  # (session, what) → [trace_id, count]
+        self._refusals_lock = threading.Lock()
+        self._last_prune = 0.0
+        self.rows = 0  # row count at the last prune (the metric; counting on every scrape is costly)
+        self.stats = {"journalled": 0, "replayed": 0, "pruned": 0, "coalesced": 0}
 
     # --- writing --------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,12 +118,40 @@ class TraceStore:
         """Queue a row; written within FLUSH_INTERVAL by the writer thread (or now, if not started)."""
         rec.node = rec.node or self.node
         rec.subject = rec.subject[:256]
+        self._submit(rec)
+
+    def record_refusals(self, session: str, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record_refusal(session, rec)
+
+    def record_refusal(self, session: str, rec: TraceRecord) -> None:
+        """A refusal in an SMTP session: the first of its kind is a row, identical repeats in the
+        same session (same stage, reason, sender, recipient) only raise that row's count."""
+        what = (session, rec.detail.get("stage", ""), rec.reason, rec.sender, rec.recipient)
+        with self._refusals_lock:
+            seen = self._refusals.get(what)
+            if seen is None:
+                self._refusals[what] = [rec.trace_id, 1]
+                if len(self._refusals) > SESSIONS_REMEMBERED:
+                    self._refusals.popitem(last=False)
+            else:
+                self._refusals.move_to_end(what)
+                seen[1] += 1
+                update_ = CountUpdate(seen[0], seen[1], rec.created_at)
+        if seen is None:
+            rec.detail = {**rec.detail, "count": 1}
+            self.record(rec)
+        else:
+            self.stats["coalesced"] += 1
+            self._submit(update_)
+
+    def _submit(self, item) -> None:
         if self._thread is None:
-            self._write([rec])
+            self._write_or_journal([item])
             return
         with self._flushed:
             self._pending += 1
-        self._queue.put(rec)
+        self._queue.put(item)
 
     def record_all(self, records: list[TraceRecord]) -> None:
         for rec in records:
@@ -94,13 +159,7 @@ class TraceStore:
 
     def add_event(self, trace_id: str, event: str, detail: str = "", *, recipient: str | None = None,
                   status: str | None = None, at: float | None = None) -> None:
-        upd = EventUpdate(trace_id, recipient, event, detail, status, at or time.time())
-        if self._thread is None:
-            self._write([upd])
-            return
-        with self._flushed:
-            self._pending += 1
-        self._queue.put(upd)
+        self._submit(EventUpdate(trace_id, recipient, event, detail, status, at or time.time()))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything queued so far is committed (tests, shutdown)."""
@@ -117,23 +176,84 @@ class TraceStore:
             self._thread = None
 
     def _run(self) -> None:
+        last_replay = 0.0
+        carry: list = []  # a batch neither the database nor the journal took (disk full): kept
         while not self._stop.is_set():
-            batch = []
+            batch, carry = carry, []
             try:
                 batch.append(self._queue.get(timeout=FLUSH_INTERVAL))
                 while len(batch) < MAX_BATCH:
                     batch.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
-            if not batch:
-                continue
+            now = time.monotonic()
+            if batch:
+                try:
+                    self._write_or_journal(batch)
+                except Exception as exc:  # kept in memory and retried: the mail path goes on
+                    log.error("trace rows could be neither written nor journalled, retrying: %r", exc)
+                    carry = batch
+                    self._stop.wait(REPLAY_INTERVAL)
+                    continue
+                with self._flushed:
+                    self._pending -= len(batch)
+                    self._flushed.notify_all()
+            elif self.journal is not None and self.journal.pending and now - last_replay >= REPLAY_INTERVAL:
+                last_replay = now
+                with self._lock:
+                    self._replay()
+            if now - self._last_prune >= PRUNE_INTERVAL:  # prune (with a retention) and recount
+                self._last_prune = now
+                try:
+                    self.prune()
+                except Exception as exc:  # the database is away: the next hour tries again
+                    log.warning("trace pruning failed: %r", exc)
+
+    def _write_or_journal(self, batch: list) -> None:
+        """Commit the batch, or journal it durably when the database cannot take it now. Rows
+        already journalled go first, so events always follow the rows they belong to."""
+        with self._lock:
+            if self.journal is not None and self.journal.pending and not self._replay():
+                self._journal(batch, "the database is still unreachable")
+                return
             try:
                 self._write(batch)
-            except Exception:  # the trace must never take the mail path down
-                log.exception("trace write failed; %d rows lost from the trace", len(batch))
-            with self._flushed:
-                self._pending -= len(batch)
-                self._flushed.notify_all()
+            except Exception as exc:  # the trace must never take the mail path down
+                if self.journal is None:
+                    log.error("trace write failed and no journal is configured; %d rows not written: %r",
+                              len(batch), exc)
+                    raise
+                self._journal(batch, repr(exc))
+
+    def _journal(self, batch: list, why: str) -> None:
+        assert self.journal is not None
+        first = not self.journal.pending
+        self.journal.append([_to_journal(item) for item in batch])
+        self.stats["journalled"] += len(batch)
+        if first:
+            log.warning("trace database unavailable (%s): rows journalled in %s until it returns",
+                        why[:300], self.journal.path)
+
+    def _replay(self) -> bool:
+        """Write the journal to the database, in order, a batch per transaction; True when it
+        is empty after. On failure the written part is cut from the journal, the rest kept."""
+        assert self.journal is not None
+        items = [_from_journal(d) for d in self.journal.read()]
+        done = 0
+        try:
+            while done < len(items):
+                self._write(items[done:done + MAX_BATCH])
+                done = min(done + MAX_BATCH, len(items))
+        except Exception:
+            if done:
+                self.journal.keep_from(done)
+                self.stats["replayed"] += done
+            return False
+        self.journal.clear()
+        self.stats["replayed"] += len(items)
+        if items:
+            log.warning("trace database back: %d journalled rows and events replayed", len(items))
+        return True
 
     def _write(self, batch: list) -> None:
         # One INSERT..RETURNING for every new row of the batch and one executemany for their
@@ -149,8 +269,12 @@ class TraceStore:
                           for row_id, rec in zip(ids, records) for at, ev, det in rec.events]
                 if events:
                     conn.execute(insert(trace_events), events)
+                self.rows += len(ids)
             for item in batch:  # later events, in the order they happened (their rows exist by now)
                 if isinstance(item, TraceRecord):
+                    continue
+                if isinstance(item, CountUpdate):
+                    self._set_count(conn, item)
                     continue
                 cond = trace_messages.c.trace_id == item.trace_id
                 if item.recipient:
@@ -163,6 +287,42 @@ class TraceStore:
                     if item.status:
                         values["status"] = item.status
                     conn.execute(update(trace_messages).where(trace_messages.c.id.in_(ids)).values(**values))
+
+    @staticmethod
+    def _set_count(conn, item: CountUpdate) -> None:
+        rows = conn.execute(select(trace_messages.c.id, trace_messages.c.detail)
+                            .where(trace_messages.c.trace_id == item.trace_id)).all()
+        for row_id, detail in rows:
+            try:
+                d = json.loads(detail or "{}")
+            except ValueError:
+                d = {}
+            if d.get("count", 0) >= item.count:
+                continue  # a later count was already written (replays and batches may overlap)
+            d["count"] = item.count
+            conn.execute(update(trace_messages).where(trace_messages.c.id == row_id)
+                         .values(detail=json.dumps(d, default=str), updated_at=item.at))
+
+    # --- retention ------------------------------------------------------------------------
+    def prune(self, now: float | None = None) -> int:
+        """Delete rows (and their events) older than the retention; returns how many rows went."""
+        removed = 0
+        if self.retention_days > 0:
+            cutoff = (now or time.time()) - self.retention_days * 86400.0
+            old = select(trace_messages.c.id).where(trace_messages.c.updated_at < cutoff)
+            with self.engine.begin() as conn:
+                conn.execute(delete(trace_events).where(trace_events.c.trace_row.in_(old)))
+                removed = conn.execute(delete(trace_messages).where(trace_messages.c.updated_at < cutoff)).rowcount
+            self.stats["pruned"] += removed
+            if removed:
+                log.info("trace retention (%g days): %d rows pruned", self.retention_days, removed)
+        self.count_rows()
+        return removed
+
+    def count_rows(self) -> int:
+        with self.engine.connect() as conn:
+            self.rows = int(conn.execute(select(func.count()).select_from(trace_messages)).scalar() or 0)
+        return self.rows
 
     # --- reading --------------------------------------------------------------------------
     def search(self, *, since: float | None = None, until: float | None = None, sender: str | None = None,
@@ -211,6 +371,27 @@ def _row_values(rec: TraceRecord) -> dict[str, Any]:
     values["detail"] = json.dumps(rec.detail, default=str)
     values["updated_at"] = rec.created_at
     return values
+
+
+def _to_journal(item) -> dict[str, Any]:
+    if isinstance(item, TraceRecord):
+        d = {name: getattr(item, name) for name in TraceRecord.__dataclass_fields__}
+        d["detail"] = json.loads(json.dumps(item.detail, default=str))
+        return {"kind": "record", **d}
+    if isinstance(item, CountUpdate):
+        return {"kind": "count", "trace_id": item.trace_id, "count": item.count, "at": item.at}
+    return {"kind": "event", "trace_id": item.trace_id, "recipient": item.recipient, "event": item.event,
+            "detail": item.detail, "status": item.status, "at": item.at}
+
+
+def _from_journal(d: dict[str, Any]):
+    kind = d.pop("kind")
+    if kind == "record":
+        d["events"] = [tuple(e) for e in d.get("events", [])]
+        return TraceRecord(**d)
+    if kind == "count":
+        return CountUpdate(**d)
+    return EventUpdate(**d)
 
 
 def _row_dict(row) -> dict:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from urllib.parse import quote
 
 from pathlib import Path
 
 from fastapi import Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+
+from mxgate.admin.guard import FLASH_COOKIE, cookie_secure
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
@@ -37,16 +38,24 @@ def actor(request: Request) -> str:
 
 
 def render(request: Request, name: str, ctx: dict[str, Any] | None = None, *, nav: str = "", status: int = 200):
-    context = {"principal": getattr(request.state, "principal", None), "nav": nav,
-               "flash": request.query_params.get("msg", "")}
+    # The flash message comes from a signed cookie set by redirect(), never from the URL: a link
+    # must not be able to put words on an admin page.
+    flash = state(request).sessions.flash_message(request.cookies.get(FLASH_COOKIE))
+    context = {"principal": getattr(request.state, "principal", None), "nav": nav, "flash": flash}
     context.update(ctx or {})
-    return templates.TemplateResponse(request, name, context, status_code=status)
+    resp = templates.TemplateResponse(request, name, context, status_code=status)
+    if flash:
+        resp.delete_cookie(FLASH_COOKIE, path="/")
+    return resp
 
 
-def redirect(url: str, msg: str = "") -> RedirectResponse:
+def redirect(request: Request, url: str, msg: str = "", response: Response | None = None) -> Response:
+    """303 to `url` (or the given response, e.g. htmx's 204 + HX-Redirect) showing `msg` once there."""
+    resp = response or RedirectResponse(url, status_code=303)
     if msg:
-        url += ("&" if "?" in url else "?") + "msg=" + quote(msg)
-    return RedirectResponse(url, status_code=303)
+        resp.set_cookie(FLASH_COOKIE, state(request).sessions.flash_cookie(msg), max_age=300, httponly=True,
+                        samesite="strict", path="/", secure=cookie_secure(request))
+    return resp
 
 
 def lines(text: str | None) -> list[str]:

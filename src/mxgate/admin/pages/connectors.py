@@ -135,8 +135,8 @@ async def wizard_step(request: Request):
     if result.warnings:
         msg += " Warnings: " + "; ".join(result.warnings)
     if request.headers.get("hx-request"):
-        return Response(status_code=204, headers={"HX-Redirect": redirect("/connectors", msg).headers["location"]})
-    return redirect("/connectors", msg)
+        return redirect(request, "/connectors", msg, Response(status_code=204, headers={"HX-Redirect": "/connectors"}))
+    return redirect(request, "/connectors", msg)
 
 
 @router.post("/connectors/{name}/remove")
@@ -145,7 +145,7 @@ def remove(request: Request, name: str):
         result = save_edit(state(request), "inbound_connector", "remove", name, None, actor(request))
     except MxgateError as exc:
         return render(request, "error.html", {"status": 422, "message": str(exc)}, status=422)
-    return redirect("/connectors", f"Connector {name!r} removed (policy version {result.version}).")
+    return redirect(request, "/connectors", f"Connector {name!r} removed (policy version {result.version}).")
 
 
 @router.get("/connectors/{name}/enhanced-filtering")
@@ -166,5 +166,5 @@ async def ef_save(request: Request, name: str):
     except PolicyError as exc:
         shown = EfSettings(data["mode"], tuple(data["skip_ips"]), data["scope"], tuple(data["users"]), data["test_mode"])
         return render(request, "enhanced.html", {"c": c, "ef": shown, "error": str(exc)}, nav="/connectors", status=422)
-    return redirect(f"/connectors/{name}/enhanced-filtering",
+    return redirect(request, f"/connectors/{name}/enhanced-filtering",
                     f"Enhanced filtering for {c.name!r} saved as policy version {result.version}.")

@@ -30,14 +30,14 @@ async def release(request: Request, qid: str):
     try:
         paths = await held.release(state(request), qid, actor(request))
     except MxgateError as exc:
-        return redirect("/quarantine", f"Not released: {exc}")
-    return redirect("/quarantine", f"Released {qid}: delivered {len(paths)} cop{'y' if len(paths) == 1 else 'ies'}.")
+        return redirect(request, "/quarantine", f"Not released: {exc}")
+    return redirect(request, "/quarantine", f"Released {qid}: delivered {len(paths)} cop{'y' if len(paths) == 1 else 'ies'}.")
 
 
 @router.post("/quarantine/{qid}/delete")
 async def delete(request: Request, qid: str):
     await asyncio.to_thread(held.quarantine_store(state(request)).delete, held.check_qid(qid))
-    return redirect("/quarantine", f"Deleted {qid}.")
+    return redirect(request, "/quarantine", f"Deleted {qid}.")
 
 
 @router.get("/queue")
@@ -53,5 +53,5 @@ def queue_action(request: Request, queue_id: str, action: str):
     try:
         held.request_action(state(request), queue_id, action)
     except MxgateError as exc:
-        return redirect("/queue", str(exc))
-    return redirect("/queue", f"Asked the gateway to {action} {queue_id}.")
+        return redirect(request, "/queue", str(exc))
+    return redirect(request, "/queue", f"Asked the gateway to {action} {queue_id}.")

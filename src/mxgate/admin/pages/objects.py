@@ -68,4 +68,4 @@ def _save(request: Request, kind: str, op: str, ident: str, values, back: str, d
     msg = f"{done} (policy version {result.version})."
     if result.warnings:
         msg += " Warnings: " + "; ".join(result.warnings)
-    return redirect(back, msg)
+    return redirect(request, back, msg)

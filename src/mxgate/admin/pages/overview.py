@@ -34,8 +34,8 @@ def dashboard_page(request: Request):
 
 
 @router.post("/logout")
-def logout(request: Request):
-    return logout_response(request)
+async def logout(request: Request):
+    return await logout_response(request)
 
 
 @router.get("/policy")

@@ -1,0 +1,1 @@
+"""mxgate.exo: read, audit and import an Exchange Online tenant's mail-flow configuration."""

@@ -1,0 +1,151 @@
+"""Issue 15: the trace is an audit log. Rows written while the database is unreachable are
+journalled locally (fsync'd) and replayed when it returns; one session cannot flood it
+(refused RCPTs count toward the error limit, identical refusals become one row with a count);
+rows older than the retention are pruned and the row count is a metric."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import create_engine
+
+import rig
+from pg_rig import PgCluster
+from rig import ATTACKER, RawSMTP, wait_until
+
+from mxgate.store.db import open_engine
+from mxgate.trace.store import TraceRecord, TraceStore
+
+
+def _refusal(i: int, **kw) -> TraceRecord:
+    return TraceRecord(trace_id=f"t{i:04d}", status="Rejected", sender="a@fabrikam.test",
+                       recipient=f"r{i}@contoso.test", reason="relay-denied", detail={"stage": "rcpt"}, **kw)
+
+
+# --- the journal, without a network: a database that refuses every write ------------------------
+
+def test_rows_the_database_refuses_are_journalled_and_replayed_in_order(tmp_path):
+    good = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    down = create_engine(f"sqlite:///{tmp_path / 'missing' / 'store.db'}")  # its directory does not exist
+    store = TraceStore(down, node="n1", journal=tmp_path / "trace.journal")
+    store.record(_refusal(1))
+    store.add_event("t0001", "Reject", "later event", status="Rejected")
+    assert store.journal.pending == 2 and store.stats["journalled"] == 2
+    # A restart with the journal still on disk (the process died during the outage) finds it.
+    again = TraceStore(good, node="n1", journal=tmp_path / "trace.journal")
+    assert again.journal.pending == 2
+    again.record(_refusal(2))  # newer rows go after the journal, never before it
+    assert again.journal.pending == 0 and again.stats["replayed"] == 2
+    rows = again.search(limit=10)
+    assert sorted(r["trace_id"] for r in rows) == ["t0001", "t0002"]
+    first = again.show(next(r["id"] for r in rows if r["trace_id"] == "t0001"))
+    assert [e["detail"] for e in first["events"]] == ["later event"]
+    good.dispose()
+
+
+def test_a_torn_last_line_is_skipped(tmp_path):
+    from mxgate.trace.journal import Journal
+
+    j = Journal(tmp_path / "j")
+    j.append([{"a": 1}, {"b": 2}])
+    with open(tmp_path / "j", "ab") as fh:
+        fh.write(b'{"c": ')  # a crash mid-append, never fsync'd
+    assert Journal(tmp_path / "j").read() == [{"a": 1}, {"b": 2}]
+
+
+def test_identical_refusals_in_a_session_are_one_row_with_a_count(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1", journal=tmp_path / "trace.journal")
+    for _ in range(5):
+        store.record_refusal("s1", TraceRecord(
+            trace_id=f"x{time.monotonic_ns()}", status="Rejected", sender="a@f.test", recipient="r@contoso.test",
+            reason="relay-denied", detail={"stage": "rcpt"}))
+    store.record_refusal("s2", TraceRecord(trace_id="other", status="Rejected", sender="a@f.test",
+                                           recipient="r@contoso.test", reason="relay-denied", detail={"stage": "rcpt"}))
+    rows = store.search(limit=10)
+    assert sorted(r["detail"]["count"] for r in rows) == [1, 5]  # one row per session
+    engine.dispose()
+
+
+def test_retention_prunes_old_rows_and_counts_the_rest(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1", retention_days=7)
+    now = time.time()
+    store.record(TraceRecord(trace_id="old", status="Delivered", created_at=now - 8 * 86400,
+                             events=[(now - 8 * 86400, "Receive", "x")]))
+    store.record(TraceRecord(trace_id="new", status="Delivered", created_at=now - 86400))
+    assert store.prune(now) == 1
+    assert [r["trace_id"] for r in store.search(limit=10)] == ["new"] and store.rows == 1
+    engine.dispose()
+
+
+# --- end to end: a mailbox node on PostgreSQL, the database stopped and restarted ----------------
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of this test's own (the shared one must stay up for other tests)."""
+    cluster = PgCluster().start()
+    cluster.wait_ready()
+    yield cluster
+    cluster.stop()
+
+
+def test_trace_rows_survive_a_stopped_postgresql(node_factory, own_pg):
+    url = own_pg.create_database()
+    n = node_factory(None, store={"url": url})
+    trace = n.trace
+
+    def attempt(rcpts: list[str]) -> list[int]:
+        with RawSMTP("127.0.0.1", n.port(), ATTACKER) as c:
+            c.greeting()
+            c.cmd("EHLO attacker.test")
+            c.starttls()
+            c.cmd("EHLO attacker.test")
+            c.cmd("MAIL FROM:<a@fabrikam.test>")
+            return [c.cmd(f"RCPT TO:<{r}>")[0] for r in rcpts]
+
+    assert attempt(["alice@contoso.test"]) == [550]
+    assert wait_until(lambda: len(trace.search(limit=50)) == 1, timeout=10)
+
+    own_pg.halt()
+    try:
+        for i in range(3):
+            assert attempt([f"user{i}@contoso.test"]) == [550]
+        assert attempt(["bob@contoso.test"] * 4) == [550] * 4  # one session, the same refusal 4 times
+        assert wait_until(lambda: trace.journal.pending >= 5, timeout=15), trace.stats
+        assert (n.home.spool / "trace.journal").stat().st_size > 0  # on disk, not in memory
+    finally:
+        own_pg.resume()
+
+    def rows():
+        try:
+            return trace.search(limit=50)
+        except Exception:
+            return []
+
+    assert wait_until(lambda: len(rows()) == 5 and trace.journal.pending == 0, timeout=20), trace.stats
+    by_rcpt = {r["recipient"]: r for r in rows()}
+    assert set(by_rcpt) == {"alice@contoso.test", "user0@contoso.test", "user1@contoso.test",
+                            "user2@contoso.test", "bob@contoso.test"}
+    assert by_rcpt["bob@contoso.test"]["detail"]["count"] == 4
+    assert all(r["status"] == "Rejected" for r in rows())
+
+
+def test_refused_recipients_count_toward_the_session_error_limit(node_factory):
+    """A session guessing addresses is cut off at [mailbox.limits] max_errors, like Postfix's
+    smtpd_hard_error_limit, and leaves at most that many refusal rows."""
+    n = node_factory(mailbox={"limits": {"max_errors": 5}})
+    with RawSMTP("127.0.0.1", n.port(), ATTACKER) as c:
+        c.greeting()
+        c.cmd("EHLO attacker.test")
+        c.starttls()
+        c.cmd("EHLO attacker.test")
+        c.cmd("MAIL FROM:<a@fabrikam.test>")
+        codes = [c.cmd(f"RCPT TO:<guess{i}@contoso.test>")[0] for i in range(4)]
+        code, text = c.cmd("RCPT TO:<guess4@contoso.test>")
+        assert codes == [550] * 4 and code == 550
+        assert c.read_reply()[0] == 421 and c.closed()
+    n.trace.flush()
+    rows = n.trace.search(limit=50)
+    assert len([r for r in rows if r["reason"] != "too-many-errors"]) == 5
