@@ -352,6 +352,7 @@ class RecordingSink:
         self.messages: list[dict] = []
         self.refuse: dict[str, str] = {}
         self.max_rcpts = 0  # > 0: RCPTs beyond this many per transaction get 452 4.5.3
+        self.smtputf8 = False  # offer SMTPUTF8 (RFC 6531) after STARTTLS
         self.peers: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -381,10 +382,11 @@ class RecordingSink:
                 line = f.readline()
                 if not line:
                     return
-                cmd = line.decode(errors="replace").strip()
+                cmd = line.decode("utf-8", errors="replace").strip()
                 verb = cmd[:4].upper()
                 if verb == "EHLO":
-                    w(f"250-{self.name}\r\n250 PIPELINING" if tls else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
+                    utf8 = "\r\n250-SMTPUTF8" if self.smtputf8 else ""
+                    w(f"250-{self.name}{utf8}\r\n250 PIPELINING" if tls else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
                 elif verb == "STAR":
                     w("220 go")
                     conn = self.ctx.wrap_socket(conn, server_side=True)

@@ -77,3 +77,17 @@ def test_demo_refuses_to_wipe_a_foreign_directory(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "not a demo home" in (r.stdout + r.stderr)
     assert (foreign / "data.txt").read_text() == "keep me"
+
+
+def test_the_demo_names_mxgate_as_the_admin_can_type_it(tmp_path):
+    """The quick start runs .venv/bin/mxgate, which is not on PATH: the printed commands use its path."""
+    from mxgate.demo import command_name
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "mxgate"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert command_name(str(script), path="/usr/bin:/bin") == str(script)
+    assert command_name(str(script), path=str(venv_bin)) == "mxgate"
+    assert command_name("/x/y/__main__.py", path="/usr/bin").endswith(" -m mxgate")

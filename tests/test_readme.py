@@ -54,9 +54,10 @@ def _clean_env(bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run_until(cmd: str, cwd: Path, env: dict, marker: str, deadline: float) -> tuple[int | None, str]:
-    """Start `cmd` in bash; return when its output shows `marker` (then stop it with Ctrl-C, as the
-    README says) or when it exits. Output is read by a thread; the wait is on that event."""
+def _run_until(cmd: str, cwd: Path, env: dict, marker: str, deadline: float, while_up=None) -> tuple[int | None, str]:
+    """Start `cmd` in bash; when its output shows `marker`, call `while_up(output so far)`, then stop
+    it with Ctrl-C, as the README says; or return when it exits. Output is read by a thread; the
+    wait is on that event."""
     proc = subprocess.Popen(["bash", "-c", cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     seen, lines = threading.Event(), []
@@ -70,6 +71,8 @@ def _run_until(cmd: str, cwd: Path, env: dict, marker: str, deadline: float) -> 
 
     threading.Thread(target=read, daemon=True).start()
     up = seen.wait(deadline)
+    if up and while_up is not None and proc.poll() is None:
+        while_up("".join(lines))
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -98,8 +101,22 @@ def test_readme_commands_work_on_debian_python_in_a_fresh_clone(tmp_path):
     (bin_dir / "python3").symlink_to(DEBIAN_PYTHON)
     env = _clean_env(bin_dir)
 
-    code, out = _run_until(commands[0], clone, env, DEMO_UP, deadline=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    printed = {}
+
+    def while_up(out: str) -> None:
+        # The commands the demo prints work as printed, from another directory, while it runs.
+        line = next(x for x in out.splitlines() if x.strip().startswith("message trace:"))
+        cmd = line.split(":", 1)[1].strip()
+        printed["trace"] = subprocess.run(["bash", "-c", cmd], cwd=elsewhere, env=env, capture_output=True,
+                                          text=True, timeout=120)
+
+    code, out = _run_until(commands[0], clone, env, DEMO_UP, deadline=600, while_up=while_up)
     assert "All steps behaved as the guide says." in out, out[-3000:]
+    trace = printed["trace"]
+    assert trace.returncode == 0 and "Rejected" in trace.stdout and "Delivered" in trace.stdout, trace.stdout + trace.stderr
+    assert list(elsewhere.iterdir()) == []
     assert (clone / ".venv" / "bin" / "mxgate").exists()
     base = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import sys; print(sys.base_prefix)"],
                           capture_output=True, text=True, check=True).stdout.strip()

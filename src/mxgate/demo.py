@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,14 +244,28 @@ class Demo:
         return all(s.ok for s in self.steps)
 
     def where(self) -> str:
+        prog = command_name()
         lines = ["", "Where things are:",
-                 f"  message trace:  mxgate --home {self.home.root} trace",
+                 f"  message trace:  {prog} --home {self.home.root} trace",
                  f"  Maildirs:       {self.home.maildir}",
-                 f"  policy:         mxgate --home {self.home.root} policy export"]
+                 f"  policy:         {prog} --home {self.home.root} policy export"]
         for extra in self.node.extras:
             if getattr(extra, "role_name", None) == "admin":
                 lines.append(f"  admin centre:   {extra.addresses[0]} (user 'admin'; password printed above)")
         return "\n".join(lines)
+
+
+def command_name(argv0: str | None = None, path: str | None = None) -> str:
+    """How to type mxgate in another shell: `mxgate` when that is what PATH finds, else the
+    script's full path (the README's quick start runs .venv/bin/mxgate, not on PATH)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    script = Path(argv0)
+    if script.name != "mxgate":
+        return f"{sys.executable} -m mxgate"
+    found = shutil.which("mxgate", path=path)
+    if found and Path(found).resolve() == script.resolve():
+        return "mxgate"
+    return str(script.absolute())
 
 
 def _header(message: bytes, name: bytes) -> bytes:

@@ -48,7 +48,7 @@ TRACE_JOURNAL = Gauge("mxgate_trace_journal_pending", "Trace rows and events jou
                       registry=REGISTRY)
 TLS_EXPIRY_DAYS = Gauge("mxgate_tls_certificate_expiry_days",
                         "Days until a certificate the node serves expires (negative: expired): each listener's "
-                        "(mailbox, gateway, submission) and the gateway's client certificate (gateway-client)",
+                        "(mailbox, gateway, submission, admin) and the gateway's client certificate (gateway-client)",
                         ["certificate"], registry=REGISTRY)
 LOGIN_FAILURES = Counter("mxgate_admin_login_failures", "Failed admin centre logins", registry=REGISTRY)
 

@@ -2,7 +2,7 @@
 
 Owns: one spelling of each — a domain lower-cased, one trailing dot stripped, IDNA A-labels; an
 IP address with IPv4-mapped IPv6 mapped to IPv4 and any zone id dropped; `host:port` split (and
-joined) with IPv6 literals in brackets. A leaf: imports nothing from mxgate, so the pure core
+joined) with IPv6 literals in brackets. A leaf: imports nothing from mxgate (only `idna`), so the pure core
 (policy/, smtp/, auth/received.py) and the edges share it. Must not know what the names mean.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+
+import idna
 
 # RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 in text form.
 MAX_LABEL = 63
@@ -20,13 +22,27 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def normalize_domain(name: str) -> str:
-    """Lower-case, strip one trailing dot, convert IDN to its A-label form."""
+    """Lower-case, strip one trailing dot, convert an IDN to its A-labels (IDNA2008 with UTS #46
+    mapping, RFC 5891 — not Python's IDNA2003 codec, which maps "ß" to "ss" and accepts symbols
+    IDNA2008 disallows). A name IDNA2008 refuses is returned as given: is_valid_domain then fails."""
     name = name.strip().rstrip(".") if name.strip().endswith(".") else name.strip()
+    if any(ord(c) > 127 for c in name):
+        try:
+            return idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return name.lower()
+    return name.lower()
+
+
+def _a_label_ok(label: str) -> bool:
+    """An "xn--" label must decode to a valid U-label (RFC 5891 §5.4); others need no check."""
+    if not label.startswith("xn--"):
+        return True
     try:
-        ascii_name = name.encode("idna").decode("ascii") if any(ord(c) > 127 for c in name) else name
-    except UnicodeError:
-        ascii_name = name
-    return ascii_name.lower()
+        idna.decode(label)
+        return True
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return False
 
 
 def is_valid_domain(name: str) -> bool:
@@ -34,7 +50,7 @@ def is_valid_domain(name: str) -> bool:
     if not name or len(name) > MAX_DOMAIN:
         return False
     labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels)
+    return all(_LABEL.match(label) and _a_label_ok(label) for label in labels)
 
 
 def normalize_ip(value: str | IPAddress) -> IPAddress:

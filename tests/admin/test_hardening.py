@@ -197,7 +197,8 @@ def test_bad_admin_certificate_is_a_clear_start_error(node_factory, tmp_path):
 
 
 PAGES = ("/", "/connectors", "/connectors/new", "/domains", "/mailboxes", "/trace", "/quarantine", "/queue", "/verify",
-         "/policy", "/policy?version=1")
+         "/policy", "/policy?version=1", "/connectors/outbound/new", "/mailboxes/alice@contoso.test/edit", "/credentials",
+         "/dkim", "/checks", "/api/v1/docs")
 
 
 def test_security_headers_and_no_inline_script(admin_node):
@@ -211,7 +212,7 @@ def test_security_headers_and_no_inline_script(admin_node):
         assert r.headers["cache-control"] == "no-store"
         # Every script is a file from /static; no inline handler or style block would run under the CSP.
         for m in re.finditer(r"<script\b([^>]*)>(.*?)</script>", r.text, re.S):
-            assert 'src="/static/' in m.group(1) and not m.group(2).strip(), (path, m.group(0))
+            assert re.search(r'src="/(static|api/v1/docs/assets)/', m.group(1)) and not m.group(2).strip(), (path, m.group(0))
         assert not re.search(r"\son[a-z]+\s*=", r.text, re.I), path
         assert "<style" not in r.text and " style=" not in r.text, path
     assert c.get("/api/v1/domains", headers={"Host": "evil.example"}).status_code == 400

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rig import ATTACKER, GATEWAY, INTERNET, RawSMTP, maildir_messages, send_message, simple_message
+from rig import ATTACKER, GATEWAY, INTERNET, RawSMTP, maildir_messages, send_message, simple_message, wait_until
 
 
 def _ready(n, source=GATEWAY):
@@ -188,7 +188,10 @@ def test_slowloris_from_one_address_does_not_stop_a_legitimate_client(node_facto
             except BlockingIOError:
                 pass
             socks.append(s)
-        time.sleep(0.2)
+        listener = n.node.listeners["mailbox"]
+        cap = n.node.settings.mailbox.limits.max_connections_per_ip
+        # The attack is in place once the attacker holds every slot it may (a wait on state).
+        assert wait_until(lambda: sum(v for k, v in listener.per_ip.items() if str(k) == ATTACKER) == cap, timeout=30)
         for s in socks:  # trickle a byte each
             try:
                 s.send(b"E")

@@ -307,7 +307,10 @@ ATTACKS = [
      "from a) (b [192.0.2.99] (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d",
      None),
     ("postfix-helo-stray-bracket",
-     "from a [192.0.2.99 (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d", None),
+     "from a [192.0.2.99 (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1; d", PEER),
+    ("postfix-helo-semicolon-and-open-comment",
+     "from a (b [192.0.2.99]) by x (Postfix) with ESMTP id 1; d (c (unknown [203.0.113.5]) by mx.example.org"
+     " (Postfix) with ESMTP id 2; Mon, 1 Jan 2024 00:00:00 +0000", None),
     ("postfix-helo-semicolon",
      "from a; (b [192.0.2.99]) (unknown [203.0.113.5]) by mx.example.org (Postfix) with ESMTP id 1;"
      " Mon, 1 Jan 2024 00:00:00 +0000", PEER),
@@ -355,6 +358,10 @@ ATTACKS = [
     ("ecelerity-helo-literal",
      "from [192.0.2.99] ([203.0.113.5]:4321 helo=[192.0.2.99]) by mta.example.org (envelope-from"
      " <a@b>) (ecelerity 4.2.1) with ESMTP id x; d", PEER),
+    ("unknown-family-helo-equals-injected",
+     "from [192.0.2.99] (helo=x) (unknown [203.0.113.5]) by relay.example.org with ESMTP id 1; d", None),
+    ("unknown-family-rdns-is-a-literal",
+     "from [192.0.2.99] (HELO x) (203.0.113.5) by mail.example.net with SMTP; d", None),
     ("mxgate-own-hop",
      "from [192.0.2.99] ([203.0.113.5]) by gw.contoso.test (mxgate) with ESMTPS id 4f1a; d", PEER),
     ("mxgate-own-hop-without-tcp-info",

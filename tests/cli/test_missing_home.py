@@ -18,7 +18,7 @@ from mxgate.config.running import home_of, running_homes
 READ_COMMANDS = [
     ["trace"], ["status"], ["policy", "export"], ["policy", "history"], ["org", "show"], ["connector", "list"],
     ["domain", "list"], ["mailbox", "list"], ["quarantine", "list"], ["queue", "list"], ["verify"],
-    ["admin", "token", "list"], ["app-credential", "list"],
+    ["admin", "token", "list"], ["admin", "users"], ["app-credential", "list"], ["tls", "status"],
 ]
 
 
@@ -30,6 +30,11 @@ def test_read_commands_refuse_a_missing_home(run, tmp_path, args):
     assert f"home directory {missing} does not exist" in r.stderr
     assert "--home" in r.stderr  # the hint says how to point at the right place
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_backup_refuses_a_missing_home(run, tmp_path):
+    r = run("--home", str(tmp_path / "nope"), "backup", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "does not exist" in r.stderr and not (tmp_path / "nope").exists()
 
 
 def test_write_commands_still_create_a_new_home(run, tmp_path):
@@ -118,6 +123,11 @@ try:
     for args in (["trace"], ["policy", "export"], ["verify", "--target", "127.0.0.1:%d" % port]):
         p = subprocess.run([sys.executable, "-m", "mxgate", *args], cwd=other, capture_output=True, text=True, timeout=60)
         out[" ".join(args[:2])] = [p.returncode, p.stdout, p.stderr]
+    writer = tmp / "writer"
+    writer.mkdir()
+    p = subprocess.run([sys.executable, "-m", "mxgate", "domain", "new", "extra.test"], cwd=writer,
+                       capture_output=True, text=True, timeout=60)
+    out["write"] = [p.returncode, p.stdout, p.stderr]
     print(json.dumps(out))
 finally:
     node.kill9()
@@ -139,8 +149,12 @@ def test_readme_commands_find_the_running_node_from_another_directory(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     home = str((tmp_path / "node-home").resolve())
+    write = out.pop("write")
     for name, (code, stdout, stderr) in out.items():
         assert f"using the home of the running node, {home}" in stderr, (name, stderr)
+    # A command that changes something never adopts the running node: it makes ./mxgate-data.
+    assert write[0] == 0 and "using the home" not in write[2], write
+    assert (tmp_path / "writer" / "mxgate-data" / "mxgate.db").exists()
     assert out["trace"][0] == 0
     assert out["policy export"][0] == 0 and 'name = "Third-party filter service"' in out["policy export"][1]
     assert out["verify --target"][0] == 0, out["verify --target"]

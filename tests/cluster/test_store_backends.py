@@ -151,18 +151,20 @@ def test_quarantine_add_preview_release(store_url, engine_for, home):
 
 async def test_database_queue_leases(store_url, engine_for, tmp_path):
     engine = engine_for(store_url)
-    a = DbSpool.open(engine, "gwA", tmp_path / "a", lease=0.5)
-    b = DbSpool.open(engine, "gwB", tmp_path / "b", lease=0.5)
+    now = [time.time()]
+    clock = lambda: now[0]  # noqa: E731  (both nodes' lease clock: advanced, never slept)
+    a = DbSpool.open(engine, "gwA", tmp_path / "a", lease=0.5, clock=clock)
+    b = DbSpool.open(engine, "gwB", tmp_path / "b", lease=0.5, clock=clock)
     entry = await a.enqueue("s@fabrikam.test", ["alice@contoso.test", "bob@contoso.test"], b"msg", {"trace_id": "x"})
-    [seen_by_b] = b.due(time.time())
+    [seen_by_b] = b.due(now[0])
     assert seen_by_b.queue_id == entry.queue_id and b.count() == 1  # any node sees any message
     held = await a.claim(entry)
     with pytest.raises(StaleEntryError):  # leased to A: B cannot take it
         await b.claim(seen_by_b)
-    assert b.due(time.time()) == []
+    assert b.due(now[0]) == []
     assert await a.open_message(held) == b"msg"
-    time.sleep(0.6)  # A stalls past its lease (no renewer running): the message is due again
-    [lapsed] = b.due(time.time())
+    now[0] += 0.6  # A stalls past its lease (no renewer running): the message is due again
+    [lapsed] = b.due(now[0])
     taken = await b.claim(lapsed)
     with pytest.raises(StaleEntryError, match="lease lost"):  # A's late outcome cannot overwrite B's
         await a.settle(held, [Recipient("alice@contoso.test", RcptState.DELIVERED)])

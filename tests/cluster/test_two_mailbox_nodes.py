@@ -91,7 +91,7 @@ def test_notify_not_polling_carries_the_change(two_nodes):
     a, b = two_nodes
     b.node.watcher.interval = 30.0  # polling this slow could never meet 1 s: only NOTIFY can
     b.node.watcher._wake.set()  # let its current 0.2 s wait end so the new interval applies
-    time.sleep(0.1)
+    assert wait_until(lambda: not b.node.watcher._wake.is_set(), timeout=10)  # the watcher took it
     swapped = _swap_times(b)
     pv = PolicyStore(a.node.engine).save(load_toml(LOCKED_POLICY), actor="test", summary="lock")
     assert wait_until(lambda: pv.version in swapped, timeout=1.0)
@@ -107,7 +107,7 @@ def test_polling_covers_a_lost_listen_connection(two_nodes):
         killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                    "WHERE application_name = 'mxgate-listen'")).scalar()
     assert killed == 2
-    assert wait_until(lambda: not b.node.watcher.listening, timeout=2)
+    assert wait_until(lambda: not b.node.watcher.listening, timeout=15)
     swapped = _swap_times(b)
     pv = PolicyStore(a.node.engine).save(load_toml(LOCKED_POLICY), actor="test", summary="lock")
     assert wait_until(lambda: pv.version in swapped, timeout=1.0), "polling did not pick the change up"

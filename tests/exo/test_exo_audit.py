@@ -5,7 +5,9 @@ parameter and the PowerShell line that fixes it; exit codes fit CI."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import re
 
 import pytest
 import rig
@@ -17,6 +19,10 @@ from mxgate.export.exo import exo_script
 from mxgate.policy.document import load_toml
 
 CONNECTOR = "Third-party filter service"
+_spec = importlib.util.spec_from_file_location("exo_export_tests", rig.REPO / "tests" / "export" / "test_exo.py")
+_exo_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_exo_tests)
+DOCUMENTED = _exo_tests.DOCUMENTED  # Microsoft's documented parameters per cmdlet, kept in one place
 
 
 def test_guide_fixture_is_what_the_guide_export_creates():
@@ -126,9 +132,30 @@ def test_each_mistake_yields_its_finding(tmp_path, replace, args, severity, code
     if fix is not None:
         assert mine[0]["fix"] == fix
     assert mine[0]["fix"].startswith(("Set-", "New-", "# ")), mine[0]
+    _only_documented_parameters(mine[0]["fix"])
     # The text report carries the same finding and its fix.
     text = cli("exo", "audit", *map(str, sorted(d.glob("*.json"))), *args).stdout
     assert f"{severity.upper()}" in text and code in text and mine[0]["fix"] in text
+
+
+def _only_documented_parameters(line: str) -> None:
+    """A fix line names only parameters Microsoft documents for its cmdlet (the export's own list)."""
+    if line.startswith("#"):
+        return
+    cmdlet = line.split()[0]
+    params = set(re.findall(r"(?<=\s)-([A-Za-z]+)\b(?=\s)", line.replace("'", " ' ")))
+    assert params and params <= DOCUMENTED[cmdlet], (cmdlet, params - DOCUMENTED[cmdlet])
+
+
+def test_fix_lines_quote_what_the_tenant_names(tmp_path):
+    """Names come from the tenant's files: a quote or a line break cannot end the PowerShell string."""
+    hostile = "Gateway'; Remove-Mailbox -Identity * -Confirm:$false; '\nNew"
+    d = tenant_dir(tmp_path / "t", inbound_connectors=_inbound(Name=hostile, Identity=hostile, RequireTls=False))
+    findings = json.loads(cli("exo", "audit", *map(str, sorted(d.glob("*.json"))), "--json").stdout)["findings"]
+    [fix] = [f["fix"] for f in findings if f["code"] == "tls-not-required"]
+    assert fix == ("Set-InboundConnector -Identity 'Gateway''; Remove-Mailbox -Identity * -Confirm:$false; '' New' "
+                   "-RequireTls $true")
+    assert "\n" not in fix
 
 
 def test_a_domain_outside_the_connectors_scope_does_not_hold(tmp_path):

@@ -148,3 +148,34 @@ tls_settings = "encryption_only"
         assert pf.files["mxgate_transport"].splitlines()[0] == "contoso.test\tvirtual:"
     finally:
         smart_host.close()
+
+
+def test_internal_relay_domain_delivers_known_mailboxes_and_relays_the_rest(exported_postfix, test_ca):
+    """The organisation's internal_relay domain is its own too: carol (a mailbox) is delivered
+    locally, only the unknown recipient goes out through the `*` connector's smart host."""
+    smart_host = rig.RecordingSink(test_ca["server_cert"], test_ca["server_key"])
+    try:
+        text = rig.GUIDE_POLICY + f"""
+[[accepted_domain]]
+name = "lists.contoso.test"
+type = "internal_relay"
+
+[[mailbox]]
+address = "carol@lists.contoso.test"
+
+[[outbound_connector]]
+name = "To the gateway"
+recipient_domains = ["*"]
+smart_hosts = ["127.0.0.1:{smart_host.port}"]
+tls_settings = "encryption_only"
+"""
+        pf = exported_postfix(text).start()
+        r = send_message("127.0.0.1", pf.port, source=GATEWAY, sender="s@fabrikam.test",
+                         rcpts=["carol@lists.contoso.test", "dave@lists.contoso.test", "alice@contoso.test"],
+                         data=simple_message(subject="relay domain"))
+        assert [c for c, _ in r["rcpt"]] == [250, 250, 250] and r["end"][0] == 250, r
+        assert rig.wait_until(lambda: pf.messages("carol@lists.contoso.test") and pf.messages("alice@contoso.test")
+                              and smart_host.messages, timeout=20), pf.instance.log_tail()
+        assert [m["rcpts"] for m in smart_host.messages] == [["dave@lists.contoso.test"]]
+    finally:
+        smart_host.close()

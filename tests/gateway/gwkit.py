@@ -104,3 +104,88 @@ def clamd_socket(tmp_path_factory):
     yield str(sock)
     proc.terminate()
     proc.wait(10)
+
+
+# --- a clamd that holds every scan until told (checks in flight, deterministically) -----------
+
+class HoldingClamd:
+    """A UNIX-socket clamd stand-in: reads each zINSTREAM to its end, counts it in `scans`, then
+    answers "stream: OK" only once `release` is set. `closed` counts scans whose client went away."""
+
+    def __init__(self, path: str):
+        import socket
+        import threading
+
+        self.path = path
+        self.release = threading.Event()
+        self.scans = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(path)
+        self._sock.listen(64)
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn) -> None:
+        import struct
+
+        with conn:
+            buf = b""
+            while True:  # "zINSTREAM\0", then length-prefixed chunks up to a zero length
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                if buf.startswith(b"zINSTREAM\0"):
+                    pos = len(b"zINSTREAM\0")
+                    done = False
+                    while pos + 4 <= len(buf):
+                        (n,) = struct.unpack("!I", buf[pos:pos + 4])
+                        if n == 0:
+                            done = True
+                            break
+                        if pos + 4 + n > len(buf):
+                            break
+                        pos += 4 + n
+                    if done:
+                        break
+            with self._lock:
+                self.scans += 1
+            conn.settimeout(0.05)
+            while not self.release.is_set():
+                try:
+                    if conn.recv(1) == b"":  # the gateway gave up on this scan
+                        with self._lock:
+                            self.closed += 1
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+            try:
+                conn.sendall(b"stream: OK\0")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.release.set()
+        self._sock.close()
+
+
+@pytest.fixture
+def holding_clamd(tmp_path):
+    c = HoldingClamd(str(tmp_path / "hold.sock"))
+    yield c
+    c.close()

@@ -77,11 +77,11 @@ def test_greylist_timing():
 def test_score_thresholds_and_rules():
     cfg = load_checks(gp(score={"tag_threshold": 2.0, "quarantine_threshold": 4.0, "reject_threshold": 6.0}))["score"]
     clean = b"From: a@x.test\r\nDate: x\r\nMessage-ID: <1@x>\r\nSubject: hi\r\n\r\nhello\r\n"
-    assert score.compute({}, clean, cfg).verdict == "clean"
+    assert score.compute({}, clean, b"", cfg).verdict == "clean"
     res = {"spf": fired("spf", "tag", "spf-fail", "", result="fail")}
-    s = score.compute(res, clean, cfg)
+    s = score.compute(res, clean, b"", cfg)
     assert s.rules == (("SPF_FAIL", 3.0),) and s.verdict == "tag"
-    s = score.compute({**res, "dnsbl": passed("dnsbl", listed=["z"], allowed=[])}, clean, cfg)
+    s = score.compute({**res, "dnsbl": passed("dnsbl", listed=["z"], allowed=[])}, clean, b"", cfg)
     assert s.total == 8.0 and s.verdict == "reject"
     capped = load_checks(gp(score={"action": "tag"}))["score"]
     assert score.decide(score.Score(99.0, (), "reject"), capped).action == "tag"

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from gwkit import Sink, gw_port, spool_count
-from rig import INTERNET, MxSink, free_port, send_message, simple_message, wait_until
+from rig import INTERNET, MxSink, RawSMTP, free_port, send_message, simple_message, wait_until
 
 from mxgate.smtp.replies import REPLIES
 
@@ -95,6 +95,51 @@ def test_bounce_to_an_internal_sender_goes_to_the_mailbox_server(make_gateway, s
     assert wait_until(lambda: any(m["sender"] == "" for m in sink.messages) and outbound_count(gw) == 0, timeout=15)
     assert [m["rcpts"] for m in sink.messages if m["sender"] == ""] == [["carol@contoso.test"]]
     assert internet_mx.messages == []
+
+
+def test_bounce_to_a_utf8_sender_is_an_rfc6533_report_at_its_mx(make_gateway, sink, internet_mx, test_ca):
+    """SMTPUTF8 end to end: the original is relayed with SMTPUTF8, the downstream refuses one
+    recipient, and the DSN (message/global-delivery-status, utf-8 address types) reaches zoë's
+    MX, which offers SMTPUTF8 too."""
+    sink.smtputf8 = internet_mx.smtputf8 = True
+    sink.refuse["bob@contoso.test"] = "550 5.1.1 no such user"
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"])
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
+        c.greeting()
+        c.cmd("EHLO client.test")
+        c.starttls()
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<zoë@fabrikam.test> SMTPUTF8")[0] == 250
+        assert c.cmd("RCPT TO:<alice@contoso.test>")[0] == 250 and c.cmd("RCPT TO:<bob@contoso.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send("From: zoë@fabrikam.test\r\nTo: alice@contoso.test\r\nSubject: grüße\r\n\r\nhallo\r\n.\r\n".encode())
+        assert c.read_reply()[0] == 250
+    assert wait_until(lambda: internet_mx.messages and spool_count(gw) == 0 and outbound_count(gw) == 0, timeout=15)
+    assert [(m["sender"], m["rcpts"]) for m in sink.messages] == [("zoë@fabrikam.test", ["alice@contoso.test"])]
+    [dsn] = internet_mx.messages
+    assert dsn["sender"] == "" and dsn["rcpts"] == ["zoë@fabrikam.test"]
+    report = email.message_from_bytes(dsn["raw"])
+    assert report.get_param("report-type") == "global-delivery-status"
+    assert [p.get_content_type() for p in report.get_payload()][1] == "message/global-delivery-status"
+    assert "To: <zoë@fabrikam.test>" in dsn["raw"].decode("utf-8")
+
+
+def test_a_downstream_without_smtputf8_bounces_utf8_mail_with_5_6_7(make_gateway, sink, internet_mx, test_ca):
+    """RFC 6531: an address is never downgraded; the sender is told (5.6.7), nothing is stuck."""
+    internet_mx.smtputf8 = True
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"])  # sink: no SMTPUTF8
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
+        c.greeting()
+        c.cmd("EHLO client.test")
+        c.starttls()
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<zoë@fabrikam.test> SMTPUTF8")[0] == 250
+        assert c.cmd("RCPT TO:<alice@contoso.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(b"Subject: x\r\n\r\nhallo\r\n.\r\n")
+        assert c.read_reply()[0] == 250
+    assert wait_until(lambda: internet_mx.messages and spool_count(gw) == 0 and outbound_count(gw) == 0, timeout=15)
+    assert sink.messages == [] and "Status: 5.6.7" in internet_mx.messages[0]["raw"].decode("utf-8")
 
 
 def test_a_dsn_that_cannot_be_built_keeps_the_entry(make_gateway, sink, test_ca, monkeypatch, caplog):

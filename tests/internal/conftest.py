@@ -105,7 +105,8 @@ def start_org(node_factory, dns, mx_sink, tmp_path, *, edit=lambda policy: polic
         "listen": [f"{GATEWAY}:{gw_port}"], "downstream": [f"127.0.0.1:{mailbox.port()}"],
         "downstream_ca": str(certs.ca_cert), "source_address": GATEWAY, "hostname": "gw.contoso.test",
         "tls_cert": str(tmp_path / "gw.pem"), "tls_key": str(tmp_path / "gw.key"),
-        "outbound_from": ["127.0.0.1/32"], **FAST_QUEUE})
+        "outbound_from": ["127.0.0.1/32"], **FAST_QUEUE},
+        node={"srs_key_file": str(mailbox.home.keys / "srs.key")})  # one SRS secret for the organisation
     g = gateway.node.settings.gateway
     dns.add(f"{g.arc_selector}._domainkey.{g.arc_domain}", "TXT", (gateway.home.keys / f"arc-{g.arc_selector}.txt").read_text())
     return Org(mailbox, gateway, mx_sink, dns, policy)

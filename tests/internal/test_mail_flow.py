@@ -198,3 +198,48 @@ tls_settings = "encryption_only"
     r = cli_run(org.home, "queue", "--spool", "outbound", "retry", entry["id"], "--json")
     assert r.exit_code == 0 and json.loads(r.output)["state"] == "applied"  # the running runner took it
     assert json.loads(cli_run(org.home, "queue", "list", "--json").output) == []  # the gateway's own queue is elsewhere
+
+
+# --- issue 14: relaying and forwarding that no sender can steer -------------------------------
+
+def test_on_premises_connector_relays_only_for_accepted_sender_domains(org):
+    """A printer's address once sent as x@gmail.example to the Internet. EXO answers
+    550 5.7.64 TenantAttribution; Relay Access Denied; internal delivery is unaffected."""
+    data = rig.simple_message("Spoof", sender="ceo@gmail.example", to="ext.user@external.test")
+    for sender in ("ceo@gmail.example", "x@contoso.test.evil.example", "x@[127.0.0.1]"):
+        r = send_message("127.0.0.1", org.mailbox.port(), source=PRINTER, sender=sender,
+                         rcpts=["ext.user@external.test", "bob@contoso.test"], data=data, tls=False)
+        assert r["rcpt"][0] == (550, str(REPLIES["tenant-relay-denied"])), (sender, r)
+        assert r["rcpt"][1][0] == 250  # to the organisation itself: not relaying
+    ok = send_message("127.0.0.1", org.mailbox.port(), source=PRINTER, sender="scanner@CONTOSO.TEST",
+                      rcpts=["ext.user@external.test"], data=data, tls=False)
+    assert ok["rcpt"][0][0] == 250
+    dsn = send_message("127.0.0.1", org.mailbox.port(), source=PRINTER, sender="",
+                       rcpts=["ext.user@external.test"], data=data, tls=False)
+    assert dsn["rcpt"][0][0] == 250  # an on-premises server's own DSN (<>) still leaves
+    org.mailbox.node.trace.flush()
+    assert any(row["reason"] == "tenant-relay-denied" for row in org.mailbox.node.trace.search(status="Rejected"))
+
+
+def test_forged_srs_addresses_are_refused_at_the_gateways_rcpt(org):
+    """The gateway checks SRS signatures itself, with the mailbox servers' secret: a forged or
+    guessed address is refused before anything is relayed; the genuine one passes."""
+    org.dns.add("fabrikam.test", "MX", (10, "mx.external.test"))
+    assert via_gateway(org)["end"][0] == 250
+    assert wait_until(lambda: sink_messages_for(org, "carol@external.test"), 20)
+    genuine = sink_messages_for(org, "carol@external.test")[0]["sender"]
+    local, _, domain = genuine.partition("@")
+    tag, given, rest = local.split("=", 2)
+    forgeries = [
+        f"{tag}=AAAAAAAAAA={rest}@{domain}",  # guessed hash
+        f"{tag}={given[:4]}={rest}@{domain}",  # libsrs2's 4-character length
+        f"{tag}={given[:1]}={rest}@{domain}",  # one character
+        f"{tag}={given}={rest.rsplit('=', 1)[0]}=victim@{domain}",  # a valid hash moved to another target
+        f"SRS1=AAAAAAAAAA=evil.example==xxxx=TT=victim.example=v@{domain}",
+    ]
+    port = org.gateway.port("gateway")
+    for forged in forgeries:
+        r = send_message(GATEWAY, port, source=INTERNET, sender="", rcpts=[forged], data=b"Subject: x\r\n\r\nx\r\n")
+        assert r["rcpt"][0] == (550, str(REPLIES["srs-invalid"])), (forged, r)
+    r = send_message(GATEWAY, port, source=INTERNET, sender="", rcpts=[genuine], data=b"Subject: b\r\n\r\nbounce\r\n")
+    assert r["rcpt"][0][0] == 250 and r["end"][0] == 250

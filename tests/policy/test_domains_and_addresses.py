@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mxgate.policy.domains import pattern_matches, validate_pattern
@@ -14,6 +14,7 @@ label = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 domain = st.lists(label, min_size=1, max_size=4).map(".".join)
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # generation speed depends on the shared machine's load
 @given(domain, domain)
 def test_pattern_semantics_against_definition(base, other):
     assert pattern_matches("*", other)
@@ -63,3 +64,37 @@ def test_parser_never_raises_anything_but_syntax_errors(text):
         parse_path(text, allow_null=True, smtputf8=True)
     except AddressSyntaxError:
         pass
+
+
+# --- issue 14: RFC 5321 / 6531 paths -------------------------------------------------------------
+
+PATHS = [  # (path, smtputf8, expected str(address) or None for a syntax error)
+    ("<a@b.test>", False, "a@b.test"),
+    ("< a@b.test>", False, None),  # RFC 5321 §4.1.2: no space inside the brackets
+    ("<a@b.test >", False, None),
+    ("<a @b.test>", False, None),
+    ("<a@\tb.test>", False, None),
+    ('<"a b"@b.test>', False, '"a b"@b.test'),  # a space inside quotes is qtextSMTP
+    ('<"a\\"b"@b.test>', False, '"a\\"b"@b.test'),  # quoted-pairSMTP
+    ('<"a\x01b"@b.test>', False, None),  # control characters: never, quoted or not
+    ('<"a\\\x01b"@b.test>', False, None),
+    ('<"a\x7fb"@b.test>', False, None),
+    ('<"a\x1bb"@b.test>', False, None),
+    ('<"j\u00f6hn"@b.test>', True, '"j\u00f6hn"@b.test'),  # RFC 6531 §3.3: UTF-8 in quotes with SMTPUTF8
+    ('<"a\u0085b"@b.test>', True, None),  # a C1 control is still a control
+    ("<a@stra\u00dfe.de>", True, "a@xn--strae-oqa.de"),  # IDNA2008 keeps ß (IDNA2003 made it "strasse")
+    ("<a@B\u00fccher.DE>", True, "a@xn--bcher-kva.de"),  # UTS #46 mapping lower-cases first
+    ("<a@xn--bcher-kva.de>", False, "a@xn--bcher-kva.de"),
+    ("<a@xn--zz.test>", False, None),  # an A-label that does not decode
+    ("<a@\u2603.net>", True, None),  # a symbol IDNA2008 disallows (IDNA2003 allowed it)
+    ("<a@-b.test>", False, None),
+]
+
+
+@pytest.mark.parametrize("path,utf8,expected", PATHS, ids=[repr(p[0]) for p in PATHS])
+def test_rfc5321_paths(path, utf8, expected):
+    if expected is None:
+        with pytest.raises(AddressSyntaxError):
+            parse_path(path, allow_null=False, smtputf8=utf8)
+    else:
+        assert str(parse_path(path, allow_null=False, smtputf8=utf8)) == expected

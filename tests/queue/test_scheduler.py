@@ -126,3 +126,11 @@ def test_backoff_grows_once_per_window_and_resets_on_success():
     assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
     health.succeeded("h")
     assert health.usable("h", now) and health.delay("h") == 0.0
+
+
+def test_host_backoff_never_exceeds_the_message_retry_backoff():
+    from mxgate.queue.scheduler import MAX_HOST_BACKOFF, HostHealth
+
+    assert HostHealth.for_queue(0.2, RetryPolicy(first_retry=0.3, max_backoff=1.0)).cap == 1.0
+    assert HostHealth.for_queue(30.0, RetryPolicy()).cap == MAX_HOST_BACKOFF  # 4000 s retries: 10 min
+    assert HostHealth.for_queue(30.0, RetryPolicy(first_retry=5, max_backoff=10)).cap == 30.0

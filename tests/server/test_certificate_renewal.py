@@ -148,10 +148,16 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
     port = free_port()
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ntls_check_interval = 3600\n[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
+    config.write_text(f'[node]\ntls_check_interval = 3600\nworkers = 2\n[roles]\nadmin = false\n'
+                      f'[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
                       f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
     node = rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
     try:
+        def alive() -> set[str]:
+            r = _cli(home, config, "status", "--json")
+            return {n["name"] for n in json.loads(r.stdout)["nodes"] if n["alive"]} if r.returncode == 0 else set()
+
+        assert wait_until(lambda: alive() == {"node1", "node1-w1"}, timeout=20)  # the worker loaded the old pair
         old_pin = spki_sha256_of_file(test_ca["server_cert"])
         r = _cli(home, config, "tls", "status", "--live", "--json")
         assert r.returncode == 0, r.stderr
@@ -167,11 +173,95 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
         # The files changed but the node was not told yet: status shows the mismatch.
         row = json.loads(_cli(home, config, "tls", "status", "--live", "--json").stdout)["listeners"][0]
         assert row["spki_sha256"] == new_pin and row["served_spki_sha256"] == old_pin
-        node.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mxgate` does
+        node.proc.send_signal(signal.SIGHUP)  # what `systemctl reload mxgate` does: the main process only
         assert wait_until(lambda: _served_pin(port, test_ca["ca"]) == new_pin, timeout=15)
+        # The worker was told too: every connection, whichever process the kernel hands it to, gets
+        # the new pair (the poll interval is an hour, so nothing else could have loaded it).
+        assert wait_until(lambda: all(_served_pin(port, test_ca["ca"]) == new_pin for _ in range(20)), timeout=15)
         assert node.proc.poll() is None  # SIGHUP reloads, it does not stop the node
         table = _cli(home, config, "tls", "status", "--live")
         assert table.returncode == 0 and new_pin in table.stdout and "same" in table.stdout, table.stdout
         assert "loaded the renewed certificate" in node.log.read_text()
     finally:
         node.stop()
+
+
+def _https_pin(host: str, port: int, sni: str | None) -> str:
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        return peer_certificate(tls.getpeercert(binary_form=True)).spki_sha256
+
+
+def test_admin_https_certificate_renews_in_place_too(node_factory, live, test_ca, tmp_path):
+    port = free_port()
+    n = node_factory(roles={"admin": True}, node={"tls_check_interval": 3600.0},
+                     admin={"listen": f"127.0.0.1:{port}", "tls_cert": str(live / "cert.pem"), "tls_key": str(live / "key.pem")})
+    old_pin = spki_sha256_of_file(test_ca["server_cert"])
+    assert _https_pin("127.0.0.1", port, None) == old_pin == _https_pin("127.0.0.1", port, "localhost")
+    renewed = _issue(test_ca, tmp_path, "admin-renewed")
+    _install(renewed, live)
+    assert n.node.check_certificates()["admin"] == "reloaded"
+    new_pin = spki_sha256_of_file(renewed[0])
+    # With and without SNI (a browser sends it; a client connecting by address does not).
+    assert _https_pin("127.0.0.1", port, None) == new_pin == _https_pin("127.0.0.1", port, "localhost")
+    import httpx
+
+    import ssl
+
+    r = httpx.get(f"https://127.0.0.1:{port}/login", verify=ssl.create_default_context(cafile=test_ca["ca"]), timeout=10)
+    assert r.status_code == 200
+    # `mxgate tls status --live` lists the admin centre beside the SMTP listeners.
+    env = dict(os.environ, MXGATE_HOME=str(n.home.root), MXGATE_ROLES__ADMIN="true",
+               MXGATE_MAILBOX__LISTEN=f'["127.0.0.1:{n.port()}"]', MXGATE_ADMIN__LISTEN=f"127.0.0.1:{port}",
+               MXGATE_ADMIN__TLS_CERT=str(live / "cert.pem"), MXGATE_ADMIN__TLS_KEY=str(live / "key.pem"))
+    env.pop("MXGATE_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "mxgate", "tls", "status", "--live", "--json"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {row["listener"]: row for row in json.loads(r.stdout)["listeners"]}
+    assert rows["admin"]["spki_sha256"] == new_pin == rows["admin"]["served_spki_sha256"]
+    generated = spki_sha256_of_file(n.home.certs / "server.pem")
+    assert rows["mailbox"]["spki_sha256"] == generated == rows["mailbox"]["served_spki_sha256"]
+
+
+def test_the_documented_certificate_alert_is_valid_and_fires(tmp_path):
+    """docs/operations.md's MxgateCertificateExpiring rule, checked and unit-tested with promtool."""
+    import re
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: run scripts/install-system-deps.sh (Debian package prometheus)"
+    doc = (Path(rig.REPO) / "docs" / "operations.md").read_text()
+    block = re.search(r"<!-- certificate-alert:start -->\n```yaml\n(.*?)```", doc, re.S).group(1)
+    assert "mxgate_tls_certificate_expiry_days" in {f.name for f in metrics.REGISTRY.collect()}
+    (tmp_path / "rules.yml").write_text(block)
+    (tmp_path / "rules.test.yml").write_text("""
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # Counting down 0.01 day a minute: below 20 after 500 minutes, firing an hour later.
+      - series: 'mxgate_tls_certificate_expiry_days{instance="mx1",certificate="mailbox"}'
+        values: '25-0.01x600'
+      - series: 'mxgate_tls_certificate_expiry_days{instance="mx1",certificate="gateway"}'
+        values: '80x600'
+    alert_rule_test:
+      - eval_time: 9h
+        alertname: MxgateCertificateExpiring
+        exp_alerts: []
+      - eval_time: 10h
+        alertname: MxgateCertificateExpiring
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: mx1, certificate: mailbox}
+            exp_annotations:
+              summary: "mxgate mx1: the mailbox certificate expires in 19 days"
+              description: "Check the ACME client's log, then `mxgate tls status --live` and the node's log for tls-certificate-refused."
+""")
+    check = subprocess.run([promtool, "check", "rules", "rules.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = subprocess.run([promtool, "test", "rules", "rules.test.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr

@@ -50,7 +50,7 @@ def visible_python(scratch: Path) -> list[str]:
         return []
     keep = prefix.relative_to(closed).parts[0]
     stash = scratch / "stash"
-    stash.mkdir()
+    stash.mkdir(exist_ok=True)
     script = (f'set -e; mount --bind "{closed / keep}" "{stash}"; mount -t tmpfs -o mode=755 tmpfs "{closed}"; '
               f'mkdir "{closed / keep}"; mount --bind "{stash}" "{closed / keep}"; exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
@@ -89,6 +89,16 @@ def proc_ids(pid: int) -> dict[str, list[int]]:
     return out
 
 
+def unit_capabilities(mode: str, directive: str) -> list[str]:
+    """The shipped unit's capability list for a start mode, as setpriv arguments (+net_bind_service,...),
+    so these tests run the node with exactly the rights the unit would give it."""
+    from mxgate.cli.service_cmds import render_unit
+
+    text = render_unit(home="/var/lib/mxgate", config="/etc/mxgate/node.toml", user=ACCOUNT, group="", mode=mode)
+    [line] = [l for l in text.splitlines() if l.startswith(directive + "=")]
+    return ["+" + cap.lower().removeprefix("cap_") for cap in line.split("=", 1)[1].split()]
+
+
 @pytest.fixture
 def scratch():
     # Not below pytest's tmp_path: /tmp/pytest-of-root is closed to the account.
@@ -125,7 +135,10 @@ def test_root_start_with_user_binds_low_port_then_runs_as_that_user(scratch):
     config.write_text(f'[node]\nname = "mx"\nuser = "{ACCOUNT}"\nworkers = 2\n[roles]\nadmin = false\n'
                       f'[mailbox]\nlisten = ["{HOST}:{port}"]\n')
     config.chmod(0o644)  # the worker re-reads it as the account
-    proc = _serve(visible_python(scratch), home, config, scratch / "serve.log")
+    # Root with only what the unit's root mode leaves it (CapabilityBoundingSet, NoNewPrivileges).
+    as_unit = ["setpriv", "--bounding-set=-all," + ",".join(unit_capabilities("root", "CapabilityBoundingSet")),
+               "--no-new-privs"]
+    proc = _serve(visible_python(scratch) + as_unit, home, config, scratch / "serve.log")
     try:
         wait_port(HOST, port, proc=proc, log=scratch / "serve.log")
         env = dict(os.environ, MXGATE_HOME=str(home))
@@ -155,6 +168,17 @@ def test_root_start_with_user_binds_low_port_then_runs_as_that_user(scratch):
         assert not wrong, wrong
         log = (scratch / "serve.log").read_text()
         assert f"running as {ACCOUNT}" in log
+        # A second start finds the home already the account's (root must still open it, and may not
+        # own it: the unit's capability set has to cover that too).
+        _stop(proc)
+        assert proc.returncode == 0, (scratch / "serve.log").read_text()[-2000:]
+        proc = _serve(visible_python(scratch) + as_unit, home, config, scratch / "serve.log")
+        wait_port(HOST, port, proc=proc, log=scratch / "serve.log")
+        r = send_message(HOST, port, source=GATEWAY, sender="a@fabrikam.test", rcpts=["alice@contoso.test"],
+                         data=simple_message(subject="second start"))
+        assert r["end"][0] == 250, r
+        assert len(rig.maildir_messages(h, "alice@contoso.test")) == 7
+        assert proc_ids(proc.pid)["Uid"] == [account.pw_uid] * 4
     finally:
         _stop(proc)
 
@@ -170,8 +194,10 @@ def test_started_as_the_account_with_cap_net_bind_service(scratch):
     config.write_text(f'[node]\nname = "capmx"\nuser = "{ACCOUNT}"\n[roles]\nadmin = false\n'
                       f'[mailbox]\nlisten = ["{HOST}:{port}"]\n')
     config.chmod(0o644)
+    ambient = ",".join(unit_capabilities("capabilities", "AmbientCapabilities"))
+    bounding = ",".join(unit_capabilities("capabilities", "CapabilityBoundingSet"))
     setpriv = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
-               "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
+               f"--bounding-set=-all,{bounding}", f"--inh-caps={ambient}", f"--ambient-caps={ambient}", "--no-new-privs"]
     proc = _serve(visible_python(scratch) + setpriv, home, config, scratch / "serve.log")
     try:
         wait_port(HOST, port, proc=proc, log=scratch / "serve.log")

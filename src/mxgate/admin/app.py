@@ -225,6 +225,21 @@ def _bind(listen: str) -> socket.socket:
     return sock
 
 
+def renew_in_place(node, live_context, cert: str, key: str) -> None:
+    """The admin centre's HTTPS certificate renews like the SMTP listeners' (server/tls.py
+    ReloadingContext, checked by the node): uvicorn keeps its own SSL context, so each handshake is
+    switched to the current one in the ClientHello callback, which OpenSSL calls with or without SNI."""
+    from mxgate.server.tls import ReloadingContext
+
+    current = ReloadingContext("admin", cert, key or cert)
+    node.tls["admin"] = current
+
+    def use_current(ssl_object, _server_name, _context) -> None:
+        ssl_object.context = current()
+
+    live_context.sni_callback = use_current
+
+
 async def start_admin(node) -> AdminService:
     """Role starter (server/node.py OPTIONAL_ROLES): serve the admin centre on [admin] listen."""
     password = await asyncio.to_thread(auth.ensure_first_admin, node.engine)
@@ -250,5 +265,7 @@ async def start_admin(node) -> AdminService:
     service = AdminService(st, _bind(node.settings.admin.listen))
     await service.start()
     node.extras.append(service)
+    if node.settings.admin.tls_cert:
+        renew_in_place(node, service.server.config.ssl, node.settings.admin.tls_cert, node.settings.admin.tls_key)
     log.info("admin centre listening on %s://%s/", service.scheme, service.address)
     return service

@@ -104,3 +104,36 @@ def trace_detail(st, row_id: int) -> dict[str, Any]:
     row["stored"] = describe_headers(data, row["original_ip"]) if data is not None else None
     row["age"] = time.time() - row["created_at"]
     return row
+
+
+def readable_detail(detail: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A trace row's detail as (label, text) lines an admin reads — nested tables as dotted
+    labels, lists joined, yes/no — never a Python dict repr. The client certificate has its own
+    section on the page, so it is left out here."""
+    out: list[tuple[str, str]] = []
+    for key, value in detail.items():
+        if not prefix and key == "certificate":
+            continue
+        label = f"{prefix}{key}".replace("_", " ")
+        if isinstance(value, dict):
+            if value:
+                out += readable_detail(value, f"{prefix}{key}.")
+            else:
+                out.append((label, "—"))
+        elif isinstance(value, (list, tuple)):
+            out.append((label, ", ".join(_plain(v) for v in value) or "—"))
+        else:
+            out.append((label, _plain(value)))
+    return out
+
+
+def _plain(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)

@@ -13,15 +13,21 @@ ARC-aware filters tell who handled the message.
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from mxgate.durable import write_atomically
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim
 from mxgate.auth.headers import header_from_domain
+from mxgate.errors import NotFoundError, PolicyFormatError
 
 DEFAULT_SELECTOR = "mxgate"
+# One DNS label: RFC 6376 §3.1 allows dotted selectors, but one label keeps `dkim-<domain>.<selector>`
+# file names unambiguous.
+_SELECTOR_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _lock = threading.Lock()  # two first messages for a new domain must not make two keys
 
 
@@ -56,6 +62,94 @@ def zone_line(keys_dir: Path, domain: str, selector: str = DEFAULT_SELECTOR) -> 
     return f"{name}. IN TXT ( {chunks} )"
 
 
+# --- selector rotation (RFC 6376 §3.1: selectors exist so keys can change without a gap) ------
+# Per domain, `dkim-<domain>.active` names the selector that signs; without it the signer's
+# default selector does. Rotation: publish a new selector's key (generate it, put its TXT record
+# in DNS), sign with it once DNS has it, then retire the old key after in-flight mail has been
+# verified. Keys live in this node's home: on several nodes, rotate on each.
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    dns_name: str
+    txt: str
+    active: bool
+
+
+def _active_path(keys_dir: Path, domain: str) -> Path:
+    pem, _txt = _paths(Path(keys_dir), domain, "x")
+    return pem.with_name(f"dkim-{domain.lower().rstrip('.')}.active")
+
+
+def check_selector(selector: str) -> str:
+    if not _SELECTOR_RE.fullmatch(selector or ""):
+        raise PolicyFormatError(f"selector: {selector!r} is not one DNS label (letters, digits and inner hyphens)")
+    return selector.lower()
+
+
+def active_selector(keys_dir: Path, domain: str, default: str = DEFAULT_SELECTOR) -> str:
+    try:
+        return _active_path(keys_dir, domain).read_text(encoding="ascii").strip() or default
+    except FileNotFoundError:
+        return default
+
+
+def list_keys(keys_dir: Path, default: str = DEFAULT_SELECTOR) -> list[DkimKey]:
+    """Every signing key in this home, by domain then selector."""
+    out = []
+    for pem in sorted(Path(keys_dir).glob("dkim-*.pem")):
+        domain, _, selector = pem.name[len("dkim-"):-len(".pem")].rpartition(".")
+        if not domain:
+            continue
+        txt_path = pem.with_suffix(".txt")
+        if not txt_path.exists():
+            continue
+        out.append(DkimKey(domain, selector, f"{selector}._domainkey.{domain}", txt_path.read_text().strip(),
+                           active_selector(keys_dir, domain, default) == selector))
+    return out
+
+
+def publish_new(keys_dir: Path, domain: str, selector: str) -> DkimKey:
+    """Step 1: a new key under a new selector; signing does not change until `activate`."""
+    selector = check_selector(selector)
+    pem_path, _txt = _paths(Path(keys_dir), domain, selector)
+    if pem_path.exists():
+        raise PolicyFormatError(f"selector {selector!r} already has a key for {domain}")
+    _pem, txt = ensure_key(keys_dir, domain, selector)
+    return DkimKey(domain.lower(), selector, f"{selector}._domainkey.{domain.lower()}", txt, False)
+
+
+def activate(keys_dir: Path, domain: str, selector: str, published_txt: str | None) -> None:
+    """Step 2: sign with `selector` from now on. `published_txt` is what DNS answers for its
+    record; signing with a key receivers cannot find would fail every signature, so it must match."""
+    selector = check_selector(selector)
+    pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
+    if not pem_path.exists():
+        raise NotFoundError(f"no DKIM key {selector!r} for {domain}: publish it first")
+    want = txt_path.read_text(encoding="ascii").strip()
+    if published_txt is None or _squash(published_txt) != _squash(want):
+        raise PolicyFormatError(f"{selector}._domainkey.{domain} does not publish this key in DNS yet; "
+                                "add the TXT record shown, wait for it to propagate, then try again")
+    write_atomically(_active_path(keys_dir, domain), selector.encode("ascii") + b"\n", 0o600)
+
+
+def retire(keys_dir: Path, domain: str, selector: str, default: str = DEFAULT_SELECTOR) -> None:
+    """Step 3: delete a key that no longer signs (then remove its TXT record from DNS)."""
+    selector = check_selector(selector)
+    pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
+    if not pem_path.exists():
+        raise NotFoundError(f"no DKIM key {selector!r} for {domain}")
+    if active_selector(keys_dir, domain, default) == selector:
+        raise PolicyFormatError(f"{selector!r} signs {domain}'s mail now; sign with another selector before retiring it")
+    pem_path.unlink()
+    txt_path.unlink(missing_ok=True)
+
+
+def _squash(txt: str) -> str:
+    return "".join(txt.replace('"', "").split())
+
+
 def signing_domain(message: bytes, envelope_sender: str, is_ours: Callable[[str], bool]) -> str | None:
     """The domain that signs this message, or None when neither identity is ours."""
     header = (header_from_domain(message) or "").lower()
@@ -79,5 +173,6 @@ class DkimSigner:
         domain = signing_domain(message, envelope_sender, is_ours)
         if domain is None:
             return message
-        pem, _txt = ensure_key(self.keys_dir, domain, self.selector)
-        return sign_dkim(message, domain, self.selector, pem) + message
+        selector = active_selector(self.keys_dir, domain, self.selector)  # read per message: rotation applies at once
+        pem, _txt = ensure_key(self.keys_dir, domain, selector)
+        return sign_dkim(message, domain, selector, pem) + message

@@ -17,18 +17,20 @@ some MTAs (Postfix, qmail) that text may hold spaces, parentheses, ` by ` or `;`
    top-level `by`: the MTA writes both after the sender's text.
 2. The MTA family is read from the `by` part (the MTA's own words: `(Postfix)`, `(Exim 4.96)`,
    `(8.17.1/8.17.1)`, `with Microsoft SMTP Server`, `mx.google.com`, ...).
-3. Unbalanced parentheses or a stray bracket in the `from` part mean the sender's text moved
-   the MTA's own comment: no peer (the skip-list walk stops there).
+3. Unbalanced parentheses anywhere in the header mean the sender's text moved the MTA's own
+   comments: no peer (the skip-list walk stops there).
 4. Marked sender text is never an address: `helo=x`, `HELO x`, `EHLO x`, `claiming to be "x"`,
    `account u`, `Authenticated sender:`, `AUTH:`, `Client CN` — nor anything after the marker.
 5. Families that write the peer first and the HELO after it (Exim `([ip]:port helo=x)`,
    CommuniGate `[ip] (account u HELO x)`, ecelerity): the first address before any marker,
-   else the `from [ip]` itself. All others (Postfix, Sendmail, qmail, Exchange, Gmail,
-   Courier, Domino, Mimecast, Proofpoint, Barracuda, IronPort, GMX/IONOS, mxgate) write the
-   HELO first: the *last* TCP-info comment (`(rdns [ip])`, `(ip)`, `(user@ip)`, `([ip] verified)`,
-   at most three words), else a bare `[ip]` outside comments (`(EHLO x) [ip]`, QMQP).
+   else the `from [ip]` itself. The others we know (Postfix, Sendmail/Proofpoint, Exchange,
+   Gmail, Courier, Domino, Mimecast, Barracuda, IronPort, GMX/IONOS, mxgate) write the HELO
+   first: the *last* TCP-info element, a comment (`(rdns [ip])`, `(ip)`, `(user@ip)`,
+   `([ip] verified)`, at most three words) or a bare `[ip]` (`(EHLO x) [ip]`, QMQP).
 6. `from [ip] by ...` with nothing else is the peer only for families that do not always
    write TCP-info (webmail `from ip by ... with HTTP`); for Postfix and the like it is the HELO.
+7. An MTA not recognised (qmail and MessageLabs write nothing after `by` to know them by) is
+   read both ways; if the readings name different addresses, the header is unreadable.
 The HELO reported is the marker's value (qmail, Exim, CommuniGate, GMX), else the `from` word.
 """
 
@@ -74,6 +76,7 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...] 
     ("exim", (), (re.compile(r"\bexim\b"),)),
     ("communigate", (), (re.compile(r"\bcommunigate\b"),)),
     ("ecelerity", (), (re.compile(r"\becelerity\b"),)),
+    ("obtuse", (), (re.compile(r"\bid smtpd"),)),  # Obtuse smtpd: `host(ip), claiming to be "x" via SMTP`
     ("sendmail", (".pphosted.com", ".ppe-hosted.com"), (re.compile(r"^\d+\.\d+[\w.]*/[\w./-]+"),)),
     ("exchange", (".outlook.com", ".office365.com", ".protection.outlook.com"),
      (re.compile(r"microsoft smtp ?(server|svc)"), re.compile(r"\bwith mapi\b"))),
@@ -88,7 +91,7 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[re.Pattern[str], ...]], ...] 
 )
 # Families that write the peer first and the sender's HELO after it (`[ip]:port helo=x`,
 # `[ip] (account u HELO x)`): past the first marker everything is the sender's text.
-_HELO_LAST_FAMILIES = frozenset({"exim", "communigate", "ecelerity"})
+_HELO_LAST_FAMILIES = frozenset({"exim", "communigate", "ecelerity", "obtuse"})
 # Families that always write TCP-info in a comment: a bare `from [x]` there is the HELO.
 _TCP_INFO_FAMILIES = frozenset({"mxgate", "postfix", "sendmail", "exchange", "gmail", "courier", "mimecast",
                                 "barracuda", "ironport", "domino"})
@@ -256,19 +259,22 @@ def _scan(value: str) -> tuple[list[_Token], bool]:
     return tokens, balanced
 
 
-def _before_date(value: str) -> str:
-    """The value up to its last top-level `;` (RFC 5321 §4.4: `;` date-time). The last, not
-    the first: a HELO may contain `;`, and cutting there would hide the TCP-info after it."""
-    depth, cut = 0, None
+def _before_date(value: str) -> tuple[str, bool]:
+    """(the value up to its last top-level `;`, whether its parentheses balance overall).
+    RFC 5321 §4.4 ends the header with `;` date-time. The last `;`, not the first: a HELO may
+    contain `;`. The MTA writes the date itself, so a `(` left open or a `)` never opened
+    anywhere in the header means sender text moved the structure: the caller trusts nothing."""
+    depth, cut, balanced = 0, None, True
     for match in _TOKEN.finditer(value):
         kind = match.lastgroup
         if kind == "open":
             depth += 1
         elif kind == "close":
+            balanced = balanced and depth > 0
             depth = max(depth - 1, 0)
         elif kind == "semi" and depth == 0:
             cut = match.start()
-    return value if cut is None else value[:cut]
+    return (value if cut is None else value[:cut]), balanced and depth == 0
 
 
 def _keyword_index(tokens: list[_Token], keyword: str, start: int = 0, last: bool = False) -> int | None:
@@ -302,7 +308,9 @@ def _family(by_part: list[_Token]) -> str | None:
 def _parse(value: str) -> ReceivedHop:
     text = value[:MAX_RECEIVED_CHARS].replace("\r", " ").replace("\n", " ")
     text = _WRAPPED_FROM.sub(r"from \1", text, count=1)  # NAVGW: `(from helo [ip]) by ...`
-    tokens, balanced = _scan(_before_date(text))
+    head, balanced_overall = _before_date(text)
+    tokens, balanced = _scan(head)
+    balanced = balanced and balanced_overall
     tokens = [t for t in tokens if t.kind != "semi"]
     start = _keyword_index(tokens, "from")
     has_from = start is not None
@@ -316,10 +324,11 @@ def _parse(value: str) -> ReceivedHop:
     note = ""
     if has_from:
         from_part = tokens[start + 1:by_at] if by_at is not None else tokens[start + 1:]
-        if not balanced or any(t.kind == "stray" for t in from_part):
-            # An unclosed `(` or a stray bracket may come from the HELO and would shift
+        if not balanced:
+            # An unclosed `(` or a `)` never opened may come from the HELO and would shift
             # where the MTA's own TCP-info seems to start: nothing here can be trusted.
-            note = "unbalanced parentheses or brackets in the from clause"
+            # (A stray `[` cannot: an address literal never spans a space or a parenthesis.)
+            note = "unbalanced parentheses in the header"
             helo = _first_text(from_part)
         else:
             helo, rdns, ip, note = _read_from(from_part, family)
@@ -344,27 +353,37 @@ def _read_from(tokens: list[_Token], family: str | None) -> tuple[str | None, st
     head_ip = parse_ip_literal(head_text) if head_text and head.kind == "literal" or (
         head_text and head_text[:1].isalnum() and head_text.count(".") + head_text.count(":") >= 2) else None
     marker_helo = _marker_value(rest)
-    helo_last = family in _HELO_LAST_FAMILIES or (family is None and any(
-        t.kind == "comment" and any(w.lower().startswith("helo=") for w in t.words) for t in rest))
-    if helo_last:
+    note = ""
+    if family in _HELO_LAST_FAMILIES:
         ip, rdns = _first_peer(rest)
-    else:
+        ip = ip or head_ip  # `from [ip] (helo=x)` (Exim), `from [ip] (HELO x)` (CommuniGate)
+    elif family is not None:
         ip, rdns = _last_peer(rest)
-    if ip is None and head_ip is not None and (helo_last or family not in _TCP_INFO_FAMILIES):
-        ip = head_ip  # `from [ip] (helo=x)` (Exim, CommuniGate) or `from ip by ...` (webmail)
+        if ip is None and family not in _TCP_INFO_FAMILIES:
+            ip = head_ip  # `from ip by ... with HTTP` (webmail)
+    else:
+        # An MTA we do not know: read it both ways; where the HELO could sit on either side of
+        # the address the two readings disagree, and then nothing in the header is trusted.
+        first, first_rdns = _first_peer(rest)
+        last, rdns = _last_peer(rest)
+        first, last = first or head_ip, last or head_ip
+        ip = last if first is None or first == last else (first if last is None else None)
+        rdns = rdns if ip == last else first_rdns
+        if first is not None and last is not None and first != last:
+            note = "an unknown MTA's header reads two ways; the HELO may hold either address"
     if marker_helo is not None:
         helo = marker_helo
         if rdns is None and head_text is not None and head_ip is None:
             rdns = _name(head_text)  # qmail/Exim/CommuniGate: `from <rdns> (HELO helo)`
     else:
         helo = head_text
-    note = "" if ip is not None else (
-        f"no TCP-info address where {family} writes it" if family else "no TCP-info address")
+    if ip is None and not note:
+        note = f"no TCP-info address where {family} writes it" if family else "no TCP-info address"
     return helo, rdns, ip, note
 
 
 def _is_marker(word: str) -> bool:
-    lowered = word.lower()
+    lowered = word.lower().lstrip("\"'")  # ZMailer quotes it: `"EHLO name"`
     return lowered in _SENDER_TEXT_WORDS or lowered.startswith(_SENDER_TEXT_PREFIXES)
 
 
@@ -434,32 +453,32 @@ def _first_peer(tokens: list[_Token]) -> tuple[IPAddress | None, str | None]:
 
 def _last_peer(tokens: list[_Token]) -> tuple[IPAddress | None, str | None]:
     """Postfix, Sendmail, qmail, Exchange, Gmail and most others write the HELO first and
-    their TCP-info after it: the last TCP-info-shaped element is the MTA's. Anything a HELO
-    injects comes before it; marker comments and what follows a top-level marker are skipped."""
+    their TCP-info after it: the last TCP-info element — a comment such as `(rdns [ip])`, or a
+    bare `[ip]` (`(EHLO x) [ip]`, QMQP) — is the MTA's. Anything a HELO injects comes before
+    it; marker comments and the word after a top-level `HELO` are skipped. (Obtuse smtpd's
+    `host(ip), claiming to be "x"` is an unknown family: read both ways, see `_read_from`.)"""
     ip: IPAddress | None = None
     rdns = name_only = None
-    bare: IPAddress | None = None  # a literal outside comments: `host (EHLO x) [ip]`, QMQP
     skip_next = False
     for token in tokens:
-        if skip_next:
+        if skip_next and token.kind != "comment":  # `HELO x` at top level: x is the sender's
             skip_next = False
             continue
+        skip_next = False
         if token.kind == "comment":
             if token.words and _is_marker(token.words[0]):
                 continue
             found, name, _ = _comment_peer(token.words)
             if found is not None:
                 ip, rdns = found, name
-            elif name is not None and ip is None:
+            elif name is not None:
                 name_only = name  # `from helo (rdns) [ip]`
         elif token.kind == "literal":
-            bare = parse_ip_literal(token.text) or bare
+            found = parse_ip_literal(token.text)
+            if found is not None:
+                ip, rdns = found, name_only
         elif token.text.lower() in ("helo", "ehlo"):
-            skip_next = True
-        elif token.text.lower() == "claiming":
-            break  # Obtuse smtpd: `host(ip), claiming to be "helo" via SMTP`
-    if ip is None and bare is not None:
-        return bare, name_only
+            skip_next = True  # never a comment: a HELO ending in "HELO" must not hide TCP-info
     return ip, rdns
 
 

@@ -58,7 +58,7 @@ def list_users():
     """The admin accounts."""
     from mxgate.admin import auth
 
-    for name in auth.users(engine()):
+    for name in auth.users(engine(read=True)):
         out.print(name, markup=False)
 
 

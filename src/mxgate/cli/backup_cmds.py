@@ -23,7 +23,7 @@ def backup(directory: Path = typer.Argument(..., help="new or empty directory to
     pg_dump), keys, certificates, node settings; --maildirs and --spools add the mail."""
     from mxgate.store.backup import backup as run_backup
 
-    h = home()
+    h = home(read=True)
     manifest = run_backup(h, directory, store_url=h.store_url(settings().store.url), config=config_path(),
                           maildirs=maildirs, spools=spools)
     if json_out:

@@ -89,26 +89,26 @@ def home_option() -> str | None:
     return _state["home"]
 
 
-def home(read: bool = False, follow_running: bool = True) -> Home:
+def home(read: bool = False) -> Home:
     """The home directory; `read=True` for commands that only read state: a home that does not
-    exist is refused (exit 2) instead of being created empty, which would show empty results.
-    `follow_running=False` for `mxgate serve` itself, which must never adopt another node's home."""
+    exist is refused (exit 2) instead of being created empty, which would show empty results."""
     if read:
         require_home()
-    return Home.open(home_path(follow_running))
+    return Home.open(home_path())
 
 
-def home_path(follow_running: bool = True) -> Path:
-    """--home, else MXGATE_HOME, else ./mxgate-data — unless that does not exist here and exactly
-    one node of this user is running: then its home (said on stderr), so the README's commands
-    work as written from any directory while `mxgate serve` or the demo runs."""
+def home_path(follow_running: bool = False) -> Path:
+    """--home, else MXGATE_HOME, else ./mxgate-data. A command that only reads (`follow_running`),
+    run where there is no ./mxgate-data, uses the home of the one node this user runs instead (said
+    on stderr), so `mxgate trace` / `verify` work as the README writes them from any directory.
+    Commands that write never follow: they create ./mxgate-data as documented."""
     explicit = _state["home"] or os.environ.get("MXGATE_HOME")
     if explicit:
         return Path(explicit).absolute()
     default = Path(DEFAULT_HOME).absolute()
-    if default.is_dir() or not follow_running:
+    if default.is_dir():
         return default
-    if "followed" not in _state:
+    if follow_running and "followed" not in _state:
         from mxgate.config.running import running_homes
 
         running = running_homes()
@@ -116,11 +116,11 @@ def home_path(follow_running: bool = True) -> Path:
         if _state["followed"] is not None:
             err.print(f"note: using the home of the running node, {_state['followed']} (no {DEFAULT_HOME} here)",
                       markup=False)
-    return _state["followed"] or default
+    return _state.get("followed") or default
 
 
 def require_home() -> None:
-    root = home_path()
+    root = home_path(follow_running=True)
     if root.is_dir():
         return
     from mxgate.config.running import running_homes

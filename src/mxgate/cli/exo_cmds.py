@@ -82,12 +82,13 @@ def import_cmd(
     from mxgate.policy.validate import check_policy, policy_warnings
 
     tenant = _tenant(files)
-    if apply or home_path().is_dir():
+    target = home_path(follow_running=not apply)  # without --apply this only reads
+    if apply or target.is_dir():
         store = policy_store()
         current = store.current()
         base, label = current.policy, f"version {current.version}"
     else:
-        store, current, base, label = None, None, Policy(), f"empty policy (no home at {home_path()})"
+        store, current, base, label = None, None, Policy(), f"empty policy (no home at {target})"
     new, notes = tenant_policy(tenant, base)
     for n in notes:
         err.print(f"note: {n}", markup=False)

@@ -51,7 +51,7 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         settings = load_settings(config or config_path(), {
             **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
             "roles.submission": False, "roles.admin": False})
-    the_home = home(follow_running=False)  # serve makes its own home; never adopts a running one
+    the_home = home()
     account = run_as(settings, the_home, worker)
     setup_logging(settings.log.level, settings.log.file)
     if account:
@@ -68,6 +68,8 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         await node.start()
         if not worker:
             workers.extend(spawn_workers(settings.node.workers, settings.mailbox.listen))
+            if workers:
+                forward_reload(node, workers)
             out.print(node.describe() + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
                                          if workers else ""), markup=False)
             sdnotify.notify("READY=1", f"STATUS=serving {' '.join(a for lst in node.listeners.values() for a in lst.addresses)}")
@@ -82,6 +84,22 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         pass
     finally:
         stop_workers(workers)
+
+
+def forward_reload(node, workers: list) -> None:
+    """SIGHUP (`systemctl reload`, sent to the main process only) reaches the workers too, so every
+    process serving the listener loads a renewed certificate at once."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        loop.run_in_executor(None, node.check_certificates)
+        for p in workers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def run_as(settings, the_home, worker: int):

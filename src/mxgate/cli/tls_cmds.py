@@ -24,13 +24,14 @@ def listener_certificates(node_settings, the_home) -> list[dict[str, Any]]:
     from mxgate.server.tls import certificate_info
 
     rows = []
-    for role in ROLES:
-        if not getattr(node_settings.roles, role):
-            continue
-        section = getattr(node_settings, role)
+    listeners = [(role, getattr(node_settings, role)) for role in ROLES if getattr(node_settings.roles, role)]
+    if node_settings.roles.admin and node_settings.admin.tls_cert:  # the admin centre over HTTPS
+        listeners.append(("admin", node_settings.admin))
+    for role, section in listeners:
         cert = section.tls_cert or str(the_home.certs / "server.pem")
         key = section.tls_key or str(the_home.certs / "server.key")
-        row: dict[str, Any] = {"listener": role, "listen": list(section.listen), "cert": cert, "key": key}
+        listen = [section.listen] if isinstance(section.listen, str) else list(section.listen)
+        row: dict[str, Any] = {"listener": role, "listen": listen, "cert": cert, "key": key}
         try:
             info = certificate_info(cert)
         except FileNotFoundError:
@@ -45,8 +46,9 @@ def listener_certificates(node_settings, the_home) -> list[dict[str, Any]]:
     return rows
 
 
-def served_spki(listen: str, timeout: float = 5.0) -> str:
-    """SPKI pin of the certificate a running listener presents after STARTTLS (or the error)."""
+def served_spki(listen: str, timeout: float = 5.0, starttls: bool = True) -> str:
+    """SPKI pin of the certificate a running listener presents after STARTTLS (or at once, for
+    HTTPS), or the error."""
     from mxgate.server.sockets import parse_listen
     from mxgate.server.tls import peer_certificate
 
@@ -54,6 +56,11 @@ def served_spki(listen: str, timeout: float = 5.0) -> str:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # reading the pin, not trusting it
+            if not starttls:
+                with ctx.wrap_socket(sock, server_hostname=None) as tls:
+                    return peer_certificate(tls.getpeercert(binary_form=True)).spki_sha256
             f = sock.makefile("rb")
 
             def reply() -> int:
@@ -71,8 +78,6 @@ def served_spki(listen: str, timeout: float = 5.0) -> str:
             sock.sendall(b"STARTTLS\r\n")
             if reply() != 220:
                 return "error: STARTTLS refused"
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # reading the pin, not trusting it
             with ctx.wrap_socket(sock, server_hostname=host) as tls:
                 return peer_certificate(tls.getpeercert(binary_form=True)).spki_sha256
     except (OSError, ValueError, ConnectionError) as exc:
@@ -83,11 +88,11 @@ def served_spki(listen: str, timeout: float = 5.0) -> str:
 def status(live: bool = typer.Option(False, "--live", help="also connect to each listener and show the pin it serves"),
            json_out: bool = typer.Option(False, "--json")):
     """Each listener's certificate: subject, names, expiry (days left) and SPKI pin (SHA-256)."""
-    rows = listener_certificates(settings(), home())
+    rows = listener_certificates(settings(), home(read=True))
     if live:
         for row in rows:
             if row["listen"]:
-                row["served_spki_sha256"] = served_spki(row["listen"][0])
+                row["served_spki_sha256"] = served_spki(row["listen"][0], starttls=row["listener"] != "admin")
     if json_out:
         print_json({"listeners": rows})
         return

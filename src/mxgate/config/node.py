@@ -27,6 +27,7 @@ class NodeSection(_Section):
     name: str = Field("node1", description="This node's name in status, trace and the admin centre. Restart.")
     worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own outbound queue (spool/outbound-w<N>).")
     workers: int = Field(1, ge=1, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
+    srs_key_file: str = Field("", description="The SRS secret (delivery/srs.py): mailbox servers sign forwarded senders with it and the gateway refuses forged SRS bounces at RCPT with it, so every node of the organisation needs the same file (copy it). Default <home>/keys/srs.key, made on first use. Restart.")
     event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description='Event loop of `mxgate serve`: "asyncio" (the standard loop) or "uvloop" (install the `speed` extra; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
     user: str = Field("", description='Account to run as when `mxgate serve` is started as root: the listeners are bound first, the home directory is given to this account, then the process drops root for good (setgroups, setgid, setuid) before opening anything else. Worker processes run as the same account. Empty = do not change user. Restart.')
     group: str = Field("", description="Group to run as with `user`; empty = the account's primary group. The account's supplementary groups (e.g. ssl-cert, to read certificate keys) are kept.")
@@ -92,9 +93,12 @@ class GatewaySection(ListenerSection):
     relay_concurrency: int = Field(20, description="Deliveries in flight at once to the downstream.")
     relay_connect_timeout: float = Field(10.0, description="Seconds to connect and get the greeting from a downstream host; short so fail-over is quick.")
     relay_timeout: float = Field(120.0, description="Seconds per SMTP command while relaying (RFC 5321 §4.5.3.2 suggests minutes; DATA end gets this too).")
-    host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles up to 10 min).")
+    host_backoff: float = Field(30.0, description="Seconds a downstream host that refused the connection is skipped before it is tried again (doubles once per outage, up to retry_max_backoff and at most 10 min).")
     queue_scan_interval: float = Field(1.0, description="Seconds between scans of the queue for due messages.")
     check_workers: int = Field(8, description="Worker threads running the content checks (DNS, DKIM, clamd) off the event loop.")
+    check_per_client: int = Field(4, ge=1, description="Messages from one client address in the content checks at once; "
+                                  "more get 451 4.7.0 (one sender cannot occupy every check worker). A client also "
+                                  "gets at most half of check_workers.")
     outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
     queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
     queue_lease: float = Field(60.0, gt=0, description='With queue = "database": seconds a node holds a message it is relaying; renewed every third of it while the node lives. A node dead for longer hands its messages to the others. Shorter = faster take-over; longer than a stall of a live node avoids a duplicate delivery.')
@@ -105,7 +109,7 @@ class SubmissionSection(ListenerSection):
 
 
 class DnsSection(_Section):
-    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver.')
+    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
     timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 

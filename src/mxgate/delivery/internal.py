@@ -41,9 +41,9 @@ log = logging.getLogger("mxgate.internal")
 SRS_SECRET_FILE = "srs.key"
 
 
-def load_srs_secret(keys_dir: Path) -> bytes:
-    """The node's SRS secret, generated once (nodes sharing a domain should share this file)."""
-    path = Path(keys_dir) / SRS_SECRET_FILE
+def load_srs_secret(keys_dir: Path, key_file: str = "") -> bytes:
+    """The SRS secret, generated once ([node] srs_key_file: every node of the organisation shares it)."""
+    path = Path(key_file) if key_file else Path(keys_dir) / SRS_SECRET_FILE
     if not path.exists():
         write_atomically(path, secrets.token_bytes(32), 0o600)  # the directory fsync makes the name durable
     return path.read_bytes()
@@ -226,7 +226,7 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     service: InternalDelivery | None = None
     queue = await start_mailbox_outbound(node, lambda address: service.is_local(address),
                                          lambda entry, rcpts, data: service.local_from_queue(entry, rcpts, data))
-    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys), load_srs_secret(node.home.keys))
+    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys), load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.internal = service
     return service
 

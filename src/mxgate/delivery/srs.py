@@ -5,12 +5,17 @@ forwarded to an external recipient (the forwarding server is not in the original
 record, RFC 7208 §1.2.3), and reversing it when a bounce comes back. Must not know SMTP or
 where the secret is kept (the caller passes it).
 
-Format (the de-facto standard of Shevek's libsrs2, also used by Postfix's postsrsd):
+Format (the de-facto standard of Shevek's libsrs2 "Guarded" scheme, also pysrs, srslib, postsrsd):
     SRS0=HHHH=TT=orig-domain=orig-local@forward-domain
-HHHH: the first 4 base64 characters of HMAC-SHA1(secret, TT + orig-domain + orig-local), all
-lower-cased, so a bounce cannot be forged to turn us into an open relay; TT: days since the
-epoch modulo 1024 in base32, so old addresses expire. An address already in SRS0 form is
-re-forwarded as SRS1 (pointing back at the first forwarder) instead of growing without bound.
+    SRS1=HHHH=first-hop-domain=<opaque>@forward-domain     (a forward of a forward)
+HHHH: base64 of HMAC-SHA1(secret, lower-cased data), cut to HASH_LENGTH characters and compared
+case-insensitively (MTAs smash case) in constant time. The data is TT + orig-domain + orig-local
+for SRS0, and first-hop-domain + <opaque> for SRS1, where <opaque> is the first hop's SRS0 local
+part after "SRS0" *with* its separator (so SRS1 addresses read "…=first.example==HHHH=TT=…").
+HASH_LENGTH is 10 (libsrs2 defaults to 4: 24 bits, guessable at RCPT in hours); a shorter
+hash is refused, never compared on its own length. TT: days since the epoch modulo 1024 in
+base32, so old addresses expire. Only the hop that issued an address reverses it; SRS1 reverses to
+the first hop's SRS0 address, which that hop reverses in turn.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 TIMESTAMP_PRECISION = 86400  # one day per tick (libsrs2)
 TIMESTAMP_SLOTS = 1024  # two base32 characters
 MAX_AGE_DAYS = 21  # libsrs2's default: bounces to older addresses are refused
-HASH_LENGTH = 4
+HASH_LENGTH = 10  # ~52 bits after case folding: guessing at RCPT is infeasible
 
 
 class SrsError(ValueError):
@@ -37,9 +42,16 @@ class SrsRewrite:
     rewritten: bool
 
 
-def _hash(secret: bytes, *parts: str) -> str:
+def _hash(secret: bytes, *parts: str, length: int = HASH_LENGTH) -> str:
     mac = hmac.new(secret, "".join(parts).lower().encode("utf-8"), hashlib.sha1).digest()
-    return base64.b64encode(mac).decode("ascii")[:HASH_LENGTH]
+    return base64.b64encode(mac).decode("ascii")[:length]
+
+
+def _hash_ok(given: str, secret: bytes, *parts: str, length: int = HASH_LENGTH) -> bool:
+    """Constant-time, case-insensitive; a hash shorter than `length` is never accepted."""
+    if len(given) != length:
+        return False
+    return hmac.compare_digest(given.lower().encode("ascii", "replace"), _hash(secret, *parts, length=length).lower().encode())
 
 
 def _timestamp(now: float) -> str:
@@ -56,7 +68,8 @@ def _age_days(stamp: str, now: float) -> int:
     return (today - value) % TIMESTAMP_SLOTS
 
 
-def forward(sender: str, forward_domain: str, secret: bytes, now: float, local_domains: frozenset[str] = frozenset()) -> SrsRewrite:
+def forward(sender: str, forward_domain: str, secret: bytes, now: float, local_domains: frozenset[str] = frozenset(),
+            *, hash_length: int = HASH_LENGTH) -> SrsRewrite:
     """The envelope sender to use when forwarding mail from `sender` out of `forward_domain`.
 
     `<>` stays `<>` (never rewrite a bounce, RFC 5321 §4.5.5); a sender already in one of our
@@ -67,32 +80,56 @@ def forward(sender: str, forward_domain: str, secret: bytes, now: float, local_d
     local, _, domain = sender.rpartition("@")
     if domain.lower() in local_domains or domain.lower() == forward_domain.lower():
         return SrsRewrite(sender, False)
-    upper = local[:5].upper()
-    if upper in ("SRS0=", "SRS0+", "SRS0-") and len(local) > 5:
-        # SRS1=HHHH=first-forwarder==HHHH=TT=orig-domain=orig-local (libsrs2 §"SRS1")
-        rest = local[5:]
-        h = _hash(secret, domain, rest)
-        return SrsRewrite(f"SRS1={h}={domain}=={rest}@{forward_domain}", True)
-    if upper in ("SRS1=", "SRS1+", "SRS1-") and len(local) > 5:
-        first, sep, rest = local[5:].partition("=")[2].partition("==")
-        if sep:
-            h = _hash(secret, first, rest)
-            return SrsRewrite(f"SRS1={h}={first}=={rest}@{forward_domain}", True)
+    tag = local[:5].upper()
+    if tag[:4] == "SRS0" and tag[4:5] in SEPARATORS and len(local) > 5:
+        opaque = local[4:]  # keeps the first hop's separator (libsrs2 Guarded)
+        return SrsRewrite(_srs1(secret, domain, opaque, forward_domain, hash_length), True)
+    if tag[:4] == "SRS1" and tag[4:5] in SEPARATORS:
+        parsed = _parse_srs1(local)
+        if parsed is not None:  # keep the first hop; replace the previous hop's hash with ours
+            _given, first, opaque = parsed
+            return SrsRewrite(_srs1(secret, first, opaque, forward_domain, hash_length), True)
     ts = _timestamp(now)
-    h = _hash(secret, ts, domain, local)
+    h = _hash(secret, ts, domain, local, length=hash_length)
     return SrsRewrite(f"SRS0={h}={ts}={domain}={local}@{forward_domain}", True)
 
 
-def reverse(address: str, secret: bytes, now: float) -> str:
-    """The original sender encoded in an SRS0 address we made; SrsError if forged or expired."""
+SEPARATORS = ("=", "+", "-")
+
+
+def _srs1(secret: bytes, first: str, opaque: str, forward_domain: str, hash_length: int) -> str:
+    return f"SRS1={_hash(secret, first, opaque, length=hash_length)}={first}={opaque}@{forward_domain}"
+
+
+def _parse_srs1(local: str) -> tuple[str, str, str] | None:
+    """SRS1<sep>HASH=first-hop=<opaque> → (HASH, first-hop, opaque); opaque starts with a separator."""
+    given, _, rest = local[5:].partition("=")
+    first, _, opaque = rest.partition("=")
+    if not given or not first or not opaque or opaque[0] not in SEPARATORS or len(opaque) < 2:
+        return None
+    return given, first, opaque
+
+
+def reverse(address: str, secret: bytes, now: float, *, hash_length: int = HASH_LENGTH) -> str:
+    """Where a bounce to an SRS address we issued goes: the original sender for SRS0, the first
+    hop's SRS0 address for SRS1. SrsError if forged, expired, malformed or not ours."""
     local, _, _domain = address.rpartition("@")
-    if local[:5].upper() not in ("SRS0=", "SRS0+", "SRS0-"):
-        raise SrsError("not an SRS0 address")
+    tag = local[:5].upper()
+    if tag[:4] == "SRS1" and tag[4:5] in SEPARATORS:
+        parsed = _parse_srs1(local)
+        if parsed is None:
+            raise SrsError("malformed SRS1 address")
+        given, first, opaque = parsed
+        if not _hash_ok(given, secret, first, opaque, length=hash_length):
+            raise SrsError("hash does not match (forged address)")
+        return f"SRS0{opaque}@{first}"
+    if tag[:4] != "SRS0" or tag[4:5] not in SEPARATORS:
+        raise SrsError("not an SRS address")
     parts = local[5:].split("=", 3)
     if len(parts) != 4 or not all(parts):
         raise SrsError("malformed SRS0 address")
     given, ts, orig_domain, orig_local = parts
-    if not hmac.compare_digest(given.lower(), _hash(secret, ts, orig_domain, orig_local).lower()):
+    if not _hash_ok(given, secret, ts, orig_domain, orig_local, length=hash_length):
         raise SrsError("hash does not match (forged address)")
     if _age_days(ts, now) > MAX_AGE_DAYS:
         raise SrsError("SRS address expired")

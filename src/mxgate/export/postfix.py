@@ -178,7 +178,8 @@ def _delivery(b: _Builder, maildir_base: str, uid: int, gid: int) -> list[str]:
         f"relay_domains = {' '.join(relay)}",
     ]
     if relay:
-        b.notes.append("internal_relay domains: Postfix relays every recipient (mxgate delivers known mailboxes locally)")
+        b.notes.append("internal_relay domains: known mailboxes are delivered here, every other recipient is relayed "
+                       "(by the outbound connector for its domain, else by MX)")
     return lines
 
 
@@ -186,7 +187,13 @@ def _outbound(b: _Builder) -> list[str]:
     # transport_maps beat virtual_transport, and `*` matches every domain: without these first
     # entries a `*` connector would send the organisation's own mail round through the smart host.
     own = [normalize_domain(d.name) for d in b.policy.accepted_domains if d.type == "authoritative"]
-    transport, tls = [f"{d}\tvirtual:" for d in own], []
+    # An internal_relay domain is the organisation's too: its known mailboxes are delivered here,
+    # only the other recipients follow the outbound connectors (mail-flow.md §2).
+    relay = {normalize_domain(d.name) for d in b.policy.accepted_domains if d.type == "internal_relay"}
+    known = [m.address.lower() for m in b.policy.mailboxes
+             if not m.members and m.address.rpartition("@")[2].lower() in relay]
+    local = [f"{d}\tvirtual:" for d in own] + [f"{a}\tvirtual:" for a in known]
+    transport, tls = [], []
     level = {"encryption_only": "encrypt", "certificate_validation": "secure", "domain_validation": "secure"}
     for o in b.policy.outbound_connectors:
         if not o.enabled:
@@ -203,9 +210,9 @@ def _outbound(b: _Builder) -> list[str]:
                                "domain; its mail is delivered here, never through the smart host")
             transport += [f"{k}\t{nexthop}" for k in keys if k not in own]
             tls += [f"{k}\t{policy}" for k in keys if k != "*" and k not in own]
-    if len(transport) == len(own):
+    if not transport and not known:
         return []
-    b.table("mxgate_transport", "\n".join(transport) + "\n")
+    b.table("mxgate_transport", "\n".join(local + transport) + "\n")
     b.table("mxgate_tls_policy", "\n".join(tls) + "\n")
     return ["transport_maps = hash:$config_directory/mxgate_transport",
             "smtp_tls_policy_maps = hash:$config_directory/mxgate_tls_policy",

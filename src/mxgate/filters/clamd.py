@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
-from mxgate.filters.result import SKIP, CheckEnv, CheckResult, MessageFacts, errored, fired, passed
+from mxgate.filters.result import SKIP, BudgetExceeded, CheckEnv, current_budget, CheckResult, MessageFacts, errored, fired, passed
 from mxgate.names import parse_hostport
 from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "clamd"
 CHUNK = 64 * 1024  # clamd's StreamMaxLength applies to the total, not the chunk size
 MAX_REPLY = 4096
+POLL = 0.25  # seconds between looks at the check's budget while clamd scans
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,36 @@ def parse_reply(reply: bytes) -> ScanResult:
     return ScanResult("error", detail=text or "empty reply")
 
 
-def scan(target: str, data: bytes, timeout: float) -> ScanResult:
+def scan(target: str, data, timeout: float) -> ScanResult:
+    """`data`: bytes or a MessageSource (streamed from the spool file, CHUNK at a time)."""
+    chunks = data.chunks(CHUNK) if hasattr(data, "chunks") else (data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
     try:
         with _connect(target, timeout) as sock:
             sock.sendall(b"zINSTREAM\0")
-            for i in range(0, len(data), CHUNK):
-                chunk = data[i : i + CHUNK]
+            for chunk in chunks:
+                if not chunk:
+                    continue
                 sock.sendall(struct.pack("!I", len(chunk)) + chunk)
             sock.sendall(struct.pack("!I", 0))
             reply = b""
+            budget = current_budget()
+            end = time.monotonic() + timeout
+            # Wait in short slices, looking at the budget: a stopped check returns within POLL seconds.
+            sock.settimeout(POLL)
             while not reply.endswith(b"\0") and len(reply) < MAX_REPLY:
-                part = sock.recv(MAX_REPLY)
+                if budget is not None:
+                    budget.check()
+                try:
+                    part = sock.recv(MAX_REPLY)
+                except socket.timeout:
+                    if time.monotonic() > end:
+                        raise
+                    continue
                 if not part:
                     break
                 reply += part
+    except BudgetExceeded:  # stopped (timeout or shutdown): not the scanner's error
+        raise
     except OSError as exc:
         return ScanResult("error", detail=f"clamd {target}: {exc.__class__.__name__}: {exc}")
     return parse_reply(reply)
@@ -69,7 +87,7 @@ def scan(target: str, data: bytes, timeout: float) -> ScanResult:
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> ScanResult:
     if not cfg["socket"]:
         return ScanResult("unconfigured")
-    return scan(cfg["socket"], facts.data, cfg.timeout)
+    return scan(cfg["socket"], facts.source, cfg.timeout)
 
 
 def decide(raw: ScanResult, cfg: CheckSettings) -> CheckResult:

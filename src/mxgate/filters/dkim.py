@@ -9,6 +9,7 @@ Must not know: dkimpy, DNS, DMARC alignment.
 from __future__ import annotations
 
 from mxgate.auth.dkim import DkimResult, verify_dkim
+from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
 from mxgate.policy.gateway_checks import CheckSettings
 
@@ -16,7 +17,16 @@ NAME = "dkim"
 
 
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[DkimResult, ...]:
-    return verify_dkim(facts.data, env.dnsfunc, timeout=cfg.timeout)
+    if not any(f.name == b"dkim-signature" for f in parse_fields(facts.source.head)):
+        return ()  # unsigned: the body is never read
+    # dkimpy needs the whole message in memory: only HEAVY_SLOTS messages at once (memory bounded by design).
+    if env.heavy is not None and not env.heavy.acquire(timeout=cfg.timeout):
+        raise TimeoutError("no slot for DKIM verification")
+    try:
+        return verify_dkim(facts.source.read_all(), env.dnsfunc, timeout=cfg.timeout)
+    finally:
+        if env.heavy is not None:
+            env.heavy.release()
 
 
 def decide(raw: tuple[DkimResult, ...], cfg: CheckSettings) -> CheckResult:

@@ -27,7 +27,7 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DmarcResul
     _, spf_domain, _ = spf_identity(facts.sender, facts.helo)
     # pct= sampling needs a random draw; it is drawn here so decide_dmarc stays pure.
     # Every author domain, strictest result (RFC 7489 §6.6.1).
-    return evaluate_authors(author_domains(facts.data), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
+    return evaluate_authors(author_domains(facts.source.head), spf, spf.domain or spf_domain, dkim, env.dnsfunc,
                             sample=random.uniform(0, 100))
 
 

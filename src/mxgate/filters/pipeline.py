@@ -1,10 +1,13 @@
 """Runs the gateway's content checks off the event loop and combines their results into one verdict.
 
-Owns: the order (SPF, DKIM, DNSBL, rDNS, attachments and clamd in parallel; then DMARC, which
-reads SPF and DKIM; then the score, which reads everything), each check's time budget (a check
-still running at its `timeout` is abandoned in its worker thread and counts as `timeout`), the
-fail-open/closed rule for checks that time out or error, and `decide_message`, the pure
-combination: reject beats tempfail beats quarantine beats tag.
+Owns: the order (the one MIME walk, filters/mimewalk.py, in parallel with SPF, DKIM, DNSBL, rDNS
+and clamd; attachments when the walk is done; then DMARC, which reads SPF and DKIM; then the score,
+which reads everything), each check's time budget (at its `timeout` the work is told to stop — the
+walk looks at its `Budget` as it streams — and the pipeline waits for it to end, so nothing runs on
+after the verdict), the failure rules (`on_timeout` for timeouts and a dependency's temporary
+error, `on_error` for a check that broke), fair use of the workers (per client address: messages
+in the checks at once, and worker slots), stopping every check at shutdown, and `decide_message`,
+the pure combination: reject beats tempfail beats quarantine beats tag.
 Must not know: SMTP sessions, the spool, header stamping (server/gateway.py does that).
 """
 
@@ -14,23 +17,31 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from mxgate import metrics
-from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, rdns, score, spf
-from mxgate.filters.result import ERROR, SKIP, TIMEOUT, CheckEnv, CheckResult, MessageFacts
+from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, mimewalk, rdns, score, spf
+from mxgate.filters.result import (ERROR, SKIP, TEMPERROR, TIMEOUT, Budget, BudgetExceeded, CheckEnv, CheckResult,
+                                   MessageFacts, run_with_budget)
 from mxgate.policy.gateway_checks import CheckSettings
 from mxgate.smtp.replies import REPLIES
 from mxgate.verdict import Action, CheckAction, Verdict
 
 log = logging.getLogger("mxgate.filters")
 
-PARALLEL = (spf, dkim, dnsbl, rdns, attachments, clamd)
+PARALLEL = (spf, dkim, dnsbl, rdns, clamd)
+AFTER_WALK = (attachments,)
 AFTER = (dmarc,)
 # When several checks refuse, the reply names the first of these (the most specific reason).
 PRECEDENCE = ("clamd", "attachments", "dnsbl", "dmarc", "spf", "dkim", "rdns", "score")
 DEFAULT_WORKERS = 8
+DEFAULT_PER_CLIENT = 4
+HEAVY_SLOTS = 2  # checks holding a whole message in memory at once (dkimpy): memory is bounded by design
+STOP_GRACE = 2.0  # seconds a stopped check has to reach its next look at the budget
+WALK_TIMEOUT = 10.0  # the walk's budget when attachments is off (the score still reads its text)
+QUEUE_WAIT = 120.0  # longest a check waits for a free worker before it counts as timed out
 
 
 @dataclass(frozen=True)
@@ -42,11 +53,15 @@ class Outcome:
 
 
 def with_failure_policy(result: CheckResult, cfg: CheckSettings) -> CheckResult:
-    """Timeouts and errors: fail open (carry on) or closed (451, the sender retries)."""
-    if result.outcome not in (ERROR, TIMEOUT):
+    """Pure. Timeouts and a dependency's temporary errors follow `on_timeout` (open, or closed: 451);
+    a check that broke follows `on_error` (tempfail, reject, quarantine, or open only when asked)."""
+    if result.outcome in (TIMEOUT, TEMPERROR):
+        return dataclasses.replace(result, action="tempfail" if cfg.fail_closed else "off", reason="check-tempfail")
+    if result.outcome != ERROR:
         return result
-    return dataclasses.replace(result, action=CheckAction.TEMPFAIL if cfg.fail_closed else CheckAction.OFF,
-                               reason="check-tempfail")
+    action = {"open": "off"}.get(cfg.on_error, cfg.on_error)
+    reason = {"reject": "content-uninspectable", "quarantine": "quarantined"}.get(action, "check-tempfail")
+    return dataclasses.replace(result, action=CheckAction(action), reason=reason)
 
 
 def _reply_reason(action: str, reason: str) -> str:
@@ -73,39 +88,161 @@ def decide_message(results: dict[str, CheckResult], sc: score.Score) -> Outcome:
 
 
 class Pipeline:
-    """One per gateway: a bounded worker pool shared by every message's checks."""
+    """One per gateway: a bounded worker pool shared by every message's checks, used fairly."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS):
+    def __init__(self, workers: int = DEFAULT_WORKERS, per_client: int = DEFAULT_PER_CLIENT):
+        self.workers = workers
+        self.per_client = per_client
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mxgate-check")
+        self.heavy = threading.BoundedSemaphore(HEAVY_SLOTS)  # for checks in worker threads
+        self._heavy_async: asyncio.Semaphore | None = None  # for the role's own whole-message work (ARC)
+        self._clients: dict[str, int] = {}  # client address → messages in the checks now
+        self._slots: dict[str, asyncio.Semaphore] = {}  # client address → its share of the workers
+        self._budgets: set[Budget] = set()
+        self._running: set[asyncio.Future] = set()
+        self.closed = False
+
+    def heavy_slot(self) -> asyncio.Semaphore:
+        """`async with pipeline.heavy_slot():` around work that holds a whole message in memory."""
+        if self._heavy_async is None:
+            self._heavy_async = asyncio.Semaphore(HEAVY_SLOTS)
+        return self._heavy_async
+
+    @property
+    def running(self) -> int:
+        """Check jobs still executing in a worker (0 once every verdict is in: nothing runs on)."""
+        return sum(1 for f in self._running if not f.done())
 
     def close(self) -> None:
+        """Stop every check in flight: budgets cancelled (the walk stops at its next look), queued jobs dropped."""
+        self.closed = True
+        for budget in list(self._budgets):
+            budget.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_worker(self, client: str, budget: Budget, fn, *args) -> tuple[str, Any]:
+        """Run fn in the pool within its budget; ("ok", value) | ("timeout", None) | ("error", exc).
+
+        The budget counts from when a worker starts the job. At its end the budget is cancelled and
+        the job awaited (bounded by STOP_GRACE): no verdict while the message's work runs on."""
+        loop = asyncio.get_running_loop()
+        slot = self._slots.setdefault(client, asyncio.Semaphore(max(1, self.workers // 2)))
+        self._budgets.add(budget)
+        try:
+            try:
+                await asyncio.wait_for(slot.acquire(), QUEUE_WAIT)
+            except asyncio.TimeoutError:
+                return "timeout", None
+            try:
+                if self.closed:
+                    return "timeout", None
+                started = loop.create_future()
+
+                def job():
+                    budget.restart()
+                    loop.call_soon_threadsafe(lambda: started.done() or started.set_result(None))
+                    return run_with_budget(budget, fn, *args)
+
+                fut = loop.run_in_executor(self.pool, job)
+                self._running.add(fut)
+                fut.add_done_callback(self._running.discard)
+                # Queued behind other messages' checks: bounded too (QUEUE_WAIT), then the work's own budget.
+                await asyncio.wait({fut, started}, timeout=QUEUE_WAIT, return_when=asyncio.FIRST_COMPLETED)
+                if not started.done() and not fut.done():
+                    fut.cancel()
+                    budget.cancel()
+                    return "timeout", None
+                done, _ = await asyncio.wait({fut}, timeout=budget.seconds)
+                if not done:
+                    budget.cancel()
+                    await asyncio.wait({fut}, timeout=STOP_GRACE)
+                    if not fut.done():
+                        log.warning("check %s still running %.1fs after its budget", getattr(fn, "__module__", fn),
+                                    STOP_GRACE)
+                        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    return "timeout", None
+                try:
+                    return "ok", fut.result()
+                except BudgetExceeded:
+                    return "timeout", None
+                except Exception as exc:  # RecursionError, a parser limit, a library's surprise
+                    return "error", exc
+            finally:
+                slot.release()
+        finally:
+            self._budgets.discard(budget)
 
     async def _run_one(self, module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> CheckResult:
         if not cfg.enabled:
             return CheckResult(module.NAME, SKIP, detail="off")
-        loop = asyncio.get_running_loop()
-        try:
-            with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
-                raw = await asyncio.wait_for(loop.run_in_executor(self.pool, module.gather, facts, cfg, env),
-                                             cfg.timeout)
-        except asyncio.TimeoutError:
+        with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
+            state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg, env)
+        if state == "ok":
+            env.raw[module.NAME] = value
+            result = module.decide(value, cfg)
+        elif state == "timeout":
             result = CheckResult(module.NAME, TIMEOUT, detail=f"no answer in {cfg.timeout:g}s")
-        except Exception as exc:  # a check's bug or a library's surprise is that check's error only
-            log.warning("check %s failed: %r", module.NAME, exc)
-            result = CheckResult(module.NAME, ERROR, detail=f"{exc.__class__.__name__}")
         else:
-            env.raw[module.NAME] = raw
-            result = module.decide(raw, cfg)
+            log.warning("check %s failed: %r", module.NAME, value)
+            result = CheckResult(module.NAME, ERROR, detail=_error_text(value))
         return with_failure_policy(result, cfg)
 
+    async def _walk(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> None:
+        """The one MIME walk; a limit, an error or the budget running out is kept for the content checks."""
+        att = checks["attachments"]
+        if not att.enabled and not checks["score"].enabled:
+            return
+        seconds = att.timeout if att.enabled else WALK_TIMEOUT
+        budget = Budget(seconds)
+        env.budget = budget
+        state, value = await self._in_worker(facts.peer_ip, budget, _walk_message, facts,
+                                             att["inspect_archives"] if att.enabled else False, budget)
+        if state == "ok":
+            env.walk = value
+        else:
+            env.walk_error = value if state == "error" else BudgetExceeded(f"MIME walk over {seconds:g}s")
+
     async def run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> Outcome:
-        first = await asyncio.gather(*(self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL))
-        results: dict[str, Any] = {r.check: r for r in first}
+        client = facts.peer_ip
+        if self._clients.get(client, 0) >= self.per_client:
+            verdict = Verdict(Action.TEMPFAIL, "checks-busy", f"{self.per_client} messages from {client} in the checks")
+            return Outcome(verdict, {}, score.compute({}, b"", b"", checks["score"]), ())
+        self._clients[client] = self._clients.get(client, 0) + 1
+        env.heavy = self.heavy
+        try:
+            outcome = await self._run(facts, checks, env)
+            if self.closed:  # stopped mid-check: whatever ran, the sender retries (never a pass on half the checks)
+                return Outcome(Verdict(Action.TEMPFAIL, "check-tempfail", "the gateway stopped during the checks"),
+                               outcome.results, outcome.score, ())
+            return outcome
+        finally:
+            self._clients[client] -= 1
+            if not self._clients[client]:
+                del self._clients[client]
+                self._slots.pop(client, None)
+
+    async def _run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> Outcome:
+        async def after_walk() -> list[CheckResult]:
+            await self._walk(facts, checks, env)
+            return [await self._run_one(m, facts, checks[m.NAME], env) for m in AFTER_WALK]
+
+        *first, walked = await asyncio.gather(*(self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL),
+                                              after_walk())
+        results: dict[str, Any] = {r.check: r for r in [*first, *walked]}
         for m in AFTER:
             results[m.NAME] = await self._run_one(m, facts, checks[m.NAME], env)
         sc_cfg = checks["score"]
-        sc = score.compute(results, facts.data, sc_cfg)
+        sc = score.compute(results, facts.source.head, env.walk.text if env.walk is not None else b"", sc_cfg)
         if sc_cfg.enabled:
             results["score"] = score.decide(sc, sc_cfg)
         return decide_message(results, sc)
+
+
+def _walk_message(facts: MessageFacts, inspect_archives: bool, budget: Budget) -> mimewalk.Walk:
+    return mimewalk.walk(facts.source, budget=budget, inspect_archives=inspect_archives)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, mimewalk.InspectionLimit):
+        return str(exc)
+    return exc.__class__.__name__

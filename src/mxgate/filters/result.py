@@ -8,14 +8,64 @@ Must not know: SMTP sessions, the spool, or how results combine (pipeline.py).
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mxgate.verdict import CheckAction
 
 # Outcomes. "fire": the check found what it looks for and its action applies. "error" and
-# "timeout": the check could not decide; fail-open/closed applies (settings.on_timeout).
-PASS, FIRE, SKIP, ERROR, TIMEOUT = "pass", "fire", "skip", "error", "timeout"
+# "timeout": the check could not decide; its `on_error` / `on_timeout` setting applies.
+# "temperror": a dependency did not answer (DNS temperror, clamd unreachable): like a timeout.
+PASS, FIRE, SKIP, ERROR, TIMEOUT, TEMPERROR = "pass", "fire", "skip", "error", "timeout", "temperror"
+
+
+class BudgetExceeded(TimeoutError):
+    """The message's check budget ran out (or the node is stopping): the work stops here."""
+
+
+class Budget:
+    """One message's time budget, checked inside the work (the MIME walk, archive inflation) so a
+    check that overruns stops instead of running on in its worker after the verdict."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self.deadline = clock() + seconds
+        self._stop = threading.Event()
+
+    def restart(self) -> None:
+        """Start counting now: time spent queued for a worker is not the work's time."""
+        self.deadline = self._clock() + self.seconds
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def check(self) -> None:
+        if self._stop.is_set() or self._clock() > self.deadline:
+            raise BudgetExceeded("check budget exhausted")
+
+
+_local = threading.local()
+
+
+def current_budget() -> Budget | None:
+    """The budget of the check running in this worker thread (set by the pipeline), if any."""
+    return getattr(_local, "budget", None)
+
+
+def run_with_budget(budget: Budget, fn, *args):
+    """Run fn(*args) in this thread with `budget` as current_budget() (a blocking check polls it)."""
+    _local.budget = budget
+    try:
+        return fn(*args)
+    finally:
+        _local.budget = None
 
 
 @dataclass(frozen=True)
@@ -24,7 +74,7 @@ class MessageFacts:
     helo: str
     sender: str  # "" for the null reverse-path
     recipients: tuple[str, ...]
-    data: bytes  # exactly what arrived after DATA (CRLF only: the session refuses bare CR/LF)
+    source: Any  # smtp.source.MessageSource (head = header block up to and including the blank line): what arrived after DATA, sanitised (CRLF only), read from the spool file
     tls: str = ""  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", "" in clear
 
 
@@ -33,12 +83,16 @@ class CheckEnv:
     resolver: Any  # dns.resolver.Resolver with a bounded lifetime
     dnsfunc: Any  # auth.dns.TxtLookup for dkimpy / DMARC
     raw: dict[str, Any] = field(default_factory=dict)  # earlier checks' gathered values (DMARC reads SPF/DKIM)
+    walk: Any = None  # filters.mimewalk.Walk: the one MIME walk every content check reads
+    walk_error: BaseException | None = None  # the walk stopped at a limit or an error: content checks error too
+    budget: Budget | None = None  # the message's budget; checks that loop look at it
+    heavy: Any = None  # threading.Semaphore: slots for work that needs the whole message in memory (dkimpy)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     check: str
-    outcome: str  # PASS | FIRE | SKIP | ERROR | TIMEOUT
+    outcome: str  # PASS | FIRE | SKIP | ERROR | TIMEOUT | TEMPERROR
     reason: str = ""  # reply reason code (smtp/replies.py) when the check fires
     detail: str = ""  # for the trace and logs; never sent to the peer
     action: CheckAction = CheckAction.OFF  # the action that applies (the configured one when fired)
@@ -61,7 +115,8 @@ def passed(check: str, detail: str = "", **facts: Any) -> CheckResult:
 
 
 def errored(check: str, detail: str, **facts: Any) -> CheckResult:
-    return CheckResult(check, ERROR, "check-tempfail", detail, CheckAction.OFF, facts)
+    """A dependency's temporary failure (DNS temperror, scanner unreachable): on_timeout applies."""
+    return CheckResult(check, TEMPERROR, "check-tempfail", detail, CheckAction.OFF, facts)
 
 
 def checks_header(results: Mapping[str, CheckResult]) -> str:
@@ -73,4 +128,3 @@ def checks_header(results: Mapping[str, CheckResult]) -> str:
         word = r.facts.get("result") if isinstance(r.facts.get("result"), str) else None
         parts.append(f"{name}={word or r.outcome}" + (f"/{r.action}" if r.fired else ""))
     return " ".join(parts)
-

@@ -1,7 +1,7 @@
 """The transparent spam score: named rules with fixed weights, summed, compared with thresholds.
 
 Owns: the rule table (name → weight, why), evaluating it over the other checks' results and the
-message's headers and text, and the verdict by threshold (tag / quarantine / reject). Every rule
+message's header block and the decoded text the MIME walk kept, and the verdict by threshold (tag / quarantine / reject). Every rule
 that matched is listed in the X-MXGate-Spam-Score header, so a recipient can see why.
 Pure: no I/O, no clock. Must not know: how the other checks gathered their results.
 """
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from mxgate.auth.headers import parse_fields, split_headers
+from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckResult, fired, passed
 from mxgate.policy.gateway_checks import CheckSettings
 
@@ -67,8 +67,7 @@ def _check_rules(results: dict[str, CheckResult]) -> list[str]:
     return out
 
 
-def _header_rules(data: bytes) -> list[str]:
-    head, body = split_headers(data)
+def _header_rules(head: bytes, text: bytes) -> list[str]:
     fields = parse_fields(head)
     names = [f.name for f in fields]
     out = []
@@ -93,14 +92,15 @@ def _header_rules(data: bytes) -> list[str]:
     letters = [c for c in subject or "" if c.isalpha()]
     if len(letters) >= 8 and all(c.isupper() for c in letters):
         out.append("SUBJECT_ALL_CAPS")
-    phrases = {m.group(1).lower() for m in _PHRASES.finditer(head + body[:MAX_TEXT])}
+    phrases = {m.group(1).lower() for m in _PHRASES.finditer(head + b"\n" + text[:MAX_TEXT])}
     out += ["SPAM_PHRASE"] * min(len(phrases), MAX_PHRASE_HITS)
     return out
 
 
-def compute(results: dict[str, CheckResult], data: bytes, cfg: CheckSettings) -> Score:
+def compute(results: dict[str, CheckResult], head: bytes, text: bytes, cfg: CheckSettings) -> Score:
+    """`head`: the top-level header block; `text`: decoded text parts (filters/mimewalk.py)."""
     disabled = set(cfg["disabled_rules"])
-    hits = [r for r in _check_rules(results) + _header_rules(data) if r not in disabled]
+    hits = [r for r in _check_rules(results) + _header_rules(head, text) if r not in disabled]
     rules = tuple((name, RULES[name]) for name in hits)
     total = round(sum(w for _, w in rules), 1)
     if total >= cfg["reject_threshold"]:

@@ -278,6 +278,12 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
     accepted = lookup_accepted_domain(compiled, domain) if domain else None
     if accepted is None:
         if on_prem:
+            # An on-premises connector relays only for the organisation's own sender domains (EXO:
+            # "550 5.7.64 TenantAttribution; Relay Access Denied"): a printer's address must not
+            # send as anyone to the Internet. <> (a DSN from the on-premises server) has no domain.
+            if sender.domain and (sender.literal or lookup_accepted_domain(compiled, sender.domain) is None):
+                return RcptDecision(reject("tenant-relay-denied", f"sender domain {sender.domain!r} is not an "
+                                           "accepted domain"), "", (), "")
             conn = _first_name(applicable_connectors(compiled, facts, sender.domain))
             return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), "relay", prior_key)
         return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), "")

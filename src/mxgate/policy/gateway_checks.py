@@ -9,8 +9,13 @@ policy's GatewayPolicy, returns `CheckSettings` values or PolicyIssues.
 Must not know: how a check runs (filters/<check>.py) or what its verdict does (pipeline.py).
 
 Every check has `action` (what happens when it fires: reject, tempfail, quarantine, tag, off),
-`timeout` (seconds; the check runs off the event loop and is abandoned after this) and
-`on_timeout` ("open": carry on as if it passed; "closed": answer 451 so the sender retries).
+`timeout` (seconds; the check's work is stopped at this budget), `on_timeout` — what a check
+that could not get an answer in time means, a timeout or a dependency's temporary error (DNS
+temperror, clamd unreachable): "open" carry on as if it passed, "closed" answer 451 — and
+`on_error`, separate, for a check that broke: an exception, a RecursionError, a limit of the
+MIME/archive walk passed. An error is never silently "off": the default is "tempfail" (451, the
+sender retries), and "reject" for attachments, whose limits a message will not stop passing on
+retry; "open" exists only as an operator's explicit choice.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mxgate.verdict import CheckAction
 
 ACTIONS = tuple(a.value for a in CheckAction)
 ON_TIMEOUT = ("open", "closed")
+ON_ERROR = ("open", "tempfail", "reject", "quarantine")
 KIND = "gateway check"
 
 # Extensions that run code when opened on common desktops; Exchange Online's default
@@ -32,7 +38,7 @@ BLOCKED_EXTENSIONS = ("ace", "ani", "apk", "app", "appx", "bat", "cab", "cmd", "
                       "hta", "iso", "jar", "js", "jse", "lnk", "msi", "pif", "ps1", "reg", "scr", "sys",
                       "vbe", "vbs", "wsf", "wsh")
 
-_COMMON = {"action": "tag", "timeout": 10.0, "on_timeout": "open"}
+_COMMON = {"action": "tag", "timeout": 10.0, "on_timeout": "open", "on_error": "tempfail"}
 
 # check → its defaults. A key absent here is unknown and refused.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -49,7 +55,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "rdns": {**_COMMON, "timeout": 5.0, "require": "fcrdns"},
     # Per connecting IP, over a sliding window: connections and messages (MAIL commands).
     "ratelimit": {**_COMMON, "action": "tempfail", "window": 60.0, "max_connections": 120, "max_messages": 300},
-    "attachments": {**_COMMON, "action": "reject", "blocked_extensions": BLOCKED_EXTENSIONS,
+    # on_error "reject": a message past the walk's limits (filters/mimewalk.py) stays past them;
+    # on_timeout "closed": a message that outlasts the walk's budget is never passed unread.
+    "attachments": {**_COMMON, "action": "reject", "on_error": "reject", "on_timeout": "closed", "blocked_extensions": BLOCKED_EXTENSIONS,
                     "blocked_types": ("exe", "elf"), "inspect_archives": True},
     # clamd's socket: a path (UNIX socket) or "host:port" on a trusted network; "" = off.
     "clamd": {**_COMMON, "action": "reject", "timeout": 30.0, "on_timeout": "closed", "socket": ""},
@@ -62,7 +70,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                  "pass_ttl": 36 * 86400.0},
 }
 
-_CHOICES = {"action": ACTIONS, "quarantine_action": ACTIONS, "on_timeout": ON_TIMEOUT,
+_CHOICES = {"action": ACTIONS, "quarantine_action": ACTIONS, "on_timeout": ON_TIMEOUT, "on_error": ON_ERROR,
             "require": ("fcrdns", "ptr"), "fire_on": ("fail", "softfail", "neutral", "none", "permerror")}
 
 
@@ -86,6 +94,10 @@ class CheckSettings:
     @property
     def fail_closed(self) -> bool:
         return self.values["on_timeout"] == "closed"
+
+    @property
+    def on_error(self) -> str:
+        return self.values["on_error"]
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
@@ -67,18 +67,21 @@ class DbSpool:
 
     blocking_reads = True  # due/get/count query the database: the runner calls them off the loop
 
-    def __init__(self, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE):
+    def __init__(self, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE,
+                 clock: Callable[[], float] = time.time):
         self.engine = engine
         self.node = node
+        self.clock = clock  # lease times; injectable so tests need not sleep past a lease
         self.root = root  # local directory: spill files, disk-space checks, queue CLI requests
         self.lease = lease
         self.recovery = RecoveryReport(0, (), (), ())
         self._renewer: asyncio.Task | None = None
 
     @classmethod
-    def open(cls, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE) -> "DbSpool":
+    def open(cls, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE,
+             clock: Callable[[], float] = time.time) -> "DbSpool":
         """Blocking: take back this node's own leases left by a crash (they are ours to retry now)."""
-        spool = cls(engine, node, root, lease=lease)
+        spool = cls(engine, node, root, lease=lease, clock=clock)
         private_dir(root)
         with engine.begin() as conn:
             rows = conn.execute(select(q.queue_id).where(and_(q.queue == "active", q.lease_owner == node))).scalars().all()
@@ -106,7 +109,7 @@ class DbSpool:
     def _give_back(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(gateway_queue).where(and_(q.queue == "active", q.lease_owner == self.node))
-                         .values(queue="deferred", next_attempt=time.time(), lease_owner=None, lease_until=None,
+                         .values(queue="deferred", next_attempt=self.clock(), lease_owner=None, lease_until=None,
                                  revision=q.revision + 1))
 
     async def _renew_loop(self) -> None:
@@ -120,7 +123,7 @@ class DbSpool:
     def _renew(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(gateway_queue).where(and_(q.queue == "active", q.lease_owner == self.node))
-                         .values(lease_until=time.time() + self.lease))
+                         .values(lease_until=self.clock() + self.lease))
 
     # --- reading ---------------------------------------------------------------------------
     def get(self, queue_id: str) -> QueueEntry | None:
@@ -143,7 +146,7 @@ class DbSpool:
     def due(self, now: float) -> list[QueueEntry]:
         """Rows to try now: due incoming/deferred ones, and active ones whose lease has lapsed."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*_HEAD).where(_due_condition(now, time.time()))
+            rows = conn.execute(select(*_HEAD).where(_due_condition(now, self.clock()))
                                 .order_by(q.next_attempt, q.arrival).limit(DUE_BATCH)).all()
         return [_entry(r) for r in rows]
 
@@ -158,10 +161,12 @@ class DbSpool:
         return await asyncio.to_thread(read)
 
     # --- writing ---------------------------------------------------------------------------
-    async def enqueue(self, sender: str, recipients: Iterable[str], data: bytes,
+    async def enqueue(self, sender: str, recipients: Iterable[str], data,
                       meta: Mapping[str, Any] | None = None, *, now: float | None = None) -> QueueEntry:
-        """Insert and commit; only then may the caller answer 250."""
-        now = time.time() if now is None else now
+        """Insert and commit; only then may the caller answer 250. ``data``: bytes or a MessageSource."""
+        if hasattr(data, "chunks"):  # the database stores the body as one value
+            data = await asyncio.to_thread(data.read_all)
+        now = self.clock() if now is None else now
         rcpts = tuple(Recipient(a) for a in recipients)
         if not rcpts:
             raise ValueError("a queue entry needs at least one recipient")
@@ -180,7 +185,7 @@ class DbSpool:
         """Lease a due row to this node; StaleEntryError if it changed or another node has it."""
 
         def take() -> QueueEntry:
-            now = time.time()
+            now = self.clock()
             with self.engine.begin() as conn:
                 row = conn.execute(select(*_HEAD).where(and_(q.queue_id == entry.queue_id, q.revision == entry.revision,
                                                              _due_condition(float("inf"), now)))

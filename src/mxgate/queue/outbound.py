@@ -238,7 +238,7 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
 
     runner = RoutingRunner(spool, route, base, context_for, retry,
                            local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
-                           scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event)
+                           scan_interval=g.queue_scan_interval, health=HostHealth.for_queue(g.host_backoff, retry), on_event=on_event)
     runner.start()
     queue = OutboundQueue(spool, runner, lock_fd)
     node.extras.append(queue)

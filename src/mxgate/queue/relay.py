@@ -164,13 +164,31 @@ async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib
     return client
 
 
-async def _mail(settings: RelaySettings, host: str, sender: str) -> aiosmtplib.SMTP:
+class _NoSmtputf8(Exception):
+    """The message needs SMTPUTF8 (a non-ASCII address) and this server does not offer it."""
+
+
+def needs_smtputf8(sender: str, recipients) -> bool:
+    """RFC 6531 §3.4: a non-ASCII address in the envelope needs the SMTPUTF8 extension."""
+    return not sender.isascii() or not all(r.isascii() for r in recipients)
+
+
+def _utf8_ok(client: aiosmtplib.SMTP, key: tuple, utf8: bool) -> None:
+    if utf8 and not client.supports_extension("smtputf8"):
+        if not POOL.give(key, client):  # the session itself is fine for other mail
+            client.close()
+        raise _NoSmtputf8()
+
+
+async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = False) -> aiosmtplib.SMTP:
     """A session with MAIL accepted: an idle pooled one when it still works, else a new one."""
     hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
+    options = {"options": ["SMTPUTF8"], "encoding": "utf-8"} if utf8 else {}
     while (client := POOL.take(key)) is not None:
+        _utf8_ok(client, key, utf8)
         try:
-            await client.mail(sender)
+            await client.mail(sender, **options)
             return client
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code >= 500:
@@ -180,8 +198,9 @@ async def _mail(settings: RelaySettings, host: str, sender: str) -> aiosmtplib.S
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
             client.close()
     client = await _open(settings, hostname, port)
+    _utf8_ok(client, key, utf8)
     try:
-        await client.mail(sender)
+        await client.mail(sender, **options)
     except BaseException:
         client.close()
         raise
@@ -191,9 +210,13 @@ async def _mail(settings: RelaySettings, host: str, sender: str) -> aiosmtplib.S
 async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes) -> tuple[RcptOutcome, ...]:
     reusable = False
     client = None
+    utf8 = needs_smtputf8(sender, recipients)
     try:
         try:
-            client = await _mail(settings, host, sender)
+            client = await _mail(settings, host, sender, utf8)
+        except _NoSmtputf8:  # RFC 6531 §3.2: never downgrade an address; the sender gets a DSN
+            return _all(recipients, "failed", "5.6.7",
+                        "smtp; 553 5.6.7 the receiving server does not support SMTPUTF8 (RFC 6531)", host)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code >= 500:  # MAIL refused for good: every recipient fails
                 return _all(recipients, "failed", _status_of(exc.code, exc.message),
@@ -205,7 +228,7 @@ async def _session(settings: RelaySettings, host: str, sender: str, recipients, 
         accepted = []
         for rcpt in recipients:
             try:
-                reply = await client.rcpt(rcpt)
+                reply = await client.rcpt(rcpt, encoding="utf-8" if utf8 else "ascii")
                 accepted.append(rcpt)
                 outcomes[rcpt] = _outcome(rcpt, reply.code, reply.message, host)
             except aiosmtplib.SMTPResponseException as exc:

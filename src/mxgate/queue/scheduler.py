@@ -121,6 +121,11 @@ class HostHealth:
     def succeeded(self, host: str) -> None:
         self._down.pop(host, None)
 
+    @classmethod
+    def for_queue(cls, base: float, retry: RetryPolicy) -> "HostHealth":
+        """A host is skipped at most as long as a message waits between retries (and 10 min)."""
+        return cls(base, cap=max(base, min(MAX_HOST_BACKOFF, retry.max_backoff)))
+
     def delay(self, host: str) -> float:
         """The current backoff for ``host`` (0 when it is healthy): for status and tests."""
         return self._down.get(host, (0.0, 0.0, 0.0))[1]

@@ -213,15 +213,20 @@ def parse_queue_file(raw: bytes, queue: str, name: str) -> QueueEntry:
     return entry
 
 
-def _writer(header: bytes, body: bytes | None, source: Path | None, offset: int, size: int):
-    """Content callback for WriteFile: header, body (given or copied from ``source``), END."""
+def _writer(header: bytes, body, source: Path | None, offset: int, size: int):
+    """Content callback for WriteFile: header, body (bytes, an object with ``chunks()`` — a
+    smtp.source.MessageSource read from its spool file — or copied from ``source``), END."""
 
     def write(fh: BinaryIO) -> None:
         digest = hashlib.sha256(header)
         fh.write(header)
-        if body is not None:
+        if isinstance(body, (bytes, bytearray)):
             digest.update(body)
             fh.write(body)
+        elif body is not None:
+            for chunk in body.chunks():
+                digest.update(chunk)
+                fh.write(chunk)
         else:
             with open(source, "rb") as src:  # type: ignore[arg-type]
                 src.seek(offset)
@@ -338,12 +343,14 @@ class DiskSpool:
         self,
         sender: str,
         recipients: Iterable[str],
-        data: bytes,
+        data,
         meta: Mapping[str, Any] | None = None,
         *,
         now: float | None = None,
     ) -> QueueEntry:
-        """Store a new message in ``incoming/``; returns once durable (the caller may say 250)."""
+        """Store a new message in ``incoming/``; returns once durable (the caller may say 250).
+
+        ``data``: bytes, or a MessageSource streamed from where it was spooled (no copy in memory)."""
         now = time.time() if now is None else now
         rcpts = tuple(Recipient(a) for a in recipients)
         if not rcpts:
@@ -351,7 +358,7 @@ class DiskSpool:
         entry = QueueEntry(
             queue_id=new_queue_id(now), queue="incoming", sender=sender, recipients=rcpts, arrival=now,
             attempts=0, next_attempt=now, last_error=None, meta=MappingProxyType(dict(meta or {})),
-            size=len(data), revision=1, body_offset=0,
+            size=data.size if hasattr(data, "chunks") else len(data), revision=1, body_offset=0,
         )
         header = _header_line(entry)  # TypeError here names unserialisable metadata
         entry = dataclasses.replace(entry, body_offset=len(header))

@@ -26,7 +26,6 @@ from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
-from mxgate.delivery.srs import is_srs
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
@@ -34,6 +33,8 @@ from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
 from mxgate.policy.gateway_checks import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
+from mxgate.delivery import srs
+from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
 from mxgate.queue.outbound import lock_spool, start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
@@ -43,8 +44,9 @@ from mxgate.queue.spool import DiskSpool, Spool, disk_free_ok
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
-from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
+from mxgate.smtp.limits import MAX_HEADER_BLOCK, MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import REPLIES, reply_text
+from mxgate.smtp.source import MessageSource
 from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
 from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
 from mxgate.trace.records import message_records, refusal_records
@@ -58,6 +60,7 @@ CHECKS_HEADER = "X-MXGate-Checks"
 
 class GatewayRole(Role):
     name = "gateway"
+    clock = staticmethod(time.time)  # the greylist's clock (tests replace it instead of sleeping)
 
     def __init__(self, node, services, outbound=None):
         self.node = node
@@ -140,10 +143,18 @@ class GatewayRole(Role):
             if known is not True:
                 return known, None
         result = self.greylist.check(str(s.peer_ip), str(s.txn.sender), rcpt.key, self.checks(compiled)["greylist"],
-                                     time.time())
+                                     self.clock())
         return _stage_verdict(result), None
 
     def _recipient_known(self, compiled, domain, rcpt) -> Verdict | bool:
+        if srs.is_srs(rcpt.local + "@") and rcpt.key not in compiled.directory:
+            # A bounce to mail our mailbox servers forwarded: checked here with the same secret, so
+            # a forged or guessed SRS address never reaches (or is relayed by) the mailbox server.
+            try:
+                srs.reverse(str(rcpt), self.sv.srs_secret, time.time())
+            except srs.SrsError as exc:
+                return reject("srs-invalid", str(exc))
+            return True
         if self.settings.recipient_validation == "callahead":
             answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
             if answer is None:  # a cache of size zero, or expired while we asked: refuse for now
@@ -156,8 +167,6 @@ class GatewayRole(Role):
             return tempfail("check-tempfail", f"callahead: {code} {text}")
         if rcpt.key in compiled.directory or domain.type == "internal_relay":
             return True
-        if is_srs(rcpt.local):
-            return True  # a bounce to mail we forwarded: the mailbox server checks the SRS signature
         return reject("unknown-recipient", "not in the directory")
 
     async def callahead(self, address: str) -> None:
@@ -169,14 +178,16 @@ class GatewayRole(Role):
         compiled = s.role_state["policy"]
         if self.outbound is not None and self.outbound.is_trusted(s.peer_ip):  # queue/outbound.py (issue 6)
             return await self.outbound.accept(s, txn, body, compiled)
-        raw = body.getvalue()
-        if msg.count_received(msg.header_block(raw)) > MAX_RECEIVED_HEADERS:
+        # The message stays in its spool temp file; only the header block is read (issue 15:
+        # a message in flight costs about one copy of itself, on disk).
+        raw = body.source().split_head(MAX_HEADER_BLOCK)
+        if msg.count_received(raw.head) > MAX_RECEIVED_HEADERS:
             return reject("hop-count-exceeded")
-        data = sanitize_inbound_headers(raw, self.settings.authserv_id)  # forged results never survive
+        source = raw.with_head(sanitize_inbound_headers(raw.head, self.settings.authserv_id))  # forged results never survive
         trace_id = secrets.token_hex(8)
         tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""
         facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
-                             data, tls)
+                             source, tls)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
         outcome = await self.sv.pipeline.run(facts, self.checks(compiled), env)
         s.role_state["checks"] = {n: r.as_trace() for n, r in outcome.results.items()}
@@ -220,42 +231,49 @@ class GatewayRole(Role):
                  s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
                  extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
 
-    async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> bytes:
+    async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> MessageSource:
+        """Our header fields on top of the sanitised message; the body is read from the spool file.
+        ARC validation and sealing need the whole message in memory (dkimpy): HEAVY_SLOTS at a time."""
         received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients, cipher_bits=True)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
         checks_line = checks_header(outcome.results)
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
-        body = b"".join(fold_header(n, v) for n, v in ours) + received + facts.data
-        arc = await asyncio.to_thread(validate_arc, facts.data, self.sv.dnsfunc) if arc_seals(facts.data) else None
-        spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
-        results = format_authentication_results(
-            self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
-            env.raw.get("dmarc"), arc, header_from_domain(facts.data))
-        try:
-            seal = await asyncio.to_thread(seal_arc, body, self.settings.authserv_id, self.settings.arc_domain,
-                                           self.settings.arc_selector, self.sv.arc_key, results)
-        except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
-            log.info("message %s not ARC-sealed: %s", trace_id, exc)
-            seal = b""
-        return seal + fold_header("Authentication-Results", results) + body
+        source = facts.source
+        body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
+        async with self.sv.pipeline.heavy_slot():
+            arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
+                if arc_seals(source.head) else None
+            spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
+            results = format_authentication_results(
+                self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
+                env.raw.get("dmarc"), arc, header_from_domain(source.head))
+            try:
+                seal = await asyncio.to_thread(lambda: seal_arc(body.read_all(), self.settings.authserv_id,
+                                                                self.settings.arc_domain, self.settings.arc_selector,
+                                                                self.sv.arc_key, results))
+            except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
+                log.info("message %s not ARC-sealed: %s", trace_id, exc)
+                seal = b""
+        return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
 
-    def _quarantine(self, trace_id: str, facts: MessageFacts, final: bytes, outcome: Outcome, compiled) -> None:
+    def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome, compiled) -> None:
         """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
         recipients resolved to their mailboxes so a release never makes a Maildir for an alias."""
         mailboxes, others = resolve_mailboxes(compiled.directory, facts.recipients)
         QuarantineStore(self.node.engine, node=self.node.name).add(
             trace_id=trace_id, sender=facts.sender, recipients=mailboxes,
-            subject=msg.header_value(msg.header_block(facts.data), "Subject"),
-            reason=outcome.verdict.detail.split(":", 1)[0], body=final,
+            subject=msg.header_value(facts.source.head, "Subject"),
+            reason=outcome.verdict.detail.split(":", 1)[0], body=final.read_all(),
             detail={"why": outcome.verdict.detail[:2000], "relay_recipients": others, "role": "gateway",
                     "connecting_ip": facts.peer_ip})
 
     # --- trace ----------------------------------------------------------------------------
-    def _trace(self, s, txn, trace_id: str, final: bytes, outcome: Outcome, status: str, event: tuple[str, str]) -> None:
+    def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
+               event: tuple[str, str]) -> None:
         self.trace.record_all(message_records(
-            trace_id, sender=str(txn.sender), data=final,
+            trace_id, sender=str(txn.sender), data=final.head, size=final.size,
             rows=[(str(r.address), status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]) for r in txn.recipients],
             from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
             reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
@@ -326,6 +344,12 @@ class GatewayServices:
     relay_settings: Callable[[], RelaySettings]
     lock_fd: int
     outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
+    srs_secret: bytes = b""
+
+    def begin_stop(self) -> None:
+        """SIGTERM: stop every content check in flight now, so sessions in DATA get their 451 and
+        the node's stop stays bounded (the listeners then wait only for replies, not for checks)."""
+        self.pipeline.close()
 
     async def stop(self) -> None:
         await self.runner.stop()
@@ -399,11 +423,13 @@ async def start_services(node) -> GatewayServices:
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
                         max_age=g.retry_max_age)
     runner = Runner(spool, relay_settings, retry, hostname=g.hostname, concurrency=g.relay_concurrency,
-                    scan_interval=g.queue_scan_interval, health=HostHealth(g.host_backoff), on_event=on_event,
+                    scan_interval=g.queue_scan_interval, health=HostHealth.for_queue(g.host_backoff, retry), on_event=on_event,
                     bounce=outbound.bounce)
     runner.start()
-    services = GatewayServices(spool, runner, Pipeline(g.check_workers), resolver, dnsfunc_for(resolver, node.settings.dns.timeout),
-                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound)
+    services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,
+                               dnsfunc_for(resolver, node.settings.dns.timeout),
+                               ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound,
+                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.extras.append(services)
     return services
 

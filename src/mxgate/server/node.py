@@ -226,6 +226,9 @@ class Node:
         await self.stop(self.settings.node.shutdown_grace)
 
     async def stop(self, deadline: float = 10.0) -> None:
+        for extra in self.extras:  # work in flight that can be cut short (the gateway's checks)
+            if hasattr(extra, "begin_stop"):
+                extra.begin_stop()
         await asyncio.gather(*(lst.stop(deadline) for lst in self.listeners.values()))
         for extra in reversed(self.extras):
             await extra.stop()

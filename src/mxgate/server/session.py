@@ -32,6 +32,7 @@ from mxgate.smtp.message import protocol_name, received_header
 from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
 from mxgate.smtp.replies import REPLIES, Reply, reply_for
 from mxgate.verdict import Action, Verdict
+from mxgate.smtp.source import MessageSource
 
 if TYPE_CHECKING:
     from mxgate.server.listener import Listener
@@ -78,6 +79,13 @@ class MessageBody:
             self._file.write(chunk)
         else:
             self._mem += chunk
+
+    def source(self) -> MessageSource:
+        """The message to read in place (from the spool temp file when it spilled), no copy made."""
+        if self._file is None:
+            return MessageSource.from_bytes(bytes(self._mem))
+        self._file.flush()
+        return MessageSource(b"", fd=self._file.fileno(), offset=0, size=self.size)
 
     def getvalue(self) -> bytes:
         if self._file is None:

@@ -9,7 +9,11 @@ Deliberately strict, because relays have been abused through lenient parsing (ad
 - `%` and `!` are ordinary local-part characters here: they never route anywhere;
 - a domain is a dotted name (one trailing dot ignored) or an address literal `[1.2.3.4]`,
   `[IPv6:...]`; an address literal never names an accepted domain;
-- non-ASCII is allowed only when the client asked for SMTPUTF8 (RFC 6531 §3.3).
+- non-ASCII is allowed only when the client asked for SMTPUTF8 (RFC 6531 §3.3); an IDN is
+  kept as its IDNA2008 A-labels (policy/domains.normalize_domain, the `idna` package);
+- nothing but the path between the brackets: no spaces (RFC 5321 §4.1.2 has none in Path);
+- a quoted local part holds only qtextSMTP / quoted-pairSMTP (RFC 5321 §4.1.2): printable
+  ASCII (and UTF-8 with SMTPUTF8, RFC 6531 §3.3), never a control character, escaped or not.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ def parse_path(text: str, *, allow_null: bool, smtputf8: bool = False) -> Addres
     if not (text.startswith("<") and text.endswith(">")):
         raise AddressSyntaxError("missing-brackets", "address must be enclosed in <>")
     inner = text[1:-1]
+    if _space_outside_quotes(inner):
+        raise AddressSyntaxError("bad-syntax", "space inside the angle brackets")
     if len(inner) > MAX_PATH:
         raise AddressSyntaxError("too-long", "path too long")
     if inner == "":
@@ -114,6 +120,20 @@ def _split(inner: str) -> tuple[str, str]:
     return local, domain
 
 
+def _space_outside_quotes(inner: str) -> bool:
+    quoted = escaped = False
+    for c in inner:
+        if escaped:
+            escaped = False
+        elif quoted and c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif not quoted and c.isspace():
+            return True
+    return False
+
+
 def _closing_quote(s: str) -> int:
     i = 1
     while i < len(s):
@@ -130,12 +150,28 @@ def _check_local(local: str) -> None:
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise AddressSyntaxError("local-part-too-long", "local part longer than 64 octets")
     if local.startswith('"'):
+        _check_quoted(local)
         return
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise AddressSyntaxError("bad-local-part", "malformed local part")
     ascii_view = "".join(c if ord(c) < 128 else "a" for c in local)
     if not _DOT_ATOM_CHARS.match(ascii_view):
         raise AddressSyntaxError("bad-local-part", "malformed local part")
+
+
+def _check_quoted(local: str) -> None:
+    """RFC 5321 §4.1.2: qtextSMTP = %d32-33 / %d35-91 / %d93-126; quoted-pairSMTP = "\\" %d32-126."""
+    body, i = local[1:-1], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            if i + 1 >= len(body) or not 32 <= ord(body[i + 1]) <= 126:
+                raise AddressSyntaxError("bad-local-part", "invalid quoted-pair in local part")
+            i += 2
+            continue
+        if (ord(c) < 32 or ord(c) == 127 or c == '"') or (128 <= ord(c) < 160):
+            raise AddressSyntaxError("bad-local-part", "control character in quoted local part")
+        i += 1
 
 
 def _parse_literal(domain: str) -> str:

@@ -79,6 +79,9 @@ REPLIES: dict[str, Reply] = {
     "connector-attribution": Reply(550, "5.7.51", ATTRIBUTION_TEXT),
     "unknown-recipient": Reply(550, "5.1.1", "Recipient address rejected: User unknown"),
     "relay-denied": Reply(550, "5.7.1", "Relay access denied"),
+    # Exchange Online's reply when an on-premises connector relays for a sender domain that is not accepted.
+    "tenant-relay-denied": Reply(550, "5.7.64", "TenantAttribution; Relay Access Denied"),
+    "srs-invalid": Reply(550, "5.7.1", "Recipient address rejected: invalid or expired SRS address"),
     "address-literal": Reply(550, "5.7.1", "Relay access denied"),
     "too-many-recipients": Reply(452, "4.5.3", "Too many recipients"),
     "different-policy-outcome": Reply(452, "4.5.3", "Recipient needs a separate transaction, try again"),
@@ -100,6 +103,9 @@ REPLIES: dict[str, Reply] = {
     "dmarc-policy": Reply(550, "5.7.1", "Message rejected: DMARC policy of the sender domain"),
     "spf-fail": Reply(550, "5.7.23", "SPF validation failed"),
     "blocked-attachment": Reply(554, "5.7.1", "Message rejected: blocked attachment type"),
+    # A check that broke on the message (a limit of the MIME/archive walk, an exception) with on_error = "reject".
+    "content-uninspectable": Reply(554, "5.6.0", "Message rejected: content could not be inspected within limits"),
+    "checks-busy": Reply(451, "4.7.0", "Too many messages from your address are being checked, try again later"),
     "dnsbl": Reply(554, "5.7.1", "Service unavailable: client host blocked using a DNS block list"),
     "rdns-missing": Reply(450, "4.7.25", "Client host rejected: cannot find your reverse hostname"),
     "greylisted": Reply(451, "4.7.1", "Greylisted, try again later"),

@@ -15,6 +15,7 @@ from mxgate.trace.store import STATUSES
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000
 
 
 def parse_time(value: str | None, name: str, now: float | None = None) -> float | None:
@@ -37,11 +38,14 @@ def parse_time(value: str | None, name: str, now: float | None = None) -> float 
 
 
 def search_args(since: str | None, until: str | None, sender: str | None, recipient: str | None,
-                status: str | None, ip: str | None, message_id: str | None, limit: int) -> dict[str, Any]:
+                status: str | None, ip: str | None, message_id: str | None, limit: int,
+                offset: int = 0) -> dict[str, Any]:
     if status and status not in STATUSES:
         raise PolicyFormatError(f"status: must be one of {', '.join(STATUSES)}, got {status!r}")
     if not 1 <= limit <= MAX_LIMIT:
         raise PolicyFormatError(f"limit: must be between 1 and {MAX_LIMIT}, got {limit}")
-    return {"since": parse_time(since, "since"), "until": parse_time(until, "until"), "sender": sender or None,
+    if not 0 <= offset <= MAX_OFFSET:
+        raise PolicyFormatError(f"offset: must be between 0 and {MAX_OFFSET}, got {offset}")
+    return {"offset": offset, "since": parse_time(since, "since"), "until": parse_time(until, "until"), "sender": sender or None,
             "recipient": recipient or None, "status": status or None, "ip": ip or None,
             "message_id": message_id or None, "limit": limit}

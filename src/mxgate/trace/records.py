@@ -21,17 +21,18 @@ Row = tuple  # (recipient, status, [(event, detail), ...]) or with a 4th item: t
 
 
 def message_records(trace_id: str, *, sender: str, data: bytes, rows: Iterable[Row], detail: dict[str, Any] | None = None,
-                    now: float | None = None, **common: Any) -> list[TraceRecord]:
-    """One row per recipient of one message. `data` is the message as stored (its header block
-    gives subject and Message-ID); `detail` and `common` (from_ip, policy_version, role,
-    direction...) are shared by every row; a row's own detail is merged over `detail`."""
+                    size: int | None = None, now: float | None = None, **common: Any) -> list[TraceRecord]:
+    """One row per recipient of one message. `data` is the message as stored, or its head with
+    `size` when the body stays in a spool file (the header block gives subject and Message-ID);
+    `detail` and `common` (from_ip, policy_version, role, direction...) are shared by every row;
+    a row's own detail is merged over `detail`."""
     now = time.time() if now is None else now
     headers = header_block(data)
     subject, message_id = header_value(headers, "Subject"), header_value(headers, "Message-ID")
     out = []
     for recipient, status, events, *own in rows:
         out.append(TraceRecord(trace_id=trace_id, status=status, sender=sender, recipient=recipient.lower(),
-                               subject=subject, message_id=message_id, size=len(data),
+                               subject=subject, message_id=message_id, size=len(data) if size is None else size,
                                detail={**(detail or {}), **(own[0] if own else {})},
                                events=[(now, e, d) for e, d in events], created_at=now, **common))
     return out

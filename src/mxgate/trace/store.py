@@ -270,11 +270,12 @@ class TraceStore:
                 if events:
                     conn.execute(insert(trace_events), events)
                 self.rows += len(ids)
+            # A flood of identical refusals is many count updates of one row: write the last.
+            counts = {item.trace_id: item for item in batch if isinstance(item, CountUpdate)}
+            for item in counts.values():
+                self._set_count(conn, item)
             for item in batch:  # later events, in the order they happened (their rows exist by now)
-                if isinstance(item, TraceRecord):
-                    continue
-                if isinstance(item, CountUpdate):
-                    self._set_count(conn, item)
+                if isinstance(item, (TraceRecord, CountUpdate)):
                     continue
                 cond = trace_messages.c.trace_id == item.trace_id
                 if item.recipient:
@@ -327,7 +328,8 @@ class TraceStore:
     # --- reading --------------------------------------------------------------------------
     def search(self, *, since: float | None = None, until: float | None = None, sender: str | None = None,
                recipient: str | None = None, status: str | None = None, ip: str | None = None,
-               message_id: str | None = None, trace_id: str | None = None, limit: int = 100) -> list[dict]:
+               message_id: str | None = None, trace_id: str | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict]:
         t = trace_messages.c
         conds = []
         if since is not None:
@@ -346,7 +348,8 @@ class TraceStore:
             conds.append(t.message_id == message_id.strip())
         if trace_id:
             conds.append(t.trace_id == trace_id)
-        q = select(trace_messages).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
+        q = (select(trace_messages).where(*conds).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
+             .offset(max(0, offset)))
         with self.engine.connect() as conn:
             return [_row_dict(r) for r in conn.execute(q)]
 

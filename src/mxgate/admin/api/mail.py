@@ -19,8 +19,8 @@ router = APIRouter(tags=["message trace"])
 @router.get("/trace", summary="Search the message trace (newest first)")
 def search(request: Request, since: str | None = None, until: str | None = None, sender: str | None = None,
            recipient: str | None = None, status: str | None = None, ip: str | None = None,
-           message_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    args = search_args(since, until, sender, recipient, status, ip, message_id, limit)
+           message_id: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    args = search_args(since, until, sender, recipient, status, ip, message_id, limit, offset)
     return request.app.state.admin.trace.search(**args)
 
 

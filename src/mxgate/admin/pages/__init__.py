@@ -6,8 +6,9 @@ page needs a session and every POST the session's CSRF token.
 
 from fastapi import APIRouter
 
-from mxgate.admin.pages import connectors, held, mail, objects, overview, verify
+from mxgate.admin.pages import connectors, held, mail, manage, objects, overview, verify
 
 router = APIRouter(include_in_schema=False)
-for _module in (overview, connectors, objects, mail, held, verify):
+# manage before connectors/objects: its literal paths (/connectors/outbound/new) must win over {name}.
+for _module in (overview, manage, connectors, objects, mail, held, verify):
     router.include_router(_module.router)

@@ -1,0 +1,146 @@
+"""Units of the one streaming MIME walk (filters/mimewalk.py): what it finds, and each limit
+enforced while streaming (depth, parts, decoded bytes, compression ratio, archive members and
+nesting), cheaply: a zip bomb costs little memory, and a cancelled budget stops the walk."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tracemalloc
+import zipfile
+
+import pytest
+
+from mxgate.filters.mimewalk import LIMITS, InspectionLimit, Limits, walk
+from mxgate.filters.result import Budget, BudgetExceeded
+
+HEAD = b"From: a@fabrikam.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+
+
+def att(name: str, payload: bytes, ctype: str = "application/octet-stream") -> bytes:
+    return (f'Content-Type: {ctype}; name="{name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n'.encode()
+            + base64.encodebytes(payload).replace(b"\n", b"\r\n"))
+
+
+def multipart(*parts: bytes, boundary: bytes = b"B") -> bytes:
+    out = b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\npreamble\r\n"
+    for p in parts:
+        out += b"--" + boundary + b"\r\n" + p + b"\r\n"
+    return out + b"--" + boundary + b"--\r\nepilogue\r\n"
+
+
+def nest(inner: bytes, depth: int) -> bytes:
+    for i in range(depth):
+        inner = multipart(inner, boundary=b"L%d" % i)
+    return inner
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return buf.getvalue()
+
+
+def names(data: bytes) -> list[tuple[str, str]]:
+    return [(f.name, f.sniffed) for f in walk(HEAD + data).files]
+
+
+FOUND = [  # (what, message body, files found)
+    ("named exe", multipart(b"Content-Type: text/plain\r\n\r\nhi", att("setup.exe", b"MZ\x90")), [("setup.exe", "exe")]),
+    ("RFC 2047 name", multipart(att("=?utf-8?b?c2V0dXAuZXhl?=", b"x")), [("setup.exe", "")]),
+    ("RFC 2231 name", multipart(b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+                                b"filename*=utf-8''run%2Escr\r\n\r\nx"), [("run.scr", "")]),
+    ("ELF named pdf", multipart(att("a.pdf", b"\x7fELF\x02")), [("a.pdf", "elf")]),
+    ("zip member", multipart(att("d.zip", zip_of({"in/run.js": b"x"}))), [("d.zip", "zip"), ("d.zip/in/run.js", "")]),
+    ("nested zip", multipart(att("d.zip", zip_of({"i.zip": zip_of({"a.jpg": b"MZ"})}))),
+     [("d.zip", "zip"), ("d.zip/i.zip", "zip"), ("d.zip/i.zip/a.jpg", "exe")]),
+    ("message/rfc822", multipart(b"Content-Type: message/rfc822\r\n\r\n" + HEAD + multipart(att("x.exe", b"MZ"), boundary=b"I")),
+     [("x.exe", "exe")]),
+    ("quoted-printable", multipart(b"Content-Type: application/octet-stream; name=q.bin\r\n"
+                                   b"Content-Transfer-Encoding: quoted-printable\r\n\r\nMZ=90=00"), [("q.bin", "exe")]),
+    ("boundary with trailing space", multipart(att("a.exe", b"MZ")).replace(b"--B\r\n", b"--B  \r\n"), [("a.exe", "exe")]),
+    ("unterminated multipart", b"Content-Type: multipart/mixed; boundary=U\r\n\r\n--U\r\n" + att("u.exe", b"MZ"),
+     [("u.exe", "exe")]),
+    ("text only", b"Content-Type: text/plain\r\n\r\nhello", []),
+]
+
+
+@pytest.mark.parametrize("what,body,files", FOUND, ids=[c[0] for c in FOUND])
+def test_walk_finds(what, body, files):
+    assert names(body) == files
+
+
+def test_text_sample_is_decoded_text_for_the_score():
+    body = multipart(b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                     + base64.encodebytes(b"please wire transfer today").replace(b"\n", b"\r\n"))
+    assert b"wire transfer" in walk(HEAD + body).text
+
+
+LIMIT_CASES = [  # (what, message body, limits, code)
+    ("depth", nest(att("a.exe", b"MZ"), LIMITS.depth + 1), LIMITS, "mime-depth"),
+    ("depth 1000", nest(att("a.exe", b"MZ"), 1000), LIMITS, "mime-depth"),
+    ("message/rfc822 depth", b"Content-Type: message/rfc822\r\n\r\n" * (LIMITS.depth + 2) + b"\r\nx", LIMITS, "mime-depth"),
+    ("parts", multipart(*[b"Content-Type: text/plain\r\n\r\nx"] * 11), Limits(parts=10), "mime-parts"),
+    ("decoded bytes", multipart(att("a.bin", b"x" * 5000)), Limits(decoded_bytes=4000), "decoded-bytes"),
+    ("part header", multipart(b"X-Pad: " + b"a" * 900 + b"\r\n" * 1 + b"X-Pad: " + b"a" * 900 + b"\r\n\r\nx"),
+     Limits(part_header=1000), "part-header"),
+    ("archive members", multipart(att("d.zip", zip_of({f"f{i}": b"x" for i in range(11)}))),
+     Limits(archive_members=10), "archive-members"),
+    ("archive ratio", multipart(att("d.zip", zip_of({"z": bytes(5 * 1024 * 1024)}))), LIMITS, "archive-ratio"),
+    ("archive depth", multipart(att("d.zip", zip_of({"1.zip": zip_of({"2.zip": zip_of({"3.zip": zip_of({"x": b"1"})})})}))),
+     Limits(archive_depth=3), "archive-depth"),
+    ("archive declared size", multipart(att("d.zip", zip_of({"a": bytes(3000)}))),
+     Limits(decoded_bytes=2500, ratio_floor=10**9), "decoded-bytes"),
+    ("corrupt archive", multipart(att("d.zip", b"PK\x03\x04garbage")), LIMITS, "archive-unreadable"),
+]
+
+
+@pytest.mark.parametrize("what,body,limits,code", LIMIT_CASES, ids=[c[0] for c in LIMIT_CASES])
+def test_limits_stop_the_walk(what, body, limits, code):
+    with pytest.raises(InspectionLimit) as info:
+        walk(HEAD + body, limits=limits)
+    assert info.value.code == code
+
+
+def test_zip_bomb_is_refused_with_little_memory_and_little_work():
+    """3 members of 40 MB of zeros in ~120 KB: the directory's ratio stops it before inflating."""
+    bomb = zip_of({f"p{i}": bytes(40 * 1024 * 1024) for i in range(3)})
+    data = HEAD + multipart(att("d.zip", bomb))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InspectionLimit) as info:
+            walk(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == "archive-ratio"
+    assert peak < 4 * 1024 * 1024, peak  # the message itself is 160 KB; nothing near 120 MB was inflated
+
+
+def test_inflated_bytes_of_nested_archives_count_toward_the_decoded_limit():
+    """Each level's inflated bytes are counted as they stream (zipfile also cuts a member at the
+    size its directory declares, so a lying directory cannot inflate more than it claims)."""
+    inner = zip_of({"z": bytes(3 * 1024 * 1024)})
+    data = HEAD + multipart(att("d.zip", zip_of({"inner.zip": inner})))
+    loose = Limits(ratio_floor=10**9)
+    assert walk(data, limits=loose).decoded > len(inner)
+    with pytest.raises(InspectionLimit) as info:
+        walk(data, limits=Limits(ratio_floor=10**9, decoded_bytes=len(inner) + 3 * 1024 * 1024 - 1))
+    assert info.value.code == "decoded-bytes"
+
+
+def test_a_cancelled_budget_stops_the_walk():
+    budget = Budget(60)
+    budget.cancel()
+    with pytest.raises(BudgetExceeded):
+        walk(HEAD + multipart(*[b"Content-Type: text/plain\r\n\r\nx"] * 200), budget=budget)
+
+
+def test_an_expired_budget_stops_the_walk():
+    now = [0.0]
+    budget = Budget(1.0, clock=lambda: now[0])
+    now[0] = 2.0
+    with pytest.raises(BudgetExceeded):
+        walk(HEAD + multipart(*[b"Content-Type: text/plain\r\n\r\nx"] * 200), budget=budget)
