@@ -45,6 +45,7 @@ class GatewayPeer(MxgatePeer):
 
     downstream: str = ""
     downstream_ca: str = ""
+    extra_gateway: str = ""  # more [gateway] lines (P9: connect_checks)
 
     def start(self) -> "GatewayPeer":
         self.root.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,7 @@ tls_key = "{self.key}"
 downstream = ["{self.downstream}"]
 downstream_ca = "{self.downstream_ca}"
 source_address = "{peers.GATEWAY}"
+{self.extra_gateway}
 queue_scan_interval = 0.2
 relay_concurrency = 20
 [gateway.limits]

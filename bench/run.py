@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import connectstage  # noqa: E402
 import endtoend  # noqa: E402
 import loadclient  # noqa: E402
 import peers  # noqa: E402
@@ -79,6 +80,7 @@ def run(mode, root: Path, emit) -> list[Result]:
         keep(scenarios.p1([mx, pf, ns], mode, tls))
         keep(scenarios.p2([mx, pf, mxc], mode))
         keep(scenarios.p5())
+        keep(connectstage.p9(root / "p9", mode, dns, certs))  # connect-stage DNSBL refusals/s (issue 18)
         # P8: the same mxgate at its defaults behind a resolver that drops a quarter of the
         # queries and sends negative answers without an SOA, against the healthy one.
         lossy_dns = peers.DnsServer(root / "dns-lossy", records=dict(peers.SENDER_RECORDS), lossy=True).start()
@@ -155,7 +157,7 @@ def summary(results: list[Result], mode) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = ap.add_mutually_exclusive_group(required=True)
-    group.add_argument("--quick", action="store_true", help="P1, P2, P5, P8 (+P7 ratio) in under 90 s")
+    group.add_argument("--quick", action="store_true", help="P1, P2, P5, P8, P9 (+P7 ratio) in under 2 minutes")
     group.add_argument("--full", action="store_true", help="P1-P7, three rounds")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")

@@ -353,6 +353,7 @@ class RecordingSink:
         self.refuse: dict[str, str] = {}
         self.max_rcpts = 0  # > 0: RCPTs beyond this many per transaction get 452 4.5.3
         self.smtputf8 = False  # offer SMTPUTF8 (RFC 6531) after STARTTLS
+        self.offer_starttls = True  # False: a server without STARTTLS (opportunistic TLS falls back)
         self.peers: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -386,7 +387,8 @@ class RecordingSink:
                 verb = cmd[:4].upper()
                 if verb == "EHLO":
                     utf8 = "\r\n250-SMTPUTF8" if self.smtputf8 else ""
-                    w(f"250-{self.name}{utf8}\r\n250 PIPELINING" if tls else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
+                    w(f"250-{self.name}{utf8}\r\n250 PIPELINING" if tls or not self.offer_starttls
+                      else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
                 elif verb == "STAR":
                     w("220 go")
                     conn = self.ctx.wrap_socket(conn, server_side=True)

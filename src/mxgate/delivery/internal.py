@@ -84,7 +84,12 @@ class InternalDelivery:
         self.maildir = maildir
         self.outbound = outbound  # queue/outbound.OutboundQueue, or the CLI's OfflineOutbound
         self.signer = signer
+        # bytes (one node's file), or the cluster's KeyRing: sign with its newest secret, reverse
+        # with any secret still inside its rotation overlap (store/keys.py)
         self.srs_secret = srs_secret
+
+    def _srs_secrets(self) -> list[bytes]:
+        return [self.srs_secret] if isinstance(self.srs_secret, bytes) else self.srs_secret.srs_secrets()
 
     # --- facts from a policy: the transaction's snapshot, else the current one ---------------
     @property
@@ -142,7 +147,8 @@ class InternalDelivery:
         compiled = compiled or self.compiled
         domain = via.rpartition("@")[2]
         local_domains = frozenset(d.name.lower() for d in compiled.policy.accepted_domains)
-        rewritten = srs.forward(sender, domain, self.srs_secret, time.time(), local_domains).address
+        secret = (await asyncio.to_thread(self._srs_secrets))[0]
+        rewritten = srs.forward(sender, domain, secret, time.time(), local_domains).address
         copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
         await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via}, compiled=compiled)
 
@@ -175,7 +181,7 @@ class InternalDelivery:
 
     def reverse_srs(self, address: str) -> str:
         """The original sender behind our SRS address (raises SrsError)."""
-        return srs.reverse(address, self.srs_secret, time.time())
+        return srs.reverse_any(address, self._srs_secrets(), time.time())
 
     async def local_from_queue(self, entry, recipients: list[str], data: bytes) -> tuple[RcptOutcome, ...]:
         """RoutingRunner's local route: DSNs and notices to internal senders, straight into Maildir."""
@@ -223,10 +229,12 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     # The queue and the service need each other (DSNs to internal senders are delivered by the
     # service; the service queues external copies): the queue's routes name the service, which
     # is built before the runner's first scan can run (nothing awaits in between).
+    keys = getattr(node, "keyring", None)  # the cluster's keys when the node has a store
     service: InternalDelivery | None = None
     queue = await start_mailbox_outbound(node, lambda address: service.is_local(address),
                                          lambda entry, rcpts, data: service.local_from_queue(entry, rcpts, data))
-    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys), load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
+    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys, keyring=keys),
+                               keys if keys is not None else load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     node.internal = service
     return service
 
@@ -277,5 +285,8 @@ def offline_internal(home, compiled, trace, maildir: Maildir, committer) -> Inte
     from types import SimpleNamespace
 
     node = SimpleNamespace(watcher=SimpleNamespace(current=compiled), trace=trace)
+    from mxgate.store.keys import KeyRing
+
+    keys = KeyRing(trace.engine, home.keys) if getattr(trace, "engine", None) is not None else None
     return InternalDelivery(node, maildir, OfflineOutbound(home.spool / "outbound", committer),
-                            DkimSigner(home.keys), load_srs_secret(home.keys))
+                            DkimSigner(home.keys, keyring=keys), keys if keys is not None else load_srs_secret(home.keys))

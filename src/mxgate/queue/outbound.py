@@ -14,8 +14,10 @@ Must not know: SMTP client details (queue/relay.py), the spool format, DSN conte
 TLS: to a smart host, `encryption_only` encrypts without checking the certificate,
 `certificate_validation` checks the chain against the node's CA and the system store,
 `domain_validation` also checks the name. To MX hosts on the Internet, STARTTLS is required
-(queue/relay.py refuses clear text) but the certificate is not checked: opportunistic
-encryption as RFC 7435 describes; MTA-STS/DANE would be the way to check it.
+is used whenever offered but the certificate is not checked, and a host that offers no STARTTLS
+gets the message in clear text: opportunistic TLS (RFC 7435), Exchange Online's default. A
+domain listed in `[outbound] tls_required_domains` is only delivered over STARTTLS (else 4.7.5
+and a retry).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Route:
     status: str = ""
     why: str = ""
     tls_name: str = ""  # the certificate name to check; "" = each host's own name
+    require_tls: bool = True  # False: opportunistic (MX delivery without a policy requiring TLS)
 
 
 def _hostport(host: str) -> str:
@@ -81,13 +84,28 @@ def connector_route(policy: Policy, domain: str) -> Route:
     if conn is None or conn.use_mx_record or not conn.smart_hosts:
         name = conn.name if conn else ""
         tls = conn.tls_settings if conn else "encryption_only"
-        return Route(RouteKind.MX, f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX")
+        # no connector: opportunistic TLS (RFC 7435); a connector's TLS setting requires STARTTLS
+        return Route(RouteKind.MX, f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX",
+                     require_tls=conn is not None)
     return Route(RouteKind.RELAY, f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
                  conn.tls_settings, why=f"connector {conn.name!r}")
 
 
-async def resolve_mx(route: Route, domain: str, resolver) -> Route:
-    """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure."""
+def tls_required(domain: str, required: Sequence[str]) -> bool:
+    """Pure: does a per-domain policy require TLS to this domain ("example.com" or "*.example.com")?"""
+    d = domain.lower().rstrip(".")
+    for pattern in required:
+        p = pattern.lower().rstrip(".")
+        if d == p or (p.startswith("*.") and d.endswith(p[1:])):
+            return True
+    return False
+
+
+async def resolve_mx(route: Route, domain: str, resolver, required: Sequence[str] = ()) -> Route:
+    """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure. Without a
+    connector, TLS is opportunistic unless `required` (the per-domain policy) names the domain."""
+    if tls_required(domain, required):
+        route = replace(route, require_tls=True)
     result = await lookup_mx(domain, resolver)
     if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
         return replace(route, kind=RouteKind.FAIL, status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
@@ -158,7 +176,8 @@ class RoutingRunner(Runner):
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
                 continue
-            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name)
+            settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name,
+                               require_tls=r.require_tls)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
             hosts.append(result.host)
             errors += result.errors
@@ -254,7 +273,7 @@ async def start_mailbox_outbound(node, is_local: Callable[[str], bool], local) -
             return Route(RouteKind.LOCAL, "local")
         domain = address.rpartition("@")[2].lower()
         r = connector_route(node.watcher.current.policy, domain)
-        return await resolve_mx(r, domain, resolver) if r.kind == RouteKind.MX else r
+        return await resolve_mx(r, domain, resolver, node.settings.outbound.tls_required_domains) if r.kind == RouteKind.MX else r
 
     return await _open_queue(node, "outbound", route, local, "mailbox outbound")
 
@@ -322,7 +341,8 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
             d = downstream()
             return Route(RouteKind.RELAY, "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
-        return await resolve_mx(Route(RouteKind.MX, f"mx:{domain}"), domain, resolver)
+        return await resolve_mx(Route(RouteKind.MX, f"mx:{domain}", require_tls=False), domain, resolver,
+                                node.settings.outbound.tls_required_domains)
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",
                               downstream_tls=lambda: downstream().tls_context)

@@ -41,6 +41,9 @@ class RelaySettings:
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
     tls_name: str = ""  # the name the peer's certificate must carry; "" = the host connected to
+    # False only for MX delivery without a policy requiring TLS: a server that offers no STARTTLS
+    # gets the message in clear text (opportunistic TLS, RFC 7435 §3); STARTTLS offered is always used.
+    require_tls: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class SessionPool:
     def key(settings: RelaySettings, host: str) -> tuple:
         import asyncio
 
-        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo)
+        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo,
+                settings.require_tls)
 
     def take(self, key: tuple) -> aiosmtplib.SMTP | None:
         now = time.monotonic()
@@ -156,6 +160,8 @@ async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib
     await client.connect(timeout=settings.connect_timeout)
     await client.ehlo()
     if not client.supports_extension("starttls"):
+        if not settings.require_tls:
+            return client  # opportunistic: no STARTTLS offered and no policy requires it
         client.close()
         raise _HostTrouble("STARTTLS not offered (required)")
     # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).

@@ -165,13 +165,25 @@ class SmtpSession(asyncio.Protocol):
     def _greet(self) -> None:
         if self._mode != "greeting" or self.transport is None or self.transport.is_closing():
             return
-        if self._buf:  # RFC 5321 §4.3.1: the client must wait for the greeting
-            self._reply(REPLIES["pregreet"])
-            self.role.on_refused(self, "connect", Verdict(Action.REJECT, "pregreet"))
-            self._flush()
-            self._close()
+        if self._pregreeted():
             return
-        verdict = self.role.on_connect(self)
+        # A role may look things up before it greets (the gateway's connect-stage checks); a
+        # failing lookup is never a refusal by accident.
+        self.wait(self.role.on_connect(self), self._connect_answered, failed=Verdict(Action.ACCEPT, "connect-ok"))
+
+    def _pregreeted(self) -> bool:
+        if not self._buf:
+            return False
+        # RFC 5321 §4.3.1: the client must wait for the greeting
+        self._reply(REPLIES["pregreet"])
+        self.role.on_refused(self, "connect", Verdict(Action.REJECT, "pregreet"))
+        self._flush()
+        self._close()
+        return True
+
+    def _connect_answered(self, verdict: Verdict) -> None:
+        if self._pregreeted():  # it talked while the role was looking things up
+            return
         if verdict.refused:
             # RFC 5321 §3.1: a server refusing service greets with 554 and then answers 503 to
             # everything but QUIT, so the client learns why instead of seeing a dropped connection.
