@@ -22,10 +22,12 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from mxgate import errors
-from mxgate.admin import auth, held, metrics
+from mxgate import metrics
+from mxgate.admin import auth, held
 from mxgate.admin.guard import NeedLogin, Sessions, page_user
 from mxgate.admin.state import AdminState
 from mxgate.errors import ConfigError
+from mxgate.names import parse_hostport
 
 log = logging.getLogger("mxgate.admin")
 
@@ -212,17 +214,19 @@ class AdminService:
 
 
 def _bind(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    try:
+        host, port = parse_hostport(listen if not listen.startswith(":") else "127.0.0.1" + listen, min_port=0)
+    except ValueError as exc:
+        raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None
     from mxgate.server import sockets
 
-    if port.isdigit() and (opened := sockets.take(host, int(port))) is not None:
+    if (opened := sockets.take(host, port)) is not None:
         return opened  # bound before `mxgate serve` dropped root
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, int(port)))
+        sock.bind((host, port))
     except (OSError, ValueError) as exc:
         sock.close()
         raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None
