@@ -120,6 +120,10 @@ class TraceStore:
         rec.subject = rec.subject[:256]
         self._submit(rec)
 
+    def record_refusals(self, session: str, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record_refusal(session, rec)
+
     def record_refusal(self, session: str, rec: TraceRecord) -> None:
         """A refusal in an SMTP session: the first of its kind is a row, identical repeats in the
         same session (same stage, reason, sender, recipient) only raise that row's count."""
@@ -148,6 +152,10 @@ class TraceStore:
         with self._flushed:
             self._pending += 1
         self._queue.put(item)
+
+    def record_all(self, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record(rec)
 
     def add_event(self, trace_id: str, event: str, detail: str = "", *, recipient: str | None = None,
                   status: str | None = None, at: float | None = None) -> None:
@@ -380,16 +388,6 @@ class TraceStore:
         out["events"] = [{"at": e.at, "event": e.event, "detail": e.detail} for e in events]
         return out
 
-    def counts_by_minute(self, since: float) -> list[tuple[int, str, int]]:
-        """(minute epoch, status, count) for the dashboard chart."""
-        from sqlalchemy import func
-
-        minute = func.cast(t_created() / 60, _int_type()) * 60
-        q = (select(minute.label("m"), trace_messages.c.status, func.count())
-             .where(trace_messages.c.created_at >= since).group_by("m", trace_messages.c.status))
-        with self.engine.connect() as conn:
-            return [(int(m), s, int(n)) for m, s, n in conn.execute(q)]
-
 
 _ROW_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "events")
 
@@ -421,16 +419,6 @@ def _from_journal(d: dict[str, Any]):
     if kind == "count":
         return CountUpdate(**d)
     return EventUpdate(**d)
-
-
-def t_created():
-    return trace_messages.c.created_at
-
-
-def _int_type():
-    from sqlalchemy import Integer
-
-    return Integer
 
 
 def _row_dict(row) -> dict:
