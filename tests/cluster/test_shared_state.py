@@ -14,7 +14,7 @@ from pg_rig import PgCluster
 from rig import wait_until
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.settings import DEFAULTS, CheckSettings
+from mxgate.policy.gateway_checks import DEFAULTS, CheckSettings
 from mxgate.server.submission import MAX_AUTH_FAILURES, AuthThrottle
 from mxgate.store.cluster import ClusterState
 from mxgate.store.db import migrate

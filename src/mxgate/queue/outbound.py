@@ -28,24 +28,23 @@ import os
 import logging
 import secrets
 import ssl
-import time
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Awaitable, Callable, Mapping, Sequence
 
-from mxgate.delivery.commit import private_dir
-from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network
+from mxgate.auth.dns import node_resolver
+from mxgate.durable import private_dir
+from mxgate.names import format_hostport, normalize_ip, parse_hostport
+from mxgate.policy.ipset import PrefixTable, parse_network
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
-from mxgate.auth.dns import node_resolver
 from mxgate.probe.mx import lookup_mx
-from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, relay
+from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
-from mxgate.queue.spool import CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError
-from mxgate.server.tls import client_context
-from mxgate.smtp import message as msg
-from mxgate.smtp.replies import accept
-from mxgate.trace.store import TraceRecord
+from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
+from mxgate.trace.records import message_records
+from mxgate.verdict import accept
 from mxgate.wording import count
 
 log = logging.getLogger("mxgate.outbound")
@@ -53,11 +52,18 @@ log = logging.getLogger("mxgate.outbound")
 SMTP_PORT = 25  # RFC 5321 §4.5.4.2 / IANA: MX hosts listen on 25
 
 
+class RouteKind(StrEnum):
+    LOCAL = "local"  # a mailbox of this organisation: the internal route
+    RELAY = "relay"  # known hosts (smart hosts, the downstream, resolved MX hosts)
+    MX = "mx"  # the recipient domain's MX hosts, still to be looked up
+    FAIL = "fail"  # no route: `status` says whether for good (5.x.x) or for now (4.x.x)
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a group of recipients goes: "local", "relay" (hosts) or "fail" (status, why)."""
 
-    kind: str
+    kind: RouteKind
     key: str  # recipients with the same key are sent in one session
     hosts: tuple[str, ...] = ()
     tls: str = "encryption_only"
@@ -68,14 +74,8 @@ class Route:
 
 
 def _hostport(host: str) -> str:
-    """"gw.example" → "gw.example:25"; "[::1]:2526" and "1.2.3.4:2526" stay as they are."""
-    if host.startswith("["):
-        return host if "]:" in host else f"{host}:{SMTP_PORT}"
-    if host.count(":") == 1:
-        return host
-    if ":" in host:  # a bare IPv6 address
-        return f"[{host}]:{SMTP_PORT}"
-    return f"{host}:{SMTP_PORT}"
+    """"gw.example" → "gw.example:25"; "[::1]:2526" and "1.2.3.4:2526" keep their port."""
+    return format_hostport(*parse_hostport(host, SMTP_PORT))
 
 
 def connector_route(policy: Policy, domain: str) -> Route:
@@ -85,9 +85,9 @@ def connector_route(policy: Policy, domain: str) -> Route:
         name = conn.name if conn else ""
         tls = conn.tls_settings if conn else "encryption_only"
         # no connector: opportunistic TLS (RFC 7435); a connector's TLS setting requires STARTTLS
-        return Route("mx", f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX",
+        return Route(RouteKind.MX, f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX",
                      require_tls=conn is not None)
-    return Route("relay", f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
+    return Route(RouteKind.RELAY, f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
                  conn.tls_settings, why=f"connector {conn.name!r}")
 
 
@@ -108,15 +108,15 @@ async def resolve_mx(route: Route, domain: str, resolver, required: Sequence[str
         route = replace(route, require_tls=True)
     result = await lookup_mx(domain, resolver)
     if result.null_mx:  # RFC 7505 §4.2: the domain takes no mail
-        return replace(route, kind="fail", status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
+        return replace(route, kind=RouteKind.FAIL, status="5.1.10", why=f"{domain} publishes a null MX (RFC 7505)")
     if result.error and "NXDOMAIN" in result.error:
-        return replace(route, kind="fail", status="5.1.2", why=f"{domain}: {result.error}")
+        return replace(route, kind=RouteKind.FAIL, status="5.1.2", why=f"{domain}: {result.error}")
     if result.error:
-        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: {result.error}")
-    hosts = tuple(f"[{a}]:{SMTP_PORT}" if ":" in a else f"{a}:{SMTP_PORT}" for h in result.hosts for a in h.addresses)
+        return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: {result.error}")
+    hosts = tuple(format_hostport(a, SMTP_PORT) for h in result.hosts for a in h.addresses)
     if not hosts:
-        return replace(route, kind="fail", status="4.4.3", why=f"{domain}: MX hosts have no addresses")
-    return replace(route, kind="relay", hosts=hosts)
+        return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: MX hosts have no addresses")
+    return replace(route, kind=RouteKind.RELAY, hosts=hosts)
 
 
 def tls_context_for(mode: str, ca_file: str | None) -> ssl.SSLContext:
@@ -187,11 +187,11 @@ class RoutingRunner(Runner):
         outcomes: dict[str, RcptOutcome] = {}
         hosts, errors = [], []
         for r, rcpts in groups.values():
-            if r.kind == "local" and self.local is not None:
+            if r.kind == RouteKind.LOCAL and self.local is not None:
                 for o in await self.local(entry, rcpts, data):
                     outcomes[o.address] = o
                 continue
-            if r.kind == "fail":
+            if r.kind == RouteKind.FAIL:
                 state = "failed" if r.status.startswith("5") else "deferred"
                 for a in rcpts:
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
@@ -255,13 +255,14 @@ def _resolver(node):
     return node_resolver(node).aio  # the node's cache: MX answers shared with the checks
 
 
-async def _open_queue(node, directory: str, route, local=None, name: str = "outbound") -> OutboundQueue:
+async def _open_queue(node, directory: str, route, local=None, name: str = "outbound",
+                      downstream_tls: Callable[[], ssl.SSLContext] | None = None) -> OutboundQueue:
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
     worker = node.settings.node.worker
     root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
     private_dir(root)
     lock_fd = lock_spool(root)
-    spool = await asyncio.to_thread(Spool.open, root, node.committer)
+    spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
     ca = str(node.certs.ca_cert)
     contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}
     base = RelaySettings((), contexts["encryption_only"], g.source_address if directory == "gateway-outbound" else "",
@@ -273,7 +274,12 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
             node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
 
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first), max_age=g.retry_max_age)
-    runner = RoutingRunner(spool, route, base, lambda mode: contexts.get(mode, contexts["certificate_validation"]), retry,
+    def context_for(mode: str) -> ssl.SSLContext:
+        if mode == "downstream" and downstream_tls is not None:  # the gateway's own verified context
+            return downstream_tls()
+        return contexts.get(mode, contexts["certificate_validation"])
+
+    runner = RoutingRunner(spool, route, base, context_for, retry,
                            local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
                            scan_interval=g.queue_scan_interval, health=HostHealth.for_queue(g.host_backoff, retry), on_event=on_event)
     from mxgate.queue.tlsrpt import TlsReports
@@ -291,10 +297,10 @@ async def start_mailbox_outbound(node, is_local: Callable[[str], bool], local) -
 
     async def route(address: str) -> Route:
         if is_local(address):
-            return Route("local", "local")
+            return Route(RouteKind.LOCAL, "local")
         domain = address.rpartition("@")[2].lower()
         r = connector_route(node.watcher.current.policy, domain)
-        return await resolve_mx(r, domain, resolver, node.settings.outbound.tls_required_domains) if r.kind == "mx" else r
+        return await resolve_mx(r, domain, resolver, node.settings.outbound.tls_required_domains) if r.kind == RouteKind.MX else r
 
     return await _open_queue(node, "outbound", route, local, "mailbox outbound")
 
@@ -319,24 +325,16 @@ class GatewayOutbound:
         as it is, below one Received field (which signatures do not cover, RFC 6376 §5.4.1).
         """
         trace_id = secrets.token_hex(8)
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.node.settings.gateway.hostname, trace_id=trace_id,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
-            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
-            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
+        received = s.received_header(by=self.node.settings.gateway.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + body.getvalue()
         rcpts = [str(r.address) for r in txn.recipients]
         await self.queue.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
-        headers = msg.header_block(final)
-        now = time.time()
-        for r in rcpts:
-            self.node.trace.record(TraceRecord(
-                trace_id=trace_id, status="Pending", sender=str(txn.sender), recipient=r.lower(),
-                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-                size=len(final), from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway",
-                direction="outbound", detail={"session": s.id, "tls": s.tls.version if s.tls else None},
-                events=[(now, "Receive", f"outbound from {s.peer_ip}"), (now, "Send", "queued for MX delivery")],
-                created_at=now))
+        self.node.trace.record_all(message_records(
+            trace_id, sender=str(txn.sender), data=final,
+            rows=[(r, "Pending", [("Receive", f"outbound from {s.peer_ip}"), ("Send", "queued for MX delivery")])
+                  for r in rcpts],
+            detail={"session": s.id, "tls": s.tls.version if s.tls else None},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role="gateway", direction="outbound"))
         return accept("queued")
 
     async def bounce(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:
@@ -347,16 +345,12 @@ class GatewayOutbound:
         entry = await self.queue.enqueue("", [sender], dsn, {**meta, "trace_id": trace_id})
         domain = sender.rpartition("@")[2].lower()
         internal = bool(domain) and accepted_domain_for(self.node.watcher.current.policy, domain) is not None
-        headers = msg.header_block(dsn)
-        now = time.time()
-        self.node.trace.record(TraceRecord(
-            trace_id=trace_id, status="Pending", sender="", recipient=sender.lower(),
-            subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-            size=len(dsn), policy_version=self.node.watcher.current.version, reason="dsn", role="gateway",
-            direction="inbound" if internal else "outbound", detail={"dsn_for": meta.get("dsn_for", "")},
-            events=[(now, "Receive", f"delivery status notification for queue entry {meta.get('dsn_for', '')}"),
-                    (now, "Send", "queued for the mailbox server" if internal else "queued for MX delivery")],
-            created_at=now))
+        self.node.trace.record_all(message_records(
+            trace_id, sender="", data=dsn,
+            rows=[(sender, "Pending", [("Receive", f"delivery status notification for queue entry {meta.get('dsn_for', '')}"),
+                                       ("Send", "queued for the mailbox server" if internal else "queued for MX delivery")])],
+            detail={"dsn_for": meta.get("dsn_for", "")}, policy_version=self.node.watcher.current.version,
+            reason="dsn", role="gateway", direction="inbound" if internal else "outbound"))
         return entry.queue_id
 
     async def stop(self) -> None:
@@ -373,12 +367,10 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
         domain = address.rpartition("@")[2].lower()
         if not domain or accepted_domain_for(node.watcher.current.policy, domain) is not None:
             d = downstream()
-            return Route("relay", "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
-        return await resolve_mx(Route("mx", f"mx:{domain}", require_tls=False), domain, resolver,
+            return Route(RouteKind.RELAY, "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
+        return await resolve_mx(Route(RouteKind.MX, f"mx:{domain}", require_tls=False), domain, resolver,
                                 node.settings.outbound.tls_required_domains)
 
-    queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound")
-    # Downstream sessions use the gateway's own verified TLS context, not an MX one.
-    contexts = queue.runner.contexts
-    queue.runner.contexts = lambda mode: downstream().tls_context if mode == "downstream" else contexts(mode)
+    queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",
+                              downstream_tls=lambda: downstream().tls_context)
     return GatewayOutbound(node, queue)

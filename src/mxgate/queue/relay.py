@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from mxgate.names import parse_hostport
 from mxgate.queue.scheduler import HostHealth
-from mxgate.server.listener import parse_listen
 
 BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
@@ -60,6 +60,26 @@ class RelayResult:
     outcomes: tuple[RcptOutcome, ...]
     host: str = ""  # the host that answered, "" when none could be reached
     errors: tuple[str, ...] = ()  # per-host trouble before recipients were tried
+
+
+def client_context(ca_file: str | None, cert: str | None = None, key: str | None = None,
+                   verify: bool = True, check_hostname: bool = False) -> ssl.SSLContext:
+    """The client side of a relay session: TLS 1.2 or later, the chain checked against `ca_file`
+    (or the system store) unless `verify` is off, an optional client certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = check_hostname and verify
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
 
 
 def _status_of(code: int, message: str) -> str:
@@ -168,7 +188,7 @@ def _utf8_ok(client: aiosmtplib.SMTP, key: tuple, utf8: bool) -> None:
 
 async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = False) -> aiosmtplib.SMTP:
     """A session with MAIL accepted: an idle pooled one when it still works, else a new one."""
-    hostname, port = parse_listen(host)
+    hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
     options = {"options": ["SMTPUTF8"], "encoding": "utf-8"} if utf8 else {}
     while (client := POOL.take(key)) is not None:
@@ -302,7 +322,7 @@ async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
     """
     errors = []
     for host in settings.hosts:
-        hostname, port = parse_listen(host)
+        hostname, port = parse_hostport(host)
         client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
                                  timeout=settings.connect_timeout,
                                  source_address=(settings.source_address, 0) if settings.source_address else None)
