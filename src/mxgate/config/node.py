@@ -146,7 +146,7 @@ class AdminSection(_Section):
 
 
 class OutboundSection(_Section):
-    tls_required_domains: list[str] = Field(default_factory=list, description='Recipient domains ("example.com", "*.example.com") whose MX hosts must offer STARTTLS; to every other domain without an outbound connector TLS is opportunistic (used when offered, clear text when not, RFC 7435). A host of a listed domain without STARTTLS gets no mail: 4.7.5 and a retry.')
+    tls_required_domains: list[str] = Field(default_factory=list, description='Recipient domains ("example.com", "*.example.com") whose MX hosts must offer STARTTLS; to every other domain without an outbound connector TLS is opportunistic (used when offered, clear text when not, RFC 7435). A host of a listed domain without STARTTLS gets no mail: the message is deferred (4.4.1) and retried.')
 
 
 class StoreSection(_Section):
