@@ -54,7 +54,7 @@ _COMMANDS = {
     "demo": "demo_cmds", "trace": "trace_cmds", "queue": "queue_cmds", "gateway": "queue_cmds",
     "probe": "probe_cmds", "mx": "probe_cmds", "verify": "verify_cmds", "quarantine": "quarantine_cmds",
     "admin": "admin_cmds", "app-credential": "credential_cmds", "dkim": "credential_cmds", "keys": "key_cmds",
-    "exo": "exo_cmds", "dev": "dev_cmds",
+    "tls-rpt": "tlsrpt_cmds", "exo": "exo_cmds", "dev": "dev_cmds",
 }
 _GLOBAL_OPTIONS_WITH_VALUE = ("--home", "--config")
 
