@@ -158,6 +158,10 @@ class SubprocessNode:
 
     def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 20) -> "SubprocessNode":
         env = dict(os.environ, MXGATE_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        if "workers" not in self.config.read_text():
+            # One process unless the test asks for more: the default is one per core, and a
+            # test's counters, logs and kill -9 are about one process.
+            env.setdefault("MXGATE_NODE__WORKERS", "1")
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -16,8 +16,8 @@ TLS: to a smart host, `encryption_only` encrypts without checking the certificat
 `domain_validation` also checks the name. To MX hosts on the Internet, STARTTLS is required
 is used whenever offered but the certificate is not checked, and a host that offers no STARTTLS
 gets the message in clear text: opportunistic TLS (RFC 7435), Exchange Online's default. A
-domain listed in `[outbound] tls_required_domains` is only delivered over STARTTLS (else 4.7.5
-and a retry).
+domain listed in `[outbound] tls_required_domains` is only delivered over STARTTLS (else deferred,
+4.4.1, and retried).
 """
 
 from __future__ import annotations
@@ -141,6 +141,26 @@ class RoutingRunner(Runner):
         self.contexts = contexts
         self.local = local
         self.name = name
+        self.tls_reports = None  # queue/tlsrpt.TlsReports: TLS outcomes of MX sessions (RFC 8460)
+
+    def _report_tls(self, r: Route, rcpts: list[str], result: RelayResult) -> None:
+        """One TLS-RPT line per MX session attempt: each host's TLS failure, and the delivery when
+        STARTTLS was required (so it was used). No MTA-STS/TLSA policy is applied to delivery yet:
+        the policy type is "no-policy-found" (RFC 8460 §4.4)."""
+        if self.tls_reports is None or not r.key.startswith("mx:"):
+            return
+        from mxgate.queue.tlsrpt import TlsResult, classify
+
+        domain = r.key[3:]
+        for err in result.errors:
+            kind = classify(err)
+            if kind:
+                host = err.split(": ", 1)[0]
+                self.tls_reports.record(TlsResult(domain, "no-policy-found", False, kind, receiving_ip=host.rsplit(":", 1)[0],
+                                                  sending_ip=self.base.source_address))
+        if result.host and r.require_tls and any(o.state == "delivered" for o in result.outcomes):
+            self.tls_reports.record(TlsResult(domain, "no-policy-found", True, receiving_ip=result.host.rsplit(":", 1)[0],
+                                              sending_ip=self.base.source_address))
 
     def describe(self) -> str:
         return f"{self.name} queue: {count(self.spool.count(), 'entry')}"
@@ -179,6 +199,10 @@ class RoutingRunner(Runner):
             settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name,
                                require_tls=r.require_tls)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
+            try:
+                self._report_tls(r, rcpts, result)
+            except OSError as exc:  # reporting never holds up delivery
+                log.warning("TLS-RPT record failed: %s", exc)
             hosts.append(result.host)
             errors += result.errors
             for o in result.outcomes:
@@ -258,6 +282,9 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
     runner = RoutingRunner(spool, route, base, context_for, retry,
                            local=local, name=name, hostname=base.helo, concurrency=g.relay_concurrency,
                            scan_interval=g.queue_scan_interval, health=HostHealth.for_queue(g.host_backoff, retry), on_event=on_event)
+    from mxgate.queue.tlsrpt import TlsReports
+
+    runner.tls_reports = TlsReports(node.home.spool / "tls-rpt")
     runner.start()
     queue = OutboundQueue(spool, runner, lock_fd)
     node.extras.append(queue)

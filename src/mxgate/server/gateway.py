@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from mxgate.durable import private_dir
 from mxgate import metrics
-from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
+from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
@@ -313,7 +313,7 @@ class GatewayRole(Role):
         body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
         async with self.sv.pipeline.heavy_slot():
             arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
-                if arc_seals(source.head) else None
+                if arc_fields(source.head) else None
             spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
             results = format_authentication_results(
                 self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),

@@ -66,8 +66,9 @@ class Node:
     _hb_stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        # `mxgate serve` builds the Node before asyncio.run() creates the loop, so an opt-in
-        # uvloop is chosen here, process-wide; the default leaves the loop policy alone.
+        # An explicit "uvloop" is set process-wide here (a Node built before its loop exists);
+        # `mxgate serve` runs on event_loop_factory()'s loop itself, so "auto" leaves the policy
+        # of a process that embeds a Node (tests, the demo) alone.
         if self.settings.node.event_loop == "uvloop":
             factory = event_loop_factory(self.settings)
 
@@ -168,7 +169,7 @@ class Node:
                            quarantine=QuarantineStore(self.engine, node=self.name))
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
-        listener.reuse_port = self.settings.node.workers > 1
+        listener.reuse_port = self.settings.node.worker_count() > 1
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
@@ -324,13 +325,16 @@ def read_status(engine) -> list[dict[str, Any]]:
 
 
 def event_loop_factory(settings: NodeSettings) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop a node runs on ([node] event_loop): uvloop's when asked for, else the standard one."""
-    if settings.node.event_loop == "uvloop":
+    """The loop a node runs on ([node] event_loop): uvloop's when asked for or, with "auto",
+    when installed; else the standard one."""
+    if settings.node.event_loop in ("uvloop", "auto"):
         try:
             import uvloop
         except ImportError:
             from mxgate.errors import ConfigError
 
+            if settings.node.event_loop == "auto":
+                return asyncio.new_event_loop
             raise ConfigError('[node] event_loop = "uvloop" but uvloop is not installed (pip install mxgate[speed])') from None
         return uvloop.new_event_loop
     return asyncio.new_event_loop
