@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from mxgate import errors
 from mxgate import metrics
 from mxgate.admin import auth, held
-from mxgate.admin.guard import NeedLogin, Sessions, page_user
+from mxgate.admin.guard import LoginLimiter, NeedLogin, Sessions, page_user
 from mxgate.admin.state import AdminState
 from mxgate.errors import ConfigError
 from mxgate.names import parse_hostport
@@ -155,7 +155,7 @@ def create_app(st: AdminState) -> FastAPI:
 def state_for(node) -> AdminState:
     return AdminState(engine=node.engine, policy_store=node.policy_store, trace=node.trace, node_name=node.name,
                       home=node.home, settings=node.settings.admin, sessions=Sessions(auth.session_key(node.home.keys), node.engine),
-                      node=node)
+                      node=node, limiter=LoginLimiter(shared=getattr(node, "cluster", None)))
 
 
 class _Server(uvicorn.Server):
