@@ -83,3 +83,49 @@ async def test_pipelined_commands_wait_for_a_late_hook_and_keep_their_order():
         writer.close()
     finally:
         await listener.stop(1.0)
+
+
+class SlowGreeter(Role):
+    name = "slow-greeter"
+    hostname = "mx.slow.test"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.connects = 0
+
+    def on_connect(self, s):
+        self.connects += 1
+        return self._after_lookup()
+
+    async def _after_lookup(self):
+        await self.release.wait()
+        return accept("connect-ok")
+
+
+async def test_the_greeting_waits_for_a_late_connect_hook_and_a_talker_is_still_a_pregreeter():
+    role = SlowGreeter()
+    listener = Listener(role, LimitsSection(), ssl_context=lambda: None)
+    await listener.start(["127.0.0.1:0"])
+    try:
+        host, port = listener.addresses[0].rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        await _until(lambda: role.connects == 1)
+        assert not reader._buffer  # no greeting while the role looks things up
+        role.release.set()
+        assert (await _reply(reader)).startswith("220 mx.slow.test")
+        writer.close()
+        await _until(lambda: not listener.sessions)  # the server saw that session end
+        # A client that talks while the role is still looking things up is refused as a pregreeter
+        # (RFC 5321 §4.3.1) once the lookup answers.
+        role.release.clear()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        await _until(lambda: role.connects == 2)
+        writer.write(b"EHLO early.test\r\n")
+        await writer.drain()
+        (session,) = listener.sessions
+        await _until(lambda: bytes(session._buf).startswith(b"EHLO"))
+        role.release.set()
+        assert (await _reply(reader)).startswith("554 5.5.1")
+        writer.close()
+    finally:
+        await listener.stop(1.0)

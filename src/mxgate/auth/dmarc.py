@@ -147,6 +147,7 @@ def normalise_domain(domain: str) -> str:
     return a_label(domain) or domain.strip().rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=4096)  # a few sender domains carry most mail; several calls per message
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label (on the A-label form)."""
     domain = normalise_domain(domain)

@@ -7,6 +7,7 @@ Enhanced status codes: RFC 3463; 5.7.51 is Exchange Online's TenantInboundAttrib
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from mxgate.verdict import Action, Verdict
@@ -19,6 +20,11 @@ class Reply:
     text: str
 
     def render(self) -> bytes:
+        return self.wire
+
+    @functools.cached_property
+    def wire(self) -> bytes:
+        """The reply's bytes, built once: the refusal path sends the same few replies all day."""
         lines = self.text.split("\n")
         prefix = f"{self.enhanced} " if self.enhanced else ""
         out = [f"{self.code}-{prefix}{line}" for line in lines[:-1]] + [f"{self.code} {prefix}{lines[-1]}"]
