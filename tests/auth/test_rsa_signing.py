@@ -112,3 +112,14 @@ def test_parsed_public_keys_are_not_shared_between_callers(dkim_keys):
     first = dkim.parse_public_key(der)
     first["modulus"] = 3
     assert dkim.parse_public_key(der)["modulus"] != 3
+
+
+def test_hostile_key_records_give_invalid_not_exceptions(dkim_keys):
+    # A sender publishes the key: an exponent of 1 or an even one, or an even modulus, must
+    # make the signature invalid (dkimpy's own code where OpenSSL will not load the key).
+    (pem, _txt), _ = dkim_keys
+    pk, pub = _public(pem)
+    good = rsa_signing.openssl_sign(hashlib.new("sha256", b"message"), pk)
+    for bad in ({**pub, "publicExponent": 1}, {**pub, "publicExponent": 2}, {**pub, "publicExponent": 4},
+                {**pub, "modulus": pub["modulus"] + 1}):
+        assert rsa_signing.openssl_verify(hashlib.new("sha256", b"message"), good, bad) is False

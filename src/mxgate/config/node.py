@@ -147,6 +147,9 @@ class AdminSection(_Section):
 
 class OutboundSection(_Section):
     tls_required_domains: list[str] = Field(default_factory=list, description='Recipient domains ("example.com", "*.example.com") whose MX hosts must offer STARTTLS; to every other domain without an outbound connector TLS is opportunistic (used when offered, clear text when not, RFC 7435). A host of a listed domain without STARTTLS gets no mail: the message is deferred (4.4.1) and retried.')
+    mta_sts: bool = Field(True, description="Apply recipient domains' MTA-STS policies (RFC 8461) to MX delivery: with mode enforce only the policy's mx hosts, STARTTLS with a certificate valid for the MX name (checked against the node's CA and the system store), else deferred (4.7.5); mode testing delivers and records the failure for TLS-RPT.")
+    mta_sts_port: int = Field(443, ge=1, le=65535, description="HTTPS port of the mta-sts.<domain> policy host (RFC 8461 §3.3 says 443; other values are for test rigs).")
+    dane: bool = Field(False, description="The [dns] servers validate DNSSEC and the path to them is trusted (a validating resolver on this host): TLSA answers carrying the AD bit are applied (DANE for SMTP, RFC 7672) and take precedence over MTA-STS. Off: TLSA records are not looked up.")
 
 
 class StoreSection(_Section):

@@ -74,3 +74,37 @@ def record_for(cert_der: bytes, usage: int = 3, selector: int = 1, mtype: int = 
     """The TLSA record that pins `cert_der` (for `mxgate` output and tests)."""
     probe = Tlsa(usage, selector, mtype, b"")
     return Tlsa(usage, selector, mtype, _digest(probe, cert_der))
+
+
+def _names(cert_der: bytes) -> list[str]:
+    cert = x509.load_der_x509_certificate(cert_der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        return []
+
+
+def name_ok(cert_der: bytes, mx_host: str) -> bool:
+    """The leaf names the MX host (RFC 7672 §3.2.3: DANE-TA checks names; a wildcard covers one label)."""
+    host = mx_host.lower().rstrip(".")
+    for n in _names(cert_der):
+        if n == host or (n.startswith("*.") and host.partition(".")[2] == n[2:] and host.partition(".")[0]):
+            return True
+    return False
+
+
+def verify_chain(records: tuple[Tlsa, ...], chain_der: list[bytes], mx_host: str) -> bool:
+    """Pure: DANE-EE(3) matches the leaf (no name or date check, §3.1.1); DANE-TA(2) matches a
+    certificate above the leaf and the leaf names `mx_host` (§3.1.2)."""
+    if not chain_der:
+        return False
+    if matches(tuple(t for t in records if t.usage == 3), chain_der[:1]):
+        return True
+    ta = tuple(t for t in records if t.usage == 2)
+    return bool(ta) and len(chain_der) > 1 and matches(ta, chain_der) and name_ok(chain_der[0], mx_host)
+
+
+def presentation(t: Tlsa) -> str:
+    """The record as a TLS-RPT policy string (RFC 8460 §4.4: "3 1 1 <hex>")."""
+    return f"{t.usage} {t.selector} {t.mtype} {t.data.hex()}"

@@ -13,11 +13,11 @@ Must not know: SMTP client details (queue/relay.py), the spool format, DSN conte
 
 TLS: to a smart host, `encryption_only` encrypts without checking the certificate,
 `certificate_validation` checks the chain against the node's CA and the system store,
-`domain_validation` also checks the name. To MX hosts on the Internet, STARTTLS is required
-is used whenever offered but the certificate is not checked, and a host that offers no STARTTLS
-gets the message in clear text: opportunistic TLS (RFC 7435), Exchange Online's default. A
-domain listed in `[outbound] tls_required_domains` is only delivered over STARTTLS (else deferred,
-4.4.1, and retried).
+`domain_validation` also checks the name. To MX hosts each address carries its MX name and a
+per-host policy (`plan_mx_tls`): DANE when the trusted resolver authenticates TLSA records (RFC
+7672), else MTA-STS (RFC 8461: enforce = listed hosts only, verified TLS to the MX name; testing
+= report only), else `[outbound] tls_required_domains` (STARTTLS required) or opportunistic TLS
+(RFC 7435). No host meeting its policy: deferred 4.7.5 and retried.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from mxgate.policy.ipset import PrefixTable, parse_network
 from mxgate.policy.model import Policy
 from mxgate.policy.validate import accepted_domain_for, outbound_for
 from mxgate.probe.mx import lookup_mx
-from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, client_context, relay
+from mxgate.queue.relay import HostTls, RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
@@ -71,6 +71,8 @@ class Route:
     why: str = ""
     tls_name: str = ""  # the certificate name to check; "" = each host's own name
     require_tls: bool = True  # False: opportunistic (MX delivery without a policy requiring TLS)
+    host_tls: tuple[tuple[str, HostTls], ...] = ()  # MX delivery: each "host:port"'s MX name and TLS policy
+    policy_strings: tuple[tuple[str, tuple[str, ...]], ...] = ()  # per RFC 8460 policy type: its strings
 
 
 def _hostport(host: str) -> str:
@@ -101,9 +103,90 @@ def tls_required(domain: str, required: Sequence[str]) -> bool:
     return False
 
 
-async def resolve_mx(route: Route, domain: str, resolver, required: Sequence[str] = ()) -> Route:
-    """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), or a failure. Without a
-    connector, TLS is opportunistic unless `required` (the per-domain policy) names the domain."""
+@dataclass(frozen=True)
+class MxTlsFacts:
+    """Gathered for one domain's MX hosts: its MTA-STS policy and each host's authenticated TLSA."""
+
+    sts: object = None  # queue/mtasts.StsPolicy or None
+    tlsa: Mapping[str, tuple] = None  # MX name → DANE records; () none usable; None lookup failed
+    verify: ssl.SSLContext | None = None  # chain and name checked (MTA-STS, RFC 8461 §4.2)
+    dane: ssl.SSLContext | None = None  # chain not checked by OpenSSL: TLSA decides (RFC 7672 §3)
+
+
+def sts_strings(policy) -> tuple[str, ...]:
+    return ("version: STSv1", f"mode: {policy.mode}", *(f"mx: {m}" for m in policy.mx), f"max_age: {policy.max_age}")
+
+
+def plan_mx_tls(mx_hosts, facts: MxTlsFacts, require: bool) -> tuple[list[tuple[str, HostTls]], str]:
+    """Pure: each MX address with the TLS its host must meet, and why hosts were left out.
+
+    DANE first (RFC 8461 §2: a host with authenticated TLSA records follows DANE, not MTA-STS);
+    then MTA-STS enforce: only hosts matching the policy's mx patterns, STARTTLS with a certificate
+    valid for the MX name (§4.1, §4.2, §5.1); testing: checked, a failure only reported; no policy:
+    `require` (a per-domain setting or connector) or opportunistic TLS."""
+    from mxgate.queue.mtasts import applies
+
+    out, skipped = [], []
+    for h in mx_hosts:
+        tlsa = (facts.tlsa or {}).get(h.name, ())
+        if tlsa is None:  # RFC 7672 §2.2: a failed TLSA lookup for a secure host — do not deliver there
+            skipped.append(f"{h.name}: TLSA lookup failed")
+            continue
+        if tlsa:
+            t = HostTls(h.name, True, facts.dane, tlsa, policy="tlsa")
+        else:
+            how = applies(facts.sts, h.name)
+            if how == "skip":
+                skipped.append(f"{h.name}: not an mx of the MTA-STS policy")
+                continue
+            if how == "require":
+                t = HostTls(h.name, True, facts.verify, policy="sts")
+            elif how == "report":
+                t = HostTls(h.name, require, facts.verify, testing=not require, policy="sts")
+            else:
+                t = HostTls(h.name, require)
+        out += [(format_hostport(a, SMTP_PORT), t) for a in h.addresses]
+    return out, "; ".join(skipped)
+
+
+class MxTlsPolicies:
+    """Gathers MTA-STS policies (cached, queue/mtasts.StsCache) and DANE TLSA records for MX
+    delivery. `sync_resolver` answers blocking lookups (run in worker threads); DANE applies only
+    when `dane_trusted` says the resolver validates DNSSEC over a trusted path (RFC 7672 §2.1)."""
+
+    def __init__(self, sync_resolver, *, verify: ssl.SSLContext, sts_context: ssl.SSLContext | None = None,
+                 sts_port: int = 443, mta_sts: bool = True, dane_trusted: bool = False, timeout: float = 5.0):
+        from mxgate.queue.mtasts import StsCache
+
+        self.resolver, self.dane_trusted, self.timeout = sync_resolver, dane_trusted, timeout
+        self.sts = StsCache(sync_resolver, context=sts_context, port=sts_port, timeout=timeout) if mta_sts else None
+        self.verify = verify
+        self.dane = client_context(None, verify=False)
+
+    def _tlsa(self, name: str):
+        import dns.exception
+
+        from mxgate.queue import dane
+
+        try:
+            return dane.lookup(self.resolver, name, trusted=self.dane_trusted, timeout=self.timeout) or ()
+        except dns.exception.DNSException:
+            return None
+
+    async def facts(self, domain: str, mx_hosts) -> MxTlsFacts:
+        sts = await asyncio.to_thread(self.sts.policy, domain) if self.sts else None
+        tlsa = {}
+        if self.dane_trusted:
+            for h in mx_hosts:
+                tlsa[h.name] = await asyncio.to_thread(self._tlsa, h.name)
+        return MxTlsFacts(sts, tlsa, self.verify, self.dane)
+
+
+async def resolve_mx(route: Route, domain: str, resolver, required: Sequence[str] = (),
+                     policies: MxTlsPolicies | None = None) -> Route:
+    """An "mx" route with the domain's exchanges as hosts (RFC 5321 §5.1), each with its MX name
+    and TLS policy (MTA-STS, DANE), or a failure. Without a connector, TLS is opportunistic unless
+    `required` (the per-domain policy) names the domain."""
     if tls_required(domain, required):
         route = replace(route, require_tls=True)
     result = await lookup_mx(domain, resolver)
@@ -113,10 +196,23 @@ async def resolve_mx(route: Route, domain: str, resolver, required: Sequence[str
         return replace(route, kind=RouteKind.FAIL, status="5.1.2", why=f"{domain}: {result.error}")
     if result.error:
         return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: {result.error}")
-    hosts = tuple(format_hostport(a, SMTP_PORT) for h in result.hosts for a in h.addresses)
-    if not hosts:
+    if not any(h.addresses for h in result.hosts):
         return replace(route, kind=RouteKind.FAIL, status="4.4.3", why=f"{domain}: MX hosts have no addresses")
-    return replace(route, kind=RouteKind.RELAY, hosts=hosts)
+    facts = await policies.facts(domain, result.hosts) if policies else MxTlsFacts()
+    planned, skipped = plan_mx_tls(result.hosts, facts, route.require_tls)
+    strings = []
+    if facts.sts is not None and facts.sts.mode != "none":
+        strings.append(("sts", sts_strings(facts.sts)))
+    from mxgate.queue.dane import presentation
+
+    tlsa = tuple(presentation(t) for recs in (facts.tlsa or {}).values() if recs for t in recs)
+    if tlsa:
+        strings.append(("tlsa", tlsa))
+    if not planned:  # RFC 8461 §5.1 / RFC 7672 §2.2: no host may be used — a temporary failure
+        return replace(route, kind=RouteKind.FAIL, status="4.7.5", why=f"{domain}: no MX host meets its TLS policy ({skipped})",
+                       policy_strings=tuple(strings))
+    return replace(route, kind=RouteKind.RELAY, hosts=tuple(h for h, _ in planned), host_tls=tuple(planned),
+                   policy_strings=tuple(strings))
 
 
 def tls_context_for(mode: str, ca_file: str | None) -> ssl.SSLContext:
@@ -144,23 +240,36 @@ class RoutingRunner(Runner):
         self.tls_reports = None  # queue/tlsrpt.TlsReports: TLS outcomes of MX sessions (RFC 8460)
 
     def _report_tls(self, r: Route, rcpts: list[str], result: RelayResult) -> None:
-        """One TLS-RPT line per MX session attempt: each host's TLS failure, and the delivery when
-        STARTTLS was required (so it was used). No MTA-STS/TLSA policy is applied to delivery yet:
-        the policy type is "no-policy-found" (RFC 8460 §4.4)."""
+        """One TLS-RPT line per MX session (RFC 8460 §4.4): each host's TLS failure, each
+        delivery's failed-but-tolerated check (MTA-STS testing), and each encrypted delivery, with
+        the policy type applied to that host ("tlsa", "sts", "no-policy-found") and its strings."""
         if self.tls_reports is None or not r.key.startswith("mx:"):
             return
         from mxgate.queue.tlsrpt import TlsResult, classify
 
         domain = r.key[3:]
+        per_host = dict(r.host_tls)
+        strings = dict(r.policy_strings)
+
+        def record(host: str, ok: bool, kind: str = "") -> None:
+            t = per_host.get(host)
+            ptype = t.policy if t else "no-policy-found"
+            self.tls_reports.record(TlsResult(domain, ptype, ok, kind, mx_host=t.name if t else "",
+                                              receiving_ip=host.rsplit(":", 1)[0].strip("[]"),
+                                              sending_ip=self.base.source_address, policy_strings=strings.get(ptype, ())))
+
         for err in result.errors:
-            kind = classify(err)
+            host, _, why = err.partition(": ")
+            kind = classify(why)
             if kind:
-                host = err.split(": ", 1)[0]
-                self.tls_reports.record(TlsResult(domain, "no-policy-found", False, kind, receiving_ip=host.rsplit(":", 1)[0],
-                                                  sending_ip=self.base.source_address))
-        if result.host and r.require_tls and any(o.state == "delivered" for o in result.outcomes):
-            self.tls_reports.record(TlsResult(domain, "no-policy-found", True, receiving_ip=result.host.rsplit(":", 1)[0],
-                                              sending_ip=self.base.source_address))
+                record(host, False, kind)
+        noted = set()
+        for note in result.notes:
+            host, _, why = note.partition(": ")
+            noted.add(host)
+            record(host, False, classify(why) or "validation-failure")
+        if result.host and result.tls and result.host not in noted and any(o.state == "delivered" for o in result.outcomes):
+            record(result.host, True)
 
     def describe(self) -> str:
         return f"{self.name} queue: {count(self.spool.count(), 'entry')}"
@@ -197,7 +306,7 @@ class RoutingRunner(Runner):
                     outcomes[a] = RcptOutcome(a, state, r.status, f"smtp; {r.why}")
                 continue
             settings = replace(self.base, hosts=r.hosts, tls_context=self.contexts(r.tls), tls_name=r.tls_name,
-                               require_tls=r.require_tls)
+                               require_tls=r.require_tls, host_tls=r.host_tls)
             result = await relay(settings, entry.sender, rcpts, data, self.health)
             try:
                 self._report_tls(r, rcpts, result)
@@ -255,6 +364,18 @@ def _resolver(node):
     return node_resolver(node).aio  # the node's cache: MX answers shared with the checks
 
 
+def mx_policies(node) -> MxTlsPolicies:
+    """The node's one MTA-STS cache and DANE settings ([outbound]), shared by its queues."""
+    existing = getattr(node, "mx_tls_policies", None)
+    if existing is None:
+        o = node.settings.outbound
+        verify = tls_context_for("domain_validation", str(node.certs.ca_cert))
+        existing = node.mx_tls_policies = MxTlsPolicies(
+            node_resolver(node), verify=verify, sts_context=verify, sts_port=o.mta_sts_port, mta_sts=o.mta_sts,
+            dane_trusted=o.dane, timeout=node.settings.dns.timeout)
+    return existing
+
+
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound",
                       downstream_tls: Callable[[], ssl.SSLContext] | None = None) -> OutboundQueue:
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
@@ -300,7 +421,9 @@ async def start_mailbox_outbound(node, is_local: Callable[[str], bool], local) -
             return Route(RouteKind.LOCAL, "local")
         domain = address.rpartition("@")[2].lower()
         r = connector_route(node.watcher.current.policy, domain)
-        return await resolve_mx(r, domain, resolver, node.settings.outbound.tls_required_domains) if r.kind == RouteKind.MX else r
+        if r.kind != RouteKind.MX:
+            return r
+        return await resolve_mx(r, domain, resolver, node.settings.outbound.tls_required_domains, mx_policies(node))
 
     return await _open_queue(node, "outbound", route, local, "mailbox outbound")
 
@@ -369,7 +492,7 @@ async def start_gateway_outbound(node, downstream: Callable[[], RelaySettings]) 
             d = downstream()
             return Route(RouteKind.RELAY, "downstream", tuple(d.hosts), "downstream", tls_name=d.tls_name)
         return await resolve_mx(Route(RouteKind.MX, f"mx:{domain}", require_tls=False), domain, resolver,
-                                node.settings.outbound.tls_required_domains)
+                                node.settings.outbound.tls_required_domains, mx_policies(node))
 
     queue = await _open_queue(node, "gateway-outbound", route, name="gateway outbound",
                               downstream_tls=lambda: downstream().tls_context)

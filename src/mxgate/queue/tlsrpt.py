@@ -40,6 +40,8 @@ def classify(error: str) -> str:
     e = error.lower()
     if "starttls not offered" in e:
         return "starttls-not-supported"
+    if "tlsa" in e:  # §4.3.2: the certificate matched none of the host's TLSA records
+        return "tlsa-invalid"
     if "hostname mismatch" in e or "doesn't match" in e or "not valid for" in e:
         return "certificate-host-mismatch"
     if "expired" in e:
