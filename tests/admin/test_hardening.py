@@ -162,6 +162,7 @@ def test_cli_removes_a_user_and_ends_their_sessions(admin_node, monkeypatch):
     carol = httpx.Client(base_url=admin_node.admin_url)
     token = csrf_from(carol.get("/login").text)
     assert carol.post("/login", data={"csrf_token": token, "username": "carol", "password": PASSWORD}).status_code == 303
+    assert CliRunner().invoke(cli.app, ["admin", "users"]).output.split() == ["admin", "carol"]
     r = CliRunner().invoke(cli.app, ["admin", "remove-user", "carol"])
     assert r.exit_code == 0 and "removed" in r.output, r.output
     assert "carol" not in auth.users(admin_node.node.engine) and carol.get("/").status_code == 303

@@ -18,7 +18,7 @@ from adminkit import login, start_admin_node
 from mxgate.admin import manage
 from mxgate.auth.credentials import verify_credentials
 from mxgate.auth.dkim import verify_dkim
-from mxgate.auth.dkim_sign import DkimSigner, active_selector
+from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.auth.dns import dnsfunc_for, make_resolver
 from mxgate.server.tls import spki_sha256_of_file
 from mxgate.trace.store import TraceRecord
@@ -93,8 +93,8 @@ def test_app_credentials_page(admin_node, web):
 def test_dkim_selector_rotation(node_factory, dns):
     n = start_admin_node(node_factory, dns={"servers": [dns.address], "timeout": 1.0})
     web = login(n.admin_url)
-    keys = n.home.keys
-    signer = DkimSigner(keys)
+    keyring = n.node.keyring  # the cluster's keys (store/keys.py): what every node signs with
+    signer = DkimSigner(n.home.keys, keyring=keyring)
     message = simple_message("rotation", sender="alice@contoso.test", to="x@fabrikam.test")
     ours = lambda d: d == "contoso.test"  # noqa: E731
     first = signer.sign(message, "alice@contoso.test", ours)  # the first message makes the default key
@@ -115,7 +115,7 @@ def test_dkim_selector_rotation(node_factory, dns):
     dns.add(new["dns_name"], "TXT", new["txt"])
     r = web.post("/dkim/contoso.test/activate", data={"csrf_token": web.csrf, "selector": "s2027"})
     assert r.status_code == 303
-    assert active_selector(keys, "contoso.test") == "s2027"
+    assert keyring.dkim("contoso.test")[0] == "s2027"
     signed = signer.sign(message, "alice@contoso.test", ours)
     assert b"s=s2027;" in signed
     verdict = verify_dkim(signed, dnsfunc_for(make_resolver([dns.address], 1.0)))

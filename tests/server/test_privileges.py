@@ -235,3 +235,27 @@ def test_unknown_user_is_a_clear_error(scratch):
 def test_user_root_is_refused(scratch):
     code, text = _serve_fails(scratch, 'user = "root"')
     assert code == 1 and "unprivileged account" in text, text
+
+
+def test_dropped_privileges_cannot_be_regained(scratch):
+    """After drop(): no way back to root — not setuid, setgid, setgroups, nor root's files."""
+    account = rig.ensure_test_account()
+    probe = (
+        "import json, os\n"
+        "from mxgate.server.privileges import resolve, drop\n"
+        f"drop(resolve({ACCOUNT!r}))\n"
+        "out = {'resuid': os.getresuid(), 'resgid': os.getresgid(), 'groups': os.getgroups()}\n"
+        "for name, call in [('setuid', lambda: os.setuid(0)), ('seteuid', lambda: os.seteuid(0)),\n"
+        "                   ('setgid', lambda: os.setgid(0)), ('setgroups', lambda: os.setgroups([0])),\n"
+        "                   ('shadow', lambda: open('/etc/shadow').read())]:\n"
+        "    try:\n"
+        "        call(); out[name] = 'succeeded'\n"
+        "    except PermissionError:\n"
+        "        out[name] = 'refused'\n"
+        "print(json.dumps(out))\n")
+    r = subprocess.run([*visible_python(scratch), sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["resuid"] == [account.pw_uid] * 3 and out["resgid"] == [account.pw_gid] * 3, out
+    assert 0 not in out["groups"]
+    assert all(out[k] == "refused" for k in ("setuid", "seteuid", "setgid", "setgroups", "shadow")), out

@@ -61,6 +61,15 @@ def test_installed_unit_passes_systemd_analyze_verify(tmp_path, mode):
         assert f"Environment=MXGATE_NODE__USER={rig.TEST_ACCOUNT}" in text
 
 
+def test_stop_timeout_follows_the_configured_shutdown_grace(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text("[node]\nshutdown_grace = 200\n")
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "h"), "service", "unit",
+                        "--config", str(config), "--user", "mxgate"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "TimeoutStopSec=260s" in r.stdout
+
+
 def test_a_broken_unit_is_caught_by_the_same_check(tmp_path):
     """The verification can fail: a misspelt directive makes systemd-analyze complain about our file."""
     unit, text = _install(tmp_path, "capabilities")

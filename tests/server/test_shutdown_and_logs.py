@@ -45,3 +45,29 @@ def test_sigterm_finishes_data_and_tells_idle_sessions_421(tmp_path):
             c.close()
     finally:
         node.stop()
+
+
+def test_shutdown_grace_bounds_how_long_a_stalled_session_keeps_the_node(tmp_path):
+    """[node] shutdown_grace (issue 21; the systemd unit's TimeoutStopSec is longer): a client that
+    stalls in DATA is cut after the grace, gets no 250, and nothing half-received is delivered."""
+    home = tmp_path / "home"
+    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nshutdown_grace = 1.0\n[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:{port}"]\n')
+    node = SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+    try:
+        stalled = RawSMTP("127.0.0.1", port, GATEWAY)
+        stalled.greeting(); stalled.cmd("EHLO stalled"); stalled.starttls(); stalled.cmd("EHLO stalled")
+        stalled.cmd("MAIL FROM:<a@fabrikam.test>"); stalled.cmd("RCPT TO:<alice@contoso.test>")
+        assert stalled.cmd("DATA")[0] == 354
+        stalled.send(b"Subject: never finished\r\n\r\npart one\r\n")
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(20) == 0  # stopped by itself, well before the old fixed 10 s
+        assert time.monotonic() - started < 8
+        assert stalled.closed(wait=5)
+        assert rig.maildir_messages(Home.open(home), "alice@contoso.test") == []
+        stalled.close()
+    finally:
+        node.stop()

@@ -171,11 +171,21 @@ def _dkim_default(st: AdminState) -> str:
     return DEFAULT_SELECTOR
 
 
+def _keys(st: AdminState):
+    """The cluster's keys (store/keys.py): a rotation here is what every node signs with."""
+    keyring = getattr(st.node, "keyring", None) if st.node is not None else None
+    if keyring is not None:
+        return keyring
+    from mxgate.store.keys import KeyRing
+
+    return KeyRing(st.engine, st.home.keys)
+
+
 def dkim_keys(st: AdminState) -> list[dict[str, Any]]:
     from mxgate.auth.dkim_sign import list_keys
 
     return [vars(k) | {"published": published_txt(st, k.dns_name) is not None} for k in
-            list_keys(st.home.keys, _dkim_default(st))]
+            list_keys(_keys(st), _dkim_default(st))]
 
 
 def published_txt(st: AdminState, name: str) -> str | None:
@@ -199,21 +209,21 @@ def dkim_publish(st: AdminState, domain: str, selector: str) -> dict[str, Any]:
     from mxgate.auth.dkim_sign import publish_new
 
     _our_domain(st, domain)
-    return vars(publish_new(st.home.keys, domain, selector))
+    return vars(publish_new(_keys(st), domain, selector))
 
 
 def dkim_activate(st: AdminState, domain: str, selector: str) -> None:
     from mxgate.auth.dkim_sign import activate, check_selector
 
     _our_domain(st, domain)
-    activate(st.home.keys, domain, selector, published_txt(st, f"{check_selector(selector)}._domainkey.{domain.lower()}"))
+    activate(_keys(st), domain, selector, published_txt(st, f"{check_selector(selector)}._domainkey.{domain.lower()}"))
 
 
 def dkim_retire(st: AdminState, domain: str, selector: str) -> None:
     from mxgate.auth.dkim_sign import retire
 
     _our_domain(st, domain)
-    retire(st.home.keys, domain, selector, _dkim_default(st))
+    retire(_keys(st), domain, selector, _dkim_default(st))
 
 
 def _our_domain(st: AdminState, domain: str) -> None:

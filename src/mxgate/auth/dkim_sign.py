@@ -22,7 +22,7 @@ from typing import Callable
 from mxgate.delivery.commit import write_atomically
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim
 from mxgate.auth.headers import header_from_domain
-from mxgate.errors import NotFoundError, PolicyFormatError
+from mxgate.errors import MxgateError, NotFoundError, PolicyFormatError
 
 DEFAULT_SELECTOR = "mxgate"
 # One DNS label: RFC 6376 §3.1 allows dotted selectors, but one label keeps `dkim-<domain>.<selector>`
@@ -70,7 +70,12 @@ def zone_line(keys_dir: Path, domain: str, selector: str = DEFAULT_SELECTOR) -> 
 # Per domain, `dkim-<domain>.active` names the selector that signs; without it the signer's
 # default selector does. Rotation: publish a new selector's key (generate it, put its TXT record
 # in DNS), sign with it once DNS has it, then retire the old key after in-flight mail has been
-# verified. Keys live in this node's home: on several nodes, rotate on each.
+# verified. `keys` is this node's home keys directory, or the cluster's KeyRing (store/keys.py):
+# then the steps change the keys every node on the store signs with.
+
+
+def _ring(keys):
+    return keys if hasattr(keys, "dkim_publish") else None
 
 @dataclass(frozen=True)
 class DkimKey:
@@ -99,8 +104,11 @@ def active_selector(keys_dir: Path, domain: str, default: str = DEFAULT_SELECTOR
         return default
 
 
-def list_keys(keys_dir: Path, default: str = DEFAULT_SELECTOR) -> list[DkimKey]:
-    """Every signing key in this home, by domain then selector."""
+def list_keys(keys_dir, default: str = DEFAULT_SELECTOR) -> list[DkimKey]:
+    """Every signing key in this home (or the cluster), by domain then selector."""
+    if _ring(keys_dir):
+        return [DkimKey(r.name, r.selector, f"{r.selector}._domainkey.{r.name}", r.public, r.state == "active")
+                for r in keys_dir.dkim_rows()]
     out = []
     for pem in sorted(Path(keys_dir).glob("dkim-*.pem")):
         domain, _, selector = pem.name[len("dkim-"):-len(".pem")].rpartition(".")
@@ -117,6 +125,12 @@ def list_keys(keys_dir: Path, default: str = DEFAULT_SELECTOR) -> list[DkimKey]:
 def publish_new(keys_dir: Path, domain: str, selector: str) -> DkimKey:
     """Step 1: a new key under a new selector; signing does not change until `activate`."""
     selector = check_selector(selector)
+    if _ring(keys_dir):
+        try:
+            _sel, txt = keys_dir.dkim_publish(domain, selector)
+        except MxgateError as exc:
+            raise PolicyFormatError(str(exc)) from None
+        return DkimKey(domain.lower(), selector, f"{selector}._domainkey.{domain.lower()}", txt, False)
     pem_path, _txt = _paths(Path(keys_dir), domain, selector)
     if pem_path.exists():
         raise PolicyFormatError(f"selector {selector!r} already has a key for {domain}")
@@ -128,19 +142,36 @@ def activate(keys_dir: Path, domain: str, selector: str, published_txt: str | No
     """Step 2: sign with `selector` from now on. `published_txt` is what DNS answers for its
     record; signing with a key receivers cannot find would fail every signature, so it must match."""
     selector = check_selector(selector)
-    pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
-    if not pem_path.exists():
-        raise NotFoundError(f"no DKIM key {selector!r} for {domain}: publish it first")
-    want = txt_path.read_text(encoding="ascii").strip()
+    if _ring(keys_dir):
+        want = next((r.public for r in keys_dir.dkim_rows() if r.name == domain.lower().rstrip(".")
+                     and r.selector == selector), None)
+        if want is None:
+            raise NotFoundError(f"no DKIM key {selector!r} for {domain}: publish it first")
+    else:
+        pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
+        if not pem_path.exists():
+            raise NotFoundError(f"no DKIM key {selector!r} for {domain}: publish it first")
+        want = txt_path.read_text(encoding="ascii").strip()
     if published_txt is None or _squash(published_txt) != _squash(want):
         raise PolicyFormatError(f"{selector}._domainkey.{domain} does not publish this key in DNS yet; "
                                 "add the TXT record shown, wait for it to propagate, then try again")
+    if _ring(keys_dir):
+        keys_dir.dkim_activate(domain, selector)
+        return
     write_atomically(_active_path(keys_dir, domain), selector.encode("ascii") + b"\n", 0o600)
 
 
 def retire(keys_dir: Path, domain: str, selector: str, default: str = DEFAULT_SELECTOR) -> None:
     """Step 3: delete a key that no longer signs (then remove its TXT record from DNS)."""
     selector = check_selector(selector)
+    if _ring(keys_dir):
+        if not any(r.name == domain.lower().rstrip(".") and r.selector == selector for r in keys_dir.dkim_rows()):
+            raise NotFoundError(f"no DKIM key {selector!r} for {domain}")
+        try:
+            keys_dir.dkim_retire(domain, selector)
+        except MxgateError as exc:
+            raise PolicyFormatError(str(exc)) from None
+        return
     pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
     if not pem_path.exists():
         raise NotFoundError(f"no DKIM key {selector!r} for {domain}")
@@ -168,15 +199,19 @@ def signing_domain(message: bytes, envelope_sender: str, is_ours: Callable[[str]
 class DkimSigner:
     """Signs outbound messages with the organisation's per-domain keys (call off the event loop)."""
 
-    def __init__(self, keys_dir: Path, selector: str = DEFAULT_SELECTOR):
+    def __init__(self, keys_dir: Path, selector: str = DEFAULT_SELECTOR, keyring=None):
         self.keys_dir = Path(keys_dir)
         self.selector = selector
+        self.keyring = keyring  # store/keys.KeyRing: the cluster's keys, rotated on any node
 
     def sign(self, message: bytes, envelope_sender: str, is_ours: Callable[[str], bool]) -> bytes:
         """The message with a DKIM-Signature on top, or unchanged when no domain of ours applies."""
         domain = signing_domain(message, envelope_sender, is_ours)
         if domain is None:
             return message
-        selector = active_selector(self.keys_dir, domain, self.selector)  # read per message: rotation applies at once
-        pem, _txt = ensure_key(self.keys_dir, domain, selector)
+        if self.keyring is not None:  # the cluster's keys: a rotation on any node applies on all
+            selector, pem = self.keyring.dkim(domain, self.selector)
+        else:
+            selector = active_selector(self.keys_dir, domain, self.selector)  # read per message: rotation applies at once
+            pem, _txt = ensure_key(self.keys_dir, domain, selector)
         return sign_dkim(message, domain, selector, pem) + message

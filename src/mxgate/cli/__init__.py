@@ -37,6 +37,7 @@ _COMMAND_MODULES = [
     "mxgate.cli.quarantine_cmds",
     "mxgate.cli.admin_cmds",
     "mxgate.cli.credential_cmds",
+    "mxgate.cli.key_cmds",
     "mxgate.cli.exo_cmds",
     "mxgate.cli.dev_cmds",
 ]

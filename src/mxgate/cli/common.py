@@ -128,7 +128,7 @@ def require_home() -> None:
     running = [h for h in running_homes() if h != root]
     if running:
         hint = (f"a running node's home is {running[0]}: add --home {running[0]}" if len(running) == 1 else
-                "running nodes' homes: " + ", ".join(map(str, running[:5])) + "; add --home with one of them")
+                "running nodes' homes: " + ", ".join(map(str, running)) + "; add --home with one of them")
     else:
         hint = ("no running node found; start one with `mxgate serve` (home ./mxgate-data) or `mxgate demo "
                 "--keep-running` (home ./mxgate-demo), or pass --home DIR / MXGATE_HOME")

@@ -87,14 +87,21 @@ def remove(name: str):
 def show_dns(domain: str, selector: Optional[str] = typer.Option(None, "--selector"),
              json_out: bool = typer.Option(False, "--json")):
     """Print the DKIM TXT record to publish for DOMAIN (the key is generated on first use)."""
-    from mxgate.auth.dkim_sign import DEFAULT_SELECTOR, dns_record, zone_line
+    from mxgate.auth.dkim_sign import DEFAULT_SELECTOR
     from mxgate.policy.validate import accepted_domain_for
 
     if accepted_domain_for(_policy(), domain) is None:
         raise PolicyFormatError(f"{domain!r} is not an accepted domain: mxgate signs only the organisation's domains")
+    from mxgate.store.keys import KeyRing
+
     sel = selector or DEFAULT_SELECTOR
+    # The cluster's key (store/keys.py): the one every node signs with, so the record matches.
+    active, _pem = KeyRing(engine(), home().keys).dkim(domain, sel)
+    txt = next(t for s, t, state in KeyRing(engine(), home().keys).public_records("dkim", domain.lower().rstrip("."))
+               if s == active)
+    name = f"{active}._domainkey.{domain.lower().rstrip('.')}"
     if json_out:
-        name, txt = dns_record(home().keys, domain, sel)
         print_json({"name": name, "type": "TXT", "value": txt})
         return
-    out.print(zone_line(home().keys, domain, sel), markup=False)
+    chunks = " ".join(f'"{txt[i:i + 255]}"' for i in range(0, len(txt), 255))  # RFC 1035 §3.3.14
+    out.print(f"{name}. IN TXT ( {chunks} )", markup=False)

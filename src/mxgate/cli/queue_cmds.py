@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from mxgate.cli.common import fail, handle_errors, home, out, print_json, print_table
+from mxgate.cli.common import engine, fail, handle_errors, home, out, print_json, print_table
 from mxgate.wording import count
 
 REQUEST_WAIT = 5.0  # seconds to wait for a running gateway to take a request
@@ -243,11 +243,11 @@ def queue_flush(json_out: bool = typer.Option(False, "--json")):
 def arc_dns(config: Optional[Path] = typer.Option(None, "--config", "-c", help="node.toml with [gateway] arc_domain/arc_selector")):
     """Print the DNS TXT record publishing the gateway's ARC key (the key is created if missing)."""
     from mxgate.config.node import load_settings
-    from mxgate.server.gateway import ensure_arc_key
+    from mxgate.store.keys import KeyRing
 
     g = load_settings(config).gateway
-    keys = home().keys
-    ensure_arc_key(keys, g.arc_selector)
-    txt = (keys / f"arc-{g.arc_selector}.txt").read_text().strip()
+    ring = KeyRing(engine(), home().keys)  # the cluster's ARC key (store/keys.py), the one every gateway seals with
+    selector, _pem = ring.arc(g.arc_selector)
+    txt = next(t for s, t, _state in ring.public_records("arc", "arc") if s == selector)
     chunks = " ".join(f'"{txt[i:i + 255]}"' for i in range(0, len(txt), 255))  # RFC 1035 §3.3: 255-octet strings
-    out.print(f"{g.arc_selector}._domainkey.{g.arc_domain}. IN TXT ( {chunks} )", markup=False)
+    out.print(f"{selector}._domainkey.{g.arc_domain}. IN TXT ( {chunks} )", markup=False)

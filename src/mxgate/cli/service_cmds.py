@@ -55,6 +55,17 @@ def render_unit(*, home: str, config: str, user: str, group: str, mode: str = "c
 
 
 DEFAULT_HOME = "/var/lib/mxgate"
+def stop_timeout_for(config: str) -> int:
+    """TimeoutStopSec: the config's [node] shutdown_grace (sessions finishing) plus time to close the
+    store and workers, so systemd never kills the node while a session may still be in DATA."""
+    from mxgate.config.node import NodeSection, load_settings
+
+    grace = NodeSection().shutdown_grace
+    if Path(config).is_file():
+        grace = load_settings(config).node.shutdown_grace
+    return int(grace) + 60
+
+
 _config_opt = typer.Option("/etc/mxgate/node.toml", "--config", help="node.toml the service runs with")
 _user_opt = typer.Option("mxgate", "--user", help="account the node runs as")
 _group_opt = typer.Option("", "--group", help="group; default: the account's primary group")
@@ -70,7 +81,7 @@ def unit(config: str = _config_opt, user: str = _user_opt, group: str = _group_o
     if mode not in MODES:
         raise fail(f"--mode must be one of {', '.join(MODES)}", 2)
     out.file.write(render_unit(home=str(Path(home).absolute()), config=str(Path(config).absolute()), user=user,
-                               group=group, mode=mode))
+                               group=group, mode=mode, stop_timeout=stop_timeout_for(config)))
 
 
 @handle_errors
@@ -85,7 +96,8 @@ def install(path: Path = typer.Option(Path("/etc/systemd/system/mxgate.service")
     if mode not in MODES:
         raise fail(f"--mode must be one of {', '.join(MODES)}", 2)
     home_path, config_path = Path(home).absolute(), Path(config).absolute()
-    text = render_unit(home=str(home_path), config=str(config_path), user=user, group=group, mode=mode)
+    text = render_unit(home=str(home_path), config=str(config_path), user=user, group=group, mode=mode,
+                       stop_timeout=stop_timeout_for(str(config_path)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

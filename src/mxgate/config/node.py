@@ -34,6 +34,9 @@ class NodeSection(_Section):
     allow_root: bool = Field(False, description="Let `mxgate serve` keep running as root when no `user` is set. Off: started as root without `user`, the node refuses to start. The test rig sets it (MXGATE_NODE__ALLOW_ROOT=true); a service should use `user` or the systemd unit's CAP_NET_BIND_SERVICE instead.")
     shutdown_grace: float = Field(30.0, ge=0, description="Seconds open SMTP sessions get to finish after SIGTERM before they are closed (the systemd unit's TimeoutStopSec is longer). Restart.")
     tls_check_interval: float = Field(60.0, gt=0, description="Seconds between checks of the listeners' certificate and key files; a changed pair is loaded for new handshakes without a restart (SIGHUP checks at once).")
+    cluster_sync_interval: float = Field(0.1, gt=0, le=5, description="Seconds between this node's exchanges of shared state with the store: rate-limit and authentication-failure counts, greylist, connect-stage verdicts (store/cluster.py). Between two exchanges a node admits at most its share of what is left of a limit. Restart.")
+    cluster_stale_after: float = Field(3.0, gt=0, description="Seconds without reaching the store after which this node enforces every shared limit on its own count (degraded: N nodes admit up to N x a limit) until the store answers again. Restart.")
+    key_refresh: float = Field(2.0, gt=0, description="Seconds a node keeps its copy of the cluster keys (SRS, DKIM, ARC) before reading them again, so a rotation on any node is used by all within this time (store/keys.py).")
 
 
 class RolesSection(_Section):
@@ -87,6 +90,9 @@ class GatewaySection(ListenerSection):
     arc_selector: str = Field("mxgate-gw", description="s= of the ARC seal; the key is generated once into <home>/keys/arc-<selector>.pem. Restart.")
     recipient_validation: Literal["directory", "callahead"] = Field("directory", description='"directory": recipients are checked against the policy in the shared store; "callahead": an RCPT to the downstream decides (cached). Unknown recipients get 550 5.1.1 at RCPT.')
     callahead_ttl: float = Field(600.0, description="Seconds a callahead answer (known/unknown recipient) is cached.")
+    connect_checks: list[Literal["dnsbl", "rdns"]] = Field(default_factory=list, description='Checks looked up when a connection opens, before the greeting (postscreen-style; filters/connect.py): "dnsbl", "rdns". The policy\'s [gateway.dnsbl]/[gateway.rdns] settings decide; a check whose action is reject refuses the client (see connect_refuse), other outcomes are carried to the DATA-phase decision without a second lookup. The answer is cached per address for the cluster (connect_verdict_ttl). Empty = these checks run after DATA only.')
+    connect_refuse: Literal["greeting", "rcpt"] = Field("greeting", description='Where a connect-stage refusal is answered: "greeting" (554 instead of 220, RFC 5321 §3.1; then 503 to everything but QUIT) or "rcpt" (a normal greeting, every RCPT refused with the check\'s reply, so the sender and recipients reach the trace).')
+    connect_verdict_ttl: float = Field(300.0, gt=0, description="Seconds a connect-stage lookup of an address is reused by every node on the store; failed lookups are not cached.")
     retry_first: float = Field(300.0, description="Seconds before the first retry of a deferred message (Postfix minimal_backoff_time); doubles after each attempt.")
     retry_max_backoff: float = Field(4000.0, description="Longest wait between retries (Postfix maximal_backoff_time, ~67 min).")
     retry_max_age: float = Field(5 * 86400.0, description="Give up and bounce (DSN) after this many seconds in the queue (Postfix maximal_queue_lifetime, 5 days; RFC 5321 §4.5.4.1).")

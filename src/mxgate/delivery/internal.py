@@ -81,7 +81,12 @@ class InternalDelivery:
         self.maildir = maildir
         self.outbound = outbound  # queue/outbound.OutboundQueue (set after both exist)
         self.signer = signer
+        # bytes (one node's file), or the cluster's KeyRing: sign with its newest secret, reverse
+        # with any secret still inside its rotation overlap (store/keys.py)
         self.srs_secret = srs_secret
+
+    def _srs_secrets(self) -> list[bytes]:
+        return [self.srs_secret] if isinstance(self.srs_secret, bytes) else self.srs_secret.srs_secrets()
 
     # --- facts from the current policy ------------------------------------------------------
     @property
@@ -138,7 +143,8 @@ class InternalDelivery:
         """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
         domain = via.rpartition("@")[2]
         local_domains = frozenset(d.name.lower() for d in self.compiled.policy.accepted_domains)
-        rewritten = srs.forward(sender, domain, self.srs_secret, time.time(), local_domains).address
+        secret = (await asyncio.to_thread(self._srs_secrets))[0]
+        rewritten = srs.forward(sender, domain, secret, time.time(), local_domains).address
         copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
         await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via})
 
@@ -161,7 +167,7 @@ class InternalDelivery:
 
     def reverse_srs(self, address: str) -> str:
         """MailboxRole.srs_reverse: the original sender behind our SRS address (raises SrsError)."""
-        return srs.reverse(address, self.srs_secret, time.time())
+        return srs.reverse_any(address, self._srs_secrets(), time.time())
 
     async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
         """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
@@ -220,7 +226,9 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
         role = node.roles.get("mailbox")
         maildir = role.maildir if role is not None else Maildir(node.home.maildir, node.committer,
                                                                 hostname=node.settings.mailbox.hostname)
-    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys), load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
+    keys = getattr(node, "keyring", None)  # the cluster's keys when the node has a store
+    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys, keyring=keys),
+                               keys if keys is not None else load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
     service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
     node.internal = service
     return service
@@ -272,5 +280,8 @@ def offline_internal(home, compiled, trace, maildir: Maildir, committer) -> Inte
     from types import SimpleNamespace
 
     node = SimpleNamespace(watcher=SimpleNamespace(current=compiled), trace=trace)
+    from mxgate.store.keys import KeyRing
+
+    keys = KeyRing(trace.engine, home.keys) if getattr(trace, "engine", None) is not None else None
     return InternalDelivery(node, maildir, OfflineOutbound(home.spool / "outbound", committer),
-                            DkimSigner(home.keys), load_srs_secret(home.keys))
+                            DkimSigner(home.keys, keyring=keys), keys if keys is not None else load_srs_secret(home.keys))

@@ -138,3 +138,16 @@ def reverse(address: str, secret: bytes, now: float, *, hash_length: int = HASH_
 
 def is_srs(address: str) -> bool:
     return address[:5].upper() in ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")
+
+
+def reverse_any(address: str, secrets: list[bytes], now: float) -> str:
+    """`reverse` with each secret still valid after a rotation (store/keys.py), newest first."""
+    error = SrsError("no SRS secret")
+    for secret in secrets:
+        try:
+            return reverse(address, secret, now)
+        except SrsError as exc:
+            if "hash" not in str(exc):
+                raise  # malformed or expired: another secret cannot change that
+            error = exc
+    raise error

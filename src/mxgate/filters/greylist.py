@@ -2,7 +2,8 @@
 once; accept its retry after `delay` and remember it for `pass_ttl`.
 
 Owns: the triplet key (IPv4 /24 and IPv6 /64, so a sender's pool of outbound servers counts as
-one), the in-memory table, and the decision. Callers pass `now`. State is per process: after a
+one), the table, and the decision. Callers pass `now`. With `shared` (store/cluster.ClusterState)
+the table is the cluster's, so a retry may reach any node; alone it is per process: after a
 restart senders are greylisted once more, which costs a delay, never a message.
 Must not know: SMTP, or what the action does.
 """
@@ -28,31 +29,37 @@ def triplet(ip: str, sender: str, rcpt: str) -> tuple[str, str, str]:
     return str(net), sender.lower(), rcpt.lower()
 
 
-class Greylist:
+class _LocalTable:
+    """The greylist table of one process (the cluster's is store/cluster.ClusterState)."""
+
     def __init__(self) -> None:
-        self._first_seen: dict[tuple, float] = {}
-        self._passed: dict[tuple, float] = {}
+        self._rows: dict[str, tuple[float | None, float]] = {}
+
+    def grey_get(self, key: str) -> tuple[float | None, float]:
+        return self._rows.get(key, (None, 0.0))
+
+    def grey_put(self, key: str, first_seen: float | None, passed_until: float) -> None:
+        if key not in self._rows and len(self._rows) >= MAX_ENTRIES:
+            self._rows.pop(next(iter(self._rows)))
+        self._rows[key] = (first_seen, passed_until)
+
+
+class Greylist:
+    def __init__(self, shared=None) -> None:
+        self.table = shared if shared is not None else _LocalTable()
 
     def check(self, ip: str, sender: str, rcpt: str, cfg: CheckSettings, now: float) -> CheckResult:
         if not cfg.enabled:
             return passed(NAME, "off")
-        key = triplet(ip, sender, rcpt)
-        until = self._passed.get(key)
-        if until is not None and until > now:
-            self._passed[key] = now + cfg["pass_ttl"]
+        key = "|".join(triplet(ip, sender, rcpt))[:700]
+        first, until = self.table.grey_get(key)
+        if until > now:
+            self.table.grey_put(key, first, now + cfg["pass_ttl"])
             return passed(NAME, "known triplet")
-        first = self._first_seen.get(key)
         if first is not None and first + cfg["delay"] <= now <= first + cfg["delay"] + cfg["retry_window"]:
-            del self._first_seen[key]
-            self._remember(self._passed, key, now + cfg["pass_ttl"])
+            self.table.grey_put(key, None, now + cfg["pass_ttl"])
             return passed(NAME, f"retried after {now - first:.0f}s")
         if first is None or now > first + cfg["delay"] + cfg["retry_window"]:
-            self._remember(self._first_seen, key, now)
+            self.table.grey_put(key, now, until)
             first = now
         return fired(NAME, cfg.action, "greylisted", f"new triplet, retry after {first + cfg['delay'] - now:.0f}s")
-
-    @staticmethod
-    def _remember(table: dict, key: tuple, value: float) -> None:
-        if key not in table and len(table) >= MAX_ENTRIES:
-            table.pop(next(iter(table)))
-        table[key] = value

@@ -201,7 +201,9 @@ class Pipeline:
         else:
             env.walk_error = value if state == "error" else BudgetExceeded(f"MIME walk over {seconds:g}s")
 
-    async def run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> Outcome:
+    async def run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv,
+                  precomputed: dict[str, CheckResult] | None = None) -> Outcome:
+        """`precomputed`: results of checks already run at connect (filters/connect.py), not run again."""
         client = facts.peer_ip
         if self._clients.get(client, 0) >= self.per_client:
             verdict = Verdict(Action.TEMPFAIL, "checks-busy", f"{self.per_client} messages from {client} in the checks")
@@ -209,7 +211,7 @@ class Pipeline:
         self._clients[client] = self._clients.get(client, 0) + 1
         env.heavy = self.heavy
         try:
-            outcome = await self._run(facts, checks, env)
+            outcome = await self._run(facts, checks, env, precomputed or {})
             if self.closed:  # stopped mid-check: whatever ran, the sender retries (never a pass on half the checks)
                 return Outcome(Verdict(Action.TEMPFAIL, "check-tempfail", "the gateway stopped during the checks"),
                                outcome.results, outcome.score, ())
@@ -220,12 +222,17 @@ class Pipeline:
                 del self._clients[client]
                 self._slots.pop(client, None)
 
-    async def _run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv) -> Outcome:
+    async def _run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv,
+                   pre: dict[str, CheckResult]) -> Outcome:
+        async def ready(result: CheckResult) -> CheckResult:
+            return result
+
         async def after_walk() -> list[CheckResult]:
             await self._walk(facts, checks, env)
             return [await self._run_one(m, facts, checks[m.NAME], env) for m in AFTER_WALK]
 
-        *first, walked = await asyncio.gather(*(self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL),
+        *first, walked = await asyncio.gather(*(ready(pre[m.NAME]) if m.NAME in pre
+                                                else self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL),
                                               after_walk())
         results: dict[str, Any] = {r.check: r for r in [*first, *walked]}
         for m in AFTER:

@@ -1,9 +1,11 @@
-"""Per-IP rate limits: connections and messages per sliding window, kept in memory.
+"""Per-IP rate limits: connections and messages per sliding window.
 
 Owns: the counters (a deque of event times per key, trimmed as it is read) and the decision
 whether one more event is allowed. No clock is read: callers pass `now`, so tests shrink time.
-State is per process on purpose: a restart forgets it, which only ever lets a little more mail
-in (the limits are a brake on floods, not an accounting system).
+With `shared` (store/cluster.ClusterState) the count is the cluster's — every node on the store
+counts against one limit, answered from memory and synced in the background; alone, state is per
+process: a restart forgets it, which only ever lets a little more mail in (the limits are a brake
+on floods, not an accounting system).
 Must not know: SMTP, or what the action does.
 """
 
@@ -49,7 +51,8 @@ class SlidingWindow:
 class RateLimiter:
     """Connections and messages per IP, re-sized when the policy's settings change."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared=None) -> None:
+        self.shared = shared  # store/cluster.ClusterState, or None for this process alone
         self._shape: tuple = ()
         self.connections = SlidingWindow(60.0, 0)
         self.messages = SlidingWindow(60.0, 0)
@@ -65,7 +68,7 @@ class RateLimiter:
         if not cfg.enabled:
             return passed(NAME, "off")
         self._sync(cfg)
-        if not self.connections.hit(ip, now):
+        if not self._hit("conn", self.connections, ip, now):
             return fired(NAME, cfg.action, "rate-limited",
                          f"more than {cfg['max_connections']} connections in {cfg['window']}s")
         return passed(NAME, "connection within limit")
@@ -74,7 +77,12 @@ class RateLimiter:
         if not cfg.enabled:
             return passed(NAME, "off")
         self._sync(cfg)
-        if not self.messages.hit(ip, now):
+        if not self._hit("msg", self.messages, ip, now):
             return fired(NAME, cfg.action, "message-rate-limited",
                          f"more than {cfg['max_messages']} messages in {cfg['window']}s")
         return passed(NAME, "message within limit")
+
+    def _hit(self, scope: str, local: SlidingWindow, ip: str, now: float) -> bool:
+        if self.shared is None:
+            return local.hit(ip, now)
+        return self.shared.hit(scope, ip, local.limit, local.window, now)

@@ -26,6 +26,7 @@ from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
+from mxgate.filters import connect
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
@@ -68,8 +69,8 @@ class GatewayRole(Role):
         self.watcher = node.watcher
         self.trace = node.trace
         self.sv = services  # spool, runner, pipeline, resolver, dnsfunc, arc key, relay settings
-        self.limiter = RateLimiter()
-        self.greylist = Greylist()
+        self.limiter = RateLimiter(getattr(node, "cluster", None))  # counted across the nodes on the store (store/cluster.py)
+        self.greylist = Greylist(getattr(node, "cluster", None))
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
@@ -94,21 +95,73 @@ class GatewayRole(Role):
         s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
         if self._own_server(s):
             return accept("connect-ok")
-        result = self.limiter.on_connect(str(s.peer_ip), self.checks(self.watcher.current)["ratelimit"], time.monotonic())
+        checks = self.checks(self.watcher.current)
+        result = self.limiter.on_connect(str(s.peer_ip), checks["ratelimit"], time.time())
         s.role_state["early"] = {"ratelimit": result.as_trace()}
-        return _stage_verdict(result)
+        verdict = _stage_verdict(result)
+        if verdict.refused or not s.role_state.get("connect_raw"):
+            return verdict
+        refusing, results = connect.decide_connect(s.role_state["connect_raw"], checks)
+        s.role_state["connect_results"] = results  # the DATA phase uses these instead of asking again
+        s.role_state["early"].update({n: r.as_trace() for n, r in results.items()})
+        if refusing is None:
+            return verdict
+        s.role_state["connect_refusal"] = refusing
+        if self.settings.connect_refuse == "rcpt":
+            return verdict
+        return reject("dnsbl" if refusing.check == "dnsbl" else "connect-rdns", refusing.detail)
+
+    # --- connect: postscreen-style lookups before the greeting (filters/connect.py) ----------
+    def connect_pending(self, s) -> bool:
+        """Load what the cluster already knows about this client; True when a lookup must run
+        before the greeting (GatewaySession then waits for `connect_lookup`)."""
+        names = self.settings.connect_checks
+        if not names or self._own_server(s):
+            return False
+        checks = self.checks(self.watcher.current)
+        names = [n for n in names if checks[n].enabled]
+        cache = getattr(self.node, "cluster", None)
+        cached = (cache.verdict_get(str(s.peer_ip), time.time()) if cache is not None else None) or {}
+        s.role_state["connect_raw"] = {n: connect.from_json(n, cached[n]) for n in names if n in cached}
+        s.role_state["connect_missing"] = [n for n in names if n not in cached]
+        return bool(s.role_state["connect_missing"])
+
+    async def connect_lookup(self, s) -> None:
+        ip, checks = str(s.peer_ip), self.checks(self.watcher.current)
+        env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
+        loop = asyncio.get_running_loop()
+
+        async def one(name: str):
+            try:
+                return name, await asyncio.wait_for(
+                    loop.run_in_executor(self.sv.pipeline.pool, connect.gather, name, ip, checks[name], env),
+                    checks[name].timeout + 0.5)  # the lookups' own lifetime ends first: no query left in flight
+            except Exception as exc:  # timeout or error: not decided here; the DATA-phase check runs
+                log.info("connect-stage %s for %s failed: %r", name, ip, exc)
+                return name, None
+
+        got = await asyncio.gather(*(one(n) for n in s.role_state["connect_missing"]))
+        fresh = {n: raw for n, raw in got if raw is not None and connect.cacheable(n, raw)}
+        s.role_state["connect_raw"].update(fresh)
+        cache = getattr(self.node, "cluster", None)
+        if fresh and cache is not None:
+            cache.verdict_put(ip, {n: connect.to_json(r) for n, r in s.role_state["connect_raw"].items()},
+                              time.time() + self.settings.connect_verdict_ttl)
 
     def on_mail(self, s, sender, params) -> Verdict:
         compiled = self.watcher.current  # one snapshot per transaction
         s.role_state["policy"] = compiled
         if self._own_server(s):
             return accept("sender-ok")
-        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.monotonic())
+        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.time())
         return _stage_verdict(result)
 
     # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
     def on_rcpt(self, s, rcpt):
         compiled = s.role_state["policy"]
+        refusing = s.role_state.get("connect_refusal")
+        if refusing is not None:  # connect_refuse = "rcpt": every recipient gets the check's refusal
+            return _stage_verdict(refusing), None
         if rcpt.literal:
             return reject("address-literal", str(rcpt)), None
         if rcpt.domain:  # "<postmaster>" without a domain is always accepted (RFC 5321 §4.5.1)
@@ -129,7 +182,9 @@ class GatewayRole(Role):
             # A bounce to mail our mailbox servers forwarded: checked here with the same secret, so
             # a forged or guessed SRS address never reaches (or is relayed by) the mailbox server.
             try:
-                srs.reverse(str(rcpt), self.sv.srs_secret, time.time())
+                keyring = getattr(self.node, "keyring", None)  # the cluster's secrets, old ones in their overlap
+                srs.reverse_any(str(rcpt), keyring.srs_secrets() if keyring is not None else [self.sv.srs_secret],
+                                time.time())
             except srs.SrsError as exc:
                 return reject("srs-invalid", str(exc))
             return True
@@ -167,7 +222,9 @@ class GatewayRole(Role):
         facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
                              source, tls)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
-        outcome = await self.sv.pipeline.run(facts, self.checks(compiled), env)
+        env.raw.update(s.role_state.get("connect_raw") or {})
+        outcome = await self.sv.pipeline.run(facts, self.checks(compiled), env,
+                                             precomputed=s.role_state.get("connect_results"))
         s.role_state["checks"] = {n: r.as_trace() for n, r in outcome.results.items()}
         if outcome.verdict.refused:
             return outcome.verdict
@@ -232,13 +289,19 @@ class GatewayRole(Role):
                 self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
                 env.raw.get("dmarc"), arc, header_from_domain(source.head))
             try:
-                seal = await asyncio.to_thread(lambda: seal_arc(body.read_all(), self.settings.authserv_id,
-                                                                self.settings.arc_domain, self.settings.arc_selector,
-                                                                self.sv.arc_key, results))
+                seal = await asyncio.to_thread(lambda: self._seal(body.read_all(), results))
             except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
                 log.info("message %s not ARC-sealed: %s", trace_id, exc)
                 seal = b""
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
+
+    def _seal(self, body: bytes, results: str) -> bytes:
+        """ARC-seal with the cluster's key (store/keys.py) so every gateway seals alike; the
+        node's own key file when it has no keyring."""
+        keyring = getattr(self.node, "keyring", None)
+        selector, key = (keyring.arc(self.settings.arc_selector) if keyring is not None
+                         else (self.settings.arc_selector, self.sv.arc_key))
+        return seal_arc(body, self.settings.authserv_id, self.settings.arc_domain, selector, key, results)
 
     def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome, compiled) -> None:
         """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
@@ -332,7 +395,24 @@ class RecipientCache:
 
 
 class GatewaySession(SmtpSession):
-    """SmtpSession whose RCPT may wait for a callahead without blocking the event loop."""
+    """SmtpSession whose greeting may wait for connect-stage lookups and whose RCPT may wait for
+    a callahead, without blocking the event loop."""
+
+    def _greet(self) -> None:
+        if self._mode != "greeting" or self.transport is None or self.transport.is_closing():
+            return
+        if self.role_state.get("connect_done") or not self.role.connect_pending(self):
+            super()._greet()
+            return
+        self.loop.create_task(self._greet_after_lookup())
+
+    async def _greet_after_lookup(self) -> None:
+        try:
+            await self.role.connect_lookup(self)
+        except Exception as exc:  # never a refusal by accident: the DATA-phase checks still run
+            log.warning("connect-stage checks for %s failed: %r", self.peer_ip, exc)
+        self.role_state["connect_done"] = True
+        super()._greet()  # a client that talked meanwhile is refused there (pregreet)
 
     def _cmd_RCPT(self, arg: str) -> None:
         try:

@@ -55,6 +55,8 @@ class Node:
     tls: dict[str, ReloadingContext] = field(default_factory=dict)  # role -> its renewing certificate
     roles: dict[str, Any] = field(default_factory=dict)
     extras: list[Any] = field(default_factory=list)  # other services with async start()/stop()
+    cluster: Any = None  # store/cluster.ClusterState: counters, greylist, connect verdicts shared by the nodes
+    keyring: Any = None  # store/keys.KeyRing: the SRS, DKIM and ARC keys every node uses
     _stop: asyncio.Event | None = None
     _hb_stop: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +91,15 @@ class Node:
         self.trace = TraceStore(self.engine, node=self.name, journal=journal,
                                 retention_days=self.settings.trace.retention_days)
         self.trace.start()
+        from mxgate.store.cluster import ClusterState
+        from mxgate.store.keys import KeyRing
+
+        self.cluster = ClusterState(self.engine, self.name, interval=self.settings.node.cluster_sync_interval,
+                                    stale_after=self.settings.node.cluster_stale_after)
+        await asyncio.to_thread(self.cluster.start)
+        self.keyring = KeyRing(self.engine, self.home.keys, refresh=self.settings.node.key_refresh,
+                               srs_file=self.settings.node.srs_key_file)
+        await asyncio.to_thread(self.keyring.srs_secrets)  # made (or adopted) now, not on the first bounce
         self.committer = GroupCommitter()
         self.committer.start()
         self.certs = ensure_default_certificates(self.home.certs, self.settings.mailbox.hostname)
@@ -235,6 +246,8 @@ class Node:
         if self.committer:
             await self.committer.aclose()
         self._hb_stop.set()
+        if self.cluster:
+            await asyncio.to_thread(self.cluster.stop)
         if self.watcher:
             self.watcher.stop()
         if self.trace:

@@ -68,18 +68,31 @@ class AuthThrottle:
     An attempt is counted when its password check *starts* and refunded only if it succeeds, so
     twenty sessions opened beforehand and checking in parallel share one budget. Every AUTH
     command asks `admit` (not only the connection), and the table is pruned. Pure state; the
-    caller passes the clock."""
+    caller passes the clock (wall-clock seconds when `shared`).
+
+    With `shared` (store/cluster.ClusterState) the attempts are counted across every node on the
+    store, so spreading guesses over N nodes buys nothing: an address at the limit is refused by
+    all of them (within one sync interval). The back-off that follows is this node's own."""
 
     PRUNE_EVERY = 1024  # admissions between sweeps of stale entries
+    SCOPE = "smtp-auth"
 
-    def __init__(self, max_tracked: int = MAX_TRACKED):
+    def __init__(self, max_tracked: int = MAX_TRACKED, shared=None):
+        self.shared = shared
         self.max_tracked = max_tracked
         self._attempts: dict[str, list[float]] = {}
         self._blocked: dict[str, tuple[float, float]] = {}  # key → (until, last back-off)
         self._since_prune = 0
 
     def blocked(self, key: str, now: float) -> bool:
+        if self.shared is not None and self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now) >= MAX_AUTH_FAILURES:
+            return True
         return self._blocked.get(key, (0.0, 0.0))[0] > now
+
+    def _count(self, key: str, now: float) -> float:
+        if self.shared is not None:
+            return self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now)
+        return len(self._recent(key, now))
 
     def _recent(self, key: str, now: float) -> list[float]:
         recent = [t for t in self._attempts.get(key, ()) if now - t < FAILURE_WINDOW]
@@ -100,8 +113,11 @@ class AuthThrottle:
         self._since_prune += 1
         if self._since_prune >= self.PRUNE_EVERY or len(self._attempts) + len(self._blocked) >= self.max_tracked:
             self.prune(now)
-        if self.blocked(key, now) or len(self._recent(key, now)) >= MAX_AUTH_FAILURES:
+        if self.blocked(key, now) or self._count(key, now) >= MAX_AUTH_FAILURES:
             return False
+        if self.shared is not None:
+            self.shared.add(self.SCOPE, key, FAILURE_WINDOW, now)
+            self.shared.kick()  # the other nodes should see an attempt at once, not in 0.1 s
         self._attempts.setdefault(key, []).append(now)
         return True
 
@@ -110,10 +126,12 @@ class AuthThrottle:
         attempts = self._attempts.get(key)
         if attempts and started in attempts:
             attempts.remove(started)
+            if self.shared is not None:
+                self.shared.add(self.SCOPE, key, FAILURE_WINDOW, started, -1)
 
     def failed(self, key: str, now: float) -> bool:
         """The check failed (it stays counted); True when the address is now throttled."""
-        if len(self._recent(key, now)) < MAX_AUTH_FAILURES:
+        if self._count(key, now) < MAX_AUTH_FAILURES:
             return False
         self._block(key, now)
         return True
@@ -171,12 +189,12 @@ class SubmissionRole(Role):
         self.watcher = node.watcher
         self.trace = node.trace
         self.internal = internal
-        self.throttle = AuthThrottle()
+        self.throttle = AuthThrottle(shared=getattr(node, "cluster", None))  # counted across the nodes (store/cluster.py)
         self.stats = {"accepted": 0, "refused": 0, "auth_ok": 0, "auth_failed": 0}
 
     def on_connect(self, s) -> Verdict:
         metrics.session_opened(self.name)
-        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.monotonic()):
+        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.time()):
             return tempfail("auth-throttled", "back-off after failed authentications")
         return accept("connect-ok")
 
@@ -190,7 +208,7 @@ class SubmissionRole(Role):
     def auth_start(self, s, arg: str) -> None:
         mech, _, initial = arg.partition(" ")
         mech, initial = mech.upper(), initial.strip()
-        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.monotonic()):
+        if self.throttle.blocked(throttle_key(str(s.peer_ip)), time.time()):
             self._hang_up(s)  # a session opened before the back-off began gets no more tries
         elif s.tls is None:
             s.reply("auth-needs-tls")
@@ -253,7 +271,7 @@ class SubmissionRole(Role):
 
     def _begin_verify(self, s, username: str, secret: str) -> None:
         # Counted before the slow check starts: parallel sessions cannot outrun the limit.
-        key, started = throttle_key(str(s.peer_ip)), time.monotonic()
+        key, started = throttle_key(str(s.peer_ip)), time.time()
         if not self.throttle.admit(key, started):
             self._hang_up(s)
             return
@@ -269,7 +287,7 @@ class SubmissionRole(Role):
             log.info("submission auth ok from %s as %s (%s)", s.peer_ip, identity.username, identity.kind)
             return "auth-ok", False
         self.stats["auth_failed"] += 1
-        throttled = self.throttle.failed(key, time.monotonic())
+        throttled = self.throttle.failed(key, time.time())
         verdict = tempfail("auth-throttled") if throttled else reject("auth-failed")
         metrics.auth_failed(self.name, "throttled" if throttled else "bad-credentials")
         self.on_refused(s, "auth", verdict)

@@ -143,6 +143,8 @@ REPLIES: dict[str, Reply] = {
     "check-tempfail": Reply(451, "4.7.0", "Temporary failure in a message check, try again later"),
     "dkim-fail": Reply(550, "5.7.20", "Message rejected: no passing DKIM signature found"),  # RFC 7372 §3.1
     "rdns-failed": Reply(550, "5.7.25", "Client host rejected: reverse DNS validation failed"),  # RFC 7372 §3.3
+    # refused before the greeting: RFC 5321 §3.1 asks for 554 there
+    "connect-rdns": Reply(554, "5.7.25", "Client host rejected: reverse DNS validation failed"),
     "message-rate-limited": Reply(450, "4.7.0", "Too many messages from your address, try again later"),
     # AUTH (submission)
     "auth-ok": Reply(235, "2.7.0", "Authentication successful"),

@@ -21,7 +21,7 @@ from mxgate.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 # SQLite waits this long for another process's write lock before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL: seconds to connect before a node reports the store unreachable (not hang at start).

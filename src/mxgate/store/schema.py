@@ -151,3 +151,57 @@ admin_sessions = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# --- shared by the nodes of a cluster (issue 18, migration 0004) -----------------------------
+# Each node's own count per (scope, key, window bucket): writes are idempotent, the total is a sum
+# (store/cluster.py).
+shared_counters = Table(
+    "shared_counters",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("node", String(64), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_shared_counters_updated", shared_counters.c.updated_at)
+
+greylist = Table(
+    "greylist",
+    metadata,
+    Column("key", String(700), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("passed_until", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_greylist_updated", greylist.c.updated_at)
+
+connect_verdicts = Table(
+    "connect_verdicts",
+    metadata,
+    Column("ip", String(64), primary_key=True),
+    Column("verdict", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_connect_verdicts_updated", connect_verdicts.c.updated_at)
+
+# SRS secrets, DKIM and ARC keys (store/keys.py): per (kind, name) one "active" key signs,
+# "pending" ones are published but do not sign yet, "retired" ones still verify until valid_until.
+cluster_keys = Table(
+    "cluster_keys",
+    metadata,
+    Column("id", String(300), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("serial", Integer, nullable=False),
+    Column("selector", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("material", LargeBinary, nullable=False),
+    Column("public", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("retired_at", Float, nullable=True),
+    Column("valid_until", Float, nullable=True),
+)
+Index("ix_cluster_keys_kind_name", cluster_keys.c.kind, cluster_keys.c.name)

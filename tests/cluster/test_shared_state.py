@@ -1,0 +1,188 @@
+"""Issue 18: counters, greylist, connect verdicts and authentication failures shared by the nodes on
+one PostgreSQL database (store/cluster.py), driven step by step: every sync is an explicit call
+and the clock is injected, so the interleavings are the test's, not the scheduler's."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from sqlalchemy import insert
+
+from pg_rig import PgCluster
+from rig import wait_until
+from mxgate.filters.greylist import Greylist
+from mxgate.filters.ratelimit import RateLimiter
+from mxgate.filters.settings import DEFAULTS, CheckSettings
+from mxgate.server.submission import MAX_AUTH_FAILURES, AuthThrottle
+from mxgate.store.cluster import ClusterState
+from mxgate.store.db import migrate
+from mxgate.store.schema import nodes
+
+
+def _cfg(name: str, **values) -> CheckSettings:
+    return CheckSettings(name, {**DEFAULTS[name], **values})
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _nodes(engine, names, clock) -> list[ClusterState]:
+    migrate(engine)
+    with engine.begin() as conn:  # heartbeats: how many nodes share a limit
+        for n in names:
+            conn.execute(insert(nodes).values(name=n, roles="[]", listeners="{}", policy_version=0,
+                                              started_at=clock(), heartbeat=clock(), pid=0))
+    states = [ClusterState(engine, n, clock=clock, stale_after=3.0) for n in names]
+    for s in states:
+        assert s.sync()
+    return states
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_limit_holds_across_four_nodes_within_ten_percent(pg_url, engine_for, seed):
+    """An attacker spreads 2,000 attempts over 4 nodes in a random order, each node syncing at
+    random moments: the cluster admits the limit (100) within ±10%, not 4 x 100."""
+    clock = Clock()
+    states = _nodes(engine_for(pg_url), [f"gw{i}" for i in range(4)], clock)
+    rng = random.Random(seed)
+    limit, admitted = 100, 0
+    for i in range(2000):
+        node = rng.choice(states)
+        admitted += node.hit("msg", "127.0.0.66", limit, 60.0, clock())
+        if rng.random() < 0.08:  # ~every 12 attempts some node syncs (0.1 s at ~120 attempts/s)
+            rng.choice(states).sync()
+        clock.t += 0.001
+    for s in states:
+        s.sync()
+    assert limit * 0.9 <= admitted <= limit * 1.1, admitted
+    totals = {round(s.estimate("msg", "127.0.0.66", 60.0, clock())) for s in states}
+    assert totals == {admitted}  # every node knows the cluster's count after a sync
+    # another address is not affected anywhere
+    assert all(s.hit("msg", "127.0.0.77", limit, 60.0, clock()) for s in states)
+
+
+def test_the_rate_limiter_on_two_nodes_refuses_the_third_message_of_a_limit_of_two(pg_url, engine_for):
+    clock = Clock()
+    a, b = _nodes(engine_for(pg_url), ["gw1", "gw2"], clock)
+    cfg = _cfg("ratelimit", max_messages=2, window=60.0)
+    la, lb = RateLimiter(a), RateLimiter(b)
+    assert not la.on_message("127.0.0.66", cfg, clock()).fired
+    a.sync(), b.sync()
+    assert not lb.on_message("127.0.0.66", cfg, clock()).fired
+    b.sync(), a.sync()
+    assert la.on_message("127.0.0.66", cfg, clock()).fired
+    assert lb.on_message("127.0.0.66", cfg, clock()).fired
+    clock.t += 120  # the window slides on: allowed again
+    assert not la.on_message("127.0.0.66", cfg, clock()).fired
+
+
+def test_a_greylisted_triplet_retried_on_another_node_passes(pg_url, engine_for):
+    clock = Clock()
+    a, b = _nodes(engine_for(pg_url), ["gw1", "gw2"], clock)
+    cfg = _cfg("greylist", action="tempfail", delay=60.0)
+    ga, gb = Greylist(a), Greylist(b)
+    assert ga.check("203.0.113.5", "s@fabrikam.test", "alice@contoso.test", cfg, clock()).fired
+    a.sync(), b.sync()
+    clock.t += 30
+    assert gb.check("203.0.113.6", "s@fabrikam.test", "alice@contoso.test", cfg, clock()).fired  # too early, same /24
+    clock.t += 40
+    assert not gb.check("203.0.113.5", "s@fabrikam.test", "alice@contoso.test", cfg, clock()).fired
+    b.sync(), a.sync()
+    assert not ga.check("203.0.113.5", "s@fabrikam.test", "alice@contoso.test", cfg, clock()).fired  # known now
+    assert ga.check("203.0.113.5", "s@fabrikam.test", "bob@contoso.test", cfg, clock()).fired  # a new triplet
+
+
+def test_authentication_failures_on_one_node_throttle_the_others(pg_url, engine_for):
+    clock = Clock()
+    a, b, c = _nodes(engine_for(pg_url), ["sub1", "sub2", "sub3"], clock)
+    throttles = [AuthThrottle(shared=s) for s in (a, b, c)]
+    failures = 0
+    for i in range(MAX_AUTH_FAILURES):  # one guess per node in turn, each synced before the next
+        t, s = throttles[i % 3], (a, b, c)[i % 3]
+        assert t.admit("127.0.0.66", clock())
+        t.failed("127.0.0.66", clock())
+        failures += 1
+        s.sync()
+        for other in (a, b, c):
+            other.sync()
+    assert all(t.blocked("127.0.0.66", clock()) for t in throttles)
+    assert not any(t.admit("127.0.0.66", clock()) for t in throttles)
+    assert throttles[1].admit("127.0.0.77", clock())  # others are not affected
+
+
+def test_a_connect_verdict_is_cached_for_the_cluster_until_its_ttl(pg_url, engine_for):
+    clock = Clock()
+    a, b = _nodes(engine_for(pg_url), ["gw1", "gw2"], clock)
+    a.verdict_put("127.0.0.66", {"refuse": "dnsbl"}, clock() + 300)
+    assert b.verdict_get("127.0.0.66", clock()) is None
+    a.sync(), b.sync()
+    assert b.verdict_get("127.0.0.66", clock()) == {"refuse": "dnsbl"}
+    clock.t += 301
+    assert b.verdict_get("127.0.0.66", clock()) is None
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL server of this test's own: it is stopped mid-test."""
+    cluster = PgCluster().start()
+    cluster.wait_ready()
+    yield cluster
+    cluster.stop()
+
+
+def test_postgresql_stopped_degrades_to_local_limits_and_recovers(own_pg, engine_for):
+    """The stated degradation: the store away for longer than stale_after, every node enforces
+    each limit on its own count (never no limit, never refusing everyone); when it is back, the
+    counts made meanwhile are shared and the cluster's limit applies again."""
+    clock = Clock()
+    a, b = _nodes(engine_for(own_pg.create_database()), ["gw1", "gw2"], clock)
+    limit = 10
+    for _ in range(4):  # shared: a node spends at most 1/(2N) of what is left between syncs
+        assert a.hit("msg", "127.0.0.66", limit, 60.0, clock())
+        a.sync()
+    b.sync()
+
+    own_pg.halt()
+    try:
+        assert a.sync() is False and b.sync() is False  # fails fast, keeps the counts
+        assert not a.degraded  # not yet: a blip shorter than stale_after changes nothing
+        clock.t += 4
+        assert a.degraded and b.degraded
+        # node A: its own 4 + what it knew; admits up to the limit and then refuses (a limit remains)
+        got_a = sum(a.hit("msg", "127.0.0.66", limit, 60.0, clock()) for _ in range(20))
+        assert got_a == limit - 4
+        # node B: knew A's 4 before the outage; its own count may reach the limit (local limits)
+        got_b = sum(b.hit("msg", "127.0.0.66", limit, 60.0, clock()) for _ in range(20))
+        assert got_b == limit - 4
+        # nobody else is refused
+        assert b.hit("msg", "127.0.0.77", limit, 60.0, clock())
+    finally:
+        own_pg.resume()
+    assert wait_until(lambda: a.sync() and b.sync(), timeout=20)
+    assert a.sync() and b.sync()  # both have read what the other wrote after the outage
+    assert not a.degraded and not b.degraded
+    assert round(a.estimate("msg", "127.0.0.66", 60.0, clock())) == 4 + got_a + got_b
+    assert not b.hit("msg", "127.0.0.66", limit, 60.0, clock())  # the cluster's limit again
+
+
+def test_the_sync_thread_shares_counts_without_explicit_syncs(pg_url, engine_for):
+    """The background thread (what a running node uses): B learns A's count by itself."""
+    engine = engine_for(pg_url)
+    migrate(engine)
+    a = ClusterState(engine, "gw1", interval=0.05).start()
+    b = ClusterState(engine, "gw2", interval=0.05).start()
+    try:
+        now = time.time()
+        for _ in range(3):
+            assert a.hit("conn", "127.0.0.66", 100, 60.0, now)
+        assert wait_until(lambda: round(b.estimate("conn", "127.0.0.66", 60.0, time.time())) >= 3, timeout=10)
+    finally:
+        a.stop()
+        b.stop()
