@@ -25,12 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import connectstage  # noqa: E402
 import endtoend  # noqa: E402
 import loadclient  # noqa: E402
 import peers  # noqa: E402
 import postfix  # noqa: E402
 import scenarios  # noqa: E402
-from scenarios import FULL, QUICK, Result  # noqa: E402
+from scenarios import FULL, P3ONLY, QUICK, Result  # noqa: E402
 
 # performance.md targets: (scenario, numerator peer, denominator peer, minimum ratio)
 TARGETS = [
@@ -63,6 +64,12 @@ def run(mode, root: Path, emit) -> list[Result]:
             results.append(r)
             emit(r)
 
+    if mode is P3ONLY:
+        try:
+            keep(endtoend.p3(root / "p3", mode, tls, dns, certs))
+        finally:
+            dns.stop()
+        return results
     try:
         tls_files = {"cert": str(certs.server_cert), "key": str(certs.server_key)}
         # One worker process per core, as Postfix runs several smtpd processes ([node] workers).
@@ -79,6 +86,7 @@ def run(mode, root: Path, emit) -> list[Result]:
         keep(scenarios.p1([mx, pf, ns], mode, tls))
         keep(scenarios.p2([mx, pf, mxc], mode))
         keep(scenarios.p5())
+        keep(connectstage.p9(root / "p9", mode, dns, certs))  # connect-stage DNSBL refusals/s (issue 18)
         # P8: the same mxgate at its defaults behind a resolver that drops a quarter of the
         # queries and sends negative answers without an SOA, against the healthy one.
         lossy_dns = peers.DnsServer(root / "dns-lossy", records=dict(peers.SENDER_RECORDS), lossy=True).start()
@@ -117,6 +125,8 @@ def table_line(r: Result) -> str:
         extra = f"saved→enforced ms {r.detail['saved_to_enforced_ms']}, CLI run {r.detail['cli_run_ms_median']} ms"
     elif r.cpu_us_per_msg:
         extra = f"cpu {r.cpu_us_per_msg:.0f} µs/msg"
+        if "cpu_gateway_us" in r.detail:
+            extra += f" (gateway {r.detail['cpu_gateway_us']}, mailbox {r.detail['cpu_mailbox_us']})"
     status = "" if r.ok else "  FAILED " + json.dumps({k: v for k, v in r.detail.items() if k != "refused_at"})
     rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb else f"{'-':>7}"
     return (f"{r.scenario:<6} {r.peer:<15} {r.round:>2} {rate} {lat} {rss}  {r.durability[:48]:<48} {extra}{status}")
@@ -155,12 +165,13 @@ def summary(results: list[Result], mode) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     group = ap.add_mutually_exclusive_group(required=True)
-    group.add_argument("--quick", action="store_true", help="P1, P2, P5, P8 (+P7 ratio) in under 90 s")
+    group.add_argument("--quick", action="store_true", help="P1, P2, P5, P8, P9 (+P7 ratio) in under 2 minutes")
     group.add_argument("--full", action="store_true", help="P1-P7, three rounds")
+    group.add_argument("--p3", action="store_true", help="P3 alone: CPU per message on the gateway and the mailbox")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
     args = ap.parse_args()
-    mode = QUICK if args.quick else FULL
+    mode = QUICK if args.quick else P3ONLY if args.p3 else FULL
     root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "

@@ -38,6 +38,8 @@ class Mode:
 
 
 QUICK = Mode("quick", rounds=1, p1_count=1500, p2_count=1500, p3_count=0, p4_sessions=0, warmup=150, deadline=25)
+# P3 alone, for CPU per message on each role (robust to a loaded machine): `run.py --p3`.
+P3ONLY = Mode("p3", rounds=1, p1_count=0, p2_count=0, p3_count=600, p4_sessions=0, deadline=120)
 FULL = Mode("full", rounds=3, p1_count=5000, p2_count=5000, p3_count=2000, p4_sessions=10_000)
 
 

@@ -158,6 +158,10 @@ class SubprocessNode:
 
     def start(self, wait_for: tuple[str, int] | None = None, timeout: float = 20) -> "SubprocessNode":
         env = dict(os.environ, MXGATE_HOME=str(self.home), PYTHONUNBUFFERED="1")
+        if "workers" not in self.config.read_text():
+            # One process unless the test asks for more: the default is one per core, and a
+            # test's counters, logs and kill -9 are about one process.
+            env.setdefault("MXGATE_NODE__WORKERS", "1")
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen([sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -353,6 +357,7 @@ class RecordingSink:
         self.refuse: dict[str, str] = {}
         self.max_rcpts = 0  # > 0: RCPTs beyond this many per transaction get 452 4.5.3
         self.smtputf8 = False  # offer SMTPUTF8 (RFC 6531) after STARTTLS
+        self.offer_starttls = True  # False: a server without STARTTLS (opportunistic TLS falls back)
         self.peers: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -386,7 +391,8 @@ class RecordingSink:
                 verb = cmd[:4].upper()
                 if verb == "EHLO":
                     utf8 = "\r\n250-SMTPUTF8" if self.smtputf8 else ""
-                    w(f"250-{self.name}{utf8}\r\n250 PIPELINING" if tls else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
+                    w(f"250-{self.name}{utf8}\r\n250 PIPELINING" if tls or not self.offer_starttls
+                      else f"250-{self.name}\r\n250-PIPELINING\r\n250 STARTTLS")
                 elif verb == "STAR":
                     w("220 go")
                     conn = self.ctx.wrap_socket(conn, server_side=True)

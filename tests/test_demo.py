@@ -6,16 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 
 def test_demo_tells_the_whole_story(tmp_path):
-    start = time.monotonic()
+    # Its speed is the benchmark's business; the timeout only guards against a hang.
     r = subprocess.run([sys.executable, "-m", "mxgate", "demo", "--demo-home", str(tmp_path / "demo")],
                        capture_output=True, text=True, timeout=120)
-    elapsed = time.monotonic() - start
     assert r.returncode == 0, "\n".join(line for line in r.stdout.splitlines() if "✘" in line or "Step" in line) + r.stderr[-2000:]
-    assert elapsed < 60
     out = r.stdout
     assert out.count("── Step") == 7 and "✘" not in out and out.count("✔") >= 7
     assert "550 5.7.51 TenantInboundAttribution" in out  # the refusal, as the server sent it

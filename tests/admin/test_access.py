@@ -9,7 +9,7 @@ import re
 import httpx
 
 from adminkit import PASSWORD, csrf_from, login, start_admin_node
-from mxgate.admin import metrics
+from mxgate import metrics
 from rig import ATTACKER, GATEWAY, send_message, simple_message
 
 

@@ -171,13 +171,13 @@ def test_quarantine_list_preview_release_delete(admin_node, api):
 
 
 def test_queue_list_retry_delete(admin_node, api):
-    from mxgate.delivery.commit import GroupCommitter
-    from mxgate.queue.spool import Spool
+    from mxgate.durable import GroupCommitter
+    from mxgate.queue.spool import DiskSpool
 
     async def enqueue():
         committer = GroupCommitter()
         committer.start()
-        spool = Spool.open(admin_node.home.spool / "gateway", committer)
+        spool = DiskSpool.open(admin_node.home.spool / "gateway", committer)
         entry = await spool.enqueue("s@fabrikam.test", ["alice@contoso.test"], simple_message(), {"trace_id": "q1"})
         await committer.aclose()
         return entry

@@ -140,6 +140,7 @@ def test_operator_pages_in_chromium(node_factory, dns, browser_page, console):  
     page.click("#next-page")
     assert page.locator("#trace-results tr[data-status=Rejected]").count() == 30
     assert page.get_attribute("#trace-pager", "data-page") == "2"
+    assert page.input_value("input[name=ip]") == "192.0.2.20"  # filled from the URL by admin.js, not the server
     shot(page, "ops-10-trace-page-2")
     with page.expect_download() as dl:
         page.click("#trace-csv")

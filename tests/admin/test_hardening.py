@@ -237,6 +237,13 @@ def test_no_query_parameter_is_reflected(admin_node):
         sep = "&" if "?" in path else "?"
         body = c.get(f"{path}{sep}msg={MARK}&error={MARK}&next={MARK}&{MARK}=1").text
         assert MARK not in body, path
+    # The trace's own filters are not echoed either (the browser fills the form from the URL), nor
+    # are wrong values in error messages.
+    for query in (f"sender={MARK}&recipient={MARK}&ip={MARK}&message_id={MARK}", f"status={MARK}", f"hours={MARK}",
+                  f"page={MARK}", f"sender={MARK}&page=2"):
+        r = c.get(f"/trace?{query}")
+        assert MARK not in r.text and r.status_code in (200, 422), query
+    assert MARK not in c.get(f"/api/v1/trace?limit={MARK}").text
     anon = httpx.Client(base_url=admin_node.admin_url)
     assert MARK not in anon.get(f"/login?next=/{MARK}&msg={MARK}").text
     # The flash after a change still shows, from a signed one-time cookie.

@@ -201,7 +201,9 @@ def test_slowloris_from_one_address_does_not_stop_a_legitimate_client(node_facto
         r = send_message("127.0.0.1", n.port(), source=GATEWAY, sender="a@fabrikam.test", rcpts=["alice@contoso.test"],
                          data=simple_message())
         elapsed = time.monotonic() - start
-        assert r["end"][0] == 250 and elapsed < 2.0, (r, elapsed)
+        # Starved, it would wait for the attacker's sessions to time out (minutes); the bound
+        # leaves room for a loaded machine without hiding that.
+        assert r["end"][0] == 250 and elapsed < 15.0, (r, elapsed)
         print(f"legitimate delivery during a 1,000-connection slowloris took {elapsed * 1000:.0f} ms")
     finally:
         for s in socks:

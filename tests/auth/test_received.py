@@ -169,9 +169,11 @@ def test_fuzz_bytes_never_raise(block):
     ["(" * 4000, ")" * 4000, "[" * 4000, "<" * 4000, "from " * 1000, "from a " + "(b " * 2000],
 )
 def test_pathological_headers_are_fast(hostile):
-    start = time.perf_counter()
+    # CPU time, not wall time: a loaded machine must not fail it; backtracking blow-ups cost
+    # seconds to hours, linear parsing milliseconds.
+    start = time.process_time()
     parse_received(hostile * 100)
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 2.0
 
 
 def test_500_headers_one_megabyte_in_bounded_time():
@@ -182,9 +184,9 @@ def test_500_headers_one_megabyte_in_bounded_time():
     )
     block = (one * 500).encode()
     assert len(block) >= 1_000_000
-    start = time.perf_counter()
+    start = time.process_time()
     hops = [parse_received(v) for v in received_values(block)]
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 5.0
     assert len(hops) == 500
     assert all(h.ip == ipaddress.ip_address("192.0.2.192") for h in hops)
 

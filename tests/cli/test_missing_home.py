@@ -19,6 +19,7 @@ READ_COMMANDS = [
     ["trace"], ["status"], ["policy", "export"], ["policy", "history"], ["org", "show"], ["connector", "list"],
     ["domain", "list"], ["mailbox", "list"], ["quarantine", "list"], ["queue", "list"], ["verify"],
     ["admin", "token", "list"], ["admin", "users"], ["app-credential", "list"], ["tls", "status"],
+    ["keys", "list"], ["tls-rpt", "report", "--domain", "fabrikam.test", "--day", "2026-12-01"],
 ]
 
 

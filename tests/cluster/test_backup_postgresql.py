@@ -35,11 +35,12 @@ def test_postgresql_store_backed_up_with_pg_dump_and_restored_into_a_new_databas
                      data=rig.simple_message(subject="traced"))
     assert rig.wait_until(lambda: len(n.trace.search(recipient="alice@contoso.test")) == 1, timeout=10)
 
-    r = _mxgate(tmp_path / "home", "backup", str(tmp_path / "b"), "--json", store_url=url)
+    r = _mxgate(n.home.root, "backup", str(tmp_path / "b"), "--json", store_url=url)  # the node's keys and certificates too
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)
     assert manifest["store"] == "postgresql" and manifest["policy_version"] == 2
     assert (tmp_path / "b" / "store" / "store.pgdump").stat().st_size > 0
+    assert (tmp_path / "b" / "certs" / "server.pem").read_bytes() == (n.home.certs / "server.pem").read_bytes()
 
     target = pg_cluster.create_database()
     r = _mxgate(tmp_path / "new", "restore", str(tmp_path / "b"), "--store-url", target, store_url=target)

@@ -14,7 +14,7 @@ from pg_rig import PgCluster
 from rig import wait_until
 from mxgate.filters.greylist import Greylist
 from mxgate.filters.ratelimit import RateLimiter
-from mxgate.filters.settings import DEFAULTS, CheckSettings
+from mxgate.policy.gateway_checks import DEFAULTS, CheckSettings
 from mxgate.server.submission import MAX_AUTH_FAILURES, AuthThrottle
 from mxgate.store.cluster import ClusterState
 from mxgate.store.db import migrate
@@ -186,3 +186,22 @@ def test_the_sync_thread_shares_counts_without_explicit_syncs(pg_url, engine_for
     finally:
         a.stop()
         b.stop()
+
+
+def test_admin_login_attempts_on_one_node_count_on_the_others(pg_url, engine_for):
+    """The admin centre's login limiter (admin/guard.py) on the shared counters: five guesses
+    spread over three nodes use up the address's budget on all of them."""
+    from mxgate.admin.guard import LOGIN_MAX_FAILURES, LoginLimiter
+
+    clock = Clock()
+    states = _nodes(engine_for(pg_url), ["adm1", "adm2", "adm3"], clock)
+    limiters = [LoginLimiter(shared=s) for s in states]
+    keys = LoginLimiter.keys("127.0.0.66", "admin")
+    for i in range(LOGIN_MAX_FAILURES):
+        assert limiters[i % 3].admit(keys, clock()) == 0.0
+        for s in states:
+            s.sync()
+    for s in states:  # one more round: each node has read every other node's last write
+        s.sync()
+    assert all(lim.admit(keys, clock()) > 0 for lim in limiters)
+    assert limiters[2].admit(LoginLimiter.keys("127.0.0.77", "alice"), clock()) == 0.0  # others unaffected

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.durable import GroupCommitter
 from mxgate.delivery.maildir import (
     InvalidMailboxError,
     Maildir,

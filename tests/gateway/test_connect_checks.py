@@ -70,3 +70,43 @@ def test_a_failed_lookup_at_connect_refuses_nobody_and_leaves_the_decision_to_da
         c.send(simple_message(sender="s@fabrikam.test").decode() + ".\r\n")
         reply = c.read_reply()
         assert reply == (554, str(REPLIES["dnsbl"]))  # the DATA-phase check asked again
+
+
+# --- reverse DNS at connect ----------------------------------------------------------------------
+
+RDNS = '[gateway.rdns]\naction = "reject"\n'
+ATTACKER_REV = "66.0.0.127.in-addr.arpa"  # 127.0.0.66
+
+
+def _ptr_queries(dns) -> list[str]:
+    return [q[0] for q in dns.queries if "in-addr.arpa" in q[0]]
+
+
+def test_a_client_without_reverse_dns_is_refused_before_the_greeting(make_gateway, dns):
+    gw = make_gateway(RDNS, connect_checks=["rdns"])
+    with RawSMTP("127.0.0.10", gw_port(gw), ATTACKER) as c:
+        assert c.greeting() == (554, str(REPLIES["connect-rdns"]))
+        assert c.cmd("MAIL FROM:<s@fabrikam.test>")[0] == 503
+    assert _ptr_queries(dns)  # the refusal came from a real PTR lookup
+    assert gw.node.roles["gateway"].stats["accepted"] == 0
+
+
+def test_a_forward_mismatch_is_refused_at_rcpt_when_so_configured(make_gateway, dns):
+    dns.add(ATTACKER_REV, "PTR", "mail.fabrikam.test.")
+    dns.add("mail.fabrikam.test", "A", "192.0.2.9")  # not the client: FCrDNS fails (RFC 8601 §3 iprev)
+    gw = make_gateway(RDNS, connect_checks=["rdns"], connect_refuse="rcpt")
+    with RawSMTP("127.0.0.10", gw_port(gw), ATTACKER) as c:
+        assert c.greeting()[0] == 220
+        c.cmd("EHLO attacker.test")
+        assert c.cmd("MAIL FROM:<s@fabrikam.test>")[0] == 250
+        assert c.cmd("RCPT TO:<alice@contoso.test>") == (550, str(REPLIES["rdns-failed"]))  # RCPT: 550, not 554
+
+
+def test_a_client_with_forward_confirmed_reverse_dns_is_greeted_and_delivers(make_gateway, mailbox, dns):
+    dns.add(ATTACKER_REV, "PTR", "mail.fabrikam.test.")
+    dns.add("mail.fabrikam.test", "A", ATTACKER)
+    gw = make_gateway(RDNS, connect_checks=["rdns"])
+    r = send_message("127.0.0.10", gw_port(gw), source=ATTACKER, sender="s@fabrikam.test",
+                     rcpts=["alice@contoso.test"], data=simple_message(sender="s@fabrikam.test"))
+    assert r["end"][0] == 250, r
+    assert wait_until(lambda: maildir_messages(mailbox.home, "alice@contoso.test"), timeout=10)

@@ -139,7 +139,7 @@ def test_an_exception_inside_any_check_is_a_451_never_a_pass(make_gateway, monke
 
 from mxgate.filters.pipeline import decide_message, with_failure_policy  # noqa: E402
 from mxgate.filters.result import ERROR, PASS, TEMPERROR, TIMEOUT, CheckResult  # noqa: E402
-from mxgate.filters.settings import CheckSettings, DEFAULTS, validate_gateway_checks  # noqa: E402
+from mxgate.policy.gateway_checks import CheckSettings, DEFAULTS, validate_gateway_checks  # noqa: E402
 
 
 def _cfg(name="attachments", **over):

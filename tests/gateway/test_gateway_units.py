@@ -13,9 +13,10 @@ from rig import INTERNET, RawSMTP
 from mxgate.filters import dnsbl, greylist, ratelimit, score
 from mxgate.filters.pipeline import decide_message
 from mxgate.filters.result import CheckResult, fired, passed
-from mxgate.filters.settings import load_checks, validate_gateway_checks
+from mxgate.policy.gateway_checks import load_checks, validate_gateway_checks
 from mxgate.policy.model import GatewayPolicy, policy_from_dict
-from mxgate.smtp.replies import REPLIES, Action
+from mxgate.smtp.replies import REPLIES
+from mxgate.verdict import Action
 
 
 def gp(**tables) -> GatewayPolicy:

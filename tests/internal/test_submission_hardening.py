@@ -12,7 +12,7 @@ import pytest
 import rig
 from rig import RawSMTP, free_port
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.auth.credentials import set_mailbox_password
 from mxgate.server import submission as sub
 from mxgate.server.submission import AuthThrottle, throttle_key

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mxgate.admin import metrics
+from mxgate import metrics
 
-DIR = Path(metrics.__file__).resolve().parent.parent / "examples" / "monitoring"
+DIR = Path(metrics.__file__).resolve().parent / "examples" / "monitoring"
 RULES, RULE_TESTS, DASHBOARD = DIR / "mxgate-alerts.yml", DIR / "mxgate-alerts.test.yml", DIR / "grafana-dashboard.json"
 SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 

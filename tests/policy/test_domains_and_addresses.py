@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mxgate.policy.domains import normalize_domain, pattern_matches, validate_pattern
+from mxgate.policy.domains import pattern_matches, validate_pattern
+from mxgate.names import normalize_domain
 from mxgate.smtp.address import AddressSyntaxError, parse_path
 
 label = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)

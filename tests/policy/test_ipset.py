@@ -8,7 +8,8 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mxgate.policy.ipset import PrefixTable, normalize_ip, parse_network, prefix_too_wide
+from mxgate.policy.ipset import PrefixTable, parse_network, prefix_too_wide
+from mxgate.names import normalize_ip
 
 
 def oracle(entries, ip):

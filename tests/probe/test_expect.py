@@ -7,7 +7,8 @@ import itertools
 import pytest
 from hypothesis import given, strategies as st
 
-from mxgate.probe.client import ProbeResult, parse_hostport
+from mxgate.names import parse_hostport
+from mxgate.probe.client import ProbeResult
 from mxgate.probe.expect import STAGES, Expectation, ExpectationError, judge, parse_expect
 
 
@@ -101,10 +102,10 @@ def test_parse_never_raises_anything_but_expectation_error(text):
     ("2001:db8::1", ("2001:db8::1", 25)),
 ])
 def test_parse_hostport(text, parsed):
-    assert parse_hostport(text) == parsed
+    assert parse_hostport(text, 25) == parsed
 
 
 @pytest.mark.parametrize("text", ["", ":25", "mx.test:0", "mx.test:70000", "mx.test:x", "[::1", "[::1]x"])
 def test_parse_hostport_errors(text):
     with pytest.raises(ValueError):
-        parse_hostport(text)
+        parse_hostport(text, 25)

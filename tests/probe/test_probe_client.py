@@ -10,7 +10,8 @@ import time
 import pytest
 
 from probekit import ATTRIBUTION_REFUSAL, REFUSED_PEER, Script
-from mxgate.probe.client import ProbeOptions, parse_hostport, run_probe
+from mxgate.names import parse_hostport
+from mxgate.probe.client import ProbeOptions, run_probe
 from mxgate.probe.raw import ATTACKS, RawScript, parse_raw_file, run_raw
 from mxgate.probe.wire import PROXY_V2_SIGNATURE, Wire, _LineProtocol
 
@@ -194,7 +195,7 @@ async def test_injected_bytes_after_starttls_220_are_discarded(scripted, pki):
 
 async def test_ipv6_target(smtpd):
     srv = smtpd(host="::1")
-    host, port = parse_hostport(srv.target)
+    host, port = parse_hostport(srv.target, 25)
     r = await run_probe(ProbeOptions(host, port, rcpt_to=RCPT, timeout=3))
     assert r.outcome == "accept" and srv.handler.peers == ["::1"]
 

@@ -1,4 +1,4 @@
-"""Spool: durable enqueue, crash recovery, atomic rewrites, due() ordering, guards."""
+"""DiskSpool: durable enqueue, crash recovery, atomic rewrites, due() ordering, guards."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import textwrap
 
 import pytest
 
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.durable import GroupCommitter
 from mxgate.queue.spool import (
     QUEUES,
     CorruptEntryError,
     RcptState,
     Recipient,
-    Spool,
+    DiskSpool,
     StaleEntryError,
     disk_free_ok,
     parse_queue_file,
@@ -37,7 +37,7 @@ async def committer():
 
 @pytest.fixture
 def spool(tmp_path, committer):
-    return Spool.open(tmp_path / "spool", committer)
+    return DiskSpool.open(tmp_path / "spool", committer)
 
 
 async def test_enqueue_is_durable_and_reopens(spool, tmp_path, committer):
@@ -48,7 +48,7 @@ async def test_enqueue_is_durable_and_reopens(spool, tmp_path, committer):
     assert list((tmp_path / "spool" / "tmp").iterdir()) == []
     assert await spool.open_message(entry) == MSG
 
-    reopened = Spool.open(tmp_path / "spool", committer)
+    reopened = DiskSpool.open(tmp_path / "spool", committer)
     again = reopened.get(entry.queue_id)
     assert again == entry
     assert again.meta["client_ip"] == "192.0.2.7"
@@ -82,7 +82,7 @@ async def test_recovery_discards_partial_and_sets_aside_corrupt(spool, tmp_path,
     (root / "tmp" / "half-written").write_bytes(b"MXGQ1 {")
     (root / "deferred" / "NOTANID").write_bytes(b"junk")
 
-    reopened = Spool.open(root, committer)
+    reopened = DiskSpool.open(root, committer)
     report = reopened.recovery
     assert [e.queue_id for e in reopened.list()] == [good.queue_id]
     assert report.discarded == (f"incoming/{torn.queue_id}",)
@@ -95,7 +95,7 @@ async def test_recovery_discards_partial_and_sets_aside_corrupt(spool, tmp_path,
 async def test_active_entries_are_requeued_after_a_crash(spool, tmp_path, committer):
     entry = await spool.claim(await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0))
     assert entry.queue == "active" and spool.due(10.0) == []
-    reopened = Spool.open(tmp_path / "spool", committer)
+    reopened = DiskSpool.open(tmp_path / "spool", committer)
     assert reopened.recovery.requeued == (entry.queue_id,)
     assert reopened.get(entry.queue_id).queue == "deferred"
     assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
@@ -124,7 +124,7 @@ async def test_crash_between_rewrite_and_unlink_keeps_newest_revision(spool, tmp
     saved = spool.path_of(entry).read_bytes()
     newer = await spool.defer(entry, entry.pending, "e", 50.0)
     spool.path_of(entry).write_bytes(saved)  # the old revision survived the crash
-    reopened = Spool.open(tmp_path / "spool", committer)
+    reopened = DiskSpool.open(tmp_path / "spool", committer)
     assert reopened.get(entry.queue_id).revision == newer.revision
     assert not spool.path_of(entry).exists()
 
@@ -215,12 +215,12 @@ def test_disk_free_ok(tmp_path):
 CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from mxgate.delivery.commit import GroupCommitter
-    from mxgate.queue.spool import Spool
+    from mxgate.durable import GroupCommitter
+    from mxgate.queue.spool import DiskSpool
 
     async def main():
         c = GroupCommitter(); c.start()
-        spool = Spool.open(sys.argv[1], c)
+        spool = DiskSpool.open(sys.argv[1], c)
         async def one(i):
             e = await spool.enqueue("s@x.example", ["r@contoso.test"], b"msg %d\\r\\n" % i * 50)
             print(e.queue_id, flush=True)  # the "250": only after enqueue returned
@@ -253,7 +253,7 @@ def test_kill_9_loses_no_acknowledged_entry(tmp_path):
         c = GroupCommitter()
         c.start()
         try:
-            spool = Spool.open(root, c)
+            spool = DiskSpool.open(root, c)
             assert set(acked) <= {e.queue_id for e in spool.list()}
             assert spool.recovery.corrupted == ()
         finally:

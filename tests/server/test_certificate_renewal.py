@@ -23,7 +23,7 @@ from cryptography import x509
 
 import rig
 from rig import GATEWAY, RawSMTP, free_port, wait_port, wait_until
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.config.home import Home
 from mxgate.server.tls import peer_certificate, spki_sha256_of_file
 

@@ -56,3 +56,68 @@ def test_two_workers_share_the_listener_and_die_with_the_first(tmp_path):
         assert wait_until(lambda: not _alive(workers[0]), timeout=10), "the worker outlived the first process"
     finally:
         node.stop()
+
+
+# --- defaults that are fast (issue 19): a fresh node picks its workers and loop itself ------------
+
+def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    from mxgate.config import node as node_config
+    from mxgate.config.node import load_settings
+
+    monkeypatch.delenv("MXGATE_NODE__WORKERS", raising=False)
+    for cores, expected in ((1, 1), (2, 2), (6, 6), (32, 8)):
+        monkeypatch.setattr(node_config, "_cores", lambda cores=cores: cores)
+        assert load_settings(None, {}).node.worker_count() == expected
+    assert load_settings(None, {"node.workers": 3}).node.worker_count() == 3  # an explicit count wins
+
+
+def test_default_event_loop_is_uvloop_when_installed_and_asyncio_when_not(monkeypatch):
+    import asyncio
+    import builtins
+
+    import pytest
+    import uvloop  # a default dependency on Linux (pyproject.toml)
+
+    from mxgate.config.node import load_settings
+    from mxgate.errors import ConfigError
+    from mxgate.server.node import event_loop_factory
+
+    auto = load_settings(None, {})
+    assert auto.node.event_loop == "auto"
+    assert event_loop_factory(auto) is uvloop.new_event_loop
+    assert event_loop_factory(load_settings(None, {"node.event_loop": "asyncio"})) is asyncio.new_event_loop
+
+    real_import = builtins.__import__
+
+    def no_uvloop(name, *args, **kwargs):
+        if name == "uvloop":
+            raise ImportError("No module named 'uvloop'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+    assert event_loop_factory(auto) is asyncio.new_event_loop  # "auto" falls back quietly
+    with pytest.raises(ConfigError, match="uvloop is not installed"):  # asked for explicitly: a clear error
+        event_loop_factory(load_settings(None, {"node.event_loop": "uvloop"}))
+
+
+def test_a_fresh_serve_runs_on_uvloop_with_a_worker_per_core(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "fresh"\n[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:{port}"]\n')
+    monkeypatch.setenv("MXGATE_NODE__WORKERS", "0")  # the schema's default (the rig pins 1 otherwise)
+    node = SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+    try:
+        cores = min(8, len(os.sched_getaffinity(0)))
+        assert wait_until(lambda: "event loop:" in node.log.read_text(), timeout=15), node.log.read_text()
+        log = node.log.read_text()
+        assert "event loop:  uvloop" in log
+        if cores > 1:
+            assert f"workers:     {cores - 1} more processes" in log
+            assert wait_until(lambda: len(_pids_of_workers(node.proc.pid)) == cores - 1, timeout=15)
+        r = send_message("127.0.0.1", port, source=GATEWAY, sender="a@fabrikam.test", rcpts=["alice@contoso.test"],
+                         data=simple_message(subject="fresh"))
+        assert r["end"][0] == 250
+    finally:
+        node.stop()

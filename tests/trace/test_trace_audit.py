@@ -149,3 +149,35 @@ def test_refused_recipients_count_toward_the_session_error_limit(node_factory):
     n.trace.flush()
     rows = n.trace.search(limit=50)
     assert len([r for r in rows if r["reason"] != "too-many-errors"]) == 5
+
+
+def test_later_events_in_one_batch_reach_the_right_rows_in_order(tmp_path):
+    # The writer writes a batch's later events with three statements in all; what each row
+    # ends with must be what writing them one by one gave.
+    from mxgate.trace.store import EventUpdate
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1")
+    earlier = TraceRecord(trace_id="old", status="Queued", recipient="x@contoso.test")
+    store.record(earlier)  # a row from an earlier batch
+    two = [TraceRecord(trace_id="m1", status="Queued", recipient=f"{r}@contoso.test") for r in ("a", "b")]
+    batch = [*two,
+             EventUpdate("m1", None, "Send", "attempt", None, 10.0),
+             EventUpdate("m1", "a@contoso.test", "Deliver", "delivered to a", "Delivered", 11.0),
+             EventUpdate("m1", "b@contoso.test", "Defer", "451 for b", "Deferred", 12.0),
+             EventUpdate("m1", "b@contoso.test", "Deliver", "delivered to b", "Delivered", 13.0),
+             EventUpdate("old", None, "Send", "relayed", None, 14.0),
+             EventUpdate("unknown", None, "Send", "no such row", "Delivered", 15.0)]
+    for rec in two:
+        rec.node = "n1"
+    store._write(batch)
+    rows = {r["recipient"]: r for r in store.search(limit=10)}
+    a, b, old = (store.show(rows[k]["id"]) for k in ("a@contoso.test", "b@contoso.test", "x@contoso.test"))
+    assert [e["detail"] for e in a["events"]] == ["attempt", "delivered to a"]
+    assert [e["detail"] for e in b["events"]] == ["attempt", "451 for b", "delivered to b"]
+    assert (a["status"], b["status"]) == ("Delivered", "Delivered")
+    assert (a["updated_at"], b["updated_at"]) == (11.0, 13.0)
+    assert old["status"] == "Queued" and old["updated_at"] == 14.0  # an event without status keeps it
+    assert [e["detail"] for e in old["events"]] == ["relayed"]
+    assert "unknown" not in {r["trace_id"] for r in store.search(limit=10)}
+    engine.dispose()

@@ -17,15 +17,17 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from mxgate import errors
-from mxgate.admin import auth, held, metrics
-from mxgate.admin.guard import NeedLogin, Sessions, page_user
+from mxgate import metrics
+from mxgate.admin import auth, held
+from mxgate.admin.guard import LoginLimiter, NeedLogin, Sessions, page_user
 from mxgate.admin.state import AdminState
 from mxgate.errors import ConfigError
+from mxgate.names import parse_hostport
 
 log = logging.getLogger("mxgate.admin")
 
@@ -129,6 +131,16 @@ def create_app(st: AdminState) -> FastAPI:
     async def _other(request: Request, exc: errors.MxgateError):
         return JSONResponse({"error": str(exc)}, status_code=409)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        # FastAPI's default answer echoes the input; ours names the field and the rule only.
+        issues = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        text = "; ".join(f"{'.'.join(str(x) for x in i['loc'][1:]) or 'request'}: {i['msg']}" for i in issues)
+        if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
+            return JSONResponse({"error": text, "issues": issues}, status_code=422)
+        ctx = {"status": 422, "message": text, "principal": getattr(request.state, "principal", None)}
+        return templates.TemplateResponse(request, "error.html", ctx, status_code=422)
+
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
@@ -143,7 +155,7 @@ def create_app(st: AdminState) -> FastAPI:
 def state_for(node) -> AdminState:
     return AdminState(engine=node.engine, policy_store=node.policy_store, trace=node.trace, node_name=node.name,
                       home=node.home, settings=node.settings.admin, sessions=Sessions(auth.session_key(node.home.keys), node.engine),
-                      node=node)
+                      node=node, limiter=LoginLimiter(shared=getattr(node, "cluster", None)))
 
 
 class _Server(uvicorn.Server):
@@ -202,17 +214,19 @@ class AdminService:
 
 
 def _bind(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    try:
+        host, port = parse_hostport(listen if not listen.startswith(":") else "127.0.0.1" + listen, min_port=0)
+    except ValueError as exc:
+        raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None
     from mxgate.server import sockets
 
-    if port.isdigit() and (opened := sockets.take(host, int(port))) is not None:
+    if (opened := sockets.take(host, port)) is not None:
         return opened  # bound before `mxgate serve` dropped root
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, int(port)))
+        sock.bind((host, port))
     except (OSError, ValueError) as exc:
         sock.close()
         raise ConfigError(f"[admin] listen: cannot listen on {listen!r}: {exc}") from None

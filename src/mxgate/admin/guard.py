@@ -64,10 +64,14 @@ class LoginLimiter:
     sixty parallel guesses are sixty attempts, so only the first LOGIN_MAX_FAILURES reach argon2."""
 
     MAX_TRACKED = 100_000  # keys remembered; beyond this, idle ones are dropped first
+    SCOPE = "admin-login"
 
-    def __init__(self, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW):
+    def __init__(self, max_failures: int = LOGIN_MAX_FAILURES, window: float = LOGIN_WINDOW, shared=None):
         self.max_failures = max_failures
         self.window = window
+        # store/cluster.ClusterState: attempts counted across every node on the store (wall clock),
+        # so guessing through N admin centres buys nothing; None: this process alone.
+        self.shared = shared
         self._attempts: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -89,6 +93,8 @@ class LoginLimiter:
     def admit(self, keys: tuple[str, ...], now: float | None = None) -> float:
         """Count one attempt against every key and return 0, or, when any key is over the limit,
         count nothing and return the seconds to wait. Atomic: callers race on the lock, not the hash."""
+        if self.shared is not None:
+            return self._admit_shared(keys, now if now is not None else time.time())
         now = now if now is not None else time.monotonic()
         with self._lock:
             wait = max(self._wait(k, now) for k in keys)
@@ -101,7 +107,20 @@ class LoginLimiter:
                 self._attempts.setdefault(k, deque()).append(now)
             return 0.0
 
+    def _admit_shared(self, keys: tuple[str, ...], now: float) -> float:
+        with self._lock:  # one check-and-count per process; nodes race within one sync interval
+            if any(self.shared.estimate(self.SCOPE, k, self.window, now) >= self.max_failures for k in keys):
+                return self.window - (now % self.window) or self.window  # the bucket's end bounds the wait
+            for k in keys:
+                self.shared.add(self.SCOPE, k, self.window, now)
+        self.shared.kick()  # the other nodes see the attempt at once, not at the next interval
+        return 0.0
+
     def succeeded(self, keys: tuple[str, ...]) -> None:
+        if self.shared is not None:  # the attempt that succeeded does not count against the keys
+            for k in keys:
+                self.shared.add(self.SCOPE, k, self.window, time.time(), -1)
+            return
         with self._lock:
             for k in keys:
                 self._attempts.pop(k, None)

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mxgate.delivery.commit import private_dir
+from mxgate.durable import private_dir
 from mxgate.errors import NotFoundError, PolicyFormatError
 from mxgate.quarantine.store import QuarantineStore
 from mxgate.queue.runner import REQUESTS_DIR

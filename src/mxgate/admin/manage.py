@@ -16,7 +16,7 @@ from typing import Any
 
 from mxgate.admin.state import AdminState, SaveResult
 from mxgate.errors import PolicyFormatError
-from mxgate.filters.settings import DEFAULTS as CHECK_DEFAULTS
+from mxgate.policy.gateway_checks import DEFAULTS as CHECK_DEFAULTS
 from mxgate.policy.model import GatewayPolicy, Policy, policy_from_dict
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.admin.guard import metrics_user
 
 router = APIRouter(include_in_schema=False)

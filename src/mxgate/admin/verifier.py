@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from mxgate.errors import ConfigError
+from mxgate.names import parse_hostport
 
 
 def _targets(node):
@@ -21,11 +22,11 @@ def _targets(node):
         raise ConfigError("this node runs no mailbox server to verify")
     v4 = v6 = None
     for addr in listener.addresses:
-        host, _, port = addr.rpartition(":")
-        if host.startswith("["):
-            v6 = v6 or Target(host.strip("[]"), int(port))
+        host, port = parse_hostport(addr)
+        if ":" in host:
+            v6 = v6 or Target(host, port)
         else:
-            v4 = v4 or Target(host, int(port))
+            v4 = v4 or Target(host, port)
     return v4 or v6, v6 if v4 else None
 
 

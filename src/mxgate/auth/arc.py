@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import authres
 import dkim as dkimpy
@@ -78,6 +78,13 @@ def arc_seals(message: bytes) -> list[tuple[int, str]]:
     return sorted(seals)
 
 
+def arc_fields(message: bytes) -> list[tuple[bytes, int | None]]:
+    """(lower-case name, instance) of every ARC header field, in order; the instance is None
+    when i= is missing or not a number from 1 to 50 (RFC 8617 §4.2.1)."""
+    head, _ = split_headers(message)
+    return [(field.name, _instance(field)) for field in parse_fields(head) if field.name in _ARC_FIELDS]
+
+
 def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     """Validate the whole chain (RFC 8617 §5.2). DNS trouble makes the chain `fail`:
     RFC 8617 has no temporary status, and an unvalidated chain must not be trusted."""
@@ -85,6 +92,13 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     sealers = tuple(domain for _, domain in seals)
     if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
         return ArcResult("fail", sealers, f"more than {MAX_ARC_INSTANCE} ARC sets")
+    fields = arc_fields(message)
+    # RFC 8617 §5.2 step 2: every ARC field belongs to a set 1..N; one that names no valid
+    # instance, or sets without their ARC-Seal, make the chain structurally invalid.
+    if any(instance is None for _, instance in fields):
+        return ArcResult("fail", sealers, "ARC header field without a valid i= (RFC 8617 4.2.1)")
+    if fields and not seals:
+        return ArcResult("fail", sealers, "ARC header fields without an ARC-Seal (RFC 8617 5.2)")
     try:
         cv, _results, reason = dkimpy.arc_verify(message, dnsfunc=dnsfunc)
     except DnsTemporaryError as exc:
@@ -100,7 +114,8 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
 
 
 def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
-             private_key_pem: bytes, auth_results_value: str) -> bytes:
+             private_key_pem: bytes, auth_results_value: str, *, timestamp: int | None = None,
+             sign_headers: Sequence[str] | None = None) -> bytes:
     """The three ARC header fields (ARC-Seal, ARC-Message-Signature,
     ARC-Authentication-Results) to put on top of `message`, in its line ending.
 
@@ -108,6 +123,10 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
     `arc=` result when the message already carries a chain). The caller prepends it too.
     The message must not already carry an Authentication-Results with our authserv-id:
     sanitize it first (`headers.sanitize_inbound_headers`), or forged results get sealed.
+
+    `timestamp` (t=, seconds since the epoch) defaults to now; fixing it makes the seal
+    reproducible (test vectors). `sign_headers` is the AMS h= list (RFC 8617 §4.1.2), dkimpy's
+    default set when None; it must name From (RFC 6376 §5.4).
     """
     ours = authserv_id.strip().rstrip(".").lower()
     head, _ = split_headers(message)
@@ -121,16 +140,18 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
     except authres.core.AuthResError as exc:
         raise ArcSealError(f"Authentication-Results value does not parse: {exc}") from exc
     arc_results = [r for r in parsed.results if r.method == "arc"]
-    if seal_count := len(arc_seals(message)):
+    if arc_fields(message):  # a chain, even a broken one: we seal what we found (RFC 8617 §5.1.1)
         if len(arc_results) != 1 or arc_results[0].result not in ("pass", "fail"):
-            raise ArcSealError(f"message has {seal_count} ARC set(s): the results need arc=pass or arc=fail")
+            raise ArcSealError(f"message has {len(arc_seals(message))} ARC set(s): the results need arc=pass or arc=fail")
     elif arc_results and arc_results[0].result != "none":
         raise ArcSealError("message has no ARC chain: the results must say arc=none or omit arc")
     # dkimpy only seals when it finds our Authentication-Results on the message itself.
     with_results = b"Authentication-Results: " + auth_results_value.encode("utf-8") + b"\r\n" + message
     try:
-        headers = dkimpy.arc_sign(with_results, selector.encode("ascii"), domain.encode("ascii"),
-                                  private_key_pem, parsed.authserv_id.encode("utf-8"))
+        headers = dkimpy.arc_sign(
+            with_results, selector.encode("ascii"), domain.encode("ascii"), private_key_pem,
+            parsed.authserv_id.encode("utf-8"), timestamp=timestamp,
+            include_headers=None if sign_headers is None else [h.strip().encode("ascii") for h in sign_headers])
     except dkimpy.DKIMException as exc:
         raise ArcSealError(f"dkimpy refused to seal: {exc}") from exc
     if not headers:
@@ -194,6 +215,19 @@ def arc_override(arc: ArcResult, trusted_sealers: Iterable[str], from_domain: st
 
 
 _AAR_INSTANCE = re.compile(r"^\s*i\s*=\s*(\d{1,2})\s*;(.*)$", re.DOTALL)  # RFC 8617 §4.1.1
+_ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
+
+
+def _instance(field) -> int | None:
+    if field.name == b"arc-authentication-results":
+        match = _AAR_INSTANCE.match(field.value.decode("utf-8", "replace"))
+        text = match.group(1) if match else ""
+    else:
+        try:
+            text = parse_tag_value(field.value).get(b"i", b"").decode("ascii", "replace").strip()
+        except (InvalidTagValueList, ValueError):
+            text = ""
+    return int(text) if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ARC_INSTANCE else None
 
 
 def _prop(result, ptype: str, name: str) -> str | None:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from mxgate.errors import NotFoundError, PolicyFormatError
 from mxgate.policy.model import Policy
-from mxgate.smtp.replies import Verdict, accept, reject
+from mxgate.verdict import Verdict, accept, reject
 from mxgate.store.schema import credentials
 
 KINDS = ("mailbox", "app")

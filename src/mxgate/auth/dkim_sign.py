@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mxgate.delivery.commit import write_atomically
+from mxgate.durable import write_atomically
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim
 from mxgate.auth.headers import header_from_domain
 from mxgate.errors import MxgateError, NotFoundError, PolicyFormatError
@@ -38,18 +38,14 @@ def _paths(keys_dir: Path, domain: str, selector: str) -> tuple[Path, Path]:
     return keys_dir / f"dkim-{domain}.{selector}.pem", keys_dir / f"dkim-{domain}.{selector}.txt"
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    write_atomically(path, data, mode)
-
-
 def ensure_key(keys_dir: Path, domain: str, selector: str = DEFAULT_SELECTOR) -> tuple[bytes, str]:
     """(private key PEM, TXT value) for the domain, generated once and kept (0600)."""
     pem_path, txt_path = _paths(Path(keys_dir), domain, selector)
     with _lock:
         if not pem_path.exists():
             pem, txt = generate_dkim_key()
-            _write_private(txt_path, txt.encode("ascii"), 0o644)  # the TXT first: a key without it is useless
-            _write_private(pem_path, pem, 0o600)
+            write_atomically(txt_path, txt.encode("ascii"), 0o644)  # the TXT first: a key without it is useless
+            write_atomically(pem_path, pem, 0o600)
     return pem_path.read_bytes(), txt_path.read_text(encoding="ascii").strip()
 
 

@@ -25,7 +25,7 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import idna
 from publicsuffixlist import PublicSuffixList
@@ -33,6 +33,8 @@ from publicsuffixlist import PublicSuffixList
 from mxgate.auth.dkim import DkimResult
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.spf import SpfResult
+
+A = TypeVar("A")  # whatever the caller calls an action
 
 DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")  # RFC 8601 §2.7.1
 POLICIES = ("none", "quarantine", "reject")  # RFC 7489 §6.3 p=
@@ -145,6 +147,7 @@ def normalise_domain(domain: str) -> str:
     return a_label(domain) or domain.strip().rstrip(".").lower()
 
 
+@functools.lru_cache(maxsize=4096)  # a few sender domains carry most mail; several calls per message
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label (on the A-label form)."""
     domain = normalise_domain(domain)
@@ -189,6 +192,17 @@ def decide_dmarc(from_domain: str | None, record: DmarcRecord | None, policy_dom
     disposition = applicable if sampled else _DOWNGRADE[applicable]
     reason = "no aligned pass" + ("" if sampled else f"; not sampled (pct={record.pct})")
     return DmarcResult("fail", disposition=disposition, aligned_by=None, reason=reason, **facts)
+
+
+def policy_action(result: DmarcResult, *, on_reject: A, on_quarantine: A) -> A | None:
+    """The one DMARC-to-action decision both roles use (mailbox: auth/pipeline.py; gateway:
+    filters/dmarc.py): the organisation's configured action for a failure, only as far as the
+    sender's published disposition asks (after sp= and pct=). None when nothing is to be done:
+    pass, none, temperror, permerror — a DNS hiccup must never lose mail (RFC 7489 §6.6.3) — or
+    a failure under p=none (RFC 7489 §6.6.4 leaves it to the receiver)."""
+    if result.result != "fail" or result.disposition not in ("reject", "quarantine"):
+        return None
+    return on_reject if result.disposition == "reject" else on_quarantine
 
 
 def _txt_records(dnsfunc: Callable, name: str) -> tuple[bytes, ...]:

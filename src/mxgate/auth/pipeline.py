@@ -25,13 +25,12 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-import dns.resolver
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.auth.arc import ArcResult, arc_override, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.dmarc import DmarcResult, evaluate_authors
-from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver, node_resolver
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
+from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
 from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, header_from_domain, line_ending,
                                  sanitize_inbound_headers)
 from mxgate.auth.received import received_values
@@ -39,7 +38,7 @@ from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
 from mxgate.auth.spf import SpfResult, check_spf
 from mxgate.smtp import message as msg
-from mxgate.smtp.replies import reject
+from mxgate.verdict import Disposition, reject
 
 log = logging.getLogger("mxgate.auth")
 
@@ -66,9 +65,9 @@ R_DMARC_POLICY = "dmarc-policy"
 
 @dataclass(frozen=True)
 class AuthAction:
-    """What to do with the message: deliver | junk | quarantine | reject, and why."""
+    """What to do with the message, and why (the reason is stable, the detail for the trace)."""
 
-    action: str
+    action: Disposition
     reason: str
     detail: str = ""
 
@@ -83,22 +82,23 @@ def decide_auth_action(dmarc: DmarcResult, arc: ArcResult, *, trusted_sealers: S
     a DNS hiccup must not lose mail (RFC 7489 §6.6.3 leaves it to the receiver).
     """
     if internal:
-        return AuthAction("deliver", R_ON_PREMISES, "session attributed to an on-premises connector")
+        return AuthAction(Disposition.DELIVER, R_ON_PREMISES, "session attributed to an on-premises connector")
     if dmarc.result == "pass":
-        return AuthAction("deliver", R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
+        return AuthAction(Disposition.DELIVER, R_DMARC_PASS, f"aligned by {dmarc.aligned_by}")
     if dmarc.result != "fail":
-        return AuthAction("deliver", R_NO_FAILURE, f"dmarc={dmarc.result}")
-    if dmarc.disposition not in ("reject", "quarantine"):
-        return AuthAction("deliver", R_POLICY_NONE, dmarc.reason)
+        return AuthAction(Disposition.DELIVER, R_NO_FAILURE, f"dmarc={dmarc.result}")
+    action = policy_action(dmarc, on_reject=reject_action, on_quarantine=quarantine_action)
+    if action is None:
+        return AuthAction(Disposition.DELIVER, R_POLICY_NONE, dmarc.reason)
     override = arc_override(arc, trusted_sealers, dmarc.domain, dmarc.adkim, dmarc.aspf)
     if override.applies:
         # RFC 8617 §7.2: a trusted intermediary vouches for the aligned pass it recorded before
         # it changed the message; the trace names the ARC set and the result relied on.
-        return AuthAction("deliver", R_ARC_OVERRIDE,
+        return AuthAction(Disposition.DELIVER, R_ARC_OVERRIDE,
                           f"DMARC p={dmarc.disposition} overridden: {override.explanation}")
-    action = reject_action if dmarc.disposition == "reject" else quarantine_action
     unused = f"; {override.explanation}" if override.sealer else ""
-    return AuthAction(action, R_DMARC_POLICY, f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}{unused}")
+    return AuthAction(Disposition(action), R_DMARC_POLICY,
+                      f"DMARC {dmarc.disposition} for {dmarc.domain}: {dmarc.reason}{unused}")
 
 
 def stamp_value(ip: str, helo: str | None) -> str:
@@ -154,10 +154,9 @@ class Authenticator:
 
     # --- the hook ---------------------------------------------------------------------------
     async def __call__(self, ctx) -> None:
-        s, txn, compiled = ctx.session, ctx.txn, ctx.compiled
-        org = compiled.organization
-        name = txn.recipients[0].decision.connector if txn.recipients else ""
-        connector = compiled.policy.inbound(name) if name else None
+        s, txn = ctx.session, ctx.txn  # txn: policy/transaction.py MailTransaction (RCPT decisions + snapshot)
+        org = txn.policy.organization
+        connector = txn.connector
         recipients = [str(r.address) for r in txn.recipients]
         facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=str(s.peer_ip),
                                   helo=s.helo or "", sender=str(txn.sender), connector=connector,
@@ -238,11 +237,11 @@ class Authenticator:
             ctx.original_ip = str(walk.original_ip)
         ctx.headers_to_add.extend(added)
         ctx.detail.update(trace_detail(facts, action))
-        if action.action == "junk":
+        if action.action == Disposition.JUNK:
             ctx.folder = JUNK_FOLDER
-        elif action.action == "quarantine":
+        elif action.action == Disposition.QUARANTINE:
             ctx.quarantine_reason = action.reason
-        elif action.action == "reject":
+        elif action.action == Disposition.REJECT:
             ctx.verdict = reject(action.reason, action.detail)
         log.info("auth %s: ip=%s spf=%s dmarc=%s arc=%s -> %s (%s)", ctx.trace_id, facts.auth_ip,
                  facts.spf.result, facts.dmarc.result, facts.arc.status, action.action, action.reason)
@@ -292,43 +291,7 @@ async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
         return overran
 
 
-def install_authentication(node, role) -> Authenticator:
-    """Wire the hook, the DNS resolver and the quarantine into a node's mailbox role."""
-    from mxgate.quarantine.store import QuarantineStore
-
-    settings = node.settings
-    auth = Authenticator(servers=settings.dns.servers, timeout=settings.dns.timeout, cache_size=settings.dns.cache_size,
-                         non_routable=settings.mailbox.non_routable, resolver=node_resolver(node))
-    auth.install()
-    role.hooks.append(auth)
-    role.quarantine = quarantine_into(QuarantineStore(node.engine, node=node.name))
-    node.extras.append(auth)
-    return auth
-
-
-def quarantine_into(store):
-    """MailboxRole's `quarantine` callable: keep the final message for the local mailboxes.
-    The row is committed (SQLite synchronous=FULL) before the 250, like a Maildir delivery."""
-    from mxgate.quarantine.store import resolve_mailboxes
-
-    async def quarantine(ctx, final: bytes) -> None:
-        txn = ctx.txn
-        # Resolved to mailboxes by quarantine/ (aliases to their mailbox; SRS and the like set aside).
-        mailboxes, others = resolve_mailboxes(ctx.compiled.directory,
-                                              [str(r.address) for r in txn.recipients if r.decision.route == "local"])
-        relayed = [str(r.address) for r in txn.recipients if r.decision.route != "local"] + others
-        subject = msg.header_value(msg.header_block(final), "Subject")
-        detail = {"action": ctx.detail.get("action", {}), "relay_recipients": relayed,
-                  "connecting_ip": ctx.detail.get("connecting_ip", ""), "original_ip": ctx.original_ip}
-        await asyncio.to_thread(store.add, trace_id=ctx.trace_id, sender=str(txn.sender), recipients=mailboxes,
-                                subject=subject, reason=ctx.quarantine_reason or "", detail=detail, body=final)
-
-    return quarantine
-
-
 def _trusted_stamps(ctx) -> tuple[bytes, ...]:
     """The gateway's spam stamps survive only on mail through a restricting (locked) connector."""
-    recipients = ctx.txn.recipients
-    name = recipients[0].decision.connector if recipients else ""
-    connector = ctx.compiled.policy.inbound(name) if name else None
+    connector = ctx.txn.connector
     return GATEWAY_STAMPS if connector is not None and connector.restricts else ()

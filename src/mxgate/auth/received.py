@@ -40,7 +40,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from mxgate.names import IPAddress, normalize_ip
+
 
 # Real Received headers are a few hundred characters; anything past this is junk or an
 # attack on our CPU. Bounds the work per header.
@@ -203,21 +204,11 @@ def parse_ip_literal(text: str) -> IPAddress | None:
     return address
 
 
-def normalise_ip(address: IPAddress) -> IPAddress:
-    """IPv4-mapped IPv6 (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2) → the IPv4 address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id is not None:
-            address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-    return address
-
-
 def _try_address(s: str) -> IPAddress | None:
     if not s:
         return None
     try:
-        return normalise_ip(ipaddress.ip_address(s))
+        return normalize_ip(ipaddress.ip_address(s))
     except ValueError:
         return None
 
@@ -518,10 +509,6 @@ def _first_text(tokens: list[_Token] | None) -> str | None:
     if not tokens or tokens[0].kind == "comment":
         return None
     return tokens[0].text
-
-
-def _at(words: tuple[str, ...], index: int) -> str | None:
-    return words[index] if index < len(words) else None
 
 
 def _strip_port(text: str) -> str:

@@ -45,7 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mxgate.auth.received import IPAddress, ReceivedHop, normalise_ip, parse_received
+from mxgate.auth.received import ReceivedHop, parse_received
+from mxgate.names import IPAddress, normalize_ip
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Status = Literal["off", "detected", "none", "stopped"]
@@ -132,7 +133,7 @@ def find_original_sender(
     if not settings.enabled:
         return _result("off", RULE_DISABLED, "Enhanced filtering is off: neither "
                        "ef_skip_last_ip nor ef_skip_ips is set for this connector.")
-    connecting = normalise_ip(ipaddress.ip_address(connecting_ip))
+    connecting = normalize_ip(ipaddress.ip_address(connecting_ip))
     if settings.skip_last_ip:
         trusted: tuple[IPNetwork, ...] = (ipaddress.ip_network(connecting),)
         trusted_rule = RULE_SKIP_LAST_IP
@@ -156,7 +157,7 @@ def find_original_sender(
                 f"Skipped {_hops(skipped)}; Received header {index}, written by trusted hop "
                 f"{last_trusted}, has no readable peer address ({_printable(why)}), so no header "
                 f"from it down is believed and authentication uses {last_trusted}."), last_trusted)
-        ip = normalise_ip(hop.ip)
+        ip = normalize_ip(hop.ip)
         reason = _skip_reason(ip, trusted, trusted_rule, settings.non_routable)
         if reason is not None:
             skipped.append(f"{ip} (header {index}, {reason})")

@@ -36,7 +36,7 @@ def new(name: str,
         type_: str = typer.Option("authoritative", "--type", help="authoritative | internal_relay"),
         match_subdomains: bool = typer.Option(False, "--match-subdomains/--no-match-subdomains")):
     """Add an accepted domain."""
-    from mxgate.policy.domains import normalize_domain
+    from mxgate.names import normalize_domain
 
     save_edit(KIND, "new", name, {"name": normalize_domain(name), "type": type_, "match_subdomains": match_subdomains})
 

@@ -24,10 +24,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
 
 
-def _ring():
+def _ring(read: bool = False):
+    """read=True for commands that only read: a missing home is refused, not created."""
     from mxgate.store.keys import KeyRing
 
-    return KeyRing(engine(), home().keys)
+    return KeyRing(engine(read), home(read).keys)
 
 
 def _when(t: float | None) -> str:
@@ -38,7 +39,7 @@ def _when(t: float | None) -> str:
 def keys_list(json_out: bool = typer.Option(False, "--json")):
     """Every key: kind, name, selector, state (active signs; retired still verifies until its date)."""
     now = time.time()
-    rows = _ring().list()
+    rows = _ring(read=True).list()
     if json_out:
         print_json([{"kind": k.kind, "name": k.name, "serial": k.serial, "selector": k.selector,
                      "state": k.state(now), "created_at": k.created_at, "valid_until": k.valid_until} for k in rows])
@@ -100,7 +101,7 @@ def keys_dns(kind: str = typer.Argument(..., help="dkim or arc"),
 @handle_errors
 def keys_export(path: Path = typer.Argument(..., help="file to write (created 0600)")):
     """Every key with its private material, for `mxgate keys import` on another store. Keep it secret."""
-    n = _ring().export(path)
+    n = _ring(read=True).export(path)
     out.print(f"exported {n} key(s) to {path} (mode 0600)", markup=False)
 
 

@@ -18,7 +18,8 @@ from typing import Annotated, Optional
 import typer
 
 from mxgate.cli.common import echo
-from mxgate.probe.client import ProbeOptions, parse_hostport, run_probe
+from mxgate.names import parse_hostport
+from mxgate.probe.client import DEFAULT_PORT, ProbeOptions, run_probe
 from mxgate.probe.expect import Expectation, ExpectationError, judge, parse_expect
 from mxgate.probe.mx import DEFAULT_TIMEOUT as DNS_TIMEOUT, lookup_mx
 from mxgate.probe.raw import ATTACKS, RawScript, parse_raw_file, run_raw
@@ -45,7 +46,7 @@ def _expectation(value: Optional[str]) -> Optional[Expectation]:
 
 def _target(value: str) -> tuple[str, int]:
     try:
-        return parse_hostport(value)
+        return parse_hostport(value, DEFAULT_PORT)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="HOST[:PORT]") from None
 

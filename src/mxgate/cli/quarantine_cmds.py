@@ -84,7 +84,7 @@ async def _release(h, qid: str, trace) -> list:
     """Route the released message as the node would (forwarding, lists): local copies into the
     home's Maildirs, external ones into its outbound queue — only while no node owns that queue,
     else nothing is delivered and the admin is sent to the node's admin centre."""
-    from mxgate.delivery.commit import GroupCommitter
+    from mxgate.durable import GroupCommitter
     from mxgate.delivery.internal import offline_internal
     from mxgate.delivery.maildir import Maildir
     from mxgate.policy.attribution import compile_policy

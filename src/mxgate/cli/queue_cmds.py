@@ -205,11 +205,11 @@ async def _apply_database(db, target: str, action: str) -> None:
 
 
 async def _apply_offline(target: str, action: str) -> None:
-    from mxgate.delivery.commit import GroupCommitter
-    from mxgate.queue.spool import Spool
+    from mxgate.durable import GroupCommitter
+    from mxgate.queue.spool import DiskSpool
 
     async with GroupCommitter() as committer:
-        spool = await asyncio.to_thread(Spool.open, _root(), committer)
+        spool = await asyncio.to_thread(DiskSpool.open, _root(), committer)
         entries = spool.list() if target == "all" else [e for e in [spool.get(target)] if e is not None]
         for e in entries:
             if action == "delete":

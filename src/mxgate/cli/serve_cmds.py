@@ -67,19 +67,24 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
 
         await node.start()
         if not worker:
-            workers.extend(spawn_workers(settings.node.workers, settings.mailbox.listen))
+            workers.extend(spawn_workers(settings.node.worker_count(), settings.mailbox.listen))
             if workers:
                 forward_reload(node, workers)
-            out.print(node.describe() + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
-                                         if workers else ""), markup=False)
+            loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+            out.print(node.describe() + f"\n  event loop:  {loop}"
+                      + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
+                         if workers else ""), markup=False)
             sdnotify.notify("READY=1", f"STATUS=serving {' '.join(a for lst in node.listeners.values() for a in lst.addresses)}")
         out.file.flush()
         await node.run_until_stopped()
         if not worker:
             sdnotify.notify("STOPPING=1")
 
+    from mxgate.server.node import event_loop_factory
+
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:  # uvloop by default where installed
+            runner.run(main())
     except KeyboardInterrupt:
         pass
     finally:
@@ -115,7 +120,7 @@ def run_as(settings, the_home, worker: int):
     account = privileges.plan(os.geteuid(), settings.node.user, settings.node.group, settings.node.allow_root)
     if account is None:
         return None
-    sockets.prebind(listen_addresses(settings), reuse_port=settings.node.workers > 1)
+    sockets.prebind(listen_addresses(settings), reuse_port=settings.node.worker_count() > 1)
     privileges.give_home(the_home.root, account)
     privileges.drop(account)
     return account

@@ -25,7 +25,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def _target(value: str, hint: str):
-    from mxgate.probe.client import parse_hostport
+    from mxgate.names import parse_hostport
     from mxgate.probe.verify import Target
 
     try:

@@ -23,12 +23,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than the machine has
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class NodeSection(_Section):
     name: str = Field("node1", description="This node's name in status, trace and the admin centre. Restart.")
     worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own outbound queue (spool/outbound-w<N>).")
-    workers: int = Field(1, ge=1, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
+    workers: int = Field(0, ge=0, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). 0 (the default) = one per CPU core this process may run on, at most 8. One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
     srs_key_file: str = Field("", description="The SRS secret (delivery/srs.py): mailbox servers sign forwarded senders with it and the gateway refuses forged SRS bounces at RCPT with it, so every node of the organisation needs the same file (copy it). Default <home>/keys/srs.key, made on first use. Restart.")
-    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description='Event loop of `mxgate serve`: "asyncio" (the standard loop) or "uvloop" (install the `speed` extra; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field("auto", description='Event loop of `mxgate serve`: "auto" (the default: uvloop when installed — a default dependency on Linux — else the standard loop), "asyncio" (the standard loop) or "uvloop" (required; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
     user: str = Field("", description='Account to run as when `mxgate serve` is started as root: the listeners are bound first, the home directory is given to this account, then the process drops root for good (setgroups, setgid, setuid) before opening anything else. Worker processes run as the same account. Empty = do not change user. Restart.')
     group: str = Field("", description="Group to run as with `user`; empty = the account's primary group. The account's supplementary groups (e.g. ssl-cert, to read certificate keys) are kept.")
     allow_root: bool = Field(False, description="Let `mxgate serve` keep running as root when no `user` is set. Off: started as root without `user`, the node refuses to start. The test rig sets it (MXGATE_NODE__ALLOW_ROOT=true); a service should use `user` or the systemd unit's CAP_NET_BIND_SERVICE instead.")
@@ -38,6 +45,12 @@ class NodeSection(_Section):
     cluster_stale_after: float = Field(3.0, gt=0, description="Seconds without reaching the store after which this node enforces every shared limit on its own count (degraded: N nodes admit up to N x a limit) until the store answers again. Restart.")
     key_refresh: float = Field(2.0, gt=0, description="Seconds a node keeps its copy of the cluster keys (SRS, DKIM, ARC) before reading them again, so a rotation on any node is used by all within this time (store/keys.py).")
 
+
+    def worker_count(self) -> int:
+        """`workers`, with 0 resolved to the cores this process may run on (at most 8)."""
+        if self.workers:
+            return self.workers
+        return max(1, min(8, _cores()))
 
 class RolesSection(_Section):
     mailbox: bool = Field(True, description="Run the mailbox server (anonymous inbound listener with connector enforcement).")
@@ -132,6 +145,13 @@ class AdminSection(_Section):
     allowed_hosts: list[str] = Field(default_factory=list, description="Host header names the admin centre answers to (DNS-rebinding guard), besides `localhost` and IP literals; e.g. [\"admin.contoso.test\"].")
 
 
+class OutboundSection(_Section):
+    tls_required_domains: list[str] = Field(default_factory=list, description='Recipient domains ("example.com", "*.example.com") whose MX hosts must offer STARTTLS; to every other domain without an outbound connector TLS is opportunistic (used when offered, clear text when not, RFC 7435). A host of a listed domain without STARTTLS gets no mail: the message is deferred (4.4.1) and retried.')
+    mta_sts: bool = Field(True, description="Apply recipient domains' MTA-STS policies (RFC 8461) to MX delivery: with mode enforce only the policy's mx hosts, STARTTLS with a certificate valid for the MX name (checked against the node's CA and the system store), else deferred (4.7.5); mode testing delivers and records the failure for TLS-RPT.")
+    mta_sts_port: int = Field(443, ge=1, le=65535, description="HTTPS port of the mta-sts.<domain> policy host (RFC 8461 §3.3 says 443; other values are for test rigs).")
+    dane: bool = Field(False, description="The [dns] servers validate DNSSEC and the path to them is trusted (a validating resolver on this host): TLSA answers carrying the AD bit are applied (DANE for SMTP, RFC 7672) and take precedence over MTA-STS. Off: TLSA records are not looked up.")
+
+
 class StoreSection(_Section):
     url: str = Field("", description="Database URL; empty = SQLite in the home directory. PostgreSQL: postgresql+psycopg://...")
 
@@ -148,6 +168,7 @@ class NodeSettings(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     submission: SubmissionSection = Field(default_factory=SubmissionSection)
     dns: DnsSection = Field(default_factory=DnsSection)
+    outbound: OutboundSection = Field(default_factory=OutboundSection)
     trace: TraceSection = Field(default_factory=TraceSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     store: StoreSection = Field(default_factory=StoreSection)

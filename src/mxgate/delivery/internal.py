@@ -22,16 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from mxgate.delivery.commit import private_dir
+from mxgate.durable import private_dir
 from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.delivery import srs
 from mxgate.delivery.maildir import DeliveryResult, Maildir
 from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
+from mxgate.durable import write_atomically
+from mxgate.policy.transaction import MailTransaction
 from mxgate.policy.validate import accepted_domain_for
+from mxgate.queue.outbound import start_mailbox_outbound
 from mxgate.queue.relay import RcptOutcome
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.trace.store import TraceRecord
+from mxgate.trace.records import message_records
 
 log = logging.getLogger("mxgate.internal")
 
@@ -42,13 +45,7 @@ def load_srs_secret(keys_dir: Path, key_file: str = "") -> bytes:
     """The SRS secret, generated once ([node] srs_key_file: every node of the organisation shares it)."""
     path = Path(key_file) if key_file else Path(keys_dir) / SRS_SECRET_FILE
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(32))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, secrets.token_bytes(32), 0o600)  # the directory fsync makes the name durable
     return path.read_bytes()
 
 
@@ -74,12 +71,18 @@ class Outcome:
     def failed(self) -> list[DeliveryResult]:
         return [r for r in self.local if r.error is not None]
 
+    def lost(self, envelope: Sequence[str]) -> list[str]:
+        """Envelope recipients the router found no mailbox for: accepted at RCPT, so never dropped
+        quietly — the caller tempfails (issue 15)."""
+        wanted = {a.lower() for a in envelope}
+        return [d.address for d in self.plan.dropped if d.why == "unknown" and d.address in wanted]
+
 
 class InternalDelivery:
     def __init__(self, node, maildir: Maildir, outbound, signer: DkimSigner, srs_secret: bytes):
         self.node = node
         self.maildir = maildir
-        self.outbound = outbound  # queue/outbound.OutboundQueue (set after both exist)
+        self.outbound = outbound  # queue/outbound.OutboundQueue, or the CLI's OfflineOutbound
         self.signer = signer
         # bytes (one node's file), or the cluster's KeyRing: sign with its newest secret, reverse
         # with any secret still inside its rotation overlap (store/keys.py)
@@ -88,13 +91,13 @@ class InternalDelivery:
     def _srs_secrets(self) -> list[bytes]:
         return [self.srs_secret] if isinstance(self.srs_secret, bytes) else self.srs_secret.srs_secrets()
 
-    # --- facts from the current policy ------------------------------------------------------
+    # --- facts from a policy: the transaction's snapshot, else the current one ---------------
     @property
     def compiled(self):
         return self.node.watcher.current
 
-    def is_ours(self, domain: str) -> bool:
-        return accepted_domain_for(self.compiled.policy, domain) is not None
+    def is_ours(self, domain: str, compiled=None) -> bool:
+        return accepted_domain_for((compiled or self.compiled).policy, domain) is not None
 
     def is_local(self, address: str) -> bool:
         return address.lower() in self.compiled.directory
@@ -104,8 +107,7 @@ class InternalDelivery:
         """Where `recipients` really go under `compiled` (default: the policy in force). Pure."""
         compiled = compiled or self.compiled
         headers = msg.header_block(data)
-        return expand(recipients, compiled.directory,
-                      lambda d: accepted_domain_for(compiled.policy, d) is not None, seen=delivered_to(headers),
+        return expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
 
     async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
@@ -123,13 +125,13 @@ class InternalDelivery:
             return outcome  # the caller tempfails; nothing went out yet
         direct = [a for a in plan.external if a not in plan.forwarded_by]
         if direct:
-            await self.send_out(sender, direct, data, trace_id)
+            await self.send_out(sender, direct, data, trace_id, compiled=compiled)
             outcome.queued += direct
         by_mailbox: dict[str, list[str]] = {}
         for address, via in plan.forwarded_by.items():
             by_mailbox.setdefault(via, []).append(address)
         for via, targets in by_mailbox.items():
-            await self.forward(sender, via, targets, data, trace_id)
+            await self.forward(sender, via, targets, data, trace_id, compiled)
             outcome.queued += targets
         self._trace(sender, recipients, plan, data, trace_id, origin, compiled.version, provenance)
         return outcome
@@ -139,43 +141,47 @@ class InternalDelivery:
         out = await self.deliver(sender, recipients, data, trace_id=trace_id, origin="release")
         return out.local
 
-    async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str) -> None:
+    async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str,
+                      compiled=None) -> None:
         """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
+        compiled = compiled or self.compiled
         domain = via.rpartition("@")[2]
-        local_domains = frozenset(d.name.lower() for d in self.compiled.policy.accepted_domains)
+        local_domains = frozenset(d.name.lower() for d in compiled.policy.accepted_domains)
         secret = (await asyncio.to_thread(self._srs_secrets))[0]
         rewritten = srs.forward(sender, domain, secret, time.time(), local_domains).address
         copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
-        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via})
+        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via}, compiled=compiled)
 
     async def send_out(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str,
-                       meta: dict | None = None) -> None:
+                       meta: dict | None = None, *, compiled=None) -> None:
         """Sign for our domains (off the loop: RSA) and queue durably for the outbound connector."""
         if self.outbound is None:
             raise RuntimeError("no outbound queue on this node")
-        signed = await asyncio.to_thread(self.signer.sign, data, sender, self.is_ours)
+        compiled = compiled or self.compiled
+        signed = await asyncio.to_thread(self.signer.sign, data, sender, lambda d: self.is_ours(d, compiled))
         await self.outbound.enqueue(sender, list(recipients), signed, {"trace_id": trace_id, "kind": "outbound", **(meta or {})})
 
-    # --- hooks for the mailbox role and the outbound queue ----------------------------------
-    async def for_mailbox(self, ctx, addresses: list[str], final: bytes) -> list[DeliveryResult]:
-        """MailboxRole.local_delivery: the accepted local recipients, through the router."""
-        connector = ctx.txn.recipients[0].decision.connector if ctx.txn.recipients else ""
-        out = await self.deliver(str(ctx.txn.sender), addresses, final, trace_id=ctx.trace_id, folder=ctx.folder,
-                                 origin="mailbox", compiled=ctx.compiled,
-                                 provenance=Provenance(str(ctx.session.peer_ip), ctx.original_ip, connector))
-        return out.local
+    # --- for the mailbox role (server/mailbox.py MailboxDelivery) and the outbound queue ----
+    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str, folder: str | None = None,
+                               from_ip: str = "", original_ip: str = "") -> Outcome:
+        """The transaction's local recipients — the mailboxes chosen at RCPT — through the router,
+        under the policy snapshot they were accepted with (issue 15)."""
+        return await self.deliver(str(txn.sender), txn.mailboxes, data, trace_id=trace_id, folder=folder,
+                                  origin="mailbox", compiled=txn.policy,
+                                  provenance=Provenance(from_ip, original_ip, txn.connector_name))
+
+    async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None:
+        """On-premises senders (and internal-relay domains) to external recipients: queued durably."""
+        if txn.relayed:
+            await self.send_out(str(txn.sender), txn.relay_targets, data, trace_id, compiled=txn.policy)
+
+    @property
+    def can_relay(self) -> bool:
+        return self.outbound is not None
 
     def reverse_srs(self, address: str) -> str:
-        """MailboxRole.srs_reverse: the original sender behind our SRS address (raises SrsError)."""
+        """The original sender behind our SRS address (raises SrsError)."""
         return srs.reverse_any(address, self._srs_secrets(), time.time())
-
-    async def relay_for_mailbox(self, ctx, relayed: list, final: bytes):
-        """MailboxRole.relay: on-premises senders (and internal-relay domains) to external recipients."""
-        from mxgate.smtp.replies import accept
-
-        targets = [r.decision.target or str(r.address) for r in relayed]
-        await self.send_out(str(ctx.txn.sender), targets, final, ctx.trace_id)
-        return accept("queued")
 
     async def local_from_queue(self, entry, recipients: list[str], data: bytes) -> tuple[RcptOutcome, ...]:
         """RoutingRunner's local route: DSNs and notices to internal senders, straight into Maildir."""
@@ -199,20 +205,16 @@ class InternalDelivery:
         extra = [a for a in (*plan.local, *plan.external) if a not in envelope]
         if not extra and not plan.dropped:
             return
-        headers = msg.header_block(data)
-        now = time.time()
         why = {s.target: f"{s.address} → {s.target} ({s.why})" for s in plan.steps}
-        for a in extra:
-            self.node.trace.record(TraceRecord(
-                trace_id=trace_id or secrets.token_hex(8), status="Delivered" if a in plan.local else "Pending",
-                sender=sender, recipient=a, subject=msg.header_value(headers, "Subject"),
-                message_id=msg.header_value(headers, "Message-ID"), size=len(data), role=origin, direction="internal",
-                policy_version=policy_version, from_ip=provenance.from_ip, original_ip=provenance.original_ip,
-                connector=provenance.connector,
-                detail={"steps": [why.get(a, "")], "dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
-                events=[(now, "Expand", why.get(a, "expanded")),
-                        (now, "Deliver" if a in plan.local else "Send", "maildir" if a in plan.local else "queued for outbound")],
-                created_at=now))
+        self.node.trace.record_all(message_records(
+            trace_id or secrets.token_hex(8), sender=sender, data=data,
+            rows=[(a, "Delivered" if a in plan.local else "Pending",
+                   [("Expand", why.get(a, "expanded")),
+                    ("Deliver", "maildir") if a in plan.local else ("Send", "queued for outbound")],
+                   {"steps": [why.get(a, "")]}) for a in extra],
+            detail={"dropped": [f"{d.address} {d.target} {d.why}" for d in plan.dropped]},
+            role=origin, direction="internal", policy_version=policy_version, from_ip=provenance.from_ip,
+            original_ip=provenance.original_ip, connector=provenance.connector))
 
 
 async def start_internal(node, maildir: Maildir | None = None) -> InternalDelivery:
@@ -220,16 +222,19 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
     existing = getattr(node, "internal", None)
     if existing is not None:
         return existing
-    from mxgate.queue.outbound import start_mailbox_outbound
-
     if maildir is None:
         role = node.roles.get("mailbox")
         maildir = role.maildir if role is not None else Maildir(node.home.maildir, node.committer,
                                                                 hostname=node.settings.mailbox.hostname)
+    # The queue and the service need each other (DSNs to internal senders are delivered by the
+    # service; the service queues external copies): the queue's routes name the service, which
+    # is built before the runner's first scan can run (nothing awaits in between).
     keys = getattr(node, "keyring", None)  # the cluster's keys when the node has a store
-    service = InternalDelivery(node, maildir, None, DkimSigner(node.home.keys, keyring=keys),
+    service: InternalDelivery | None = None
+    queue = await start_mailbox_outbound(node, lambda address: service.is_local(address),
+                                         lambda entry, rcpts, data: service.local_from_queue(entry, rcpts, data))
+    service = InternalDelivery(node, maildir, queue, DkimSigner(node.home.keys, keyring=keys),
                                keys if keys is not None else load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
-    service.outbound = await start_mailbox_outbound(node, service.is_local, service.local_from_queue)
     node.internal = service
     return service
 
@@ -262,9 +267,9 @@ class OfflineOutbound:
         if not self.available:
             raise RuntimeError(f"{self.root}: a running node owns this queue")
         if self._spool is None:
-            from mxgate.queue.spool import Spool
+            from mxgate.queue.spool import DiskSpool
 
-            self._spool = await asyncio.to_thread(Spool.open, self.root, self.committer)
+            self._spool = await asyncio.to_thread(DiskSpool.open, self.root, self.committer)
         return await self._spool.enqueue(sender, list(recipients), data, meta)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxgate.delivery.commit import GroupCommitter, WriteFile, sync_directory
+from mxgate.durable import GroupCommitter, WriteFile, sync_directory
 
 DIR_MODE = 0o700
 SUBDIRS = ("tmp", "new", "cur")  # Maildir spec

@@ -137,6 +137,7 @@ def reverse(address: str, secret: bytes, now: float, *, hash_length: int = HASH_
 
 
 def is_srs(address: str) -> bool:
+    """Whether an address (or local part) has an SRS form; its signature is checked by `reverse`."""
     return address[:5].upper() in ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")
 
 

@@ -64,6 +64,7 @@ class TestDNSServer:
         self._gate = threading.Event()
         self._gate.set()
         self._negative_soa = False
+        self.authentic = False  # set the AD bit, as a DNSSEC-validating resolver would (DANE tests)
         # Replaced whole, never mutated: the serving thread reads a consistent snapshot.
         self._silenced: frozenset[tuple[dns.name.Name, int | None]] = frozenset()
         self._stop = threading.Event()
@@ -155,6 +156,8 @@ class TestDNSServer:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if self.authentic:
+            response.flags |= dns.flags.AD
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
         else:

@@ -42,7 +42,7 @@ from dns.rdtypes.ANY.TXT import TXT
 
 MAX_TXT_STRING = 255  # RFC 1035 §3.3: a <character-string> holds at most 255 octets
 MAX_CNAME_CHAIN = 8
-SUPPORTED_TYPES = ("A", "AAAA", "MX", "TXT", "PTR", "CNAME", "NS", "SOA", "SRV", "CAA")
+SUPPORTED_TYPES = ("A", "AAAA", "MX", "TXT", "PTR", "CNAME", "NS", "SOA", "SRV", "CAA", "TLSA")
 DEFAULT_TTL = 300
 SOA_TIMERS = "3600 600 86400"  # refresh retry expire (RFC 1912 §2.2 style values)
 

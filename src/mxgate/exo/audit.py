@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mxgate.exo.tenant import INITIAL_DOMAIN_SUFFIX, Tenant
 from mxgate.export.exo import exo_addresses, ps_list, ps_string
-from mxgate.policy.domains import normalize_domain
+from mxgate.names import normalize_domain
 from mxgate.policy.model import InboundConnector
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")

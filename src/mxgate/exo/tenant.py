@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate.errors import PolicyFormatError
-from mxgate.policy.domains import normalize_domain
+from mxgate.names import normalize_domain
 from mxgate.policy.model import AcceptedDomain, InboundConnector, OutboundConnector
 
 # Microsoft.Exchange.Data.Directory.SystemConfiguration.AcceptedDomainType, serialised by number

@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxgate.policy.attribution import compile_policy
-from mxgate.policy.domains import normalize_domain, pattern_matches
+from mxgate.policy.domains import pattern_matches
+from mxgate.names import normalize_domain
 from mxgate.policy.ipset import parse_network
 from mxgate.policy.model import InboundConnector, Policy
 from mxgate.policy.pins import canonical_pin

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from mxgate.filters.mimewalk import FoundFile
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "attachments"
 

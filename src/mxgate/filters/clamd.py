@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 
 from mxgate.filters.result import SKIP, BudgetExceeded, CheckEnv, current_budget, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.names import parse_hostport
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "clamd"
 CHUNK = 64 * 1024  # clamd's StreamMaxLength applies to the total, not the chunk size
@@ -35,8 +36,7 @@ def _connect(target: str, timeout: float) -> socket.socket:
         sock.settimeout(timeout)
         sock.connect(target)
         return sock
-    host, _, port = target.rpartition(":")
-    return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    return socket.create_connection(parse_hostport(target), timeout=timeout)
 
 
 def parse_reply(reply: bytes) -> ScanResult:

@@ -17,7 +17,7 @@ from typing import Any
 
 from mxgate.filters import dnsbl, rdns
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 CONNECT_CHECKS = {"dnsbl": dnsbl, "rdns": rdns}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "dkim"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 
-from mxgate.auth.dmarc import DmarcResult, evaluate_authors
+from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
 from mxgate.auth.headers import author_domains
 from mxgate.auth.spf import SpfResult, spf_identity
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "dmarc"
 # What DMARC sees when SPF or DKIM could not run (timed out, off): RFC 7489 treats it as no pass.
@@ -35,7 +35,7 @@ def decide(raw: DmarcResult, cfg: CheckSettings) -> CheckResult:
     detail = f"dmarc={raw.result} p={raw.policy} disposition={raw.disposition} from={raw.domain}"
     if raw.result == "temperror":
         return errored(NAME, detail, result=raw.result)
-    if raw.result != "fail" or raw.disposition == "none":
+    action = policy_action(raw, on_reject=cfg.action, on_quarantine=cfg["quarantine_action"])
+    if action is None:
         return passed(NAME, detail, result=raw.result, disposition=raw.disposition)
-    action = cfg.action if raw.disposition == "reject" else cfg["quarantine_action"]
     return fired(NAME, action, "dmarc-policy", detail, result=raw.result, disposition=raw.disposition)

@@ -15,7 +15,7 @@ import dns.exception
 import dns.resolver
 
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "dnsbl"
 LISTED_NET = ipaddress.ip_network("127.0.0.0/8")  # RFC 5782 §2.1: list entries answer 127.0.0.x

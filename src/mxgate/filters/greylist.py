@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 
 from mxgate.filters.result import CheckResult, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "greylist"
 MAX_ENTRIES = 200_000

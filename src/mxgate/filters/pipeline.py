@@ -21,12 +21,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, mimewalk, rdns, score, spf
 from mxgate.filters.result import (ERROR, SKIP, TEMPERROR, TIMEOUT, Budget, BudgetExceeded, CheckEnv, CheckResult,
                                    MessageFacts, run_with_budget)
-from mxgate.filters.settings import CheckSettings
-from mxgate.smtp.replies import REPLIES, Action, Verdict
+from mxgate.policy.gateway_checks import CheckSettings
+from mxgate.smtp.replies import REPLIES
+from mxgate.verdict import Action, CheckAction, Verdict
 
 log = logging.getLogger("mxgate.filters")
 
@@ -60,7 +61,7 @@ def with_failure_policy(result: CheckResult, cfg: CheckSettings) -> CheckResult:
         return result
     action = {"open": "off"}.get(cfg.on_error, cfg.on_error)
     reason = {"reject": "content-uninspectable", "quarantine": "quarantined"}.get(action, "check-tempfail")
-    return dataclasses.replace(result, action=action, reason=reason)
+    return dataclasses.replace(result, action=CheckAction(action), reason=reason)
 
 
 def _reply_reason(action: str, reason: str) -> str:
@@ -76,12 +77,12 @@ def _reply_reason(action: str, reason: str) -> str:
 def decide_message(results: dict[str, CheckResult], sc: score.Score) -> Outcome:
     """Pure: the message's verdict from every check's result."""
     ordered = [results[n] for n in PRECEDENCE if n in results] + [r for n, r in results.items() if n not in PRECEDENCE]
-    tagged = tuple(r.check for r in ordered if r.fired and r.action == "tag")
-    for action, verdict_action in (("reject", Action.REJECT), ("tempfail", Action.TEMPFAIL),
-                                   ("quarantine", Action.QUARANTINE)):
+    tagged = tuple(r.check for r in ordered if r.fired and r.action == CheckAction.TAG)
+    for action, verdict_action in ((CheckAction.REJECT, Action.REJECT), (CheckAction.TEMPFAIL, Action.TEMPFAIL),
+                                   (CheckAction.QUARANTINE, Action.QUARANTINE)):
         hit = next((r for r in ordered if r.action == action), None)
         if hit is not None:
-            reason = _reply_reason(action, hit.reason) if action != "quarantine" else "quarantined"
+            reason = _reply_reason(action, hit.reason) if action != CheckAction.QUARANTINE else "quarantined"
             return Outcome(Verdict(verdict_action, reason, f"{hit.check}: {hit.detail}"), results, sc, tagged)
     return Outcome(Verdict(Action.ACCEPT, "queued"), results, sc, tagged)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 from mxgate.filters.result import CheckResult, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "ratelimit"
 MAX_KEYS = 100_000  # bound on tracked addresses; the stalest are forgotten first

@@ -16,7 +16,7 @@ import dns.resolver
 import dns.reversename
 
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "rdns"
 MAX_PTR_NAMES = 10  # RFC 7208 §5.5 bounds the PTR names an SPF check may follow the same way

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mxgate.verdict import CheckAction
+
 # Outcomes. "fire": the check found what it looks for and its action applies. "error" and
 # "timeout": the check could not decide; its `on_error` / `on_timeout` setting applies.
 # "temperror": a dependency did not answer (DNS temperror, clamd unreachable): like a timeout.
@@ -93,7 +95,7 @@ class CheckResult:
     outcome: str  # PASS | FIRE | SKIP | ERROR | TIMEOUT | TEMPERROR
     reason: str = ""  # reply reason code (smtp/replies.py) when the check fires
     detail: str = ""  # for the trace and logs; never sent to the peer
-    action: str = "off"  # the action that applies (the configured one when fired, else "off")
+    action: CheckAction = CheckAction.OFF  # the action that applies (the configured one when fired)
     facts: Mapping[str, Any] = field(default_factory=dict)  # what score rules read (e.g. {"result": "fail"})
 
     @property
@@ -104,17 +106,17 @@ class CheckResult:
         return {"outcome": self.outcome, "action": self.action, "reason": self.reason, "detail": self.detail[:300]}
 
 
-def fired(check: str, cfg_action: str, reason: str, detail: str, **facts: Any) -> CheckResult:
-    return CheckResult(check, FIRE, reason, detail, cfg_action, facts)
+def fired(check: str, cfg_action: str | CheckAction, reason: str, detail: str, **facts: Any) -> CheckResult:
+    return CheckResult(check, FIRE, reason, detail, CheckAction(cfg_action), facts)
 
 
 def passed(check: str, detail: str = "", **facts: Any) -> CheckResult:
-    return CheckResult(check, PASS, "", detail, "off", facts)
+    return CheckResult(check, PASS, "", detail, CheckAction.OFF, facts)
 
 
 def errored(check: str, detail: str, **facts: Any) -> CheckResult:
     """A dependency's temporary failure (DNS temperror, scanner unreachable): on_timeout applies."""
-    return CheckResult(check, TEMPERROR, "check-tempfail", detail, "off", facts)
+    return CheckResult(check, TEMPERROR, "check-tempfail", detail, CheckAction.OFF, facts)
 
 
 def checks_header(results: Mapping[str, CheckResult]) -> str:

@@ -14,7 +14,7 @@ from email.utils import getaddresses
 
 from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckResult, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "score"
 MAX_TEXT = 256 * 1024  # content heuristics read this much of the body

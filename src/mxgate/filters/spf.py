@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mxgate.auth.spf import SpfResult, check_spf
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
-from mxgate.filters.settings import CheckSettings
+from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "spf"
 

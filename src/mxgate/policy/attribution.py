@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from mxgate.policy.domains import normalize_domain
-from mxgate.policy.ipset import IPAddress, PrefixTable, parse_network
+from mxgate.names import normalize_domain
+from mxgate.policy.ipset import PrefixTable, parse_network
+from mxgate.names import IPAddress
 from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address
-from mxgate.smtp.replies import Action, Verdict, accept, reject, tempfail
+from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Longest-prefix matching of IPv4 and IPv6 addresses against many CIDR entries.
 
-Owns: parsing address/CIDR text, normalising IPv4-mapped IPv6 (``::ffff:a.b.c.d``) to IPv4,
-and a lookup table that answers "which values does the most specific covering prefix carry"
+Owns: parsing CIDR text (IPv4-mapped IPv6 prefixes as IPv4; single addresses are normalised by
+mxgate/names.py) and a lookup table that answers "which values does the most specific covering prefix carry"
 in O(log n). Must not know what the values mean (connectors, trust lists): callers decide.
 
 Design: CIDR prefixes are either nested or disjoint, so a sweep over the prefixes sorted by
@@ -13,35 +13,14 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from dataclasses import dataclass
 from typing import Generic, Hashable, Iterable, TypeVar
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from mxgate.names import IPAddress, normalize_ip
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 V = TypeVar("V", bound=Hashable)
 _EMPTY: frozenset = frozenset()
-
-
-def normalize_ip(value: str | IPAddress) -> IPAddress:
-    """Parse an address, mapping IPv4-mapped IPv6 to IPv4 and dropping an IPv6 zone id.
-
-    A peer at ``::ffff:127.0.0.66`` is the IPv4 host 127.0.0.66 (RFC 4291 §2.5.5.2) and must be
-    matched as such, never as a distinct IPv6 address.
-    """
-    if type(value) is ipaddress.IPv4Address:  # the common case, first
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        text = text.split("%", 1)[0]
-        ip = ipaddress.ip_address(text)
-    else:
-        ip = value
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def parse_network(text: str) -> IPNetwork:
@@ -60,13 +39,6 @@ def parse_network(text: str) -> IPNetwork:
     if isinstance(net, ipaddress.IPv6Network) and net.network_address.ipv4_mapped is not None and net.prefixlen >= 96:
         return ipaddress.IPv4Network((net.network_address.ipv4_mapped, net.prefixlen - 96))
     return net
-
-
-@dataclass(frozen=True)
-class _Interval(Generic[V]):
-    start: int
-    end: int  # inclusive
-    values: frozenset
 
 
 class PrefixTable(Generic[V]):

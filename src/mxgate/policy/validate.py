@@ -7,10 +7,11 @@ so the messages name the EXO concept as well where that helps.
 
 from __future__ import annotations
 
-import re
 
 from mxgate.errors import PolicyIssue, PolicyValidationError
-from mxgate.policy.domains import is_valid_domain, normalize_domain, pattern_matches, validate_pattern
+from mxgate.policy.gateway_checks import validate_gateway_checks
+from mxgate.policy.domains import pattern_matches, validate_pattern
+from mxgate.names import is_valid_domain, normalize_domain, normalize_ip, parse_hostport
 from mxgate.policy.ipset import parse_network, prefix_too_wide
 from mxgate.policy.model import (
     ACCEPTED_DOMAIN_TYPES,
@@ -26,7 +27,6 @@ from mxgate.smtp.address import is_valid_address
 
 MAX_NAME = 64
 MAX_COMMENT = 1024
-_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
 
 IC = "inbound connector"
 OC = "outbound connector"
@@ -43,8 +43,6 @@ def validate_policy(policy: Policy) -> list[PolicyIssue]:
     seen = set()
     for o in policy.outbound_connectors:
         issues += _outbound(o, seen)
-    from mxgate.filters.settings import validate_gateway_checks  # the gateway checks own their rules
-
     issues += validate_gateway_checks(policy.gateway)
     return issues
 
@@ -69,12 +67,19 @@ def policy_warnings(policy: Policy) -> list[str]:
     return out
 
 
-def _is_net(text: str) -> bool:
+def _is_host_port(text: str) -> bool:
+    """A smart host: a domain name or an IP address ("[v6]" with a port), with an optional port."""
     try:
-        parse_network(text)
-        return True
+        host, _ = parse_hostport(text, 25)
     except ValueError:
         return False
+    if text.strip().startswith("["):
+        try:
+            normalize_ip(host)
+            return True
+        except ValueError:
+            return False
+    return is_valid_domain(host)
 
 
 def _issue(kind: str, name: str, field: str, rule: str, message: str) -> PolicyIssue:
@@ -233,8 +238,7 @@ def _outbound(o: OutboundConnector, seen: set[str]) -> list[PolicyIssue]:
     if bool(o.smart_hosts) == o.use_mx_record:
         bad("smart_hosts", "outbound-needs-one-route", "set either smart_hosts or use_mx_record = true")
     for h in o.smart_hosts:
-        m = _HOST_PORT.match(h)
-        if not m or (m.group(2) and not 0 < int(m.group(2)[1:]) < 65536):
+        if not _is_host_port(h):
             bad("smart_hosts", "invalid-host", f"{h!r} is not host[:port]")
     if o.tls_settings not in TLS_SETTINGS:
         bad("tls_settings", "invalid-value", f"must be one of {', '.join(TLS_SETTINGS)}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from typing import Literal
 
+from mxgate.names import parse_hostport
 from mxgate.probe.wire import TlsInfo, Wire, WireError, proxy_v1_header, proxy_v2_header, tls_context
 
 Outcome = Literal["accept", "reject", "tempfail", "error"]
@@ -348,24 +349,3 @@ def build_proxy_header(opts: ProbeOptions, sockname: tuple, peername: tuple) -> 
     src, sport = parse_hostport(opts.proxy_source or "", sockname[1])
     build = proxy_v1_header if opts.proxy_version == 1 else proxy_v2_header
     return build(src, peername[0], sport, peername[1])
-
-
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """"host", "host:port", "[v6]:port", "[v6]" or a bare IPv6 literal → (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad address {text!r}")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""  # a bare IPv6 literal has several colons and no port
-    if not host:
-        raise ValueError(f"missing host in {text!r}")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port in {text!r}")
-    return host, int(port_text)

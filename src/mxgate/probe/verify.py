@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from mxgate.policy.domains import normalize_domain
+from mxgate.names import normalize_domain
 from mxgate.policy.ipset import parse_network
 from mxgate.policy.model import InboundConnector, Policy
 from mxgate.probe.client import ProbeOptions, ProbeResult, run_probe

@@ -30,15 +30,17 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.auth.headers import parse_fields, split_headers
-from mxgate.delivery.commit import GroupCommitter
 from mxgate.delivery.maildir import DeliveryResult, Maildir
+from mxgate.durable import GroupCommitter
 from mxgate.errors import MxgateError, NotFoundError
+from mxgate.policy.transaction import MailTransaction
+from mxgate.smtp.message import header_block, header_value
 from mxgate.store.schema import nodes, quarantine
 from mxgate.trace.store import TraceStore
 
@@ -94,6 +96,16 @@ class QuarantineStore:
                 recipients=json.dumps([r.lower() for r in recipients]), subject=subject[:256], reason=reason[:64],
                 detail=json.dumps(detail or {}, default=str), body=body, deleted=False))
         return qid
+
+    async def keep(self, txn: MailTransaction, data: bytes, *, trace_id: str, reason: str,
+                   detail: dict[str, Any]) -> str:
+        """The mailbox role's quarantine: the message held for the mailboxes chosen at RCPT, so a
+        release never creates a Maildir for an alias. Committed (SQLite synchronous=FULL) before
+        the caller says 250, like a Maildir delivery."""
+        subject = header_value(header_block(data), "Subject")
+        detail = {**detail, "relay_recipients": [str(r.address) for r in txn.relayed]}
+        return await asyncio.to_thread(self.add, trace_id=trace_id, sender=str(txn.sender), recipients=txn.mailboxes,
+                                       subject=subject, reason=reason, detail=detail, body=data)
 
     def delete(self, qid: str) -> None:
         """Forget the message: the row stays as a record of the decision, the body is dropped."""

@@ -1,9 +1,9 @@
 """The gateway queue in the shared database (`[gateway] queue = "database"`), for several gateways.
 
 Owns: the `gateway_queue` table (created by migration 0002), the same interface as
-queue/spool.py's Spool as queue/runner.py and server/gateway.py use it (enqueue, due, claim,
+queue/spool.py's Spool protocol as queue/runner.py and server/gateway.py use it (enqueue, due, claim,
 open_message, settle, hold/release, remove, get/list/count), and the lease rules below.
-Must not know: SMTP, relaying, retry arithmetic, DSN contents — exactly like Spool.
+Must not know: SMTP, relaying, retry arithmetic, DSN contents — exactly like DiskSpool.
 
 Commit rule (RFC 5321 §6.1): `enqueue` returns once the INSERT has committed, so the gateway's
 250 never precedes the commit. Leases: `claim` takes a due row with SELECT ... FOR UPDATE SKIP
@@ -31,7 +31,7 @@ from typing import Any, Callable
 from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
-from mxgate.delivery.commit import private_dir
+from mxgate.durable import private_dir
 from mxgate.queue.spool import DUE_QUEUES, QueueEntry, RcptState, Recipient, RecoveryReport, StaleEntryError, new_queue_id
 
 log = logging.getLogger("mxgate.queue.db")
@@ -200,7 +200,7 @@ class DbSpool:
 
     async def settle(self, entry: QueueEntry, outcomes: Iterable[Recipient], *, next_attempt: float | None = None,
                      error: str | None = None) -> QueueEntry | None:
-        """One attempt's per-recipient outcomes, as Spool.settle; the row goes when none is pending."""
+        """One attempt's per-recipient outcomes, as DiskSpool.settle; the row goes when none is pending."""
         outcomes = {o.address: o for o in outcomes}
         unknown = set(outcomes) - set(entry.pending)
         if unknown:

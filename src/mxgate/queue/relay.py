@@ -26,10 +26,22 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from mxgate.names import parse_hostport
 from mxgate.queue.scheduler import HostHealth
-from mxgate.server.listener import parse_listen
 
 BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class HostTls:
+    """What one MX host's TLS must satisfy; queue/outbound.py decides it (MTA-STS, DANE)."""
+
+    name: str  # the MX host name: SNI and the certificate name (RFC 8461 §4.2, RFC 7672 §3.2.3)
+    require: bool  # STARTTLS required: a host without it, or failing the checks, gets no mail
+    context: ssl.SSLContext | None = None  # None: the settings' context
+    tlsa: tuple = ()  # DANE (queue/dane.Tlsa): the presented chain must match one (RFC 7672 §3)
+    testing: bool = False  # MTA-STS testing: a failed check is noted, delivery goes on (RFC 8461 §5)
+    policy: str = "no-policy-found"  # the RFC 8460 policy type reported for this host
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,13 @@ class RelaySettings:
     connect_timeout: float = 10.0
     command_timeout: float = 120.0
     tls_name: str = ""  # the name the peer's certificate must carry; "" = the host connected to
+    # False only for MX delivery without a policy requiring TLS: a server that offers no STARTTLS
+    # gets the message in clear text (opportunistic TLS, RFC 7435 §3); STARTTLS offered is always used.
+    require_tls: bool = True
+    host_tls: tuple[tuple[str, HostTls], ...] = ()  # per "host:port": MX delivery under a TLS policy
+
+    def tls_for(self, host: str) -> HostTls | None:
+        return next((t for h, t in self.host_tls if h == host), None)
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,36 @@ class RelayResult:
     outcomes: tuple[RcptOutcome, ...]
     host: str = ""  # the host that answered, "" when none could be reached
     errors: tuple[str, ...] = ()  # per-host trouble before recipients were tried
+    tls: bool = False  # the delivering session was encrypted
+    notes: tuple[str, ...] = ()  # "host: why": TLS checks that failed but did not stop delivery (testing)
+
+
+class _Log:
+    """What the sessions of one relay() call learned about TLS (for TLS-RPT, RFC 8460)."""
+
+    def __init__(self) -> None:
+        self.tls_hosts: set[str] = set()
+        self.notes: list[str] = []
+
+
+def client_context(ca_file: str | None, cert: str | None = None, key: str | None = None,
+                   verify: bool = True, check_hostname: bool = False) -> ssl.SSLContext:
+    """The client side of a relay session: TLS 1.2 or later, the chain checked against `ca_file`
+    (or the system store) unless `verify` is off, an optional client certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = check_hostname and verify
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if ca_file:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
 
 
 def _status_of(code: int, message: str) -> str:
@@ -81,6 +130,32 @@ class _HostTrouble(Exception):
     """This host cannot take the message now; try the next one."""
 
 
+class _TlsPolicyTrouble(_HostTrouble):
+    """The host does not meet the TLS its domain's policy requires (MTA-STS, DANE, a required domain)."""
+
+
+_UNVERIFIED: list[ssl.SSLContext] = []
+
+
+def _unverified() -> ssl.SSLContext:
+    if not _UNVERIFIED:
+        _UNVERIFIED.append(client_context(None, verify=False))
+    return _UNVERIFIED[0]
+
+
+def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
+    """The certificates the server presented, leaf first (DER)."""
+    obj = client.transport.get_extra_info("ssl_object") if client.transport else None
+    if obj is None:
+        return []
+    try:  # Python < 3.13: the chain is only on the private object
+        raw = getattr(obj, "get_unverified_chain", None) or obj._sslobj.get_unverified_chain
+        return [c.public_bytes(2) for c in (raw() or [])]  # 2 = _ssl.ENCODING_DER
+    except AttributeError:
+        leaf = obj.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
+
+
 class SessionPool:
     """Idle relay sessions (connected, STARTTLS done, EHLO answered), reused for the next message
     to the same host, as Postfix's connection cache does: the TLS handshake was most of the cost
@@ -97,7 +172,8 @@ class SessionPool:
     def key(settings: RelaySettings, host: str) -> tuple:
         import asyncio
 
-        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo)
+        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo,
+                settings.require_tls, settings.tls_for(host))
 
     def take(self, key: tuple) -> aiosmtplib.SMTP | None:
         now = time.monotonic()
@@ -129,17 +205,41 @@ class SessionPool:
 POOL = SessionPool()
 
 
-async def _open(settings: RelaySettings, hostname: str, port: int) -> aiosmtplib.SMTP:
+async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "", log: _Log | None = None,
+                ht: HostTls | None = None) -> aiosmtplib.SMTP:
+    ht = ht or settings.tls_for(host)
+    require = ht.require if ht else settings.require_tls
     client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
                              timeout=settings.command_timeout,
                              source_address=(settings.source_address, 0) if settings.source_address else None)
     await client.connect(timeout=settings.connect_timeout)
     await client.ehlo()
     if not client.supports_extension("starttls"):
+        if not require:
+            if ht and ht.testing and log is not None:
+                log.notes.append(f"{host}: STARTTLS not offered (testing policy)")
+            return client  # opportunistic: no STARTTLS offered and no policy requires it
         client.close()
-        raise _HostTrouble("STARTTLS not offered (required)")
+        raise (_TlsPolicyTrouble if ht else _HostTrouble)("STARTTLS not offered (required)")
     # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
-    await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
+    try:
+        await client.starttls(tls_context=(ht.context if ht and ht.context else settings.tls_context),
+                              server_hostname=ht.name if ht else (settings.tls_name or hostname))
+    except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+        client.close()
+        if ht and ht.testing and log is not None:  # RFC 8461 §5: testing — report, deliver unchecked
+            log.notes.append(f"{host}: certificate {exc.__class__.__name__}: {exc} (testing policy)"[:300])
+            return await _open(settings, hostname, port, host, log,
+                               HostTls(ht.name, False, _unverified(), policy=ht.policy))
+        if ht and ht.require:
+            raise _TlsPolicyTrouble(f"TLS certificate check failed: {exc.__class__.__name__}: {exc}"[:300]) from None
+        raise
+    if ht and ht.tlsa:
+        from mxgate.queue.dane import verify_chain
+
+        if not verify_chain(ht.tlsa, _peer_chain(client), ht.name):
+            client.close()
+            raise _TlsPolicyTrouble("TLS certificate matches no TLSA record (DANE, RFC 7672 §3)")
     await client.ehlo()
     return client
 
@@ -160,9 +260,9 @@ def _utf8_ok(client: aiosmtplib.SMTP, key: tuple, utf8: bool) -> None:
         raise _NoSmtputf8()
 
 
-async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = False) -> aiosmtplib.SMTP:
+async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = False, log: _Log | None = None) -> aiosmtplib.SMTP:
     """A session with MAIL accepted: an idle pooled one when it still works, else a new one."""
-    hostname, port = parse_listen(host)
+    hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
     options = {"options": ["SMTPUTF8"], "encoding": "utf-8"} if utf8 else {}
     while (client := POOL.take(key)) is not None:
@@ -177,7 +277,7 @@ async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = Fa
             client.close()  # the server tired of the idle session: open a fresh one
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
             client.close()
-    client = await _open(settings, hostname, port)
+    client = await _open(settings, hostname, port, host, log)
     _utf8_ok(client, key, utf8)
     try:
         await client.mail(sender, **options)
@@ -187,16 +287,21 @@ async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = Fa
     return client
 
 
-async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes) -> tuple[RcptOutcome, ...]:
+async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes,
+                   log: _Log | None = None) -> tuple[RcptOutcome, ...]:
     reusable = False
     client = None
     utf8 = needs_smtputf8(sender, recipients)
     try:
         try:
-            client = await _mail(settings, host, sender, utf8)
+            client = await _mail(settings, host, sender, utf8, log)
+            if log is not None and client.transport and client.transport.get_extra_info("ssl_object") is not None:
+                log.tls_hosts.add(host)
         except _NoSmtputf8:  # RFC 6531 §3.2: never downgrade an address; the sender gets a DSN
             return _all(recipients, "failed", "5.6.7",
                         "smtp; 553 5.6.7 the receiving server does not support SMTPUTF8 (RFC 6531)", host)
+        except _HostTrouble:
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code >= 500:  # MAIL refused for good: every recipient fails
                 return _all(recipients, "failed", _status_of(exc.code, exc.message),
@@ -249,22 +354,28 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
         return RelayResult(_all(recipients, "failed", "5.6.0", "smtp; 550 5.6.0 bare CR or LF in message (not relayed)"))
     health = health or HostHealth()
     errors: list[str] = []
+    log = _Log()
+    policy_failures = 0
     now = time.monotonic()
     candidates = [h for h in settings.hosts if health.usable(h, now)]
     for host in candidates:
         started = time.monotonic()
         try:
-            outcomes = await _split_transactions(settings, host, sender, recipients, data)
+            outcomes = await _split_transactions(settings, host, sender, recipients, data, log)
         except _HostTrouble as exc:
             errors.append(f"{host}: {exc}")
+            policy_failures += isinstance(exc, _TlsPolicyTrouble)
             health.failed(host, time.monotonic(), started)
             continue
         health.succeeded(host)
-        return RelayResult(outcomes, host, tuple(errors))
+        return RelayResult(outcomes, host, tuple(errors), host in log.tls_hosts, tuple(log.notes))
     if not candidates:
         errors.append("every downstream host is backing off after recent failures")
     reason = "; ".join(errors)[:400] or "no downstream configured"
-    return RelayResult(_all(recipients, "deferred", "4.4.1", f"smtp; could not deliver: {reason}"), "", tuple(errors))
+    # RFC 3463 4.7.5: every host failed the TLS its domain's policy requires (RFC 8461 §5, RFC 7672 §2.2)
+    status = "4.7.5" if errors and policy_failures == len(errors) else "4.4.1"
+    return RelayResult(_all(recipients, "deferred", status, f"smtp; could not deliver: {reason}"), "", tuple(errors),
+                       notes=tuple(log.notes))
 
 
 def needs_new_transaction(outcome: RcptOutcome) -> bool:
@@ -273,13 +384,13 @@ def needs_new_transaction(outcome: RcptOutcome) -> bool:
 
 
 async def _split_transactions(settings: RelaySettings, host: str, sender: str, recipients,
-                              data: bytes) -> tuple[RcptOutcome, ...]:
+                              data: bytes, log: _Log | None = None) -> tuple[RcptOutcome, ...]:
     """One transaction, then a new one at once for the recipients the server asked to send
     separately (452 4.5.3), for as long as each transaction delivers someone."""
     outcomes: dict[str, RcptOutcome] = {}
     todo = list(recipients)
     while todo:
-        for o in await _session(settings, host, sender, todo, data):
+        for o in await _session(settings, host, sender, todo, data, log):
             outcomes[o.address] = o
         rest = [r for r in todo if needs_new_transaction(outcomes[r])]
         if len(rest) == len(todo):  # nobody got through: a real limit, left to the retry schedule
@@ -296,7 +407,7 @@ async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
     """
     errors = []
     for host in settings.hosts:
-        hostname, port = parse_listen(host)
+        hostname, port = parse_hostport(host)
         client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
                                  timeout=settings.connect_timeout,
                                  source_address=(settings.source_address, 0) if settings.source_address else None)

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Mapping
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.queue.dsn import DSN_ENVELOPE_SENDER, FailedRecipient, build_dsn, original_header_block
 from mxgate.queue.relay import RelayResult, RelaySettings, relay
 from mxgate.queue.scheduler import HostHealth, RetryPolicy, next_attempt
@@ -110,8 +110,7 @@ class Runner:
         wanted = [e for q in self._retry_now if (e := self.spool.get(q)) is not None and e.queue in DUE_QUEUES]
         self._retry_now.clear()
         # The database spool (queue/dbspool.py) answers from PostgreSQL: keep that off the loop.
-        due = await asyncio.to_thread(self.spool.due, now) if getattr(self.spool, "blocking_reads", False) \
-            else self.spool.due(now)
+        due = await asyncio.to_thread(self.spool.due, now) if self.spool.blocking_reads else self.spool.due(now)
         for entry in wanted + [e for e in due if e not in wanted]:
             if entry.queue_id in busy:
                 continue

@@ -1,7 +1,7 @@
 """Retry schedule for the gateway queue: when to try a deferred message again, and when to give up.
 
 Owns: the backoff arithmetic and its defaults. Pure: no clock, no I/O, no randomness — the
-caller passes ``now`` and stores the answer in the spool (``Spool.defer``).
+caller passes ``now`` and stores the answer in the spool (``DiskSpool.defer``).
 Must not know: the spool's files, SMTP, or why a delivery failed (a 5xx never reaches here: it
 is a permanent failure and goes straight to a DSN).
 

@@ -17,7 +17,7 @@ directory → the END record is what marks the file complete. Each rewrite (defe
 delivery) writes a whole new file with ``revision + 1`` and unlinks the old one only after the
 new one is durable, so a crash leaves two revisions at worst; recovery keeps the highest.
 
-Recovery (``Spool.open``): files in ``tmp/`` are deleted; a queue file without a valid END
+Recovery (``DiskSpool.open``): files in ``tmp/`` are deleted; a queue file without a valid END
 record is a partial write that was never acknowledged, so it is deleted and logged; a file whose
 checksum, header or name is wrong moves to ``corrupt/``; entries left in ``active/`` by a crash
 go back to ``deferred/`` (they may be relayed twice: duplicates are allowed, loss is not).
@@ -39,9 +39,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
-from mxgate.delivery.commit import GroupCommitter, MoveFile, RemoveFile, WriteFile, private_dir, sync_directory
+from mxgate.durable import GroupCommitter, MoveFile, RemoveFile, WriteFile, private_dir, sync_directory
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class QueueEntry:
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What ``Spool.open`` found: file names discarded, moved to corrupt/, and requeued."""
+    """What ``DiskSpool.open`` found: file names discarded, moved to corrupt/, and requeued."""
 
     loaded: int
     discarded: tuple[str, ...]
@@ -246,8 +246,34 @@ def _writer(header: bytes, body, source: Path | None, offset: int, size: int):
 # -- the spool --------------------------------------------------------------------------------
 
 
-class Spool:
-    """Durable queue under ``root``; open with :meth:`Spool.open` (blocking recovery scan).
+class Spool(Protocol):
+    """What the runner, the gateway and the queue CLI use of a queue: the disk spool below and
+    the database queue (queue/dbspool.py) both provide all of it, so no caller asks which it has."""
+
+    root: Path  # local directory: spill files, disk-space checks, queue CLI requests
+    recovery: RecoveryReport
+    blocking_reads: bool  # get/due/count do I/O that must stay off the event loop
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def get(self, queue_id: str) -> QueueEntry | None: ...
+    def list(self, queue: str | None = None) -> list[QueueEntry]: ...
+    def count(self, queue: str | None = None) -> int: ...
+    def due(self, now: float) -> list[QueueEntry]: ...
+    async def open_message(self, entry: QueueEntry) -> bytes: ...
+    async def enqueue(self, sender: str, recipients: Iterable[str], data: bytes,
+                      meta: Mapping[str, Any] | None = None) -> QueueEntry: ...
+    async def claim(self, entry: QueueEntry) -> QueueEntry: ...
+    async def settle(self, entry: QueueEntry, outcomes: Iterable[Recipient], *, next_attempt: float | None = None,
+                     error: str | None = None) -> QueueEntry | None: ...
+    async def mark_corrupt(self, entry: QueueEntry) -> None: ...
+    async def hold(self, entry: QueueEntry) -> QueueEntry: ...
+    async def release(self, entry: QueueEntry) -> QueueEntry: ...
+    async def remove(self, entry: QueueEntry) -> None: ...
+
+
+class DiskSpool:
+    """Durable queue under ``root``; open with :meth:`DiskSpool.open` (blocking recovery scan).
 
     Every mutating method is a coroutine that returns only once the change is durable, and
     takes the entry it was given as proof of what the caller saw: a stale entry (changed or
@@ -262,11 +288,19 @@ class Spool:
         self.recovery = RecoveryReport(0, (), (), ())
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], committer: GroupCommitter) -> Spool:
+    def open(cls, root: str | os.PathLike[str], committer: GroupCommitter) -> DiskSpool:
         """Create the directories if needed and recover; run before serving (or in a thread)."""
         spool = cls(Path(root), committer)
         spool.recovery = spool._recover()
         return spool
+
+    blocking_reads = False  # the index is in memory
+
+    def start(self) -> None:
+        """Nothing runs in the background (the database queue renews leases)."""
+
+    async def stop(self) -> None:
+        """Nothing to hand back: a crash-safe directory needs no goodbye."""
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mxgate.delivery.commit import private_dir
-from mxgate.admin import metrics
-from mxgate.auth.arc import ArcSealError, arc_seals, seal_arc, validate_arc
+from mxgate.durable import private_dir
+from mxgate import metrics
+from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import format_authentication_results
 from mxgate.auth.spf import SpfResult
@@ -31,25 +31,26 @@ from mxgate.filters.greylist import Greylist
 from mxgate.filters.pipeline import Outcome, Pipeline
 from mxgate.filters.ratelimit import RateLimiter
 from mxgate.filters.result import CheckEnv, MessageFacts, checks_header
-from mxgate.filters.settings import CheckSettings, load_checks
+from mxgate.policy.gateway_checks import CheckSettings, load_checks
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
-from mxgate.queue.relay import RelaySettings, callahead
+from mxgate.queue.outbound import lock_spool, start_gateway_outbound
+from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
-from mxgate.queue.spool import Spool, disk_free_ok
-from mxgate.server.tls import ReloadingContext, client_context
+from mxgate.queue.spool import DiskSpool, Spool, disk_free_ok
+from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
-from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_HEADER_BLOCK, MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
+from mxgate.smtp.replies import REPLIES, reply_text
 from mxgate.smtp.source import MessageSource
+from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
 from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
-from mxgate.trace.store import TraceRecord, refusal_status
+from mxgate.trace.records import message_records, refusal_records
 
 log = logging.getLogger("mxgate.gateway")
 
@@ -62,7 +63,7 @@ class GatewayRole(Role):
     name = "gateway"
     clock = staticmethod(time.time)  # the greylist's clock (tests replace it instead of sleeping)
 
-    def __init__(self, node, services):
+    def __init__(self, node, services, outbound=None):
         self.node = node
         self.settings = node.settings.gateway
         self.hostname = self.settings.hostname
@@ -74,7 +75,7 @@ class GatewayRole(Role):
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
-        self.outbound = None  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
+        self.outbound = outbound  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
 
     def checks(self, compiled) -> dict[str, CheckSettings]:
         if self._checks[0] != compiled.version:
@@ -90,9 +91,21 @@ class GatewayRole(Role):
         Internet peers: their volume is the whole organisation's."""
         return self.outbound is not None and self.outbound.is_trusted(s.peer_ip)
 
-    def on_connect(self, s) -> Verdict:
+    def on_connect(self, s):
         metrics.session_opened(self.name)
         s.role_state["outcome"] = {"accepted": 0, "quarantined": 0, "rejected": 0, "deferred": 0}
+        if self.connect_pending(s):
+            return self._connect_after_lookup(s)  # the session greets when this answers
+        return self._decide_connect(s)
+
+    async def _connect_after_lookup(self, s) -> Verdict:
+        try:
+            await self.connect_lookup(s)
+        except Exception as exc:  # never a refusal by accident: the DATA-phase checks still run
+            log.warning("connect-stage checks for %s failed: %r", s.peer_ip, exc)
+        return self._decide_connect(s)
+
+    def _decide_connect(self, s) -> Verdict:
         if self._own_server(s):
             return accept("connect-ok")
         checks = self.checks(self.watcher.current)
@@ -114,7 +127,7 @@ class GatewayRole(Role):
     # --- connect: postscreen-style lookups before the greeting (filters/connect.py) ----------
     def connect_pending(self, s) -> bool:
         """Load what the cluster already knows about this client; True when a lookup must run
-        before the greeting (GatewaySession then waits for `connect_lookup`)."""
+        before the greeting (on_connect then answers after `connect_lookup`)."""
         names = self.settings.connect_checks
         if not names or self._own_server(s):
             return False
@@ -158,6 +171,27 @@ class GatewayRole(Role):
 
     # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
     def on_rcpt(self, s, rcpt):
+        if self._needs_callahead(s, rcpt):
+            return self._rcpt_after_callahead(s, rcpt)  # the session waits, then resumes
+        return self._decide_rcpt(s, rcpt)
+
+    def _needs_callahead(self, s, rcpt) -> bool:
+        """Only an accepted domain's recipient is asked about, and only without a cached answer."""
+        if self.settings.recipient_validation != "callahead" or not rcpt.domain or rcpt.literal:
+            return False
+        if accepted_domain_for(s.role_state["policy"].policy, rcpt.domain) is None:
+            return False
+        return self.rcpt_cache.get(rcpt.key, time.monotonic()) is None
+
+    async def _rcpt_after_callahead(self, s, rcpt):
+        try:
+            await self.callahead(rcpt.key)
+        except Exception as exc:  # the cache then holds a transient 451: refuse for now
+            log.warning("callahead for %s failed: %r", rcpt.key, exc)
+            self.rcpt_cache.put(rcpt.key, (451, "callahead failed"), time.monotonic(), transient=True)
+        return self._decide_rcpt(s, rcpt)
+
+    def _decide_rcpt(self, s, rcpt):
         compiled = s.role_state["policy"]
         refusing = s.role_state.get("connect_refusal")
         if refusing is not None:  # connect_refuse = "rcpt": every recipient gets the check's refusal
@@ -190,8 +224,8 @@ class GatewayRole(Role):
             return True
         if self.settings.recipient_validation == "callahead":
             answer = self.rcpt_cache.get(rcpt.key, time.monotonic())
-            if answer is None:
-                raise CallaheadNeeded(rcpt.key)  # GatewaySession asks the downstream, then retries
+            if answer is None:  # a cache of size zero, or expired while we asked: refuse for now
+                return tempfail("check-tempfail", "callahead: no answer cached")
             code, text = answer
             if 200 <= code < 300:
                 return True
@@ -269,11 +303,7 @@ class GatewayRole(Role):
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> MessageSource:
         """Our header fields on top of the sanitised message; the body is read from the spool file.
         ARC validation and sealing need the whole message in memory (dkimpy): HEAVY_SLOTS at a time."""
-        tls = f"using {s.tls.version} with cipher {s.tls.cipher} ({s.tls.bits} bits)" if s.tls else ""
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, trace_id=trace_id, tls=tls,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, False),
-            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None)
+        received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients, cipher_bits=True)
         sc = outcome.score
         verdict_word = {Action.QUARANTINE: "quarantine"}.get(outcome.verdict.action, sc.verdict)
         checks_line = checks_header(outcome.results)
@@ -283,7 +313,7 @@ class GatewayRole(Role):
         body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
         async with self.sv.pipeline.heavy_slot():
             arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
-                if arc_seals(source.head) else None
+                if arc_fields(source.head) else None
             spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
             results = format_authentication_results(
                 self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
@@ -317,63 +347,45 @@ class GatewayRole(Role):
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
                event: tuple[str, str]) -> None:
-        headers = final.head
-        now = time.time()
-        for r in txn.recipients:
-            self.trace.record(TraceRecord(
-                trace_id=trace_id, status=status, sender=str(txn.sender), recipient=r.address.key,
-                subject=msg.header_value(headers, "Subject"), message_id=msg.header_value(headers, "Message-ID"),
-                size=final.size, from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
-                reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
-                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
-                        "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
-                        "rules": dict(outcome.score.rules)},
-                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo}"), (now, *event)], created_at=now))
+        self.trace.record_all(message_records(
+            trace_id, sender=str(txn.sender), data=final.head, size=final.size,
+            rows=[(str(r.address), status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]) for r in txn.recipients],
+            from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
+            reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
+                    "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
+                    "rules": dict(outcome.score.rules)}))
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
         temporary = verdict.action is Action.TEMPFAIL
-        status, event = refusal_status(temporary)
         metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
         self._count(s, "deferred" if temporary else "rejected")
-        reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
+        reply = reply_text(verdict)
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage,
-                        "reply": str(reply) if reply else ""})
-        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
-        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
+                        "reply": reply})
+        sender, rcpts = self.refused_envelope(s, facts)
         compiled = s.role_state.get("policy") or self.watcher.current
-        now = time.time()
-        for rcpt in rcpts:
-            self.trace.record_refusal(s.id, TraceRecord(
-                trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
-                recipient=rcpt.key if rcpt is not None else "", from_ip=str(s.peer_ip), policy_version=compiled.version,
-                reason=verdict.reason, role=self.name,
-                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
-                        "why": verdict.detail, "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
-                events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
+        self.trace.record_refusals(s.id, refusal_records(
+            verdict, stage=stage, reply=reply, sender=sender, recipients=rcpts,
+            detail={"session": s.id, "helo": s.helo, "why": verdict.detail,
+                    "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name))
 
 
 def _stage_verdict(result) -> Verdict:
     """A check at connect/MAIL/RCPT: only reject and tempfail mean anything before DATA."""
-    if not result.fired or result.action not in ("reject", "tempfail"):
+    if not result.fired or result.action not in (CheckAction.REJECT, CheckAction.TEMPFAIL):
         return accept("ok")
     reply = REPLIES.get(result.reason)
-    if result.action == "tempfail":
+    if result.action == CheckAction.TEMPFAIL:
         reason = result.reason if reply is not None and reply.code < 500 else "check-tempfail"
         return tempfail(reason, result.detail)
     return reject(result.reason if reply is not None and reply.code >= 500 else "message-rejected", result.detail)
 
 
 # --- callahead: RCPT answered after an async lookup ----------------------------------------
-
-class CallaheadNeeded(Exception):
-    """on_rcpt has no cached answer for this recipient; the session must ask the downstream."""
-
-    def __init__(self, address: str):
-        super().__init__(address)
-        self.address = address
-
 
 class RecipientCache:
     """Callahead answers by address, for `ttl` seconds (transient answers for a tenth of it)."""
@@ -392,50 +404,6 @@ class RecipientCache:
         if len(self._items) >= self.MAX:
             self._items.pop(next(iter(self._items)))
         self._items[key] = (now + (self.ttl / 10 if transient else self.ttl), answer)
-
-
-class GatewaySession(SmtpSession):
-    """SmtpSession whose greeting may wait for connect-stage lookups and whose RCPT may wait for
-    a callahead, without blocking the event loop."""
-
-    def _greet(self) -> None:
-        if self._mode != "greeting" or self.transport is None or self.transport.is_closing():
-            return
-        if self.role_state.get("connect_done") or not self.role.connect_pending(self):
-            super()._greet()
-            return
-        self.loop.create_task(self._greet_after_lookup())
-
-    async def _greet_after_lookup(self) -> None:
-        try:
-            await self.role.connect_lookup(self)
-        except Exception as exc:  # never a refusal by accident: the DATA-phase checks still run
-            log.warning("connect-stage checks for %s failed: %r", self.peer_ip, exc)
-        self.role_state["connect_done"] = True
-        super()._greet()  # a client that talked meanwhile is refused there (pregreet)
-
-    def _cmd_RCPT(self, arg: str) -> None:
-        try:
-            super()._cmd_RCPT(arg)
-        except CallaheadNeeded as need:
-            self._mode = "busy"  # pipelined commands wait in the buffer, in order
-            self.loop.create_task(self._after_callahead(arg, need.address))
-
-    async def _after_callahead(self, arg: str, address: str) -> None:
-        try:
-            await self.role.callahead(address)
-        except Exception as exc:  # the cache then holds nothing: answer 451 this time
-            log.warning("callahead for %s failed: %r", address, exc)
-            self.role.rcpt_cache.put(address, (451, "callahead failed"), time.monotonic(), transient=True)
-        if self._mode == "closed":
-            return
-        self._mode = "command"
-        try:
-            super()._cmd_RCPT(arg)
-        except CallaheadNeeded:  # a cache of size zero: refuse for now rather than loop
-            self._reply(REPLIES["check-tempfail"])
-        self._flush()
-        self._process()
 
 
 # --- services ------------------------------------------------------------------------------
@@ -460,8 +428,7 @@ class GatewayServices:
 
     async def stop(self) -> None:
         await self.runner.stop()
-        if hasattr(self.spool, "stop"):  # the database queue hands back its leases
-            await self.spool.stop()
+        await self.spool.stop()  # the database queue hands back its leases
         self.pipeline.close()
         os.close(self.lock_fd)  # releases the flock: the queue CLI may now edit the spool directly
 
@@ -474,7 +441,7 @@ def ensure_arc_key(keys_dir, selector: str) -> bytes:
     pem_path, txt_path = keys_dir / f"arc-{selector}.pem", keys_dir / f"arc-{selector}.txt"
     if not pem_path.exists():
         pem, txt = generate_dkim_key()
-        from mxgate.delivery.commit import write_atomically
+        from mxgate.durable import write_atomically
 
         write_atomically(txt_path, txt.encode(), 0o644)
         write_atomically(pem_path, pem, 0o600)
@@ -492,16 +459,14 @@ async def start_services(node) -> GatewayServices:
     resolver = _resolver(node)
     root = node.home.spool / "gateway"
     private_dir(root)
-    from mxgate.queue.outbound import lock_spool
-
     lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
     if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
         from mxgate.queue.dbspool import DbSpool
 
         spool = await asyncio.to_thread(DbSpool.open, node.engine, node.name, root, lease=g.queue_lease)
-        spool.start()
     else:
-        spool = await asyncio.to_thread(Spool.open, root, node.committer)
+        spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
+    spool.start()
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
     # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
@@ -528,8 +493,6 @@ async def start_services(node) -> GatewayServices:
         if entry.meta.get("trace_id"):
             node.trace.add_event(entry.meta["trace_id"], event, detail, recipient=rcpt and rcpt.lower(), status=status)
 
-    from mxgate.queue.outbound import start_gateway_outbound
-
     # DSNs leave through the outbound queue: to the sender's MX, or downstream for our domains.
     outbound = await start_gateway_outbound(node, relay_settings)
     retry = RetryPolicy(first_retry=g.retry_first, max_backoff=max(g.retry_max_backoff, g.retry_first),
@@ -549,12 +512,10 @@ async def start_services(node) -> GatewayServices:
 async def start_gateway(node) -> None:
     """Node hook (`[roles] gateway = true`): build the services, then listen."""
     services = await start_services(node)
-    role = GatewayRole(node, services)
-    if node.settings.gateway.outbound_from:
-        role.outbound = services.outbound
+    # Mail from the organisation's own servers ([gateway] outbound_from) leaves through the same queue.
+    role = GatewayRole(node, services, services.outbound if node.settings.gateway.outbound_from else None)
     listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
-                        spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies,
-                        session_class=GatewaySession)
+                        spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
     await listener.start(node.settings.gateway.listen)
     node.roles["gateway"] = role
     node.listeners["gateway"] = listener

@@ -10,23 +10,31 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from mxgate.config.node import LimitsSection
 from mxgate.errors import ConfigError
+from mxgate.names import format_hostport
 from mxgate.server import sockets
-from mxgate.server.sockets import parse_listen  # noqa: F401  (re-exported: queue/relay.py)
-from mxgate.smtp.replies import Verdict, accept
+from mxgate.server.session import SmtpSession
+from mxgate.server.sockets import parse_listen
+from mxgate.verdict import Verdict, accept
 
 if TYPE_CHECKING:
-    from mxgate.server.session import MessageBody, SmtpSession, Transaction
+    from mxgate.server.session import MessageBody, Transaction
     from mxgate.smtp.address import Address
 
 log = logging.getLogger("mxgate.listener")
 
+RcptAnswer = tuple[Verdict, Any]  # the verdict and the role's decision kept with the recipient
+
 
 class Role:
-    """Hooks called by SmtpSession in protocol order; each returns a Verdict. Defaults accept."""
+    """Hooks called by SmtpSession in protocol order; each returns a Verdict. Defaults accept.
+
+    `on_mail` and `on_rcpt` may instead return an awaitable of their answer (a lookup that must
+    not block the loop, e.g. an RCPT callahead): the session waits for it and resumes itself
+    (SmtpSession.wait), so no role needs a session subclass."""
 
     name = "role"
     hostname = "localhost"
@@ -55,10 +63,10 @@ class Role:
     def disk_ok(self) -> bool:
         return True
 
-    def on_mail(self, s: "SmtpSession", sender: "Address", params: dict[str, str]) -> Verdict:
+    def on_mail(self, s: "SmtpSession", sender: "Address", params: dict[str, str]) -> Verdict | Awaitable[Verdict]:
         return accept("sender-ok")
 
-    def on_rcpt(self, s: "SmtpSession", rcpt: "Address") -> tuple[Verdict, Any]:
+    def on_rcpt(self, s: "SmtpSession", rcpt: "Address") -> RcptAnswer | Awaitable[RcptAnswer]:
         return accept("recipient-ok"), None
 
     async def on_message(self, s: "SmtpSession", txn: "Transaction", body: "MessageBody") -> Verdict:
@@ -70,17 +78,20 @@ class Role:
     def on_disconnect(self, s: "SmtpSession") -> None:
         pass
 
+    @staticmethod
+    def refused_envelope(s: "SmtpSession", facts: dict[str, Any]) -> tuple[str, list[str]]:
+        """The sender and recipients an `on_refused` call concerns (none yet before MAIL/RCPT)."""
+        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
+        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])]
+        return (str(sender) if sender is not None else ""), [str(r) for r in rcpts]
+
 
 class Listener:
     def __init__(self, role: Role, limits: LimitsSection, *, ssl_context: Callable[[], ssl.SSLContext | None],
-                 spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = (),
-                 session_class: type | None = None):
+                 spill_dir: str | None = None, trusted_proxies: list[str] | tuple[str, ...] = ()):
         from mxgate.policy.ipset import PrefixTable, parse_network
-        from mxgate.server.session import SmtpSession
 
         self.role = role
-        # A role that needs protocol changes (e.g. an asynchronous RCPT) brings a session subclass.
-        self.session_class = session_class or SmtpSession
         # Only these peers may tell us, with a PROXY header, who the client really is.
         self.trusted_proxies = PrefixTable((parse_network(p), "proxy") for p in trusted_proxies)
         self.limits = limits
@@ -107,10 +118,10 @@ class Listener:
             opened = sockets.take(host, port)  # bound before privileges were dropped, or inherited
             try:
                 if opened is not None:
-                    server = await self.loop.create_server(lambda: self.session_class(self), sock=opened,
+                    server = await self.loop.create_server(lambda: SmtpSession(self), sock=opened,
                                                            backlog=sockets.BACKLOG)
                 else:
-                    server = await self.loop.create_server(lambda: self.session_class(self), host, port, family=family,
+                    server = await self.loop.create_server(lambda: SmtpSession(self), host, port, family=family,
                                                            reuse_address=True, reuse_port=self.reuse_port,
                                                            backlog=sockets.BACKLOG)
             except OSError as exc:
@@ -118,7 +129,7 @@ class Listener:
             self.servers.append(server)
             for sock in server.sockets:
                 h, p = sock.getsockname()[:2]
-                self.addresses.append(f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+                self.addresses.append(format_hostport(h, p))
 
     def keep(self, task: asyncio.Task) -> None:
         """Hold a session's background task (TLS handshake, delivery): the loop keeps only weak

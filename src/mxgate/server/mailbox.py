@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from dataclasses import replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Protocol, Sequence
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.config.node import MailboxSection
+from mxgate.delivery.internal import Outcome
+from mxgate.delivery.srs import is_srs
 from mxgate.delivery.maildir import Maildir
 from mxgate.policy.attribution import (
     ClientCertFacts,
@@ -27,30 +28,29 @@ from mxgate.policy.attribution import (
     decide_mail,
     decide_rcpt,
 )
+from mxgate.policy.transaction import AcceptedRecipient, MailTransaction
 from mxgate.queue.spool import disk_free_ok
 from mxgate.server.listener import Role
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Action, Verdict, accept, reject, reply_for, tempfail
-from mxgate.trace.store import TraceRecord, TraceStore, refusal_status
+from mxgate.smtp.replies import reply_text
+from mxgate.verdict import Action, Verdict, accept, reject, tempfail
+from mxgate.trace.records import message_records, refusal_records
+from mxgate.trace.store import TraceStore
 from mxgate.wording import count
 
 log = logging.getLogger("mxgate.mailbox")
 
-# Content hooks (enhanced filtering, authentication, routing) plug in here; each may rewrite the
-# message and its per-recipient plan. Signature: async (ctx: MessageContext) -> None.
-MessageHook = Callable[["MessageContext"], Awaitable[None]]
-
 
 class MessageContext:
-    """Everything known about one accepted transaction while it is being processed."""
+    """One accepted message while it is processed: the transaction value (decisions and policy
+    snapshot, never looked up again), the bytes, and what the content hooks decided."""
 
-    def __init__(self, session, txn, data: bytes, compiled: CompiledPolicy, trace_id: str):
+    def __init__(self, session, txn: MailTransaction, data: bytes, trace_id: str):
         self.session = session
         self.txn = txn
         self.data = data
-        self.compiled = compiled
         self.trace_id = trace_id
         self.headers_to_add: list[bytes] = []
         self.detail: dict[str, Any] = {}
@@ -59,12 +59,45 @@ class MessageContext:
         self.quarantine_reason: str | None = None
         self.verdict: Verdict | None = None  # a hook may refuse the whole message
 
+    @property
+    def compiled(self) -> CompiledPolicy:
+        return self.txn.policy
+
+
+class MessageHook(Protocol):
+    """A content hook (authentication, auth/pipeline.py): may rewrite the message and set the
+    folder, the quarantine reason or a refusal on the context."""
+
+    async def __call__(self, ctx: MessageContext) -> None: ...
+
+
+class MailboxDelivery(Protocol):
+    """Aliases, lists, forwarding and relaying inside the process (delivery/internal.py)."""
+
+    @property
+    def can_relay(self) -> bool: ...
+
+    async def deliver_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str, folder: str | None,
+                               from_ip: str, original_ip: str) -> Outcome: ...
+
+    async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None: ...
+
+    def reverse_srs(self, address: str) -> str: ...
+
+
+class Quarantine(Protocol):
+    """Where quarantined messages are kept (quarantine/store.py)."""
+
+    async def keep(self, txn: MailTransaction, data: bytes, *, trace_id: str, reason: str,
+                   detail: dict[str, Any]) -> str: ...
+
 
 class MailboxRole(Role):
     name = "mailbox"
 
     def __init__(self, settings: MailboxSection, *, node: str, watcher: PolicyWatcher, trace: TraceStore,
-                 maildir: Maildir, disk_path: str):
+                 maildir: Maildir, disk_path: str, hooks: Sequence[MessageHook] = (),
+                 delivery: MailboxDelivery | None = None, quarantine: Quarantine | None = None):
         self.settings = settings
         self.hostname = settings.hostname
         self.node = node
@@ -72,13 +105,10 @@ class MailboxRole(Role):
         self.trace = trace
         self.maildir = maildir
         self.disk_path = disk_path
-        self.hooks: list[MessageHook] = []
-        self.quarantine: Callable[[MessageContext, bytes], Awaitable[None]] | None = None
-        self.relay: Callable[[MessageContext, list, bytes], Awaitable[Verdict]] | None = None
-        # Aliases, lists and forwarding (delivery/internal.py); None = straight to each mailbox.
-        self.local_delivery: Callable[[MessageContext, list, bytes], Awaitable[list]] | None = None
-        # Reverses an SRS address to the original sender (delivery/internal.py); None = no forwarding.
-        self.srs_reverse: Callable[[str], str] | None = None
+        self.hooks = tuple(hooks)
+        # None: straight to each mailbox, no relaying, no SRS (a node without internal delivery).
+        self.delivery = delivery
+        self.quarantine = quarantine
         self.stats = {"accepted": 0, "refused": 0}
 
     # --- facts ----------------------------------------------------------------------------
@@ -124,112 +154,125 @@ class MailboxRole(Role):
         facts = self._current_facts(s, compiled)
         decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"],
                                srs_target=self._srs_target(rcpt))
-        if decision.verdict.action is Action.ACCEPT and decision.route == "relay" and self.relay is None:
+        if decision.verdict.action is Action.ACCEPT and decision.route == "relay" and not self._can_relay():
             return reject("relay-denied", "no outbound route configured on this node"), decision
         if decision.verdict.action is Action.ACCEPT:
             s.role_state["prior_key"] = decision.outcome_key
         return decision.verdict, decision
 
+    def _can_relay(self) -> bool:
+        return self.delivery is not None and self.delivery.can_relay
+
     def _srs_target(self, rcpt) -> str | None:
         """The original address behind a valid SRS address of ours (signature and age checked)."""
-        if self.srs_reverse is None or not rcpt.local.upper().startswith(("SRS0=", "SRS1=")):
+        if self.delivery is None or not is_srs(rcpt.local):
             return None
         try:
-            return self.srs_reverse(str(rcpt))
+            return self.delivery.reverse_srs(str(rcpt))
         except ValueError:  # forged, expired or malformed: an unknown recipient like any other
             return None
 
+    # --- DATA: one message, step by step --------------------------------------------------
     async def on_message(self, s, txn, body) -> Verdict:
-        compiled: CompiledPolicy = s.role_state["policy"]
-        data = body.getvalue()
-        headers = msg.header_block(data)
-        trace_id = secrets.token_hex(8)
-        if msg.count_received(headers) > MAX_RECEIVED_HEADERS:
-            return reject("hop-count-exceeded", f"{msg.count_received(headers)} Received headers")
-        ctx = MessageContext(s, txn, data, compiled, trace_id)
+        ctx = MessageContext(s, self._transaction(s, txn), body.getvalue(), secrets.token_hex(8))
+        hops = msg.count_received(msg.header_block(ctx.data))
+        if hops > MAX_RECEIVED_HEADERS:  # RFC 5321 §6.3: a loop
+            return reject("hop-count-exceeded", f"{hops} Received headers")
+        verdict = await self._run_hooks(ctx)  # authentication: stamps, folder, quarantine or refusal
+        if verdict.refused:
+            return verdict
+        received = s.received_header(by=self.hostname, trace_id=ctx.trace_id, recipients=ctx.txn.recipients,
+                                     connector=ctx.txn.connector_name)
+        final = received + b"".join(ctx.headers_to_add) + ctx.data
+        if ctx.quarantine_reason and self.quarantine is not None:
+            return await self._quarantine(s, ctx, final)
+        verdict = await self._deliver_local(ctx, final)  # durable in every mailbox before the 250
+        if verdict.refused:
+            return verdict
+        if ctx.txn.relayed:
+            await self.delivery.relay_accepted(ctx.txn, final, trace_id=ctx.trace_id)  # queued durably
+        return self._delivered(s, ctx, final)
+
+    def _transaction(self, s, txn) -> MailTransaction:
+        """The session's MAIL/RCPT decisions with the policy snapshot they were made under."""
+        return MailTransaction(s.role_state["policy"], txn.sender,
+                               tuple(AcceptedRecipient(r.address, r.decision) for r in txn.recipients))
+
+    async def _run_hooks(self, ctx: MessageContext) -> Verdict:
         for hook in self.hooks:
             await hook(ctx)
             if ctx.verdict is not None and ctx.verdict.refused:
                 return ctx.verdict
-        connector = txn.recipients[0].decision.connector if txn.recipients else ""
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname,
-            protocol=msg.protocol_name(s.esmtp, s.tls is not None, s.auth_user is not None), trace_id=trace_id,
-            recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
-            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "", connector=connector)
-        final = received + b"".join(ctx.headers_to_add) + ctx.data
-        local = [r for r in txn.recipients if r.decision.route == "local"]
-        relayed = [r for r in txn.recipients if r.decision.route == "relay"]
+        return accept("ok")
 
-        if ctx.quarantine_reason and self.quarantine is not None:
-            await self.quarantine(ctx, final)
-            self._trace_message(s, ctx, txn, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
-            metrics.accepted(self.name)
-            metrics.quarantined(self.name)
-            return Verdict(Action.ACCEPT, "quarantined")
+    async def _quarantine(self, s, ctx: MessageContext, final: bytes) -> Verdict:
+        await self.quarantine.keep(ctx.txn, final, trace_id=ctx.trace_id, reason=ctx.quarantine_reason or "",
+                                   detail={"action": ctx.detail.get("action", {}), "original_ip": ctx.original_ip,
+                                           "connecting_ip": ctx.detail.get("connecting_ip", "")})
+        self._trace_message(s, ctx, "Quarantined", "Quarantine", ctx.quarantine_reason, final)
+        metrics.accepted(self.name)
+        metrics.quarantined(self.name)
+        return Verdict(Action.ACCEPT, "quarantined")
 
-        if self.local_delivery is not None:
-            results = await self.local_delivery(ctx, [r.decision.mailbox.address for r in local], final)
+    async def _deliver_local(self, ctx: MessageContext, final: bytes) -> Verdict:
+        """Every mailbox chosen at RCPT gets its copy, or the client is told to retry the whole
+        message (duplicates beat loss); an accepted recipient is never dropped quietly."""
+        mailboxes = ctx.txn.mailboxes
+        if self.delivery is not None:
+            outcome = await self.delivery.deliver_accepted(ctx.txn, final, trace_id=ctx.trace_id, folder=ctx.folder,
+                                                           from_ip=str(ctx.session.peer_ip), original_ip=ctx.original_ip)
+            results, lost = outcome.local, outcome.lost(mailboxes)
         else:
-            results = await self.maildir.deliver_many([(r.decision.mailbox.address, final, ctx.folder) for r in local])
+            results, lost = await self.maildir.deliver_many([(m, final, ctx.folder) for m in mailboxes]), []
         failed = [res for res in results if res.error is not None]
         if failed:
-            # Honest reply: without every copy on disk the client must retry (duplicates beat loss).
             log.error("delivery failed for %s: %s", [f.address for f in failed], failed[0].error)
             return tempfail("storage-failed", f"{len(failed)} of {count(len(results), 'copy')} not stored")
-        if relayed:
-            verdict = await self.relay(ctx, relayed, final)  # type: ignore[misc]
-            if verdict.refused:
-                return verdict
+        if lost:
+            log.error("accepted recipients not deliverable: %s", lost, extra={"trace_id": ctx.trace_id})
+            return tempfail("recipient-not-deliverable", f"no mailbox for {', '.join(lost)}")
+        return accept("delivered")
+
+    def _delivered(self, s, ctx: MessageContext, final: bytes) -> Verdict:
         # mail-flow.md §6: a message filed in Junk was delivered, but as spam — say so in the status.
         status = "FilteredAsSpam" if ctx.folder == "Junk" else "Delivered"
-        self._trace_message(s, ctx, txn, status, "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
+        self._trace_message(s, ctx, status, "Deliver", "maildir" + (f" folder {ctx.folder}" if ctx.folder else ""), final)
+        local = len(ctx.txn.local)
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
-        metrics.delivered(len(local))
-        log.info("delivered to %s", count(len(local), "mailbox"),
+        metrics.delivered(local)
+        log.info("delivered to %s", count(local, "mailbox"),
                  extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
-    def _trace_message(self, s, ctx: MessageContext, txn, status: str, event: str, detail: str, final: bytes) -> None:
-        headers = msg.header_block(ctx.data)
-        subject = msg.header_value(headers, "Subject")
-        message_id = msg.header_value(headers, "Message-ID")
-        now = time.time()
-        for r in txn.recipients:
-            self.trace.record(TraceRecord(
-                trace_id=ctx.trace_id, status=status if r.decision.route == "local" else "Pending",
-                sender=str(txn.sender), recipient=str(r.address).lower(), subject=subject, message_id=message_id,
-                size=len(final), from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=r.decision.connector,
-                policy_version=ctx.compiled.version, reason=ctx.quarantine_reason or "", role=self.name,
-                detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail},
-                events=[(now, "Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
-                        (now, event if r.decision.route == "local" else "Send", detail if r.decision.route == "local" else "queued for outbound")],
-                created_at=now))
+    def _trace_message(self, s, ctx: MessageContext, status: str, event: str, detail: str, final: bytes) -> None:
+        txn = ctx.txn
+        self.trace.record_all(message_records(
+            ctx.trace_id, sender=str(txn.sender), data=final,
+            rows=[(str(r.address), status if r.decision.route == "local" else "Pending",
+                   [("Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
+                    (event, detail) if r.decision.route == "local" else ("Send", "queued for outbound")])
+                  for r in txn.recipients],
+            from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=txn.connector_name,
+            policy_version=txn.policy.version, reason=ctx.quarantine_reason or "", role=self.name,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail}))
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
         temporary = verdict.action is Action.TEMPFAIL
-        status, event = refusal_status(temporary)
         metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
-        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
-        reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
-        rcpts = [facts["rcpt"]] if facts.get("rcpt") is not None else [r.address for r in facts.get("recipients", [])] or [None]
-        now = time.time()
+        sender, rcpts = self.refused_envelope(s, facts)
         session_facts = s.role_state.get("facts")
-        for rcpt in rcpts:
-            self.trace.record_refusal(s.id, TraceRecord(
-                trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
-                recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip),
-                connector=_display_names(compiled, session_facts.connectors) if session_facts else "",
-                policy_version=compiled.version, reason=verdict.reason, role=self.name,
-                detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "helo": s.helo,
-                        "tls": s.tls.version if s.tls else None, "why": verdict.detail, **_peer_certificate(s)},
-                events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
+        self.trace.record_refusals(s.id, refusal_records(
+            verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
+            detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, "why": verdict.detail,
+                    **_peer_certificate(s)},
+            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name,
+            connector=_display_names(compiled, session_facts.connectors) if session_facts else ""))
 
 
 def _peer_certificate(s) -> dict[str, Any]:
@@ -245,3 +288,4 @@ def _peer_certificate(s) -> dict[str, Any]:
 def _display_names(compiled: CompiledPolicy, names) -> str:
     """Connector names as the admin wrote them (attribution keeps them lower-cased)."""
     return ",".join(sorted(compiled.connectors[n].name if n in compiled.connectors else n for n in names))
+

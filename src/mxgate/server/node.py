@@ -22,11 +22,16 @@ from typing import Any, Callable
 
 from sqlalchemy import delete, insert, select, update
 
-from mxgate.admin import metrics
+from mxgate import metrics
+from mxgate.auth.dns import node_resolver
+from mxgate.auth.pipeline import Authenticator
 from mxgate.config.home import Home
+from mxgate.policy.attribution import connect_stage_fallback
 from mxgate.config.node import ListenerSection, NodeSettings
-from mxgate.delivery.commit import GroupCommitter
+from mxgate.delivery.internal import start_internal
+from mxgate.durable import GroupCommitter
 from mxgate.delivery.maildir import Maildir
+from mxgate.quarantine.store import QuarantineStore
 from mxgate.server.listener import Listener
 from mxgate.server.mailbox import MailboxRole
 from mxgate.server.policy_watch import PolicyWatcher
@@ -61,8 +66,9 @@ class Node:
     _hb_stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        # `mxgate serve` builds the Node before asyncio.run() creates the loop, so an opt-in
-        # uvloop is chosen here, process-wide; the default leaves the loop policy alone.
+        # An explicit "uvloop" is set process-wide here (a Node built before its loop exists);
+        # `mxgate serve` runs on event_loop_factory()'s loop itself, so "auto" leaves the policy
+        # of a process that embeds a Node (tests, the demo) alone.
         if self.settings.node.event_loop == "uvloop":
             factory = event_loop_factory(self.settings)
 
@@ -144,25 +150,26 @@ class Node:
                 log.warning("certificate check failed: %s", exc)
 
     async def _start_mailbox(self) -> None:
+        """The mailbox role's composition root: every collaborator built here, passed to constructors."""
         s = self.settings.mailbox
+        dns = self.settings.dns
         maildir = Maildir(self.home.maildir, self.committer, hostname=s.hostname)
-        role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
-                           disk_path=str(self.home.maildir))
+        # Enhanced filtering, SPF/DKIM/DMARC/ARC on the node's resolver (issue 4).
+        auth = Authenticator(servers=dns.servers, timeout=dns.timeout, cache_size=dns.cache_size,
+                             non_routable=s.non_routable, resolver=node_resolver(self))
+        auth.install()
+        self.extras.append(auth)
         if self.settings.node.worker == 0:  # once per node, not once per worker process
             self._note_reject_stage(self.watcher.current)
             self.watcher.subscribe(self._note_reject_stage)
-        # Enhanced filtering, SPF/DKIM/DMARC/ARC through [dns] servers, and the quarantine (issue 4).
-        from mxgate.auth.pipeline import install_authentication
-        install_authentication(self, role)
         # Aliases, lists, forwarding, on-premises relaying and DSNs routed inside the process (issue 6).
-        from mxgate.delivery.internal import start_internal
         internal = await start_internal(self, maildir)
-        role.local_delivery = internal.for_mailbox
-        role.relay = internal.relay_for_mailbox
-        role.srs_reverse = internal.reverse_srs
+        role = MailboxRole(s, node=self.name, watcher=self.watcher, trace=self.trace, maildir=maildir,
+                           disk_path=str(self.home.maildir), hooks=[auth], delivery=internal,
+                           quarantine=QuarantineStore(self.engine, node=self.name))
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
-        listener.reuse_port = self.settings.node.workers > 1
+        listener.reuse_port = self.settings.node.worker_count() > 1
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
@@ -170,8 +177,6 @@ class Node:
     def _note_reject_stage(self, compiled) -> None:
         """Say at start — and again only when the reason changes — that reject_stage = "connect"
         cannot refuse in the greeting under this policy and refusals happen at RCPT instead."""
-        from mxgate.policy.attribution import connect_stage_fallback
-
         why = connect_stage_fallback(compiled, self.settings.mailbox.reject_stage)
         before = getattr(self, "_reject_stage_note", None)
         if why != before:
@@ -231,10 +236,6 @@ class Node:
             self._install_signal_handlers()
         await self._stop.wait()
         await self.stop(self.settings.node.shutdown_grace)
-
-    def request_stop(self) -> None:
-        if self._stop:
-            self._stop.set()
 
     async def stop(self, deadline: float = 10.0) -> None:
         for extra in self.extras:  # work in flight that can be cut short (the gateway's checks)
@@ -324,13 +325,16 @@ def read_status(engine) -> list[dict[str, Any]]:
 
 
 def event_loop_factory(settings: NodeSettings) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The loop a node runs on ([node] event_loop): uvloop's when asked for, else the standard one."""
-    if settings.node.event_loop == "uvloop":
+    """The loop a node runs on ([node] event_loop): uvloop's when asked for or, with "auto",
+    when installed; else the standard one."""
+    if settings.node.event_loop in ("uvloop", "auto"):
         try:
             import uvloop
         except ImportError:
             from mxgate.errors import ConfigError
 
+            if settings.node.event_loop == "auto":
+                return asyncio.new_event_loop
             raise ConfigError('[node] event_loop = "uvloop" but uvloop is not installed (pip install mxgate[speed])') from None
         return uvloop.new_event_loop
     return asyncio.new_event_loop

@@ -14,21 +14,24 @@ module is an asyncio.Protocol with no stream layer, so a refusal costs a few fun
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from mxgate.policy.ipset import normalize_ip
+from mxgate.names import normalize_ip
 from mxgate.server.tls import TlsFacts, tls_facts
 from mxgate.smtp.address import Address, AddressSyntaxError, parse_path
 from mxgate.smtp.framing import DataReader
 from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
+from mxgate.smtp.message import protocol_name, received_header
 from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
-from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, reply_for
+from mxgate.smtp.replies import REPLIES, Reply, reply_for
+from mxgate.verdict import Action, Verdict
 from mxgate.smtp.source import MessageSource
 
 if TYPE_CHECKING:
@@ -162,13 +165,25 @@ class SmtpSession(asyncio.Protocol):
     def _greet(self) -> None:
         if self._mode != "greeting" or self.transport is None or self.transport.is_closing():
             return
-        if self._buf:  # RFC 5321 §4.3.1: the client must wait for the greeting
-            self._reply(REPLIES["pregreet"])
-            self.role.on_refused(self, "connect", Verdict(Action.REJECT, "pregreet"))
-            self._flush()
-            self._close()
+        if self._pregreeted():
             return
-        verdict = self.role.on_connect(self)
+        # A role may look things up before it greets (the gateway's connect-stage checks); a
+        # failing lookup is never a refusal by accident.
+        self.wait(self.role.on_connect(self), self._connect_answered, failed=Verdict(Action.ACCEPT, "connect-ok"))
+
+    def _pregreeted(self) -> bool:
+        if not self._buf:
+            return False
+        # RFC 5321 §4.3.1: the client must wait for the greeting
+        self._reply(REPLIES["pregreet"])
+        self.role.on_refused(self, "connect", Verdict(Action.REJECT, "pregreet"))
+        self._flush()
+        self._close()
+        return True
+
+    def _connect_answered(self, verdict: Verdict) -> None:
+        if self._pregreeted():  # it talked while the role was looking things up
+            return
         if verdict.refused:
             # RFC 5321 §3.1: a server refusing service greets with 554 and then answers 503 to
             # everything but QUIT, so the client learns why instead of seeing a dropped connection.
@@ -406,7 +421,10 @@ class SmtpSession(asyncio.Protocol):
         if not self.role.disk_ok():
             self._refuse_at("mail", Verdict(Action.TEMPFAIL, "disk-full"), sender=sender)
             return
-        verdict = self.role.on_mail(self, sender, params)
+        self.wait(self.role.on_mail(self, sender, params), lambda verdict: self._mail_answered(sender, params, verdict),
+                  failed=Verdict(Action.TEMPFAIL, "internal-error"))
+
+    def _mail_answered(self, sender: Address, params: dict[str, str], verdict: Verdict) -> None:
         if verdict.refused:
             self._refuse_at("mail", verdict, sender=sender)
             return
@@ -428,7 +446,12 @@ class SmtpSession(asyncio.Protocol):
         if len(self.txn.recipients) >= self.limits.max_recipients:
             self._refuse_at("rcpt", Verdict(Action.TEMPFAIL, "too-many-recipients"), rcpt=rcpt)
             return
-        verdict, decision = self.role.on_rcpt(self, rcpt)
+        self.wait(self.role.on_rcpt(self, rcpt), lambda answer: self._rcpt_answered(rcpt, *answer),
+                  failed=(Verdict(Action.TEMPFAIL, "check-tempfail"), None))
+
+    def _rcpt_answered(self, rcpt: Address, verdict: Verdict, decision: Any) -> None:
+        if self.txn is None:  # RSET cannot arrive while waiting (the session was busy); be safe anyway
+            return
         if verdict.refused:
             self._refuse_at("rcpt", verdict, rcpt=rcpt)
             # A refused recipient is an error, as in Postfix (smtpd_hard_error_limit): a session
@@ -438,6 +461,33 @@ class SmtpSession(asyncio.Protocol):
             return
         self.txn.recipients.append(Recipient(rcpt, decision))
         self._reply(REPLIES["recipient-ok"])
+
+    # --- hooks that answer later ------------------------------------------------------------
+    def wait(self, answer: Any, resume: Callable[[Any], None], *, failed: Any) -> None:
+        """The one wait-then-resume path: a role hook answers now (a value) or later (an
+        awaitable, e.g. an RCPT callahead or a credential check). While it waits the session is
+        busy — pipelined commands stay buffered, in order — and the task is kept until done.
+        `failed` is the answer when the awaitable raises (logged; its text never reaches the peer)."""
+        if not inspect.isawaitable(answer):
+            resume(answer)
+            return
+        self._mode = "busy"
+        self.listener.keep(self.loop.create_task(self._resume_after(answer, resume, failed)))
+
+    async def _resume_after(self, answer: Awaitable[Any], resume: Callable[[Any], None], failed: Any) -> None:
+        try:
+            value = await answer
+        except Exception:
+            log.exception("session %s: a role hook failed", self.id)
+            value = failed
+        if self._mode == "closed":
+            return
+        self._mode = "command"
+        resume(value)
+        if self._mode == "closed":
+            return
+        self._flush()
+        self._process()
 
     def _cmd_DATA(self, arg: str) -> None:
         if self.txn is None:
@@ -566,8 +616,26 @@ class SmtpSession(asyncio.Protocol):
         """For roles that answer within an exchange (AUTH challenges)."""
         self._reply(REPLIES[reason_or_reply] if isinstance(reason_or_reply, str) else reason_or_reply)
 
+    def received_header(self, *, by: str, trace_id: str, recipients: Sequence[Any], connector: str = "",
+                        cipher_bits: bool = False) -> bytes:
+        """Our Received field for the message this session carried (RFC 5321 §4.4; RFC 3848
+        `with`), naming the one recipient when there is exactly one."""
+        tls = ""
+        if self.tls:
+            tls = f"using {self.tls.version} with cipher {self.tls.cipher}" + (f" ({self.tls.bits} bits)" if cipher_bits else "")
+        return received_header(
+            helo=self.helo or "", peer_ip=str(self.peer_ip), by=by, trace_id=trace_id, tls=tls, connector=connector,
+            protocol=protocol_name(self.esmtp, self.tls is not None, self.auth_user is not None),
+            recipient=str(recipients[0].address) if len(recipients) == 1 else None)
+
     def set_mode(self, mode: str) -> None:
+        """"auth" while a SASL exchange reads raw lines (RFC 4954 §4), "command" after it."""
         self._mode = mode
+
+    def close(self) -> None:
+        """Send what is queued, then close (a role ending the session, e.g. after AUTH abuse)."""
+        self._flush()
+        self._close()
 
     def _flush(self) -> None:
         if self._out and self.transport and not self.transport.is_closing():

@@ -13,6 +13,7 @@ import os
 import socket
 
 from mxgate.errors import ConfigError
+from mxgate.names import parse_hostport
 
 ENV = "MXGATE_LISTEN_FDS"  # "host|port|fd,host|port|fd" (host may be IPv6, hence "|")
 BACKLOG = 1024
@@ -21,15 +22,11 @@ _open: dict[tuple[str, int], socket.socket] = {}
 
 
 def parse_listen(addr: str) -> tuple[str, int]:
-    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port)."""
-    addr = addr.strip()
-    if addr.startswith("["):
-        host, _, port = addr[1:].partition("]:")
-    else:
-        host, _, port = addr.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port")
-    return host, int(port)
+    """"127.0.0.1:25", "[::1]:25", "localhost:2525" → (host, port); port 0 picks a free one."""
+    try:
+        return parse_hostport(addr, min_port=0)
+    except ValueError:
+        raise ConfigError(f"listen address {addr!r}: expected host:port or [ipv6]:port") from None
 
 
 def bind_stream(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

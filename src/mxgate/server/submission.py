@@ -24,17 +24,17 @@ import secrets
 import time
 from typing import Any
 
-from mxgate.admin import metrics
+from mxgate import metrics
 from mxgate.auth.credentials import Identity, decide_send_as, verify_credentials
 from mxgate.auth.headers import parse_fields, split_headers
 from mxgate.delivery.internal import Provenance
 from mxgate.policy.validate import accepted_domain_for
 from mxgate.server.listener import Listener, Role
-from mxgate.server.session import SmtpSession
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.smtp.replies import REPLIES, Action, Reply, Verdict, accept, reject, reply_for, tempfail
-from mxgate.trace.store import TraceRecord, refusal_status
+from mxgate.smtp.replies import Reply, reply_text
+from mxgate.trace.records import message_records, refusal_records
+from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 from mxgate.wording import count
 
 log = logging.getLogger("mxgate.submission")
@@ -263,11 +263,17 @@ class SubmissionRole(Role):
             return
         self._begin_verify(s, *creds)
 
+    def _auth_answered(self, s, reason: str | Reply, close: bool) -> None:
+        s.reply(reason)
+        if close:
+            s.close()
+
     def _hang_up(self, s) -> None:
         verdict = tempfail("auth-throttled")
         self.on_refused(s, "auth", verdict)
         metrics.auth_failed(self.name, "throttled")
-        s.hang_up("auth-throttled")
+        s.reply("auth-throttled")
+        s.close()
 
     def _begin_verify(self, s, username: str, secret: str) -> None:
         # Counted before the slow check starts: parallel sessions cannot outrun the limit.
@@ -275,7 +281,9 @@ class SubmissionRole(Role):
         if not self.throttle.admit(key, started):
             self._hang_up(s)
             return
-        s.begin_check(self._verify(s, username, secret, key, started))
+        # The check runs off the loop; the session waits, later commands queued in order.
+        s.wait(self._verify(s, username, secret, key, started), lambda answer: self._auth_answered(s, *answer),
+               failed=("internal-error", False))
 
     async def _verify(self, s, username: str, secret: str, key: str, started: float) -> tuple[str | Reply, bool]:
         identity = await asyncio.to_thread(verify_credentials, self.node.engine, username, secret)
@@ -324,10 +332,7 @@ class SubmissionRole(Role):
             if self.internal.is_ours(addr.rpartition("@")[2]) and decide_send_as(policy, identity, addr).refused:
                 return reject("send-as-denied", f"header From {addr}")
         trace_id = secrets.token_hex(8)
-        received = msg.received_header(
-            helo=s.helo or "", peer_ip=str(s.peer_ip), by=self.hostname, protocol=msg.protocol_name(s.esmtp, True, True),
-            trace_id=trace_id, recipient=str(txn.recipients[0].address) if len(txn.recipients) == 1 else None,
-            tls=f"using {s.tls.version} with cipher {s.tls.cipher}" if s.tls else "")
+        received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + data
         rcpts = [str(r.address).lower() for r in txn.recipients]
         outcome = await self.internal.deliver(str(txn.sender), rcpts, final, trace_id=trace_id, origin=self.name,
@@ -341,67 +346,27 @@ class SubmissionRole(Role):
 
     # --- trace --------------------------------------------------------------------------------
     def _trace(self, s, txn, identity: Identity, trace_id: str, final: bytes) -> None:
-        headers = msg.header_block(final)
-        now = time.time()
-        for r in txn.recipients:
-            local = r.decision == "local"
-            self.trace.record(TraceRecord(
-                trace_id=trace_id, status="Delivered" if local else "Pending", sender=str(txn.sender),
-                recipient=str(r.address).lower(), subject=msg.header_value(headers, "Subject"),
-                message_id=msg.header_value(headers, "Message-ID"), size=len(final), from_ip=str(s.peer_ip),
-                policy_version=s.role_state["policy"].version, role=self.name, direction="internal",
-                detail={"session": s.id, "user": identity.username, "kind": identity.kind},
-                events=[(now, "Receive", f"submission from {s.peer_ip} as {identity.username}"),
-                        (now, "Deliver" if local else "Send", "maildir" if local else "queued for outbound")],
-                created_at=now))
+        self.trace.record_all(message_records(
+            trace_id, sender=str(txn.sender), data=final,
+            rows=[(str(r.address), "Delivered" if r.decision == "local" else "Pending",
+                   [("Receive", f"submission from {s.peer_ip} as {identity.username}"),
+                    ("Deliver", "maildir") if r.decision == "local" else ("Send", "queued for outbound")])
+                  for r in txn.recipients],
+            detail={"session": s.id, "user": identity.username, "kind": identity.kind},
+            from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version, role=self.name,
+            direction="internal"))
 
     def on_refused(self, s, stage: str, verdict: Verdict, **facts: Any) -> None:
         self.stats["refused"] += 1
         temporary = verdict.action is Action.TEMPFAIL
-        status, event = refusal_status(temporary)
         metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
-        log.info("%s at %s: %s", status.lower(), stage, verdict.reason,
+        log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage})
-        sender = facts.get("sender") or (s.txn.sender if s.txn else None)
-        rcpt = facts.get("rcpt")
-        now = time.time()
-        reply = reply_for(verdict) if verdict.reason in REPLIES else None
-        self.trace.record_refusal(s.id, TraceRecord(
-            trace_id=secrets.token_hex(8), status=status, sender=str(sender) if sender is not None else "",
-            recipient=str(rcpt).lower() if rcpt is not None else "", from_ip=str(s.peer_ip), reason=verdict.reason,
-            role=self.name, direction="internal",
-            detail={"session": s.id, "stage": stage, "reply": str(reply) if reply else "", "user": s.auth_user},
-            events=[(now, event, f"at {stage}: {reply or verdict.reason}")], created_at=now))
-
-
-class SubmissionSession(SmtpSession):
-    """SmtpSession whose AUTH check runs off the event loop; commands wait in order meanwhile."""
-
-    def hang_up(self, reason: str) -> None:
-        """Answer with `reason` and close the connection now."""
-        self.reply(reason)
-        self._flush()
-        self._close()
-
-    def begin_check(self, coro) -> None:
-        self._mode = "busy"
-        self.loop.create_task(self._after_check(coro))
-
-    async def _after_check(self, coro) -> None:
-        try:
-            reason, close = await coro
-        except Exception:
-            log.exception("session %s: credential check failed", self.id)
-            reason, close = "internal-error", False
-        if self._mode == "closed":
-            return
-        self._mode = "command"
-        self.reply(reason)
-        self._flush()
-        if close:
-            self._close()
-            return
-        self._process()
+        sender, rcpts = self.refused_envelope(s, facts)
+        self.trace.record_refusals(s.id, refusal_records(
+            verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
+            detail={"session": s.id, "user": s.auth_user}, from_ip=str(s.peer_ip), role=self.name,
+            direction="internal"))
 
 
 async def start_submission(node) -> None:
@@ -412,7 +377,7 @@ async def start_submission(node) -> None:
     role = SubmissionRole(node, internal)
     sec = node.settings.submission
     listener = Listener(role, sec.limits, ssl_context=node.tls_provider(sec), spill_dir=str(node.home.spool),
-                        trusted_proxies=sec.trusted_proxies, session_class=SubmissionSession)
+                        trusted_proxies=sec.trusted_proxies)
     await listener.start(sec.listen)
     node.roles["submission"] = role
     node.listeners["submission"] = listener

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mxgate.delivery.commit import write_atomically
+from mxgate.durable import write_atomically
 
 log = logging.getLogger("mxgate.tls")
 
@@ -58,24 +58,6 @@ def server_context(cert: str | Path, key: str | Path, client_ca: str | Path | No
     if client_ca:
         ctx.load_verify_locations(cafile=str(client_ca))
         ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
-
-
-def client_context(ca_file: str | Path | None, cert: str | Path | None = None, key: str | Path | None = None,
-                   verify: bool = True, check_hostname: bool = False) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = check_hostname and verify
-    if verify:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if ca_file:
-            ctx.load_verify_locations(cafile=str(ca_file))
-        else:
-            ctx.load_default_certs()
-    else:
-        ctx.verify_mode = ssl.CERT_NONE
-    if cert:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
     return ctx
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mxgate.policy.domains import is_valid_domain, normalize_domain
+from mxgate.names import is_valid_domain, normalize_domain
 
 # RFC 5321 §4.5.3.1.1 / §4.5.3.1.2 / §4.5.3.1.3
 MAX_LOCAL_PART = 64

@@ -7,40 +7,10 @@ Enhanced status codes: RFC 3463; 5.7.51 is Exchange Online's TenantInboundAttrib
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from enum import Enum
 
-
-class Action(str, Enum):
-    CONTINUE = "continue"
-    ACCEPT = "accept"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-    QUARANTINE = "quarantine"
-    DISCONNECT = "disconnect"  # no reply at all (HTTP verbs on the SMTP port)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    action: Action
-    reason: str  # stable kebab-case code
-    detail: str = ""  # for log and trace, never sent to the peer
-
-    @property
-    def refused(self) -> bool:
-        return self.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT)
-
-
-def accept(reason: str = "ok", detail: str = "") -> Verdict:
-    return Verdict(Action.ACCEPT, reason, detail)
-
-
-def reject(reason: str, detail: str = "") -> Verdict:
-    return Verdict(Action.REJECT, reason, detail)
-
-
-def tempfail(reason: str, detail: str = "") -> Verdict:
-    return Verdict(Action.TEMPFAIL, reason, detail)
+from mxgate.verdict import Action, Verdict
 
 
 @dataclass(frozen=True)
@@ -50,6 +20,11 @@ class Reply:
     text: str
 
     def render(self) -> bytes:
+        return self.wire
+
+    @functools.cached_property
+    def wire(self) -> bytes:
+        """The reply's bytes, built once: the refusal path sends the same few replies all day."""
         lines = self.text.split("\n")
         prefix = f"{self.enhanced} " if self.enhanced else ""
         out = [f"{self.code}-{prefix}{line}" for line in lines[:-1]] + [f"{self.code} {prefix}{lines[-1]}"]
@@ -102,7 +77,6 @@ REPLIES: dict[str, Reply] = {
     "bad-parameter": Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter"),
     "message-too-big-declared": Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
     "disk-full": Reply(452, "4.3.1", "Insufficient system storage"),
-    "auth-not-available": Reply(502, "5.5.1", "AUTH not available"),
     # MAIL
     "tls-required": Reply(530, "5.7.0", "Must issue a STARTTLS command first"),
     "sender-ok": Reply(250, "2.1.0", "Sender OK"),
@@ -127,6 +101,7 @@ REPLIES: dict[str, Reply] = {
     "line-too-long-data": Reply(552, "5.6.0", "Message contains a line longer than 998 characters (RFC 5322 §2.1.1)"),
     "hop-count-exceeded": Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?"),
     "storage-failed": Reply(451, "4.3.0", "Local error in processing: message not stored, try again later"),
+    "recipient-not-deliverable": Reply(451, "4.3.0", "Local error in processing: a recipient could not be delivered, try again later"),
     "quarantined": Reply(250, "2.0.0", "OK: accepted"),
     "message-rejected": Reply(550, "5.7.1", "Message rejected by policy"),
     "malware": Reply(554, "5.7.1", "Message rejected: malware detected"),
@@ -164,6 +139,12 @@ REPLIES: dict[str, Reply] = {
     "ready-tls": Reply(220, "2.0.0", "Ready to start TLS"),
     "internal-error": Reply(451, "4.3.0", "Local error in processing"),
 }
+
+
+def reply_text(verdict: Verdict) -> str:
+    """The reply a refusal was given, as the trace shows it; "" when its reason has no reply of its own."""
+    reply = REPLIES.get(verdict.reason)
+    return str(reply) if reply is not None else ""
 
 
 def reply_for(verdict: Verdict) -> Reply:

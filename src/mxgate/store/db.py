@@ -45,10 +45,6 @@ def _snapshot_before_migration(engine: Engine, current: str) -> None:
                 current, HEAD_REVISION, target)
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
 def open_engine(url: str) -> Engine:
     """Create an engine and bring the schema to HEAD_REVISION."""
     if url.startswith("sqlite"):

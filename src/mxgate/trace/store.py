@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.errors import NotFoundError
@@ -120,6 +120,10 @@ class TraceStore:
         rec.subject = rec.subject[:256]
         self._submit(rec)
 
+    def record_refusals(self, session: str, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record_refusal(session, rec)
+
     def record_refusal(self, session: str, rec: TraceRecord) -> None:
         """A refusal in an SMTP session: the first of its kind is a row, identical repeats in the
         same session (same stage, reason, sender, recipient) only raise that row's count."""
@@ -148,6 +152,10 @@ class TraceStore:
         with self._flushed:
             self._pending += 1
         self._queue.put(item)
+
+    def record_all(self, records: list[TraceRecord]) -> None:
+        for rec in records:
+            self.record(rec)
 
     def add_event(self, trace_id: str, event: str, detail: str = "", *, recipient: str | None = None,
                   status: str | None = None, at: float | None = None) -> None:
@@ -266,20 +274,44 @@ class TraceStore:
             counts = {item.trace_id: item for item in batch if isinstance(item, CountUpdate)}
             for item in counts.values():
                 self._set_count(conn, item)
-            for item in batch:  # later events, in the order they happened (their rows exist by now)
-                if isinstance(item, (TraceRecord, CountUpdate)):
+            later = [item for item in batch if isinstance(item, EventUpdate)]
+            if later:
+                self._write_events(conn, later)
+
+    @staticmethod
+    def _write_events(conn, later: list) -> None:
+        """Later events (relayed, delivered...), in the order they happened; their rows exist by
+        now. Three statements for the whole batch, not three per event: on the gateway each
+        message's relay event made a SELECT, an INSERT and an UPDATE of its own."""
+        rows: dict[str, list[tuple[int, str]]] = {}
+        trace_ids = list(dict.fromkeys(item.trace_id for item in later))
+        for i in range(0, len(trace_ids), 500):  # under every backend's bound-parameter limit
+            chunk = trace_ids[i:i + 500]
+            for row_id, trace_id, recipient in conn.execute(
+                    select(trace_messages.c.id, trace_messages.c.trace_id, trace_messages.c.recipient)
+                    .where(trace_messages.c.trace_id.in_(chunk)).order_by(trace_messages.c.id)):
+                rows.setdefault(trace_id, []).append((row_id, recipient))
+        events: list[dict[str, Any]] = []
+        final: dict[int, dict[str, Any]] = {}  # row → its last updated_at (and status, if any event set one)
+        for item in later:
+            for row_id, recipient in rows.get(item.trace_id, ()):
+                if item.recipient and recipient != item.recipient:
                     continue
-                cond = trace_messages.c.trace_id == item.trace_id
-                if item.recipient:
-                    cond = and_(cond, trace_messages.c.recipient == item.recipient)
-                ids = conn.execute(select(trace_messages.c.id).where(cond)).scalars().all()
-                for row_id in ids:
-                    conn.execute(insert(trace_events).values(trace_row=row_id, at=item.at, event=item.event, detail=item.detail))
-                if ids:
-                    values = {"updated_at": item.at}
-                    if item.status:
-                        values["status"] = item.status
-                    conn.execute(update(trace_messages).where(trace_messages.c.id.in_(ids)).values(**values))
+                events.append({"trace_row": row_id, "at": item.at, "event": item.event, "detail": item.detail})
+                values = final.setdefault(row_id, {})
+                values["u_at"] = item.at
+                if item.status:
+                    values["u_status"] = item.status
+        if events:
+            conn.execute(insert(trace_events), events)
+        with_status = [{"rid": r, **v} for r, v in final.items() if "u_status" in v]
+        without = [{"rid": r, **v} for r, v in final.items() if "u_status" not in v]
+        where = trace_messages.c.id == bindparam("rid")
+        if with_status:
+            conn.execute(update(trace_messages).where(where)
+                         .values(updated_at=bindparam("u_at"), status=bindparam("u_status")), with_status)
+        if without:
+            conn.execute(update(trace_messages).where(where).values(updated_at=bindparam("u_at")), without)
 
     @staticmethod
     def _set_count(conn, item: CountUpdate) -> None:
@@ -356,16 +388,6 @@ class TraceStore:
         out["events"] = [{"at": e.at, "event": e.event, "detail": e.detail} for e in events]
         return out
 
-    def counts_by_minute(self, since: float) -> list[tuple[int, str, int]]:
-        """(minute epoch, status, count) for the dashboard chart."""
-        from sqlalchemy import func
-
-        minute = func.cast(t_created() / 60, _int_type()) * 60
-        q = (select(minute.label("m"), trace_messages.c.status, func.count())
-             .where(trace_messages.c.created_at >= since).group_by("m", trace_messages.c.status))
-        with self.engine.connect() as conn:
-            return [(int(m), s, int(n)) for m, s, n in conn.execute(q)]
-
 
 _ROW_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "events")
 
@@ -397,16 +419,6 @@ def _from_journal(d: dict[str, Any]):
     if kind == "count":
         return CountUpdate(**d)
     return EventUpdate(**d)
-
-
-def t_created():
-    return trace_messages.c.created_at
-
-
-def _int_type():
-    from sqlalchemy import Integer
-
-    return Integer
 
 
 def _row_dict(row) -> dict:

@@ -13,7 +13,8 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
-from mxgate.admin import auth, metrics
+from mxgate import metrics
+from mxgate.admin import auth
 from mxgate.admin.guard import (LOGIN_COOKIE, LOGIN_TOKEN_MAX_AGE, SESSION_COOKIE, SESSION_MAX_AGE, client_ip,
                                 cookie_secure)
 from mxgate.admin.pages.common import render, state

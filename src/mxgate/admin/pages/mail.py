@@ -11,7 +11,6 @@ import time
 
 import csv
 import io
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
@@ -42,18 +41,17 @@ def _args(request: Request, limit: int, offset: int = 0) -> tuple[dict, dict]:
 @router.get("/trace")
 def trace(request: Request, page: int = 1):
     error, rows, more = "", [], False
-    q = {k: request.query_params.get(k, "") for k in FILTERS}
     page = max(1, page)
     try:
-        q, args = _args(request, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+        _q, args = _args(request, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
         rows = state(request).trace.search(**args)
         more, rows = len(rows) > PAGE_SIZE, rows[:PAGE_SIZE]
-    except (PolicyError, ValueError) as exc:
-        error = str(exc)
-    query = urlencode({k: v for k, v in q.items() if v})
-    return render(request, "trace.html", {"q": q, "rows": rows, "statuses": STATUSES, "error": error, "page": page,
-                                          "more": more, "query": query, "first": (page - 1) * PAGE_SIZE + 1},
-                  nav="/trace")
+    except PolicyError as exc:
+        error = str(exc).split(", got ")[0]  # the rule, without echoing what was typed
+    except ValueError:
+        error = "hours: a number is required"
+    return render(request, "trace.html", {"rows": rows, "statuses": STATUSES, "error": error, "page": page,
+                                          "more": more, "first": (page - 1) * PAGE_SIZE + 1}, nav="/trace")
 
 
 @router.get("/trace.csv")

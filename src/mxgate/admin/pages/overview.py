@@ -10,7 +10,8 @@ import time
 from fastapi import APIRouter, Request
 from markupsafe import Markup
 
-from mxgate.admin import dashboard, metrics
+from mxgate import metrics
+from mxgate.admin import dashboard
 from mxgate.admin.pages.common import render, state
 from mxgate.admin.pages.login import logout_response
 

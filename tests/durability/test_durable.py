@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from mxgate.delivery.commit import (
+from mxgate.durable import (
     CommitterClosedError,
     GroupCommitter,
     MoveFile,

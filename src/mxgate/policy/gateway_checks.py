@@ -1,5 +1,8 @@
 """Settings of the gateway's checks: the `[gateway.<check>]` tables of the policy, with defaults.
 
+Part of the policy (pure, below filters/): saving a policy validates these tables, and the store
+that saves must not reach up into the checks that run them.
+
 Owns: every check's keys, their defaults and why, their types and allowed values, and the
 validation that makes `mxgate policy apply` refuse a bad table (exit 2). Pure: takes the
 policy's GatewayPolicy, returns `CheckSettings` values or PolicyIssues.
@@ -22,8 +25,9 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mxgate.errors import PolicyIssue
+from mxgate.verdict import CheckAction
 
-ACTIONS = ("reject", "tempfail", "quarantine", "tag", "off")
+ACTIONS = tuple(a.value for a in CheckAction)
 ON_TIMEOUT = ("open", "closed")
 ON_ERROR = ("open", "tempfail", "reject", "quarantine")
 KIND = "gateway check"
@@ -76,12 +80,12 @@ class CheckSettings:
     values: Mapping[str, Any]
 
     @property
-    def action(self) -> str:
-        return self.values["action"]
+    def action(self) -> CheckAction:
+        return CheckAction(self.values["action"])
 
     @property
     def enabled(self) -> bool:
-        return self.action != "off"
+        return self.action is not CheckAction.OFF
 
     @property
     def timeout(self) -> float:
