@@ -11,6 +11,10 @@ policy says — and each session lands in the TLS-RPT log (RFC 8460) under the p
 from __future__ import annotations
 
 import http.server
+import json
+import os
+import subprocess
+import sys
 import ssl
 import threading
 import time
@@ -178,6 +182,15 @@ def test_testing_mode_delivers_and_records_the_failure(world):
     sts = world.report()["sts"]
     assert sts["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
     assert sts["failure-details"][0]["receiving-mx-hostname"] == MX
+    # The operator's command prints the same counts (RFC 8460 §4.4 JSON) after real deliveries.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    out = subprocess.run([sys.executable, "-m", "mxgate", "tls-rpt", "report", "--domain", DOMAIN, "--day", day,
+                          "--org", "Contoso"], capture_output=True, text=True,
+                         env=dict(os.environ, MXGATE_HOME=str(world.gw.home.root)))
+    assert out.returncode == 0, out.stderr
+    [policy] = json.loads(out.stdout)["policies"]
+    assert policy["policy"]["policy-type"] == "sts" and policy["summary"]["total-failure-session-count"] == 1
+    assert policy["policy"]["policy-string"][1] == "mode: testing"
 
 
 def _untrusted_cert(tmp_path, name=MX):

@@ -64,3 +64,28 @@ def test_resolve_mx_applies_the_per_domain_policy(dns):
     plain, required = asyncio.run(both())
     assert plain.hosts == ("127.0.0.88:25",) and plain.require_tls is False
     assert required.require_tls is True
+
+
+def test_plan_mx_tls_dane_first_then_mta_sts_then_the_domain_setting():
+    """Pure decision (queue/outbound.plan_mx_tls): RFC 8461 §2 (DANE wins), §5.1 (enforce: listed
+    hosts only), RFC 7672 §2.2 (failed TLSA lookup: host not used)."""
+    from mxgate.probe.mx import MxHost
+    from mxgate.queue.dane import Tlsa
+    from mxgate.queue.mtasts import StsPolicy
+    from mxgate.queue.outbound import MxTlsFacts, plan_mx_tls
+
+    hosts = [MxHost(10, "mx1.fabrikam.test", ("127.0.0.1",)), MxHost(20, "backup.other.test", ("127.0.0.2",)),
+             MxHost(30, "mx3.fabrikam.test", ("127.0.0.3",))]
+    pin = (Tlsa(3, 1, 1, b"x" * 32),)
+    enforce = StsPolicy("enforce", ("*.fabrikam.test",), 86400)
+    planned, skipped = plan_mx_tls(hosts, MxTlsFacts(enforce, {"backup.other.test": pin, "mx3.fabrikam.test": None}), False)
+    by = {h: t for h, t in planned}
+    assert by["127.0.0.1:25"].policy == "sts" and by["127.0.0.1:25"].require and by["127.0.0.1:25"].name == "mx1.fabrikam.test"
+    assert by["127.0.0.2:25"].policy == "tlsa" and by["127.0.0.2:25"].tlsa == pin  # not listed, but DANE applies
+    assert "127.0.0.3:25" not in by and "TLSA lookup failed" in skipped
+    planned, skipped = plan_mx_tls(hosts[1:2], MxTlsFacts(enforce, {}), False)
+    assert planned == [] and "not an mx" in skipped
+    [(_, t)] = plan_mx_tls(hosts[:1], MxTlsFacts(StsPolicy("testing", ("x",), 1)), False)[0]
+    assert t.testing and not t.require and t.policy == "sts"
+    [(_, t)] = plan_mx_tls(hosts[:1], MxTlsFacts(), True)[0]
+    assert t.require and t.policy == "no-policy-found" and not t.tlsa
