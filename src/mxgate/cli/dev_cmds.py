@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import signal
-import threading
 
 import typer
 
@@ -59,6 +58,11 @@ def dns_cmd(listen: str = typer.Option("127.0.0.1:5353", "--listen", help="loopb
                   markup=False, highlight=False)
         out.file.flush()
 
+    # Signals are taken with sigwait, not handlers: an Event set from a handler can deadlock when
+    # the signal lands while the main thread holds that Event's lock. Blocked before the server's
+    # threads start, so they inherit the mask and no signal is delivered to them.
+    signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         server = ZoneFileServer(zone, host, port, origin=origin, poll_interval=poll, on_reload=reloaded)
     except ZoneFileError as exc:
@@ -66,14 +70,11 @@ def dns_cmd(listen: str = typer.Option("127.0.0.1:5353", "--listen", help="loopb
     server.set_negative_soa(negative_soa)
     if drop:
         server.set_drop(drop, seed=15)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=server.check_reload, daemon=True).start())
     out.print(f"serving {zone} ({len(server.zone)} records) on {server.address} (udp+tcp); "
               f"reloading on change (every {poll:g}s) or SIGHUP", markup=False, highlight=False)
     out.file.flush()
     try:
-        stop.wait()
+        while signal.sigwait(signals) == signal.SIGHUP:
+            server.check_reload()
     finally:
         server.close()
