@@ -27,12 +27,12 @@ import unicodedata
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, TypeVar
 
-import idna
 from publicsuffixlist import PublicSuffixList
 
 from mxgate.auth.dkim import DkimResult
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.spf import SpfResult
+from mxgate.names import is_valid_domain, normalize_domain
 
 A = TypeVar("A")  # whatever the caller calls an action
 
@@ -44,7 +44,6 @@ DEFAULT_PCT = 100  # RFC 7489 §6.3 pct= default
 _DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 _VERSION = re.compile(r"^\s*v\s*=\s*DMARC1\s*(;|$)")  # RFC 7489 §6.4: v= first, exactly
 # RFC 1035 §2.3.1 labels (underscore tolerated), 1-63 octets each.
-_ASCII_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 _TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # RFC 6376 §3.2 tag-name (RFC 7489 §6.4)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s!]+(![0-9]+[kmgtKMGT]?)?$")  # RFC 7489 §6.4 dmarc-uri
 # How strict a result is, for several authors (RFC 7489 §6.6.1 "the most strict policy").
@@ -121,18 +120,10 @@ def _public_suffix_list() -> PublicSuffixList:
 
 
 def a_label(domain: str) -> str | None:
-    """The IDNA2008 A-label form of a domain (UTS #46 mapping: case, width), trailing dot
-    removed; None when it is not a valid domain name."""
-    text = domain.strip().rstrip(".")
-    if not text:
-        return None
-    if text.isascii():
-        text = text.lower()
-        return text if _ASCII_NAME.match(text) and len(text) <= 253 else None
-    try:
-        return idna.encode(text, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError, ValueError):
-        return None
+    """The IDNA2008 A-label form of a domain (names.normalize_domain), or None when it is not a
+    valid domain name (names.is_valid_domain)."""
+    name = normalize_domain(domain)
+    return name if name and is_valid_domain(name) else None
 
 
 def ascii_skeleton(domain: str) -> str:
