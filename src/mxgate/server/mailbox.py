@@ -9,7 +9,6 @@ Must not decide policy itself, nor write reply text (smtp/replies.py does).
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import replace
 from typing import Any, Protocol, Sequence
 
@@ -36,7 +35,7 @@ from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import reply_text
 from mxgate.verdict import Action, Verdict, accept, reject, tempfail
-from mxgate.trace.records import message_records, refusal_records
+from mxgate.trace.records import message_records, new_trace_id, refusal_records
 from mxgate.trace.store import TraceStore
 from mxgate.wording import count
 
@@ -174,7 +173,7 @@ class MailboxRole(Role):
 
     # --- DATA: one message, step by step --------------------------------------------------
     async def on_message(self, s, txn, body) -> Verdict:
-        ctx = MessageContext(s, self._transaction(s, txn), body.getvalue(), secrets.token_hex(8))
+        ctx = MessageContext(s, self._transaction(s, txn), body.getvalue(), new_trace_id())
         hops = msg.count_received(msg.header_block(ctx.data))
         if hops > MAX_RECEIVED_HEADERS:  # RFC 5321 §6.3: a loop
             return reject("hop-count-exceeded", f"{hops} Received headers")
