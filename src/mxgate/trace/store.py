@@ -263,8 +263,16 @@ class TraceStore:
         with self.engine.begin() as conn:
             if records:
                 rows = [_row_values(rec) for rec in records]
-                ids = conn.execute(insert(trace_messages).returning(trace_messages.c.id, sort_by_parameter_order=True),
-                                   rows).scalars().all()
+                # Not sort_by_parameter_order: on SQLite that makes SQLAlchemy send one INSERT per
+                # row (RETURNING order is not guaranteed there), 60% of the writer's CPU on a
+                # refusal flood. Rows come back in any order and are matched by (trace id,
+                # recipient); identical keys take their ids in insertion order.
+                returned = conn.execute(insert(trace_messages).returning(
+                    trace_messages.c.id, trace_messages.c.trace_id, trace_messages.c.recipient), rows).all()
+                by_key: dict[tuple[str, str], list[int]] = {}
+                for row_id, trace_id, recipient in sorted(returned):
+                    by_key.setdefault((trace_id, recipient), []).append(row_id)
+                ids = [by_key[(row["trace_id"], row["recipient"])].pop(0) for row in rows]
                 events = [{"trace_row": row_id, "at": at, "event": ev, "detail": det}
                           for row_id, rec in zip(ids, records) for at, ev, det in rec.events]
                 if events:
