@@ -61,16 +61,30 @@ _trace_reader: Callable[[], tuple[int, int]] | None = None  # (rows, journal pen
 _tls_reader: Callable[[], dict[str, float]] | None = None
 
 
+# Labelled children by label values: `labels()` validates and locks on every call, and the
+# refusal path calls these thousands of times a second. Label values are bounded (roles,
+# stages, stable reason codes), so the memo stays small.
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *values: str):
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def session_opened(role: str = "mailbox") -> None:
-    SESSIONS.labels(role).inc()
+    _child(SESSIONS, role).inc()
 
 
 def accepted(role: str = "mailbox") -> None:
-    ACCEPTED.labels(role).inc()
+    _child(ACCEPTED, role).inc()
 
 
 def refused(reason: str, *, role: str = "mailbox", stage: str = "", deferred: bool = False) -> None:
-    REFUSED.labels(role, stage or "unknown", reason or "unknown", "deferred" if deferred else "rejected").inc()
+    _child(REFUSED, role, stage or "unknown", reason or "unknown", "deferred" if deferred else "rejected").inc()
 
 
 def delivered(count: int = 1) -> None:

@@ -25,8 +25,10 @@ def normalize_domain(name: str) -> str:
     """Lower-case, strip one trailing dot, convert an IDN to its A-labels (IDNA2008 with UTS #46
     mapping, RFC 5891 — not Python's IDNA2003 codec, which maps "ß" to "ss" and accepts symbols
     IDNA2008 disallows). A name IDNA2008 refuses is returned as given: is_valid_domain then fails."""
-    name = name.strip().rstrip(".") if name.strip().endswith(".") else name.strip()
-    if any(ord(c) > 127 for c in name):
+    name = name.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name.isascii():
         try:
             return idna.encode(name, uts46=True, transitional=False).decode("ascii")
         except (idna.IDNAError, UnicodeError, ValueError):

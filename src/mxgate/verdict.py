@@ -3,7 +3,8 @@
 Owns: `Action` (what the caller does), `Verdict` (an action with a stable kebab-case reason, used
 alike in the reply, the log, the trace and the tests) and the small enums that name the other
 decisions mxgate makes: `Disposition` (what the organisation wants done with an accepted
-message after authentication) and `CheckAction` (what a gateway check does when it fires).
+message after authentication), `CheckAction` (what a gateway check does when it fires) and
+`RcptRoute` (where an accepted recipient goes).
 A leaf: imports nothing from mxgate, so every layer may use it. Must not know reply text
 (smtp/replies.py turns a Verdict into a reply) or who acts on a decision.
 """
@@ -65,3 +66,12 @@ class CheckAction(StrEnum):
     QUARANTINE = "quarantine"
     TAG = "tag"
     OFF = "off"
+
+
+class RcptRoute(StrEnum):
+    """Where an RCPT decision sends a recipient (policy/attribution.py `RcptDecision.route`):
+    a mailbox here, or on through an outbound connector; NONE when the recipient was refused."""
+
+    LOCAL = "local"
+    RELAY = "relay"
+    NONE = ""

@@ -177,3 +177,45 @@ async def test_database_queue_leases(store_url, engine_for, tmp_path):
     assert await a.settle(again, [Recipient("bob@contoso.test", RcptState.DELIVERED)]) is None
     assert a.count() == 0 and b.get(entry.queue_id) is None
 
+
+
+def test_a_store_still_switching_to_wal_is_waited_for_not_refused(tmp_path, monkeypatch):
+    """SQLite answers "database is locked" at once, without its busy handler, to a switch to WAL
+    while another connection holds a lock (nodes opening a new store together hit it): the
+    opening node retries until the lock is gone instead of failing to start."""
+    import sqlite3
+    import time as time_module
+
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (a)")  # a new database, still in rollback-journal mode
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    retrying = threading.Event()
+    real_sleep = time_module.sleep
+
+    def sleep(seconds):
+        retrying.set()  # the opener met the lock and is waiting for it
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time_module, "sleep", sleep)
+    result: list = []
+    opener = threading.Thread(target=lambda: result.append(_open_or_error(f"sqlite:///{path}")))
+    opener.start()
+    assert retrying.wait(30)
+    holder.execute("COMMIT")
+    holder.close()
+    opener.join(60)
+    engine = result[0]
+    assert not isinstance(engine, Exception), engine
+    assert current_revision(engine) == HEAD_REVISION
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+
+
+def _open_or_error(url: str):
+    try:
+        return open_engine(url)
+    except Exception as exc:  # surfaced by the test
+        return exc

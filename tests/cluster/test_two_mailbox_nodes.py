@@ -88,7 +88,7 @@ def test_cli_change_on_node_a_is_enforced_by_node_b(two_nodes):
 def test_notify_not_polling_carries_the_change(two_nodes):
     a, b = two_nodes
     b.node.watcher.interval = 30.0  # polling this slow could never meet 1 s: only NOTIFY can
-    b.node.watcher._wake.set()  # let its current 0.2 s wait end so the new interval applies
+    b.node.watcher._wake.set()  # let its current short wait end so the new interval applies
     assert wait_until(lambda: not b.node.watcher._wake.is_set(), timeout=10)  # the watcher took it
     swapped = _swap_times(b)
     pv = PolicyStore(a.node.engine).save(load_toml(LOCKED_POLICY), actor="test", summary="lock")

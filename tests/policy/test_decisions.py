@@ -22,7 +22,7 @@ from mxgate.policy.attribution import (
 )
 from mxgate.policy.document import load_toml
 from mxgate.smtp.address import parse_address, parse_path
-from mxgate.verdict import Action
+from mxgate.verdict import Action, RcptRoute
 
 POLICY = """
 [organization]
@@ -146,7 +146,8 @@ def test_decide_mail(peer, tls, sender, action, reason):
 ])
 def test_decide_rcpt(peer, sender, rcpt, action, reason, route, connector):
     d = decide_rcpt(COMPILED, facts(peer), parse_path(f"<{sender}>", allow_null=True), parse_path(f"<{rcpt}>", allow_null=False))
-    assert (d.verdict.action, d.verdict.reason, d.route, d.connector) == (action, reason, route, connector)
+    assert (d.verdict.action, d.verdict.reason, d.route, d.connector) == (action, reason, RcptRoute(route), connector)
+    assert type(d.route) is RcptRoute  # the enum, never a bare string that a typo could not be told from
     if route == "local":
         assert d.mailbox is not None and d.mailbox.address == {"alice.smith@contoso.test": "alice@contoso.test",
                                                                "postmaster": "postmaster@contoso.test"}.get(rcpt, rcpt)
@@ -165,4 +166,4 @@ def test_decide_rcpt_defers_a_recipient_with_another_outcome():
 def test_decide_rcpt_srs_target_is_relayed_to_the_original_sender():
     d = decide_rcpt(COMPILED, facts(GATEWAY), parse_path("<>", allow_null=True),
                     parse_address("SRS0=abcd=XY=fabrikam.test=someone@contoso.test"), srs_target="someone@fabrikam.test")
-    assert (d.verdict.action, d.route, d.target) == (Action.ACCEPT, "relay", "someone@fabrikam.test")
+    assert (d.verdict.action, d.route, d.target) == (Action.ACCEPT, RcptRoute.RELAY, "someone@fabrikam.test")

@@ -68,6 +68,37 @@ def test_identical_refusals_in_a_session_are_one_row_with_a_count(tmp_path):
     engine.dispose()
 
 
+def test_a_flood_of_new_connections_from_one_address_is_one_row_per_burst(tmp_path):
+    """adversarial.md: refused connections must not cost a row each. The same refusal from one
+    client address in new sessions adds to one row's count; another address, another recipient
+    or a burst after REFUSAL_WINDOW gets a row of its own."""
+    from mxgate.trace.store import REFUSAL_WINDOW
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1")
+    t0 = time.time()
+
+    def refusal(session: str, ip: str, rcpt: str = "r@contoso.test", at: float = t0) -> None:
+        store.record_refusal(session, TraceRecord(
+            trace_id=f"x{time.monotonic_ns()}", status="Rejected", sender="a@f.test", recipient=rcpt,
+            reason="connector-attribution", from_ip=ip, role="mailbox", detail={"stage": "rcpt", "session": session},
+            created_at=at))
+
+    for i in range(50):
+        refusal(f"s{i}", "127.0.0.66", at=t0 + i * 0.1)
+    refusal("t1", "127.0.0.67")
+    refusal("t2", "127.0.0.66", rcpt="bob@contoso.test")
+    refusal("late", "127.0.0.66", at=t0 + REFUSAL_WINDOW + 5)
+    rows = sorted(store.search(limit=100), key=lambda r: (r["from_ip"], r["recipient"], r["detail"]["count"]))
+    assert [(r["from_ip"], r["recipient"], r["detail"]["count"]) for r in rows] == [
+        ("127.0.0.66", "bob@contoso.test", 1), ("127.0.0.66", "r@contoso.test", 1),
+        ("127.0.0.66", "r@contoso.test", 50), ("127.0.0.67", "r@contoso.test", 1)]
+    burst = next(r for r in rows if r["detail"]["count"] == 50)
+    assert burst["detail"]["session"] == "s0"  # the first attempt's facts; the count says how many followed
+    assert burst["updated_at"] == pytest.approx(t0 + 4.9)  # when the last one came
+    engine.dispose()
+
+
 def test_retention_prunes_old_rows_and_counts_the_rest(tmp_path):
     engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
     store = TraceStore(engine, node="n1", retention_days=7)

@@ -34,7 +34,7 @@ from mxgate.queue.outbound import start_mailbox_outbound
 from mxgate.queue.relay import RcptOutcome
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
-from mxgate.trace.records import message_records
+from mxgate.trace.records import message_records, new_trace_id
 
 log = logging.getLogger("mxgate.internal")
 
@@ -207,7 +207,7 @@ class InternalDelivery:
             return
         why = {s.target: f"{s.address} → {s.target} ({s.why})" for s in plan.steps}
         self.node.trace.record_all(message_records(
-            trace_id or secrets.token_hex(8), sender=sender, data=data,
+            trace_id or new_trace_id(), sender=sender, data=data,
             rows=[(a, "Delivered" if a in plan.local else "Pending",
                    [("Expand", why.get(a, "expanded")),
                     ("Deliver", "maildir") if a in plan.local else ("Send", "queued for outbound")],

@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from mxgate.names import normalize_domain
+from mxgate.names import IPAddress, normalize_domain
 from mxgate.policy.ipset import PrefixTable, parse_network
-from mxgate.names import IPAddress
 from mxgate.policy.model import AcceptedDomain, InboundConnector, Mailbox, Policy
 from mxgate.smtp.address import Address
-from mxgate.verdict import Action, Verdict, accept, reject, tempfail
+from mxgate.verdict import Action, RcptRoute, Verdict, accept, reject, tempfail
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ class RcptDecision(NamedTuple):
     verdict: Verdict
     connector: str  # the connector the message is attributed to ("" = anonymous)
     outcome_key: tuple  # recipients with different keys need separate transactions
-    route: str  # "local", "relay" (to an outbound connector), "" when refused
+    route: RcptRoute  # LOCAL, RELAY (to an outbound connector), NONE when refused
     mailbox: Mailbox | None = None
     target: str = ""  # where a relayed recipient really goes, when not the RCPT address (SRS reversal)
 
@@ -273,7 +272,7 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
     mail we forwarded); the role checks the address's signature and passes the result in."""
     on_prem = bool(facts.connectors) and is_on_premises(compiled, facts)
     if rcpt.literal:
-        return RcptDecision(reject("address-literal", str(rcpt)), "", (), "")
+        return RcptDecision(reject("address-literal", str(rcpt)), "", (), RcptRoute.NONE)
     domain = rcpt.domain or primary_domain(compiled)  # <postmaster> (RFC 5321 §4.5.1)
     accepted = lookup_accepted_domain(compiled, domain) if domain else None
     if accepted is None:
@@ -283,16 +282,16 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
             # send as anyone to the Internet. <> (a DSN from the on-premises server) has no domain.
             if sender.domain and (sender.literal or lookup_accepted_domain(compiled, sender.domain) is None):
                 return RcptDecision(reject("tenant-relay-denied", f"sender domain {sender.domain!r} is not an "
-                                           "accepted domain"), "", (), "")
+                                           "accepted domain"), "", (), RcptRoute.NONE)
             conn = _first_name(applicable_connectors(compiled, facts, sender.domain))
-            return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), "relay", prior_key)
-        return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), "")
+            return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), RcptRoute.RELAY, prior_key)
+        return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), RcptRoute.NONE)
 
     restricting = frozenset() if on_prem else restricting_names(compiled, sender.domain, domain)
     if restricting and not (restricting & facts.connectors):
         matched = ", ".join(sorted(facts.connectors)) if facts.connectors else "no connector"
         return RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
-                                   f"session matched {matched}"), "", (), "")
+                                   f"session matched {matched}"), "", (), RcptRoute.NONE)
 
     applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers(compiled, c, domain)]
     chosen = next((c for c in applicable if c.name.lower() in restricting), applicable[0] if applicable else None)
@@ -306,23 +305,23 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
     mailbox = compiled.directory.get(address)
     if mailbox is None and srs_target:
         decision = _with_key(accept("recipient-ok", f"SRS reversed to {srs_target}"), conn_name,
-                             ("relay", conn_name, ef), "relay", prior_key)
+                             ("relay", conn_name, ef), RcptRoute.RELAY, prior_key)
         return decision._replace(target=srs_target) if decision.verdict.action is Action.ACCEPT else decision
     if mailbox is None:
         if accepted.type == "internal_relay":
-            return _with_key(accept("recipient-ok", "internal relay"), conn_name, ("relay", conn_name, ef), "relay", prior_key)
-        return RcptDecision(reject("unknown-recipient", address), conn_name, (), "")
-    return _with_key(accept("recipient-ok"), conn_name, ("local", conn_name, ef), "local", prior_key, mailbox)
+            return _with_key(accept("recipient-ok", "internal relay"), conn_name, ("relay", conn_name, ef), RcptRoute.RELAY, prior_key)
+        return RcptDecision(reject("unknown-recipient", address), conn_name, (), RcptRoute.NONE)
+    return _with_key(accept("recipient-ok"), conn_name, ("local", conn_name, ef), RcptRoute.LOCAL, prior_key, mailbox)
 
 
 def _first_name(connectors: Iterable[InboundConnector]) -> str:
     return next((c.name for c in connectors), "")
 
 
-def _with_key(verdict: Verdict, connector: str, key: tuple, route: str, prior_key: tuple | None,
+def _with_key(verdict: Verdict, connector: str, key: tuple, route: RcptRoute, prior_key: tuple | None,
               mailbox: Mailbox | None = None) -> RcptDecision:
     # mail-flow.md §3.6: one transaction carries one policy outcome; later recipients with a
     # different outcome are deferred so the client sends them in a new transaction.
     if prior_key is not None and key[1:] != prior_key[1:]:
-        return RcptDecision(tempfail("different-policy-outcome", f"{key} vs {prior_key}"), connector, key, "")
+        return RcptDecision(tempfail("different-policy-outcome", f"{key} vs {prior_key}"), connector, key, RcptRoute.NONE)
     return RcptDecision(verdict, connector, key, route, mailbox)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from mxgate.policy.attribution import CompiledPolicy, RcptDecision
 from mxgate.policy.model import InboundConnector
 from mxgate.smtp.address import Address
+from mxgate.verdict import RcptRoute
 
-LOCAL, RELAY = "local", "relay"  # RcptDecision.route values
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ class MailTransaction:
 
     @property
     def local(self) -> tuple[AcceptedRecipient, ...]:
-        return tuple(r for r in self.recipients if r.decision.route == LOCAL)
+        return tuple(r for r in self.recipients if r.decision.route is RcptRoute.LOCAL)
 
     @property
     def relayed(self) -> tuple[AcceptedRecipient, ...]:
-        return tuple(r for r in self.recipients if r.decision.route == RELAY)
+        return tuple(r for r in self.recipients if r.decision.route is RcptRoute.RELAY)
 
     @property
     def mailboxes(self) -> tuple[str, ...]:

@@ -26,7 +26,6 @@ import asyncio
 import fcntl
 import os
 import logging
-import secrets
 import ssl
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -43,7 +42,7 @@ from mxgate.queue.relay import HostTls, RcptOutcome, RelayResult, RelaySettings,
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
-from mxgate.trace.records import message_records
+from mxgate.trace.records import message_records, new_trace_id
 from mxgate.verdict import accept
 from mxgate.wording import count
 
@@ -447,7 +446,7 @@ class GatewayOutbound:
         mail was already judged (and DKIM-signed) inside the organisation, so it is passed on
         as it is, below one Received field (which signatures do not cover, RFC 6376 §5.4.1).
         """
-        trace_id = secrets.token_hex(8)
+        trace_id = new_trace_id()
         received = s.received_header(by=self.node.settings.gateway.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + body.getvalue()
         rcpts = [str(r.address) for r in txn.recipients]
@@ -464,7 +463,7 @@ class GatewayOutbound:
         """A DSN from the gateway's queues: out through this queue's routes — the downstream
         mailbox server for our own domains' senders, the sender's MX for everyone else — with
         its own trace row, so retries and the outcome show in the trace. Durable on return."""
-        trace_id = secrets.token_hex(8)
+        trace_id = new_trace_id()
         entry = await self.queue.enqueue("", [sender], dsn, {**meta, "trace_id": trace_id})
         domain = sender.rpartition("@")[2].lower()
         internal = bool(domain) and accepted_domain_for(self.node.watcher.current.policy, domain) is not None

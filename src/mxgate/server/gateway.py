@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,7 +49,7 @@ from mxgate.smtp.replies import REPLIES, reply_text
 from mxgate.smtp.source import MessageSource
 from mxgate.verdict import Action, CheckAction, Verdict, accept, reject, tempfail
 from mxgate.quarantine.store import QuarantineStore, resolve_mailboxes
-from mxgate.trace.records import message_records, refusal_records
+from mxgate.trace.records import message_records, new_trace_id, refusal_records
 
 log = logging.getLogger("mxgate.gateway")
 
@@ -251,7 +250,7 @@ class GatewayRole(Role):
         if msg.count_received(raw.head) > MAX_RECEIVED_HEADERS:
             return reject("hop-count-exceeded")
         source = raw.with_head(sanitize_inbound_headers(raw.head, self.settings.authserv_id))  # forged results never survive
-        trace_id = secrets.token_hex(8)
+        trace_id = new_trace_id()
         tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""
         facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
                              source, tls)

@@ -9,7 +9,6 @@ Must not decide policy itself, nor write reply text (smtp/replies.py does).
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import replace
 from typing import Any, Protocol, Sequence
 
@@ -35,8 +34,8 @@ from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import reply_text
-from mxgate.verdict import Action, Verdict, accept, reject, tempfail
-from mxgate.trace.records import message_records, refusal_records
+from mxgate.verdict import Action, RcptRoute, Verdict, accept, reject, tempfail
+from mxgate.trace.records import message_records, new_trace_id, refusal_records
 from mxgate.trace.store import TraceStore
 from mxgate.wording import count
 
@@ -154,7 +153,7 @@ class MailboxRole(Role):
         facts = self._current_facts(s, compiled)
         decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"],
                                srs_target=self._srs_target(rcpt))
-        if decision.verdict.action is Action.ACCEPT and decision.route == "relay" and not self._can_relay():
+        if decision.verdict.action is Action.ACCEPT and decision.route is RcptRoute.RELAY and not self._can_relay():
             return reject("relay-denied", "no outbound route configured on this node"), decision
         if decision.verdict.action is Action.ACCEPT:
             s.role_state["prior_key"] = decision.outcome_key
@@ -174,7 +173,7 @@ class MailboxRole(Role):
 
     # --- DATA: one message, step by step --------------------------------------------------
     async def on_message(self, s, txn, body) -> Verdict:
-        ctx = MessageContext(s, self._transaction(s, txn), body.getvalue(), secrets.token_hex(8))
+        ctx = MessageContext(s, self._transaction(s, txn), body.getvalue(), new_trace_id())
         hops = msg.count_received(msg.header_block(ctx.data))
         if hops > MAX_RECEIVED_HEADERS:  # RFC 5321 §6.3: a loop
             return reject("hop-count-exceeded", f"{hops} Received headers")
@@ -250,9 +249,9 @@ class MailboxRole(Role):
         txn = ctx.txn
         self.trace.record_all(message_records(
             ctx.trace_id, sender=str(txn.sender), data=final,
-            rows=[(str(r.address), status if r.decision.route == "local" else "Pending",
+            rows=[(str(r.address), status if r.decision.route is RcptRoute.LOCAL else "Pending",
                    [("Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
-                    (event, detail) if r.decision.route == "local" else ("Send", "queued for outbound")])
+                    (event, detail) if r.decision.route is RcptRoute.LOCAL else ("Send", "queued for outbound")])
                   for r in txn.recipients],
             from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=txn.connector_name,
             policy_version=txn.policy.version, reason=ctx.quarantine_reason or "", role=self.name,

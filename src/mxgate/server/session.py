@@ -18,6 +18,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mxgate.smtp")
 
+_NOT_HELO_CHAR = re.compile(r"[^\x21-\x7e]")  # a HELO argument is printable ASCII without spaces
+# Answers a role hook gives at once; anything else is asked whether it is awaitable.
+_IMMEDIATE = (Verdict, tuple)
 HTTP_VERBS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
 _session_ids = itertools.count(1)
 _NODE_TAG = f"{os.getpid():x}"
@@ -322,7 +326,7 @@ class SmtpSession(asyncio.Protocol):
 
     # --- commands ---------------------------------------------------------------------------
     def _cmd_HELO(self, arg: str, esmtp: bool = False) -> None:
-        if not arg or any(ord(c) <= 32 or ord(c) > 126 for c in arg) or len(arg) > 255:
+        if not arg or len(arg) > 255 or _NOT_HELO_CHAR.search(arg):
             self._error("bad-helo")
             return
         verdict = self.role.on_helo(self, arg)
@@ -468,7 +472,7 @@ class SmtpSession(asyncio.Protocol):
         awaitable, e.g. an RCPT callahead or a credential check). While it waits the session is
         busy — pipelined commands stay buffered, in order — and the task is kept until done.
         `failed` is the answer when the awaitable raises (logged; its text never reaches the peer)."""
-        if not inspect.isawaitable(answer):
+        if type(answer) in _IMMEDIATE or not inspect.isawaitable(answer):
             resume(answer)
             return
         self._mode = "busy"

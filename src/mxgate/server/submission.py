@@ -20,7 +20,6 @@ import base64
 import binascii
 import ipaddress
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -33,7 +32,7 @@ from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
 from mxgate.smtp.limits import MAX_RECEIVED_HEADERS
 from mxgate.smtp.replies import Reply, reply_text
-from mxgate.trace.records import message_records, refusal_records
+from mxgate.trace.records import message_records, new_trace_id, refusal_records
 from mxgate.verdict import Action, Verdict, accept, reject, tempfail
 from mxgate.wording import count
 
@@ -331,7 +330,7 @@ class SubmissionRole(Role):
         for addr in header_from_addresses(data):
             if self.internal.is_ours(addr.rpartition("@")[2]) and decide_send_as(policy, identity, addr).refused:
                 return reject("send-as-denied", f"header From {addr}")
-        trace_id = secrets.token_hex(8)
+        trace_id = new_trace_id()
         received = s.received_header(by=self.hostname, trace_id=trace_id, recipients=txn.recipients)
         final = received + data
         rcpts = [str(r.address).lower() for r in txn.recipients]

@@ -30,6 +30,7 @@ MAX_PATH = 256
 
 _DOT_ATOM_CHARS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _SOURCE_ROUTE = re.compile(r"^@[^:,<>]+(,@[^:,<>]+)*:")
+_SPACE = re.compile(r"\s")  # str patterns: exactly the characters str.isspace() accepts
 
 
 class AddressSyntaxError(ValueError):
@@ -81,7 +82,7 @@ def parse_path(text: str, *, allow_null: bool, smtputf8: bool = False) -> Addres
             return NULL_ADDRESS
         raise AddressSyntaxError("null-not-allowed", "the null path is not allowed here")
     inner = _SOURCE_ROUTE.sub("", inner, count=1)
-    if not smtputf8 and any(ord(c) > 127 for c in inner):
+    if not smtputf8 and not inner.isascii():
         raise AddressSyntaxError("non-ascii", "non-ASCII address without SMTPUTF8")
     local, domain = _split(inner)
     if not domain:
@@ -121,6 +122,8 @@ def _split(inner: str) -> tuple[str, str]:
 
 
 def _space_outside_quotes(inner: str) -> bool:
+    if '"' not in inner:  # the common case: one C-level scan, no per-character loop
+        return _SPACE.search(inner) is not None
     quoted = escaped = False
     for c in inner:
         if escaped:
@@ -154,7 +157,7 @@ def _check_local(local: str) -> None:
         return
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise AddressSyntaxError("bad-local-part", "malformed local part")
-    ascii_view = "".join(c if ord(c) < 128 else "a" for c in local)
+    ascii_view = local if local.isascii() else "".join(c if ord(c) < 128 else "a" for c in local)
     if not _DOT_ATOM_CHARS.match(ascii_view):
         raise AddressSyntaxError("bad-local-part", "malformed local part")
 

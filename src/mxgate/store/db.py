@@ -98,13 +98,34 @@ def _require_psycopg(url: str) -> None:
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     # WAL lets readers (CLI, admin) run while a server writes; FULL makes a commit durable
     # (quarantine bodies and policy versions must survive a crash).
-    cur.execute("PRAGMA journal_mode=WAL")
+    _ensure_wal(cur)
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _ensure_wal(cur) -> None:
+    """WAL is a property of the database file, set once. Switching to it needs an exclusive lock
+    and SQLite answers "database is locked" at once, without its busy handler, while another
+    connection holds one — nodes opening a new store together saw that — so the switch is
+    retried for up to the busy timeout."""
+    import sqlite3
+    import time
+
+    if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # another connection is creating or switching the file: it is quick
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -6,8 +6,9 @@ release), and searching. Must not know SMTP: callers hand over finished `TraceRe
 
 The trace is an audit log, so nothing is dropped: a batch the database refuses (unreachable,
 restarting) is appended to a local journal (trace/journal.py, fsync'd) and replayed, in order,
-before anything newer once the database answers again. One session cannot flood it: repeated
-identical refusals in a session (`record_refusal`) become one row whose `detail.count` grows.
+before anything newer once the database answers again. A flood cannot fill it: identical
+refusals of one client address (`record_refusal`: same stage, reason, sender, recipient, in one
+session or in new connections within REFUSAL_WINDOW) become one row whose `detail.count` grows.
 Rows older than the retention setting are pruned; the row count is a metric.
 """
 
@@ -39,7 +40,10 @@ FLUSH_INTERVAL = 0.1
 MAX_BATCH = 1000
 REPLAY_INTERVAL = 1.0  # how often a journal waiting for the database is retried
 PRUNE_INTERVAL = 3600.0  # retention pruning runs hourly in the writer thread
-SESSIONS_REMEMBERED = 10_000  # sessions whose refusals are coalesced (least recently used dropped)
+SESSIONS_REMEMBERED = 10_000  # refusal kinds coalesced at once (least recently used dropped)
+# A new connection repeating a refusal within this many seconds of its row's first refusal adds to
+# that row's count; later ones start a new row, so the trace still dates each burst.
+REFUSAL_WINDOW = 60.0
 
 
 def refusal_status(temporary: bool) -> tuple[str, str]:
@@ -125,13 +129,20 @@ class TraceStore:
             self.record_refusal(session, rec)
 
     def record_refusal(self, session: str, rec: TraceRecord) -> None:
-        """A refusal in an SMTP session: the first of its kind is a row, identical repeats in the
-        same session (same stage, reason, sender, recipient) only raise that row's count."""
-        what = (session, rec.detail.get("stage", ""), rec.reason, rec.sender, rec.recipient)
+        """A refusal in an SMTP session: the first of its kind is a row; identical repeats (same
+        client address, stage, reason, sender, recipient, role) in the same session, or in new
+        sessions within REFUSAL_WINDOW, only raise that row's count (adversarial.md: a flood of
+        refused connections must not cost a row each). Rows without a client address coalesce
+        per session only."""
+        what = (rec.from_ip or f"session:{session}", rec.detail.get("stage", ""), rec.reason, rec.sender,
+                rec.recipient, rec.role)
         with self._refusals_lock:
             seen = self._refusals.get(what)
+            if seen is not None and rec.created_at - seen[2] > REFUSAL_WINDOW and seen[3] != session:
+                seen = None  # a later burst from a new connection: a row of its own
             if seen is None:
-                self._refusals[what] = [rec.trace_id, 1]
+                self._refusals[what] = [rec.trace_id, 1, rec.created_at, session]
+                self._refusals.move_to_end(what)
                 if len(self._refusals) > SESSIONS_REMEMBERED:
                     self._refusals.popitem(last=False)
             else:
@@ -263,8 +274,16 @@ class TraceStore:
         with self.engine.begin() as conn:
             if records:
                 rows = [_row_values(rec) for rec in records]
-                ids = conn.execute(insert(trace_messages).returning(trace_messages.c.id, sort_by_parameter_order=True),
-                                   rows).scalars().all()
+                # Not sort_by_parameter_order: on SQLite that makes SQLAlchemy send one INSERT per
+                # row (RETURNING order is not guaranteed there), 60% of the writer's CPU on a
+                # refusal flood. Rows come back in any order and are matched by (trace id,
+                # recipient); identical keys take their ids in insertion order.
+                returned = conn.execute(insert(trace_messages).returning(
+                    trace_messages.c.id, trace_messages.c.trace_id, trace_messages.c.recipient), rows).all()
+                by_key: dict[tuple[str, str], list[int]] = {}
+                for row_id, trace_id, recipient in sorted(returned):
+                    by_key.setdefault((trace_id, recipient), []).append(row_id)
+                ids = [by_key[(row["trace_id"], row["recipient"])].pop(0) for row in rows]
                 events = [{"trace_row": row_id, "at": at, "event": ev, "detail": det}
                           for row_id, rec in zip(ids, records) for at, ev, det in rec.events]
                 if events:
