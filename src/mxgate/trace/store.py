@@ -188,17 +188,26 @@ class TraceStore:
 
     def _run(self) -> None:
         last_replay = 0.0
+        last_write = 0.0
         carry: list = []  # a batch neither the database nor the journal took (disk full): kept
         while not self._stop.is_set():
             batch, carry = carry, []
             try:
                 batch.append(self._queue.get(timeout=FLUSH_INTERVAL))
+                # At most one commit per FLUSH_INTERVAL: under load the rows of an interval share
+                # one transaction and one fsync instead of a commit each time the writer catches
+                # up (a refusal flood made hundreds of commits a second, most of the writer's CPU).
+                # A row still appears well within the trace's one second.
+                pause = last_write + FLUSH_INTERVAL - time.monotonic()
+                if pause > 0:
+                    self._stop.wait(pause)
                 while len(batch) < MAX_BATCH:
                     batch.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
             now = time.monotonic()
             if batch:
+                last_write = now
                 try:
                     self._write_or_journal(batch)
                 except Exception as exc:  # kept in memory and retried: the mail path goes on
