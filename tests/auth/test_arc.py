@@ -149,3 +149,35 @@ def test_bare_lf_message_is_sealed_in_its_own_line_ending(keys, dnsfunc, make_me
     assert b"\r" not in arc_headers
     sealed = arc_headers + f"Authentication-Results: {GW_AR}\n".encode() + message
     assert validate_arc(sealed, dnsfunc).status == "pass"
+
+
+def test_seal_parses_our_results_once_and_seals_the_same_bytes(keys, dnsfunc, make_message, monkeypatch):
+    """dkimpy's arc_sign takes seal_arc's parse of our own Authentication-Results instead of
+    parsing the same text again (issue 19); a field of another authserv-id is still parsed by
+    authres, and the seal is byte for byte what dkimpy makes parsing everything itself."""
+    import authres
+    import dkim as dkimpy
+
+    from mxgate.auth import arc as arc_module
+
+    real_parse = authres.AuthenticationResultsHeader.parse
+    parsed: list[str] = []
+
+    def counting(text):
+        parsed.append(text.split(":", 1)[1].split(";", 1)[0].strip())
+        return real_parse(text)
+
+    monkeypatch.setattr(authres.AuthenticationResultsHeader, "parse", staticmethod(counting))
+    other = b"Authentication-Results: mx.fabrikam.test; spf=pass smtp.mailfrom=fabrikam.test\r\n"
+    message = other + make_message()
+    shared = seal_arc(message, GW, GW, "arc", keys[0], GW_AR, timestamp=1_700_000_000)
+    assert sorted(parsed) == [GW, "mx.fabrikam.test"]  # ours once (seal_arc), the other one by dkimpy
+
+    parsed.clear()
+    monkeypatch.setattr(dkimpy, "authres", authres)  # dkimpy as shipped: parses every field itself
+    alone = seal_arc(message, GW, GW, "arc", keys[0], GW_AR, timestamp=1_700_000_000)
+    assert sorted(parsed) == [GW, GW, "mx.fabrikam.test"]
+    assert shared == alone
+    assert arc_module._handoff.parsed is None  # nothing left behind for the next seal in this thread
+    sealed = shared + f"Authentication-Results: {GW_AR}\r\n".encode() + message
+    assert validate_arc(sealed, dnsfunc).status == "pass"

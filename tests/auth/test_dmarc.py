@@ -118,3 +118,52 @@ def test_organisational_domain_and_alignment():
     assert not aligned("mail.fabrikam.test", "fabrikam.test", "s")
     assert not aligned("example.co.uk", "other.co.uk", "r")
     assert not aligned("", "fabrikam.test", "r")
+
+
+def test_public_suffix_list_is_parsed_once_when_checks_start_together(monkeypatch):
+    """The first burst of mail after a start runs every check thread into the cold list at
+    once: exactly one of them parses it, the others wait for that copy (issue 19: twenty
+    parses of ~40 ms each, a second of CPU, in P3)."""
+    import threading
+
+    from mxgate.auth import dmarc
+
+    built, entered, release = [], threading.Event(), threading.Event()
+    waiting = threading.Semaphore(0)  # one release per thread that reached the lock or the parser
+
+    def slow_parse():
+        built.append(1)
+        waiting.release()
+        entered.set()
+        assert release.wait(10)
+        return object()
+
+    class SpyLock:  # counts threads arriving at the lock, then behaves as the real one
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __enter__(self):
+            if entered.is_set():
+                waiting.release()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    monkeypatch.setattr(dmarc, "_PSL", None)
+    monkeypatch.setattr(dmarc, "_PSL_LOCK", SpyLock())
+    monkeypatch.setattr(dmarc, "PublicSuffixList", slow_parse)
+    got: list = []
+    first = threading.Thread(target=lambda: got.append(dmarc._public_suffix_list()))
+    first.start()
+    assert entered.wait(10)
+    others = [threading.Thread(target=lambda: got.append(dmarc._public_suffix_list())) for _ in range(8)]
+    for t in others:
+        t.start()
+    for _ in range(1 + len(others)):  # every thread is at the lock (or, unguarded, in the parser)
+        assert waiting.acquire(timeout=10)
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert len(built) == 1
+    assert len(got) == 9 and all(g is got[0] for g in got)

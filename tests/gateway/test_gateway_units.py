@@ -116,3 +116,37 @@ def test_callahead_validates_recipients_at_rcpt_and_caches(make_gateway, sink, t
         assert c.cmd("RCPT TO:<ghost@contoso.test>")[0] == 550
         assert len(sink.peers) == calls  # answered from the cache
         assert c.cmd("RCPT TO:<x@victim.example>") == (550, str(REPLIES["relay-denied"]))
+
+
+def test_check_worker_slots_per_client_free_fast_and_bounded_when_held(monkeypatch):
+    """A client's share of the check workers: a free slot is taken at once (issue 19: without a
+    Task per check), a held one makes the next check of that client wait at most QUEUE_WAIT and
+    count as timed out, others are served meanwhile, and every slot is given back."""
+    import asyncio
+    import threading
+
+    from mxgate.filters import pipeline as pipeline_module
+    from mxgate.filters.pipeline import Pipeline
+    from mxgate.filters.result import Budget
+
+    monkeypatch.setattr(pipeline_module, "QUEUE_WAIT", 0.05)  # the bound under test, not a sync
+    hold = threading.Event()
+
+    async def main():
+        p = Pipeline(workers=4, per_client=4)  # a client gets half of the workers: 2 slots
+        try:
+            assert await p._in_worker("192.0.2.1", Budget(10), lambda: "free") == ("ok", "free")
+            held = [asyncio.ensure_future(p._in_worker("192.0.2.1", Budget(10), hold.wait, 10)) for _ in range(2)]
+            while p.running < 2:  # both of the client's slots are busy in workers
+                await asyncio.sleep(0)
+            assert await p._in_worker("192.0.2.1", Budget(10), lambda: "late") == ("timeout", None)
+            assert await p._in_worker("198.51.100.7", Budget(10), lambda: "other") == ("ok", "other")
+            hold.set()
+            assert [await h for h in held] == [("ok", True), ("ok", True)]
+            assert await p._in_worker("192.0.2.1", Budget(10), lambda: "again") == ("ok", "again")
+            assert not p._slots["192.0.2.1"].locked()
+        finally:
+            hold.set()
+            p.pool.shutdown(wait=True)
+
+    asyncio.run(main())

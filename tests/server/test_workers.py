@@ -71,6 +71,35 @@ def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch):
     assert load_settings(None, {"node.workers": 3}).node.worker_count() == 3  # an explicit count wins
 
 
+def test_worker_processes_serve_only_the_mailbox_listener():
+    """The extra processes serve only the mailbox listener (issue 19): a node without the mailbox
+    role needs none, whatever `[node] workers` says."""
+    from mxgate.config.node import load_settings
+
+    assert load_settings(None, {"node.workers": 3}).mailbox_processes() == 3
+    assert load_settings(None, {"node.workers": 3, "roles.mailbox": False, "roles.gateway": True}).mailbox_processes() == 1
+
+
+def test_a_gateway_only_node_starts_no_worker_processes(tmp_path):
+    """Before, a gateway-only node on two cores started a second process that served nothing
+    yet synced cluster state ten times a second, polled the policy and wrote heartbeats (and
+    took ~1 s of CPU and ~70 MB to start)."""
+    home = tmp_path / "home"
+    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
+    port = free_port(GATEWAY)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "gw"\nworkers = 2\n[roles]\nmailbox = false\ngateway = true\nadmin = false\n'
+                      f'[gateway]\nlisten = ["{GATEWAY}:{port}"]\ndownstream = ["127.0.0.1:{free_port()}"]\n')
+    node = SubprocessNode(home, config).start(wait_for=(GATEWAY, port))
+    try:
+        # "event loop:" is printed after the workers are spawned: by then any child exists.
+        assert wait_until(lambda: "event loop:" in node.log.read_text(), timeout=15), node.log.read_text()
+        assert "workers:" not in node.log.read_text()
+        assert _pids_of_workers(node.proc.pid) == []
+    finally:
+        node.stop()
+
+
 def test_default_event_loop_is_uvloop_when_installed_and_asyncio_when_not(monkeypatch):
     import asyncio
     import builtins

@@ -67,7 +67,7 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
 
         await node.start()
         if not worker:
-            workers.extend(spawn_workers(settings.node.worker_count(), settings.mailbox.listen))
+            workers.extend(spawn_workers(settings.mailbox_processes(), settings.mailbox.listen))
             if workers:
                 forward_reload(node, workers)
             loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
@@ -120,7 +120,7 @@ def run_as(settings, the_home, worker: int):
     account = privileges.plan(os.geteuid(), settings.node.user, settings.node.group, settings.node.allow_root)
     if account is None:
         return None
-    sockets.prebind(listen_addresses(settings), reuse_port=settings.node.worker_count() > 1)
+    sockets.prebind(listen_addresses(settings), reuse_port=settings.mailbox_processes() > 1)
     privileges.give_home(the_home.root, account)
     privileges.drop(account)
     return account

@@ -174,6 +174,12 @@ class NodeSettings(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     log: LogSection = Field(default_factory=LogSection)
 
+    def mailbox_processes(self) -> int:
+        """Processes serving the mailbox listener: `[node] workers` when the mailbox role runs, else
+        1. The extra processes serve only that listener, so a node without it starts none (each
+        would still run a whole node's background work — cluster sync, policy watcher, heartbeat)."""
+        return self.node.worker_count() if self.roles.mailbox else 1
+
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> NodeSettings:
     """Read node.toml (if given), then apply MXGATE_<SECTION>__<KEY> environment values and overrides."""

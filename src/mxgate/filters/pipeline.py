@@ -129,10 +129,13 @@ class Pipeline:
         slot = self._slots.setdefault(client, asyncio.Semaphore(max(1, self.workers // 2)))
         self._budgets.add(budget)
         try:
-            try:
-                await asyncio.wait_for(slot.acquire(), QUEUE_WAIT)
-            except asyncio.TimeoutError:
-                return "timeout", None
+            if slot.locked():  # wait_for wraps the wait in a Task: only when there is a wait
+                try:
+                    await asyncio.wait_for(slot.acquire(), QUEUE_WAIT)
+                except asyncio.TimeoutError:
+                    return "timeout", None
+            else:
+                await slot.acquire()  # free: taken at once, without suspending
             try:
                 if self.closed:
                     return "timeout", None

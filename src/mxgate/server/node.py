@@ -169,7 +169,7 @@ class Node:
                            quarantine=QuarantineStore(self.engine, node=self.name))
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
-        listener.reuse_port = self.settings.node.worker_count() > 1
+        listener.reuse_port = self.settings.mailbox_processes() > 1
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener

@@ -33,6 +33,8 @@ class PolicyVersion:
 
 
 EMPTY = PolicyVersion(0, 0.0, "", "empty policy", Policy())
+# What every node's policy watcher asks several times a second, built once (not per poll).
+_LATEST = select(func.max(policy_versions.c.version))
 
 
 class PolicyStore:
@@ -41,7 +43,7 @@ class PolicyStore:
 
     def latest_version_number(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.max(policy_versions.c.version))).scalar() or 0
+            return conn.execute(_LATEST).scalar() or 0
 
     def current(self) -> PolicyVersion:
         with self.engine.connect() as conn:
