@@ -212,3 +212,26 @@ def test_later_events_in_one_batch_reach_the_right_rows_in_order(tmp_path):
     assert [e["detail"] for e in old["events"]] == ["relayed"]
     assert "unknown" not in {r["trace_id"] for r in store.search(limit=10)}
     engine.dispose()
+
+
+def test_a_flood_of_refused_connections_is_one_row_per_address(node_factory):
+    """End to end: twenty new connections from the attacker's address, each refused at RCPT
+    (550 5.7.51: the mailbox is locked to the gateway), leave one trace row counting 20; the same
+    attempt from another address has its own row. Each attempt is still answered 550."""
+    n = node_factory(None)
+
+    def attempt(source: str) -> int:
+        with RawSMTP("127.0.0.1", n.port(), source) as c:
+            c.greeting()
+            c.cmd("EHLO attacker.test")
+            c.starttls()
+            c.cmd("EHLO attacker.test")
+            c.cmd("MAIL FROM:<spoof@fabrikam.test>")
+            return c.cmd("RCPT TO:<alice@contoso.test>")[0]
+
+    assert [attempt(ATTACKER) for _ in range(20)] == [550] * 20
+    assert attempt("127.0.0.67") == 550
+    n.trace.flush()
+    rows = [r for r in n.trace.search(limit=50) if r["reason"] == "connector-attribution"]
+    assert sorted((r["from_ip"], r["detail"]["count"]) for r in rows) == [(ATTACKER, 20), ("127.0.0.67", 1)]
+    assert all(r["status"] == "Rejected" and r["recipient"] == "alice@contoso.test" for r in rows)
