@@ -98,3 +98,18 @@ def test_cli_refuses_a_malformed_pin_with_the_rule_named(run):
     r = run("connector", "new", "P", "--sender-domains", "partner.test", "--restrict-domains-to-certificate",
             "--tls-sender-certificate-name", "gateway.partner.test", "--tls-sender-certificate-fingerprint", "sha256:abc")
     assert r.exit_code == 2 and "invalid-fingerprint" in r.output, r.output
+
+
+@pytest.mark.parametrize("digest", [
+    bytes.fromhex("ffff") + bytes(range(30)),  # base64 "//8A…": a prefix's slashes run into it
+    bytes.fromhex("fff7b5b27f102c4f6257b4957dc8c388d385492593fb3878e04f4a629c0b7c84"),  # "//e1…", seen in CI
+    bytes.fromhex("fc") + bytes(range(31)),  # "/AAB…": one leading slash
+    base64.b64decode("sha256" + "A" * 37 + "="),  # a base64 digest that begins with the letters sha256
+], ids=["slash-slash", "seen-in-ci", "one-slash", "sha256-letters"])
+def test_a_base64_pin_beginning_with_slashes_or_sha256_reads_right_with_every_prefix(digest):
+    """The random test key above once gave a digest whose base64 began with "//": "sha256/" + "//e1…"
+    was read as "sha256//" + "/e1…" and refused. Every prefix reading is tried; only one gives 32 bytes."""
+    b64 = base64.b64encode(digest).decode()
+    want = digest.hex()
+    for spelling in (b64, f"sha256/{b64}", f"sha256//{b64}", f"SHA256:{b64}", f"sha-256={b64}", b64.rstrip("=")):
+        assert canonical_pin(spelling) == want, spelling

@@ -24,12 +24,28 @@ DIGEST_BYTES = 32  # SHA-256
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _HEX_PAIRS = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){31}$")
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]{43}=?$")
-_PREFIX = re.compile(r"^sha-?256\s*(://|//|:|/|=)\s*", re.IGNORECASE)
+_ALGORITHM = re.compile(r"^sha-?256\s*", re.IGNORECASE)
+_SEPARATORS = ("://", "//", ":", "/", "=")
 
 
 def canonical_pin(text: str) -> str | None:
     """The pin as 64 lower-case hex digits, or None when `text` is not a SHA-256 pin in any known form."""
-    s = _PREFIX.sub("", str(text).strip(), count=1).strip()
+    text = str(text).strip()
+    algorithm = _ALGORITHM.match(text)
+    if algorithm is None:
+        return _bare_pin(text)
+    # A base64 digest may itself begin with "/": "sha256///e1…" is "sha256/" + "//e1…", not
+    # "sha256//" + "/e1…". Each way of reading the separator is tried; only one can give 32 bytes.
+    rest = text[algorithm.end():]
+    for sep in _SEPARATORS:
+        if rest.startswith(sep):
+            pin = _bare_pin(rest[len(sep):].strip())
+            if pin is not None:
+                return pin
+    return _bare_pin(text)  # a base64 digest that merely begins with the letters "sha256"
+
+
+def _bare_pin(s: str) -> str | None:
     low = s.lower()
     if _HEX.match(low):
         return low
