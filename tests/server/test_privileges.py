@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -24,11 +25,15 @@ from rig import GATEWAY, send_message, simple_message, wait_port, wait_until
 from mxgate.config.home import Home
 
 ACCOUNT = rig.TEST_ACCOUNT
-HOST = "127.0.0.43"  # this file's loopback address for the low-port listeners
+# This file's loopback address for the low-port listeners, drawn per run: two suites running at
+# once on one machine both found port 700 free on a fixed address, and their nodes (the same
+# unprivileged account, SO_REUSEPORT) then shared the listener.
+HOST = f"127.43.{random.randrange(1, 255)}.{random.randrange(1, 255)}"
 
 
 def low_port(host: str) -> int:
-    for port in range(700, 1024):
+    start = random.randrange(700, 1024)  # not always the first free one (see HOST)
+    for port in [*range(start, 1024), *range(700, start)]:
         with socket.socket() as s:
             try:
                 s.bind((host, port))
