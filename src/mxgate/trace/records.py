@@ -19,24 +19,27 @@ from mxgate.verdict import Action, Verdict
 
 
 _ID_BYTES = 8
+_BUFFER = _ID_BYTES * 512
 _random = b""
+_taken = _BUFFER  # bytes of _random already handed out
 _random_lock = threading.Lock()
 
 
 def new_trace_id() -> str:
     """A new trace id: 16 hex digits from the OS's CSPRNG, as secrets.token_hex(8) gives, but
     read 4 KiB at a time — one getrandom() per 512 ids instead of one per refused recipient."""
-    global _random
+    global _random, _taken
     with _random_lock:
-        if len(_random) < _ID_BYTES:
-            _random = os.urandom(_ID_BYTES * 512)
-        chunk, _random = _random[:_ID_BYTES], _random[_ID_BYTES:]
+        if _taken >= _BUFFER:
+            _random, _taken = os.urandom(_BUFFER), 0
+        chunk = _random[_taken:_taken + _ID_BYTES]
+        _taken += _ID_BYTES
     return chunk.hex()
 
 
 def _forget_random() -> None:
-    global _random
-    _random = b""  # a forked worker must not hand out the ids its parent still holds
+    global _taken
+    _taken = _BUFFER  # a forked worker must not hand out the ids its parent still holds
 
 
 os.register_at_fork(after_in_child=_forget_random)

@@ -312,13 +312,9 @@ class TraceStore:
         now. Three statements for the whole batch, not three per event: on the gateway each
         message's relay event made a SELECT, an INSERT and an UPDATE of its own."""
         rows: dict[str, list[tuple[int, str]]] = {}
-        trace_ids = list(dict.fromkeys(item.trace_id for item in later))
-        for i in range(0, len(trace_ids), 500):  # under every backend's bound-parameter limit
-            chunk = trace_ids[i:i + 500]
-            for row_id, trace_id, recipient in conn.execute(
-                    select(trace_messages.c.id, trace_messages.c.trace_id, trace_messages.c.recipient)
-                    .where(trace_messages.c.trace_id.in_(chunk)).order_by(trace_messages.c.id)):
-                rows.setdefault(trace_id, []).append((row_id, recipient))
+        for row_id, trace_id, recipient in _rows_of(conn, dict.fromkeys(item.trace_id for item in later),
+                                                    trace_messages.c.recipient):
+            rows.setdefault(trace_id, []).append((row_id, recipient))
         events: list[dict[str, Any]] = []
         final: dict[int, dict[str, Any]] = {}  # row → its last updated_at (and status, if any event set one)
         for item in later:
@@ -347,20 +343,16 @@ class TraceStore:
         executemany UPDATE): a refusal flood from 32 addresses made one SELECT and one UPDATE
         per address per batch, most of the writer's CPU."""
         updates: list[dict[str, Any]] = []
-        trace_ids = list(counts)
-        for i in range(0, len(trace_ids), 500):  # under every backend's bound-parameter limit
-            for row_id, trace_id, detail in conn.execute(
-                    select(trace_messages.c.id, trace_messages.c.trace_id, trace_messages.c.detail)
-                    .where(trace_messages.c.trace_id.in_(trace_ids[i:i + 500]))):
-                item = counts[trace_id]
-                try:
-                    d = json.loads(detail or "{}")
-                except ValueError:
-                    d = {}
-                if d.get("count", 0) >= item.count:
-                    continue  # a later count was already written (replays and batches may overlap)
-                d["count"] = item.count
-                updates.append({"rid": row_id, "u_detail": json.dumps(d, default=str), "u_at": item.at})
+        for row_id, trace_id, detail in _rows_of(conn, counts, trace_messages.c.detail):
+            item = counts[trace_id]
+            try:
+                d = json.loads(detail or "{}")
+            except ValueError:
+                d = {}
+            if d.get("count", 0) >= item.count:
+                continue  # a later count was already written (replays and batches may overlap)
+            d["count"] = item.count
+            updates.append({"rid": row_id, "u_detail": json.dumps(d, default=str), "u_at": item.at})
         if updates:
             conn.execute(update(trace_messages).where(trace_messages.c.id == bindparam("rid"))
                          .values(detail=bindparam("u_detail"), updated_at=bindparam("u_at")), updates)
@@ -424,6 +416,16 @@ class TraceStore:
         out = _row_dict(row)
         out["events"] = [{"at": e.at, "event": e.event, "detail": e.detail} for e in events]
         return out
+
+
+def _rows_of(conn, trace_ids, column):
+    """(row id, trace id, `column`) of every row of these trace ids, in row order, a SELECT per
+    500 ids (under every backend's bound-parameter limit)."""
+    trace_ids = list(trace_ids)
+    for i in range(0, len(trace_ids), 500):
+        yield from conn.execute(select(trace_messages.c.id, trace_messages.c.trace_id, column)
+                                .where(trace_messages.c.trace_id.in_(trace_ids[i:i + 500]))
+                                .order_by(trace_messages.c.id))
 
 
 _ROW_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "events")
