@@ -209,3 +209,38 @@ def test_seal_parses_our_results_once_and_seals_the_same_bytes(keys, dnsfunc, ma
     assert arc_module._handoff.parsed is None  # nothing left behind for the next seal in this thread
     sealed = shared + f"Authentication-Results: {GW_AR}\r\n".encode() + message
     assert validate_arc(sealed, dnsfunc).status == "pass"
+
+
+# --- issue 19: a trusted sealer's recorded results standing for the mailbox's own ----------
+_RECORDED = "lists.test; spf=pass smtp.mailfrom=fabrikam.test; dkim=pass header.d=fabrikam.test header.s=sel" \
+            " header.b=abcdefghij; dmarc=pass header.from=fabrikam.test; arc=none"
+
+
+def _chain(status="pass", recorded=_RECORDED, sealers=("lists.test",)):
+    return ArcResult(status, sealers, "", ((len(sealers), recorded),) if recorded is not None else ())
+
+
+def test_sealer_results_only_from_a_passing_chain_of_a_trusted_latest_sealer():
+    from mxgate.auth.arc import trusted_sealer_results as taken
+
+    good = taken(_chain(), ["Lists.Test."], ["fabrikam.test"], "fabrikam.test")
+    assert good is not None and good.where == "ARC set i=1 sealed by lists.test"
+    assert (good.spf.result, good.dmarc.result, good.dmarc.aligned_by) == ("pass", "pass", "dkim")
+    assert [(d.result, d.domain, d.selector, d.header_b) for d in good.dkim] == [("pass", "fabrikam.test", "sel",
+                                                                                   "abcdefgh")]
+    assert "not verified again" in good.dmarc.reason and "not verified again" in good.spf.explanation
+    assert taken(_chain("fail"), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain("none", sealers=()), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain(), [], ["fabrikam.test"], "fabrikam.test") is None
+    # Only the latest set counts: a trusted sealer below an untrusted one vouches for nothing.
+    assert taken(_chain(sealers=("lists.test", "other.test")), ["lists.test"], ["fabrikam.test"],
+                 "fabrikam.test") is None
+    assert taken(_chain(recorded=None), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain(recorded="lists.test; spf=pass (unclosed"), ["lists.test"], ["fabrikam.test"],
+                 "fabrikam.test") is None
+    # Two author domains, or a null sender (no MAIL FROM domain): verify here.
+    assert taken(_chain(), ["lists.test"], ["fabrikam.test", "woodgrove.test"], "fabrikam.test") is None
+    assert taken(_chain(), ["lists.test"], ["fabrikam.test"], "") is None
+    # A DKIM result that is not one RFC 8601 defines for dkim is not carried.
+    odd = _RECORDED.replace("dkim=pass", "dkim=maybe")
+    assert taken(_chain(recorded=odd), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None

@@ -83,6 +83,12 @@ def _dmarc_clause(dmarc: DmarcResult, header_from_domain: str | None) -> str:
     return " ".join(parts)
 
 
+def _noted(clause: str, text: str) -> str:
+    """`method=result (text) props...`: RFC 8601 §2.2 allows a comment after the result."""
+    head, _, rest = clause.partition(" ")
+    return f"{head} {comment(text)}" + (f" {rest}" if rest else "")
+
+
 def _arc_clause(arc: ArcResult) -> str:
     if arc.status == "pass" and arc.sealers:
         return f"arc=pass {comment('sealed by ' + arc.sealers[-1])}"
@@ -92,12 +98,14 @@ def _arc_clause(arc: ArcResult) -> str:
 def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
                                   original_ip: str | None, dkim: Sequence[DkimResult],
                                   dmarc: DmarcResult | None, arc: ArcResult | None,
-                                  header_from_domain: str | None) -> str:
-    """One Authentication-Results value, clauses joined by "; " (unfolded)."""
-    clauses = [pvalue(authserv_id.strip()), _spf_clause(spf, mail_from, helo, original_ip)]
-    clauses.extend(_dkim_clauses(dkim))
+                                  header_from_domain: str | None, *, results_from: str = "") -> str:
+    """One Authentication-Results value, clauses joined by "; " (unfolded). `results_from` names
+    the trusted ARC set whose recorded spf/dkim/dmarc results these are: each says so."""
+    note = (lambda clause: _noted(clause, "from " + results_from)) if results_from else (lambda clause: clause)
+    clauses = [pvalue(authserv_id.strip()), note(_spf_clause(spf, mail_from, helo, original_ip))]
+    clauses.extend(note(c) if dkim else c for c in _dkim_clauses(dkim))
     if dmarc is not None:
-        clauses.append(_dmarc_clause(dmarc, header_from_domain))
+        clauses.append(note(_dmarc_clause(dmarc, header_from_domain)))
     if arc is not None:
         clauses.append(_arc_clause(arc))
     return "; ".join(clauses)
