@@ -102,7 +102,9 @@ def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: s
     """One Authentication-Results value, clauses joined by "; " (unfolded). `results_from` names
     the trusted ARC set whose recorded spf/dkim/dmarc results these are: each says so."""
     note = (lambda clause: _noted(clause, "from " + results_from)) if results_from else (lambda clause: clause)
-    clauses = [pvalue(authserv_id.strip()), note(_spf_clause(spf, mail_from, helo, original_ip))]
+    # A carried SPF result is the sealer's, for the address and HELO it saw: ours are not named.
+    spf_clause = _spf_clause(spf, mail_from, "", None) if results_from else _spf_clause(spf, mail_from, helo, original_ip)
+    clauses = [pvalue(authserv_id.strip()), note(spf_clause)]
     clauses.extend(note(c) if dkim else c for c in _dkim_clauses(dkim))
     if dmarc is not None:
         clauses.append(note(_dmarc_clause(dmarc, header_from_domain)))
