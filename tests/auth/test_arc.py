@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mxgate.auth.arc import ArcResult, ArcSealError, arc_override, seal_arc, validate_arc
 
@@ -244,3 +246,46 @@ def test_sealer_results_only_from_a_passing_chain_of_a_trusted_latest_sealer():
     # A DKIM result that is not one RFC 8601 defines for dkim is not carried.
     odd = _RECORDED.replace("dkim=pass", "dkim=maybe")
     assert taken(_chain(recorded=odd), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+
+
+# The plain-form reader of recorded results (auth/arc.py _plain_results) against authres: where
+# it reads a value at all, it reads what authres reads; everything else goes to authres.
+_word = st.text(alphabet="abcDEF0189-", min_size=1, max_size=6)
+_value = st.one_of(st.builds(lambda a, b: f"{a}.{b}", _word, _word), st.builds(lambda a: f'"{a}/x"', _word),
+                   st.builds(lambda a, b: f"{a}@{b}.test", _word, _word), _word,
+                   st.sampled_from(["a=b", "[::1]", "a,b", "x:y", "\u00e9.test", "@b.test", '"q"@b.test', "a/b", "''"]))
+_prop_text = st.builds(lambda t, n, v: f"{t}.{n}={v}", st.sampled_from(["smtp", "header", "SMTP", "policy", "body",
+                                                                        "other"]), _word, _value)
+_extra = st.sampled_from(["", " (a comment)", " (p=none pct=100)", " action=none", " reason=\"why\"", " (nested (x))",
+                          " x=1", ' "stray'])
+_resinfo = st.builds(lambda m, r, e, props: f"{m}={r}{e} {' '.join(props)}".strip(),
+                     st.sampled_from(["spf", "dkim", "dmarc", "arc", "SPF", "dkim/1", "auth"]),
+                     st.sampled_from(["pass", "fail", "none", "TempError", "policy"]), _extra,
+                     st.lists(_prop_text, max_size=3))
+_aar = st.builds(lambda sid, parts: sid + "".join("; " + p for p in parts),
+                 st.sampled_from(["gw.mxgate.test", "gw.test 1", "(c) gw.test"]), st.lists(_resinfo, max_size=4))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_aar)
+def test_plain_recorded_results_read_as_authres_reads_them(text):
+    import authres
+
+    from mxgate.auth.arc import _plain_results
+
+    fast = _plain_results(text)
+    if fast is None:
+        return
+    parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + text).results
+    assert [(r.method, r.result, [(p.type, p.name, p.value) for p in r.properties]) for r in fast] == \
+        [(r.method, r.result, [(p.type, p.name, p.value) for p in r.properties]) for r in parsed]
+
+
+def test_the_gateways_own_recorded_results_take_the_plain_path():
+    from mxgate.auth.arc import _plain_results
+
+    text = ("gw.mxgate.test; spf=pass smtp.mailfrom=fabrikam.test smtp.helo=bench.fabrikam.test; dkim=pass"
+            " header.d=fabrikam.test header.s=bench header.b=\"ng/6NrKE\"; dmarc=pass (p=none pct=100) action=none"
+            " header.from=fabrikam.test; arc=none")
+    assert [(r.method, r.result) for r in _plain_results(text)] == [("spf", "pass"), ("dkim", "pass"),
+                                                                     ("dmarc", "pass"), ("arc", "none")]
