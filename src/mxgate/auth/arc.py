@@ -199,10 +199,9 @@ def arc_override(arc: ArcResult, trusted_sealers: Iterable[str], from_domain: st
     recorded = dict(arc.auth_results).get(instance)
     if recorded is None or not from_domain:
         return ArcOverride(False, instance, sealer, explanation=f"{where}: no ARC-Authentication-Results to rely on")
-    try:
-        results = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + recorded).results
-    except (authres.core.AuthResError, ValueError) as exc:
-        return ArcOverride(False, instance, sealer, explanation=f"{where}: its results do not parse ({str(exc)[:80]})")
+    results = recorded_results(recorded)
+    if results is None:
+        return ArcOverride(False, instance, sealer, explanation=f"{where}: its results do not parse")
     domain = normalise_domain(from_domain)
     dmarc = [r for r in results if r.method == "dmarc"]
     for r in dmarc:
