@@ -229,3 +229,40 @@ def test_closing_the_pipeline_answers_queued_checks_at_once_and_never_as_a_pass(
             p.pool.shutdown(wait=True)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("walk_error,outcome,action", [
+    (None, "pass", "off"),
+    ("budget", "timeout", "tempfail"),  # on_timeout = closed by default
+    ("limit", "error", "reject"),  # on_error = reject by default
+])
+def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error, outcome, action):
+    """The attachments check reads the walk on the loop (issue 19, no worker hop): a walk that
+    ran out of time is still its timeout, one that stopped at a limit its error."""
+    import asyncio
+
+    from mxgate.filters import attachments, mimewalk
+    from mxgate.filters.pipeline import ON_LOOP, Pipeline
+    from mxgate.filters.result import BudgetExceeded, CheckEnv, MessageFacts
+    from mxgate.policy.gateway_checks import CheckSettings, DEFAULTS
+
+    assert attachments in ON_LOOP
+    cfg = CheckSettings("attachments", {**DEFAULTS["attachments"], "action": "reject"})
+    env = CheckEnv(None, None)
+    if walk_error == "budget":
+        env.walk_error = BudgetExceeded("MIME walk over 10s")
+    elif walk_error == "limit":
+        env.walk_error = mimewalk.InspectionLimit("mime-depth", "more than 1000 levels")
+    else:
+        env.walk = mimewalk.Walk()
+    facts = MessageFacts("192.0.2.1", "h", "a@b.test", ("c@d.test",), None)
+
+    async def main():
+        p = Pipeline(workers=2)
+        try:
+            return await p._run_one(attachments, facts, cfg, env)
+        finally:
+            p.pool.shutdown(wait=True)
+
+    result = asyncio.run(main())
+    assert (result.outcome, result.action) == (outcome, action)

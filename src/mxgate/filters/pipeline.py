@@ -35,6 +35,10 @@ log = logging.getLogger("mxgate.filters")
 PARALLEL = (spf, dkim, dnsbl, rdns, clamd)
 AFTER_WALK = (attachments,)
 AFTER = (dmarc,)
+# Checks whose gather only reads what the walk found (no I/O, bounded by the walk's limits): run
+# on the loop with the same outcomes (a walk that timed out or broke is this check's timeout or
+# error), not in a worker (issue 19: a hop costs more than the work).
+ON_LOOP = (attachments,)
 # When several checks refuse, the reply names the first of these (the most specific reason).
 PRECEDENCE = ("clamd", "attachments", "dnsbl", "dmarc", "spf", "dkim", "rdns", "score")
 DEFAULT_WORKERS = 8
@@ -155,7 +159,11 @@ class Pipeline:
         if not cfg.enabled:
             return CheckResult(module.NAME, SKIP, detail="off")
         with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
-            state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg, env)
+            if module in ON_LOOP:
+                state, value = _on_loop(module.gather, facts, cfg, env)
+            else:
+                state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg,
+                                                     env)
         if state == "ok":
             env.raw[module.NAME] = value
             result = module.decide(value, cfg)
@@ -300,6 +308,16 @@ class _Job:
             self.answer.set_result(("timeout", None))
         else:
             self.timer = self.loop.call_later(min(self.queued_until - now, self.budget.seconds), self._look)
+
+
+def _on_loop(fn, *args) -> tuple[str, Any]:
+    """fn(*args) right here, its outcome mapped as a worker's is."""
+    try:
+        return "ok", fn(*args)
+    except BudgetExceeded:
+        return "timeout", None
+    except Exception as exc:
+        return "error", exc
 
 
 def _walk_message(facts: MessageFacts, inspect_archives: bool, budget: Budget) -> mimewalk.Walk:
