@@ -108,7 +108,7 @@ def auth_failed(role: str, reason: str) -> None:
 
 
 def observe_check(check: str, seconds: float) -> None:
-    CHECK_SECONDS.labels(check).observe(seconds)
+    _child(CHECK_SECONDS, check).observe(seconds)
 
 
 @contextmanager

@@ -35,6 +35,34 @@ def test_unsealed_message_is_none(dnsfunc, make_message):
     assert validate_arc(make_message(), dnsfunc) == ArcResult("none", (), "Message is not ARC signed")
 
 
+def test_unsealed_message_skips_dkimpy_but_any_arc_field_does_not(keys, dnsfunc, make_message, monkeypatch):
+    """The no-ARC shortcut is taken only when no "arc-" appears in the header section in any
+    spelling; an ARC field our own parser might read differently still reaches dkimpy."""
+    import dkim as dkimpy
+
+    real, calls = dkimpy.arc_verify, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dkimpy, "arc_verify", counting)
+    plain = make_message()
+    assert validate_arc(plain + b"ARC-Seal: in the body\r\n", dnsfunc).status == "none" and calls == []
+    sealed = seal(plain, keys[0])
+    assert validate_arc(sealed, dnsfunc).status == "pass" and len(calls) == 1
+    for variant in (sealed.replace(b"ARC-Seal:", b"arc-seal :"), sealed.replace(b"\r\n", b"\n")):
+        before = len(calls)
+        validate_arc(variant, dnsfunc)
+        assert len(calls) == before + 1
+    # A set without its seal, or with a broken instance, is still judged as a broken chain.
+    lone = b"ARC-Authentication-Results: i=1; gw.contoso.test; spf=pass\r\n" + plain
+    assert validate_arc(lone, dnsfunc).status == "fail"
+    folded = b"X-Note: see\r\n ARC-Seal: i=1; d=gw.contoso.test\r\n" + plain
+    validate_arc(folded, dnsfunc)
+    assert len(calls) == 4  # an "arc-" inside another field's fold also takes the full path
+
+
 def test_tampered_body_fails(keys, dnsfunc, make_message):
     sealed = seal(make_message(), keys[0])
     result = validate_arc(sealed.replace(b"Hello.", b"Goodbye."), dnsfunc)

@@ -243,6 +243,28 @@ def test_tlsa_without_the_ad_bit_is_ignored(world, tmp_path, dns):
     assert "tlsa" not in world.report()
 
 
+def test_an_unsigned_zone_that_never_answers_tlsa_still_gets_mail(world, dns):
+    """RFC 7672 §2.2.2: the MX host's address records are insecure (no AD), so DANE does not
+    apply and no TLSA query is made; its servers' silence on TLSA cannot defer the mail."""
+    mx = world.mx()
+    dns.authentic = True
+    dns.insecure = frozenset({MX})
+    dns.silence(f"_25._tcp.{MX}", "TLSA")
+    world.send("unsigned, tlsa silent")
+    assert wait_until(lambda: mx.messages and not world.entries(), timeout=15)
+    assert "tlsa" not in world.report()
+
+
+def test_a_signed_host_whose_tlsa_lookup_fails_gets_no_mail(world, dns):
+    """RFC 7672 §2.2: secure address records and a failed TLSA lookup — the host is not used."""
+    mx = world.mx()
+    dns.authentic = True
+    dns.silence(f"_25._tcp.{MX}", "TLSA")
+    world.send("signed, tlsa silent")
+    assert wait_until(lambda: world.deferred_with("4.7.5"), timeout=20)
+    assert mx.messages == []
+
+
 def _anchor(world, dns) -> None:
     _tlsa(dns, record_for(world.ca.public_bytes(serialization.Encoding.DER), 2, 1, 1))
     dns.authentic = True

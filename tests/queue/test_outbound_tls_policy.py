@@ -89,3 +89,108 @@ def test_plan_mx_tls_dane_first_then_mta_sts_then_the_domain_setting():
     assert t.testing and not t.require and t.policy == "sts"
     [(_, t)] = plan_mx_tls(hosts[:1], MxTlsFacts(), True)[0]
     assert t.require and t.policy == "no-policy-found" and not t.tlsa
+
+
+# --- an outbound connector's TlsDomain (domain_validation) -----------------------------------
+# The sink's certificate (tests/conftest.py test_ca) names localhost, 127.0.0.1, ::1 and
+# mx.contoso.test. The smart host is 127.0.0.1: before TlsDomain was honoured, the host's own
+# address was checked, so a certificate for *any* name the host carried passed.
+
+def _connector_send(sink, test_ca, tls_domain: str, *, tls_settings: str = "domain_validation"):
+    from mxgate.queue.outbound import connector_route
+
+    policy = load_toml(f"""[organization]
+name = "Contoso"
+[[accepted_domain]]
+name = "contoso.test"
+[[outbound_connector]]
+name = "Partner"
+recipient_domains = ["fabrikam.test"]
+smart_hosts = ["{sink.address}"]
+tls_settings = "{tls_settings}"
+tls_domain = "{tls_domain}"
+""")
+    route = connector_route(policy, "fabrikam.test")
+    settings = RelaySettings(route.hosts, tls_context_for(route.tls, test_ca["ca"]), tls_name=route.tls_name)
+    return route, asyncio.run(relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE))
+
+
+@pytest.mark.parametrize("tls_domain", ["mx.contoso.test", "*.contoso.test", "MX.Contoso.Test"])
+def test_domain_validation_accepts_a_certificate_for_the_tls_domain(sink, test_ca, tls_domain):
+    route, result = _connector_send(sink, test_ca, tls_domain)
+    assert route.tls_name == tls_domain.lower()
+    assert result.outcomes[0].state == "delivered", result
+    assert sink.messages[-1]["tls"] is True
+
+
+@pytest.mark.parametrize("tls_domain", ["mail.fabrikam.test", "*.fabrikam.test", "*.mx.contoso.test"])
+def test_domain_validation_refuses_a_certificate_not_for_the_tls_domain(sink, test_ca, tls_domain):
+    """The attacker's case: the host's certificate is valid (right CA, names the host connected
+    to) but not for the partner domain the admin named: no mail goes there."""
+    route, result = _connector_send(sink, test_ca, tls_domain)
+    assert result.outcomes[0].state == "deferred", result
+    assert "certificate" in result.outcomes[0].diagnostic.lower() or "TlsDomain" in result.outcomes[0].diagnostic
+    assert sink.messages == []
+
+
+def test_tls_domain_is_ignored_below_domain_validation(sink, test_ca):
+    route, result = _connector_send(sink, test_ca, "mail.fabrikam.test", tls_settings="certificate_validation")
+    assert route.tls_name == "" and result.outcomes[0].state == "delivered"
+
+
+def test_pooled_sessions_are_not_shared_between_tls_names(sink, test_ca):
+    """A session verified for one TlsDomain is never reused for a route naming another."""
+    from mxgate.queue.relay import SessionPool
+
+    async def keys():
+        ctx = tls_context_for("domain_validation", test_ca["ca"])
+        a = RelaySettings((sink.address,), ctx, tls_name="mx.contoso.test")
+        b = RelaySettings((sink.address,), ctx, tls_name="mail.fabrikam.test")
+        return SessionPool.key(a, sink.address), SessionPool.key(b, sink.address)
+
+    a, b = asyncio.run(keys())
+    assert a != b
+
+
+def test_tls_domain_syntax_is_checked():
+    from mxgate.errors import PolicyError
+
+    for bad in ("*", "a.*.contoso.test", "contoso.*", "not a name"):
+        with pytest.raises(PolicyError):
+            from mxgate.policy.validate import check_policy
+
+            check_policy(load_toml(f"""[organization]
+name = "Contoso"
+[[accepted_domain]]
+name = "contoso.test"
+[[outbound_connector]]
+name = "Partner"
+recipient_domains = ["fabrikam.test"]
+smart_hosts = ["127.0.0.1:25"]
+tls_settings = "domain_validation"
+tls_domain = "{bad}"
+"""))
+
+
+def test_tls_domain_carries_to_mx_delivery(dns):
+    """A connector by MX with domain_validation checks TlsDomain on each MX host without its own
+    MTA-STS/DANE policy (relay.py: a host with its own context keeps its MX name)."""
+    from mxgate.queue.outbound import connector_route
+
+    dns.add("fabrikam.test", "MX", (10, "mx.fabrikam.test"))
+    dns.add("mx.fabrikam.test", "A", "127.0.0.88")
+    policy = load_toml("""[organization]
+name = "Contoso"
+[[accepted_domain]]
+name = "contoso.test"
+[[outbound_connector]]
+name = "Partner by MX"
+recipient_domains = ["fabrikam.test"]
+use_mx_record = true
+tls_settings = "domain_validation"
+tls_domain = "*.fabrikam.test"
+""")
+    route = connector_route(policy, "fabrikam.test")
+    assert route.tls_name == "*.fabrikam.test" and route.tls == "certificate_validation" and route.require_tls
+    resolved = asyncio.run(resolve_mx(route, "fabrikam.test", make_resolver([dns.address], 2.0).aio))
+    assert resolved.hosts == ("127.0.0.88:25",) and resolved.tls_name == "*.fabrikam.test"

@@ -265,3 +265,61 @@ tests:
     assert check.returncode == 0, check.stdout + check.stderr
     run = subprocess.run([promtool, "test", "rules", "rules.test.yml"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def test_a_reload_while_a_worker_is_starting_does_not_end_it(tmp_path, live):
+    """`systemctl reload` right after a start: the first process forwards SIGHUP to a worker still
+    importing, whose handler is not in place yet. SIGHUP's default action would end it; it starts
+    with SIGHUP blocked instead and takes the reload once its handler is installed."""
+    home = tmp_path / "home"
+    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ntls_check_interval = 3600\nworkers = 2\n[roles]\nadmin = false\n'
+                      f'[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
+                      f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
+    node = rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+    try:
+        # The first process listens and has spawned its worker, which is still starting (a Python
+        # start and the node's imports take far longer than this).
+        workers = _children(node.proc.pid)
+        assert len(workers) == 1, workers
+        worker = workers.pop()
+
+        def hup_blocked_or_caught() -> bool:
+            """At every instant a worker's SIGHUP is blocked or has its handler (one read of
+            /proc, so the two masks are seen together)."""
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{worker}/status").read_text().splitlines()
+                          if line.startswith(("SigBlk:", "SigCgt:")))
+            bit = 1 << (signal.SIGHUP - 1)
+            return bool((int(fields["SigBlk"], 16) | int(fields["SigCgt"], 16)) & bit)
+
+        assert hup_blocked_or_caught()
+        node.proc.send_signal(signal.SIGHUP)  # forwarded to the starting worker
+
+        def worker_state() -> str:
+            try:
+                return Path(f"/proc/{worker}/status").read_text().split("State:")[1].split()[0]
+            except (OSError, IndexError):
+                return "gone"
+
+        def serving() -> bool:
+            assert worker_state() == "gone" or hup_blocked_or_caught()
+            r = _cli(home, config, "status", "--json")
+            return r.returncode == 0 and {n["name"] for n in json.loads(r.stdout)["nodes"] if n["alive"]} == {"node1", "node1-w1"}
+
+        assert wait_until(serving, timeout=30), node.log.read_text()[-2000:]
+        assert worker_state() not in ("gone", "Z") and worker in _children(node.proc.pid)
+        assert node.proc.poll() is None
+    finally:
+        node.stop()

@@ -89,6 +89,10 @@ def arc_fields(message: bytes) -> list[tuple[bytes, int | None]]:
 def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     """Validate the whole chain (RFC 8617 §5.2). DNS trouble makes the chain `fail`:
     RFC 8617 has no temporary status, and an unvalidated chain must not be trusted."""
+    if not _may_carry_arc(message):
+        # No ARC field in the header section: the chain is `none` (RFC 8617 §4.4), what dkimpy
+        # answers too after parsing the whole message (7% of the mailbox's CPU in bench P1).
+        return ArcResult("none", (), _NOT_ARC_SIGNED)
     seals = arc_seals(message)
     sealers = tuple(domain for _, domain in seals)
     if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
@@ -291,6 +295,17 @@ class _AuthresForDkimpy:
 
 
 dkimpy.authres = _AuthresForDkimpy()
+
+_NOT_ARC_SIGNED = "Message is not ARC signed"  # dkimpy's reason for the same case
+# Any "arc-" in the header section, whatever the line endings or spacing: only a message
+# without one skips the full validation, so a field our parser would miss is still seen by dkimpy.
+_ARC_ANYWHERE = re.compile(rb"arc-", re.IGNORECASE)
+
+
+def _may_carry_arc(message: bytes) -> bool:
+    ends = [i for i in (message.find(b"\n\n"), message.find(b"\n\r\n")) if i >= 0]
+    return _ARC_ANYWHERE.search(message, 0, min(ends) + 1 if ends else len(message)) is not None
+
 
 _AAR_INSTANCE = re.compile(r"^\s*i\s*=\s*(\d{1,2})\s*;(.*)$", re.DOTALL)  # RFC 8617 §4.1.1
 _ARC_FIELDS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")

@@ -20,6 +20,7 @@ reads any result header's *claims*. The claims are what must never be believed (
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -284,8 +285,11 @@ def pct_sample(trace_id: str) -> float:
 
 async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
     """Run a blocking check in a worker thread; past `budget` seconds answer `overran`."""
+    # The executor's future itself, not `to_thread`: wait_for would wrap that coroutine in a
+    # Task, and nothing in the checks reads context variables that to_thread would carry over.
+    job = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), budget)
+        return await asyncio.wait_for(job, budget)
     except asyncio.TimeoutError:
         log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
         return overran

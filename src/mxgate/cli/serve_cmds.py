@@ -142,6 +142,7 @@ def spawn_workers(count: int, listen: list[str] = ()) -> list:
     They inherit the first process's user and its pre-opened listening sockets (an unprivileged
     worker could not bind a port below 1024), and never speak to systemd (NotifyAccess=main)."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -149,8 +150,15 @@ def spawn_workers(count: int, listen: list[str] = ()) -> list:
 
     extra_env, fds = sockets.for_child(listen)
     env = {k: v for k, v in os.environ.items() if k != sdnotify.ENV} | extra_env
-    return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)], env=env, pass_fds=fds)
-            for i in range(1, count)]
+    # Workers start with SIGHUP blocked (the mask survives fork and exec) and unblock it once their
+    # handler is in place (server/node.py): a reload forwarded while one is still starting waits
+    # for it instead of ending it, SIGHUP's default action.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)], env=env, pass_fds=fds)
+                for i in range(1, count)]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def stop_workers(workers: list) -> None:

@@ -65,6 +65,7 @@ class TestDNSServer:
         self._gate.set()
         self._negative_soa = False
         self.authentic = False  # set the AD bit, as a DNSSEC-validating resolver would (DANE tests)
+        self.insecure: frozenset[str] = frozenset()  # names answered without AD even then (unsigned zones)
         # Replaced whole, never mutated: the serving thread reads a consistent snapshot.
         self._silenced: frozenset[tuple[dns.name.Name, int | None]] = frozenset()
         self._stop = threading.Event()
@@ -156,7 +157,8 @@ class TestDNSServer:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if self.authentic:
+        if self.authentic and not (query.question and
+                                   query.question[0].name.to_text(omit_final_dot=True).lower() in self.insecure):
             response.flags |= dns.flags.AD
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)

@@ -244,6 +244,8 @@ def _outbound(o: OutboundConnector, seen: set[str]) -> list[PolicyIssue]:
         bad("tls_settings", "invalid-value", f"must be one of {', '.join(TLS_SETTINGS)}")
     if o.tls_settings == "domain_validation" and not o.tls_domain:
         bad("tls_domain", "domain-validation-needs-domain", "domain_validation needs tls_domain")
+    elif o.tls_domain and (o.tls_domain.strip() == "*" or validate_pattern(o.tls_domain)):
+        bad("tls_domain", "invalid-certificate-name", f"{o.tls_domain!r} is not 'host.example' or '*.example'")
     return out
 
 

@@ -36,6 +36,11 @@ def lookup(resolver, mx_host: str, *, trusted: bool, timeout: float = 5.0) -> tu
     unvalidated answer, or a resolver not trusted to validate). Lookup trouble raises."""
     if not trusted:
         return None
+    if not _secure_address(resolver, mx_host, timeout):
+        # RFC 7672 §2.2.2: TLSA records are looked up only for a host whose address records are
+        # secure; an insecure host is sent to without DANE, so its zone's servers mishandling
+        # TLSA queries (timeouts, SERVFAIL: common outside DNSSEC) cannot hold its mail.
+        return None
     try:
         answer = resolver.resolve(f"_25._tcp.{mx_host.rstrip('.')}", "TLSA", lifetime=timeout, search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -45,6 +50,18 @@ def lookup(resolver, mx_host: str, *, trusted: bool, timeout: float = 5.0) -> tu
     records = tuple(Tlsa(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in answer)
     usable = tuple(t for t in records if t.usage in (2, 3) and t.selector in (0, 1) and t.mtype in (0, 1, 2))
     return usable or None
+
+
+def _secure_address(resolver, mx_host: str, timeout: float) -> bool:
+    """Were the MX host's address records validated (AD)? No address records: False. Lookup
+    trouble raises, as for TLSA: the caller does not use the host."""
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = resolver.resolve(mx_host.rstrip("."), rdtype, lifetime=timeout, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        return bool(answer.response.flags & dns.flags.AD)
+    return False
 
 
 def _digest(t: Tlsa, cert_der: bytes) -> bytes:

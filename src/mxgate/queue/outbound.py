@@ -13,7 +13,8 @@ Must not know: SMTP client details (queue/relay.py), the spool format, DSN conte
 
 TLS: to a smart host, `encryption_only` encrypts without checking the certificate,
 `certificate_validation` checks the chain against the node's CA and the system store,
-`domain_validation` also checks the name. To MX hosts each address carries its MX name and a
+`domain_validation` also checks that the certificate names the connector's `tls_domain` (EXO's
+TlsDomain; "*.example" = any host below example), whether sent to smart hosts or by MX. To MX hosts each address carries its MX name and a
 per-host policy (`plan_mx_tls`): DANE when the trusted resolver authenticates TLSA records (RFC
 7672), else MTA-STS (RFC 8461: enforce = listed hosts only, verified TLS to the MX name; testing
 = report only), else `[outbound] tls_required_domains` (STARTTLS required) or opportunistic TLS
@@ -82,14 +83,19 @@ def _hostport(host: str) -> str:
 def connector_route(policy: Policy, domain: str) -> Route:
     """Pure: the outbound connector for a recipient domain; no connector means direct MX delivery."""
     conn = outbound_for(policy, domain)
+    # domain_validation checks the certificate against the connector's TlsDomain, not the host's
+    # name; a wildcard TlsDomain ("*.example") is matched after a chain-only handshake (relay.py).
+    tls_name = conn.tls_domain.strip().lower() if conn and conn.tls_settings == "domain_validation" else ""
+    tls = conn.tls_settings if conn else "encryption_only"
+    if tls_name.startswith("*."):
+        tls = "certificate_validation"
     if conn is None or conn.use_mx_record or not conn.smart_hosts:
         name = conn.name if conn else ""
-        tls = conn.tls_settings if conn else "encryption_only"
         # no connector: opportunistic TLS (RFC 7435); a connector's TLS setting requires STARTTLS
         return Route(RouteKind.MX, f"mx:{domain}", tls=tls, why=f"connector {name!r} by MX" if name else "no connector: MX",
-                     require_tls=conn is not None)
+                     require_tls=conn is not None, tls_name=tls_name)
     return Route(RouteKind.RELAY, f"connector:{conn.name.lower()}", tuple(_hostport(h) for h in conn.smart_hosts),
-                 conn.tls_settings, why=f"connector {conn.name!r}")
+                 tls, why=f"connector {conn.name!r}", tls_name=tls_name)
 
 
 def tls_required(domain: str, required: Sequence[str]) -> bool:

@@ -149,6 +149,17 @@ def _unverified() -> ssl.SSLContext:
     return _UNVERIFIED[0]
 
 
+def _names_match(client: aiosmtplib.SMTP, pattern: str) -> bool:
+    """A verified peer certificate with a DNS name under `pattern` ("*.example": any host below
+    example, as Exchange Online reads a wildcard TlsDomain). SAN only (RFC 6125 §6.4.4)."""
+    from mxgate.policy.attribution import certificate_name_matches
+
+    obj = client.transport.get_extra_info("ssl_object") if client.transport else None
+    cert = obj.getpeercert() if obj is not None else None  # {} when the chain was not verified
+    names = [v for k, v in (cert or {}).get("subjectAltName", ()) if k == "DNS"]
+    return any(certificate_name_matches(pattern, n) for n in names)
+
+
 def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
     """The certificates the server presented, leaf first (DER)."""
     obj = client.transport.get_extra_info("ssl_object") if client.transport else None
@@ -178,8 +189,8 @@ class SessionPool:
     def key(settings: RelaySettings, host: str) -> tuple:
         import asyncio
 
-        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.source_address, settings.helo,
-                settings.require_tls, settings.tls_for(host))
+        return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.tls_name, settings.source_address,
+                settings.helo, settings.require_tls, settings.tls_for(host))
 
     def take(self, key: tuple) -> aiosmtplib.SMTP | None:
         now = time.monotonic()
@@ -227,10 +238,15 @@ async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "
             return client  # opportunistic: no STARTTLS offered and no policy requires it
         client.close()
         raise (_TlsPolicyTrouble if ht else _HostTrouble)("STARTTLS not offered (required)")
+    # The name checked: an MX host under MTA-STS/DANE carries its own context and name; otherwise
+    # the connector's TlsDomain (settings.tls_name), else the host connected to.
+    own = ht is not None and ht.context is not None
+    name = ht.name if own else (settings.tls_name or (ht.name if ht else hostname))
+    wildcard = name.startswith("*.")
     # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
     try:
-        await client.starttls(tls_context=(ht.context if ht and ht.context else settings.tls_context),
-                              server_hostname=ht.name if ht else (settings.tls_name or hostname))
+        await client.starttls(tls_context=(ht.context if own else settings.tls_context),
+                              server_hostname=name[2:] if wildcard else name)
     except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
         client.close()
         if ht and ht.testing and log is not None:  # RFC 8461 §5: testing — report, deliver unchecked
@@ -240,6 +256,9 @@ async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "
         if ht and ht.require:
             raise _TlsPolicyTrouble(f"TLS certificate check failed: {exc.__class__.__name__}: {exc}"[:300]) from None
         raise
+    if wildcard and not own and not _names_match(client, name):
+        client.close()
+        raise _HostTrouble(f"TLS certificate names no host in {name} (TlsDomain)")
     if ht and ht.tlsa:
         from mxgate.queue.dane import verify_chain
 

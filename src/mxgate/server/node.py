@@ -228,6 +228,9 @@ class Node:
                 pass  # not the main thread (in-process test nodes): stop() is called directly
         try:  # `systemctl reload` (ExecReload): look at the certificate files now
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self.check_certificates))
+            # A worker starts with SIGHUP blocked (cli/serve_cmds.spawn_workers); one that came
+            # while it started is delivered now, to the handler.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         except (NotImplementedError, RuntimeError, ValueError):
             pass
 

@@ -13,6 +13,7 @@ import time
 
 _RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _SAFE_TOKEN = re.compile(r"[^A-Za-z0-9.\-_:\[\]@]")
+_VALUE_OF: dict[str, re.Pattern[bytes]] = {}  # header name -> its first-value pattern (a handful of names)
 
 
 def header_block(data: bytes) -> bytes:
@@ -27,11 +28,18 @@ def count_received(headers: bytes) -> int:
 
 
 def header_value(headers: bytes, name: str) -> str:
-    """First value of a header, unfolded, decoded leniently; "" when absent."""
-    m = re.search(rb"^" + re.escape(name.encode()) + rb"[ \t]*:(.*(?:\r\n[ \t].*)*)", headers, re.IGNORECASE | re.MULTILINE)
+    """First value of a header, unfolded, decoded leniently; "" when absent. (The value
+    stops at CR or LF, not at LF only: a greedy `.` took the first line's CR and lost the fold.)"""
+    pattern = _VALUE_OF.get(name)
+    if pattern is None:
+        pattern = _VALUE_OF[name] = re.compile(rb"^" + re.escape(name.encode()) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)",
+                                                re.IGNORECASE | re.MULTILINE)
+    m = pattern.search(headers)
     if not m:
         return ""
     raw = m.group(1).replace(b"\r\n", b"").strip()
+    if b"=?" not in raw:  # no encoded word (RFC 2047 §2): decode_header would return it as is
+        return raw.decode("utf-8", "replace")
     try:
         from email.header import decode_header, make_header
 
