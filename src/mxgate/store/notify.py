@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: the CLI names the channel without it
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("mxgate.store.notify")
 
@@ -33,6 +33,8 @@ def supports_notify(engine: Engine) -> bool:
 def notify(conn: Connection, channel: str, payload: str = "") -> None:
     """Queue a notification in `conn`'s transaction; PostgreSQL sends it at COMMIT."""
     if conn.dialect.name == "postgresql":
+        from sqlalchemy import text
+
         conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
 
 
