@@ -89,15 +89,25 @@ def _arc_clause(arc: ArcResult) -> str:
     return f"arc={arc.status}"
 
 
-def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
-                                  original_ip: str | None, dkim: Sequence[DkimResult],
-                                  dmarc: DmarcResult | None, arc: ArcResult | None,
-                                  header_from_domain: str | None) -> str:
-    """One Authentication-Results value, clauses joined by "; " (unfolded)."""
+def authentication_results_clauses(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
+                                   original_ip: str | None, dkim: Sequence[DkimResult],
+                                   dmarc: DmarcResult | None, arc: ArcResult | None,
+                                   header_from_domain: str | None) -> tuple[str, ...]:
+    """The authserv-id, then one `method=result ...` clause per result, each one line. The ARC
+    seal copies these clauses into ARC-Authentication-Results as they are (auth/arc.py)."""
     clauses = [pvalue(authserv_id.strip()), _spf_clause(spf, mail_from, helo, original_ip)]
     clauses.extend(_dkim_clauses(dkim))
     if dmarc is not None:
         clauses.append(_dmarc_clause(dmarc, header_from_domain))
     if arc is not None:
         clauses.append(_arc_clause(arc))
-    return "; ".join(clauses)
+    return tuple(clauses)
+
+
+def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
+                                  original_ip: str | None, dkim: Sequence[DkimResult],
+                                  dmarc: DmarcResult | None, arc: ArcResult | None,
+                                  header_from_domain: str | None) -> str:
+    """One Authentication-Results value, clauses joined by "; " (unfolded)."""
+    return "; ".join(authentication_results_clauses(authserv_id, spf, mail_from, helo, original_ip, dkim, dmarc,
+                                                    arc, header_from_domain))
