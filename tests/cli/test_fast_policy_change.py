@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import rig
 from mxgate.cli import coercion
 from mxgate.config.home import Home
-from mxgate.errors import ConcurrentChangeError
+from mxgate.errors import ConcurrentChangeError, StoreError
 from mxgate.policy.document import load_toml
 from mxgate.store import sqlite as lite
 from mxgate.store.db import open_engine
@@ -200,6 +200,23 @@ def test_two_cli_processes_from_one_version_one_is_refused(home):
     refused = [err for code, _, err in outcomes if code == 1]
     assert [r[0] for r in _rows(home)] == list(range(1, 2 + len(outcomes) - len(refused)))
     assert all("policy changed meanwhile" in err or "same policy version" in err for err in refused)
+
+
+def test_a_locked_store_is_a_store_error_not_a_traceback(home):
+    db = str(home / "mxgate.db")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+    try:
+        impatient = lite.SqliteSql(lite.connect(db), db)
+        impatient.conn.execute("PRAGMA busy_timeout=50")
+        store = PolicyStore(impatient)
+        with pytest.raises(StoreError, match="database is locked"):
+            store.save(store.current().policy, actor="t", summary="x", base_version=1)
+        assert not impatient.conn.in_transaction
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [r[0] for r in _rows(home)] == [1]
 
 
 def test_an_invalid_change_exits_2_and_leaves_the_store_untouched(home, tmp_path):

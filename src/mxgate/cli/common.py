@@ -7,7 +7,6 @@ changed); 1 any other failure. No traceback ever reaches the admin: errors are o
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import os
 import re
@@ -207,6 +206,8 @@ def policy_store(read: bool = False):
 
 
 def actor() -> str:
+    import getpass
+
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers

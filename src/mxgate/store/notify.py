@@ -12,18 +12,22 @@ when the LISTEN connection is down: a restart or fail-over of the database loses
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: the CLI names the channel without it
     from sqlalchemy.engine import Connection, Engine
 
-log = logging.getLogger("mxgate.store.notify")
-
 POLICY_CHANNEL = "mxgate_policy"
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish a lost LISTEN connection
 WAIT_SLICE = 0.5  # seconds the listener blocks before checking whether it should stop
+
+
+def _log():
+    # Imported here, not at the top: the CLI imports this module for POLICY_CHANNEL only.
+    import logging
+
+    return logging.getLogger("mxgate.store.notify")
 
 
 def supports_notify(engine: Engine) -> bool:
@@ -86,7 +90,7 @@ class ChangeListener:
                             self._deliver(n.channel, n.payload)
             except Exception as exc:  # database restarting or unreachable: polling covers the gap
                 if not self._stop.is_set():
-                    log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+                    _log().warning("LISTEN connection lost (%s); polling until it is back", exc)
             finally:
                 self.connected.clear()
             self._stop.wait(RECONNECT_DELAY)
@@ -95,4 +99,4 @@ class ChangeListener:
         try:
             self.callback(channel, payload)
         except Exception:
-            log.exception("change notification handler failed")
+            _log().exception("change notification handler failed")

@@ -113,7 +113,7 @@ def open_current(url: str) -> "SqliteSql | None":
     if row is None or row[0] != HEAD_REVISION:
         conn.close()
         return None
-    return SqliteSql(conn)
+    return SqliteSql(conn, path)
 
 
 class SqliteSql:
@@ -122,14 +122,30 @@ class SqliteSql:
 
     integrity_error = sqlite3.IntegrityError
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, path: str = ""):
         self.conn = conn
+        self.path = path
 
     def fetch(self, sql: str, params: dict | None = None) -> list[tuple]:
-        return self.conn.execute(sql, params or {}).fetchall()
+        with self._errors():
+            return self.conn.execute(sql, params or {}).fetchall()
 
     def execute(self, sql: str, params: dict | None = None) -> None:
-        self.conn.execute(sql, params or {})
+        with self._errors():
+            self.conn.execute(sql, params or {})
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A locked, read-only or broken database is one clear error line (StoreError), not a
+        traceback; a duplicate key stays itself (PolicyStore reads it as a concurrent change)."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            from mxgate.errors import StoreError
+
+            raise StoreError(f"database {self.path}: {exc}") from exc
 
     def notify(self, channel: str, payload: str = "") -> None:
         """SQLite has no NOTIFY: nodes poll (store/notify.py)."""
@@ -142,10 +158,11 @@ class SqliteSql:
     def writing(self) -> Iterator["SqliteSql"]:
         """One transaction holding the write lock from the start (IMMEDIATE): what it reads stays
         true until it commits, so a version number read inside cannot be taken meanwhile."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
