@@ -488,7 +488,7 @@ async def start_services(node) -> GatewayServices:
 
     def relay_settings() -> RelaySettings:
         return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout, g.downstream_tls_name)
+                             g.relay_timeout, g.downstream_tls_name, idle_sessions=g.relay_concurrency)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):
