@@ -31,7 +31,7 @@ import loadclient  # noqa: E402
 import peers  # noqa: E402
 import postfix  # noqa: E402
 import scenarios  # noqa: E402
-from scenarios import FULL, P3ONLY, QUICK, Result  # noqa: E402
+from scenarios import FULL, P3ONLY, P6ONLY, QUICK, Result  # noqa: E402
 
 # performance.md targets: (scenario, numerator peer, denominator peer, minimum ratio)
 TARGETS = [
@@ -68,6 +68,16 @@ def run(mode, root: Path, emit) -> list[Result]:
         try:
             keep(endtoend.p3(root / "p3", mode, tls, dns, certs))
         finally:
+            dns.stop()
+        return results
+    if mode is P6ONLY:
+        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, cert=str(certs.server_cert),
+                              key=str(certs.server_key))
+        try:
+            mx.start()
+            keep(scenarios.p6(mx, tls, tries=10))
+        finally:
+            mx.stop()
             dns.stop()
         return results
     try:
@@ -122,7 +132,9 @@ def table_line(r: Result) -> str:
     elif r.scenario == "P4":
         extra = f"held {r.count}, RSS idle {r.detail['rss_idle_mb']} MB -> held {r.detail['rss_held_mb']} MB"
     elif r.scenario == "P6":
-        extra = f"saved→enforced ms {r.detail['saved_to_enforced_ms']}, CLI run {r.detail['cli_run_ms_median']} ms"
+        extra = (f"commit→enforced ms {r.detail['commit_to_enforced_ms']}, CLI exit→enforced ms "
+                 f"{r.detail['exit_to_enforced_ms']}, CLI run {r.detail['cli_run_ms_median']} ms "
+                 f"(python -c pass {r.detail['python_pass_ms_median']} ms)")
     elif r.cpu_us_per_msg:
         extra = f"cpu {r.cpu_us_per_msg:.0f} µs/msg"
         if "cpu_gateway_us" in r.detail:
@@ -156,9 +168,10 @@ def summary(results: list[Result], mode) -> list[str]:
             lines.append(f"  P4          {r.count} idle sessions held, peak RSS {r.peak_rss_mb:.0f} MB; target all held"
                          f" and < 300 MB: {'met' if r.ok and r.peak_rss_mb < 300 else 'MISSED'}")
         if r.scenario == "P6":
-            lines.append(f"  P6          policy saved by the CLI → enforced: worst {r.p99_ms:.0f} ms; target < 1000 ms: "
-                         f"{'met' if r.p99_ms < 1000 else 'MISSED'} (the CLI process itself took "
-                         f"{r.detail['cli_run_ms_median']} ms)")
+            cli_ms = r.detail["cli_run_ms_median"]
+            lines.append(f"  P6          policy change by the CLI: commit → enforced worst {r.p99_ms:.0f} ms, target < 100 ms: "
+                         f"{'met' if r.p99_ms < 100 else 'MISSED'}; CLI run {cli_ms} ms (python -c pass "
+                         f"{r.detail['python_pass_ms_median']} ms), target < 200 ms: {'met' if cli_ms < 200 else 'MISSED'}")
     return lines
 
 
@@ -168,10 +181,11 @@ def main() -> int:
     group.add_argument("--quick", action="store_true", help="P1, P2, P5, P8, P9 (+P7 ratio) in under 2 minutes")
     group.add_argument("--full", action="store_true", help="P1-P7, three rounds")
     group.add_argument("--p3", action="store_true", help="P3 alone: CPU per message on the gateway and the mailbox")
+    group.add_argument("--p6", action="store_true", help="P6 alone: 20 CLI policy changes until enforced")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
     args = ap.parse_args()
-    mode = QUICK if args.quick else P3ONLY if args.p3 else FULL
+    mode = QUICK if args.quick else P3ONLY if args.p3 else P6ONLY if args.p6 else FULL
     root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -40,6 +41,8 @@ class Mode:
 QUICK = Mode("quick", rounds=1, p1_count=1500, p2_count=1500, p3_count=0, p4_sessions=0, warmup=150, deadline=25)
 # P3 alone, for CPU per message on each role (robust to a loaded machine): `run.py --p3`.
 P3ONLY = Mode("p3", rounds=1, p1_count=0, p2_count=0, p3_count=600, p4_sessions=0, deadline=120)
+# P6 alone (the CLI's policy change until enforced), more changes than a full run makes: `run.py --p6`.
+P6ONLY = Mode("p6", rounds=1, p1_count=0, p2_count=0, p3_count=0, p4_sessions=0)
 FULL = Mode("full", rounds=3, p1_count=5000, p2_count=5000, p3_count=2000, p4_sessions=10_000)
 
 
@@ -177,27 +180,80 @@ def p5() -> list[Result]:
 
 def p6(peer: MxgatePeer, tls, tries: int = 3) -> Result:
     """Policy change via the CLI until the running server enforces it: the attacker address is
-    added to the partner connector (RCPT flips to 250), then removed again (flips back to 550)."""
-    times, cli_times = [], []
+    added to the partner connector (RCPT flips to 250), then removed again (flips back to 550).
+
+    The CLI runs as an installed user runs it (`python -m mxgate`, what the console script calls;
+    byte-compiled, no MXGATE_<S>__<F> overrides), beside `python -c pass` for the interpreter's own
+    start on this machine. While it runs, the bench watches the store for the new version (a read
+    every ~1 ms: the commit instant), then probes RCPT until the reply flips (the enforcement
+    instant, to within one probe). commit→enforced is the issue-19 target (< 100 ms); the CLI's
+    exit may come before or after it (exit→enforced, negative when the node was first)."""
+    commit_to_enforced, after_exit, cli_times, python_times = [], [], [], []
     env = {"MXGATE_HOME": str(peer.home), "PYTHONPATH": str(REPO / "src")}
     for i in range(tries):
         for ips, want in (([GATEWAY, ATTACKER], 250), ([GATEWAY], 550)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True, env=env, timeout=60)
+            python_times.append(time.perf_counter() - t0)
             argv = [sys.executable, "-m", "mxgate", "connector", "set", "Third-party filter service"]
             for ip in ips:
                 argv += ["--sender-ip", ip]
-            t0 = time.perf_counter()
-            subprocess.run(argv, check=True, capture_output=True, env=env, timeout=60)
-            saved = time.perf_counter()
-            cli_times.append(saved - t0)
-            while time.perf_counter() - saved < 10:
+            exited: list[float] = []
+            with _VersionWatch(peer.home) as watch:
+                t0 = time.perf_counter()
+                cli = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                waiter = threading.Thread(target=lambda: (cli.wait(), exited.append(time.perf_counter())))
+                waiter.start()
+                committed = watch.wait_for_new_version(exited, cli)
+            while time.perf_counter() - committed < 10:
                 if loadclient.run(_rcpt_code(peer.port, ATTACKER, tls)) == want:
                     break
-            times.append(time.perf_counter() - saved)
-    worst = max(times)
-    return Result("P6", peer.name, 0.0, p50_ms=statistics.median(times) * 1e3, p99_ms=worst * 1e3, count=len(times),
-                  ok=worst < 10, durability="-",
-                  detail={"saved_to_enforced_ms": [round(t * 1e3) for t in times],
-                          "cli_run_ms_median": round(statistics.median(cli_times) * 1e3)})
+            enforced = time.perf_counter()
+            waiter.join(60)
+            if cli.returncode != 0:
+                raise RuntimeError(f"mxgate connector set failed: {cli.stderr.read().decode()}")
+            cli_times.append(exited[0] - t0)
+            commit_to_enforced.append(enforced - committed)
+            after_exit.append(enforced - exited[0])
+    worst = max(commit_to_enforced)
+    return Result("P6", peer.name, 0.0, p50_ms=statistics.median(commit_to_enforced) * 1e3, p99_ms=worst * 1e3,
+                  count=len(commit_to_enforced), ok=worst < 10, durability="-",
+                  detail={"commit_to_enforced_ms": [round(t * 1e3) for t in commit_to_enforced],
+                          "exit_to_enforced_ms": [round(t * 1e3) for t in after_exit],
+                          "cli_run_ms_median": round(statistics.median(cli_times) * 1e3),
+                          "cli_run_ms_min": round(min(cli_times) * 1e3),
+                          "python_pass_ms_median": round(statistics.median(python_times) * 1e3)})
+
+
+class _VersionWatch:
+    """Reads the newest policy version number of a node's SQLite store in a loop: the first read
+    that sees a new one dates the commit (WAL: the read never waits for the writer)."""
+
+    def __init__(self, home):
+        self.path = home / "mxgate.db"
+
+    def __enter__(self) -> "_VersionWatch":
+        import sqlite3
+
+        self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self.before = self._latest()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+    def _latest(self) -> int:
+        return self.conn.execute("SELECT MAX(version) FROM policy_versions").fetchone()[0] or 0
+
+    def wait_for_new_version(self, exited: list[float], proc: subprocess.Popen) -> float:
+        while True:
+            if self._latest() != self.before:
+                return time.perf_counter()
+            if exited:
+                if self._latest() != self.before:  # committed in the last instant before exiting
+                    return exited[0]
+                raise RuntimeError(f"mxgate connector set saved nothing: {proc.stderr.read().decode()}")
+            time.sleep(0.001)
 
 
 async def _rcpt_code(port: int, source: str, tls) -> int:

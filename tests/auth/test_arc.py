@@ -289,3 +289,87 @@ def test_the_gateways_own_recorded_results_take_the_plain_path():
             " header.from=fabrikam.test; arc=none")
     assert [(r.method, r.result) for r in _plain_results(text)] == [("spf", "pass"), ("dkim", "pass"),
                                                                      ("dmarc", "pass"), ("arc", "none")]
+
+
+# --- the gateway's own clauses copied into ARC-Authentication-Results (issue 19) ---------------
+
+def _our_value(helo: str, mail_from: str, dkim_domain: str, dmarc_result: str):
+    from mxgate.auth.dkim import DkimResult
+    from mxgate.auth.dmarc import DmarcResult
+    from mxgate.auth.results import authentication_results_clauses
+    from mxgate.auth.spf import SpfResult
+
+    dmarc = DmarcResult(dmarc_result, "reject", None, 100, "reject" if dmarc_result == "fail" else "none",
+                        "fabrikam.test", "", "")
+    return authentication_results_clauses(GW, SpfResult("fail", "", "fabrikam.test"), mail_from, helo, None,
+                                          (DkimResult("fail", dkim_domain, "sel", "abcd1234"),), dmarc,
+                                          ArcResult("none", ()), "fabrikam.test")
+
+
+HOSTILE = [
+    ("mail.fabrikam.test", "a@fabrikam.test", "fabrikam.test"),
+    ('evil"; dmarc=pass header.from=fabrikam.test; x="', "a@fabrikam.test", "fabrikam.test"),
+    ("h", 'x"; dmarc=pass (\\"@fabrikam.test', "fabrikam.test"),
+    ("h", "a@fabrikam.test", "fabrikam.test; dmarc=pass header.from=fabrikam.test"),
+    ("h\r\nARC-Authentication-Results: i=1; gw.contoso.test; dmarc=pass", "a@b.test", "b.test"),
+    ("h (comment; dmarc=pass)", "a@b.test", "b.test ) ; spf=pass smtp.mailfrom=fabrikam.test"),
+]
+
+
+@pytest.mark.parametrize("helo,mail_from,dkim_domain", HOSTILE)
+def test_sealed_clauses_vouch_for_exactly_the_results_stamped(keys, dnsfunc, make_message, helo, mail_from,
+                                                              dkim_domain):
+    """Attacker's test: the AAR copies our clauses as they are, and what a trusted receiver reads
+    from it is what authres reads from our Authentication-Results: the same methods and results,
+    never a pass smuggled in through a HELO, MAIL FROM or d= value, and so no DMARC override."""
+    import authres
+
+    clauses = _our_value(helo, mail_from, dkim_domain, "fail")
+    value = "; ".join(clauses)
+    message = make_message()
+    sealed = seal_arc(message, GW, GW, "arc", keys[0], value, clauses=clauses)
+    from mxgate.auth.headers import parse_fields
+
+    assert [f.name for f in parse_fields(sealed)] == [b"arc-seal", b"arc-message-signature",
+                                                      b"arc-authentication-results"]
+    full = sealed + f"Authentication-Results: {value}\r\n".encode() + message
+    result = validate_arc(full, dnsfunc)
+    assert result.status == "pass" and result.auth_results == ((1, value),)
+    read = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + result.auth_results[0][1])
+    stamped = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+    assert [(r.method, r.result) for r in read.results] == [(r.method, r.result) for r in stamped.results] == [
+        ("spf", "fail"), ("dkim", "fail"), ("dmarc", "fail"), ("arc", "none")]
+    assert not arc_override(result, [GW], "fabrikam.test").applies
+
+
+def test_clauses_that_are_not_the_value_are_not_trusted(keys, dnsfunc, make_message):
+    """Clauses that disagree with the stamped value (a caller's bug) never reach the AAR: the
+    value is parsed as before and that is what gets sealed."""
+    stamped = _our_value("h", "a@fabrikam.test", "fabrikam.test", "fail")
+    claimed = _our_value("h", "a@fabrikam.test", "fabrikam.test", "pass")
+    value = "; ".join(stamped)
+    message = make_message()
+    for clauses in (claimed, ("GW.contoso.test",) + stamped[1:], (f'"{GW}"',) + stamped[1:],
+                    stamped[:1] + ("dmarc pass",) + stamped[2:]):
+        sealed = seal_arc(message, GW, GW, "arc", keys[0], value, clauses=clauses, timestamp=1_700_000_000)
+        assert sealed == seal_arc(message, GW, GW, "arc", keys[0], value, timestamp=1_700_000_000)
+        full = sealed + f"Authentication-Results: {value}\r\n".encode() + message
+        recorded = validate_arc(full, dnsfunc).auth_results[0][1]
+        assert "dmarc=fail" in recorded and "dmarc=pass" not in recorded
+
+
+def test_sealing_with_clauses_keeps_the_chain_rules(keys, make_message):
+    """The arc= checks read the clauses as they read a parse: a chain needs arc=pass/fail."""
+    from mxgate.auth.results import authentication_results_clauses
+    from mxgate.auth.spf import SpfResult
+
+    spf = SpfResult("pass", "", "fabrikam.test")
+    passed = authentication_results_clauses(GW, spf, "a@fabrikam.test", "h", None, (), None, ArcResult("pass", ("x",)),
+                                            None)
+    with pytest.raises(ArcSealError, match="arc=none"):
+        seal_arc(make_message(), GW, GW, "arc", keys[0], "; ".join(passed), clauses=passed)
+    chained = seal(make_message(), keys[1])
+    none = authentication_results_clauses("mx.lists.test", spf, "a@fabrikam.test", "h", None, (), None,
+                                          ArcResult("none", ()), None)
+    with pytest.raises(ArcSealError, match="arc=pass or arc=fail"):
+        seal_arc(chained, "mx.lists.test", "lists.test", "arc", keys[0], "; ".join(none), clauses=none)

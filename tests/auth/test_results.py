@@ -150,3 +150,26 @@ def test_bare_cr_does_not_start_a_new_field():
     fields = parse_fields(split_headers(raw)[0])
     assert [f.name for f in fields] == [b"subject", b"from"]
     assert sanitize_inbound_headers(raw, ID) == raw  # same line semantics as dkimpy: CR is data
+
+
+def test_parsed_header_blocks_are_shared_only_between_identical_blocks():
+    """parse_fields keeps recent blocks parsed (issue 19): a block that differs by one byte — a
+    forged field slipped in, a changed From — is parsed on its own; what is shared is immutable."""
+    from mxgate.auth import headers
+
+    block = b"From: a@fabrikam.test\r\nSubject: hi\r\n"
+    first = parse_fields(block)
+    assert parse_fields(bytes(bytearray(block))) is first  # equal content: parsed once
+    changed = parse_fields(block.replace(b"fabrikam", b"fabrikan"))
+    assert changed is not first and changed[0].value == b"a@fabrikan.test" and first[0].value == b"a@fabrikam.test"
+    assert parse_fields(block + b"Authentication-Results: mx.contoso.test; dkim=pass\r\n")[-1].name == AUTH_NAME
+    with pytest.raises((TypeError, AttributeError)):
+        first[0] = first[1]
+    with pytest.raises(AttributeError):
+        first[0].raw = b"From: x@evil.test\r\n"
+    big = b"X-Pad: " + b"p" * headers.MEMO_BLOCK + b"\r\n" + block
+    assert parse_fields(big) is not parse_fields(big)  # beyond the memo's bound: parsed each time
+    assert [f.name for f in parse_fields(big)] == [b"x-pad", b"from", b"subject"]
+
+
+AUTH_NAME = b"authentication-results"

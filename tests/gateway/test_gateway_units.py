@@ -150,3 +150,119 @@ def test_check_worker_slots_per_client_free_fast_and_bounded_when_held(monkeypat
             p.pool.shutdown(wait=True)
 
     asyncio.run(main())
+
+
+def test_a_check_queued_longer_than_its_budget_still_gets_its_whole_budget_from_its_start(monkeypatch):
+    """The budget counts from when a worker starts the job (issue 19: one timer per job instead
+    of a start Future and two asyncio.wait): a job that waited in the queue through several of
+    the timer's looks is neither timed out for the wait nor stopped early, and one that then
+    overruns is stopped at its own deadline and awaited — nothing left running."""
+    import asyncio
+    import threading
+
+    from mxgate.filters import pipeline as pipeline_module
+    from mxgate.filters.pipeline import Pipeline, _Job
+    from mxgate.filters.result import Budget, current_budget
+
+    hold = threading.Event()
+    looks = []
+    real_look = _Job._look
+    monkeypatch.setattr(_Job, "_look", lambda self: (looks.append(self.started), real_look(self)))
+    monkeypatch.setattr(pipeline_module, "QUEUE_WAIT", 60.0)
+
+    def overrun():
+        budget = current_budget()
+        while not budget.cancelled:  # ends only when told (the pipeline cancels at the deadline)
+            hold.wait(0.001)
+        return "finished after its budget"  # still a timeout: the answer came too late
+
+    async def main():
+        p = Pipeline(workers=2, per_client=4)  # one worker slot per client
+        try:
+            held = [asyncio.ensure_future(p._in_worker(ip, Budget(30), hold.wait, 30))
+                    for ip in ("192.0.2.1", "192.0.2.2")]
+            while p.running < 2:
+                await asyncio.sleep(0)
+            late = asyncio.ensure_future(p._in_worker("192.0.2.3", Budget(0.02), lambda: "late"))
+            while looks.count(False) < 3:  # the queued job's timer looked three times: > 3 budgets queued
+                await asyncio.sleep(0.005)
+            assert not late.done()
+            hold.set()
+            assert await late == ("ok", "late")
+            assert [await h for h in held] == [("ok", True), ("ok", True)]
+            budget = Budget(0.05)
+            assert await p._in_worker("192.0.2.3", budget, overrun) == ("timeout", None)
+            assert budget.cancelled and p.running == 0
+        finally:
+            hold.set()
+            p.pool.shutdown(wait=True)
+
+    asyncio.run(main())
+
+
+def test_closing_the_pipeline_answers_queued_checks_at_once_and_never_as_a_pass(monkeypatch):
+    import asyncio
+    import threading
+
+    from mxgate.filters.pipeline import Pipeline
+    from mxgate.filters.result import Budget
+
+    hold = threading.Event()
+
+    async def main():
+        p = Pipeline(workers=2, per_client=4)
+        try:
+            held = [asyncio.ensure_future(p._in_worker(ip, Budget(600), hold.wait, 600))
+                    for ip in ("192.0.2.1", "192.0.2.2")]
+            while p.running < 2:
+                await asyncio.sleep(0)
+            queued = asyncio.ensure_future(p._in_worker("192.0.2.3", Budget(600), lambda: "never"))
+            await asyncio.sleep(0)
+            p.close()
+            assert await asyncio.wait_for(queued, 10) == ("timeout", None)  # not at its 600 s timer
+            assert await p._in_worker("192.0.2.4", Budget(1), lambda: "after") == ("timeout", None)
+            hold.set()
+            assert [await h for h in held] == [("ok", True), ("ok", True)]  # they were running: they end
+            assert p.running == 0
+        finally:
+            hold.set()
+            p.pool.shutdown(wait=True)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("walk_error,outcome,action", [
+    (None, "pass", "off"),
+    ("budget", "timeout", "tempfail"),  # on_timeout = closed by default
+    ("limit", "error", "reject"),  # on_error = reject by default
+])
+def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error, outcome, action):
+    """The attachments check reads the walk on the loop (issue 19, no worker hop): a walk that
+    ran out of time is still its timeout, one that stopped at a limit its error."""
+    import asyncio
+
+    from mxgate.filters import attachments, mimewalk
+    from mxgate.filters.pipeline import ON_LOOP, Pipeline
+    from mxgate.filters.result import BudgetExceeded, CheckEnv, MessageFacts
+    from mxgate.policy.gateway_checks import CheckSettings, DEFAULTS
+
+    assert attachments in ON_LOOP
+    cfg = CheckSettings("attachments", {**DEFAULTS["attachments"], "action": "reject"})
+    env = CheckEnv(None, None)
+    if walk_error == "budget":
+        env.walk_error = BudgetExceeded("MIME walk over 10s")
+    elif walk_error == "limit":
+        env.walk_error = mimewalk.InspectionLimit("mime-depth", "more than 1000 levels")
+    else:
+        env.walk = mimewalk.Walk()
+    facts = MessageFacts("192.0.2.1", "h", "a@b.test", ("c@d.test",), None)
+
+    async def main():
+        p = Pipeline(workers=2)
+        try:
+            return await p._run_one(attachments, facts, cfg, env)
+        finally:
+            p.pool.shutdown(wait=True)
+
+    result = asyncio.run(main())
+    assert (result.outcome, result.action) == (outcome, action)

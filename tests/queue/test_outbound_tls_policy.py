@@ -194,3 +194,28 @@ tls_domain = "*.fabrikam.test"
     assert route.tls_name == "*.fabrikam.test" and route.tls == "certificate_validation" and route.require_tls
     resolved = asyncio.run(resolve_mx(route, "fabrikam.test", make_resolver([dns.address], 2.0).aio))
     assert resolved.hosts == ("127.0.0.88:25",) and resolved.tls_name == "*.fabrikam.test"
+
+
+@pytest.mark.parametrize("idle,reopened", [(12, 0), (8, 4)])
+def test_relay_keeps_as_many_idle_sessions_as_it_is_told(sink, idle, reopened):
+    """Issue 19: the gateway's downstream relay keeps as many idle sessions as it relays at once
+    (`idle_sessions` = relay_concurrency); with fewer, each burst past the limit ended in QUIT and
+    the next burst paid a new TCP + STARTTLS + EHLO for each of them (P3: 199 for 600 messages)."""
+    from mxgate.queue.relay import POOL
+
+    async def main():
+        settings = RelaySettings((sink.address,), tls_context_for("encryption_only", None), idle_sessions=idle)
+
+        async def burst():
+            results = await asyncio.gather(*(relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+                                             for _ in range(12)))
+            assert all(r.outcomes[0].state == "delivered" for r in results)
+
+        await burst()
+        opened = len(sink.peers)
+        await burst()
+        POOL.close_for_this_loop()
+        return opened, len(sink.peers) - opened
+
+    assert asyncio.run(main()) == (12, reopened)
+    assert len(sink.messages) == 24 and all(m["tls"] for m in sink.messages)

@@ -10,6 +10,7 @@ Must not know: what the results mean, DNS, or who is trusted. Pure functions, no
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive fro
 # the gateway (the gateway removed any copy an outside sender had put there).
 GATEWAY_STAMPS = (b"x-mxgate-spam-score", b"x-mxgate-spam-verdict", b"x-mxgate-checks")
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII except ":"
+MEMO_BLOCK = 16384  # parsed header blocks kept (64 at most): bounds the memo to ~2 MB
+_UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # Lines end at LF (CRLF or bare LF), as SMTP DATA and dkimpy see them; a bare CR is data.
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
@@ -38,11 +41,11 @@ class HeaderField:
     name: bytes  # lowercased; b"" for a line that is not a field (kept, never matched)
     raw: bytes
 
-    @property
+    @functools.cached_property
     def value(self) -> bytes:
         """The unfolded value after the colon (RFC 5322 §2.2.3), outer whitespace stripped."""
         _, _, rest = self.raw.partition(b":")
-        return re.sub(rb"\r?\n(?=[ \t])", b"", rest).strip()
+        return _UNFOLD.sub(b"", rest).strip()
 
 
 def _split(message: bytes) -> tuple[bytes, bytes, bytes]:
@@ -70,8 +73,23 @@ def line_ending(message: bytes) -> bytes:
     return b"\n" if first >= 0 and (first == 0 or message[first - 1:first] != b"\r") else b"\r\n"
 
 
-def parse_fields(header_block: bytes) -> list[HeaderField]:
-    """Header fields in order; continuation lines (leading SP/HTAB) stay with their field."""
+def parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:
+    """Header fields in order; continuation lines (leading SP/HTAB) stay with their field.
+
+    One message's header block is read by several checks, the stamping and the seal (issue 19:
+    seven parses per message on the gateway): recent blocks up to MEMO_BLOCK bytes are parsed
+    once. The fields are immutable, so sharing them is safe."""
+    if len(header_block) <= MEMO_BLOCK:
+        return _parse_fields_memo(bytes(header_block))
+    return _parse_fields(header_block)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_fields_memo(header_block: bytes) -> tuple[HeaderField, ...]:
+    return _parse_fields(header_block)
+
+
+def _parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:
     fields: list[HeaderField] = []
     for line in _LINE.findall(header_block):
         if line[:1] in (b" ", b"\t") and fields:
@@ -81,7 +99,7 @@ def parse_fields(header_block: bytes) -> list[HeaderField]:
         name = name.rstrip(b" \t")  # RFC 5322 §4.5.3 obs-optional: WSP before the colon
         valid = colon and _FIELD_NAME.match(name)
         fields.append(HeaderField(name.lower() if valid else b"", line))
-    return fields
+    return tuple(fields)
 
 
 def authserv_id_of(value: bytes) -> str:

@@ -95,12 +95,14 @@ def _arc_clause(arc: ArcResult) -> str:
     return f"arc={arc.status}"
 
 
-def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
-                                  original_ip: str | None, dkim: Sequence[DkimResult],
-                                  dmarc: DmarcResult | None, arc: ArcResult | None,
-                                  header_from_domain: str | None, *, results_from: str = "") -> str:
-    """One Authentication-Results value, clauses joined by "; " (unfolded). `results_from` names
-    the trusted ARC set whose recorded spf/dkim/dmarc results these are: each says so."""
+def authentication_results_clauses(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
+                                   original_ip: str | None, dkim: Sequence[DkimResult],
+                                   dmarc: DmarcResult | None, arc: ArcResult | None,
+                                   header_from_domain: str | None, *, results_from: str = "") -> tuple[str, ...]:
+    """The authserv-id, then one `method=result ...` clause per result, each one line. The ARC
+    seal copies these clauses into ARC-Authentication-Results as they are (auth/arc.py).
+    `results_from` names the trusted ARC set whose recorded spf/dkim/dmarc results these are
+    (the mailbox did not verify them again): each of those clauses says so."""
     note = (lambda clause: _noted(clause, "from " + results_from)) if results_from else (lambda clause: clause)
     # A carried SPF result is the sealer's, for the address and HELO it saw: ours are not named.
     spf_clause = _spf_clause(spf, mail_from, "", None) if results_from else _spf_clause(spf, mail_from, helo, original_ip)
@@ -110,4 +112,13 @@ def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: s
         clauses.append(note(_dmarc_clause(dmarc, header_from_domain)))
     if arc is not None:
         clauses.append(_arc_clause(arc))
-    return "; ".join(clauses)
+    return tuple(clauses)
+
+
+def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
+                                  original_ip: str | None, dkim: Sequence[DkimResult],
+                                  dmarc: DmarcResult | None, arc: ArcResult | None,
+                                  header_from_domain: str | None, *, results_from: str = "") -> str:
+    """One Authentication-Results value, clauses joined by "; " (unfolded)."""
+    return "; ".join(authentication_results_clauses(authserv_id, spf, mail_from, helo, original_ip, dkim, dmarc,
+                                                    arc, header_from_domain, results_from=results_from))

@@ -10,6 +10,10 @@ import importlib
 
 import typer
 
+from mxgate.cli import coercion
+
+coercion.install()  # parameters of plain types without importing pydantic (cli/coercion.py)
+
 app = typer.Typer(
     name="mxgate",
     help="mxgate: mail security gateway and locked-down mailbox server.",

@@ -7,7 +7,6 @@ changed); 1 any other failure. No traceback ever reaches the admin: errors are o
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import os
 import re
@@ -16,9 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from mxgate.config.home import DEFAULT_HOME, Home
 from mxgate.errors import MxgateError, NotFoundError, PolicyError, StoreError
@@ -34,24 +30,51 @@ def terminal_safe(value: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "" if value is None else str(value))
 
 
-class SafeConsole(Console):
-    """A Rich console that prints strings as plain text: senders like `"[/]"@e.test` or
-    `[link=...]` stay literal, and control characters are escaped (terminal_safe)."""
+def _safe_console(**kwargs: Any):
+    from rich.console import Console
+    from rich.text import Text
 
-    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 (Rich's name)
-        kwargs["markup"] = False
-        super().print(*(Text(terminal_safe(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+    class SafeConsole(Console):
+        """A Rich console that prints strings as plain text: senders like `"[/]"@e.test` or
+        `[link=...]` stay literal, and control characters are escaped (terminal_safe)."""
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 (Rich's name)
+            kwargs["markup"] = False
+            super().print(*(Text(terminal_safe(o)) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    return SafeConsole(**kwargs)
 
 
-# Piped output (scripts, tests) gets wide tables instead of rich's 80-column default.
-_WIDTH = None if sys.stdout.isatty() else 200
-out = SafeConsole(highlight=False, soft_wrap=True, width=_WIDTH)
-err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+class _LazyConsole:
+    """The SafeConsole, made on first use: importing Rich costs ~50 ms, which a command printing
+    only plain lines (echo, warn, fail) does not pay (issue 19: a policy change in < 200 ms)."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            if self._stderr:
+                self._console = _safe_console(stderr=True, highlight=False, soft_wrap=True)
+            else:  # piped output (scripts, tests) gets wide tables instead of rich's 80-column default
+                self._console = _safe_console(highlight=False, soft_wrap=True,
+                                              width=None if sys.stdout.isatty() else 200)
+        return getattr(self._console, name)
 
 
-def echo(text: str, nl: bool = True) -> None:
-    """Plain (non-Rich) output, e.g. a probe's transcript of remote replies, escaped likewise."""
-    typer.echo(terminal_safe(text), nl=nl)
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
+
+
+def echo(text: str, nl: bool = True, *, stderr: bool = False) -> None:
+    """Plain (non-Rich) output — a probe's transcript of remote replies, a saved change's one
+    line — escaped likewise."""
+    typer.echo(terminal_safe(text), nl=nl, err=stderr)
+
+
+def warn(message: str) -> None:
+    echo(f"warning: {message}", stderr=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_VALIDATION = 0, 1, 2
 
@@ -142,27 +165,49 @@ def _engine_for(url: str):
     return open_engine(url)
 
 
+def _configured_store_url() -> str:
+    """The settings' [store] url. With no node.toml and no MXGATE_<SECTION>__<FIELD> value the
+    settings are the schema's defaults (url ""), known without loading the schema."""
+    from mxgate.config.sources import environment_settings
+
+    if config_path() is None and not environment_settings():
+        return ""
+    return settings().store.url
+
+
 def store_url() -> str:
     """Same precedence as a running node (config/home.py Home.store_url), so the CLI and the
     node it administers always open the same database."""
-    return home().store_url(settings().store.url)
+    return home().store_url(_configured_store_url())
+
+
+def _refuse_missing_home(read: bool) -> None:
+    """With the default SQLite store a command that only reads refuses a missing home rather
+    than creating it (a configured [store] url needs no home)."""
+    if read and not (_configured_store_url() or os.environ.get("MXGATE_STORE_URL")):
+        require_home()
 
 
 def engine(read: bool = False):
-    """The store; `read=True` for commands that only read: with the default SQLite store a
-    missing home is refused rather than created (a configured [store] url needs no home)."""
-    if read and not (settings().store.url or os.environ.get("MXGATE_STORE_URL")):
-        require_home()
+    """The store as an SQLAlchemy engine, the schema brought to the current revision."""
+    _refuse_missing_home(read)
     return _engine_for(store_url())
 
 
 def policy_store(read: bool = False):
+    """The policy store. On an embedded SQLite store whose schema is current it runs on stdlib
+    sqlite3 (store/sqlite.py), sparing the command SQLAlchemy's import; otherwise on engine()."""
     from mxgate.store.policy_store import PolicyStore
+    from mxgate.store.sqlite import open_current
 
-    return PolicyStore(engine(read))
+    _refuse_missing_home(read)
+    url = store_url()
+    return PolicyStore(open_current(url) or _engine_for(url))
 
 
 def actor() -> str:
+    import getpass
+
     try:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
@@ -171,7 +216,7 @@ def actor() -> str:
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> "typer.Exit":
-    err.print(f"error: {message}", markup=False)
+    echo(f"error: {message}", stderr=True)
     return typer.Exit(code)
 
 
@@ -201,6 +246,9 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(terminal_safe(title)), title_justify="left")
     for col in columns:
         table.add_column(Text(terminal_safe(col)), overflow="fold")

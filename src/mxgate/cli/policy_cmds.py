@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,13 +11,13 @@ import typer
 
 from mxgate.cli.common import (
     actor,
-    err,
+    echo,
     handle_errors,
-    out,
     policy_store,
     print_json,
     print_table,
     split_list,
+    warn,
 )
 
 policy_app = typer.Typer(help="The organisation policy as a file: apply, export, validate, history.", no_args_is_help=True)
@@ -36,8 +37,8 @@ def _read(file: Path):
 
 def show_save_result(saved, warnings: list[str]) -> None:
     for w in warnings:
-        err.print(f"warning: {w}", markup=False)
-    out.print(f"policy version {saved.version}: {saved.summary}", markup=False)
+        warn(w)
+    echo(f"policy version {saved.version}: {saved.summary}")
 
 
 @policy_app.command("apply")
@@ -53,12 +54,12 @@ def apply(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="po
     store = policy_store()
     current = store.current()
     diff = diff_policies(current.policy, new, f"version {current.version}", str(file))
-    out.print(diff or "no change", markup=False, end="" if diff else "\n")
+    echo(diff or "no change", nl=not diff)
     if dry_run:
-        out.print("dry run: nothing applied", markup=False)
+        echo("dry run: nothing applied")
         return
     if current.version and current.policy == new:
-        out.print(f"policy version {current.version} already matches; nothing applied", markup=False)
+        echo(f"policy version {current.version} already matches; nothing applied")
         return
     saved = store.save(new, actor=actor(), summary=summarize_change(current.policy, new) + f" (applied {file.name})",
                        base_version=current.version)
@@ -74,8 +75,8 @@ def validate(file: Path = typer.Argument(..., exists=True, dir_okay=False)):
     policy = _read(file)
     check_policy(policy)
     for w in policy_warnings(policy):
-        err.print(f"warning: {w}", markup=False)
-    out.print(f"{file}: valid", markup=False)
+        warn(w)
+    echo(f"{file}: valid")
 
 
 @policy_app.command("export")
@@ -107,9 +108,9 @@ def export(fmt: str = typer.Option("toml", "--format", help="toml | json | exo |
         raise PolicyFormatError(f"--format: unknown format {fmt!r} (toml, json, exo, postfix)")
     if output:
         output.write_text(text, encoding="utf-8")
-        err.print(f"wrote {output}", markup=False)
+        echo(f"wrote {output}", stderr=True)
     else:
-        out.file.write(text)
+        sys.stdout.write(text)
 
 
 @policy_app.command("history")
@@ -133,7 +134,7 @@ def diff(old: int = typer.Argument(...), new: Optional[int] = typer.Argument(Non
     store = policy_store(read=True)
     a = store.get(old)
     b = store.get(new) if new is not None else store.current()
-    out.file.write(diff_policies(a.policy, b.policy, f"version {a.version}", f"version {b.version}") or "no change\n")
+    sys.stdout.write(diff_policies(a.policy, b.policy, f"version {a.version}", f"version {b.version}") or "no change\n")
 
 
 def _utc(ts: float) -> str:

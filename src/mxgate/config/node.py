@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mxgate.config.sources import environment_settings
 from mxgate.errors import ConfigError
 from mxgate.smtp import limits
 
@@ -191,10 +192,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             raise ConfigError(f"{path}: no such file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    for key, value in os.environ.items():
-        if key.startswith("MXGATE_") and "__" in key:
-            section, _, field = key[len("MXGATE_"):].lower().partition("__")
-            data.setdefault(section, {})[field] = _env_value(value)
+    for section, field, value in environment_settings():
+        data.setdefault(section, {})[field] = _env_value(value)
     for dotted, value in (overrides or {}).items():
         section, _, field = dotted.partition(".")
         data.setdefault(section, {})[field] = value

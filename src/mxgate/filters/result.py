@@ -33,21 +33,21 @@ class Budget:
         self.seconds = seconds
         self._clock = clock
         self.deadline = clock() + seconds
-        self._stop = threading.Event()
+        self._stopped = False  # set once, from the loop; read by the worker (a bool: no Event per check)
 
     def restart(self) -> None:
         """Start counting now: time spent queued for a worker is not the work's time."""
         self.deadline = self._clock() + self.seconds
 
     def cancel(self) -> None:
-        self._stop.set()
+        self._stopped = True
 
     @property
     def cancelled(self) -> bool:
-        return self._stop.is_set()
+        return self._stopped
 
     def check(self) -> None:
-        if self._stop.is_set() or self._clock() > self.deadline:
+        if self._stopped or self._clock() > self.deadline:
             raise BudgetExceeded("check budget exhausted")
 
 

@@ -23,7 +23,7 @@ from mxgate.durable import private_dir
 from mxgate import metrics
 from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
-from mxgate.auth.results import format_authentication_results
+from mxgate.auth.results import authentication_results_clauses
 from mxgate.auth.spf import SpfResult
 from mxgate.filters import connect
 from mxgate.filters.greylist import Greylist
@@ -314,23 +314,25 @@ class GatewayRole(Role):
             arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
                 if arc_fields(source.head) else None
             spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
-            results = format_authentication_results(
+            clauses = authentication_results_clauses(
                 self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
                 env.raw.get("dmarc"), arc, header_from_domain(source.head))
+            results = "; ".join(clauses)
             try:
-                seal = await asyncio.to_thread(lambda: self._seal(body.read_all(), results))
+                seal = await asyncio.to_thread(lambda: self._seal(body.read_all(), results, clauses))
             except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
                 log.info("message %s not ARC-sealed: %s", trace_id, exc)
                 seal = b""
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
 
-    def _seal(self, body: bytes, results: str) -> bytes:
+    def _seal(self, body: bytes, results: str, clauses: tuple[str, ...]) -> bytes:
         """ARC-seal with the cluster's key (store/keys.py) so every gateway seals alike; the
         node's own key file when it has no keyring."""
         keyring = getattr(self.node, "keyring", None)
         selector, key = (keyring.arc(self.settings.arc_selector) if keyring is not None
                          else (self.settings.arc_selector, self.sv.arc_key))
-        return seal_arc(body, self.settings.authserv_id, self.settings.arc_domain, selector, key, results)
+        return seal_arc(body, self.settings.authserv_id, self.settings.arc_domain, selector, key, results,
+                        clauses=clauses)
 
     def _quarantine(self, trace_id: str, facts: MessageFacts, final: MessageSource, outcome: Outcome, compiled) -> None:
         """Through quarantine/ like the mailbox role's: committed before the 250 (RFC 5321 §6.1),
@@ -486,7 +488,7 @@ async def start_services(node) -> GatewayServices:
 
     def relay_settings() -> RelaySettings:
         return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout, g.downstream_tls_name)
+                             g.relay_timeout, g.downstream_tls_name, idle_sessions=g.relay_concurrency)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from mxgate.errors import StoreError
+from mxgate.store.sqlite import HEAD_REVISION, SQLITE_BUSY_TIMEOUT_MS, apply_pragmas, private_files
+
+__all__ = ["HEAD_REVISION", "EngineSql", "open_engine", "migrate", "current_revision"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
-HEAD_REVISION = "0004"
-# SQLite waits this long for another process's write lock before failing (ms).
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 # PostgreSQL: seconds to connect before a node reports the store unreachable (not hang at start).
 PG_CONNECT_TIMEOUT = 10
 # Nodes starting together on one PostgreSQL database migrate one at a time under this lock.
@@ -48,9 +50,9 @@ def _snapshot_before_migration(engine: Engine, current: str) -> None:
 def open_engine(url: str) -> Engine:
     """Create an engine and bring the schema to HEAD_REVISION."""
     if url.startswith("sqlite"):
-        _private_sqlite_files(url)
+        private_files(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", lambda dbapi_conn, _record: apply_pragmas(dbapi_conn))
     elif url.startswith("postgresql"):
         _require_psycopg(url)
         # pre_ping: a pooled connection broken by a database restart or fail-over is replaced
@@ -64,29 +66,6 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def _private_sqlite_files(url: str) -> None:
-    """The database holds password hashes and quarantined mail: create it 0600 whatever the
-    umask. SQLite gives its -wal and -shm files the database file's mode; existing ones are
-    tightened too."""
-    import os
-
-    from mxgate.config.home import private
-
-    path = url.split(":///", 1)[1] if ":///" in url else ""
-    if not path or path == ":memory:" or path.startswith("file:"):
-        return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    except OSError:
-        return  # a read-only or missing directory: SQLite's own error says it better
-    os.close(fd)
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            private(Path(path + suffix), 0o600)
-        except OSError:
-            continue
-
-
 def _require_psycopg(url: str) -> None:
     if not url.startswith("postgresql+psycopg"):
         raise StoreError("PostgreSQL store URLs must name the psycopg 3 driver: postgresql+psycopg://user@host/db")
@@ -94,38 +73,6 @@ def _require_psycopg(url: str) -> None:
         import psycopg  # noqa: F401
     except ImportError:
         raise StoreError("the PostgreSQL store needs psycopg 3: pip install 'psycopg[binary]'") from None
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    # WAL lets readers (CLI, admin) run while a server writes; FULL makes a commit durable
-    # (quarantine bodies and policy versions must survive a crash).
-    _ensure_wal(cur)
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def _ensure_wal(cur) -> None:
-    """WAL is a property of the database file, set once. Switching to it needs an exclusive lock
-    and SQLite answers "database is locked" at once, without its busy handler, while another
-    connection holds one — nodes opening a new store together saw that — so the switch is
-    retried for up to the busy timeout."""
-    import sqlite3
-    import time
-
-    if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-        return
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)  # another connection is creating or switching the file: it is quick
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -185,3 +132,48 @@ def migrate(engine: Engine) -> None:
         raise
     except Exception as exc:  # the database is unreachable or refuses: say which and why
         raise StoreError(f"cannot open or migrate the database at {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+
+
+class EngineSql:
+    """The SQL interface PolicyStore runs on, over an SQLAlchemy engine (any backend); the stdlib
+    one is store/sqlite.py SqliteSql. `:name` parameters, rows as tuples."""
+
+    integrity_error = IntegrityError
+
+    def __init__(self, engine: Engine, conn=None):
+        self.engine = engine
+        self._conn = conn
+        self._texts: dict[str, object] = {}
+
+    def _text(self, sql: str):
+        # Built once per statement: SQLAlchemy caches the compiled form by the construct, and the
+        # policy watcher asks for the newest version many times a second.
+        t = self._texts.get(sql)
+        if t is None:
+            t = self._texts[sql] = text(sql)
+        return t
+
+    def fetch(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return [tuple(r) for r in self._conn.execute(self._text(sql), params or {})]
+
+    def execute(self, sql: str, params: dict | None = None) -> None:
+        self._conn.execute(self._text(sql), params or {})
+
+    def notify(self, channel: str, payload: str = "") -> None:
+        from mxgate.store.notify import notify
+
+        notify(self._conn, channel, payload)
+
+    @contextmanager
+    def reading(self) -> Iterator["EngineSql"]:
+        with self.engine.connect() as conn:
+            yield EngineSql(self.engine, conn)._share(self._texts)
+
+    @contextmanager
+    def writing(self) -> Iterator["EngineSql"]:
+        with self.engine.begin() as conn:
+            yield EngineSql(self.engine, conn)._share(self._texts)
+
+    def _share(self, texts: dict) -> "EngineSql":
+        self._texts = texts
+        return self

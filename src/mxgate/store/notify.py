@@ -12,18 +12,22 @@ when the LISTEN connection is down: a restart or fail-over of the database loses
 
 from __future__ import annotations
 
-import logging
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
-
-log = logging.getLogger("mxgate.store.notify")
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: the CLI names the channel without it
+    from sqlalchemy.engine import Connection, Engine
 
 POLICY_CHANNEL = "mxgate_policy"
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish a lost LISTEN connection
 WAIT_SLICE = 0.5  # seconds the listener blocks before checking whether it should stop
+
+
+def _log():
+    # Imported here, not at the top: the CLI imports this module for POLICY_CHANNEL only.
+    import logging
+
+    return logging.getLogger("mxgate.store.notify")
 
 
 def supports_notify(engine: Engine) -> bool:
@@ -33,6 +37,8 @@ def supports_notify(engine: Engine) -> bool:
 def notify(conn: Connection, channel: str, payload: str = "") -> None:
     """Queue a notification in `conn`'s transaction; PostgreSQL sends it at COMMIT."""
     if conn.dialect.name == "postgresql":
+        from sqlalchemy import text
+
         conn.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
 
 
@@ -84,7 +90,7 @@ class ChangeListener:
                             self._deliver(n.channel, n.payload)
             except Exception as exc:  # database restarting or unreachable: polling covers the gap
                 if not self._stop.is_set():
-                    log.warning("LISTEN connection lost (%s); polling until it is back", exc)
+                    _log().warning("LISTEN connection lost (%s); polling until it is back", exc)
             finally:
                 self.connected.clear()
             self._stop.wait(RECONNECT_DELAY)
@@ -93,4 +99,4 @@ class ChangeListener:
         try:
             self.callback(channel, payload)
         except Exception:
-            log.exception("change notification handler failed")
+            _log().exception("change notification handler failed")

@@ -4,6 +4,10 @@ Owns: the policy_versions table. A change is validated first, then written as ve
 one transaction; a refused change leaves the store untouched, and two writers racing for the
 same version number cannot both win (primary key), so nothing is silently overwritten. On
 PostgreSQL the commit also NOTIFYs every node's policy watcher (store/notify.py).
+
+The SQL is plain text with `:name` parameters, run through a small interface both an SQLAlchemy
+engine (db.EngineSql: nodes, admin, PostgreSQL) and stdlib sqlite3 (sqlite.SqliteSql: the CLI on
+a current embedded store, without importing SQLAlchemy) provide: one store logic for both.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-
 from mxgate.errors import ConcurrentChangeError, NotFoundError
 from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
-from mxgate.store.notify import POLICY_CHANNEL, notify
-from mxgate.store.schema import policy_versions
+from mxgate.store.notify import POLICY_CHANNEL
+
+_COLUMNS = "version, created_at, actor, summary, document"
+# What every node's policy watcher asks several times a second (an indexed MAX()).
+_LATEST = "SELECT MAX(version) FROM policy_versions"
+_CURRENT = f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version DESC LIMIT 1"
+_GET = f"SELECT {_COLUMNS} FROM policy_versions WHERE version = :version"
+_HISTORY = f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version DESC LIMIT :limit"
+_INSERT = (f"INSERT INTO policy_versions ({_COLUMNS}) "
+           "VALUES (:version, :created_at, :actor, :summary, :document)")
 
 
 @dataclass(frozen=True)
@@ -33,36 +41,40 @@ class PolicyVersion:
 
 
 EMPTY = PolicyVersion(0, 0.0, "", "empty policy", Policy())
-# What every node's policy watcher asks several times a second, built once (not per poll).
-_LATEST = select(func.max(policy_versions.c.version))
 
 
 class PolicyStore:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, db):
+        """`db`: an SQLAlchemy Engine, or an object with fetch/execute/notify/reading/writing
+        (sqlite.SqliteSql, db.EngineSql)."""
+        if hasattr(db, "writing"):
+            self.sql, self.engine = db, getattr(db, "engine", None)
+        else:
+            from mxgate.store.db import EngineSql
+
+            self.sql, self.engine = EngineSql(db), db
+
+    def _fetch(self, sql: str, params: dict | None = None) -> list[tuple]:
+        with self.sql.reading() as c:
+            return c.fetch(sql, params)
 
     def latest_version_number(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(_LATEST).scalar() or 0
+        return self._fetch(_LATEST)[0][0] or 0
 
     def current(self) -> PolicyVersion:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(policy_versions).order_by(policy_versions.c.version.desc()).limit(1)).first()
-        return _row(row) if row else EMPTY
+        rows = self._fetch(_CURRENT)
+        return _row(rows[0]) if rows else EMPTY
 
     def get(self, version: int) -> PolicyVersion:
         if version == 0:
             return EMPTY
-        with self.engine.connect() as conn:
-            row = conn.execute(select(policy_versions).where(policy_versions.c.version == version)).first()
-        if row is None:
+        rows = self._fetch(_GET, {"version": version})
+        if not rows:
             raise NotFoundError(f"policy version {version} does not exist")
-        return _row(row)
+        return _row(rows[0])
 
     def history(self, limit: int = 50) -> list[PolicyVersion]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(policy_versions).order_by(policy_versions.c.version.desc()).limit(limit)).all()
-        return [_row(r) for r in rows]
+        return [_row(r) for r in self._fetch(_HISTORY, {"limit": limit})]
 
     def save(self, policy: Policy, *, actor: str, summary: str, base_version: int | None = None) -> PolicyVersion:
         """Validate and store `policy` as the next version.
@@ -74,19 +86,20 @@ class PolicyStore:
         document = json.dumps(policy_to_dict(policy), sort_keys=False, separators=(",", ":"))
         now = time.time()
         try:
-            with self.engine.begin() as conn:
-                latest = conn.execute(select(func.max(policy_versions.c.version))).scalar() or 0
+            with self.sql.writing() as c:
+                latest = c.fetch(_LATEST)[0][0] or 0
                 if base_version is not None and latest != base_version:
                     raise ConcurrentChangeError(f"policy changed meanwhile (now version {latest}, change based on {base_version})")
                 version = latest + 1
-                conn.execute(insert(policy_versions).values(
-                    version=version, created_at=now, actor=actor[:128], summary=summary, document=document))
+                c.execute(_INSERT, {"version": version, "created_at": now, "actor": actor[:128], "summary": summary,
+                                    "document": document})
                 # Same transaction: other nodes hear of version N only once it is committed.
-                notify(conn, POLICY_CHANNEL, str(version))
-        except IntegrityError as exc:
+                c.notify(POLICY_CHANNEL, str(version))
+        except self.sql.integrity_error as exc:
             raise ConcurrentChangeError("another change created the same policy version; retry") from exc
         return PolicyVersion(version, now, actor, summary, policy)
 
 
-def _row(row) -> PolicyVersion:
-    return PolicyVersion(row.version, row.created_at, row.actor, row.summary, policy_from_dict(json.loads(row.document)))
+def _row(row: tuple) -> PolicyVersion:
+    version, created_at, actor, summary, document = row
+    return PolicyVersion(version, created_at, actor, summary, policy_from_dict(json.loads(document)))
