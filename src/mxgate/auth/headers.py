@@ -146,6 +146,7 @@ def sanitize_inbound_headers(message: bytes, authserv_id: str, keep: tuple[bytes
     return b"".join(out) + sep + body
 
 
+@functools.lru_cache(maxsize=1024)  # pure; our stamps repeat from message to message
 def fold_header(name: str, value: str, eol: bytes = b"\r\n") -> bytes:
     """ "Name: value" + eol, folded at whitespace so lines stay within 78 where possible.
 
