@@ -29,3 +29,16 @@ def test_encoded_words_are_still_decoded_and_folds_unfolded():
     assert header_value(headers, "Subject") == "café and more"
     assert header_value(headers, "Message-ID") == "<1@b.test>"
     assert header_value(headers, "Date") == ""
+
+
+def test_received_date_is_the_messages_own_second():
+    """Our Received field's date is formatted once per second (smtp/message.py): each message
+    still gets the date of its own second, in any order."""
+    import email.utils
+
+    from mxgate.smtp.message import received_header
+
+    for now in (1796162858.2, 1796162858.9, 1796162859.0, 1796162858.5, 0.0 + 86400):
+        field = received_header(helo="h.test", peer_ip="127.0.0.10", by="mx.test", protocol="ESMTPS", trace_id="t",
+                                recipient=None, now=now)
+        assert field.endswith(f"; {email.utils.formatdate(int(now), usegmt=True)}\r\n".encode())

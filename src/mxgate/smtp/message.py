@@ -65,8 +65,20 @@ def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id
     parts.append(f"with {protocol} id {trace_id}")
     if recipient:
         parts.append(f"for <{recipient}>")
-    value = "\r\n\t".join(parts) + "; " + email.utils.formatdate(now or time.time(), usegmt=True)
+    value = "\r\n\t".join(parts) + "; " + _date(int(now or time.time()))
     return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+
+
+_last_date: tuple[int, str] = (-1, "")  # (second, its date); one tuple, rebound whole (threads)
+
+
+def _date(second: int) -> str:
+    """RFC 5322 §3.3 date-time of a Received field (whole seconds), formatted once per second."""
+    global _last_date
+    cached = _last_date
+    if cached[0] != second:
+        cached = _last_date = (second, email.utils.formatdate(second, usegmt=True))
+    return cached[1]
 
 
 def protocol_name(esmtp: bool, tls: bool, auth: bool) -> str:
