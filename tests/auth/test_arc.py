@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mxgate.auth.arc import ArcResult, ArcSealError, arc_override, seal_arc, validate_arc
 
@@ -209,6 +211,84 @@ def test_seal_parses_our_results_once_and_seals_the_same_bytes(keys, dnsfunc, ma
     assert arc_module._handoff.parsed is None  # nothing left behind for the next seal in this thread
     sealed = shared + f"Authentication-Results: {GW_AR}\r\n".encode() + message
     assert validate_arc(sealed, dnsfunc).status == "pass"
+
+
+# --- issue 19: a trusted sealer's recorded results standing for the mailbox's own ----------
+_RECORDED = "lists.test; spf=pass smtp.mailfrom=fabrikam.test; dkim=pass header.d=fabrikam.test header.s=sel" \
+            " header.b=abcdefghij; dmarc=pass header.from=fabrikam.test; arc=none"
+
+
+def _chain(status="pass", recorded=_RECORDED, sealers=("lists.test",)):
+    return ArcResult(status, sealers, "", ((len(sealers), recorded),) if recorded is not None else ())
+
+
+def test_sealer_results_only_from_a_passing_chain_of_a_trusted_latest_sealer():
+    from mxgate.auth.arc import trusted_sealer_results as taken
+
+    good = taken(_chain(), ["Lists.Test."], ["fabrikam.test"], "fabrikam.test")
+    assert good is not None and good.where == "ARC set i=1 sealed by lists.test"
+    assert (good.spf.result, good.dmarc.result, good.dmarc.aligned_by) == ("pass", "pass", "dkim")
+    assert [(d.result, d.domain, d.selector, d.header_b) for d in good.dkim] == [("pass", "fabrikam.test", "sel",
+                                                                                   "abcdefgh")]
+    assert "not verified again" in good.dmarc.reason and "not verified again" in good.spf.explanation
+    assert taken(_chain("fail"), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain("none", sealers=()), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain(), [], ["fabrikam.test"], "fabrikam.test") is None
+    # Only the latest set counts: a trusted sealer below an untrusted one vouches for nothing.
+    assert taken(_chain(sealers=("lists.test", "other.test")), ["lists.test"], ["fabrikam.test"],
+                 "fabrikam.test") is None
+    assert taken(_chain(recorded=None), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+    assert taken(_chain(recorded="lists.test; spf=pass (unclosed"), ["lists.test"], ["fabrikam.test"],
+                 "fabrikam.test") is None
+    # Two author domains, or a null sender (no MAIL FROM domain): verify here.
+    assert taken(_chain(), ["lists.test"], ["fabrikam.test", "woodgrove.test"], "fabrikam.test") is None
+    assert taken(_chain(), ["lists.test"], ["fabrikam.test"], "") is None
+    # A DKIM result that is not one RFC 8601 defines for dkim is not carried.
+    odd = _RECORDED.replace("dkim=pass", "dkim=maybe")
+    assert taken(_chain(recorded=odd), ["lists.test"], ["fabrikam.test"], "fabrikam.test") is None
+
+
+# The plain-form reader of recorded results (auth/arc.py _plain_results) against authres: where
+# it reads a value at all, it reads what authres reads; everything else goes to authres.
+_word = st.text(alphabet="abcDEF0189-", min_size=1, max_size=6)
+_value = st.one_of(st.builds(lambda a, b: f"{a}.{b}", _word, _word), st.builds(lambda a: f'"{a}/x"', _word),
+                   st.builds(lambda a, b: f"{a}@{b}.test", _word, _word), _word,
+                   st.sampled_from(["a=b", "[::1]", "a,b", "x:y", "\u00e9.test", "@b.test", '"q"@b.test', "a/b", "''"]))
+_prop_text = st.builds(lambda t, n, v: f"{t}.{n}={v}", st.sampled_from(["smtp", "header", "SMTP", "policy", "body",
+                                                                        "other"]), _word, _value)
+_extra = st.sampled_from(["", " (a comment)", " (p=none pct=100)", " action=none", " reason=\"why\"", " (nested (x))",
+                          " x=1", ' "stray'])
+_resinfo = st.builds(lambda m, r, e, props: f"{m}={r}{e} {' '.join(props)}".strip(),
+                     st.sampled_from(["spf", "dkim", "dmarc", "arc", "SPF", "dkim/1", "auth"]),
+                     st.sampled_from(["pass", "fail", "none", "TempError", "policy"]), _extra,
+                     st.lists(_prop_text, max_size=3))
+_aar = st.builds(lambda sid, parts: sid + "".join("; " + p for p in parts),
+                 st.sampled_from(["gw.mxgate.test", "gw.test 1", "(c) gw.test"]), st.lists(_resinfo, max_size=4))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_aar)
+def test_plain_recorded_results_read_as_authres_reads_them(text):
+    import authres
+
+    from mxgate.auth.arc import _plain_results
+
+    fast = _plain_results(text)
+    if fast is None:
+        return
+    parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + text).results
+    assert [(r.method, r.result, [(p.type, p.name, p.value) for p in r.properties]) for r in fast] == \
+        [(r.method, r.result, [(p.type, p.name, p.value) for p in r.properties]) for r in parsed]
+
+
+def test_the_gateways_own_recorded_results_take_the_plain_path():
+    from mxgate.auth.arc import _plain_results
+
+    text = ("gw.mxgate.test; spf=pass smtp.mailfrom=fabrikam.test smtp.helo=bench.fabrikam.test; dkim=pass"
+            " header.d=fabrikam.test header.s=bench header.b=\"ng/6NrKE\"; dmarc=pass (p=none pct=100) action=none"
+            " header.from=fabrikam.test; arc=none")
+    assert [(r.method, r.result) for r in _plain_results(text)] == [("spf", "pass"), ("dkim", "pass"),
+                                                                     ("dmarc", "pass"), ("arc", "none")]
 
 
 # --- the gateway's own clauses copied into ARC-Authentication-Results (issue 19) ---------------

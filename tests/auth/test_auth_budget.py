@@ -39,9 +39,9 @@ def test_checks_within_their_budget_return_their_results(monkeypatch):
     auth = Authenticator(servers=["127.0.0.1:9"], timeout=1.0, non_routable=[])
     seen = []
 
-    def quick(self, data, auth_ip, sender, helo, trace_id):
-        seen.append((threading.current_thread() is threading.main_thread(), auth_ip, sender, helo))
-        return self._overran(data)[:4] + (self._overran(data)[4],)
+    def quick(self, data, auth_ip, sender, helo, trace_id, trusted_sealers):
+        seen.append((threading.current_thread() is threading.main_thread(), auth_ip, sender, helo, trusted_sealers))
+        return self._overran(data)
 
     monkeypatch.setattr(Authenticator, "_checks", quick)
 
@@ -50,4 +50,4 @@ def test_checks_within_their_budget_return_their_results(monkeypatch):
                                  sender="a@fabrikam.test", connector=None, recipients=["b@contoso.test"])
 
     asyncio.run(run())
-    assert seen == [(False, "127.0.0.10", "a@fabrikam.test", "h.test")]  # off the event loop's thread
+    assert seen == [(False, "127.0.0.10", "a@fabrikam.test", "h.test", ())]  # off the event loop's thread

@@ -85,6 +85,8 @@ def test_policy_editing_commands_import_no_sqlalchemy_pydantic_or_rich(home, tmp
         ("mailbox", "set", "carol@contoso.test", "--keep-copy"),
         ("mailbox", "remove", "carol@contoso.test"),
         ("domain", "remove", "fabrikam.test"),
+        ("org", "set", "--authserv-id", "mx2.contoso.test"),
+        ("org", "show", "--json"),
         ("policy", "apply", str(policy)),
         ("policy", "export"),
         ("policy", "history", "--json", "--limit", "3"),
@@ -94,8 +96,8 @@ def test_policy_editing_commands_import_no_sqlalchemy_pydantic_or_rich(home, tmp
         code, modules, out, err = cli(home, *args)
         assert code == 0, (args, err)
         assert not _heavy(modules), (args, _heavy(modules))
-    assert [r[0] for r in _rows(home)] == list(range(1, 14))  # one version per change, none lost
-    assert json.loads(cli(home, "policy", "history", "--json", "--limit", "1")[2])[0]["version"] == 13
+    assert [r[0] for r in _rows(home)] == list(range(1, 15))  # one version per change, none lost
+    assert json.loads(cli(home, "policy", "history", "--json", "--limit", "1")[2])[0]["version"] == 14
 
 
 def test_the_light_path_writes_what_the_sqlalchemy_path_reads(home):

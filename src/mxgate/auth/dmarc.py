@@ -81,6 +81,7 @@ class DmarcResult:
     aspf: str = "r"
 
 
+@functools.lru_cache(maxsize=4096)  # pure, on the record text: a sender's record is parsed once
 def parse_dmarc_record(text: str) -> DmarcRecord:
     """Parse one record (RFC 7489 §6.3, §6.6.3). Unknown tags are ignored; a duplicated tag
     invalidates the record (RFC 6376 §3.2); a missing or invalid p=, or an invalid sp=,

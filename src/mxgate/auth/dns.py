@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import threading
@@ -130,7 +131,7 @@ class CachingResolver(dns.resolver.Resolver):
             self.stats["queries"] += 1
             return super().resolve(qname, rdtype, rdclass, tcp, source, raise_on_no_answer, source_port,
                                    lifetime, search)
-        name = qname if isinstance(qname, dns.name.Name) else dns.name.from_text(qname)
+        name = qname if isinstance(qname, dns.name.Name) else _name_of(qname)
         key = (name, dns.rdatatype.RdataType.make(rdtype), dns.rdataclass.RdataClass.make(rdclass))
         cached = self.answers.get(key)
         if cached is not None and cached.expires > self.clock():
@@ -267,6 +268,13 @@ def default_resolver(resolver: dns.resolver.Resolver) -> Iterator[dns.resolver.R
 
 def _to_name(name: bytes | str) -> dns.name.Name:
     text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    return _name_of(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _name_of(text: str | bytes) -> dns.name.Name:
+    """dns.name.from_text, remembered: a Name is immutable, and the same few names (the sender's
+    SPF and DMARC records, a DKIM key) are asked for on every message."""
     return dns.name.from_text(text)
 
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 
 from mxgate import metrics
-from mxgate.auth.arc import ArcResult, arc_override, validate_arc
+from mxgate.auth.arc import ArcResult, arc_override, trusted_sealer_results, validate_arc
 from mxgate.auth.dkim import DkimResult, verify_dkim
 from mxgate.auth.dmarc import DmarcResult, evaluate_authors, policy_action
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver
@@ -37,7 +37,7 @@ from mxgate.auth.headers import (GATEWAY_STAMPS, author_domains, fold_header, he
 from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
-from mxgate.auth.spf import SpfResult, check_spf
+from mxgate.auth.spf import SpfResult, check_spf, spf_identity
 from mxgate.smtp import message as msg
 from mxgate.verdict import Disposition, reject
 
@@ -124,6 +124,7 @@ class AuthFacts:
     arc: ArcResult
     from_domain: str | None
     ef_test_mode: bool = False  # the connector's ef_test_mode: detect and stamp, never judge by it
+    results_from: str = ""  # the trusted ARC set whose recorded SPF/DKIM/DMARC were taken, if any
 
 
 class Authenticator:
@@ -161,7 +162,7 @@ class Authenticator:
         recipients = [str(r.address) for r in txn.recipients]
         facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=str(s.peer_ip),
                                   helo=s.helo or "", sender=str(txn.sender), connector=connector,
-                                  recipients=recipients)
+                                  recipients=recipients, trusted_sealers=org.arc_trusted_sealers)
         internal = (connector is not None and connector.type == "on_premises") or s.auth_user is not None
         action = decide_auth_action(facts.dmarc, facts.arc, trusted_sealers=org.arc_trusted_sealers,
                                     reject_action=org.dmarc_reject_action,
@@ -169,8 +170,10 @@ class Authenticator:
         self.act(ctx, facts, action, org.authserv_id, str(txn.sender))
 
     async def gather(self, data: bytes, *, trace_id: str, connecting_ip: str, helo: str, sender: str,
-                     connector, recipients: Sequence[str]) -> AuthFacts:
-        """The walk (pure) and then every DNS-backed check in one worker thread."""
+                     connector, recipients: Sequence[str], trusted_sealers: Sequence[str] = ()) -> AuthFacts:
+        """The walk (pure) and then every DNS-backed check in one worker thread. On a session
+        attributed to a partner connector (by address or certificate at RCPT), a trusted
+        sealer's recorded results may stand for SPF, DKIM and DMARC (`trusted_sealer_results`)."""
         walk, in_scope = self.walk(data, connecting_ip, connector, recipients)
         applied = walk.status == "detected" and in_scope and not connector.ef_test_mode
         auth_ip, auth_helo = (str(walk.original_ip), walk.original_helo or "") if applied else (connecting_ip, helo)
@@ -182,25 +185,35 @@ class Authenticator:
         # a few hundred µs, and each hop (submit, wake-up, GIL hand-over) cost as much again.
         # Every lookup inside is bounded by the resolver's lifetime; the budget is the backstop.
         budget = self.timeout * (STAGE_LOOKUPS + 4) + 1.0
-        spf, dkim, arc, from_domain, dmarc = await _bounded(
-            self._checks, (data, auth_ip, sender, auth_helo, trace_id), {}, budget, None) or self._overran(data)
+        sealers = tuple(trusted_sealers) if connector is not None and connector.type == "partner" else ()
+        spf, dkim, arc, from_domain, dmarc, results_from = await _bounded(
+            self._checks, (data, auth_ip, sender, auth_helo, trace_id, sealers), {}, budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
-                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode))
+                         dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode), results_from)
 
-    def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str) -> tuple:
-        """SPF, DKIM, ARC, then DMARC over their results; blocking (runs in a worker thread)."""
+    def _checks(self, data: bytes, auth_ip: str, sender: str, auth_helo: str, trace_id: str,
+                trusted_sealers: Sequence[str] = ()) -> tuple:
+        """ARC, SPF, DKIM, then DMARC over their results; blocking (runs in a worker thread).
+        With `trusted_sealers` (partner sessions only), a trusted latest ARC set's recorded
+        aligned pass stands for SPF, DKIM and DMARC; anything else is verified here."""
+        with metrics.timed("arc"):
+            arc = validate_arc(data, self.dnsfunc)
+        if trusted_sealers and arc.status == "pass":
+            _, mail_from_domain, identity = spf_identity(sender, auth_helo)
+            carried = trusted_sealer_results(arc, trusted_sealers, author_domains(data),
+                                             mail_from_domain if identity == "mailfrom" else "")
+            if carried is not None:
+                return carried.spf, carried.dkim, arc, carried.dmarc.domain, carried.dmarc, carried.where
         with metrics.timed("spf"):
             spf = check_spf(auth_ip, sender, auth_helo, timeout=self.timeout * STAGE_LOOKUPS)
         with metrics.timed("dkim"):
             dkim = tuple(verify_dkim(data, self.dnsfunc, timeout=self.timeout))
-        with metrics.timed("arc"):
-            arc = validate_arc(data, self.dnsfunc)
         # Every author domain, strictest result (RFC 7489 §6.6.1): header.from names the one used.
         with metrics.timed("dmarc"):
             dmarc = evaluate_authors(author_domains(data), spf, spf.domain, dkim, self.dnsfunc,
                                      sample=pct_sample(trace_id))
         from_domain = dmarc.domain
-        return spf, dkim, arc, from_domain, dmarc
+        return spf, dkim, arc, from_domain, dmarc, ""
 
     def _overran(self, data: bytes) -> tuple:
         """Every check temperror (ARC: fail, it has no temporary state): DNS trouble never loses mail."""
@@ -209,7 +222,7 @@ class Authenticator:
                 (DkimResult("temperror", "", "", "", "authentication overran its time budget"),),
                 ArcResult("fail", (), "authentication overran its time budget"), from_domain,
                 DmarcResult("temperror", None, None, None, "none", from_domain, None,
-                            reason="authentication overran its time budget"))
+                            reason="authentication overran its time budget"), "")
 
     def walk(self, data: bytes, connecting_ip: str, connector, recipients: Sequence[str]) -> tuple[SkipListResult, bool]:
         """(walk result, whether `ef_users` puts this message in scope)."""
@@ -227,7 +240,8 @@ class Authenticator:
         ctx.data = sanitize_inbound_headers(ctx.data, authserv_id, keep=_trusted_stamps(ctx))
         eol = line_ending(ctx.data)
         ar = format_authentication_results(authserv_id, facts.spf, sender, facts.auth_helo, facts.auth_ip,
-                                           facts.dkim, facts.dmarc, facts.arc, facts.from_domain)
+                                           facts.dkim, facts.dmarc, facts.arc, facts.from_domain,
+                                           results_from=facts.results_from)
         added = [fold_header(HEADER_NAME, ar, eol)]
         walk = facts.walk
         if walk.status == "detected":
@@ -270,6 +284,8 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                   "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
                   "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
         "arc": {"result": facts.arc.status, "sealers": list(facts.arc.sealers), "reason": facts.arc.reason},
+        **({"results_from": f"SPF, DKIM and DMARC as recorded by the trusted sealer in {facts.results_from}"
+                            f" (not verified again here)"} if facts.results_from else {}),
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
 

@@ -83,6 +83,12 @@ def _dmarc_clause(dmarc: DmarcResult, header_from_domain: str | None) -> str:
     return " ".join(parts)
 
 
+def _noted(clause: str, text: str) -> str:
+    """`method=result (text) props...`: RFC 8601 §2.2 allows a comment after the result."""
+    head, _, rest = clause.partition(" ")
+    return f"{head} {comment(text)}" + (f" {rest}" if rest else "")
+
+
 def _arc_clause(arc: ArcResult) -> str:
     if arc.status == "pass" and arc.sealers:
         return f"arc=pass {comment('sealed by ' + arc.sealers[-1])}"
@@ -92,13 +98,18 @@ def _arc_clause(arc: ArcResult) -> str:
 def authentication_results_clauses(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
                                    original_ip: str | None, dkim: Sequence[DkimResult],
                                    dmarc: DmarcResult | None, arc: ArcResult | None,
-                                   header_from_domain: str | None) -> tuple[str, ...]:
+                                   header_from_domain: str | None, *, results_from: str = "") -> tuple[str, ...]:
     """The authserv-id, then one `method=result ...` clause per result, each one line. The ARC
-    seal copies these clauses into ARC-Authentication-Results as they are (auth/arc.py)."""
-    clauses = [pvalue(authserv_id.strip()), _spf_clause(spf, mail_from, helo, original_ip)]
-    clauses.extend(_dkim_clauses(dkim))
+    seal copies these clauses into ARC-Authentication-Results as they are (auth/arc.py).
+    `results_from` names the trusted ARC set whose recorded spf/dkim/dmarc results these are
+    (the mailbox did not verify them again): each of those clauses says so."""
+    note = (lambda clause: _noted(clause, "from " + results_from)) if results_from else (lambda clause: clause)
+    # A carried SPF result is the sealer's, for the address and HELO it saw: ours are not named.
+    spf_clause = _spf_clause(spf, mail_from, "", None) if results_from else _spf_clause(spf, mail_from, helo, original_ip)
+    clauses = [pvalue(authserv_id.strip()), note(spf_clause)]
+    clauses.extend(note(c) if dkim else c for c in _dkim_clauses(dkim))
     if dmarc is not None:
-        clauses.append(_dmarc_clause(dmarc, header_from_domain))
+        clauses.append(note(_dmarc_clause(dmarc, header_from_domain)))
     if arc is not None:
         clauses.append(_arc_clause(arc))
     return tuple(clauses)
@@ -107,7 +118,7 @@ def authentication_results_clauses(authserv_id: str, spf: SpfResult, mail_from: 
 def format_authentication_results(authserv_id: str, spf: SpfResult, mail_from: str, helo: str,
                                   original_ip: str | None, dkim: Sequence[DkimResult],
                                   dmarc: DmarcResult | None, arc: ArcResult | None,
-                                  header_from_domain: str | None) -> str:
+                                  header_from_domain: str | None, *, results_from: str = "") -> str:
     """One Authentication-Results value, clauses joined by "; " (unfolded)."""
     return "; ".join(authentication_results_clauses(authserv_id, spf, mail_from, helo, original_ip, dkim, dmarc,
-                                                    arc, header_from_domain))
+                                                    arc, header_from_domain, results_from=results_from))
