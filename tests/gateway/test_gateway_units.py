@@ -266,3 +266,42 @@ def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error
 
     result = asyncio.run(main())
     assert (result.outcome, result.action) == (outcome, action)
+
+
+def test_a_queued_check_with_a_tiny_budget_does_not_spin_the_loop(monkeypatch):
+    """A queued job's timer looks once per budget, but never more often than LOOK_FLOOR: a policy
+    with a 0.1 ms timeout must not turn every queued check into a busy timer."""
+    import asyncio
+    import threading
+    import time
+
+    from mxgate.filters import pipeline as pipeline_module
+    from mxgate.filters.pipeline import LOOK_FLOOR, Pipeline, _Job
+    from mxgate.filters.result import Budget
+
+    hold = threading.Event()
+    looks: list[float] = []
+    real_look = _Job._look
+    monkeypatch.setattr(_Job, "_look", lambda self: (looks.append(time.monotonic()), real_look(self)))
+    monkeypatch.setattr(pipeline_module, "QUEUE_WAIT", 60.0)
+
+    async def main():
+        p = Pipeline(workers=2, per_client=4)
+        try:
+            held = [asyncio.ensure_future(p._in_worker(ip, Budget(30), hold.wait, 30)) for ip in ("192.0.2.1", "192.0.2.2")]
+            while p.running < 2:
+                await asyncio.sleep(0)
+            late = asyncio.ensure_future(p._in_worker("192.0.2.3", Budget(0.0001), lambda: "late"))
+            while len(looks) < 4:
+                await asyncio.sleep(0.001)
+            assert not late.done()
+            hold.set()
+            assert await late == ("ok", "late")
+            await asyncio.gather(*held)
+        finally:
+            hold.set()
+            p.pool.shutdown(wait=True)
+
+    asyncio.run(main())
+    gaps = [b - a for a, b in zip(looks, looks[1:4])]
+    assert min(gaps) >= LOOK_FLOOR * 0.9, gaps  # timers may fire a hair early, never a loop of them

@@ -47,6 +47,7 @@ HEAVY_SLOTS = 2  # checks holding a whole message in memory at once (dkimpy): me
 STOP_GRACE = 2.0  # seconds a stopped check has to reach its next look at the budget
 WALK_TIMEOUT = 10.0  # the walk's budget when attachments is off (the score still reads its text)
 QUEUE_WAIT = 120.0  # longest a check waits for a free worker before it counts as timed out
+LOOK_FLOOR = 0.01  # seconds: a queued job's timer looks no more often (a deadline is seen at most this late)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ class _Job:
             self.answer.set_result(("timeout", None))
             self.timer = None
             return
-        self.timer = self.loop.call_later(min(QUEUE_WAIT, self.budget.seconds), self._look)
+        self.timer = self.loop.call_later(self._queued_look(QUEUE_WAIT), self._look)
 
     def _work(self) -> None:
         """In the worker thread."""
@@ -307,7 +308,12 @@ class _Job:
             self.budget.cancel()
             self.answer.set_result(("timeout", None))
         else:
-            self.timer = self.loop.call_later(min(self.queued_until - now, self.budget.seconds), self._look)
+            self.timer = self.loop.call_later(self._queued_look(self.queued_until - now), self._look)
+
+    def _queued_look(self, queue_left: float) -> float:
+        """While queued: look again within one budget (a late start still ends at its own
+        deadline), but not more often than every LOOK_FLOOR (a tiny budget must not spin)."""
+        return max(min(queue_left, self.budget.seconds), LOOK_FLOOR)
 
 
 def _on_loop(fn, *args) -> tuple[str, Any]:
