@@ -242,12 +242,12 @@ def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error
     import asyncio
 
     from mxgate.filters import attachments, mimewalk
-    from mxgate.filters.pipeline import ON_LOOP, Pipeline
+    from mxgate.filters.pipeline import Pipeline, _runs_on_loop
     from mxgate.filters.result import BudgetExceeded, CheckEnv, MessageFacts
     from mxgate.policy.gateway_checks import CheckSettings, DEFAULTS
 
-    assert attachments in ON_LOOP
     cfg = CheckSettings("attachments", {**DEFAULTS["attachments"], "action": "reject"})
+    assert _runs_on_loop(attachments, cfg)
     env = CheckEnv(None, None)
     if walk_error == "budget":
         env.walk_error = BudgetExceeded("MIME walk over 10s")
@@ -266,3 +266,72 @@ def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error
 
     result = asyncio.run(main())
     assert (result.outcome, result.action) == (outcome, action)
+
+
+def test_a_queued_check_with_a_tiny_budget_does_not_spin_the_loop(monkeypatch):
+    """A queued job's timer looks once per budget, but never more often than LOOK_FLOOR: a policy
+    with a 0.1 ms timeout must not turn every queued check into a busy timer."""
+    import asyncio
+    import threading
+    import time
+
+    from mxgate.filters import pipeline as pipeline_module
+    from mxgate.filters.pipeline import LOOK_FLOOR, Pipeline, _Job
+    from mxgate.filters.result import Budget
+
+    hold = threading.Event()
+    looks: list[float] = []
+    real_look = _Job._look
+    monkeypatch.setattr(_Job, "_look", lambda self: (looks.append(time.monotonic()), real_look(self)))
+    monkeypatch.setattr(pipeline_module, "QUEUE_WAIT", 60.0)
+
+    async def main():
+        p = Pipeline(workers=2, per_client=4)
+        try:
+            held = [asyncio.ensure_future(p._in_worker(ip, Budget(30), hold.wait, 30)) for ip in ("192.0.2.1", "192.0.2.2")]
+            while p.running < 2:
+                await asyncio.sleep(0)
+            late = asyncio.ensure_future(p._in_worker("192.0.2.3", Budget(0.0001), lambda: "late"))
+            while len(looks) < 4:
+                await asyncio.sleep(0.001)
+            assert not late.done()
+            hold.set()
+            assert await late == ("ok", "late")
+            await asyncio.gather(*held)
+        finally:
+            hold.set()
+            p.pool.shutdown(wait=True)
+
+    asyncio.run(main())
+    gaps = [b - a for a, b in zip(looks, looks[1:4])]
+    assert min(gaps) >= LOOK_FLOOR * 0.9, gaps  # timers may fire a hair early, never a loop of them
+
+
+def test_dnsbl_runs_on_the_loop_only_when_it_has_no_zone_to_ask(dns):
+    """DNSBL with no zone (the default) asks nothing: answered on the loop, "not listed". With a
+    zone it is a DNS lookup in a worker, and a listing still fires."""
+    import asyncio
+
+    from mxgate.auth.dns import make_resolver
+    from mxgate.filters.pipeline import Pipeline, _runs_on_loop
+    from mxgate.filters.result import CheckEnv, MessageFacts
+    from mxgate.policy.gateway_checks import CheckSettings, DEFAULTS
+
+    facts = MessageFacts("192.0.2.9", "h", "a@b.test", ("c@d.test",), None)
+    idle = CheckSettings("dnsbl", dict(DEFAULTS["dnsbl"]))
+    zoned = CheckSettings("dnsbl", {**DEFAULTS["dnsbl"], "zones": ("bl.test",)})
+    allow_only = CheckSettings("dnsbl", {**DEFAULTS["dnsbl"], "allow_zones": ("wl.test",)})
+    assert _runs_on_loop(dnsbl, idle) and not _runs_on_loop(dnsbl, zoned) and not _runs_on_loop(dnsbl, allow_only)
+    dns.add("9.2.0.192.bl.test", "A", "127.0.0.2")
+    env = CheckEnv(make_resolver([dns.address], 2.0), None)
+
+    async def main():
+        p = Pipeline(workers=2)
+        try:
+            return [await p._run_one(dnsbl, facts, cfg, env) for cfg in (idle, zoned)]
+        finally:
+            p.pool.shutdown(wait=True)
+
+    quiet, listed = asyncio.run(main())
+    assert (quiet.outcome, quiet.detail) == ("pass", "not listed")
+    assert listed.outcome == "fire" and "bl.test=127.0.0.2" in listed.detail

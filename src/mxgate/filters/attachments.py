@@ -15,6 +15,11 @@ from mxgate.policy.gateway_checks import CheckSettings
 NAME = "attachments"
 
 
+def on_loop(cfg: CheckSettings) -> bool:
+    """Gather only reads what the walk found (bounded by the walk's limits): no worker needed."""
+    return True
+
+
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> list[FoundFile]:
     if env.walk_error is not None:
         raise env.walk_error

@@ -65,6 +65,11 @@ def _lookup_all(resolver, ip: str, zones, timeout: float) -> tuple[list[tuple[st
     return found, errors
 
 
+def on_loop(cfg: CheckSettings) -> bool:
+    """No zone to ask (the default): gather does no I/O, so no worker is needed."""
+    return not cfg["zones"] and not cfg["allow_zones"]
+
+
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DnsblLookup:
     allowed, e1 = _lookup_all(env.resolver, facts.peer_ip, cfg["allow_zones"], cfg.timeout)
     listed, e2 = ([], []) if allowed else _lookup_all(env.resolver, facts.peer_ip, cfg["zones"], cfg.timeout)

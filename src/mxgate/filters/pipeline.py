@@ -35,10 +35,6 @@ log = logging.getLogger("mxgate.filters")
 PARALLEL = (spf, dkim, dnsbl, rdns, clamd)
 AFTER_WALK = (attachments,)
 AFTER = (dmarc,)
-# Checks whose gather only reads what the walk found (no I/O, bounded by the walk's limits): run
-# on the loop with the same outcomes (a walk that timed out or broke is this check's timeout or
-# error), not in a worker (issue 19: a hop costs more than the work).
-ON_LOOP = (attachments,)
 # When several checks refuse, the reply names the first of these (the most specific reason).
 PRECEDENCE = ("clamd", "attachments", "dnsbl", "dmarc", "spf", "dkim", "rdns", "score")
 DEFAULT_WORKERS = 8
@@ -47,6 +43,7 @@ HEAVY_SLOTS = 2  # checks holding a whole message in memory at once (dkimpy): me
 STOP_GRACE = 2.0  # seconds a stopped check has to reach its next look at the budget
 WALK_TIMEOUT = 10.0  # the walk's budget when attachments is off (the score still reads its text)
 QUEUE_WAIT = 120.0  # longest a check waits for a free worker before it counts as timed out
+LOOK_FLOOR = 0.01  # seconds: a queued job's timer looks no more often (a deadline is seen at most this late)
 
 
 @dataclass(frozen=True)
@@ -159,7 +156,7 @@ class Pipeline:
         if not cfg.enabled:
             return CheckResult(module.NAME, SKIP, detail="off")
         with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
-            if module in ON_LOOP:
+            if _runs_on_loop(module, cfg):
                 state, value = _on_loop(module.gather, facts, cfg, env)
             else:
                 state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg,
@@ -261,7 +258,7 @@ class _Job:
             self.answer.set_result(("timeout", None))
             self.timer = None
             return
-        self.timer = self.loop.call_later(min(QUEUE_WAIT, self.budget.seconds), self._look)
+        self.timer = self.loop.call_later(self._queued_look(QUEUE_WAIT), self._look)
 
     def _work(self) -> None:
         """In the worker thread."""
@@ -307,7 +304,20 @@ class _Job:
             self.budget.cancel()
             self.answer.set_result(("timeout", None))
         else:
-            self.timer = self.loop.call_later(min(self.queued_until - now, self.budget.seconds), self._look)
+            self.timer = self.loop.call_later(self._queued_look(self.queued_until - now), self._look)
+
+    def _queued_look(self, queue_left: float) -> float:
+        """While queued: look again within one budget (a late start still ends at its own
+        deadline), but not more often than every LOOK_FLOOR (a tiny budget must not spin)."""
+        return max(min(queue_left, self.budget.seconds), LOOK_FLOOR)
+
+
+def _runs_on_loop(module, cfg: CheckSettings) -> bool:
+    """A check whose gather does no I/O with these settings (its `on_loop(cfg)` says so: the
+    attachments check only reads the walk, DNSBL with no zone asks nothing) runs on the loop,
+    with the same outcomes, instead of in a worker (issue 19: the hop cost more than the work)."""
+    on_loop = getattr(module, "on_loop", None)
+    return on_loop is not None and on_loop(cfg)
 
 
 def _on_loop(fn, *args) -> tuple[str, Any]:
