@@ -96,20 +96,26 @@ def test_plan_mx_tls_dane_first_then_mta_sts_then_the_domain_setting():
 # mx.contoso.test. The smart host is 127.0.0.1: before TlsDomain was honoured, the host's own
 # address was checked, so a certificate for *any* name the host carried passed.
 
-def _connector_send(sink, test_ca, tls_domain: str, *, tls_settings: str = "domain_validation"):
-    from mxgate.queue.outbound import connector_route
-
-    policy = load_toml(f"""[organization]
+def _partner_policy(route: str, tls_domain: str, tls_settings: str = "domain_validation"):
+    """Contoso with one outbound connector to fabrikam.test; `route` is its smart_hosts or
+    use_mx_record line."""
+    return load_toml(f"""[organization]
 name = "Contoso"
 [[accepted_domain]]
 name = "contoso.test"
 [[outbound_connector]]
 name = "Partner"
 recipient_domains = ["fabrikam.test"]
-smart_hosts = ["{sink.address}"]
+{route}
 tls_settings = "{tls_settings}"
 tls_domain = "{tls_domain}"
 """)
+
+
+def _connector_send(sink, test_ca, tls_domain: str, *, tls_settings: str = "domain_validation"):
+    from mxgate.queue.outbound import connector_route
+
+    policy = _partner_policy(f'smart_hosts = ["{sink.address}"]', tls_domain, tls_settings)
     route = connector_route(policy, "fabrikam.test")
     settings = RelaySettings(route.hosts, tls_context_for(route.tls, test_ca["ca"]), tls_name=route.tls_name)
     return route, asyncio.run(relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE))
@@ -154,22 +160,11 @@ def test_pooled_sessions_are_not_shared_between_tls_names(sink, test_ca):
 
 def test_tls_domain_syntax_is_checked():
     from mxgate.errors import PolicyError
+    from mxgate.policy.validate import check_policy
 
     for bad in ("*", "a.*.contoso.test", "contoso.*", "not a name"):
         with pytest.raises(PolicyError):
-            from mxgate.policy.validate import check_policy
-
-            check_policy(load_toml(f"""[organization]
-name = "Contoso"
-[[accepted_domain]]
-name = "contoso.test"
-[[outbound_connector]]
-name = "Partner"
-recipient_domains = ["fabrikam.test"]
-smart_hosts = ["127.0.0.1:25"]
-tls_settings = "domain_validation"
-tls_domain = "{bad}"
-"""))
+            check_policy(_partner_policy('smart_hosts = ["127.0.0.1:25"]', bad))
 
 
 def test_tls_domain_carries_to_mx_delivery(dns):
@@ -179,17 +174,7 @@ def test_tls_domain_carries_to_mx_delivery(dns):
 
     dns.add("fabrikam.test", "MX", (10, "mx.fabrikam.test"))
     dns.add("mx.fabrikam.test", "A", "127.0.0.88")
-    policy = load_toml("""[organization]
-name = "Contoso"
-[[accepted_domain]]
-name = "contoso.test"
-[[outbound_connector]]
-name = "Partner by MX"
-recipient_domains = ["fabrikam.test"]
-use_mx_record = true
-tls_settings = "domain_validation"
-tls_domain = "*.fabrikam.test"
-""")
+    policy = _partner_policy("use_mx_record = true", "*.fabrikam.test")
     route = connector_route(policy, "fabrikam.test")
     assert route.tls_name == "*.fabrikam.test" and route.tls == "certificate_validation" and route.require_tls
     resolved = asyncio.run(resolve_mx(route, "fabrikam.test", make_resolver([dns.address], 2.0).aio))

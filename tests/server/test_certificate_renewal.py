@@ -143,7 +143,9 @@ def _cli(home: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mxgate", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, live, test_ca):
+def _two_process_node(tmp_path: Path, live: Path):
+    """A real `mxgate serve` with one worker sharing the mailbox listener, its certificate pair
+    in `live`, the poll interval an hour (only SIGHUP or a check loads a renewed pair)."""
     home = tmp_path / "home"
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
     port = free_port()
@@ -151,7 +153,11 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
     config.write_text(f'[node]\ntls_check_interval = 3600\nworkers = 2\n[roles]\nadmin = false\n'
                       f'[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
                       f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
-    node = rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+    return home, config, port, rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+
+
+def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, live, test_ca):
+    home, config, port, node = _two_process_node(tmp_path, live)
     try:
         def alive() -> set[str]:
             r = _cli(home, config, "status", "--json")
@@ -281,14 +287,7 @@ def test_a_reload_while_a_worker_is_starting_does_not_end_it(tmp_path, live):
     """`systemctl reload` right after a start: the first process forwards SIGHUP to a worker still
     importing, whose handler is not in place yet. SIGHUP's default action would end it; it starts
     with SIGHUP blocked instead and takes the reload once its handler is installed."""
-    home = tmp_path / "home"
-    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
-    port = free_port()
-    config = tmp_path / "node.toml"
-    config.write_text(f'[node]\ntls_check_interval = 3600\nworkers = 2\n[roles]\nadmin = false\n'
-                      f'[mailbox]\nlisten = ["127.0.0.1:{port}"]\n'
-                      f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
-    node = rig.SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
+    home, config, port, node = _two_process_node(tmp_path, live)
     try:
         # The first process listens and has spawned its worker, which is still starting (a Python
         # start and the node's imports take far longer than this).
