@@ -11,6 +11,7 @@ Must not know: the other scenarios or the report.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -110,8 +111,15 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
 
     key_pem, key_txt = generate_dkim_key()
     dns.publish(f"{DKIM_SELECTOR}._domainkey.fabrikam.test", "TXT", key_txt)
+    # Every bench address is loopback: without 127.0.0.0/8 in non_routable (the default has it),
+    # the mailbox's walk finds the Internet sender 127.0.0.77 behind the gateway, as it would a
+    # public address, and a full verification judges SPF and DMARC on it.
+    from mxgate.config.node import NodeSettings
+
+    routable = [n for n in NodeSettings().mailbox.non_routable if n != "127.0.0.0/8"]
     mailbox = MxgatePeer("mxgate-mailbox", root / "mailbox", dns=dns.address, policy=MAILBOX_POLICY,
-                         cert=str(certs.server_cert), key=str(certs.server_key))
+                         cert=str(certs.server_cert), key=str(certs.server_key),
+                         mailbox_toml=f"non_routable = {json.dumps(routable)}")
     gw = GatewayPeer("mxgate-gateway", root / "gateway", dns=dns.address, policy=GATEWAY_POLICY,
                      cert=str(certs.server_cert), key=str(certs.server_key))
     gw.downstream_ca = str(certs.ca_cert)

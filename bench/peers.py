@@ -109,6 +109,7 @@ class MxgatePeer(Peer):
     cert: str = ""  # the bench certificate every peer presents (empty: mxgate's generated one)
     key: str = ""
     extra_toml: str = ""
+    mailbox_toml: str = ""  # more [mailbox] lines (P3: non_routable without loopback)
     workers: int = 1  # [node] workers: processes sharing the listener (SO_REUSEPORT)
     policy: str = GUIDE_POLICY
     env: dict = field(default_factory=dict)
@@ -140,6 +141,7 @@ hostname = "mx.contoso.test"
 reject_stage = "{self.reject_stage}"
 tls_cert = "{self.cert}"
 tls_key = "{self.key}"
+{self.mailbox_toml}
 [mailbox.limits]
 max_connections_per_ip = 20000
 max_connections = 30000
