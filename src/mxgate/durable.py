@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -160,15 +160,21 @@ def _sync_file(fd: int) -> None:
         os.fsync(fd)
 
 
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]  # a short write (signal, quota) continues where it stopped
+
+
 def _write_and_sync(job: WriteFile) -> None:
     fd = os.open(job.tmp_path, _OPEN_FLAGS, FILE_MODE)
     try:
-        with os.fdopen(fd, "wb", closefd=False) as fh:
-            if isinstance(job.content, (bytes, bytearray, memoryview)):
-                fh.write(job.content)
-            else:
+        if isinstance(job.content, (bytes, bytearray, memoryview)):
+            _write_all(fd, job.content)  # no file object: one message is one write(2)
+        else:
+            with os.fdopen(fd, "wb", closefd=False) as fh:
                 job.content(fh)
-            fh.flush()
+                fh.flush()
         _sync_file(fd)
     except BaseException:
         os.close(fd)
@@ -192,6 +198,71 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+class _Batch:
+    """One batch's writes across the I/O threads: the committer waits once, not once per file."""
+
+    __slots__ = ("outcomes", "_left", "_lock", "done")
+
+    def __init__(self, size: int) -> None:
+        self.outcomes: list[BaseException | None] = [None] * size
+        self._left = size
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    def finish(self, index: int, outcome: BaseException | None) -> None:
+        self.outcomes[index] = outcome
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self.done.set()
+
+
+class _IoThreads:
+    """Threads that write and fdatasync a batch's files in parallel (concurrent fdatasyncs share
+    journal commits on ext4/xfs; serial ones each wait). A plain queue of (batch, index, job)
+    instead of an executor: no Future and Condition per file, and the committer, which takes
+    work from the same queue while it waits, wakes once per batch."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-io_{i}", daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            _take(item)
+
+    def write_all(self, jobs: list[WriteFile]) -> list[BaseException | None]:
+        batch = _Batch(len(jobs))
+        for i, job in enumerate(jobs):
+            self._work.put((batch, i, job))
+        while not batch.done.is_set():  # only this batch is queued: the committer has one at a time
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            _take(item)
+        batch.done.wait()
+        return batch.outcomes
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def _take(item: tuple[_Batch, int, WriteFile]) -> None:
+    batch, index, job = item
+    try:
+        outcome = _try_write(job)
+    except BaseException as exc:  # never leave the committer waiting on a lost file
+        outcome = exc
+    batch.finish(index, outcome)
+
+
 class GroupCommitter:
     """Batches durable file jobs in one worker thread; see the module docstring for the protocol."""
 
@@ -204,7 +275,7 @@ class GroupCommitter:
             raise ValueError("io_threads must be >= 1")
         self.max_batch = max_batch
         self.io_threads = io_threads
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: _IoThreads | None = None
         self._name = name
         self._cond = threading.Condition()
         self._queue: collections.deque[_Group] = collections.deque()
@@ -221,7 +292,7 @@ class GroupCommitter:
                 return
             self._closing = False
             if self.io_threads > 1 and self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(self.io_threads, thread_name_prefix=f"{self._name}-io")
+                self._pool = _IoThreads(self.io_threads, f"{self._name}-io")
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
@@ -235,7 +306,7 @@ class GroupCommitter:
             await asyncio.to_thread(thread.join)
         self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             self._pool = None
 
     async def __aenter__(self) -> GroupCommitter:
@@ -318,8 +389,7 @@ class GroupCommitter:
         outcomes: list[BaseException | None] = [None] * len(jobs)
         writes = [i for i, job in enumerate(jobs) if isinstance(job, WriteFile)]
         if self._pool is not None and len(writes) > 1:
-            # Concurrent fdatasyncs share journal commits on ext4/xfs; serial ones each wait.
-            for i, exc in zip(writes, self._pool.map(_try_write, [jobs[i] for i in writes])):
+            for i, exc in zip(writes, self._pool.write_all([jobs[i] for i in writes])):  # type: ignore[misc]
                 outcomes[i] = exc
         else:
             for i in writes:

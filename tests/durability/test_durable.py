@@ -184,3 +184,29 @@ def test_sizes_must_be_positive():
         GroupCommitter(max_batch=0)
     with pytest.raises(ValueError, match="io_threads"):
         GroupCommitter(io_threads=0)
+
+
+async def test_short_writes_continue_until_every_byte_is_written(committer, tmp_path, monkeypatch):
+    # write(2) may write less than asked (signal, quota); the rest must follow, not be dropped.
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
+    job = _job(tmp_path, "short", b"0123456789" * 5)
+    await committer.commit(job)
+    assert job.final_path.read_bytes() == b"0123456789" * 5
+
+
+async def test_a_bytes_write_failing_fails_only_its_job_in_a_parallel_batch(committer, tmp_path, monkeypatch):
+    real_write = os.write
+
+    def write(fd, data):
+        if bytes(data).startswith(b"FULL"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    jobs = [_job(tmp_path, f"p{i}", b"FULL" if i == 3 else b"ok %d" % i) for i in range(8)]
+    outcomes = await committer.commit_many(jobs)
+    assert [o is None for o in outcomes] == [i != 3 for i in range(8)]
+    assert isinstance(outcomes[3], OSError) and outcomes[3].errno == errno.ENOSPC
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [f"p{i}" for i in range(8) if i != 3]
+    assert list((tmp_path / "tmp").iterdir()) == []
