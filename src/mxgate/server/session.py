@@ -490,7 +490,8 @@ class SmtpSession(asyncio.Protocol):
         resume(value)
         if self._mode == "closed":
             return
-        self._flush()
+        # No flush here: _process answers the commands pipelined meanwhile and sends every reply
+        # in one write, and it always flushes before the session waits again (RFC 2920 §3.1).
         self._process()
 
     def _cmd_DATA(self, arg: str) -> None:
