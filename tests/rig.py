@@ -441,3 +441,26 @@ def MxSink(cert: str, key: str, name: str = "mx.external.test") -> RecordingSink
         except OSError:
             continue
     raise RuntimeError("no free loopback address for port 25")
+
+
+async def read_reply(reader) -> str:
+    """One SMTP reply (every line of a multi-line one) from an asyncio StreamReader."""
+    import asyncio
+
+    lines = []
+    while True:
+        line = (await asyncio.wait_for(reader.readline(), 10)).decode()
+        lines.append(line)
+        if line[3:4] != "-":
+            return "".join(lines)
+
+
+async def until_state(predicate, limit: int = 10_000) -> None:
+    """Wait on state inside the event loop, yielding to it; never a clock."""
+    import asyncio
+
+    for _ in range(limit):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("state not reached")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rig import read_reply, until_state
 from mxgate.config.node import LimitsSection
 from mxgate.server.listener import Listener, Role
 from mxgate.verdict import accept, reject
@@ -35,24 +36,6 @@ class SlowRole(Role):
         raise RuntimeError("secret internal detail")
 
 
-async def _reply(reader: asyncio.StreamReader) -> str:
-    lines = []
-    while True:
-        line = (await asyncio.wait_for(reader.readline(), 10)).decode()
-        lines.append(line)
-        if line[3:4] != "-":
-            return "".join(lines)
-
-
-async def _until(predicate, limit: int = 10_000) -> None:
-    """Wait on state, yielding to the loop; never a clock."""
-    for _ in range(limit):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("state not reached")
-
-
 async def test_pipelined_commands_wait_for_a_late_hook_and_keep_their_order():
     role = SlowRole()
     listener = Listener(role, LimitsSection(), ssl_context=lambda: None)
@@ -60,26 +43,26 @@ async def test_pipelined_commands_wait_for_a_late_hook_and_keep_their_order():
     try:
         host, port = listener.addresses[0].rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        assert (await _reply(reader)).startswith("220")
+        assert (await read_reply(reader)).startswith("220")
         writer.write(b"EHLO client.test\r\n")
-        assert (await _reply(reader)).startswith("250")
+        assert (await read_reply(reader)).startswith("250")
         # One write, as a pipelining client sends it (RFC 2920): the second RCPT must not be
         # answered before the first, whose hook is still waiting.
         writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<later@x.test>\r\nRCPT TO:<now@x.test>\r\n")
         await writer.drain()
-        assert (await _reply(reader)).startswith("250 2.1.0")
+        assert (await read_reply(reader)).startswith("250 2.1.0")
         (session,) = listener.sessions
-        await _until(lambda: b"now@x.test" in session._buf)  # received, and waiting in the buffer
+        await until_state(lambda: b"now@x.test" in session._buf)  # received, and waiting in the buffer
         assert role.asked == ["later@x.test"] and not reader._buffer  # not asked, not answered
         role.release.set()
-        assert (await _reply(reader)).startswith("550 5.1.1")
-        assert (await _reply(reader)).startswith("250 2.1.5")
+        assert (await read_reply(reader)).startswith("550 5.1.1")
+        assert (await read_reply(reader)).startswith("250 2.1.5")
         assert role.asked == ["later@x.test", "now@x.test"]
         writer.write(b"RCPT TO:<broken@x.test>\r\n")
-        broken = await _reply(reader)
+        broken = await read_reply(reader)
         assert broken.startswith("451 4.7.0") and "secret" not in broken  # a failing hook: retry later
         writer.write(b"QUIT\r\n")
-        assert (await _reply(reader)).startswith("221")
+        assert (await read_reply(reader)).startswith("221")
         writer.close()
     finally:
         await listener.stop(1.0)
@@ -109,23 +92,23 @@ async def test_the_greeting_waits_for_a_late_connect_hook_and_a_talker_is_still_
     try:
         host, port = listener.addresses[0].rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        await _until(lambda: role.connects == 1)
+        await until_state(lambda: role.connects == 1)
         assert not reader._buffer  # no greeting while the role looks things up
         role.release.set()
-        assert (await _reply(reader)).startswith("220 mx.slow.test")
+        assert (await read_reply(reader)).startswith("220 mx.slow.test")
         writer.close()
-        await _until(lambda: not listener.sessions)  # the server saw that session end
+        await until_state(lambda: not listener.sessions)  # the server saw that session end
         # A client that talks while the role is still looking things up is refused as a pregreeter
         # (RFC 5321 §4.3.1) once the lookup answers.
         role.release.clear()
         reader, writer = await asyncio.open_connection(host, int(port))
-        await _until(lambda: role.connects == 2)
+        await until_state(lambda: role.connects == 2)
         writer.write(b"EHLO early.test\r\n")
         await writer.drain()
         (session,) = listener.sessions
-        await _until(lambda: bytes(session._buf).startswith(b"EHLO"))
+        await until_state(lambda: bytes(session._buf).startswith(b"EHLO"))
         role.release.set()
-        assert (await _reply(reader)).startswith("554 5.5.1")
+        assert (await read_reply(reader)).startswith("554 5.5.1")
         writer.close()
     finally:
         await listener.stop(1.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from rig import read_reply, until_state
 from mxgate.config.node import LimitsSection
 from mxgate.server.listener import Listener, Role
 from mxgate.verdict import accept
@@ -54,32 +55,14 @@ class CountingTransport:
         return getattr(self.inner, name)
 
 
-async def _reply(reader: asyncio.StreamReader) -> str:
-    lines = []
-    while True:
-        line = (await asyncio.wait_for(reader.readline(), 10)).decode()
-        lines.append(line)
-        if line[3:4] != "-":
-            return "".join(lines)
-
-
-async def _until(predicate, limit: int = 10_000) -> None:
-    """Wait on state, yielding to the loop; never a clock."""
-    for _ in range(limit):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("state not reached")
-
-
 async def _session(role):
     listener = Listener(role, LimitsSection(), ssl_context=lambda: None)
     await listener.start(["127.0.0.1:0"])
     host, port = listener.addresses[0].rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
-    assert (await _reply(reader)).startswith("220")
+    assert (await read_reply(reader)).startswith("220")
     writer.write(b"EHLO client.test\r\n")
-    assert (await _reply(reader)).startswith("250")
+    assert (await read_reply(reader)).startswith("250")
     (session,) = listener.sessions
     counting = session.transport = CountingTransport(session.transport)
     return listener, reader, writer, session, counting
@@ -91,12 +74,12 @@ async def test_replies_held_by_a_late_hook_leave_with_the_pipelined_ones_in_one_
     try:
         writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<now@x.test>\r\nDATA\r\n")
         await writer.drain()
-        await _until(lambda: b"DATA\r\n" in session._buf)  # both queued behind MAIL's hook
+        await until_state(lambda: b"DATA\r\n" in session._buf)  # both queued behind MAIL's hook
         assert counting.writes == []
         role.mail_gate.set()
-        assert (await _reply(reader)).startswith("250 2.1.0")
-        assert (await _reply(reader)).startswith("250 2.1.5")
-        assert (await _reply(reader)).startswith("354")
+        assert (await read_reply(reader)).startswith("250 2.1.0")
+        assert (await read_reply(reader)).startswith("250 2.1.5")
+        assert (await read_reply(reader)).startswith("354")
         assert len(counting.writes) == 1  # MAIL's 250, RCPT's 250 and the 354 together
         assert counting.writes[0].count(b"\r\n") == 3
         writer.write(b"hello\r\n.\r\nQUIT\r\n")
@@ -111,13 +94,13 @@ async def test_a_reply_is_sent_before_the_session_waits_on_the_next_hook():
     try:
         writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<later@x.test>\r\n")
         await writer.drain()
-        await _until(lambda: b"later@x.test" in session._buf)
+        await until_state(lambda: b"later@x.test" in session._buf)
         role.mail_gate.set()
         # RCPT's hook now waits: MAIL's 250 must reach the client without waiting for it.
-        assert (await _reply(reader)).startswith("250 2.1.0")
+        assert (await read_reply(reader)).startswith("250 2.1.0")
         assert role.rcpt_asked.is_set() and not role.rcpt_gate.is_set()
         role.rcpt_gate.set()
-        assert (await _reply(reader)).startswith("250 2.1.5")
+        assert (await read_reply(reader)).startswith("250 2.1.5")
         assert len(counting.writes) == 2
         writer.close()
     finally:
@@ -133,7 +116,7 @@ async def test_a_client_sending_one_command_at_a_time_gets_each_reply():
         for command, code in ((b"MAIL FROM:<a@b.test>", "250"), (b"RCPT TO:<later@x.test>", "250"),
                               (b"RCPT TO:<now@x.test>", "250"), (b"DATA", "354")):
             writer.write(command + b"\r\n")  # the next one only after this reply
-            assert (await _reply(reader)).startswith(code)
+            assert (await read_reply(reader)).startswith(code)
         assert len(counting.writes) == 4
         writer.close()
     finally:
