@@ -289,10 +289,10 @@ def test_a_reload_while_a_worker_is_starting_does_not_end_it(tmp_path, live):
     with SIGHUP blocked instead and takes the reload once its handler is installed."""
     home, config, port, node = _two_process_node(tmp_path, live)
     try:
-        # The first process listens and has spawned its worker, which is still starting (a Python
-        # start and the node's imports take far longer than this).
+        # The first process listens, then spawns its worker (wait for it: on a loaded machine the
+        # fork can come well after the listener). The worker is then still starting.
+        assert wait_until(lambda: len(_children(node.proc.pid)) == 1, timeout=30), _children(node.proc.pid)
         workers = _children(node.proc.pid)
-        assert len(workers) == 1, workers
         worker = workers.pop()
 
         def hup_blocked_or_caught() -> bool:
