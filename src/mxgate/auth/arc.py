@@ -31,7 +31,7 @@ from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult
 from mxgate.auth.dmarc import DmarcResult, aligned, normalise_domain
 from mxgate.auth.spf import SPF_RESULTS, SpfResult
 from mxgate.auth.dns import DnsTemporaryError
-from mxgate.auth.headers import authserv_id_of, line_ending, parse_fields, split_headers
+from mxgate.auth.headers import authserv_id_of, header_length, line_ending, parse_fields, split_headers
 
 ARC_STATUSES = ("none", "pass", "fail")  # RFC 8617 §4.4 chain validation status
 MAX_ARC_INSTANCE = 50  # RFC 8617 §4.2.1: i= ranges from 1 to 50
@@ -445,8 +445,7 @@ _ARC_ANYWHERE = re.compile(rb"arc-", re.IGNORECASE)
 
 
 def _may_carry_arc(message: bytes) -> bool:
-    ends = [i for i in (message.find(b"\n\n"), message.find(b"\n\r\n")) if i >= 0]
-    return _ARC_ANYWHERE.search(message, 0, min(ends) + 1 if ends else len(message)) is not None
+    return _ARC_ANYWHERE.search(message, 0, header_length(message)) is not None
 
 
 _AAR_INSTANCE = re.compile(r"^\s*i\s*=\s*(\d{1,2})\s*;(.*)$", re.DOTALL)  # RFC 8617 §4.1.1
