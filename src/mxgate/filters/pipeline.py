@@ -157,7 +157,7 @@ class Pipeline:
             return CheckResult(module.NAME, SKIP, detail="off")
         with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
             if _runs_on_loop(module, cfg):
-                state, value = _on_loop(module.gather, facts, cfg, env)
+                state, value = _outcome(module.gather, facts, cfg, env)
             else:
                 state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg,
                                                      env)
@@ -264,12 +264,7 @@ class _Job:
         """In the worker thread."""
         self.budget.restart()
         self.started = True
-        try:
-            outcome: tuple[str, Any] = ("ok", run_with_budget(self.budget, self.fn, *self.args))
-        except BudgetExceeded:
-            outcome = ("timeout", None)
-        except Exception as exc:  # RecursionError, a parser limit, a library's surprise
-            outcome = ("error", exc)
+        outcome = _outcome(run_with_budget, self.budget, self.fn, *self.args)
         try:
             self.loop.call_soon_threadsafe(self._ended, outcome)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
@@ -320,13 +315,13 @@ def _runs_on_loop(module, cfg: CheckSettings) -> bool:
     return on_loop is not None and on_loop(cfg)
 
 
-def _on_loop(fn, *args) -> tuple[str, Any]:
-    """fn(*args) right here, its outcome mapped as a worker's is."""
+def _outcome(fn, *args) -> tuple[str, Any]:
+    """fn(*args) as ("ok", value) | ("timeout", None) | ("error", exc): in a worker or on the loop."""
     try:
         return "ok", fn(*args)
     except BudgetExceeded:
         return "timeout", None
-    except Exception as exc:
+    except Exception as exc:  # RecursionError, a parser limit, a library's surprise
         return "error", exc
 
 
