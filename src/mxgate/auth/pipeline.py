@@ -25,7 +25,7 @@ import os
 import queue
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 
@@ -295,7 +295,7 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                                "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
-        "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
+        "dkim": [_fields(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
                   "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
                   "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
@@ -304,6 +304,11 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                             f" (not verified again here)"} if facts.results_from else {}),
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
+
+
+def _fields(result) -> dict[str, Any]:
+    """A flat result's fields as a dict (asdict deep-copies every value; these are strings)."""
+    return {f.name: getattr(result, f.name) for f in fields(result)}
 
 
 def pct_sample(trace_id: str) -> float:
@@ -331,6 +336,7 @@ class CheckThreads:
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self.jobs = 0  # jobs handed over since start: one per authenticated message (tests count them)
 
     def _start(self) -> None:
         with self._lock:
@@ -359,6 +365,7 @@ class CheckThreads:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         timer = loop.call_later(budget, _expire, future)
+        self.jobs += 1
         self._work.put((fn, args, loop, future))
         try:
             result = await future
