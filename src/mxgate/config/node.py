@@ -120,7 +120,7 @@ class GatewaySection(ListenerSection):
                                   "more get 451 4.7.0 (one sender cannot occupy every check worker). A client also "
                                   "gets at most half of check_workers.")
     outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
-    queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
+    queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway, and spool/gateway-w<N> for worker process N (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
     queue_lease: float = Field(60.0, gt=0, description='With queue = "database": seconds a node holds a message it is relaying; renewed every third of it while the node lives. A node dead for longer hands its messages to the others. Shorter = faster take-over; longer than a stall of a live node avoids a duplicate delivery.')
 
 
