@@ -124,3 +124,19 @@ async def test_a_worker_never_adopts_and_two_processes_never_share_a_directory(t
             await open_process_spool(tmp_path, "gateway", 1, 2, committer)
     finally:
         os.close(fd1)
+
+
+async def test_the_first_process_reports_every_workers_queue_depth_in_metrics(tmp_path, committer):
+    from mxgate import metrics
+
+    _, entries = await _fill(tmp_path / "gateway-w1", committer, ["a", "b"])
+    spool, lock_fd = await open_process_spool(tmp_path, "gateway", 0, 2, committer)  # worker 1 still runs
+    try:
+        spool.start()
+        text = metrics.render()[0].decode()
+        assert 'mxgate_queue_depth{queue="incoming",spool="gateway-w1"} 2.0' in text
+        assert 'mxgate_queue_oldest_seconds{spool="gateway-w1"}' in text
+        await spool.stop()
+        assert "gateway-w1" not in metrics._spools  # a stopped node stops reporting it
+    finally:
+        os.close(lock_fd)

@@ -289,6 +289,7 @@ class DiskSpool:
         self._busy: set[str] = set()
         self.recovery = RecoveryReport(0, (), (), ())
         self.strays: list[Path] = []  # other processes' directories to adopt once their owner is gone
+        self.siblings: list[Path] = []  # in the first process: the workers' directories, for /metrics
         self._adopter: asyncio.Task | None = None
 
     @classmethod
@@ -305,9 +306,17 @@ class DiskSpool:
         stray directory whose old owner was still stopping when this process started."""
         if self.strays:
             self._adopter = asyncio.get_running_loop().create_task(self._adopt_later())
+        from mxgate import metrics
+
+        for path in self.siblings:  # the first process serves /metrics for the whole node
+            metrics.watch_spool(path.name, SpoolFiles(path))
 
     async def stop(self) -> None:
         """Nothing to hand back: a crash-safe directory needs no goodbye."""
+        from mxgate import metrics
+
+        for path in self.siblings:
+            metrics.unwatch_spool(path.name)
         if self._adopter:
             self._adopter.cancel()
             await asyncio.gather(self._adopter, return_exceptions=True)
@@ -696,10 +705,7 @@ async def open_process_spool(spool_dir: str | os.PathLike[str], name: str, worke
         spool = await asyncio.to_thread(DiskSpool.open, root, committer)
         if worker == 0:
             await spool.adopt_strays(name, processes)
-            from mxgate import metrics
-
-            for i in range(1, processes):  # the first process serves /metrics for the whole node
-                metrics.watch_spool(f"{name}-w{i}", SpoolFiles(process_spool(spool_dir, name, i)))
+            spool.siblings = [process_spool(spool_dir, name, i) for i in range(1, processes)]
     except BaseException:
         os.close(lock_fd)
         raise
