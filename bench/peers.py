@@ -52,6 +52,35 @@ def wait_greeting(host: str, port: int, timeout: float = 30, proc: subprocess.Po
     raise RuntimeError(f"{host}:{port} did not greet within {timeout}s {log.read_text()[-2000:] if log else ''}")
 
 
+def wait_workers(home: Path, log: Path, proc: subprocess.Popen | None = None, timeout: float = 60) -> int:
+    """Wait until every process of a node (`[node] workers`) serves: the first prints its workers
+    after spawning them, each writes its heartbeat row once it listens. A worker still importing
+    would otherwise spend its start-up CPU inside the measured window. Returns the process count."""
+    import re
+
+    sys.path.insert(0, str(REPO / "src"))
+    from mxgate.config.home import Home
+    from mxgate.server.node import read_status
+    from mxgate.store.db import open_engine
+
+    end = time.monotonic() + timeout
+    while "event loop:" not in log.read_text(errors="replace"):
+        if time.monotonic() > end or (proc is not None and proc.poll() is not None):
+            raise RuntimeError(f"the node did not finish starting: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    m = re.search(r"workers: +(\d+) more processes", log.read_text(errors="replace"))
+    count = 1 + (int(m.group(1)) if m else 0)
+    engine = open_engine(Home.open(home).database_url)
+    try:
+        while sum(1 for r in read_status(engine) if r["alive"]) < count:
+            if time.monotonic() > end:
+                raise RuntimeError(f"only some of {count} processes serve: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    return count
+
+
 def server_loop() -> str:
     """uvloop for mxgate (and the null sink) when the `speed` extra is installed: same loop for both."""
     from importlib.util import find_spec
