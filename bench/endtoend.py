@@ -123,7 +123,7 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
     routable = [n for n in NodeSettings().mailbox.non_routable if n != "127.0.0.0/8"]
     mailbox = MxgatePeer("mxgate-mailbox", root / "mailbox", dns=dns.address, policy=MAILBOX_POLICY,
                          cert=str(certs.server_cert), key=str(certs.server_key),
-                         mailbox_toml=f"non_routable = {json.dumps(routable)}")
+                         mailbox_toml=f"non_routable = {json.dumps(routable)}", workers=1)
     gw = GatewayPeer("mxgate-gateway", root / "gateway", dns=dns.address, policy=GATEWAY_POLICY,
                      cert=str(certs.server_cert), key=str(certs.server_key))
     gw.downstream_ca = str(certs.ca_cert)

@@ -139,7 +139,9 @@ class MxgatePeer(Peer):
     key: str = ""
     extra_toml: str = ""
     mailbox_toml: str = ""  # more [mailbox] lines (P3: non_routable without loopback)
-    workers: int = 1  # [node] workers: processes sharing the listener (SO_REUSEPORT)
+    # [node] workers: processes sharing the listener (SO_REUSEPORT); None = the node's default
+    # (one per core), as a fresh `mxgate serve` runs: P1's target is at the node's defaults.
+    workers: int | None = None
     policy: str = GUIDE_POLICY
     env: dict = field(default_factory=dict)
 
@@ -157,8 +159,7 @@ class MxgatePeer(Peer):
         toml = f"""
 [node]
 name = "bench-{self.name}"
-event_loop = "{server_loop()}"
-workers = {self.workers}
+{"" if self.workers is None else f"workers = {self.workers}"}
 [roles]
 mailbox = true
 gateway = false
