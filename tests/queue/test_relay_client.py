@@ -38,6 +38,7 @@ class ScriptedMx:
         self.after_354 = "read"  # "read": take the body; "drop": close at once after 354
         self.done_reply: bytes | None = b"250 stored\r\n"  # None: never answer the body
         self.hold_until_data = False  # withhold every reply until the DATA line arrived
+        self.after_220 = b""  # plaintext sent right behind STARTTLS's 220 (CVE-2011-0411)
         self.chunks: list[list[str]] = []
         self.bodies: list[bytes] = []
         self.commands: list[str] = []
@@ -118,7 +119,7 @@ class _MxProtocol(asyncio.Protocol):
             self.t.write(b"\r\n".join(ext) + b"\r\n")
             self.held = [] if mx.hold_until_data and tls else None
         elif verb == "STAR":
-            self.t.write(b"220 go ahead\r\n")
+            self.t.write(b"220 go ahead\r\n" + mx.after_220)
             self.upgrading = True
             asyncio.get_running_loop().create_task(self.upgrade())
             return "tls"
@@ -374,3 +375,15 @@ def test_the_certificate_name_is_checked(test_ca):
     mx, result = _run(test_ca, scenario)
     assert [o.state for o in result.outcomes] == ["deferred"] and mx.bodies == []
     assert "certificate" in result.outcomes[0].diagnostic.lower()
+
+
+def test_plaintext_behind_starttls_220_is_never_read_as_a_tls_reply(test_ca):
+    """CVE-2011-0411, client side: a man in the middle appends replies to the clear-text 220; read
+    after the handshake they would answer EHLO and MAIL. The client discards them."""
+    async def scenario(mx, settings):
+        mx.after_220 = b"250 injected-no-extensions\r\n550 5.7.1 injected refusal\r\n"
+        return mx, await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+
+    mx, result = _run(test_ca, scenario)
+    assert _states(result) == [("b@fabrikam.test", "delivered", "2.0.0")] and result.tls
+    assert mx.bodies == [stuffed(MESSAGE)]
