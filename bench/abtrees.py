@@ -1,13 +1,16 @@
-"""A/B of two source trees on P2's refusal flood: CPU per refused attempt, pairs interleaved.
+"""A/B of two source trees on P2's refusal flood or P1's accepted load: CPU per message, pairs interleaved.
 
-Owns: the comparison behind "the benchmark is not slower" — the same flood (new connection per
-attempt from 32 non-gateway addresses, refused at RCPT) against a mailbox node started from tree A
-and from tree B, in pairs whose order alternates, each node in a fresh home. It reports the
-server's process-tree CPU per refusal (user + system), which a shared machine disturbs far less
-than attempts per second; each tree's own bench/peers.py starts its node, so an older tree keeps
-its own settings. Must not know the other scenarios.
+Owns: the comparison behind "the benchmark is not slower" — the same load against a mailbox node
+started from tree A and from tree B, in pairs whose order alternates, each node in a fresh home.
+`--scenario p2` (the default): a flood of new connections from 32 non-gateway addresses, refused
+at RCPT. `--scenario p1`: P1 alone (20 persistent STARTTLS sessions from the gateway address, 2 KiB
+messages, every message authenticated and stored before its 250, then counted on disk). It reports
+the server's process-tree CPU per message (user + system), which a shared machine disturbs far
+less than messages per second; each tree's own bench/peers.py starts its node, so an older tree
+keeps its own settings. Must not know the other scenarios.
 
-    python3 bench/abtrees.py --a /path/to/old/checkout --b . [--pairs 8] [--count 8000] [--workers 2]
+    python3 bench/abtrees.py --a /path/to/old/checkout --b . [--scenario p1|p2] [--pairs 8] [--count N]
+                             [--workers W]   (P1 default: the node's default, [node] workers = 0)
 """
 
 from __future__ import annotations
@@ -46,14 +49,68 @@ finally:
 """
 
 
-def one_run(tree: Path, count: int, workers: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _ONE_RUN, str(tree), str(count), str(workers)], capture_output=True,
+# P1 alone: the tree's own scenarios.accept_load (warm-up, then the measured load, counted on disk).
+# workers < 0: leave [node] workers at the node's default (trees whose MxgatePeer cannot, 1).
+_ONE_P1 = r"""
+import json, sys, tempfile, inspect
+from pathlib import Path
+tree, count, workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+sys.path.insert(0, str(tree / "bench"))
+import loadclient, peers, scenarios
+root = Path(tempfile.mkdtemp(prefix="mxgate-ab-"))
+certs = peers.certificates(root / "certs")
+tls = loadclient.client_context(str(certs.ca_cert))
+dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
+kw = {} if workers < 0 else {"workers": workers}
+mx = peers.MxgatePeer("mxgate", root / "mx", dns=dns.address, cert=str(certs.server_cert), key=str(certs.server_key),
+                      **kw).start()
+def split(root):  # (user, system) CPU seconds of the node's process tree, read here: older trees lack it
+    import os
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat", "rb") as fh:
+                    kids.setdefault(int(fh.read().rsplit(b")", 1)[1].split()[1]), []).append(int(d))
+            except OSError:
+                pass
+    user = system = 0.0
+    todo, tick = [root], os.sysconf("SC_CLK_TCK")
+    while todo:
+        pid = todo.pop()
+        todo.extend(kids.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                f = fh.read().rsplit(b")", 1)[1].split()
+            user += int(f[11]) / tick
+            system += int(f[12]) / tick
+        except (OSError, ValueError, IndexError):
+            pass
+    return user, system
+try:
+    warm = scenarios.accept_load(mx, scenarios.QUICK, "warm", 300, tls, scenario="warmup", rnd=0)
+    u0, s0 = split(mx.pid())
+    r = scenarios.accept_load(mx, scenarios.QUICK, "P1ab", count, tls, scenario="P1", rnd=0)
+    u1, s1 = split(mx.pid())
+    n = max(1, r.count)
+    print(json.dumps({"accepted": r.count if r.ok and warm.ok else -1, "rate": r.rate, "cpu_us": r.cpu_us_per_msg,
+                      "user_us": (u1 - u0) / n * 1e6, "sys_us": (s1 - s0) / n * 1e6, "detail": r.detail}))
+finally:
+    mx.stop()
+    dns.stop()
+"""
+
+
+def one_run(tree: Path, count: int, workers: int, scenario: str = "p2") -> dict:
+    script = _ONE_P1 if scenario == "p1" else _ONE_RUN
+    out = subprocess.run([sys.executable, "-c", script, str(tree), str(count), str(workers)], capture_output=True,
                          text=True, timeout=600, cwd="/")
     if out.returncode != 0:
         raise SystemExit(f"run on {tree} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["refused"] != count:
-        raise SystemExit(f"run on {tree}: {result['refused']} of {count} attempts refused")
+    done = result["accepted"] if scenario == "p1" else result["refused"]
+    if done != count:
+        raise SystemExit(f"run on {tree}: {done} of {count} messages as expected: {result.get('detail')}")
     return result
 
 
@@ -62,24 +119,46 @@ def main() -> None:
     ap.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the tree before a change)")
     ap.add_argument("--b", required=True, type=Path, help="checkout B")
     ap.add_argument("--pairs", type=int, default=8)
-    ap.add_argument("--count", type=int, default=8000)
-    ap.add_argument("--workers", type=int, default=2, help="[node] workers, as bench/run.py runs P2")
+    ap.add_argument("--scenario", choices=("p1", "p2"), default="p2")
+    ap.add_argument("--count", type=int, help="messages per run (P2: 8000, P1: 3000)")
+    ap.add_argument("--workers", type=int, help="[node] workers (P2: 2, as bench/run.py runs it; P1: the node's default)")
     args = ap.parse_args()
+    p1 = args.scenario == "p1"
+    count = args.count or (3000 if p1 else 8000)
+    workers = args.workers if args.workers is not None else (-1 if p1 else 2)
+    unit = "message" if p1 else "refusal"
     runs: dict[str, list[float]] = {"A": [], "B": []}
+    rates: dict[str, list[float]] = {"A": [], "B": []}
+    users: dict[str, list[float]] = {"A": [], "B": []}  # P1: user CPU alone (the Python work; system
+    user_ratios = []  # time is mostly this VM's file creation and fsync, which moves with other load)
     ratios = []
     for i in range(args.pairs):
         order = ("A", "B") if i % 2 == 0 else ("B", "A")  # neither tree always runs first
         pair = {}
         for name in order:
-            r = one_run((args.a if name == "A" else args.b).resolve(), args.count, args.workers)
+            r = one_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario)
             pair[name] = r["cpu_us"]
             runs[name].append(r["cpu_us"])
-            print(f"pair {i + 1} {name}: {r['cpu_us']:.0f} µs CPU per refusal, {r['rate']:.0f} refusals/s", flush=True)
+            rates[name].append(r["rate"])
+            split = f" (user {r['user_us']:.0f}, system {r['sys_us']:.0f})" if "user_us" in r else ""
+            if "user_us" in r:
+                users[name].append(r["user_us"])
+            print(f"pair {i + 1} {name}: {r['cpu_us']:.0f} µs CPU per {unit}{split}, {r['rate']:.0f} {unit}s/s", flush=True)
         ratios.append(pair["B"] / pair["A"])
+        if users["A"] and users["B"]:
+            user_ratios.append(users["B"][-1] / users["A"][-1])
     gmean = statistics.geometric_mean(ratios)
-    print(f"A {args.a}: median {statistics.median(runs['A']):.0f} µs (runs {', '.join(f'{x:.0f}' for x in runs['A'])})")
-    print(f"B {args.b}: median {statistics.median(runs['B']):.0f} µs (runs {', '.join(f'{x:.0f}' for x in runs['B'])})")
+    for name, tree in (("A", args.a), ("B", args.b)):
+        print(f"{name} {tree}: median {statistics.median(runs[name]):.0f} µs CPU per {unit} "
+              f"(runs {', '.join(f'{x:.0f}' for x in runs[name])}); median {statistics.median(rates[name]):.0f} "
+              f"{unit}s/s (runs {', '.join(f'{x:.0f}' for x in rates[name])})")
     print(f"B/A per pair: {', '.join(f'{x:.2f}' for x in ratios)}; geometric mean {gmean:.3f}")
+    if user_ratios:
+        for name in ("A", "B"):
+            print(f"{name} user CPU: median {statistics.median(users[name]):.0f} µs per {unit} "
+                  f"(runs {', '.join(f'{x:.0f}' for x in users[name])})")
+        print(f"B/A user CPU per pair: {', '.join(f'{x:.2f}' for x in user_ratios)}; geometric mean "
+              f"{statistics.geometric_mean(user_ratios):.3f}")
 
 
 if __name__ == "__main__":

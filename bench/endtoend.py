@@ -86,12 +86,16 @@ level = "warning"
 """)
         self.proc = peers.spawn_serve(self.root, self.home, self.env)
         peers.wait_greeting(peers.GATEWAY, self.port, 60, self.proc, self.root / "serve.log")
+        # At the node's defaults ([node] workers = one per core): measure once every process serves.
+        self.processes = peers.wait_workers(self.home, self.root / "serve.log", self.proc)
         return self
 
     def queued(self) -> int:
+        """Queue files in every process's gateway spool (spool/gateway, spool/gateway-w<N>)."""
         spool = self.home / "spool"
-        return sum(len(files) for q in ("incoming", "active", "deferred", "hold")
-                   for _, _, files in os.walk(spool / q))
+        dirs = [d for d in spool.glob("gateway*") if d.name == "gateway" or d.name[len("gateway"):].startswith("-w")]
+        return sum(len(os.listdir(d / q)) for d in dirs for q in ("incoming", "active", "deferred", "hold")
+                   if (d / q).is_dir())
 
 
 def signed_template(key_pem: bytes, size: int) -> bytes:
@@ -119,7 +123,7 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
     routable = [n for n in NodeSettings().mailbox.non_routable if n != "127.0.0.0/8"]
     mailbox = MxgatePeer("mxgate-mailbox", root / "mailbox", dns=dns.address, policy=MAILBOX_POLICY,
                          cert=str(certs.server_cert), key=str(certs.server_key),
-                         mailbox_toml=f"non_routable = {json.dumps(routable)}")
+                         mailbox_toml=f"non_routable = {json.dumps(routable)}", workers=1)
     gw = GatewayPeer("mxgate-gateway", root / "gateway", dns=dns.address, policy=GATEWAY_POLICY,
                      cert=str(certs.server_cert), key=str(certs.server_key))
     gw.downstream_ca = str(certs.ca_cert)
@@ -151,7 +155,8 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
         detail = {"drained": drained, "gateway_ack_rate": round(res.rate(), 1),
                   "rss_gateway_mb": round(rss_gw.peak / 2**20), "rss_mailbox_mb": round(rss_mb.peak / 2**20),
                   "quarantined_or_junk": _elsewhere(mailbox),
-                  "cpu_gateway_us": round(cpu_gw / per * 1e6), "cpu_mailbox_us": round(cpu_mb / per * 1e6)}
+                  "cpu_gateway_us": round(cpu_gw / per * 1e6), "cpu_mailbox_us": round(cpu_mb / per * 1e6),
+                  "gateway_processes": gw.processes}
         ok = _judge(res, acct, detail) and drained and len(res.acked) == mode.p3_count
         return Result("P3", "mxgate gw→mbx", len(res.acked) / (done - t0), res.percentile(50) * 1e3,
                       res.percentile(99) * 1e3, (rss_gw.peak + rss_mb.peak) / 2**20, cpu / per * 1e6,

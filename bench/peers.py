@@ -52,6 +52,35 @@ def wait_greeting(host: str, port: int, timeout: float = 30, proc: subprocess.Po
     raise RuntimeError(f"{host}:{port} did not greet within {timeout}s {log.read_text()[-2000:] if log else ''}")
 
 
+def wait_workers(home: Path, log: Path, proc: subprocess.Popen | None = None, timeout: float = 60) -> int:
+    """Wait until every process of a node (`[node] workers`) serves: the first prints its workers
+    after spawning them, each writes its heartbeat row once it listens. A worker still importing
+    would otherwise spend its start-up CPU inside the measured window. Returns the process count."""
+    import re
+
+    sys.path.insert(0, str(REPO / "src"))
+    from mxgate.config.home import Home
+    from mxgate.server.node import read_status
+    from mxgate.store.db import open_engine
+
+    end = time.monotonic() + timeout
+    while "event loop:" not in log.read_text(errors="replace"):
+        if time.monotonic() > end or (proc is not None and proc.poll() is not None):
+            raise RuntimeError(f"the node did not finish starting: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    m = re.search(r"workers: +(\d+) more processes", log.read_text(errors="replace"))
+    count = 1 + (int(m.group(1)) if m else 0)
+    engine = open_engine(Home.open(home).database_url)
+    try:
+        while sum(1 for r in read_status(engine) if r["alive"]) < count:
+            if time.monotonic() > end:
+                raise RuntimeError(f"only some of {count} processes serve: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    return count
+
+
 def server_loop() -> str:
     """uvloop for mxgate (and the null sink) when the `speed` extra is installed: same loop for both."""
     from importlib.util import find_spec
@@ -110,7 +139,9 @@ class MxgatePeer(Peer):
     key: str = ""
     extra_toml: str = ""
     mailbox_toml: str = ""  # more [mailbox] lines (P3: non_routable without loopback)
-    workers: int = 1  # [node] workers: processes sharing the listener (SO_REUSEPORT)
+    # [node] workers: processes sharing the listener (SO_REUSEPORT); None = the node's default
+    # (one per core), as a fresh `mxgate serve` runs: P1's target is at the node's defaults.
+    workers: int | None = None
     policy: str = GUIDE_POLICY
     env: dict = field(default_factory=dict)
 
@@ -128,8 +159,7 @@ class MxgatePeer(Peer):
         toml = f"""
 [node]
 name = "bench-{self.name}"
-event_loop = "{server_loop()}"
-workers = {self.workers}
+{"" if self.workers is None else f"workers = {self.workers}"}
 [roles]
 mailbox = true
 gateway = false
@@ -155,6 +185,8 @@ level = "warning"
         (self.root / "node.toml").write_text(toml)
         self.proc = spawn_serve(self.root, self.home, self.env)
         wait_greeting("127.0.0.1", self.port, 60, self.proc, self.root / "serve.log")
+        # At the node's defaults ([node] workers = one per core): measure once every process serves.
+        self.processes = wait_workers(self.home, self.root / "serve.log", self.proc)
         return self
 
     def apply_policy(self, text: str) -> None:

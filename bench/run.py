@@ -72,7 +72,7 @@ def run(mode, root: Path, emit) -> list[Result]:
         return results
     if mode is P6ONLY:
         mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, cert=str(certs.server_cert),
-                              key=str(certs.server_key))
+                              key=str(certs.server_key), workers=1)
         try:
             mx.start()
             keep(scenarios.p6(mx, tls, tries=10))
@@ -82,11 +82,12 @@ def run(mode, root: Path, emit) -> list[Result]:
         return results
     try:
         tls_files = {"cert": str(certs.server_cert), "key": str(certs.server_key)}
-        # One worker process per core, as Postfix runs several smtpd processes ([node] workers).
-        workers = os.cpu_count() or 1
-        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, workers=workers, **tls_files)
+        # mxgate at the node's defaults (performance.md P1): [node] workers = 0 (one process per
+        # core, as Postfix runs several smtpd processes), event_loop = "auto" (uvloop when
+        # installed), the DNS cache on; bench/peers.py writes neither setting.
+        mx = peers.MxgatePeer("mxgate", root / "mxgate", dns=dns.address, **tls_files)
         mxc = peers.MxgatePeer("mxgate-connect", root / "mxgate-connect", dns=dns.address, reject_stage="connect",
-                               workers=workers, **tls_files)
+                               **tls_files)
         pf = postfix.PostfixPeer("postfix", root / "postfix")
         ns = peers.NullSinkPeer("null-sink", root / "sink")
         for p, args in ((mx, ()), (mxc, ()), (pf, (certs.server_cert, certs.server_key)),
@@ -101,15 +102,14 @@ def run(mode, root: Path, emit) -> list[Result]:
         # queries and sends negative answers without an SOA, against the healthy one.
         lossy_dns = peers.DnsServer(root / "dns-lossy", records=dict(peers.SENDER_RECORDS), lossy=True).start()
         started.append(lossy_dns)
-        lossy = peers.MxgatePeer("mxgate-lossy", root / "mxgate-lossy", dns=lossy_dns.address, workers=workers,
-                                 **tls_files)
+        lossy = peers.MxgatePeer("mxgate-lossy", root / "mxgate-lossy", dns=lossy_dns.address, **tls_files)
         started.append(lossy)
         lossy.start()
         keep(scenarios.p1([mx, lossy], mode, tls, scenario="P8"))
         if mode.p3_count:
             keep(endtoend.p3(root / "p3", mode, tls, dns, certs))
         if mode.p4_sessions:
-            p4peer = peers.MxgatePeer("mxgate-idle", root / "mxgate-idle", dns=dns.address, **tls_files)
+            p4peer = peers.MxgatePeer("mxgate-idle", root / "mxgate-idle", dns=dns.address, workers=1, **tls_files)
             started.append(p4peer)
             keep(scenarios.p4(p4peer.start(), mode))
         if mode.name == "full":

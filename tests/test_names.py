@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from mxgate.names import format_hostport, normalize_domain, normalize_ip, parse_hostport
+from mxgate.names import format_hostport, is_valid_domain, normalize_domain, normalize_ip, parse_hostport
 from mxgate.policy.validate import _is_host_port
 
 
@@ -40,6 +40,15 @@ def test_normalize_ip_maps_v4_in_v6_and_drops_zone_ids():
 def test_normalize_domain():
     assert normalize_domain(" Contoso.TEST. ") == "contoso.test"
     assert normalize_domain("bücher.example") == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("name", ["contoso.test..", "contoso.test...", ".", "..", "bücher.example.."])
+def test_a_name_with_an_empty_last_label_stays_invalid(name):
+    """Only the root's one trailing dot is stripped: "contoso.test.." must not become a valid
+    "contoso.test." that a second normalisation (or a caller) then turns into "contoso.test"."""
+    assert not is_valid_domain(name)
+    assert not is_valid_domain(normalize_domain(name))
+    assert normalize_domain(normalize_domain(name)) == normalize_domain(name)  # idempotent
 
 
 @pytest.mark.parametrize("text, ok", [

@@ -20,8 +20,9 @@ caller may answer 250 before its ``await committer.commit(job)`` has returned):
    superseded and each ``RemoveFile``, then fsyncs those directories once. Ordering the
    unlink after the new name is durable means a crash leaves the old version *and* the new one
    (readers resolve by revision), never neither.
-5. It resolves each job's future on its event loop with ``call_soon_threadsafe``: ``None`` when
-   every step of that job succeeded, else the first ``OSError`` it met (ENOSPC, EIO, ...).
+5. It resolves each job's future on its event loop: ``None`` when every step of that job
+   succeeded, else the first ``OSError`` it met (ENOSPC, EIO, ...). One ``call_soon_threadsafe``
+   per event loop per batch settles all of that loop's groups (one wake-up, not one per message).
    A failing job removes its own tmp file and never affects the others in the batch.
 
 A cancelled caller does not cancel its job: the file may still become durable (a duplicate on
@@ -93,6 +94,7 @@ class CommitStats:
     failures: int
     dir_syncs: int
     largest_batch: int
+    wakeups: int = 0  # call_soon_threadsafe calls: at most one per event loop per batch
 
 
 class CommitterClosedError(RuntimeError):
@@ -281,7 +283,7 @@ class GroupCommitter:
         self._queue: collections.deque[_Group] = collections.deque()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._batches = self._jobs = self._failures = self._dir_syncs = self._largest = 0
+        self._batches = self._jobs = self._failures = self._dir_syncs = self._largest = self._wakeups = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -323,7 +325,7 @@ class GroupCommitter:
     @property
     def stats(self) -> CommitStats:
         with self._cond:
-            return CommitStats(self._batches, self._jobs, self._failures, self._dir_syncs, self._largest)
+            return CommitStats(self._batches, self._jobs, self._failures, self._dir_syncs, self._largest, self._wakeups)
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -371,17 +373,20 @@ class GroupCommitter:
     def _resolve(self, groups: list[_Group], outcomes: list[BaseException | None]) -> None:
         # Count before waking callers: a caller that reads stats after its commit returned
         # must see its own batch (the counters lagged under load before).
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, list[BaseException | None]]]] = {}
+        pos = 0
+        for group in groups:
+            by_loop.setdefault(group.loop, []).append((group.future, outcomes[pos : pos + len(group.jobs)]))
+            pos += len(group.jobs)
         with self._cond:
             self._batches += 1
             self._jobs += len(outcomes)
             self._failures += sum(1 for o in outcomes if o is not None)
             self._largest = max(self._largest, len(outcomes))
-        pos = 0
-        for group in groups:
-            part = outcomes[pos : pos + len(group.jobs)]
-            pos += len(group.jobs)
+            self._wakeups += len(by_loop)
+        for loop, settled in by_loop.items():
             try:
-                group.loop.call_soon_threadsafe(_set_result, group.future, part)
+                loop.call_soon_threadsafe(_set_results, settled)
             except RuntimeError:  # the caller's loop is closed; nobody is waiting
                 pass
 
@@ -452,6 +457,7 @@ class GroupCommitter:
                 self._dir_syncs += 1
 
 
-def _set_result(future: asyncio.Future[list[BaseException | None]], outcomes: list[BaseException | None]) -> None:
-    if not future.done():  # the caller may have been cancelled
-        future.set_result(outcomes)
+def _set_results(settled: list[tuple[asyncio.Future, list[BaseException | None]]]) -> None:
+    for future, outcomes in settled:
+        if not future.done():  # the caller may have been cancelled
+            future.set_result(outcomes)

@@ -35,7 +35,7 @@ AUTH_FAILURES = Counter("mxgate_auth_failures", "Failed SMTP AUTH attempts, by r
 CHECK_SECONDS = Histogram("mxgate_check_seconds", "Time spent in one check (spf, dkim, dmarc, dnsbl, clamd...)",
                           ["check"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                           registry=REGISTRY)
-QUEUE_DEPTH = Gauge("mxgate_queue_depth", "Messages in a queue, by spool (gateway, gateway-outbound, outbound-w<N>) "
+QUEUE_DEPTH = Gauge("mxgate_queue_depth", "Messages in a queue, by spool (gateway, gateway-outbound, outbound; <spool>-w<N>: worker N's) "
                     "and queue directory", ["spool", "queue"], registry=REGISTRY)
 QUEUE_OLDEST = Gauge("mxgate_queue_oldest_seconds", "Age of the oldest message waiting in a spool (0 = empty)",
                      ["spool"], registry=REGISTRY)

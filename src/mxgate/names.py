@@ -22,11 +22,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def normalize_domain(name: str) -> str:
-    """Lower-case, strip one trailing dot, convert an IDN to its A-labels (IDNA2008 with UTS #46
+    """Lower-case, strip the root's trailing dot, convert an IDN to its A-labels (IDNA2008 with UTS #46
     mapping, RFC 5891 — not Python's IDNA2003 codec, which maps "ß" to "ss" and accepts symbols
-    IDNA2008 disallows). A name IDNA2008 refuses is returned as given: is_valid_domain then fails."""
+    IDNA2008 disallows). A name IDNA2008 refuses is returned as given: is_valid_domain then fails.
+    "a.test.." keeps its dots: stripping one would leave "a.test.", valid once normalised again."""
     name = name.strip()
-    if name.endswith("."):
+    if name.endswith(".") and not name.endswith(".."):
         name = name[:-1]
     if not name.isascii():
         try:

@@ -35,8 +35,19 @@ class Verdict:
         return self.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCONNECT)
 
 
+_ACCEPTS: dict[str, Verdict] = {}  # reason -> its detail-less verdict (a value: one per reason will do)
+
+
 def accept(reason: str = "ok", detail: str = "") -> Verdict:
-    return Verdict(Action.ACCEPT, reason, detail)
+    # Several per accepted message (MAIL, RCPT, hooks, delivery): a frozen dataclass costs ~1 µs.
+    if detail:
+        return Verdict(Action.ACCEPT, reason, detail)
+    verdict = _ACCEPTS.get(reason)
+    if verdict is None:
+        verdict = Verdict(Action.ACCEPT, reason)
+        if len(_ACCEPTS) < 1024:  # stable reason codes: a handful; never grows with traffic
+            _ACCEPTS[reason] = verdict
+    return verdict
 
 
 def reject(reason: str, detail: str = "") -> Verdict:

@@ -192,6 +192,31 @@ def test_queue_list_retry_delete(admin_node, api):
     assert api.post("/queue/0123456789ABCDEF0123/retry").status_code == 404
 
 
+def test_queue_view_covers_every_process_spool(admin_node, api):
+    """Issue 19: each process of a gateway node queues into its own directory; the admin centre
+    lists them all and sends an action to the directory that holds the entry."""
+    from mxgate.durable import GroupCommitter
+    from mxgate.queue.spool import DiskSpool
+
+    async def enqueue(name: str, subject: str):
+        committer = GroupCommitter()
+        committer.start()
+        spool = DiskSpool.open(admin_node.home.spool / name, committer)
+        entry = await spool.enqueue("s@fabrikam.test", ["alice@contoso.test"], simple_message(subject=subject),
+                                    {"trace_id": subject})
+        await committer.aclose()
+        return entry
+
+    first = asyncio.run(enqueue("gateway", "p0"))
+    in_worker = asyncio.run(enqueue("gateway-w1", "w1"))
+    asyncio.run(enqueue("gateway-outbound-w1", "not the inbound queue"))
+    listed = api.get("/queue").json()
+    assert [e["queue_id"] for e in listed] == [first.queue_id, in_worker.queue_id]
+    assert api.post(f"/queue/{in_worker.queue_id}/retry").status_code == 202
+    assert [p.name for p in (admin_node.home.spool / "gateway-w1" / "requests").iterdir()] == [f"{in_worker.queue_id}.retry"]
+    assert not (admin_node.home.spool / "gateway" / "requests").exists()
+
+
 def test_nodes_lockdown_and_verifier(admin_node, api):
     nodes = api.get("/nodes").json()
     [n] = nodes["nodes"]

@@ -78,6 +78,20 @@ def test_bare_cr_in_commands(node_factory, line):
         assert code == 501
 
 
+@pytest.mark.parametrize("path", ["<ceo@contoso.test..>", "<a@fabrikam.test...>", "<a@.>"])
+def test_a_domain_with_an_empty_last_label_is_a_syntax_error(node_factory, path):
+    """"contoso.test.." is not our domain with a root dot: it is refused as syntax (RFC 5321
+    §4.1.2, 553 5.1.3), never accepted as a third name that matches neither ours nor the sender's."""
+    n = node_factory()
+    c = _ready(n)
+    code, text = c.cmd(f"MAIL FROM:{path}")
+    assert code == 553 and "5.1.3" in text
+    assert c.cmd("MAIL FROM:<a@fabrikam.test>")[0] == 250
+    code, text = c.cmd(f"RCPT TO:{path.replace('ceo', 'alice').replace('fabrikam', 'contoso')}")
+    assert code == 553 and "5.1.3" in text
+    c.close()
+
+
 def test_helo_never_reaches_a_header_unescaped(node_factory):
     n = node_factory()
     r = send_message("127.0.0.1", n.port(), source=GATEWAY, sender="a@fabrikam.test", rcpts=["alice@contoso.test"],

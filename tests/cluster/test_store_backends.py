@@ -179,6 +179,28 @@ async def test_database_queue_leases(store_url, engine_for, tmp_path):
 
 
 
+async def test_database_queue_worker_leases_are_taken_back_by_the_first_process(store_url, engine_for, tmp_path):
+    """Issue 19: each process of a gateway node leases as "<node>-w<N>"; restarted with fewer
+    workers, the first process takes back the leases of the ones it no longer runs at once
+    instead of leaving their messages for `lease` seconds — and no other node's, nor a running
+    worker's."""
+    engine = engine_for(store_url)
+    w1 = DbSpool.open(engine, "gw-w1", tmp_path / "w1", lease=3600)
+    w2 = DbSpool.open(engine, "gw-w2", tmp_path / "w2", lease=3600)
+    other = DbSpool.open(engine, "gw-west", tmp_path / "o", lease=3600)  # another node, not a worker
+    held = {}
+    for name, sp in (("w1", w1), ("w2", w2), ("other", other)):
+        e = await sp.enqueue("s@fabrikam.test", ["alice@contoso.test"], b"msg", {"n": name})
+        held[name] = await sp.claim(e)
+    first = DbSpool.open(engine, "gw", tmp_path / "gw", lease=3600, adopt_workers_from=2)  # now: gw and gw-w1
+    assert set(first.recovery.requeued) == {held["w2"].queue_id}
+    assert first.get(held["w2"].queue_id).queue == "deferred"
+    assert first.get(held["w1"].queue_id).queue == "active" and first.get(held["other"].queue_id).queue == "active"
+    assert held["w2"].queue_id in {e.queue_id for e in first.due(time.time())}
+    DbSpool.open(engine, "gw", tmp_path / "gw", lease=3600, adopt_workers_from=1)
+    assert first.get(held["w1"].queue_id).queue == "deferred" and first.get(held["other"].queue_id).queue == "active"
+
+
 def test_a_store_still_switching_to_wal_is_waited_for_not_refused(tmp_path, monkeypatch):
     """SQLite answers "database is locked" at once, without its busy handler, to a switch to WAL
     while another connection holds a lock (nodes opening a new store together hit it): the

@@ -111,6 +111,60 @@ async def test_concurrent_commits_are_batched(committer, tmp_path):
     assert stats.jobs == 201
     assert stats.batches < 200
     assert stats.largest_batch <= committer.max_batch
+    # One wake-up of the event loop per batch, however many messages it settled (issue 19).
+    assert stats.wakeups == stats.batches
+
+
+async def test_one_batch_settles_callers_on_two_event_loops_with_one_wakeup_each(tmp_path):
+    """Two listener threads' loops (or a loop and a tool's) share a batch: each caller gets its
+    own outcome on its own loop, and each loop is woken once for the batch."""
+    c = GroupCommitter(max_batch=64, io_threads=4)
+    c.start()
+    release, holding = threading.Event(), threading.Event()
+
+    def held(f):
+        holding.set()
+        release.wait(10)
+        f.write(b"held")
+
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    (tmp_path / "new").mkdir(exist_ok=True)
+    try:
+        first = asyncio.ensure_future(c.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
+        assert await asyncio.to_thread(holding.wait, 10)
+        mine = [asyncio.ensure_future(c.commit_many([_job(tmp_path, f"a{i}")])) for i in range(5)]
+        for _ in range(100):
+            if len(c._queue) == 5:
+                break
+            await asyncio.sleep(0)
+        other_queued = threading.Event()
+
+        def other_loop():
+            async def run():
+                tasks = [asyncio.ensure_future(c.commit_many([
+                    _job(tmp_path, f"b{i}"),
+                    WriteFile(tmp_path / "missing" / f"b{i}", tmp_path / "new" / f"x{i}", b"x")]))
+                    for i in range(3)]
+                await asyncio.sleep(0)  # each task queues its group at its first step
+                other_queued.set()
+                return await asyncio.gather(*tasks)
+            return asyncio.run(run())
+
+        other = asyncio.ensure_future(asyncio.to_thread(other_loop))
+        assert await asyncio.to_thread(other_queued.wait, 10)
+        assert len(c._queue) == 8
+        before = c.stats
+        release.set()
+        await first
+        assert [await m for m in mine] == [[None]] * 5
+        theirs = await other
+    finally:
+        await c.aclose()
+    # Each of the other loop's groups: its first file durable, the one without a directory failed.
+    assert [[o is None for o in outcome] for outcome in theirs] == [[True, False]] * 3
+    after = c.stats
+    assert after.batches - before.batches == 2  # the held job's batch, then the eight groups together
+    assert after.wakeups - before.wakeups == 1 + 2  # one per loop per batch
 
 
 async def test_failing_writer_fails_only_its_job(committer, tmp_path):

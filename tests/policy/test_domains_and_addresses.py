@@ -43,7 +43,9 @@ def test_paths(path, local, dom):
     assert (a.local, a.domain) == (local, dom)
 
 
-@pytest.mark.parametrize("path", ["<a@b@c.test>", "<a@>", "<@>", "a@b.test", "<a..b@c.test>", "<a@b..c>", "<a@[1.2.3]>"])
+@pytest.mark.parametrize("path", ["<a@b@c.test>", "<a@>", "<@>", "a@b.test", "<a..b@c.test>", "<a@b..c>", "<a@[1.2.3]>",
+                                  # one trailing dot is the root; two leave an empty label (RFC 1035 §3.1)
+                                  "<ceo@contoso.test..>", "<a@.>", "<a@..>"])
 def test_bad_paths(path):
     with pytest.raises(AddressSyntaxError):
         parse_path(path, allow_null=False)

@@ -44,8 +44,8 @@ def _issue(test_ca, tmp_path: Path, stem: str, **extra) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def _served_pin(port: int, ca: str) -> str:
-    with RawSMTP("127.0.0.1", port, GATEWAY) as c:
+def _served_pin(port: int, ca: str, host: str = "127.0.0.1") -> str:
+    with RawSMTP(host, port, GATEWAY if host == "127.0.0.1" else rig.INTERNET) as c:
         c.greeting(); c.cmd("EHLO gw.test")
         assert c.starttls(ca)[0] == 220
         return peer_certificate(c.sock.getpeercert(binary_form=True)).spki_sha256
@@ -188,6 +188,40 @@ def test_sighup_reloads_a_real_process_and_tls_status_shows_the_pin(tmp_path, li
         table = _cli(home, config, "tls", "status", "--live")
         assert table.returncode == 0 and new_pin in table.stdout and "same" in table.stdout, table.stdout
         assert "loaded the renewed certificate" in node.log.read_text()
+    finally:
+        node.stop()
+
+
+def test_sighup_reaches_the_gateway_workers_too(tmp_path, live, test_ca):
+    """Issue 19: the gateway's port is served by every process of the node; `systemctl reload`
+    (SIGHUP to the first process) must renew the certificate in all of them."""
+    home = tmp_path / "home"
+    rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
+    port = free_port(GATEWAY)
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "gw"\ntls_check_interval = 3600\nworkers = 2\n'
+                      f'[roles]\nmailbox = false\ngateway = true\nadmin = false\n'
+                      f'[gateway]\nlisten = ["{GATEWAY}:{port}"]\ndownstream = ["127.0.0.1:{free_port()}"]\n'
+                      f'tls_cert = "{live / "cert.pem"}"\ntls_key = "{live / "key.pem"}"\n')
+    node = rig.SubprocessNode(home, config).start(wait_for=(GATEWAY, port))
+    try:
+        def serving() -> set[str]:
+            r = _cli(home, config, "status", "--json")
+            return ({n["name"] for n in json.loads(r.stdout)["nodes"] if n["alive"] and "gateway" in n["roles"]}
+                    if r.returncode == 0 else set())
+
+        assert wait_until(lambda: serving() == {"gw", "gw-w1"}, timeout=30), node.log.read_text()[-2000:]
+        old_pin = spki_sha256_of_file(test_ca["server_cert"])
+        assert _served_pin(port, test_ca["ca"], GATEWAY) == old_pin
+        renewed = _issue(test_ca, tmp_path, "hup-gw")
+        _install(renewed, live)
+        new_pin = spki_sha256_of_file(renewed[0])
+        node.proc.send_signal(signal.SIGHUP)
+        # Every connection, whichever process the kernel hands it to, gets the new pair (the poll
+        # interval is an hour: only the forwarded SIGHUP can have loaded it in the worker).
+        assert wait_until(lambda: all(_served_pin(port, test_ca["ca"], GATEWAY) == new_pin for _ in range(20)),
+                          timeout=15)
+        assert node.proc.poll() is None
     finally:
         node.stop()
 

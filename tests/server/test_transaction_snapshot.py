@@ -118,7 +118,7 @@ async def test_an_accepted_recipient_the_router_cannot_place_tempfails_the_whole
 
     role = MailboxRole(SimpleNamespace(hostname="mx.test"), node="n", watcher=None, trace=None, maildir=None,
                        disk_path="/", delivery=LosingDelivery())
-    ctx = MessageContext(SimpleNamespace(peer_ip=ip), txn, b"Subject: x\r\n\r\nbody\r\n", "t1")
+    ctx = MessageContext(SimpleNamespace(peer_ip=ip, peer_text=str(ip)), txn, b"Subject: x\r\n\r\nbody\r\n", "t1")
     verdict = await role._deliver_local(ctx, ctx.data)
     assert (verdict.action.value, verdict.reason) == ("tempfail", "recipient-not-deliverable")
     from mxgate.smtp.replies import reply_for

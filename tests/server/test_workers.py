@@ -71,26 +71,34 @@ def test_default_workers_follow_the_cores_this_process_may_use(monkeypatch):
     assert load_settings(None, {"node.workers": 3}).node.worker_count() == 3  # an explicit count wins
 
 
-def test_worker_processes_serve_only_the_mailbox_listener():
-    """The extra processes serve only the mailbox listener (issue 19): a node without the mailbox
-    role needs none, whatever `[node] workers` says."""
+def test_worker_processes_serve_the_mailbox_and_gateway_listeners():
+    """Workers share the mailbox's and the gateway's listeners (issue 19: the gateway's checks
+    use every core too); a node with neither (submission or admin alone) starts none, since each
+    would still run a whole node's background work (cluster sync, policy watcher, heartbeat)."""
+    from mxgate.cli.serve_cmds import worker_listen
     from mxgate.config.node import load_settings
 
-    assert load_settings(None, {"node.workers": 3}).mailbox_processes() == 3
-    assert load_settings(None, {"node.workers": 3, "roles.mailbox": False, "roles.gateway": True}).mailbox_processes() == 1
+    assert load_settings(None, {"node.workers": 3}).processes() == 3
+    gateway_only = load_settings(None, {"node.workers": 3, "roles.mailbox": False, "roles.gateway": True,
+                                        "gateway.listen": ["127.0.0.10:2525"]})
+    assert gateway_only.processes() == 3 and worker_listen(gateway_only) == ["127.0.0.10:2525"]
+    both = load_settings(None, {"node.workers": 2, "roles.gateway": True, "mailbox.listen": ["127.0.0.1:25"],
+                                "gateway.listen": ["127.0.0.10:25"], "submission.listen": ["127.0.0.1:587"]})
+    assert worker_listen(both) == ["127.0.0.1:25", "127.0.0.10:25"]  # never submission's or admin's
+    assert load_settings(None, {"node.workers": 3, "roles.mailbox": False, "roles.submission": True}).processes() == 1
 
 
-def test_a_gateway_only_node_starts_no_worker_processes(tmp_path):
-    """Before, a gateway-only node on two cores started a second process that served nothing
-    yet synced cluster state ten times a second, polled the policy and wrote heartbeats (and
-    took ~1 s of CPU and ~70 MB to start)."""
+def test_a_submission_only_node_starts_no_worker_processes(tmp_path):
+    """Before issue 19's gateway workers, a gateway-only node was the example: a second process
+    that served nothing yet synced cluster state ten times a second, polled the policy and wrote
+    heartbeats. A node serving neither mailbox nor gateway still starts none."""
     home = tmp_path / "home"
     rig.apply_policy(Home.open(home), rig.GUIDE_POLICY)
-    port = free_port(GATEWAY)
+    port = free_port()
     config = tmp_path / "node.toml"
-    config.write_text(f'[node]\nname = "gw"\nworkers = 2\n[roles]\nmailbox = false\ngateway = true\nadmin = false\n'
-                      f'[gateway]\nlisten = ["{GATEWAY}:{port}"]\ndownstream = ["127.0.0.1:{free_port()}"]\n')
-    node = SubprocessNode(home, config).start(wait_for=(GATEWAY, port))
+    config.write_text(f'[node]\nname = "sub"\nworkers = 2\n[roles]\nmailbox = false\nsubmission = true\nadmin = false\n'
+                      f'[submission]\nlisten = ["127.0.0.1:{port}"]\n')
+    node = SubprocessNode(home, config).start(wait_for=("127.0.0.1", port))
     try:
         # "event loop:" is printed after the workers are spawned: by then any child exists.
         assert wait_until(lambda: "event loop:" in node.log.read_text(), timeout=15), node.log.read_text()

@@ -2,15 +2,14 @@
 
 Owns: choosing how to reach each store from the admin centre. Quarantine release delivers
 through the node's own group committer and Maildir (the same path the mailbox role uses).
-The queue is read from the in-process gateway's index when this node runs the gateway, else
-read-only from the queue files; retry and delete are requests to the gateway that owns the
-spool (`<spool>/requests/<id>.<action>`, the queue CLI's channel), so only one process ever
-rewrites queue files. Must not know HTTP.
+The queue (every process's directory) is read from the in-process gateway's index for its own
+directory, else read-only from the queue files; retry and delete are requests to the process
+that owns the entry's directory (`<dir>/requests/<id>.<action>`, the queue CLI's channel), so
+only one process ever rewrites a queue file. Must not know HTTP.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from mxgate.durable import private_dir
 from mxgate.errors import NotFoundError, PolicyFormatError
 from mxgate.quarantine.store import QuarantineStore
 from mxgate.queue.runner import REQUESTS_DIR
-from mxgate.queue.spool import LIVE_QUEUES, QUEUE_ID_RE, QueueEntry, SpoolError, parse_queue_file
+from mxgate.queue.spool import LIVE_QUEUES, QUEUE_ID_RE, QueueEntry, entries_on_disk
 
 _QID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -55,34 +54,37 @@ async def release(st, qid: str, actor: str) -> list[str]:
 
 
 # --- gateway queue -------------------------------------------------------------------------------
+# Every process of a gateway node queues into its own directory (queue/spool.py "one spool per
+# process"); this view covers all of them. Process 0's own spool is read from its index, the
+# others' from their files; actions are request files in the directory that holds the entry.
 
 def _services(st):
     role = st.role("gateway")
     return getattr(role, "sv", None)
 
 
-def spool_root(st) -> Path:
+def spool_roots(st) -> list[Path]:
+    """The gateway queue's directory in every process of this node (the first one's even before it exists)."""
+    from mxgate.queue.spool import process_spools
+
+    found = [path for _, path in process_spools(st.home.spool, "gateway")]
+    return found or [Path(st.home.spool) / "gateway"]
+
+
+def _located(st) -> list[tuple[Path, QueueEntry]]:
     sv = _services(st)
-    return Path(sv.spool.root) if sv is not None else Path(st.home.spool) / "gateway"
+    own = Path(sv.spool.root) if sv is not None else None
+    if sv is not None and getattr(sv.spool, "blocking_reads", False):  # the database queue: every node's rows
+        return [(own, e) for e in sv.spool.list()]
+    found = []
+    for root in spool_roots(st):
+        entries = sv.spool.list() if root == own else entries_on_disk(root)
+        found += [(root, e) for e in entries]
+    return sorted(found, key=lambda p: (p[1].arrival, p[1].queue_id))
 
 
 def queue_entries(st) -> list[QueueEntry]:
-    sv = _services(st)
-    if sv is not None:
-        return sv.spool.list()
-    entries = []
-    root = spool_root(st)
-    for queue in LIVE_QUEUES:
-        try:
-            names = os.listdir(root / queue)
-        except FileNotFoundError:
-            continue
-        for name in names:
-            try:
-                entries.append(parse_queue_file((root / queue / name).read_bytes(), queue, name))
-            except (OSError, SpoolError):  # being rewritten right now, or corrupt: skip in a listing
-                continue
-    return sorted(entries, key=lambda e: (e.arrival, e.queue_id))
+    return [e for _, e in _located(st)]
 
 
 def queue_depths(st) -> dict[str, int]:
@@ -101,14 +103,15 @@ def entry_dict(e: QueueEntry) -> dict[str, Any]:
 
 
 def request_action(st, queue_id: str, action: str) -> None:
-    """Ask the gateway owning the spool to retry or delete an entry at its next scan (≤ 1 s)."""
+    """Ask the process owning the entry's directory to retry or delete it at its next scan (≤ 1 s)."""
     if action not in ("retry", "delete"):
         raise PolicyFormatError(f"queue action must be retry or delete, got {action!r}")
-    if not QUEUE_ID_RE.match(queue_id) or not any(e.queue_id == queue_id for e in queue_entries(st)):
+    root = next((r for r, e in _located(st) if e.queue_id == queue_id), None) if QUEUE_ID_RE.match(queue_id) else None
+    if root is None:
         raise NotFoundError(f"queue entry {queue_id} does not exist")
-    folder = spool_root(st) / REQUESTS_DIR
+    folder = root / REQUESTS_DIR
     private_dir(folder)
     (folder / f"{queue_id}.{action}").touch()
     sv = _services(st)
-    if sv is not None:
+    if sv is not None and Path(sv.spool.root) == root:
         sv.runner.kick()

@@ -20,10 +20,12 @@ reads any result header's *claims*. The claims are what must never be believed (
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import os
+import queue
 import re
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 
@@ -138,6 +140,8 @@ class Authenticator:
         self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
+        self.threads = CheckThreads()  # started at the first message
+        self._skip_cache: dict[tuple, SkipListSettings] = {}
 
     # --- lifetime (node.extras) -------------------------------------------------------------
     def install(self) -> None:
@@ -149,6 +153,7 @@ class Authenticator:
         install_default_resolver(self.resolver)
 
     async def stop(self) -> None:
+        self.threads.stop()
         if self not in _INSTALLED:
             return
         _INSTALLED.remove(self)
@@ -160,7 +165,7 @@ class Authenticator:
         org = txn.policy.organization
         connector = txn.connector
         recipients = [str(r.address) for r in txn.recipients]
-        facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=str(s.peer_ip),
+        facts = await self.gather(ctx.data, trace_id=ctx.trace_id, connecting_ip=s.peer_text,
                                   helo=s.helo or "", sender=str(txn.sender), connector=connector,
                                   recipients=recipients, trusted_sealers=org.arc_trusted_sealers)
         internal = (connector is not None and connector.type == "on_premises") or s.auth_user is not None
@@ -186,8 +191,8 @@ class Authenticator:
         # Every lookup inside is bounded by the resolver's lifetime; the budget is the backstop.
         budget = self.timeout * (STAGE_LOOKUPS + 4) + 1.0
         sealers = tuple(trusted_sealers) if connector is not None and connector.type == "partner" else ()
-        spf, dkim, arc, from_domain, dmarc, results_from = await _bounded(
-            self._checks, (data, auth_ip, sender, auth_helo, trace_id, sealers), {}, budget, None) or self._overran(data)
+        spf, dkim, arc, from_domain, dmarc, results_from = await self.threads.run(
+            self._checks, (data, auth_ip, sender, auth_helo, trace_id, sealers), budget, None) or self._overran(data)
         return AuthFacts(connecting_ip, auth_ip, auth_helo, walk, in_scope, applied, spf, tuple(dkim),
                          dmarc, arc, from_domain, bool(connector is not None and connector.ef_test_mode), results_from)
 
@@ -224,6 +229,17 @@ class Authenticator:
                 DmarcResult("temperror", None, None, None, "none", from_domain, None,
                             reason="authentication overran its time budget"), "")
 
+    def _skip_settings(self, connector) -> SkipListSettings:
+        """The connector's skip list with its networks parsed once per distinct setting, not per
+        message (the parse was ~5% of the mailbox's event-loop time in bench P1)."""
+        key = (connector.ef_skip_last_ip, tuple(connector.ef_skip_ips))
+        settings = self._skip_cache.get(key)
+        if settings is None:
+            if len(self._skip_cache) >= 256:  # settings of policies long replaced
+                self._skip_cache.clear()
+            settings = self._skip_cache[key] = SkipListSettings(key[0], key[1], self.non_routable)
+        return settings
+
     def walk(self, data: bytes, connecting_ip: str, connector, recipients: Sequence[str]) -> tuple[SkipListResult, bool]:
         """(walk result, whether `ef_users` puts this message in scope)."""
         if connector is None:
@@ -232,7 +248,7 @@ class Authenticator:
         if not ef_applies(connector.ef_users, recipients):
             return SkipListResult("off", None, None, None, "ef-users", (
                 "Enhanced filtering is limited to ef_users and not every recipient is listed.")), False
-        settings = SkipListSettings(connector.ef_skip_last_ip, connector.ef_skip_ips, self.non_routable)
+        settings = self._skip_settings(connector)
         return find_original_sender(received_values(msg.header_block(data)), connecting_ip, settings), True
 
     def act(self, ctx, facts: AuthFacts, action: AuthAction, authserv_id: str, sender: str) -> None:
@@ -279,7 +295,7 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                                "explanation": explanation},
         "spf": {"result": facts.spf.result, "domain": facts.spf.domain, "identity": facts.spf.identity,
                 "explanation": facts.spf.explanation[:200]},
-        "dkim": [asdict(r) for r in facts.dkim] or [{"result": "none"}],
+        "dkim": [_fields(r) for r in facts.dkim] or [{"result": "none"}],
         "dmarc": {"result": facts.dmarc.result, "policy": facts.dmarc.policy, "disposition": facts.dmarc.disposition,
                   "domain": facts.dmarc.domain, "aligned_by": facts.dmarc.aligned_by, "reason": facts.dmarc.reason,
                   "authors": list(facts.dmarc.authors) or [facts.dmarc.domain] if facts.dmarc.domain else []},
@@ -288,6 +304,11 @@ def trace_detail(facts: AuthFacts, action: AuthAction) -> dict[str, Any]:
                             f" (not verified again here)"} if facts.results_from else {}),
         "action": {"action": action.action, "reason": action.reason, "detail": action.detail},
     }
+
+
+def _fields(result) -> dict[str, Any]:
+    """A flat result's fields as a dict (asdict deep-copies every value; these are strings)."""
+    return {f.name: getattr(result, f.name) for f in fields(result)}
 
 
 def pct_sample(trace_id: str) -> float:
@@ -299,16 +320,86 @@ def pct_sample(trace_id: str) -> float:
         return 0.0
 
 
-async def _bounded(fn, args: tuple, kwargs: dict, budget: float, overran):
-    """Run a blocking check in a worker thread; past `budget` seconds answer `overran`."""
-    # The executor's future itself, not `to_thread`: wait_for would wrap that coroutine in a
-    # Task, and nothing in the checks reads context variables that to_thread would carry over.
-    job = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args, **kwargs))
-    try:
-        return await asyncio.wait_for(job, budget)
-    except asyncio.TimeoutError:
-        log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
-        return overran
+class CheckThreads:
+    """The threads that run a message's checks off the event loop.
+
+    One job is one `SimpleQueue.put` there and one `call_soon_threadsafe` back: no
+    concurrent.futures Future (a Condition each), no wrap_future chaining and no wait_for
+    waiter. The loop's executor cost ~40 µs CPU more per message in the mailbox's P1 profile
+    (bench/RESULTS.md, issue 19, 2026-12-02). As many threads as the loop's default executor
+    had, so a message waiting on an uncached DNS answer holds no more than it did.
+    """
+
+    def __init__(self, count: int = min(32, (os.cpu_count() or 1) + 4), name: str = "mxgate-auth"):
+        self.count = count
+        self._name = name
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.jobs = 0  # jobs handed over since start: one per authenticated message (tests count them)
+
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self.count:
+                thread = threading.Thread(target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _run(self) -> None:
+        while (job := self._work.get()) is not None:
+            fn, args, loop, future = job
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # the caller sees it, as from an executor
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the caller's loop is closed: nobody waits for this result
+                pass
+
+    async def run(self, fn, args: tuple, budget: float, overran):
+        """fn(*args) in a thread; past `budget` seconds answer `overran` and leave the thread to
+        finish alone (its late result is dropped)."""
+        if not self._threads:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        timer = loop.call_later(budget, _expire, future)
+        self.jobs += 1
+        self._work.put((fn, args, loop, future))
+        try:
+            result = await future
+        finally:
+            timer.cancel()
+        if result is _OVERRAN:
+            log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
+            return overran
+        return result
+
+    def stop(self) -> None:
+        """The threads end once the jobs queued before this are done (never waited for here)."""
+        with self._lock:
+            for _ in self._threads:
+                self._work.put(None)
+            self._threads = []
+
+
+_OVERRAN = object()
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(_OVERRAN)
+
+
+def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
+    if future.done():  # overran or cancelled meanwhile
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _trusted_stamps(ctx) -> tuple[bytes, ...]:

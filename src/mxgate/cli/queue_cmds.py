@@ -1,16 +1,18 @@
 """`mxgate queue list|show|retry|delete|flush` and `mxgate gateway arc-dns`.
 
-Owns: the admin's view of the gateway spool. Reading never changes the spool (files are parsed
-in place, no recovery runs). Changes go to the running gateway as request files it applies on
-its next scan (`<spool>/requests/`), because only that process may rewrite its queue; when no
-gateway holds the spool lock, the command opens the spool itself.
+Owns: the admin's view of a queue across every process of the node: each process keeps its own
+directory (`spool/<queue>` for the first, `spool/<queue>-w<N>` for worker N; queue/spool.py
+"one spool per process"), and these commands list and act on all of them. Reading never changes
+a spool (files are parsed in place, no recovery runs). Changes go to the running process that
+owns the entry's directory as request files it applies on its next scan (`<dir>/requests/`),
+because only that process may rewrite its queue; when no process holds a directory's lock, the
+command takes it and changes the directory itself.
 Must not know: SMTP or relaying.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import time
 from datetime import datetime, timezone
@@ -54,8 +56,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(g, name="gateway")
 
 
-def _root() -> Path:
-    return home(read=True).spool / _selected["spool"]
+def _roots() -> list[Path]:
+    """Every process's directory of the selected queue (queue/spool.py process_spools)."""
+    from mxgate.queue.spool import process_spools
+
+    return [path for _, path in process_spools(home(read=True).spool, _selected["spool"])]
 
 
 def _database_queue():
@@ -66,42 +71,27 @@ def _database_queue():
         return None
     from mxgate.queue.dbspool import DbSpool
 
-    return DbSpool(engine(read=True), "cli", _root())
+    return DbSpool(engine(read=True), "cli", home(read=True).spool / "gateway")
 
 
-def _entries() -> list:
-    from mxgate.queue.spool import LIVE_QUEUES, QUEUE_ID_RE, SpoolError, parse_queue_file
+def _entries() -> list[tuple[Path | None, object]]:
+    """(directory holding it, entry) for every queued message, oldest first; None = the database."""
+    from mxgate.queue.spool import entries_on_disk
 
     db = _database_queue()
     if db is not None:
-        return sorted(db.list(), key=lambda e: (e.arrival, e.queue_id))
-
-    found = []
-    for queue in LIVE_QUEUES:
-        folder = _root() / queue
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if not QUEUE_ID_RE.match(path.name):
-                continue
-            try:
-                found.append(parse_queue_file(path.read_bytes(), queue, path.name))
-            except (SpoolError, OSError):
-                continue  # being rewritten right now, or partial: recovery's business
-    found.sort(key=lambda e: (e.arrival, e.queue_id))
-    best = {}
-    for e in found:  # two revisions during a rewrite: show the newest
-        if e.queue_id not in best or e.revision > best[e.queue_id].revision:
-            best[e.queue_id] = e
-    return list(best.values())
+        return [(None, e) for e in sorted(db.list(), key=lambda e: (e.arrival, e.queue_id))]
+    found = [(root, e) for root in _roots() for e in entries_on_disk(root)]
+    return sorted(found, key=lambda p: (p[1].arrival, p[1].queue_id))
 
 
 def _when(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _as_dict(e) -> dict:
-    return {"id": e.queue_id, "queue": e.queue, "sender": e.sender or "<>", "arrival": _when(e.arrival),
+def _as_dict(root: Path | None, e) -> dict:
+    return {"id": e.queue_id, "spool": root.name if root is not None else "database", "queue": e.queue,
+            "sender": e.sender or "<>", "arrival": _when(e.arrival),
             "attempts": e.attempts, "next_attempt": _when(e.next_attempt), "size": e.size, "last_error": e.last_error,
             "recipients": [{"address": r.address, "state": r.state.value, "status": r.status, "error": r.error}
                            for r in e.recipients], "meta": dict(e.meta)}
@@ -109,22 +99,25 @@ def _as_dict(e) -> dict:
 
 @handle_errors
 def queue_list(json_out: bool = typer.Option(False, "--json", help="machine-readable output")):
-    """List queued messages, oldest first."""
-    rows = [_as_dict(e) for e in _entries()]
+    """List queued messages of every process of the node, oldest first."""
+    rows = [_as_dict(root, e) for root, e in _entries()]
     if json_out:
         print_json(rows)
         return
     spool = _selected["spool"]
-    print_table(f"{spool} queue (spool/{spool}): {count(len(rows), 'entry')}", ["id", "queue", "sender", "pending", "attempts", "next attempt", "last error"],
-                [[r["id"], r["queue"], r["sender"], ", ".join(x["address"] for x in r["recipients"] if x["state"] == "pending"),
+    dirs = ", ".join(f"spool/{p.name}" for p in _roots()) or f"spool/{spool}"
+    print_table(f"{spool} queue ({dirs}): {count(len(rows), 'entry')}",
+                ["id", "spool", "queue", "sender", "pending", "attempts", "next attempt", "last error"],
+                [[r["id"], r["spool"], r["queue"], r["sender"],
+                  ", ".join(x["address"] for x in r["recipients"] if x["state"] == "pending"),
                   r["attempts"], r["next_attempt"], (r["last_error"] or "")[:80]] for r in rows])
 
 
-def _find(queue_id: str):
-    entry = next((e for e in _entries() if e.queue_id == queue_id.upper()), None)
-    if entry is None:
+def _find(queue_id: str) -> tuple[Path | None, object]:
+    found = next(((root, e) for root, e in _entries() if e.queue_id == queue_id.upper()), None)
+    if found is None:
         raise fail(f"no queued message {queue_id}")
-    return entry
+    return found
 
 
 @handle_errors
@@ -133,16 +126,15 @@ def queue_show(queue_id: str, json_out: bool = typer.Option(False, "--json")):
     from mxgate.queue.spool import parse_queue_file
     from mxgate.smtp.message import header_block
 
-    e = _find(queue_id)
-    db = _database_queue()
-    if db is not None:
-        message = asyncio.run(db.open_message(e))
+    root, e = _find(queue_id)
+    if root is None:
+        message = asyncio.run(_database_queue().open_message(e))
     else:
-        raw = (_root() / e.queue / e.queue_id).read_bytes()
+        raw = (root / e.queue / e.queue_id).read_bytes()
         parsed = parse_queue_file(raw, e.queue, e.queue_id)
         message = raw[parsed.body_offset: parsed.body_offset + parsed.size]
     headers = header_block(message).decode("utf-8", "replace")
-    data = {**_as_dict(e), "headers": headers}
+    data = {**_as_dict(root, e), "headers": headers}
     if json_out:
         print_json(data)
         return
@@ -154,43 +146,47 @@ def queue_show(queue_id: str, json_out: bool = typer.Option(False, "--json")):
     out.print("\n" + headers, markup=False)
 
 
-def _gateway_running() -> bool:
-    lock = _root() / "gateway.lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _request(target: str, action: str, json_out: bool) -> None:
+def _request(target: str, action: str, json_out: bool, root: Path | None = None) -> None:
+    """`target` (a queue id in `root`, or "all" in every directory): to the process owning each
+    directory as a request file, or applied here when none does."""
     db = _database_queue()
     if db is not None:
         # Rows change under the same revision rules the gateways use: no request folder needed.
         asyncio.run(_apply_database(db, target, action))
-        state = "applied"
-    elif _gateway_running():
-        folder = _root() / "requests"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{target}.{action}"
-        path.write_bytes(b"")
-        end = time.monotonic() + REQUEST_WAIT
-        while path.exists() and time.monotonic() < end:
-            time.sleep(0.05)
-        state = "applied" if not path.exists() else "pending (the gateway will apply it on its next scan)"
+        states = ["applied"]
     else:
-        asyncio.run(_apply_offline(target, action))
-        state = "applied (gateway not running)"
+        states = [_request_one(r, target, action) for r in ([root] if root is not None else _roots())]
+    state = "; ".join(dict.fromkeys(states)) or "applied (the queue is empty)"
     if json_out:
         print_json({"target": target, "action": action, "state": state})
     else:
         out.print(f"{action} {target}: {state}", markup=False)
+
+
+def _request_one(root: Path, target: str, action: str) -> str:
+    from mxgate.errors import ConfigError
+    from mxgate.queue.runner import REQUESTS_DIR
+    from mxgate.queue.spool import lock_spool, spool_owned
+
+    if not spool_owned(root):
+        try:
+            fd = lock_spool(root)  # held while changing it: a process starting now waits for nothing, it refuses
+        except ConfigError:
+            pass  # a process took it just now: ask it instead
+        else:
+            try:
+                asyncio.run(_apply_offline(root, target, action))
+            finally:
+                os.close(fd)
+            return "applied (gateway not running)"
+    folder = root / REQUESTS_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{target}.{action}"
+    path.write_bytes(b"")
+    end = time.monotonic() + REQUEST_WAIT
+    while path.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    return "applied" if not path.exists() else "pending (the gateway will apply it on its next scan)"
 
 
 async def _apply_database(db, target: str, action: str) -> None:
@@ -204,12 +200,12 @@ async def _apply_database(db, target: str, action: str) -> None:
             await db.retry_now(e, time.time())
 
 
-async def _apply_offline(target: str, action: str) -> None:
+async def _apply_offline(root: Path, target: str, action: str) -> None:
     from mxgate.durable import GroupCommitter
     from mxgate.queue.spool import DiskSpool
 
     async with GroupCommitter() as committer:
-        spool = await asyncio.to_thread(DiskSpool.open, _root(), committer)
+        spool = await asyncio.to_thread(DiskSpool.open, root, committer)
         entries = spool.list() if target == "all" else [e for e in [spool.get(target)] if e is not None]
         for e in entries:
             if action == "delete":
@@ -224,18 +220,20 @@ async def _apply_offline(target: str, action: str) -> None:
 @handle_errors
 def queue_retry(queue_id: str, json_out: bool = typer.Option(False, "--json")):
     """Try one message again now (releases it from hold)."""
-    _request(_find(queue_id).queue_id, "retry", json_out)
+    root, e = _find(queue_id)
+    _request(e.queue_id, "retry", json_out, root)
 
 
 @handle_errors
 def queue_delete(queue_id: str, json_out: bool = typer.Option(False, "--json")):
     """Remove one message from the queue without delivering it or sending a DSN."""
-    _request(_find(queue_id).queue_id, "delete", json_out)
+    root, e = _find(queue_id)
+    _request(e.queue_id, "delete", json_out, root)
 
 
 @handle_errors
 def queue_flush(json_out: bool = typer.Option(False, "--json")):
-    """Try every queued message now."""
+    """Try every queued message now, in every process's directory."""
     _request("all", "flush", json_out)
 
 

@@ -46,10 +46,11 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
 
     settings = load_settings(config or config_path(), overrides)
     if worker:
-        # A worker serves only the mailbox listener, beside the first process (SO_REUSEPORT).
+        # A worker serves the mailbox and gateway listeners beside the first process (SO_REUSEPORT),
+        # with its own gateway queue directory (queue/spool.py "one spool per process").
         die_with_parent()
         settings = load_settings(config or config_path(), {
-            **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker, "roles.gateway": False,
+            **overrides, "node.name": f"{settings.node.name}-w{worker}", "node.worker": worker,
             "roles.submission": False, "roles.admin": False})
     the_home = home()
     account = run_as(settings, the_home, worker)
@@ -60,20 +61,21 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
         logging.getLogger("mxgate.privileges").info("listeners bound; running as %s (uid %d, gid %d)",
                                                     account.name, account.uid, account.gid)
     node = Node(settings, the_home)
-    workers: list = []
+    workers = Workers(settings.processes(), worker_listen(settings))
 
     async def main() -> None:
         from mxgate.server import sdnotify
 
         await node.start()
         if not worker:
-            workers.extend(spawn_workers(settings.mailbox_processes(), settings.mailbox.listen))
-            if workers:
+            workers.start()
+            if workers.count:
                 forward_reload(node, workers)
             loop = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+            shared = " and ".join(r for r in ("mailbox", "gateway") if getattr(settings.roles, r))
             out.print(node.describe() + f"\n  event loop:  {loop}"
-                      + (f"\n  workers:     {len(workers)} more processes share the mailbox listener"
-                         if workers else ""), markup=False)
+                      + (f"\n  workers:     {workers.count} more processes share the {shared} listeners"
+                         if workers.count else ""), markup=False)
             sdnotify.notify("READY=1", f"STATUS=serving {' '.join(a for lst in node.listeners.values() for a in lst.addresses)}")
         out.file.flush()
         await node.run_until_stopped()
@@ -88,10 +90,10 @@ def serve(config: Optional[Path] = typer.Option(None, "--config", "-c", help="no
     except KeyboardInterrupt:
         pass
     finally:
-        stop_workers(workers)
+        workers.stop()
 
 
-def forward_reload(node, workers: list) -> None:
+def forward_reload(node, workers: "Workers") -> None:
     """SIGHUP (`systemctl reload`, sent to the main process only) reaches the workers too, so every
     process serving the listener loads a renewed certificate at once."""
     import signal
@@ -100,9 +102,7 @@ def forward_reload(node, workers: list) -> None:
 
     def reload() -> None:
         loop.run_in_executor(None, node.check_certificates)
-        for p in workers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGHUP)
+        workers.signal(signal.SIGHUP)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
 
@@ -120,7 +120,7 @@ def run_as(settings, the_home, worker: int):
     account = privileges.plan(os.geteuid(), settings.node.user, settings.node.group, settings.node.allow_root)
     if account is None:
         return None
-    sockets.prebind(listen_addresses(settings), reuse_port=settings.mailbox_processes() > 1)
+    sockets.prebind(listen_addresses(settings), reuse_port=settings.processes() > 1)
     privileges.give_home(the_home.root, account)
     privileges.drop(account)
     return account
@@ -137,41 +137,102 @@ def listen_addresses(settings) -> list[str]:
     return addrs
 
 
-def spawn_workers(count: int, listen: list[str] = ()) -> list:
+def worker_listen(settings) -> list[str]:
+    """The listeners worker processes share with the first: the mailbox's and the gateway's."""
+    return [a for role in ("mailbox", "gateway") if getattr(settings.roles, role) for a in getattr(settings, role).listen]
+
+
+RESTART_PAUSE = 1.0  # seconds before a worker that exited is started again (no crash loop at full speed)
+
+
+class Workers:
     """Processes 1..count-1: the same command line plus --worker N (they re-read the same settings).
     They inherit the first process's user and its pre-opened listening sockets (an unprivileged
-    worker could not bind a port below 1024), and never speak to systemd (NotifyAccess=main)."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    worker could not bind a port below 1024), and never speak to systemd (NotifyAccess=main).
 
-    from mxgate.server import sdnotify, sockets
+    Supervised, like Postfix's master: a worker that exits while the node runs (a crash, kill -9)
+    is started again with the same index, so it recovers its own queue directory and the mail it
+    acknowledged is relayed (queue/spool.py "one spool per process"). One thread per worker
+    starts it and waits for it: Linux's parent-death signal (die_with_parent) follows the
+    thread that forked, and this one lives exactly as long as its child."""
 
-    extra_env, fds = sockets.for_child(listen)
-    env = {k: v for k, v in os.environ.items() if k != sdnotify.ENV} | extra_env
-    # Workers start with SIGHUP blocked (the mask survives fork and exec) and unblock it once their
-    # handler is in place (server/node.py): a reload forwarded while one is still starting waits
-    # for it instead of ending it, SIGHUP's default action.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    try:
-        return [subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(i)], env=env, pass_fds=fds)
-                for i in range(1, count)]
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    def __init__(self, count: int, listen: list[str]):
+        import threading
 
+        self.count = max(0, count - 1)
+        self.listen = listen
+        self._procs: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list = []
 
-def stop_workers(workers: list) -> None:
-    import subprocess
+    def start(self) -> None:
+        import threading
 
-    for p in workers:
-        if p.poll() is None:
-            p.terminate()
-    for p in workers:
+        for i in range(1, self.count + 1):
+            t = threading.Thread(target=self._supervise, args=(i,), name=f"worker-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def current(self) -> list:
+        with self._lock:
+            return list(self._procs.values())
+
+    def signal(self, sig) -> None:
+        for p in self.current():
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def _spawn(self, index: int):
+        import os
+        import signal
+        import subprocess
+        import sys
+
+        from mxgate.server import sdnotify, sockets
+
+        extra_env, fds = sockets.for_child(self.listen)
+        env = {k: v for k, v in os.environ.items() if k != sdnotify.ENV} | extra_env
+        # Workers start with SIGHUP blocked (the mask survives fork and exec) and unblock it once
+        # their handler is in place (server/node.py): a reload forwarded while one is still
+        # starting waits for it instead of ending it, SIGHUP's default action.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+            return subprocess.Popen([sys.executable, "-m", "mxgate", *sys.argv[1:], "--worker", str(index)], env=env,
+                                    pass_fds=fds)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _supervise(self, index: int) -> None:
+        import logging
+
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                proc = self._procs[index] = self._spawn(index)
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            logging.getLogger("mxgate.node").warning("worker %d (pid %d) exited with %s; starting it again",
+                                                     index, proc.pid, code)
+            if self._stopping.wait(RESTART_PAUSE):
+                return
+
+    def stop(self) -> None:
+        import subprocess
+
+        with self._lock:
+            self._stopping.set()
+            procs = list(self._procs.values())
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def die_with_parent() -> None:

@@ -33,8 +33,8 @@ def _cores() -> int:
 
 class NodeSection(_Section):
     name: str = Field("node1", description="This node's name in status, trace and the admin centre. Restart.")
-    worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own outbound queue (spool/outbound-w<N>).")
-    workers: int = Field(0, ge=0, le=64, description="Processes serving the mailbox listener, sharing its sockets (SO_REUSEPORT). 0 (the default) = one per CPU core this process may run on, at most 8. One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Gateway, submission and admin run in the first process only. Restart.")
+    worker: int = Field(0, ge=0, description="Set by `mxgate serve` in its worker processes (0 = the first process); a worker keeps its own queues (spool/gateway-w<N>, spool/gateway-outbound-w<N>, spool/outbound-w<N>).")
+    workers: int = Field(0, ge=0, le=64, description="Processes serving the mailbox and gateway listeners, sharing their sockets (SO_REUSEPORT). 0 (the default) = one per CPU core this process may run on, at most 8. One process is bound by its event loop and GIL; on a multi-core machine 2 or more raise msg/s (bench/ P1). Submission and admin run in the first process only. Each process has its own gateway queue directory; the first adopts those of workers the node no longer runs. Restart.")
     srs_key_file: str = Field("", description="The SRS secret (delivery/srs.py): mailbox servers sign forwarded senders with it and the gateway refuses forged SRS bounces at RCPT with it, so every node of the organisation needs the same file (copy it). Default <home>/keys/srs.key, made on first use. Restart.")
     event_loop: Literal["auto", "asyncio", "uvloop"] = Field("auto", description='Event loop of `mxgate serve`: "auto" (the default: uvloop when installed — a default dependency on Linux — else the standard loop), "asyncio" (the standard loop) or "uvloop" (required; its C transports and TLS cut CPU per refused connection ~14% and per message ~5% in bench/). Restart.')
     user: str = Field("", description='Account to run as when `mxgate serve` is started as root: the listeners are bound first, the home directory is given to this account, then the process drops root for good (setgroups, setgid, setuid) before opening anything else. Worker processes run as the same account. Empty = do not change user. Restart.')
@@ -120,7 +120,7 @@ class GatewaySection(ListenerSection):
                                   "more get 451 4.7.0 (one sender cannot occupy every check worker). A client also "
                                   "gets at most half of check_workers.")
     outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
-    queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
+    queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway, and spool/gateway-w<N> for worker process N (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
     queue_lease: float = Field(60.0, gt=0, description='With queue = "database": seconds a node holds a message it is relaying; renewed every third of it while the node lives. A node dead for longer hands its messages to the others. Shorter = faster take-over; longer than a stall of a live node avoids a duplicate delivery.')
 
 
@@ -175,11 +175,12 @@ class NodeSettings(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     log: LogSection = Field(default_factory=LogSection)
 
-    def mailbox_processes(self) -> int:
-        """Processes serving the mailbox listener: `[node] workers` when the mailbox role runs, else
-        1. The extra processes serve only that listener, so a node without it starts none (each
-        would still run a whole node's background work — cluster sync, policy watcher, heartbeat)."""
-        return self.node.worker_count() if self.roles.mailbox else 1
+    def processes(self) -> int:
+        """Processes serving the node's SMTP traffic: `[node] workers` when the mailbox or the
+        gateway role runs, else 1. Workers serve only those two listeners (submission and admin
+        stay in the first process), so a node without either starts none (each would still run a
+        whole node's background work — cluster sync, policy watcher, heartbeat)."""
+        return self.node.worker_count() if self.roles.mailbox or self.roles.gateway else 1
 
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> NodeSettings:

@@ -242,13 +242,13 @@ async def start_internal(node, maildir: Maildir | None = None) -> InternalDelive
 class OfflineOutbound:
     """The home's outbound queue seen from a process that runs no node (the CLI).
 
-    Usable only while no node owns the queue (queue/outbound.py `lock_spool`): a copy written
+    Usable only while no node owns the queue (queue/spool.py `lock_spool`): a copy written
     behind a running runner's back would not be in its index. The next `mxgate serve` sends it.
     """
 
     def __init__(self, root: Path, committer):
         from mxgate.errors import ConfigError
-        from mxgate.queue.outbound import lock_spool
+        from mxgate.queue.spool import lock_spool
 
         self.root = Path(root)
         private_dir(self.root)

@@ -104,6 +104,7 @@ class Maildir:
         # Escaped names are pure functions of (address, folder), computed once per mailbox
         # (pathlib and the escaping were ~2% of the mailbox's CPU per message in bench P1).
         self._paths: dict[tuple[str, str | None], Path] = {}
+        self._subdirs: dict[Path, tuple[Path, Path]] = {}  # directory -> (tmp, new), joined once
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -159,7 +160,10 @@ class Maildir:
 
     def _job(self, directory: Path, data: bytes) -> WriteFile:
         name = self.new_name(len(data))
-        return WriteFile(tmp_path=directory / "tmp" / name, final_path=directory / "new" / name, content=data)
+        subdirs = self._subdirs.get(directory)
+        if subdirs is None:
+            subdirs = self._subdirs[directory] = (directory / "tmp", directory / "new")
+        return WriteFile(tmp_path=subdirs[0] / name, final_path=subdirs[1] / name, content=data)
 
     async def deliver(self, address: str, data: bytes, *, folder: str | None = None) -> Path:
         """Store one message durably; returns its path in ``new/``. Raises on failure."""

@@ -62,6 +62,12 @@ _HEAD = [c for c in gateway_queue.c if c.name != "body"]  # listing never loads 
 q = gateway_queue.c
 
 
+def _worker_index(node: str, owner: str) -> int:
+    """N of a worker's lease owner "<node>-w<N>"; -1 for any other name."""
+    rest = owner[len(node):] if owner.startswith(node) else ""
+    return int(rest[2:]) if rest.startswith("-w") and rest[2:].isdigit() else -1
+
+
 class DbSpool:
     """Queue rows shared by every gateway node on the database; `node` names this one's leases."""
 
@@ -79,12 +85,18 @@ class DbSpool:
 
     @classmethod
     def open(cls, engine: Engine, node: str, root: Path, *, lease: float = DEFAULT_LEASE,
-             clock: Callable[[], float] = time.time) -> "DbSpool":
-        """Blocking: take back this node's own leases left by a crash (they are ours to retry now)."""
+             clock: Callable[[], float] = time.time, adopt_workers_from: int | None = None) -> "DbSpool":
+        """Blocking: take back this node's own leases left by a crash (they are ours to retry now).
+        With `adopt_workers_from` N (the node's first process), also those of its worker processes
+        "<node>-w<i>" for i >= N, which the node no longer runs."""
         spool = cls(engine, node, root, lease=lease, clock=clock)
         private_dir(root)
         with engine.begin() as conn:
-            rows = conn.execute(select(q.queue_id).where(and_(q.queue == "active", q.lease_owner == node))).scalars().all()
+            owners = [node]
+            if adopt_workers_from is not None:
+                held = conn.execute(select(q.lease_owner).distinct().where(q.queue == "active")).scalars().all()
+                owners += [o for o in held if _worker_index(node, o) >= adopt_workers_from]
+            rows = conn.execute(select(q.queue_id).where(and_(q.queue == "active", q.lease_owner.in_(owners)))).scalars().all()
             if rows:
                 conn.execute(update(gateway_queue).where(q.queue_id.in_(rows))
                              .values(queue="deferred", lease_owner=None, lease_until=None, revision=q.revision + 1))

@@ -24,7 +24,6 @@ per-host policy (`plan_mx_tls`): DANE when the trusted resolver authenticates TL
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import logging
 import ssl
@@ -33,7 +32,6 @@ from enum import StrEnum
 from typing import Awaitable, Callable, Mapping, Sequence
 
 from mxgate.auth.dns import node_resolver
-from mxgate.durable import private_dir
 from mxgate.names import format_hostport, normalize_ip, parse_hostport
 from mxgate.policy.ipset import PrefixTable, parse_network
 from mxgate.policy.model import Policy
@@ -42,7 +40,8 @@ from mxgate.probe.mx import lookup_mx
 from mxgate.queue.relay import HostTls, RcptOutcome, RelayResult, RelaySettings, client_context, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
-from mxgate.queue.spool import CorruptEntryError, DiskSpool, PartialEntryError, QueueEntry, Spool, StaleEntryError
+from mxgate.queue.spool import (CorruptEntryError, PartialEntryError, QueueEntry, Spool, StaleEntryError,
+                                open_process_spool)
 from mxgate.trace.records import message_records, new_trace_id
 from mxgate.verdict import accept
 from mxgate.wording import count
@@ -326,21 +325,6 @@ class RoutingRunner(Runner):
 
 # --- services ------------------------------------------------------------------------------
 
-RUNNER_LOCK = "gateway.lock"  # the name the queue CLI checks (same protocol as the gateway's spool)
-
-
-def lock_spool(root) -> int:
-    """One runner per spool directory (two would deliver the same entries): refuse, never wait."""
-    from mxgate.errors import ConfigError
-
-    fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(f"{root}: another running mxgate process owns this queue (same --home)") from None
-    return fd
-
 @dataclass
 class OutboundQueue:
     """A spool and its RoutingRunner on one node (in node.extras)."""
@@ -357,6 +341,7 @@ class OutboundQueue:
 
     async def stop(self) -> None:
         await self.runner.stop()
+        await self.spool.stop()
         if self.lock_fd >= 0:
             os.close(self.lock_fd)  # releases the flock
             self.lock_fd = -1
@@ -384,11 +369,8 @@ def mx_policies(node) -> MxTlsPolicies:
 async def _open_queue(node, directory: str, route, local=None, name: str = "outbound",
                       downstream_tls: Callable[[], ssl.SSLContext] | None = None) -> OutboundQueue:
     g = node.settings.gateway  # the node's queue timings (retries, timeouts) live in [gateway]
-    worker = node.settings.node.worker
-    root = node.home.spool / (f"{directory}-w{worker}" if worker else directory)  # one spool per process
-    private_dir(root)
-    lock_fd = lock_spool(root)
-    spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
+    spool, lock_fd = await open_process_spool(node.home.spool, directory, node.settings.node.worker,
+                                               node.settings.processes(), node.committer)
     ca = str(node.certs.ca_cert)
     contexts = {m: tls_context_for(m, ca) for m in ("encryption_only", "certificate_validation", "domain_validation")}
     base = RelaySettings((), contexts["encryption_only"], g.source_address if directory == "gateway-outbound" else "",
@@ -411,6 +393,7 @@ async def _open_queue(node, directory: str, route, local=None, name: str = "outb
     from mxgate.queue.tlsrpt import TlsReports
 
     runner.tls_reports = TlsReports(node.home.spool / "tls-rpt")
+    spool.start()
     runner.start()
     queue = OutboundQueue(spool, runner, lock_fd)
     node.extras.append(queue)

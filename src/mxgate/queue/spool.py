@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import fcntl
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ END_RE = re.compile(rb"\n#END ([0-9a-f]{64})\n\Z")
 END_LEN = len(b"\n#END \n") + 64
 QUEUE_ID_RE = re.compile(r"^[0-9A-F]{20}$")
 COPY_CHUNK = 64 * 1024
+ADOPT_RETRY = 5.0  # seconds between tries to adopt a directory whose old worker still holds it
 _KEEP_ON_TIE = {"hold": 3, "deferred": 2, "active": 1, "incoming": 0}  # duplicate revisions
 
 
@@ -286,6 +288,9 @@ class DiskSpool:
         self._index: dict[str, QueueEntry] = {}
         self._busy: set[str] = set()
         self.recovery = RecoveryReport(0, (), (), ())
+        self.strays: list[Path] = []  # other processes' directories to adopt once their owner is gone
+        self.siblings: list[Path] = []  # in the first process: the workers' directories, for /metrics
+        self._adopter: asyncio.Task | None = None
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], committer: GroupCommitter) -> DiskSpool:
@@ -297,10 +302,61 @@ class DiskSpool:
     blocking_reads = False  # the index is in memory
 
     def start(self) -> None:
-        """Nothing runs in the background (the database queue renews leases)."""
+        """Nothing runs in the background (the database queue renews leases), except adopting a
+        stray directory whose old owner was still stopping when this process started."""
+        if self.strays:
+            self._adopter = asyncio.get_running_loop().create_task(self._adopt_later())
+        from mxgate import metrics
+
+        for path in self.siblings:  # the first process serves /metrics for the whole node
+            metrics.watch_spool(path.name, SpoolFiles(path))
 
     async def stop(self) -> None:
         """Nothing to hand back: a crash-safe directory needs no goodbye."""
+        from mxgate import metrics
+
+        for path in self.siblings:
+            metrics.unwatch_spool(path.name)
+        if self._adopter:
+            self._adopter.cancel()
+            await asyncio.gather(self._adopter, return_exceptions=True)
+
+    async def adopt_strays(self, name: str, processes: int) -> int:
+        """In process 0: adopt every directory of queue `name` whose worker index is not below
+        `processes` (the node now runs fewer); ones still owned are kept in `strays` for later."""
+        from mxgate.errors import ConfigError
+
+        moved = 0
+        self.strays = []
+        for index, path in process_spools(self.root.parent, name):
+            if index < processes:
+                continue
+            try:
+                n = await self.adopt(path)
+            except ConfigError:  # its old worker is still stopping: try again from start()
+                self.strays.append(path)
+                continue
+            if n:
+                log.warning("spool %s: adopted %d entries of %s (no process runs worker %d now)", self.root, n,
+                            path, index)
+            moved += n
+        return moved
+
+    async def _adopt_later(self) -> None:
+        from mxgate.errors import ConfigError
+
+        while self.strays:
+            await asyncio.sleep(ADOPT_RETRY)
+            for path in list(self.strays):
+                try:
+                    n = await self.adopt(path)
+                except ConfigError:
+                    continue
+                except OSError as exc:
+                    log.warning("spool %s: cannot adopt %s yet: %s", self.root, path, exc)
+                    continue
+                self.strays.remove(path)
+                log.warning("spool %s: adopted %d entries of %s", self.root, n, path)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -476,6 +532,31 @@ class DiskSpool:
             self._index[entry.queue_id] = new
             return new
 
+    async def adopt(self, stray: str | os.PathLike[str]) -> int:
+        """Take over the directory of a worker process the node no longer runs (restarted with
+        fewer `[node] workers`): its entries, recovered first, move into this spool with their
+        queue ids, attempts and revisions. Each move is one rename made durable in both
+        directories, so after a crash every file is in exactly one spool: never lost, never
+        doubled. ConfigError when a process still owns `stray`. Returns how many entries moved."""
+        stray = Path(stray)
+        fd = lock_spool(stray)
+        try:
+            other = await asyncio.to_thread(DiskSpool.open, stray, self.committer)
+            entries = [e for e in other.list() if e.queue_id not in self._index]
+            await asyncio.gather(*(self.committer.commit(MoveFile(other.path_of(e), self.path_of(e))) for e in entries))
+            for e in entries:
+                self._index[e.queue_id] = e
+            for path in (stray / "corrupt").iterdir():  # kept for inspection, beside this spool's own
+                os.replace(path, self.root / "corrupt" / f"{stray.name}.{path.name}")
+            sync_directory(self.root / "corrupt")
+            left = other.count()
+            if left > len(entries):  # the same queue id in both (never made by new_queue_id in practice)
+                log.warning("spool %s: %d entries left in place (their ids exist in %s)", stray, left - len(entries),
+                            self.root)
+            return len(entries)
+        finally:
+            os.close(fd)
+
     def _recover(self) -> RecoveryReport:
         for name in (*QUEUES, TMP_DIR):
             private_dir(self.root / name)
@@ -524,6 +605,126 @@ class DiskSpool:
             sync_directory(self.root / name)
         self._index = best
         return RecoveryReport(len(best), tuple(discarded), tuple(corrupted), tuple(requeued))
+
+
+# -- one spool per process --------------------------------------------------------------------
+#
+# A node runs `[node] workers` processes. Each keeps its own directory of a queue — `<name>` for
+# process 0, `<name>-w<N>` for worker N — with its own lock and its own runner (like Postfix's one
+# queue manager per queue): no two processes ever rewrite the same files, so the single-writer
+# commit protocol above needs no inter-process coordination, and a worker started again with the
+# same index recovers its own directory. A directory whose index the node no longer runs
+# (restarted with fewer workers) is adopted by process 0 (`DiskSpool.adopt`). Readers that show
+# or act on a queue (queue CLI, admin centre, metrics) cover every directory through
+# `process_spools`.
+
+RUNNER_LOCK = "gateway.lock"  # one flock per spool directory (historical name, every queue uses it)
+_WORKER_DIR = re.compile(r"-w([1-9][0-9]{0,5})\Z")
+
+
+def process_spool(spool_dir: str | os.PathLike[str], name: str, worker: int) -> Path:
+    """The directory of queue `name` that process `worker` (0 = the first) owns."""
+    return Path(spool_dir) / (f"{name}-w{worker}" if worker else name)
+
+
+def process_spools(spool_dir: str | os.PathLike[str], name: str) -> list[tuple[int, Path]]:
+    """Every existing directory of queue `name`, as (process index, path), process 0 first."""
+    base = Path(spool_dir)
+    found = [(0, base / name)] if (base / name).is_dir() else []
+    try:
+        children = list(base.iterdir())
+    except FileNotFoundError:
+        return found
+    for path in children:
+        if path.name.startswith(name + "-w") and path.is_dir():
+            m = _WORKER_DIR.search(path.name)
+            if m and path.name[: m.start()] == name:
+                found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def lock_spool(root: str | os.PathLike[str]) -> int:
+    """One runner per spool directory (two would deliver the same entries): refuse, never wait."""
+    from mxgate.errors import ConfigError
+
+    fd = os.open(Path(root) / RUNNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{root}: another running mxgate process owns this queue (same --home)") from None
+    return fd
+
+
+def spool_owned(root: str | os.PathLike[str]) -> bool:
+    """Whether a running process holds this directory's lock (then only it may rewrite the files)."""
+    lock = Path(root) / RUNNER_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def entries_on_disk(root: str | os.PathLike[str]) -> list[QueueEntry]:
+    """A spool's entries read from its files in place (no recovery, nothing changed): what a
+    process that does not own the directory may look at. Newest revision of each, by arrival."""
+    best: dict[str, QueueEntry] = {}
+    for queue in LIVE_QUEUES:
+        try:
+            names = os.listdir(Path(root) / queue)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if not QUEUE_ID_RE.match(name):
+                continue
+            try:
+                e = parse_queue_file((Path(root) / queue / name).read_bytes(), queue, name)
+            except (SpoolError, OSError):
+                continue  # being rewritten right now, or partial: recovery's business
+            if e.queue_id not in best or e.revision > best[e.queue_id].revision:
+                best[e.queue_id] = e
+    return sorted(best.values(), key=lambda e: (e.arrival, e.queue_id))
+
+
+async def open_process_spool(spool_dir: str | os.PathLike[str], name: str, worker: int, processes: int,
+                             committer: GroupCommitter) -> tuple[DiskSpool, int]:
+    """This process's directory of queue `name`, locked (the fd: close it to release) and
+    recovered; process 0 also adopts the directories of workers the node no longer runs."""
+    root = process_spool(spool_dir, name, worker)
+    private_dir(root)
+    lock_fd = lock_spool(root)
+    try:
+        spool = await asyncio.to_thread(DiskSpool.open, root, committer)
+        if worker == 0:
+            await spool.adopt_strays(name, processes)
+            spool.siblings = [process_spool(spool_dir, name, i) for i in range(1, processes)]
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    return spool, lock_fd
+
+
+class SpoolFiles:
+    """Read-only view of a spool directory another process owns (metrics, admin centre)."""
+
+    blocking_reads = True
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def list(self, queue: str | None = None) -> list[QueueEntry]:
+        return [e for e in entries_on_disk(self.root) if queue is None or e.queue == queue]
+
+    def get(self, queue_id: str) -> QueueEntry | None:
+        return next((e for e in entries_on_disk(self.root) if e.queue_id == queue_id), None)
 
 
 class _EntryGuard:

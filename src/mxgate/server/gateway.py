@@ -36,11 +36,11 @@ from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
-from mxgate.queue.outbound import lock_spool, start_gateway_outbound
+from mxgate.queue.outbound import start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
-from mxgate.queue.spool import DiskSpool, Spool, disk_free_ok
+from mxgate.queue.spool import Spool, disk_free_ok, lock_spool, open_process_spool, process_spool
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
@@ -458,15 +458,22 @@ def _resolver(node):
 async def start_services(node) -> GatewayServices:
     g = node.settings.gateway
     resolver = _resolver(node)
-    root = node.home.spool / "gateway"
-    private_dir(root)
-    lock_fd = lock_spool(root)  # one gateway per spool; the queue CLI checks this lock
+    # Every process of the node (`[node] workers`) accepts on the gateway listener and queues into
+    # its own spool directory, with its own lock and runner (queue/spool.py "one spool per
+    # process"): spool/gateway for process 0, spool/gateway-w<N> for worker N.
+    worker, processes = node.settings.node.worker, node.settings.processes()
     if g.queue == "database":  # shared by every gateway node on the store (queue/dbspool.py)
         from mxgate.queue.dbspool import DbSpool
 
-        spool = await asyncio.to_thread(DbSpool.open, node.engine, node.name, root, lease=g.queue_lease)
+        root = process_spool(node.home.spool, "gateway", worker)  # spill files, queue CLI requests
+        private_dir(root)
+        lock_fd = lock_spool(root)
+        # Leases are per process (the worker's node name, "<node>-w<N>"); process 0 takes back
+        # those of workers the node no longer runs instead of waiting them out.
+        spool = await asyncio.to_thread(DbSpool.open, node.engine, node.name, root, lease=g.queue_lease,
+                                        adopt_workers_from=None if worker else processes)
     else:
-        spool = await asyncio.to_thread(DiskSpool.open, root, node.committer)
+        spool, lock_fd = await open_process_spool(node.home.spool, "gateway", worker, processes, node.committer)
     spool.start()
     if spool.recovery.discarded or spool.recovery.corrupted or spool.recovery.requeued:
         log.warning("gateway spool recovery: %s", spool.recovery)
@@ -517,6 +524,7 @@ async def start_gateway(node) -> None:
     role = GatewayRole(node, services, services.outbound if node.settings.gateway.outbound_from else None)
     listener = Listener(role, node.settings.gateway.limits, ssl_context=node.tls_provider(node.settings.gateway),
                         spill_dir=str(node.home.spool), trusted_proxies=node.settings.gateway.trusted_proxies)
+    listener.reuse_port = node.settings.processes() > 1  # the node's workers listen on it too
     await listener.start(node.settings.gateway.listen)
     node.roles["gateway"] = role
     node.listeners["gateway"] = listener

@@ -219,7 +219,7 @@ class MailboxRole(Role):
         mailboxes = ctx.txn.mailboxes
         if self.delivery is not None:
             outcome = await self.delivery.deliver_accepted(ctx.txn, final, trace_id=ctx.trace_id, folder=ctx.folder,
-                                                           from_ip=str(ctx.session.peer_ip), original_ip=ctx.original_ip)
+                                                           from_ip=ctx.session.peer_text, original_ip=ctx.original_ip)
             results, lost = outcome.local, outcome.lost(mailboxes)
         else:
             results, lost = await self.maildir.deliver_many([(m, final, ctx.folder) for m in mailboxes]), []
@@ -241,7 +241,7 @@ class MailboxRole(Role):
         metrics.accepted(self.name)
         metrics.delivered(local)
         log.info("delivered to %s", count(local, "mailbox"),
-                 extra={"session": s.id, "peer": str(s.peer_ip), "trace_id": ctx.trace_id})
+                 extra={"session": s.id, "peer": s.peer_text, "trace_id": ctx.trace_id})
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
@@ -253,7 +253,7 @@ class MailboxRole(Role):
                    [("Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
                     (event, detail) if r.decision.route is RcptRoute.LOCAL else ("Send", "queued for outbound")])
                   for r in txn.recipients],
-            from_ip=str(s.peer_ip), original_ip=ctx.original_ip, connector=txn.connector_name,
+            from_ip=s.peer_text, original_ip=ctx.original_ip, connector=txn.connector_name,
             policy_version=txn.policy.version, reason=ctx.quarantine_reason or "", role=self.name,
             detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, **ctx.detail}))
 
@@ -262,7 +262,7 @@ class MailboxRole(Role):
         temporary = verdict.action is Action.TEMPFAIL
         metrics.refused(verdict.reason, role=self.name, stage=stage, deferred=temporary)
         log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
-                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason})
+                 extra={"session": s.id, "peer": s.peer_text, "reason": verdict.reason})
         compiled = s.role_state.get("policy") or self.watcher.current
         sender, rcpts = self.refused_envelope(s, facts)
         session_facts = s.role_state.get("facts")
@@ -270,7 +270,7 @@ class MailboxRole(Role):
             verdict, stage=stage, reply=reply_text(verdict), sender=sender, recipients=rcpts,
             detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None, "why": verdict.detail,
                     **_peer_certificate(s)},
-            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name,
+            from_ip=s.peer_text, policy_version=compiled.version, role=self.name,
             connector=_display_names(compiled, session_facts.connectors) if session_facts else ""))
 
 

@@ -169,7 +169,7 @@ class Node:
                            quarantine=QuarantineStore(self.engine, node=self.name))
         listener = Listener(role, s.limits, ssl_context=self.tls_provider(s), spill_dir=str(self.home.spool),
                             trusted_proxies=s.trusted_proxies)
-        listener.reuse_port = self.settings.mailbox_processes() > 1
+        listener.reuse_port = self.settings.processes() > 1
         await listener.start(s.listen)
         self.roles["mailbox"] = role
         self.listeners["mailbox"] = listener
@@ -228,7 +228,7 @@ class Node:
                 pass  # not the main thread (in-process test nodes): stop() is called directly
         try:  # `systemctl reload` (ExecReload): look at the certificate files now
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, self.check_certificates))
-            # A worker starts with SIGHUP blocked (cli/serve_cmds.spawn_workers); one that came
+            # A worker starts with SIGHUP blocked (cli/serve_cmds.Workers); one that came
             # while it started is delivered now, to the handler.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         except (NotImplementedError, RuntimeError, ValueError):

@@ -113,6 +113,7 @@ class SmtpSession(asyncio.Protocol):
         self.id = f"{_NODE_TAG}-{next(_session_ids):x}"
         self.transport: asyncio.Transport | None = None
         self.peer_ip = None
+        self.peer_text = ""  # str(peer_ip), made once: ipaddress formats it anew on every str()
         self.peer_port = 0
         self.local_port = 0
         self.started = time.monotonic()
@@ -141,6 +142,7 @@ class SmtpSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip = normalize_ip(peer[0])
+        self.peer_text = str(self.peer_ip)
         self.peer_port = peer[1]
         self.local_port = sock[1] if len(sock) > 1 else 0
         self.proxy_ip = None
@@ -248,6 +250,7 @@ class SmtpSession(asyncio.Protocol):
         del self._buf[: parsed.consumed]
         if parsed.source_ip is not None:
             self.peer_ip = normalize_ip(parsed.source_ip)
+            self.peer_text = str(self.peer_ip)
             self.peer_port = parsed.source_port
         self._mode = "greeting"
         if self._timer:
@@ -629,7 +632,7 @@ class SmtpSession(asyncio.Protocol):
         if self.tls:
             tls = f"using {self.tls.version} with cipher {self.tls.cipher}" + (f" ({self.tls.bits} bits)" if cipher_bits else "")
         return received_header(
-            helo=self.helo or "", peer_ip=str(self.peer_ip), by=by, trace_id=trace_id, tls=tls, connector=connector,
+            helo=self.helo or "", peer_ip=self.peer_text, by=by, trace_id=trace_id, tls=tls, connector=connector,
             protocol=protocol_name(self.esmtp, self.tls is not None, self.auth_user is not None),
             recipient=str(recipients[0].address) if len(recipients) == 1 else None)
 

@@ -45,7 +45,7 @@ def queue(request: Request):
     st = state(request)
     return render(request, "queue.html", {"entries": [held.entry_dict(e) for e in held.queue_entries(st)],
                                           "gateway_here": st.role("gateway") is not None,
-                                          "root": held.spool_root(st)}, nav="/queue")
+                                          "root": ", ".join(str(r) for r in held.spool_roots(st))}, nav="/queue")
 
 
 @router.post("/queue/{queue_id}/{action}")
