@@ -185,6 +185,8 @@ level = "warning"
         (self.root / "node.toml").write_text(toml)
         self.proc = spawn_serve(self.root, self.home, self.env)
         wait_greeting("127.0.0.1", self.port, 60, self.proc, self.root / "serve.log")
+        # At the node's defaults ([node] workers = one per core): measure once every process serves.
+        self.processes = wait_workers(self.home, self.root / "serve.log", self.proc)
         return self
 
     def apply_policy(self, text: str) -> None:
