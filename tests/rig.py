@@ -409,10 +409,12 @@ class RecordingSink:
                     else:
                         txn["rcpts"].append(addr)
                         w("250 ok")
+                elif verb == "DATA" and not txn["rcpts"]:
+                    w("554 5.5.1 no valid recipients")  # RFC 2920 §3.1: what a pipelining client relies on
                 elif verb == "DATA":
                     w("354 go")
                     raw = b""
-                    while not raw.endswith(b"\r\n.\r\n"):
+                    while not raw.endswith(b"\r\n.\r\n") and raw != b".\r\n":
                         chunk = f.readline()
                         if not chunk:
                             return

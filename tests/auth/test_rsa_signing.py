@@ -123,3 +123,38 @@ def test_hostile_key_records_give_invalid_not_exceptions(dkim_keys):
     for bad in ({**pub, "publicExponent": 1}, {**pub, "publicExponent": 2}, {**pub, "publicExponent": 4},
                 {**pub, "modulus": pub["modulus"] + 1}):
         assert rsa_signing.openssl_verify(hashlib.new("sha256", b"message"), good, bad) is False
+
+
+def test_a_private_key_is_loaded_once_under_the_lock_however_many_seal_threads_start_together(monkeypatch):
+    """Issue 19: loading checks the key (~40 ms); the first burst after a start ran every seal
+    thread into it at once. Each thread that finds no key takes the lock and looks again."""
+    import threading
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from mxgate.auth import rsa_signing
+    from mxgate.auth.dkim import generate_dkim_key
+
+    pk = rsa_signing._parsed_pem_key(generate_dkim_key()[0])
+    loads = []
+    real = rsa.RSAPrivateNumbers.private_key
+
+    def counted(self, *a, **k):
+        loads.append(rsa_signing._lock.locked())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(rsa.RSAPrivateNumbers, "private_key", counted)
+    monkeypatch.setattr(rsa_signing, "_KEYS", {})
+    start = threading.Barrier(8)
+    keys = []
+
+    def seal():
+        start.wait()
+        keys.append(rsa_signing._openssl_key(pk))
+
+    threads = [threading.Thread(target=seal) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == [True] and len({id(k) for k in keys}) == 1

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import authres
 import dkim as dkimpy
 
-from mxgate.auth import rsa_signing  # noqa: F401  (OpenSSL signs for dkimpy; see the module)
+from mxgate.auth import dkim_canon, rsa_signing  # noqa: F401  (OpenSSL signs, remembered canonicalisation for dkimpy; see the modules)
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult

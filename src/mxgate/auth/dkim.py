@@ -16,7 +16,7 @@ from typing import Callable
 
 import dkim as dkimpy
 
-from mxgate.auth import rsa_signing  # noqa: F401  (OpenSSL signs for dkimpy; see the module)
+from mxgate.auth import dkim_canon, rsa_signing  # noqa: F401  (OpenSSL signs, remembered canonicalisation for dkimpy; see the modules)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import InvalidTagValueList, parse_tag_value

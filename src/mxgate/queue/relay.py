@@ -1,6 +1,6 @@
 """The gateway's SMTP client: hands one queued message to the downstream, per-recipient outcomes back.
 
-Owns: the client session through aiosmtplib — smart hosts tried in order (fail-over on
+Owns: the client session (queue/smtpclient.py, pipelined) — smart hosts tried in order (fail-over on
 connection, TLS or 4xx-before-RCPT trouble), STARTTLS required with the certificate validated
 against the configured CA and, when the context checks names, against `tls_name` (else the
 host being connected to, RFC 6125 §6), an optional client certificate (certificate connectors), the egress
@@ -11,22 +11,28 @@ connections. Recipients refused with `452 4.5.3` (they need a separate transacti
 at once in a new transaction, as Postfix does, not after the retry backoff.
 Must not know: the spool, retry timing, DSNs (queue/runner.py does those).
 
-Bytes: the message is sent exactly as evaluated. aiosmtplib would turn a bare CR or LF into
-CRLF; the gateway's session never accepts one (smtp/framing.py), and a message that has one
-anyway is refused here rather than silently changed (adversarial.md §2). aiosmtplib
-dot-stuffs (RFC 5321 §4.5.2) and sends the final ".".
+Bytes: the message is sent exactly as evaluated, dot-stuffed (RFC 5321 §4.5.2) once per relay
+and ended with "."; a bare CR or LF is never turned into CRLF: the gateway's session never
+accepts one (smtp/framing.py), and a message that has one anyway is refused here rather than
+silently changed (adversarial.md §2). An address with a control character is never written
+into a command (CR/LF injection): that recipient fails.
+
+Sessions: MAIL, the RCPTs and DATA go in one write when the server offers PIPELINING (RFC 2920);
+the body only after a 354 with a recipient accepted. A pooled session that breaks before the
+body was written is retried on a fresh connection (nothing can have been delivered); after it,
+the recipients are deferred (the message may have arrived: a duplicate beats a loss).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 import time
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from mxgate.names import parse_hostport
+from mxgate.queue.smtpclient import ReplyError, SmtpClient, SmtpError, Transaction, has_control, stuffed
 from mxgate.queue.scheduler import HostHealth
 
 
@@ -153,20 +159,20 @@ def _unverified() -> ssl.SSLContext:
     return _UNVERIFIED[0]
 
 
-def _names_match(client: aiosmtplib.SMTP, pattern: str) -> bool:
+def _names_match(client: SmtpClient, pattern: str) -> bool:
     """A verified peer certificate with a DNS name under `pattern` ("*.example": any host below
     example, as Exchange Online reads a wildcard TlsDomain). SAN only (RFC 6125 §6.4.4)."""
     from mxgate.policy.attribution import certificate_name_matches
 
-    obj = client.transport.get_extra_info("ssl_object") if client.transport else None
+    obj = client.ssl_object
     cert = obj.getpeercert() if obj is not None else None  # {} when the chain was not verified
     names = [v for k, v in (cert or {}).get("subjectAltName", ()) if k == "DNS"]
     return any(certificate_name_matches(pattern, n) for n in names)
 
 
-def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
+def _peer_chain(client: SmtpClient) -> list[bytes]:
     """The certificates the server presented, leaf first (DER)."""
-    obj = client.transport.get_extra_info("ssl_object") if client.transport else None
+    obj = client.ssl_object
     if obj is None:
         return []
     try:  # Python < 3.13: the chain is only on the private object
@@ -186,7 +192,7 @@ class SessionPool:
     IDLE_SECONDS = 30.0  # well below the 5 minutes a server waits for a command (RFC 5321 §4.5.3.2.7)
 
     def __init__(self) -> None:
-        self._idle: dict[tuple, list[tuple[float, aiosmtplib.SMTP]]] = {}
+        self._idle: dict[tuple, list[tuple[float, SmtpClient]]] = {}
 
     @staticmethod
     def key(settings: RelaySettings, host: str) -> tuple:
@@ -195,7 +201,7 @@ class SessionPool:
         return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.tls_name, settings.source_address,
                 settings.helo, settings.require_tls, settings.tls_for(host))
 
-    def take(self, key: tuple) -> aiosmtplib.SMTP | None:
+    def take(self, key: tuple) -> SmtpClient | None:
         now = time.monotonic()
         idle = self._idle.get(key, [])
         while idle:
@@ -205,7 +211,7 @@ class SessionPool:
             client.close()
         return None
 
-    def give(self, key: tuple, client: aiosmtplib.SMTP, limit: int) -> bool:
+    def give(self, key: tuple, client: SmtpClient, limit: int) -> bool:
         idle = self._idle.setdefault(key, [])
         if len(idle) >= limit or not client.is_connected:
             return False
@@ -226,15 +232,17 @@ POOL = SessionPool()
 
 
 async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "", log: _Log | None = None,
-                ht: HostTls | None = None) -> aiosmtplib.SMTP:
+                ht: HostTls | None = None) -> SmtpClient:
     ht = ht or settings.tls_for(host)
     require = ht.require if ht else settings.require_tls
-    client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
-                             timeout=settings.command_timeout,
-                             source_address=(settings.source_address, 0) if settings.source_address else None)
-    await client.connect(timeout=settings.connect_timeout)
-    await client.ehlo()
-    if not client.supports_extension("starttls"):
+    client = await SmtpClient.connect(hostname, port, source_address=settings.source_address,
+                                      connect_timeout=settings.connect_timeout, timeout=settings.command_timeout)
+    try:
+        await client.ehlo(settings.helo)
+    except BaseException:
+        client.close()
+        raise
+    if not client.supports("starttls"):
         if not require:
             if ht and ht.testing and log is not None:
                 log.notes.append(f"{host}: STARTTLS not offered (testing policy)")
@@ -246,11 +254,9 @@ async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "
     own = ht is not None and ht.context is not None
     name = ht.name if own else (settings.tls_name or (ht.name if ht else hostname))
     wildcard = name.startswith("*.")
-    # aiosmtplib discards anything the server sent after its 220 (CVE-2011-0411, client side).
     try:
-        await client.starttls(tls_context=(ht.context if own else settings.tls_context),
-                              server_hostname=name[2:] if wildcard else name)
-    except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+        await client.starttls(ht.context if own else settings.tls_context, name[2:] if wildcard else name)
+    except (SmtpError, ssl.SSLError, OSError) as exc:
         client.close()
         if ht and ht.testing and log is not None:  # RFC 8461 §5: testing — report, deliver unchecked
             log.notes.append(f"{host}: certificate {exc.__class__.__name__}: {exc} (testing policy)"[:300])
@@ -268,12 +274,12 @@ async def _open(settings: RelaySettings, hostname: str, port: int, host: str = "
         if not verify_chain(ht.tlsa, _peer_chain(client), ht.name):
             client.close()
             raise _TlsPolicyTrouble("TLS certificate matches no TLSA record (DANE, RFC 7672 §3)")
-    await client.ehlo()
+    try:
+        await client.ehlo(settings.helo)
+    except BaseException:
+        client.close()
+        raise
     return client
-
-
-class _NoSmtputf8(Exception):
-    """The message needs SMTPUTF8 (a non-ASCII address) and this server does not offer it."""
 
 
 def needs_smtputf8(sender: str, recipients) -> bool:
@@ -281,100 +287,80 @@ def needs_smtputf8(sender: str, recipients) -> bool:
     return not sender.isascii() or not all(r.isascii() for r in recipients)
 
 
-def _utf8_ok(client: aiosmtplib.SMTP, key: tuple, utf8: bool, limit: int) -> None:
-    if utf8 and not client.supports_extension("smtputf8"):
-        if not POOL.give(key, client, limit):  # the session itself is fine for other mail
-            client.close()
-        raise _NoSmtputf8()
+def _reply_text(reply) -> str:
+    return " ".join(reply.message.split())[:400]
 
 
-async def _mail(settings: RelaySettings, host: str, sender: str, utf8: bool = False, log: _Log | None = None) -> aiosmtplib.SMTP:
-    """A session with MAIL accepted: an idle pooled one when it still works, else a new one."""
+async def _session(settings: RelaySettings, host: str, sender: str, recipients, body: bytes,
+                   log: _Log | None = None) -> tuple[RcptOutcome, ...]:
+    """One transaction for `recipients` on `host`, `body` already dot-stuffed; per-recipient outcomes.
+    Raises _HostTrouble when this host cannot take the message now (the next host is tried)."""
     hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
-    options = {"options": ["SMTPUTF8"], "encoding": "utf-8"} if utf8 else {}
-    while (client := POOL.take(key)) is not None:
-        _utf8_ok(client, key, utf8, settings.idle_sessions)
-        try:
-            await client.mail(sender, **options)
-            return client
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500:
-                client.close()
-                raise
-            client.close()  # the server tired of the idle session: open a fresh one
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError):
-            client.close()
-    client = await _open(settings, hostname, port, host, log)
-    _utf8_ok(client, key, utf8, settings.idle_sessions)
-    try:
-        await client.mail(sender, **options)
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
-async def _session(settings: RelaySettings, host: str, sender: str, recipients, data: bytes,
-                   log: _Log | None = None) -> tuple[RcptOutcome, ...]:
-    reusable = False
-    client = None
     utf8 = needs_smtputf8(sender, recipients)
-    try:
-        try:
-            client = await _mail(settings, host, sender, utf8, log)
-            if log is not None and client.transport and client.transport.get_extra_info("ssl_object") is not None:
-                log.tls_hosts.add(host)
-        except _NoSmtputf8:  # RFC 6531 §3.2: never downgrade an address; the sender gets a DSN
+    while True:
+        client = POOL.take(key)
+        pooled = client is not None
+        if client is None:
+            try:
+                client = await _open(settings, hostname, port, host, log)
+            except _HostTrouble:
+                raise
+            except ReplyError as exc:
+                if exc.code >= 500:  # refused for good (greeting, EHLO, STARTTLS): every recipient fails
+                    return _all(recipients, "failed", _status_of(exc.code, exc.message),
+                                f"smtp; {exc.code} {_reply_text(exc)}", host)
+                raise _HostTrouble(f"{exc.code} {exc.message}") from None
+            except (SmtpError, OSError) as exc:
+                raise _HostTrouble(f"{exc.__class__.__name__}: {exc}") from None
+        if log is not None and client.ssl_object is not None:
+            log.tls_hosts.add(host)
+        if utf8 and not client.supports("smtputf8"):  # RFC 6531 §3.2: never downgrade an address; the sender gets a DSN
+            if not POOL.give(key, client, settings.idle_sessions):  # the session itself is fine for other mail
+                await client.quit()
             return _all(recipients, "failed", "5.6.7",
                         "smtp; 553 5.6.7 the receiving server does not support SMTPUTF8 (RFC 6531)", host)
-        except _HostTrouble:
-            raise
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500:  # MAIL refused for good: every recipient fails
-                return _all(recipients, "failed", _status_of(exc.code, exc.message),
-                            f"smtp; {exc.code} {' '.join(exc.message.split())[:400]}", host)
-            raise _HostTrouble(f"{exc.code} {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise _HostTrouble(f"{exc.__class__.__name__}: {exc}") from None
-        outcomes: dict[str, RcptOutcome] = {}
-        accepted = []
-        for rcpt in recipients:
-            try:
-                reply = await client.rcpt(rcpt, encoding="utf-8" if utf8 else "ascii")
-                accepted.append(rcpt)
-                outcomes[rcpt] = _outcome(rcpt, reply.code, reply.message, host)
-            except aiosmtplib.SMTPResponseException as exc:
-                outcomes[rcpt] = _outcome(rcpt, exc.code, exc.message, host)
-        if accepted:
-            try:
-                reply = await client.data(data)
-                done = _outcome("", reply.code, reply.message, host)
-                reusable = True
-            except aiosmtplib.SMTPResponseException as exc:
-                done = _outcome("", exc.code, exc.message, host)
-                reusable = True
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                # Lost after RCPT: the message may or may not have arrived; retry (duplicates beat loss).
-                done = RcptOutcome("", "deferred", "4.4.2", f"smtp; connection lost during DATA: {exc}", host)
-            for rcpt in accepted:
-                outcomes[rcpt] = RcptOutcome(rcpt, done.state, done.status, done.diagnostic, host)
+        t = await client.transaction(sender, "SMTPUTF8" if utf8 else "", list(recipients), body,
+                                     "utf-8" if utf8 else "ascii")
+        if t.error is not None and not t.body_sent:
+            client.close()
+            if pooled:  # an idle session the server dropped: nothing was delivered, open a fresh one
+                continue
+            raise _HostTrouble(f"{t.error.__class__.__name__}: {t.error}")
+        if t.mail.code // 100 != 2:
+            await client.quit()
+            if pooled and t.mail.code < 500:  # the server tired of the idle session: open a fresh one
+                continue
+            if t.mail.code >= 500:  # MAIL refused for good: every recipient fails
+                return _all(recipients, "failed", _status_of(t.mail.code, t.mail.message),
+                            f"smtp; {t.mail.code} {_reply_text(t.mail)}", host)
+            raise _HostTrouble(f"{t.mail.code} {t.mail.message}")
+        return await _outcomes(settings, key, client, t, recipients, host)
+
+
+async def _outcomes(settings: RelaySettings, key: tuple, client: SmtpClient, t: Transaction, recipients,
+                    host: str) -> tuple[RcptOutcome, ...]:
+    """Each recipient's outcome from its RCPT reply, and for the accepted ones the message's; the
+    session goes back to the pool when it is ready for the next transaction."""
+    outcomes = [_outcome(r, reply.code, reply.message, host) for r, reply in zip(recipients, t.rcpts)]
+    accepted = [i for i, o in enumerate(outcomes) if o.state == "delivered"]
+    reusable = True
+    if accepted:
+        if t.error is not None:  # lost after the body was written: it may have arrived; retry (duplicates beat loss)
+            done = RcptOutcome("", "deferred", "4.4.2", f"smtp; connection lost during DATA: {t.error}", host)
+            reusable = False
+        elif t.data.code != 354:  # DATA refused: the transaction stays open until RSET (RFC 5321 §4.1.1.5)
+            done = _outcome("", t.data.code, t.data.message, host)
+            reusable = await client.rset()
         else:
-            try:  # RFC 5321 §4.1.1.5: end the transaction before the session is reused
-                await client.rset()
-                reusable = True
-            except (aiosmtplib.SMTPException, OSError):
-                pass
-        return tuple(outcomes[r] for r in recipients)
-    finally:
-        kept = client is not None and reusable and POOL.give(SessionPool.key(settings, host), client,
-                                                             settings.idle_sessions)
-        if client is not None and not kept:
-            try:
-                if client.is_connected:
-                    await client.quit(timeout=2.0)
-            except Exception:
-                client.close()
+            done = _outcome("", t.done.code, t.done.message, host)
+        for i in accepted:
+            outcomes[i] = RcptOutcome(recipients[i], done.state, done.status, done.diagnostic, host)
+    else:  # RFC 5321 §4.1.1.5: end the transaction before the session is reused
+        reusable = t.error is None and await client.rset()
+    if not (reusable and POOL.give(key, client, settings.idle_sessions)):
+        await client.quit()
+    return tuple(outcomes)
 
 
 async def relay(settings: RelaySettings, sender: str, recipients: list[str], data: bytes,
@@ -382,6 +368,16 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
     """Try the hosts in order until one answers for the recipients; never raises for network trouble."""
     if has_bare_cr_or_lf(data):
         return RelayResult(_all(recipients, "failed", "5.6.0", "smtp; 550 5.6.0 bare CR or LF in message (not relayed)"))
+    if has_control(sender):
+        return RelayResult(_all(recipients, "failed", "5.1.7", "smtp; 553 5.1.7 control character in the sender (not relayed)"))
+    refused = {r: RcptOutcome(r, "failed", "5.1.3", "smtp; 553 5.1.3 control character in the address (not relayed)")
+               for r in recipients if has_control(r)}
+    if refused:
+        rest = [r for r in recipients if r not in refused]
+        result = await relay(settings, sender, rest, data, health) if rest else RelayResult(())
+        got = {o.address: o for o in result.outcomes} | refused
+        return dataclasses.replace(result, outcomes=tuple(got[r] for r in recipients))
+    body = stuffed(data)
     health = health or HostHealth()
     errors: list[str] = []
     log = _Log()
@@ -391,7 +387,7 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
     for host in candidates:
         started = time.monotonic()
         try:
-            outcomes = await _split_transactions(settings, host, sender, recipients, data, log)
+            outcomes = await _split_transactions(settings, host, sender, recipients, body, log)
         except _HostTrouble as exc:
             errors.append(f"{host}: {exc}")
             policy_failures += isinstance(exc, _TlsPolicyTrouble)
@@ -414,13 +410,13 @@ def needs_new_transaction(outcome: RcptOutcome) -> bool:
 
 
 async def _split_transactions(settings: RelaySettings, host: str, sender: str, recipients,
-                              data: bytes, log: _Log | None = None) -> tuple[RcptOutcome, ...]:
+                              body: bytes, log: _Log | None = None) -> tuple[RcptOutcome, ...]:
     """One transaction, then a new one at once for the recipients the server asked to send
     separately (452 4.5.3), for as long as each transaction delivers someone."""
     outcomes: dict[str, RcptOutcome] = {}
     todo = list(recipients)
     while todo:
-        for o in await _session(settings, host, sender, todo, data, log):
+        for o in await _session(settings, host, sender, todo, body, log):
             outcomes[o.address] = o
         rest = [r for r in todo if needs_new_transaction(outcomes[r])]
         if len(rest) == len(todo):  # nobody got through: a real limit, left to the retry schedule
@@ -436,29 +432,23 @@ async def callahead(settings: RelaySettings, address: str) -> tuple[int, str]:
     sender is what RFC 5321 §3.3 bounces use, so a callahead never looks like a real message.
     """
     errors = []
+    if has_control(address):
+        return 501, "5.1.3 control character in the address"
     for host in settings.hosts:
         hostname, port = parse_hostport(host)
-        client = aiosmtplib.SMTP(hostname=hostname, port=port, local_hostname=settings.helo, start_tls=False,
-                                 timeout=settings.connect_timeout,
-                                 source_address=(settings.source_address, 0) if settings.source_address else None)
+        client = None
         try:
-            await client.connect()
-            await client.ehlo()
-            if client.supports_extension("starttls"):
-                await client.starttls(tls_context=settings.tls_context, server_hostname=settings.tls_name or hostname)
-                await client.ehlo()
-            await client.mail("")
-            try:
-                reply = await client.rcpt(address)
-                return reply.code, reply.message
-            except aiosmtplib.SMTPResponseException as exc:
-                return exc.code, exc.message
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            client = await SmtpClient.connect(hostname, port, source_address=settings.source_address,
+                                              connect_timeout=settings.connect_timeout, timeout=settings.connect_timeout)
+            await client.ehlo(settings.helo)
+            if client.supports("starttls"):
+                await client.starttls(settings.tls_context, settings.tls_name or hostname)
+                await client.ehlo(settings.helo)
+            reply = await client.rcpt_probe("", address)
+            return reply.code, reply.message
+        except (SmtpError, OSError) as exc:
             errors.append(f"{host}: {exc.__class__.__name__}")
         finally:
-            try:
-                if client.is_connected:
-                    await client.quit(timeout=2.0)
-            except Exception:
-                client.close()
+            if client is not None:
+                await client.quit()
     return 451, "; ".join(errors) or "no downstream configured"
