@@ -10,7 +10,7 @@ less than messages per second; each tree's own bench/peers.py starts its node, s
 keeps its own settings. Must not know the other scenarios.
 
     python3 bench/abtrees.py --a /path/to/old/checkout --b . [--scenario p1|p2] [--pairs 8] [--count N]
-                             [--workers W]   (P1 default: the node's default, [node] workers = 0)
+                             [--workers W] [--workdir DIR]   (P1 default: the node's default, [node] workers = 0)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 tree, count, workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, str(tree / "bench"))
 import accounting, loadclient, peers
-root = Path(tempfile.mkdtemp(prefix="mxgate-ab-"))
+root = Path(tempfile.mkdtemp(prefix="mxgate-ab-", dir=sys.argv[4] or None))
 certs = peers.certificates(root / "certs")
 dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
 mx = peers.MxgatePeer("mxgate", root / "mx", dns=dns.address, workers=workers, cert=str(certs.server_cert),
@@ -57,7 +57,7 @@ from pathlib import Path
 tree, count, workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, str(tree / "bench"))
 import loadclient, peers, scenarios
-root = Path(tempfile.mkdtemp(prefix="mxgate-ab-"))
+root = Path(tempfile.mkdtemp(prefix="mxgate-ab-", dir=sys.argv[4] or None))
 certs = peers.certificates(root / "certs")
 tls = loadclient.client_context(str(certs.ca_cert))
 dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
@@ -101,9 +101,9 @@ finally:
 """
 
 
-def one_run(tree: Path, count: int, workers: int, scenario: str = "p2") -> dict:
+def one_run(tree: Path, count: int, workers: int, scenario: str = "p2", workdir: str = "") -> dict:
     script = _ONE_P1 if scenario == "p1" else _ONE_RUN
-    out = subprocess.run([sys.executable, "-c", script, str(tree), str(count), str(workers)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script, str(tree), str(count), str(workers), workdir], capture_output=True,
                          text=True, timeout=600, cwd="/")
     if out.returncode != 0:
         raise SystemExit(f"run on {tree} failed:\n{out.stderr[-3000:]}")
@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--b", required=True, type=Path, help="checkout B")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--scenario", choices=("p1", "p2"), default="p2")
+    ap.add_argument("--workdir", default="", help="where each run's home and Maildirs go (default: the temp dir); see run.py --workdir")
     ap.add_argument("--count", type=int, help="messages per run (P2: 8000, P1: 3000)")
     ap.add_argument("--workers", type=int, help="[node] workers (P2: 2, as bench/run.py runs it; P1: the node's default)")
     args = ap.parse_args()
@@ -136,7 +137,7 @@ def main() -> None:
         order = ("A", "B") if i % 2 == 0 else ("B", "A")  # neither tree always runs first
         pair = {}
         for name in order:
-            r = one_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario)
+            r = one_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario, args.workdir)
             pair[name] = r["cpu_us"]
             runs[name].append(r["cpu_us"])
             rates[name].append(r["rate"])

@@ -3,6 +3,7 @@ that answers 250 but loses a message must fail the run. Tiny and bounded; no tim
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def test_mxgate_delivers_every_acked_message_exactly_once_and_refuses_the_bypass
         flood = scenarios.p2([mx], TINY)[0]
     finally:
         mx.stop()
+    # P1 runs mxgate at the node's defaults (performance.md, issue 19): the bench sets neither the
+    # worker count nor the event loop, and the node picked one process per core and uvloop.
+    from mxgate.config.node import NodeSettings
+
+    toml = (root / "mx" / "node.toml").read_text()
+    assert "workers" not in toml and "event_loop" not in toml
+    assert mx.processes == NodeSettings().node.worker_count()
+    assert re.search(r"event loop: +uvloop", (root / "mx" / "serve.log").read_text())
     assert r.ok, r.detail
     assert "acked 200, on disk 200, lost 0, duplicated 0" in r.detail["accounting"]
     assert flood.ok and flood.count == 100 and flood.detail["refused_at"] == {"rcpt": 100}

@@ -158,3 +158,18 @@ def test_a_fresh_serve_runs_on_uvloop_with_a_worker_per_core(tmp_path, monkeypat
         assert r["end"][0] == 250
     finally:
         node.stop()
+
+
+def test_a_worker_that_keeps_exiting_is_restarted_ever_more_slowly():
+    """A worker restarted after a crash (issue 19: it recovers its own gateway spool) must not
+    burn a core when it cannot start at all: 1 s, doubling up to a minute, back to 1 s once it
+    has run for a minute."""
+    from mxgate.cli.serve_cmds import RESTART_MAX, restart_pause
+
+    pauses, pause = [], 0.0
+    for _ in range(8):
+        pause = restart_pause(pause, ran=0.5)
+        pauses.append(pause)
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert restart_pause(60.0, ran=RESTART_MAX) == 1.0  # it had been serving: a crash, not a start failure
+    assert restart_pause(0.0, ran=3600.0) == 1.0

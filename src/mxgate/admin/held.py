@@ -74,7 +74,9 @@ def spool_roots(st) -> list[Path]:
 def _located(st) -> list[tuple[Path, QueueEntry]]:
     sv = _services(st)
     own = Path(sv.spool.root) if sv is not None else None
-    if sv is not None and getattr(sv.spool, "blocking_reads", False):  # the database queue: every node's rows
+    from mxgate.queue.dbspool import DbSpool
+
+    if sv is not None and isinstance(sv.spool, DbSpool):  # the database queue: every node's rows
         return [(own, e) for e in sv.spool.list()]
     found = []
     for root in spool_roots(st):

@@ -142,7 +142,14 @@ def worker_listen(settings) -> list[str]:
     return [a for role in ("mailbox", "gateway") if getattr(settings.roles, role) for a in getattr(settings, role).listen]
 
 
-RESTART_PAUSE = 1.0  # seconds before a worker that exited is started again (no crash loop at full speed)
+# Seconds before a worker that exited is started again: 1 s, doubling while it keeps exiting
+# within RESTART_MAX of its start (a worker that cannot start must not burn a core in a loop).
+RESTART_PAUSE, RESTART_MAX = 1.0, 60.0
+
+
+def restart_pause(previous: float, ran: float) -> float:
+    """Seconds to wait before starting again a worker that exited after running `ran` seconds."""
+    return RESTART_PAUSE if ran >= RESTART_MAX else min(max(2 * previous, RESTART_PAUSE), RESTART_MAX)
 
 
 class Workers:
@@ -205,18 +212,22 @@ class Workers:
 
     def _supervise(self, index: int) -> None:
         import logging
+        import time
 
+        pause = 0.0
         while True:
             with self._lock:
                 if self._stopping.is_set():
                     return
+                started = time.monotonic()
                 proc = self._procs[index] = self._spawn(index)
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            logging.getLogger("mxgate.node").warning("worker %d (pid %d) exited with %s; starting it again",
-                                                     index, proc.pid, code)
-            if self._stopping.wait(RESTART_PAUSE):
+            pause = restart_pause(pause, time.monotonic() - started)
+            logging.getLogger("mxgate.node").warning("worker %d (pid %d) exited with %s; starting it again in %.0f s",
+                                                     index, proc.pid, code, pause)
+            if self._stopping.wait(pause):
                 return
 
     def stop(self) -> None:

@@ -12,7 +12,6 @@ Must not know: sessions, sockets, Maildir or queues.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 from mxgate.policy.attribution import CompiledPolicy, RcptDecision
 from mxgate.policy.model import InboundConnector
@@ -39,20 +38,20 @@ class MailTransaction:
         (mail-flow.md §3.6: recipients with another outcome were deferred at RCPT)."""
         return self.recipients[0].decision.connector if self.recipients else ""
 
-    @cached_property  # a value: worked out once, read by several steps of the message
+    @property
     def connector(self) -> InboundConnector | None:
         name = self.connector_name
         return self.policy.policy.inbound(name) if name else None
 
-    @cached_property
+    @property
     def local(self) -> tuple[AcceptedRecipient, ...]:
         return tuple(r for r in self.recipients if r.decision.route is RcptRoute.LOCAL)
 
-    @cached_property
+    @property
     def relayed(self) -> tuple[AcceptedRecipient, ...]:
         return tuple(r for r in self.recipients if r.decision.route is RcptRoute.RELAY)
 
-    @cached_property
+    @property
     def mailboxes(self) -> tuple[str, ...]:
         """The mailbox each local recipient was resolved to at RCPT (aliases already followed)."""
         return tuple(r.decision.mailbox.address for r in self.local if r.decision.mailbox is not None)
