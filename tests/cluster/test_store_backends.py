@@ -9,6 +9,7 @@ the existing store/policy/trace suites on PostgreSQL as well.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -177,6 +178,40 @@ async def test_database_queue_leases(store_url, engine_for, tmp_path):
     assert await a.settle(again, [Recipient("bob@contoso.test", RcptState.DELIVERED)]) is None
     assert a.count() == 0 and b.get(entry.queue_id) is None
 
+
+
+async def test_database_queue_claim_race_leases_a_row_once(store_url, engine_for, tmp_path):
+    """Two processes read the same due row before either writes (issue 19: a gateway node's
+    processes share the queue): only one lease is granted, on SQLite as on PostgreSQL. B's whole
+    claim runs between A's read and A's write (a hook on A's engine, no timing involved)."""
+    from sqlalchemy import event
+
+    engine_a, engine_b = engine_for(store_url), engine_for(store_url)
+    a = DbSpool.open(engine_a, "gw", tmp_path / "a")
+    b = DbSpool.open(engine_b, "gw-w1", tmp_path / "b")
+    entry = await a.enqueue("s@fabrikam.test", ["alice@contoso.test"], b"msg", {})
+    [due] = b.due(time.time())
+    outcome: dict = {}
+
+    def between(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "gateway_queue" in statement and "b" not in outcome:
+            outcome["b"] = "pending"
+            try:
+                outcome["b"] = asyncio.run(b.claim(due)).queue  # this thread has no running loop
+            except StaleEntryError:
+                outcome["b"] = "refused"
+
+    event.listen(engine_a, "after_cursor_execute", between)
+    try:
+        try:
+            outcome["a"] = (await a.claim(entry)).queue
+        except StaleEntryError:
+            outcome["a"] = "refused"
+    finally:
+        event.remove(engine_a, "after_cursor_execute", between)
+    assert sorted([outcome["a"], outcome["b"]]) == ["active", "refused"], outcome
+    [row] = a.list()
+    assert row.queue == "active" and row.revision == entry.revision + 1
 
 
 async def test_database_queue_worker_leases_are_taken_back_by_the_first_process(store_url, engine_for, tmp_path):

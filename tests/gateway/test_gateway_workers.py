@@ -87,6 +87,19 @@ class GatewayProcesses:
     def all_queued(self) -> list:
         return [e for _, root in process_spools(self.home.spool, "gateway") for e in entries_on_disk(root)]
 
+    def database_rows(self) -> int:
+        """Rows of the database queue (`queue = "database"`; every process leases from it)."""
+        from sqlalchemy import func, inspect, select
+
+        from mxgate.queue.dbspool import gateway_queue
+        from mxgate.store.db import open_engine
+
+        engine = open_engine(self.home.database_url)
+        if not inspect(engine).has_table("gateway_queue"):
+            return 0
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(gateway_queue)).scalar()
+
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.node.proc.pid)], capture_output=True, text=True).stdout.split()
         return [int(p) for p in out]
@@ -136,15 +149,17 @@ def down(test_ca):
         state["sink"].close()
 
 
-def test_two_processes_share_the_gateway_port_and_deliver_every_message_once(tmp_path, dns, mailbox):
-    gw = GatewayProcesses(tmp_path, dns, f"127.0.0.1:{mailbox.port()}", str(mailbox.node.certs.ca_cert))
+@pytest.mark.parametrize("queue", ["disk", "database"])
+def test_two_processes_share_the_gateway_port_and_deliver_every_message_once(tmp_path, dns, mailbox, queue):
+    gw = GatewayProcesses(tmp_path, dns, f"127.0.0.1:{mailbox.port()}", str(mailbox.node.certs.ca_cert),
+                          queue=f'"{queue}"')
     try:
         acked = [f"spread-{i}" for i in range(30) if gw.send(f"spread-{i}")]
         assert len(acked) == 30
         inbox = lambda: [email.message_from_bytes(m)["Subject"] for m in rig.maildir_messages(mailbox.home, "alice@contoso.test")]  # noqa: E731
         assert wait_until(lambda: len(inbox()) >= 30, timeout=60), len(inbox())
         assert Counter(inbox()) == Counter(acked)  # every one, once
-        assert wait_until(lambda: gw.all_queued() == [], timeout=30)  # both spools drained
+        assert wait_until(lambda: gw.all_queued() == [] and gw.database_rows() == 0, timeout=30)  # all drained
         # Both processes accepted and queued mail (the trace names the process that received it).
         from sqlalchemy import select
 

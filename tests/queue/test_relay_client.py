@@ -39,6 +39,8 @@ class ScriptedMx:
         self.done_reply: bytes | None = b"250 stored\r\n"  # None: never answer the body
         self.hold_until_data = False  # withhold every reply until the DATA line arrived
         self.after_220 = b""  # plaintext sent right behind STARTTLS's 220 (CVE-2011-0411)
+        self.drip: float = 0.0  # > 0: the body's reply sent one byte per this many seconds
+        self.dripped = 0
         self.chunks: list[list[str]] = []
         self.bodies: list[bytes] = []
         self.commands: list[str] = []
@@ -87,7 +89,9 @@ class _MxProtocol(asyncio.Protocol):
                     break
                 self.mx.bodies.append(self.body + self.buf[:end])
                 self.body, self.buf, self.in_data = b"", self.buf[end:], False
-                if self.mx.done_reply is not None:
+                if self.mx.drip:
+                    asyncio.get_running_loop().create_task(self.drip(self.mx.done_reply))
+                elif self.mx.done_reply is not None:
                     self.reply(self.mx.done_reply)
                 continue
             end = self.buf.find(b"\r\n")
@@ -148,6 +152,14 @@ class _MxProtocol(asyncio.Protocol):
             self.t.close()
         else:
             self.reply(b"250 ok\r\n")
+
+    async def drip(self, data: bytes):
+        for i in range(len(data)):
+            if self.t.is_closing():
+                return
+            self.t.write(data[i:i + 1])
+            self.mx.dripped += 1
+            await asyncio.sleep(self.mx.drip)
 
     async def upgrade(self):
         loop = asyncio.get_running_loop()
@@ -387,3 +399,17 @@ def test_plaintext_behind_starttls_220_is_never_read_as_a_tls_reply(test_ca):
     mx, result = _run(test_ca, scenario)
     assert _states(result) == [("b@fabrikam.test", "delivered", "2.0.0")] and result.tls
     assert mx.bodies == [stuffed(MESSAGE)]
+
+
+def test_a_reply_dripped_a_byte_at_a_time_does_not_restart_the_timeout(test_ca):
+    """Slowloris from the server's side: every byte comes before the timeout, the reply never
+    ends in time. The command timeout bounds the whole reply (0.5 s here, against a drip that
+    would take 10 s), and the body having been sent, the recipient is deferred as maybe delivered."""
+    async def scenario(mx, settings):
+        mx.drip, mx.done_reply = 0.1, b"250-" + b"x" * 96 + b"\r\n250 ok\r\n"
+        settings = RelaySettings(settings.hosts, settings.tls_context, command_timeout=0.5)
+        return mx, await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+
+    mx, result = _run(test_ca, scenario)
+    assert _states(result) == [("b@fabrikam.test", "deferred", "4.4.2")]
+    assert "timed out" in result.outcomes[0].diagnostic and mx.dripped < 50

@@ -204,8 +204,14 @@ class DbSpool:
                                    .with_for_update(skip_locked=True)).first()
                 if row is None:
                     raise StaleEntryError(f"{entry.queue_id} changed or is leased by another node")
-                conn.execute(update(gateway_queue).where(q.queue_id == entry.queue_id).values(
+                # Conditional on the revision read, like every later change: on SQLite the SELECT
+                # above runs before the write transaction begins (FOR UPDATE does not exist there),
+                # so two processes can both read the due row; only the first UPDATE matches.
+                taken = conn.execute(update(gateway_queue).where(and_(
+                    q.queue_id == entry.queue_id, q.revision == row.revision, _due_condition(float("inf"), now))).values(
                     queue="active", lease_owner=self.node, lease_until=now + self.lease, revision=row.revision + 1))
+                if taken.rowcount != 1:
+                    raise StaleEntryError(f"{entry.queue_id} was just leased by another node")
             return _entry(row, queue="active", revision=row.revision + 1)
 
         return await asyncio.to_thread(take)

@@ -272,8 +272,10 @@ class SmtpClient:
 
     async def _reply(self, timeout: float | None = None) -> Reply:
         """The next complete reply (RFC 5321 §4.2: "xyz-" lines continue, "xyz " or "xyz" ends),
-        waiting at most `timeout` (the command timeout) for it."""
+        waiting at most `timeout` (the command timeout) for all of it: a server dripping a byte
+        at a time does not restart the clock."""
         p = self._p
+        deadline = None
         while True:
             reply = self._parse(p.buffer)
             if reply is not None:
@@ -283,8 +285,10 @@ class SmtpClient:
             if len(p.buffer) > MAX_REPLY:
                 self.close()
                 raise SmtpError("reply too long")
+            if deadline is None:
+                deadline = self._loop.time() + (self.timeout if timeout is None else timeout)
             waiter = p.waiter = self._loop.create_future()
-            timer = self._loop.call_later(self.timeout if timeout is None else timeout, _timed_out, waiter)
+            timer = self._loop.call_at(deadline, _timed_out, waiter)
             try:
                 await waiter
             except SmtpError:
