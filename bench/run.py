@@ -184,12 +184,9 @@ def main() -> int:
     group.add_argument("--p6", action="store_true", help="P6 alone: 20 CLI policy changes until enforced")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
-    ap.add_argument("--workdir", help="make the temporary directory here (default: the system's temp dir). Every "
-                    "peer but the null sink creates a file per message there: on ext4 a crowded directory tree "
-                    "(a shared /tmp) makes each new inode cost 0.15-0.9 ms of kernel CPU (bench/RESULTS.md)")
     args = ap.parse_args()
     mode = QUICK if args.quick else P3ONLY if args.p3 else P6ONLY if args.p6 else FULL
-    root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir=args.workdir or "/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
           f"{platform.python_version()}; load client on {loadclient.client_loop()}, "
