@@ -211,7 +211,7 @@ def test_queue_view_covers_every_process_spool(admin_node, api):
     in_worker = asyncio.run(enqueue("gateway-w1", "w1"))
     asyncio.run(enqueue("gateway-outbound-w1", "not the inbound queue"))
     listed = api.get("/queue").json()
-    assert [e["queue_id"] for e in listed] == [first.queue_id, in_worker.queue_id]
+    assert [(e["queue_id"], e["spool"]) for e in listed] == [(first.queue_id, "gateway"), (in_worker.queue_id, "gateway-w1")]
     assert api.post(f"/queue/{in_worker.queue_id}/retry").status_code == 202
     assert [p.name for p in (admin_node.home.spool / "gateway-w1" / "requests").iterdir()] == [f"{in_worker.queue_id}.retry"]
     assert not (admin_node.home.spool / "gateway" / "requests").exists()

@@ -89,6 +89,11 @@ def queue_entries(st) -> list[QueueEntry]:
     return [e for _, e in _located(st)]
 
 
+def queue_rows(st) -> list[dict[str, Any]]:
+    """The queue for the API and the page: each entry with the directory (process) holding it."""
+    return [entry_dict(e, root) for root, e in _located(st)]
+
+
 def queue_depths(st) -> dict[str, int]:
     counts = {q: 0 for q in LIVE_QUEUES}
     for e in queue_entries(st):
@@ -96,8 +101,9 @@ def queue_depths(st) -> dict[str, int]:
     return counts
 
 
-def entry_dict(e: QueueEntry) -> dict[str, Any]:
-    return {"queue_id": e.queue_id, "queue": e.queue, "sender": e.sender, "arrival": e.arrival,
+def entry_dict(e: QueueEntry, root: Path | None = None) -> dict[str, Any]:
+    return {"queue_id": e.queue_id, "spool": root.name if root is not None else "", "queue": e.queue,
+            "sender": e.sender, "arrival": e.arrival,
             "attempts": e.attempts, "next_attempt": e.next_attempt, "last_error": e.last_error, "size": e.size,
             "trace_id": e.meta.get("trace_id", ""),
             "recipients": [{"address": r.address, "state": r.state.value, "status": r.status, "error": r.error}

@@ -48,7 +48,7 @@ async def quarantine_delete(request: Request, qid: str) -> dict[str, Any]:
 
 @router.get("/queue", tags=["queue"], summary="Gateway queue entries by arrival")
 def queue_list(request: Request) -> list[dict[str, Any]]:
-    return [held.entry_dict(e) for e in held.queue_entries(_st(request))]
+    return held.queue_rows(_st(request))
 
 
 @router.post("/queue/{queue_id}/retry", tags=["queue"], status_code=202, summary="Try the entry now")

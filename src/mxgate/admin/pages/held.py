@@ -43,7 +43,7 @@ async def delete(request: Request, qid: str):
 @router.get("/queue")
 def queue(request: Request):
     st = state(request)
-    return render(request, "queue.html", {"entries": [held.entry_dict(e) for e in held.queue_entries(st)],
+    return render(request, "queue.html", {"entries": held.queue_rows(st),
                                           "gateway_here": st.role("gateway") is not None,
                                           "root": ", ".join(str(r) for r in held.spool_roots(st))}, nav="/queue")
 
