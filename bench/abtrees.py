@@ -101,17 +101,25 @@ finally:
 """
 
 
-def one_run(tree: Path, count: int, workers: int, scenario: str = "p2", workdir: str = "") -> dict:
+def start_run(tree: Path, count: int, workers: int, scenario: str = "p2", workdir: str = "") -> subprocess.Popen:
     script = _ONE_P1 if scenario == "p1" else _ONE_RUN
-    out = subprocess.run([sys.executable, "-c", script, str(tree), str(count), str(workers), workdir], capture_output=True,
-                         text=True, timeout=600, cwd="/")
-    if out.returncode != 0:
-        raise SystemExit(f"run on {tree} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", script, str(tree), str(count), str(workers), workdir],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+def finish_run(proc: subprocess.Popen, tree: Path, count: int, scenario: str) -> dict:
+    stdout, stderr = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"run on {tree} failed:\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
     done = result["accepted"] if scenario == "p1" else result["refused"]
     if done != count:
         raise SystemExit(f"run on {tree}: {done} of {count} messages as expected: {result.get('detail')}")
     return result
+
+
+def one_run(tree: Path, count: int, workers: int, scenario: str = "p2", workdir: str = "") -> dict:
+    return finish_run(start_run(tree, count, workers, scenario, workdir), tree, count, scenario)
 
 
 def main() -> None:
@@ -120,6 +128,9 @@ def main() -> None:
     ap.add_argument("--b", required=True, type=Path, help="checkout B")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--scenario", choices=("p1", "p2"), default="p2")
+    ap.add_argument("--together", action="store_true",
+                    help="run A and B at the same time in each pair (each with its own load client and DNS "
+                         "server): on a shared machine both see the same background load")
     ap.add_argument("--workdir", default="", help="where each run's home and Maildirs go (default: the temp dir); see run.py --workdir")
     ap.add_argument("--count", type=int, help="messages per run (P2: 8000, P1: 3000)")
     ap.add_argument("--workers", type=int, help="[node] workers (P2: 2, as bench/run.py runs it; P1: the node's default)")
@@ -136,8 +147,14 @@ def main() -> None:
     for i in range(args.pairs):
         order = ("A", "B") if i % 2 == 0 else ("B", "A")  # neither tree always runs first
         pair = {}
+        together = {}
+        if args.together:  # both trees under the same load at the same time: the machine's noise hits both
+            together = {name: start_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario,
+                                        args.workdir) for name in order}
         for name in order:
-            r = one_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario, args.workdir)
+            tree = (args.a if name == "A" else args.b).resolve()
+            r = (finish_run(together[name], tree, count, args.scenario) if together
+                 else one_run(tree, count, workers, args.scenario, args.workdir))
             pair[name] = r["cpu_us"]
             runs[name].append(r["cpu_us"])
             rates[name].append(r["rate"])

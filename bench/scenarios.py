@@ -274,14 +274,20 @@ async def _rcpt_code(port: int, source: str, tls) -> int:
 
 def ratio(results: list[Result], scenario: str, num: str, den: str) -> float | None:
     """Median over rounds of num/den, each ratio from the same round; None if any round failed."""
+    ratios = round_ratios(results, scenario, num, den)
+    return statistics.median(ratios) if ratios else None
+
+
+def round_ratios(results: list[Result], scenario: str, num: str, den: str) -> list[float] | None:
+    """num/den of each round, in round order; None if any round failed."""
     by_round: dict[int, dict[str, Result]] = {}
     for r in results:
         if r.scenario == scenario:
             by_round.setdefault(r.round, {})[r.peer] = r
     ratios = []
-    for peers in by_round.values():
+    for _, peers in sorted(by_round.items()):
         if num in peers and den in peers:
             if not (peers[num].ok and peers[den].ok) or peers[den].rate <= 0:
                 return None
             ratios.append(peers[num].rate / peers[den].rate)
-    return statistics.median(ratios) if ratios else None
+    return ratios

@@ -79,3 +79,19 @@ def test_ratio_is_withheld_when_a_round_failed():
     bad = scenarios.Result("P1", "postfix", 50.0, ok=False)
     assert scenarios.ratio([good, bad], "P1", "mxgate", "postfix") is None
     assert scenarios.ratio([good, scenarios.Result("P1", "postfix", 50.0)], "P1", "mxgate", "postfix") == 2.0
+
+
+def test_an_every_round_target_is_judged_on_its_worst_round():
+    """Issue 19's P1 target is 1.5x Postfix in every round: a median over rounds must not hide one."""
+    import run
+
+    rows = [scenarios.Result("P1", peer, rate, round=rnd) for rnd, (mx, pf) in enumerate([(160, 100), (170, 100), (125, 100)])
+            for peer, rate in (("mxgate", mx), ("postfix", pf))]
+    assert scenarios.round_ratios(rows, "P1", "mxgate", "postfix") == [1.6, 1.7, 1.25]
+    lines = run.summary(rows, scenarios.FULL)
+    every = next(line for line in lines if "P1 (#19)" in line)
+    median = next(line for line in lines if line.strip().startswith("P1 ") and "#19" not in line)
+    assert "1.25x" in every and "in every round  MISSED" in every and "rounds: 1.60, 1.70, 1.25" in every
+    assert "1.60x" in median and "met" in median
+    rows[4] = scenarios.Result("P1", "mxgate", 150, round=2)
+    assert "in every round  met" in next(line for line in run.summary(rows, scenarios.FULL) if "P1 (#19)" in line)

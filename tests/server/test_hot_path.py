@@ -81,3 +81,22 @@ def test_no_250_until_the_batch_directory_fsync_returned(node_factory, dns, monk
         assert code == 250, text
         c.cmd("QUIT")
     assert len(rig.maildir_messages(n.home, "alice@contoso.test")) == 1
+
+
+def test_a_check_that_raises_on_its_thread_answers_451_and_stores_nothing(node_factory, dns, monkeypatch):
+    """A bug or an exotic input that makes a check raise on the check threads must come back to
+    the session as a temporary failure (the client retries), never a hang or a 250."""
+    n = node_factory(dns={"servers": [dns.address]})
+
+    def broken(self, data, *args):
+        raise RuntimeError("a check's bug on hostile input")
+
+    monkeypatch.setattr(Authenticator, "_checks", broken)
+    with _open(n) as c:
+        _send(c, "check raises")
+        code, text = c.read_reply()
+        assert code == 451 and "4.3.0" in text, text
+        _send(c, "and again on the same session")  # the session and the check threads go on
+        assert c.read_reply()[0] == 451
+        c.cmd("QUIT")
+    assert rig.maildir_messages(n.home, "alice@contoso.test") == []
