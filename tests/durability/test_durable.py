@@ -82,10 +82,9 @@ async def test_one_group_syncs_each_file_once_and_directory_once(tmp_path, monke
     assert c.stats.batches == 1 and c.stats.dir_syncs == 1
 
 
-async def test_concurrent_commits_are_batched(committer, tmp_path):
-    # A first job holds the worker until all 200 are queued, so batching does not depend on
-    # how the machine schedules threads (the suite runs beside other load).
-    # Waits are on state (the worker holding the first job; all 200 queued), never on time.
+async def _hold_the_worker(committer, tmp_path):
+    """A first job that holds the committer's worker until `release.set()`: jobs queued meanwhile
+    form the next batch whatever the machine's thread scheduling. Returns (its task, release)."""
     release, holding = threading.Event(), threading.Event()
 
     def held(f):
@@ -97,6 +96,14 @@ async def test_concurrent_commits_are_batched(committer, tmp_path):
     (tmp_path / "new").mkdir(exist_ok=True)
     first = asyncio.ensure_future(committer.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
     assert await asyncio.to_thread(holding.wait, 10)
+    return first, release
+
+
+async def test_concurrent_commits_are_batched(committer, tmp_path):
+    # A first job holds the worker until all 200 are queued, so batching does not depend on
+    # how the machine schedules threads (the suite runs beside other load).
+    # Waits are on state (the worker holding the first job; all 200 queued), never on time.
+    first, release = await _hold_the_worker(committer, tmp_path)
     jobs = [_job(tmp_path, f"c{i}", b"%d" % i) for i in range(200)]
     tasks = [asyncio.ensure_future(committer.commit(j)) for j in jobs]
     for _ in range(1000):  # each task queues its job at its first step
@@ -120,18 +127,8 @@ async def test_one_batch_settles_callers_on_two_event_loops_with_one_wakeup_each
     own outcome on its own loop, and each loop is woken once for the batch."""
     c = GroupCommitter(max_batch=64, io_threads=4)
     c.start()
-    release, holding = threading.Event(), threading.Event()
-
-    def held(f):
-        holding.set()
-        release.wait(10)
-        f.write(b"held")
-
-    (tmp_path / "tmp").mkdir(exist_ok=True)
-    (tmp_path / "new").mkdir(exist_ok=True)
     try:
-        first = asyncio.ensure_future(c.commit(WriteFile(tmp_path / "tmp" / "held", tmp_path / "new" / "held", held)))
-        assert await asyncio.to_thread(holding.wait, 10)
+        first, release = await _hold_the_worker(c, tmp_path)
         mine = [asyncio.ensure_future(c.commit_many([_job(tmp_path, f"a{i}")])) for i in range(5)]
         for _ in range(100):
             if len(c._queue) == 5:

@@ -269,6 +269,13 @@ def test_queue_cli_lists_and_acts_on_mail_in_a_workers_spool(tmp_path, dns, down
         # Every process retried its own entries (one more attempt each, in both directories).
         assert wait_until(lambda: all(e.attempts > before[e.queue_id] for e in gw.all_queued()), timeout=15), \
             ({e.queue_id: e.attempts for e in gw.all_queued()}, before)
-        assert {e.queue_id for e in gw.all_queued()} == set(before)
+        assert wait_until(lambda: {e.queue_id for e in gw.all_queued()} == set(before), timeout=15)
+        # Stopped: the CLI takes worker 1's directory lock itself and changes it there.
+        gw.stop()
+        left = gw.queued(1)[0]
+        r = gw.cli("queue", "retry", left.queue_id, "--json")
+        assert json.loads(r.stdout)["state"] == "applied (gateway not running)", (r.stdout, r.stderr)
+        [after] = [e for e in gw.queued(1) if e.queue_id == left.queue_id]
+        assert after.attempts == left.attempts + 1 and not spool_owned(gw.spool(1))
     finally:
         gw.stop()
