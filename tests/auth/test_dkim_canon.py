@@ -65,3 +65,37 @@ def test_btag_cut_is_dkimpys_on_long_random_fields():
     for _ in range(3000):
         field = b" v=1; a=rsa-sha256;" + b"".join(rng.choice(BTAG_PIECES + (b"Zm9v", b" b = ")) for _ in range(60))
         assert dkim_canon.RE_BTAG.sub(b"\\1", field) == dkim_canon.ORIGINAL_BTAG.sub(b"\\1", field), field
+
+
+MESSAGE_PIECES = (b"a", b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"From ", b"X-A: b")
+
+
+def _parse_outcome(parse, message):
+    import dkim
+
+    try:
+        return parse(message)
+    except dkim.MessageFormatError as exc:
+        return ("MessageFormatError", str(exc))
+    except IndexError:  # dkimpy's own, for a continuation line before any field
+        return ("IndexError",)
+
+
+def test_message_parse_is_dkimpys_on_every_short_message():
+    import dkim
+
+    assert dkim.rfc822_parse is dkim_canon.rfc822_parse
+    for n in range(6):
+        for parts in itertools.product(MESSAGE_PIECES, repeat=n):
+            message = b"".join(parts)
+            assert (_parse_outcome(dkim_canon.rfc822_parse, message)
+                    == _parse_outcome(dkim_canon.ORIGINAL_PARSE, message)), message
+
+
+def test_message_parse_is_dkimpys_on_long_random_messages():
+    rng = random.Random(19)
+    pieces = MESSAGE_PIECES + (b"Subject: x\r\n", b"\r\n\r\n", b"\n\n", b"body line\r\n", b"\r\r\n")
+    for _ in range(3000):
+        message = b"From: a@b\r\n" + b"".join(rng.choice(pieces) for _ in range(40))
+        assert (_parse_outcome(dkim_canon.rfc822_parse, message)
+                == _parse_outcome(dkim_canon.ORIGINAL_PARSE, message)), message
