@@ -42,3 +42,48 @@ def test_received_date_is_the_messages_own_second():
         field = received_header(helo="h.test", peer_ip="127.0.0.10", by="mx.test", protocol="ESMTPS", trace_id="t",
                                 recipient=None, now=now)
         assert field.endswith(f"; {email.utils.formatdate(int(now), usegmt=True)}\r\n".encode())
+
+
+# header_value and count_received find candidate lines by bytes.find, then match the pattern
+# there (issue 19): the same field as the MULTILINE regex search, whatever a sender puts where.
+_NAME_PIECES = (b"Subject", b"subject", b"SUBJ", b"Received", b"rEcEiVeD", b":", b" ", b"\t", b"\r\n", b"\n",
+                b"\r", b"x", b"\r\n ", b"Message-ID")
+
+
+def _reference_value(headers: bytes, name: str) -> bytes | None:
+    import re
+
+    m = re.compile(rb"^" + re.escape(name.encode()) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)",
+                   re.IGNORECASE | re.MULTILINE).search(headers)
+    return m and m.group(1).replace(b"\r\n", b"").strip()
+
+
+def _reference_count(headers: bytes) -> int:
+    import re
+
+    return len(re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE).findall(headers))
+
+
+def test_finds_the_field_the_regex_search_finds_on_every_short_block():
+    import itertools
+
+    from mxgate.smtp.message import count_received
+
+    for n in range(5):
+        for parts in itertools.product(_NAME_PIECES, repeat=n):
+            headers = b"".join(parts)
+            for name in ("Subject", "Received"):
+                ref = _reference_value(headers, name)
+                assert header_value(headers, name) == ("" if ref is None else ref.decode("utf-8", "replace")), headers
+            assert count_received(headers) == _reference_count(headers), headers
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_NAME_PIECES + (b"Received: from a", b"subject: hi")), max_size=40))
+def test_finds_the_field_the_regex_search_finds_on_random_blocks(parts):
+    from mxgate.smtp.message import count_received
+
+    headers = b"".join(parts)
+    ref = _reference_value(headers, "Subject")
+    assert header_value(headers, "Subject") == ("" if ref is None else ref.decode("utf-8", "replace"))
+    assert count_received(headers) == _reference_count(headers)

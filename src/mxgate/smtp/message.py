@@ -24,7 +24,21 @@ def header_block(data: bytes) -> bytes:
 
 
 def count_received(headers: bytes) -> int:
-    return len(_RECEIVED.findall(headers))
+    return sum(1 for at in _line_starts(headers.lower(), b"received") if _RECEIVED.match(headers, at))
+
+
+def _line_starts(lowered: bytes, key: bytes):
+    """Offsets, in order, of the lines of `lowered` (a header block, lower-cased) that begin with
+    `key`: where a `^key` MULTILINE | IGNORECASE search can match. Found by bytes.find because
+    sre tries such a pattern at every offset (~40 µs per search of a 5 KB block; two to four per
+    message: issue 19, bench P3)."""
+    if lowered.startswith(key):
+        yield 0
+    needle = b"\n" + key
+    at = lowered.find(needle)
+    while at >= 0:
+        yield at + 1
+        at = lowered.find(needle, at + 1)
 
 
 def header_value(headers: bytes, name: str) -> str:
@@ -34,7 +48,8 @@ def header_value(headers: bytes, name: str) -> str:
     if pattern is None:
         pattern = _VALUE_OF[name] = re.compile(rb"^" + re.escape(name.encode()) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)",
                                                 re.IGNORECASE | re.MULTILINE)
-    m = pattern.search(headers)
+    m = next(filter(None, (pattern.match(headers, at) for at in _line_starts(headers.lower(), name.lower().encode()))),
+             None)
     if not m:
         return ""
     raw = m.group(1).replace(b"\r\n", b"").strip()
