@@ -9,7 +9,11 @@ the server's process-tree CPU per message (user + system), which a shared machin
 less than messages per second; each tree's own bench/peers.py starts its node, so an older tree
 keeps its own settings. Must not know the other scenarios.
 
-    python3 bench/abtrees.py --a /path/to/old/checkout --b . [--scenario p1|p2] [--pairs 8] [--count N]
+`--scenario p3`: each tree's own P3 (bench/endtoend.py: Internet client → gateway → relay →
+mailbox with a partner connector, enhanced filtering and a trusted sealer); the figure is the
+mailbox's process-tree CPU per message, the gateway's beside it.
+
+    python3 bench/abtrees.py --a /path/to/old/checkout --b . [--scenario p1|p2|p3] [--pairs 8] [--count N]
                              [--workers W] [--workdir DIR]   (P1 default: the node's default, [node] workers = 0)
 """
 
@@ -101,8 +105,29 @@ finally:
 """
 
 
+# P3 alone: the tree's own endtoend.p3 with `count` messages (its peers, its measurement window).
+_ONE_P3 = r"""
+import dataclasses, json, sys, tempfile
+from pathlib import Path
+tree, count = Path(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, str(tree / "bench"))
+import endtoend, loadclient, peers, scenarios
+root = Path(tempfile.mkdtemp(prefix="mxgate-ab-", dir=sys.argv[4] or None))
+certs = peers.certificates(root / "certs")
+tls = loadclient.client_context(str(certs.ca_cert))
+dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
+try:
+    r = endtoend.p3(root / "p3", dataclasses.replace(scenarios.P3ONLY, p3_count=count), tls, dns, certs)
+    d = r.detail
+    print(json.dumps({"accepted": r.count if r.ok else -1, "rate": r.rate, "cpu_us": d["cpu_mailbox_us"],
+                      "gateway_us": d["cpu_gateway_us"], "detail": d}))
+finally:
+    dns.stop()
+"""
+
+
 def start_run(tree: Path, count: int, workers: int, scenario: str = "p2", workdir: str = "") -> subprocess.Popen:
-    script = _ONE_P1 if scenario == "p1" else _ONE_RUN
+    script = {"p1": _ONE_P1, "p3": _ONE_P3}.get(scenario, _ONE_RUN)
     return subprocess.Popen([sys.executable, "-c", script, str(tree), str(count), str(workers), workdir],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
 
@@ -112,7 +137,7 @@ def finish_run(proc: subprocess.Popen, tree: Path, count: int, scenario: str) ->
     if proc.returncode != 0:
         raise SystemExit(f"run on {tree} failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    done = result["accepted"] if scenario == "p1" else result["refused"]
+    done = result["accepted"] if scenario in ("p1", "p3") else result["refused"]
     if done != count:
         raise SystemExit(f"run on {tree}: {done} of {count} messages as expected: {result.get('detail')}")
     return result
@@ -127,20 +152,21 @@ def main() -> None:
     ap.add_argument("--a", required=True, type=Path, help="checkout A (e.g. the tree before a change)")
     ap.add_argument("--b", required=True, type=Path, help="checkout B")
     ap.add_argument("--pairs", type=int, default=8)
-    ap.add_argument("--scenario", choices=("p1", "p2"), default="p2")
+    ap.add_argument("--scenario", choices=("p1", "p2", "p3"), default="p2")
     ap.add_argument("--together", action="store_true",
                     help="run A and B at the same time in each pair (each with its own load client and DNS "
                          "server): on a shared machine both see the same background load")
     ap.add_argument("--workdir", default="", help="where each run's home and Maildirs go (default: the temp dir); see run.py --workdir")
-    ap.add_argument("--count", type=int, help="messages per run (P2: 8000, P1: 3000)")
+    ap.add_argument("--count", type=int, help="messages per run (P2: 8000, P1: 3000, P3: 600)")
     ap.add_argument("--workers", type=int, help="[node] workers (P2: 2, as bench/run.py runs it; P1: the node's default)")
     args = ap.parse_args()
-    p1 = args.scenario == "p1"
-    count = args.count or (3000 if p1 else 8000)
+    p1 = args.scenario in ("p1", "p3")  # messages, not refusals
+    count = args.count or {"p1": 3000, "p3": 600}.get(args.scenario, 8000)
     workers = args.workers if args.workers is not None else (-1 if p1 else 2)
     unit = "message" if p1 else "refusal"
     runs: dict[str, list[float]] = {"A": [], "B": []}
     rates: dict[str, list[float]] = {"A": [], "B": []}
+    gateways: dict[str, list[float]] = {"A": [], "B": []}  # P3: the gateway's CPU per message
     users: dict[str, list[float]] = {"A": [], "B": []}  # P1: user CPU alone (the Python work; system
     user_ratios = []  # time is mostly this VM's file creation and fsync, which moves with other load)
     ratios = []
@@ -159,6 +185,9 @@ def main() -> None:
             runs[name].append(r["cpu_us"])
             rates[name].append(r["rate"])
             split = f" (user {r['user_us']:.0f}, system {r['sys_us']:.0f})" if "user_us" in r else ""
+            if "gateway_us" in r:  # P3: cpu_us is the mailbox's
+                split = f" on the mailbox (gateway {r['gateway_us']:.0f})"
+                gateways[name].append(r["gateway_us"])
             if "user_us" in r:
                 users[name].append(r["user_us"])
             print(f"pair {i + 1} {name}: {r['cpu_us']:.0f} µs CPU per {unit}{split}, {r['rate']:.0f} {unit}s/s", flush=True)
@@ -171,6 +200,11 @@ def main() -> None:
               f"(runs {', '.join(f'{x:.0f}' for x in runs[name])}); median {statistics.median(rates[name]):.0f} "
               f"{unit}s/s (runs {', '.join(f'{x:.0f}' for x in rates[name])})")
     print(f"B/A per pair: {', '.join(f'{x:.2f}' for x in ratios)}; geometric mean {gmean:.3f}")
+    if gateways["A"] and gateways["B"]:
+        g = [b / a for a, b in zip(gateways["A"], gateways["B"])]
+        print(f"gateway: A median {statistics.median(gateways['A']):.0f}, B median {statistics.median(gateways['B']):.0f}"
+              f" µs per message; B/A per pair {', '.join(f'{x:.2f}' for x in g)}; geometric mean "
+              f"{statistics.geometric_mean(g):.3f}")
     if user_ratios:
         for name in ("A", "B"):
             print(f"{name} user CPU: median {statistics.median(users[name]):.0f} µs per {unit} "

@@ -95,3 +95,22 @@ def test_an_every_round_target_is_judged_on_its_worst_round():
     assert "1.60x" in median and "met" in median
     rows[4] = scenarios.Result("P1", "mxgate", 150, round=2)
     assert "in every round  met" in next(line for line in run.summary(rows, scenarios.FULL) if "P1 (#19)" in line)
+
+
+def test_p3_measures_after_a_warm_up_and_counts_only_the_measured_messages(bench_env, monkeypatch):
+    """P3's window starts after messages have gone through both nodes (a fresh node's one-off
+    costs: the public suffix list, the relay's TLS sessions), and its accounting counts the
+    measured run alone, every message of it once."""
+    import accounting
+    import endtoend
+
+    root, certs, tls, dns = bench_env
+    monkeypatch.setattr(endtoend, "P3_WARMUP", 15)
+    mode = scenarios.Mode("tiny-p3", rounds=1, p1_count=0, p2_count=0, p3_count=30, p4_sessions=0, sessions=5,
+                          deadline=30)
+    r = endtoend.p3(root / "p3", mode, tls, dns, certs)
+    assert r.ok, r.detail
+    assert r.count == 30 and "acked 30, on disk 30, lost 0, duplicated 0" in r.detail["accounting"]
+    new = root / "p3" / "mailbox" / "home" / "maildir" / peers.RECIPIENT / "new"
+    assert sum(accounting.seqs_in_maildir(new, "P3warm").values()) == 15
+    assert sum(accounting.seqs_in_maildir(new, "P3e2e").values()) == 30
