@@ -279,3 +279,25 @@ def test_queue_cli_lists_and_acts_on_mail_in_a_workers_spool(tmp_path, dns, down
         assert after.attempts == left.attempts + 1 and not spool_owned(gw.spool(1))
     finally:
         gw.stop()
+
+
+def test_kill9_of_the_first_process_loses_nothing_either_spool_held(tmp_path, dns, down, test_ca):
+    """kill -9 of the node's first process: its worker stops with it (parent-death signal); the
+    node started again runs both processes, each recovering its own directory."""
+    address, up = down
+    gw = GatewayProcesses(tmp_path, dns, address, test_ca["ca"])
+    try:
+        acked = gw.send_until(lambda: len(gw.queued(1)) >= 2 and len(gw.queued(0)) >= 2, "first")
+        [worker] = gw.worker_pids()
+        gw.node.kill9()
+        assert wait_until(lambda: not os.path.exists(f"/proc/{worker}") or
+                          open(f"/proc/{worker}/stat").read().split(")")[-1].split()[0] == "Z", timeout=30)
+        assert not spool_owned(gw.spool(0)) and not spool_owned(gw.spool(1))
+        gw.start(workers=2)
+        assert wait_until(lambda: spool_owned(gw.spool(0)) and spool_owned(gw.spool(1)), timeout=30)
+        sink = up()
+        assert wait_until(lambda: set(acked) <= set(_subjects(sink)), timeout=60), set(acked) - set(_subjects(sink))
+        assert wait_until(lambda: gw.all_queued() == [], timeout=30)
+        assert max(_subjects(sink).values()) == 1
+    finally:
+        gw.stop()
