@@ -43,3 +43,25 @@ def test_byte_identical_on_long_and_odd_values():
         assert dkim_canon.canonicalize_headers(headers) == _dkimpy(headers)
     odd = [(b"X", bytearray(b" a\r\n  b ")), (b"Y", memoryview(b"\tc\t"))]  # not bytes: computed, not cached
     assert dkim_canon.canonicalize_headers(odd) == _dkimpy(odd)
+
+
+# The signature field with its b= value emptied (RFC 6376 §3.7): ours must cut exactly what
+# dkimpy's pattern cuts, or a signer could make the two disagree on what was signed.
+BTAG_PIECES = (b"b", b"=", b";", b" ", b"\t", b"\r\n", b"\n", b"\r", b"A", b"/", b"\r\n ", b"bh", b"-", b"\x0b")
+
+
+def test_btag_cut_is_dkimpys_on_every_short_field():
+    import dkim
+
+    assert dkim.RE_BTAG is dkim_canon.RE_BTAG
+    for n in range(6):
+        for parts in itertools.product(BTAG_PIECES, repeat=n):
+            field = b"".join(parts)
+            assert dkim_canon.RE_BTAG.sub(b"\\1", field) == dkim_canon.ORIGINAL_BTAG.sub(b"\\1", field), field
+
+
+def test_btag_cut_is_dkimpys_on_long_random_fields():
+    rng = random.Random(19)
+    for _ in range(3000):
+        field = b" v=1; a=rsa-sha256;" + b"".join(rng.choice(BTAG_PIECES + (b"Zm9v", b" b = ")) for _ in range(60))
+        assert dkim_canon.RE_BTAG.sub(b"\\1", field) == dkim_canon.ORIGINAL_BTAG.sub(b"\\1", field), field
