@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 import rig
-from gwkit import FAST_QUEUE, MAILBOX_POLICY, gateway_policy
+from gwkit import FAST_QUEUE, gateway_policy
 from rig import GATEWAY, INTERNET, RecordingSink, SubprocessNode, free_port, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home
