@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 import rig
-from gwkit import FAST_QUEUE, MAILBOX_POLICY, gateway_policy
+from gwkit import FAST_QUEUE, gateway_policy
 from rig import GATEWAY, INTERNET, RecordingSink, SubprocessNode, free_port, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home
@@ -277,5 +277,27 @@ def test_queue_cli_lists_and_acts_on_mail_in_a_workers_spool(tmp_path, dns, down
         assert json.loads(r.stdout)["state"] == "applied (gateway not running)", (r.stdout, r.stderr)
         [after] = [e for e in gw.queued(1) if e.queue_id == left.queue_id]
         assert after.attempts == left.attempts + 1 and not spool_owned(gw.spool(1))
+    finally:
+        gw.stop()
+
+
+def test_kill9_of_the_first_process_loses_nothing_either_spool_held(tmp_path, dns, down, test_ca):
+    """kill -9 of the node's first process: its worker stops with it (parent-death signal); the
+    node started again runs both processes, each recovering its own directory."""
+    address, up = down
+    gw = GatewayProcesses(tmp_path, dns, address, test_ca["ca"])
+    try:
+        acked = gw.send_until(lambda: len(gw.queued(1)) >= 2 and len(gw.queued(0)) >= 2, "first")
+        [worker] = gw.worker_pids()
+        gw.node.kill9()
+        assert wait_until(lambda: not os.path.exists(f"/proc/{worker}") or
+                          open(f"/proc/{worker}/stat").read().split(")")[-1].split()[0] == "Z", timeout=30)
+        assert not spool_owned(gw.spool(0)) and not spool_owned(gw.spool(1))
+        gw.start(workers=2)
+        assert wait_until(lambda: spool_owned(gw.spool(0)) and spool_owned(gw.spool(1)), timeout=30)
+        sink = up()
+        assert wait_until(lambda: set(acked) <= set(_subjects(sink)), timeout=60), set(acked) - set(_subjects(sink))
+        assert wait_until(lambda: gw.all_queued() == [], timeout=30)
+        assert max(_subjects(sink).values()) == 1
     finally:
         gw.stop()

@@ -9,21 +9,12 @@ import os
 
 import pytest
 
-from mxgate.durable import GroupCommitter
 from mxgate.errors import ConfigError
 from mxgate.queue import spool as spool_module
 from mxgate.queue.spool import (DiskSpool, entries_on_disk, lock_spool, open_process_spool, process_spool,
                                 process_spools, spool_owned)
 
 MSG = b"From: a@fabrikam.test\r\nSubject: s\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-async def committer():
-    c = GroupCommitter(max_batch=64)
-    c.start()
-    yield c
-    await c.aclose()
 
 
 def test_each_process_has_its_own_directory_and_readers_find_them_all(tmp_path):

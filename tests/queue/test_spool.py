@@ -28,14 +28,6 @@ MSG = b"From: a@sender.example\r\nSubject: s\r\n\r\nbody\r\n#END not a real end 
 
 
 @pytest.fixture
-async def committer():
-    c = GroupCommitter(max_batch=64)
-    c.start()
-    yield c
-    await c.aclose()
-
-
-@pytest.fixture
 def spool(tmp_path, committer):
     return DiskSpool.open(tmp_path / "spool", committer)
 

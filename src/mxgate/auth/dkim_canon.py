@@ -1,4 +1,4 @@
-"""dkimpy's relaxed header canonicalisation (RFC 6376 §3.4.2), each field value's result remembered.
+r"""dkimpy's relaxed header canonicalisation (RFC 6376 §3.4.2), each field value's result remembered.
 
 Owns: swapping `dkim.canonicalization.Relaxed.canonicalize_headers` for the same computation
 with the canonical form of each value kept in a bounded LRU. dkimpy canonicalises the whole

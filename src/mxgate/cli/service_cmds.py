@@ -7,7 +7,6 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Optional
 
 import typer
 
