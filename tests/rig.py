@@ -95,7 +95,10 @@ class InProcessNode:
             self._started.set()
             return
         self._started.set()
-        self.loop.run_forever()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()  # its selector and self-pipe: a suite starts a thousand nodes
 
     def start(self) -> "InProcessNode":
         self._thread.start()

@@ -71,3 +71,29 @@ def test_shutdown_grace_bounds_how_long_a_stalled_session_keeps_the_node(tmp_pat
         stalled.close()
     finally:
         node.stop()
+
+
+def test_a_stopped_node_keeps_no_database_or_loop_descriptors(node_factory):
+    """A node stopped inside a longer-lived process (tests, the demo) leaves none of its store's
+    connections open; the test rig closes the node's event loop as well."""
+    import os
+
+    def open_files() -> list[str]:
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                out.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return out
+
+    before = len(open_files())
+    n = node_factory()
+    with RawSMTP("127.0.0.1", n.port(), GATEWAY) as c:  # a session, so the store has been used
+        c.greeting()
+        c.cmd("QUIT")
+    db = str(n.home.root)
+    assert any(f.startswith(db) for f in open_files())
+    n.stop()
+    assert not [f for f in open_files() if f.startswith(db)]
+    assert len(open_files()) <= before

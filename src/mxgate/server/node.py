@@ -261,6 +261,7 @@ class Node:
                 conn.execute(update(nodes).where(nodes.c.name == self.name).values(heartbeat=0.0, listeners="{}"))
         except Exception:
             pass
+        self.engine.dispose()  # the pool's connections (a stopped node in a longer-lived process keeps none)
 
     def describe(self) -> str:
         lines = [f"mxgate node {self.name!r} (pid {os.getpid()}, host {socket.gethostname()})"]
