@@ -74,3 +74,45 @@ def test_parse_network_rules():
     assert prefix_too_wide(parse_network("10.0.0.0/8")) and not prefix_too_wide(parse_network("10.0.0.0/16"))
     assert prefix_too_wide(parse_network("2001:db8::/32")) and not prefix_too_wide(parse_network("2001:db8::/48"))
     assert normalize_ip("[::ffff:127.0.0.66]") == ipaddress.IPv4Address("127.0.0.66")
+
+
+# Issue 19 (P5): lookups are bisects bounded by an index on the address's top 16 bits, over
+# gap-filled intervals. The attacker's addresses sit where such an index could go wrong: on
+# and one beside a bucket edge (x.y.0.0, x.y.255.255), one outside a range, at the ends of the
+# address space, and in IPv4-mapped IPv6 text forms.
+def _edge(b: int, d: int) -> int:
+    return ((b << 16) + d) & 0xFFFFFFFF
+
+
+v4_edge_nets = st.builds(lambda b, d, p: ipaddress.IPv4Network((_edge(b, d) & ~((1 << (32 - p)) - 1) & 0xFFFFFFFF, p)),
+                         st.sampled_from([0, 1, 0x7F00, 0x7F01, 0xFFFE, 0xFFFF]), st.integers(-3, 3), st.integers(0, 32))
+v4_edge_probe = st.builds(lambda b, d: ipaddress.IPv4Address(_edge(b, d)),
+                          st.sampled_from([0, 1, 2, 0x7F00, 0x7F01, 0x7F02, 0xFFFE, 0xFFFF]), st.integers(-2, 2))
+v6_edge_nets = st.builds(lambda b, d, p: ipaddress.IPv6Network((((b << 112) + d) % (1 << 128)) & ~((1 << (128 - p)) - 1), p),
+                         st.sampled_from([0, 0x2001, 0xFFFF]), st.integers(-3, 3), st.integers(0, 128))
+v6_edge_probe = st.builds(lambda b, d: ipaddress.IPv6Address(((b << 112) + d) % (1 << 128)),
+                          st.sampled_from([0, 0x2001, 0x2002, 0xFFFF]), st.integers(-2, 2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.one_of(v4_edge_nets, v6_edge_nets), st.sampled_from("abc")), max_size=12),
+       st.lists(st.one_of(v4_edge_probe, v6_edge_probe), min_size=1, max_size=20))
+def test_lookup_at_index_bucket_edges_matches_oracle(entries, probes):
+    table = PrefixTable(entries)
+    for ip in probes:
+        assert table.lookup(ip) == oracle(entries, ip), ip
+        if ip.version == 4:
+            for text in (f"::ffff:{ip}", f"[::ffff:{ip}]", f"::FFFF:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
+                assert table.lookup(text) == oracle(entries, ip), text
+
+
+def test_attacker_next_to_listed_hosts_and_ranges():
+    t = PrefixTable([(parse_network("127.0.0.10"), "partner"), (parse_network("192.0.2.0/24"), "range"),
+                     (parse_network("0.0.0.0/32"), "zero"), (parse_network("255.255.255.255"), "top")])
+    assert t.lookup("127.0.0.10") == {"partner"} == t.lookup("::ffff:127.0.0.10")
+    for outsider in ("127.0.0.66", "::ffff:127.0.0.66", "127.0.0.9", "127.0.0.11", "192.0.1.255", "192.0.3.0",
+                     "0.0.0.1", "255.255.255.254", "::7f00:a", "::ffff:7f00:b"):
+        assert t.lookup(outsider) == frozenset(), outsider
+    assert t.lookup("192.0.2.0") == t.lookup("192.0.2.255") == t.lookup("::ffff:c000:2ff") == {"range"}
+    assert t.lookup("0.0.0.0") == {"zero"} and t.lookup("255.255.255.255") == {"top"}
+    assert PrefixTable([]).lookup("::") == PrefixTable([]).lookup("0.0.0.0") == frozenset()

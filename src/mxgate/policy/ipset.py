@@ -6,14 +6,16 @@ in O(log n). Must not know what the values mean (connectors, trust lists): calle
 
 Design: CIDR prefixes are either nested or disjoint, so a sweep over the prefixes sorted by
 (start, widest first) flattens them into disjoint intervals, each labelled with the values
-of its most specific covering prefix. A lookup is then one ``bisect`` per family.
+of its most specific covering prefix. A lookup is then one ``bisect`` per family, bounded by
+an index on the address's top 16 bits.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from typing import Generic, Hashable, Iterable, TypeVar
+from itertools import accumulate
+from typing import Generic, Hashable, Iterable, NamedTuple, TypeVar
 
 from mxgate.names import IPAddress, normalize_ip
 
@@ -48,7 +50,7 @@ class PrefixTable(Generic[V]):
     returns all values of the most specific matching prefix, or an empty frozenset.
     """
 
-    __slots__ = ("_starts", "_ends", "_values", "size")
+    __slots__ = ("_v4", "_v6", "size")
 
     def __init__(self, entries: Iterable[tuple[IPNetwork, V]]):
         by_family: dict[int, dict[tuple[int, int], set]] = {4: {}, 6: {}}
@@ -58,27 +60,60 @@ class PrefixTable(Generic[V]):
             by_family[net.version].setdefault(key, set()).add(value)
             count += 1
         self.size = count
-        self._starts: dict[int, list[int]] = {}
-        self._ends: dict[int, list[int]] = {}
-        self._values: dict[int, list[frozenset]] = {}
-        for family, prefixes in by_family.items():
-            bits = 32 if family == 4 else 128
-            intervals = _flatten(prefixes, bits)
-            self._starts[family] = [iv[0] for iv in intervals]
-            self._ends[family] = [iv[1] for iv in intervals]
-            self._values[family] = [iv[2] for iv in intervals]
+        self._v4 = _family(_flatten(by_family[4], 32), 32)
+        self._v6 = _family(_flatten(by_family[6], 128), 128)
 
     def lookup(self, ip: str | IPAddress) -> frozenset:
         addr = normalize_ip(ip)
-        family = addr.version
         value = int(addr)
-        i = bisect_right(self._starts[family], value) - 1
-        if i >= 0 and value <= self._ends[family][i]:
-            return self._values[family][i]
-        return _EMPTY
+        starts, values, index, shift = self._v4 if addr.version == 4 else self._v6
+        bucket = value >> shift
+        # starts[0] == 0 and gaps are intervals of their own, so the covering interval is
+        # always the one before the insertion point (P5: no second list to read).
+        return values[bisect_right(starts, value, index[bucket], index[bucket + 1]) - 1]
 
     def __contains__(self, ip: object) -> bool:
         return bool(self.lookup(ip))  # type: ignore[arg-type]
+
+
+_INDEX_BITS = 16
+
+
+class _Family(NamedTuple):
+    """One family's intervals, gap-filled so they cover the whole address space, plus an index
+    of where each top-16-bit bucket's intervals begin in `starts`.
+
+    The index bounds each bisect to one bucket's intervals: at 100k entries a plain bisect of
+    ~17 probes spent most of a lookup in cache misses on the scattered int objects (P5)."""
+
+    starts: list[int]
+    values: list[frozenset]
+    index: list[int]  # index[b] = bisect_left(starts, b << shift); index[-1] = len(starts)
+    shift: int
+
+
+def _family(intervals: list[tuple[int, int, frozenset]], bits: int) -> _Family:
+    starts: list[int] = []
+    values: list[frozenset] = []
+    cursor = 0
+    for lo, hi, vals in intervals:
+        if lo > cursor:
+            starts.append(cursor)
+            values.append(_EMPTY)
+        starts.append(lo)
+        values.append(vals)
+        cursor = hi + 1
+    if cursor < (1 << bits) or not starts:
+        starts.append(cursor if starts else 0)
+        values.append(_EMPTY)
+    shift = bits - _INDEX_BITS
+    # index[b] = how many intervals start in a bucket below b: a prefix sum, O(n + 65536) at
+    # compile time (a policy change must be enforced within 100 ms, P6).
+    counts = [0] * ((1 << _INDEX_BITS) + 1)
+    for start in starts:
+        counts[(start >> shift) + 1] += 1
+    index = list(accumulate(counts))
+    return _Family(starts, values, index, shift)
 
 
 def _flatten(prefixes: dict[tuple[int, int], set], bits: int) -> list[tuple[int, int, frozenset]]:
