@@ -47,6 +47,8 @@ class CompiledPolicy:
     # (sender domain, recipient domain) → names of the connectors that restrict that pair.
     # A memo, not state: the result depends only on this (immutable) policy.
     _restrict_memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # (restricting names, session's connectors) → the connector-attribution refusal.
+    _refusal_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def organization(self):
@@ -118,16 +120,28 @@ class ClientCertFacts:
     spki_sha256: str
 
 
-@dataclass(frozen=True)
+_NONE: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, init=False)
 class SessionFacts:
     peer_ip: IPAddress
     tls: bool = False
     client_cert: ClientCertFacts | None = None
-    ip_connectors: frozenset[str] = field(default_factory=frozenset)
-    cert_connectors: frozenset[str] = field(default_factory=frozenset)
+    ip_connectors: frozenset[str] = _NONE
+    cert_connectors: frozenset[str] = _NONE
+
+    def __init__(self, peer_ip: IPAddress, tls: bool = False, client_cert: ClientCertFacts | None = None,
+                 ip_connectors: frozenset[str] = _NONE, cert_connectors: frozenset[str] = _NONE) -> None:
+        # One per session and per STARTTLS: the generated frozen __init__ (object.__setattr__
+        # per field) was a third of a P5 decision. Still immutable: __setattr__ stays frozen.
+        self.__dict__.update(peer_ip=peer_ip, tls=tls, client_cert=client_cert, ip_connectors=ip_connectors,
+                             cert_connectors=cert_connectors)
 
     @property
     def connectors(self) -> frozenset[str]:
+        if not self.cert_connectors:
+            return self.ip_connectors
         return self.ip_connectors | self.cert_connectors
 
 
@@ -259,6 +273,21 @@ def restricting_names(compiled: CompiledPolicy, sender_domain: str, rcpt_domain:
     return found
 
 
+def _attribution_refusal(compiled: CompiledPolicy, restricting: frozenset[str], connectors: frozenset[str]) -> RcptDecision:
+    """The bypass attempt's refusal: the most common RCPT decision under attack (P2, P5), and a
+    value of (restricting, session's connectors) alone, so built once per pair."""
+    key = (restricting, connectors)
+    memo = compiled._refusal_memo
+    found = memo.get(key)
+    if found is None:
+        if len(memo) > MEMO_LIMIT:
+            memo.clear()
+        matched = ", ".join(sorted(connectors)) if connectors else "no connector"
+        found = memo[key] = RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
+                                                f"session matched {matched}"), "", (), RcptRoute.NONE)
+    return found
+
+
 def primary_domain(compiled: CompiledPolicy) -> str:
     domains = compiled.policy.accepted_domains
     return normalize_domain(domains[0].name) if domains else ""
@@ -270,7 +299,8 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
 
     `srs_target`: the original sender a valid SRS address of ours stands for (a bounce or reply to
     mail we forwarded); the role checks the address's signature and passes the result in."""
-    on_prem = bool(facts.connectors) and is_on_premises(compiled, facts)
+    connectors = facts.connectors
+    on_prem = bool(connectors) and is_on_premises(compiled, facts)
     if rcpt.literal:
         return RcptDecision(reject("address-literal", str(rcpt)), "", (), RcptRoute.NONE)
     domain = rcpt.domain or primary_domain(compiled)  # <postmaster> (RFC 5321 §4.5.1)
@@ -287,11 +317,9 @@ def decide_rcpt(compiled: CompiledPolicy, facts: SessionFacts, sender: Address, 
             return _with_key(accept("recipient-ok", "relay for on-premises sender"), conn, ("relay", conn, False), RcptRoute.RELAY, prior_key)
         return RcptDecision(reject("relay-denied", f"{domain!r} is not an accepted domain"), "", (), RcptRoute.NONE)
 
-    restricting = frozenset() if on_prem else restricting_names(compiled, sender.domain, domain)
-    if restricting and not (restricting & facts.connectors):
-        matched = ", ".join(sorted(facts.connectors)) if facts.connectors else "no connector"
-        return RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
-                                   f"session matched {matched}"), "", (), RcptRoute.NONE)
+    restricting = _NONE if on_prem else restricting_names(compiled, sender.domain, domain)
+    if restricting and restricting.isdisjoint(connectors):
+        return _attribution_refusal(compiled, restricting, connectors)
 
     applicable = [c for c in applicable_connectors(compiled, facts, sender.domain) if _covers(compiled, c, domain)]
     chosen = next((c for c in applicable if c.name.lower() in restricting), applicable[0] if applicable else None)
