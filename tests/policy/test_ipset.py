@@ -116,3 +116,12 @@ def test_attacker_next_to_listed_hosts_and_ranges():
     assert t.lookup("192.0.2.0") == t.lookup("192.0.2.255") == t.lookup("::ffff:c000:2ff") == {"range"}
     assert t.lookup("0.0.0.0") == {"zero"} and t.lookup("255.255.255.255") == {"top"}
     assert PrefixTable([]).lookup("::") == PrefixTable([]).lookup("0.0.0.0") == frozenset()
+
+
+def test_address_subclasses_are_looked_up_in_their_family():
+    class Peer(ipaddress.IPv4Address):
+        pass
+
+    t = PrefixTable([(parse_network("127.0.0.10"), "partner"), (parse_network("::7f00:a"), "v6")])
+    assert t.lookup(Peer("127.0.0.10")) == {"partner"}
+    assert t.lookup(ipaddress.IPv6Address("::7f00:a")) == {"v6"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
+from ipaddress import IPv4Address
 from itertools import accumulate
 from typing import Generic, Hashable, Iterable, NamedTuple, TypeVar
 
@@ -65,8 +66,10 @@ class PrefixTable(Generic[V]):
 
     def lookup(self, ip: str | IPAddress) -> frozenset:
         addr = normalize_ip(ip)
-        value = int(addr)
-        starts, values, index, shift = self._v4 if addr.version == 4 else self._v6
+        # `_ip` is int(addr) without the __int__ call, and the exact-type test spares the
+        # `version` property: together a fifth of a lookup (P5).
+        value = addr._ip
+        starts, values, index, shift = self._v4 if type(addr) is IPv4Address or addr.version == 4 else self._v6
         bucket = value >> shift
         # starts[0] == 0 and gaps are intervals of their own, so the covering interval is
         # always the one before the insertion point (P5: no second list to read).
