@@ -1,0 +1,111 @@
+"""CPU of one loop → thread → loop hand-off as the gateway makes them, in process (issue 19).
+
+`python3 bench/handoffcpu.py [--count 3000] [--callers 20] [--loop uvloop|asyncio]`, with
+PYTHONPATH at the tree to measure (two trees compared pair by pair, as bench/authcpu.py).
+Each kind of hop runs a trivial job `count` times, `callers` at once, and prints the process's
+CPU (`time.process_time()`, not wall time: the machine is shared) per hop:
+- `pipeline`: a content check's hop (filters/pipeline.py `Pipeline._in_worker`: per-client slot,
+  budget, one timer, the worker pool);
+- `to_thread`: `asyncio.to_thread` (the loop's default executor);
+- `checkthreads`: the shared hand-off threads (mxgate/handoff.py `CheckThreads.run`).
+Then `message`: the gateway's per-message hops at P3's defaults (spf, dkim, rdns and the MIME
+walk at once, then dmarc, through the pipeline; the ARC seal as server/gateway.py hands it over),
+trivial work, one message per caller at a time: the hand-off overhead of one message.
+Must not know: what the checks do (the jobs are trivial on purpose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+
+def _noop(*args):
+    return args
+
+
+async def measure(kind: str, count: int, callers: int) -> float:
+    from mxgate.filters.pipeline import Pipeline
+    from mxgate.filters.result import Budget
+
+    pipeline = Pipeline(workers=8, per_client=4)
+    threads = _threads()
+    hops_per_job = 1
+
+    if kind == "pipeline":
+        async def job(i):
+            state, _ = await pipeline._in_worker(f"192.0.2.{i % callers}", Budget(30), _noop, i)
+            assert state == "ok"
+    elif kind == "to_thread":
+        async def job(i):
+            await asyncio.to_thread(_noop, i)
+    elif kind == "checkthreads":
+        async def job(i):
+            await threads.run(_noop, (i,), 30.0, None)
+    else:  # message: 5 check hops (spf, dkim, rdns ∥ walk, then dmarc) + the seal
+        hops_per_job = 6
+
+        async def check(i):
+            state, _ = await pipeline._in_worker(f"192.0.2.{i % callers}", Budget(30), _noop, i)
+            assert state == "ok"
+
+        async def job(i):
+            await asyncio.gather(check(i), check(i), check(i), check(i))
+            await check(i)
+            await seal_hop(pipeline, i)
+
+    async def caller(n):
+        for i in range(n, count, callers):
+            await job(i)
+
+    await asyncio.gather(*(caller(n) for n in range(callers)))  # warm: threads started
+    c0 = time.process_time()
+    await asyncio.gather(*(caller(n) for n in range(callers)))
+    spent = time.process_time() - c0
+    pipeline.close()
+    if threads is not None:
+        threads.stop()
+    return spent / count * 1e6, hops_per_job
+
+
+def _threads():
+    try:
+        from mxgate.handoff import CheckThreads
+    except ImportError:  # the tree before this work: the mailbox side's copy
+        from mxgate.auth.pipeline import CheckThreads
+    return CheckThreads(count=8, name="bench-handoff")
+
+
+async def seal_hop(pipeline, i):
+    """The gateway's ARC hop as each tree makes it: `Pipeline.run_heavy` (HEAVY_SLOTS threads of
+    its own) when the tree has it, else `heavy_slot()` around `asyncio.to_thread`."""
+    if hasattr(pipeline, "run_heavy"):
+        return await pipeline.run_heavy(_noop, i)
+    async with pipeline.heavy_slot():
+        return await asyncio.to_thread(_noop, i)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument("--callers", type=int, default=20)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--kinds", default="pipeline,to_thread,checkthreads,message")
+    args = ap.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    for kind in args.kinds.split(","):
+        us, hops = asyncio.run(measure(kind, args.count, args.callers))
+        per = "message" if kind == "message" else "hop"
+        print(f"{kind}: {us:.1f} µs CPU per {per} ({hops} hop(s), {args.callers} callers, {args.count} jobs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
