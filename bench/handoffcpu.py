@@ -3,7 +3,8 @@
 `python3 bench/handoffcpu.py [--count 3000] [--callers 20] [--loop uvloop|asyncio]`, with
 PYTHONPATH at the tree to measure (two trees compared pair by pair, as bench/authcpu.py).
 Each kind of hop runs a trivial job `count` times, `callers` at once, and prints the process's
-CPU (`time.process_time()`, not wall time: the machine is shared) per hop:
+CPU (`time.process_time()`, not wall time: the machine is shared) per hop, and the loop thread's
+share (`time.thread_time()`: the serialised part):
 - `pipeline`: a content check's hop (filters/pipeline.py `Pipeline._in_worker`: per-client slot,
   budget, one timer, the worker pool);
 - `to_thread`: `asyncio.to_thread` (the loop's default executor);
@@ -64,13 +65,12 @@ async def measure(kind: str, count: int, callers: int) -> float:
             await job(i)
 
     await asyncio.gather(*(caller(n) for n in range(callers)))  # warm: threads started
-    c0 = time.process_time()
+    c0, l0 = time.process_time(), time.thread_time()  # this coroutine runs on the loop's thread
     await asyncio.gather(*(caller(n) for n in range(callers)))
-    spent = time.process_time() - c0
+    spent, on_loop = time.process_time() - c0, time.thread_time() - l0
     pipeline.close()
-    if threads is not None:
-        threads.stop()
-    return spent / count * 1e6, hops_per_job
+    threads.stop()
+    return spent / count * 1e6, on_loop / count * 1e6, hops_per_job
 
 
 def _threads():
@@ -101,9 +101,10 @@ def main() -> int:
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     for kind in args.kinds.split(","):
-        us, hops = asyncio.run(measure(kind, args.count, args.callers))
+        us, loop_us, hops = asyncio.run(measure(kind, args.count, args.callers))
         per = "message" if kind == "message" else "hop"
-        print(f"{kind}: {us:.1f} µs CPU per {per} ({hops} hop(s), {args.callers} callers, {args.count} jobs)")
+        print(f"{kind}: {us:.1f} µs CPU per {per}, {loop_us:.1f} on the loop's thread ({hops} hop(s), "
+              f"{args.callers} callers, {args.count} jobs)")
     return 0
 
 
