@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+if not os.environ.get("PYTHONPATH"):  # with PYTHONPATH set, that tree is measured (an A/B's base)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
 def _noop(*args):
@@ -100,6 +102,8 @@ def main() -> int:
     if args.loop == "uvloop":
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    import mxgate
+    print(f"tree: {Path(mxgate.__file__).parent.parent}")
     for kind in args.kinds.split(","):
         us, loop_us, hops = asyncio.run(measure(kind, args.count, args.callers))
         per = "message" if kind == "message" else "hop"

@@ -185,3 +185,33 @@ def test_checkthreads_submit_survives_a_broken_job():
     threads.submit(done.set)
     assert done.wait(10)
     threads.stop()
+
+
+def test_clamd_without_a_socket_is_answered_on_the_loop_and_with_one_in_a_worker(tmp_path):
+    """The default (no socket) asks nothing: skipped on the loop, no hand-off. With a socket it
+    is a scan in a worker, and an unreachable clamd is still an error, never a pass."""
+    from mxgate.filters import clamd
+    from mxgate.filters.pipeline import _runs_on_loop
+    from mxgate.filters.result import CheckEnv, MessageFacts
+    from mxgate.policy.gateway_checks import DEFAULTS, CheckSettings
+    from mxgate.smtp.source import MessageSource
+
+    idle = CheckSettings("clamd", dict(DEFAULTS["clamd"]))
+    wired = CheckSettings("clamd", {**DEFAULTS["clamd"], "socket": str(tmp_path / "no-clamd.sock"), "timeout": 5.0})
+    assert _runs_on_loop(clamd, idle) and not _runs_on_loop(clamd, wired)
+    facts = MessageFacts("192.0.2.9", "h", "a@b.test", ("c@d.test",),
+                         MessageSource.from_bytes(b"Subject: x\r\n\r\nbody\r\n"))
+
+    async def main():
+        p = Pipeline(workers=2)
+        try:
+            quiet = await p._run_one(clamd, facts, idle, CheckEnv(None, None))
+            jobs = p.threads.jobs
+            broken = await p._run_one(clamd, facts, wired, CheckEnv(None, None))
+            return quiet, jobs, broken, p.threads.jobs
+        finally:
+            p.close()
+
+    quiet, jobs_before, broken, jobs_after = asyncio.run(main())
+    assert (quiet.outcome, jobs_before) == ("skip", 0)
+    assert broken.outcome in ("error", "temperror", "timeout") and broken.action == "tempfail" and jobs_after == 1
