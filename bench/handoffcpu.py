@@ -10,7 +10,8 @@ share (`time.thread_time()`: the serialised part):
 - `to_thread`: `asyncio.to_thread` (the loop's default executor);
 - `checkthreads`: the shared hand-off threads (mxgate/handoff.py `CheckThreads.run`).
 Then `message`: the gateway's per-message hops at P3's defaults (spf, dkim, rdns and the MIME
-walk at once, then dmarc, through the pipeline; the ARC seal as server/gateway.py hands it over),
+walk at once — and clamd without a socket, in a tree that hands it over — then dmarc, through
+the pipeline; the ARC seal as server/gateway.py hands it over),
 trivial work, one message per caller at a time: the hand-off overhead of one message.
 Must not know: what the checks do (the jobs are trivial on purpose).
 """
@@ -50,15 +51,19 @@ async def measure(kind: str, count: int, callers: int) -> float:
     elif kind == "checkthreads":
         async def job(i):
             await threads.run(_noop, (i,), 30.0, None)
-    else:  # message: 5 check hops (spf, dkim, rdns ∥ walk, then dmarc) + the seal
-        hops_per_job = 6
+    else:  # message: the check hops (spf, dkim, rdns ∥ walk, then dmarc; clamd too where the tree
+        # still hands it over without a socket) + the seal
+        from mxgate.filters import clamd
+
+        parallel = 4 if hasattr(clamd, "on_loop") else 5
+        hops_per_job = parallel + 2
 
         async def check(i):
             state, _ = await pipeline._in_worker(f"192.0.2.{i % callers}", Budget(30), _noop, i)
             assert state == "ok"
 
         async def job(i):
-            await asyncio.gather(check(i), check(i), check(i), check(i))
+            await asyncio.gather(*(check(i) for _ in range(parallel)))
             await check(i)
             await seal_hop(pipeline, i)
 
