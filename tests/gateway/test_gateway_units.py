@@ -147,7 +147,7 @@ def test_check_worker_slots_per_client_free_fast_and_bounded_when_held(monkeypat
             assert not p._slots["192.0.2.1"].locked()
         finally:
             hold.set()
-            p.pool.shutdown(wait=True)
+            p.close()
 
     asyncio.run(main())
 
@@ -195,7 +195,7 @@ def test_a_check_queued_longer_than_its_budget_still_gets_its_whole_budget_from_
             assert budget.cancelled and p.running == 0
         finally:
             hold.set()
-            p.pool.shutdown(wait=True)
+            p.close()
 
     asyncio.run(main())
 
@@ -226,7 +226,7 @@ def test_closing_the_pipeline_answers_queued_checks_at_once_and_never_as_a_pass(
             assert p.running == 0
         finally:
             hold.set()
-            p.pool.shutdown(wait=True)
+            p.close()
 
     asyncio.run(main())
 
@@ -262,7 +262,7 @@ def test_attachments_on_the_loop_keeps_the_walks_outcome_never_a_pass(walk_error
         try:
             return await p._run_one(attachments, facts, cfg, env)
         finally:
-            p.pool.shutdown(wait=True)
+            p.close()
 
     result = asyncio.run(main())
     assert (result.outcome, result.action) == (outcome, action)
@@ -300,7 +300,7 @@ def test_a_queued_check_with_a_tiny_budget_does_not_spin_the_loop(monkeypatch):
             await asyncio.gather(*held)
         finally:
             hold.set()
-            p.pool.shutdown(wait=True)
+            p.close()
 
     asyncio.run(main())
     gaps = [b - a for a, b in zip(looks, looks[1:4])]
@@ -330,7 +330,7 @@ def test_dnsbl_runs_on_the_loop_only_when_it_has_no_zone_to_ask(dns):
         try:
             return [await p._run_one(dnsbl, facts, cfg, env) for cfg in (idle, zoned)]
         finally:
-            p.pool.shutdown(wait=True)
+            p.close()
 
     quiet, listed = asyncio.run(main())
     assert (quiet.outcome, quiet.detail) == ("pass", "not listed")

@@ -19,12 +19,8 @@ reads any result header's *claims*. The claims are what must never be believed (
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import queue
 import re
-import threading
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
@@ -40,6 +36,7 @@ from mxgate.auth.received import received_values
 from mxgate.auth.results import HEADER_NAME, format_authentication_results
 from mxgate.auth.skiplist import SkipListResult, SkipListSettings, ef_applies, find_original_sender
 from mxgate.auth.spf import SpfResult, check_spf, spf_identity
+from mxgate.handoff import CheckThreads
 from mxgate.smtp import message as msg
 from mxgate.verdict import Disposition, reject
 
@@ -318,88 +315,6 @@ def pct_sample(trace_id: str) -> float:
         return (int(trace_id[:8], 16) % 10000) / 100.0
     except ValueError:
         return 0.0
-
-
-class CheckThreads:
-    """The threads that run a message's checks off the event loop.
-
-    One job is one `SimpleQueue.put` there and one `call_soon_threadsafe` back: no
-    concurrent.futures Future (a Condition each), no wrap_future chaining and no wait_for
-    waiter: 20–40 µs less CPU per hop than the loop's executor with `wait_for`, in process
-    (bench/RESULTS.md, issue 19, 2026-12-02). As many threads as the loop's default executor
-    had, so messages waiting on uncached DNS answers hold no more than they did.
-    """
-
-    def __init__(self, count: int = min(32, (os.cpu_count() or 1) + 4), name: str = "mxgate-auth"):
-        self.count = count
-        self._name = name
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.jobs = 0  # jobs handed over since start: one per authenticated message (tests count them)
-
-    def _start(self) -> None:
-        with self._lock:
-            while len(self._threads) < self.count:
-                thread = threading.Thread(target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-
-    def _run(self) -> None:
-        while (job := self._work.get()) is not None:
-            fn, args, loop, future = job
-            try:
-                outcome = (True, fn(*args))
-            except BaseException as exc:  # the caller sees it, as from an executor
-                outcome = (False, exc)
-            try:
-                loop.call_soon_threadsafe(_settle, future, outcome)
-            except RuntimeError:  # the caller's loop is closed: nobody waits for this result
-                pass
-
-    async def run(self, fn, args: tuple, budget: float, overran):
-        """fn(*args) in a thread; past `budget` seconds answer `overran` and leave the thread to
-        finish alone (its late result is dropped)."""
-        if not self._threads:
-            self._start()
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        timer = loop.call_later(budget, _expire, future)
-        self.jobs += 1
-        self._work.put((fn, args, loop, future))
-        try:
-            result = await future
-        finally:
-            timer.cancel()
-        if result is _OVERRAN:
-            log.warning("%s overran its %.1fs budget", getattr(fn, "__name__", fn), budget)
-            return overran
-        return result
-
-    def stop(self) -> None:
-        """The threads end once the jobs queued before this are done (never waited for here)."""
-        with self._lock:
-            for _ in self._threads:
-                self._work.put(None)
-            self._threads = []
-
-
-_OVERRAN = object()
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(_OVERRAN)
-
-
-def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
-    if future.done():  # overran or cancelled meanwhile
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
 
 
 def _trusted_stamps(ctx) -> tuple[bytes, ...]:

@@ -84,6 +84,11 @@ def scan(target: str, data, timeout: float) -> ScanResult:
     return parse_reply(reply)
 
 
+def on_loop(cfg: CheckSettings) -> bool:
+    """No socket configured (the default): gather asks nothing, so no worker hop (issue 19)."""
+    return not cfg["socket"]
+
+
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> ScanResult:
     if not cfg["socket"]:
         return ScanResult("unconfigured")

@@ -14,7 +14,6 @@ Must not know: SMTP sessions, the spool, header stamping (server/gateway.py does
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate import metrics
+from mxgate.handoff import CheckThreads
 from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, mimewalk, rdns, score, spf
 from mxgate.filters.result import (ERROR, SKIP, TEMPERROR, TIMEOUT, Budget, BudgetExceeded, CheckEnv, CheckResult,
                                    MessageFacts, run_with_budget)
@@ -95,9 +95,14 @@ class Pipeline:
     def __init__(self, workers: int = DEFAULT_WORKERS, per_client: int = DEFAULT_PER_CLIENT):
         self.workers = workers
         self.per_client = per_client
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mxgate-check")
+        # Issue 19: a queue and `call_soon_threadsafe` (mxgate/handoff.py), not an executor's Future.
+        self.threads = CheckThreads(workers, "mxgate-check")
         self.heavy = threading.BoundedSemaphore(HEAVY_SLOTS)  # for checks in worker threads
         self._heavy_async: asyncio.Semaphore | None = None  # for the role's own whole-message work (ARC)
+        # The role's whole-message work (ARC validate + seal) on threads of its own: a seal never
+        # waits behind hung checks, and HEAVY_SLOTS of them run at once (heavy_slot()).
+        self.heavy_threads = CheckThreads(HEAVY_SLOTS, "mxgate-heavy")
+        self._drop_lock = threading.Lock()  # a queued job is either started by its worker or dropped, never both
         self._clients: dict[str, int] = {}  # client address → messages in the checks now
         self._slots: dict[str, asyncio.Semaphore] = {}  # client address → its share of the workers
         self._budgets: set[Budget] = set()
@@ -110,22 +115,32 @@ class Pipeline:
             self._heavy_async = asyncio.Semaphore(HEAVY_SLOTS)
         return self._heavy_async
 
+    async def run_heavy(self, fn, *args):
+        """fn(*args) on the heavy threads, HEAVY_SLOTS at a time; waits for its result (no budget:
+        the seal is CPU work and its key lookups are bounded by the resolver)."""
+        async with self.heavy_slot():
+            return await self.heavy_threads.run(fn, args, None, None)
+
     @property
     def running(self) -> int:
-        """Check jobs still executing in a worker (0 once every verdict is in: nothing runs on)."""
-        return len(self._running)
+        """Check jobs executing in a worker now (0 once every verdict is in: nothing runs on);
+        jobs still queued are not counted."""
+        return sum(1 for job in self._running if job.started)
 
     def close(self) -> None:
         """Stop every check in flight: budgets cancelled (the walk stops at its next look), queued jobs dropped."""
         self.closed = True
         for budget in list(self._budgets):
             budget.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
         for job in list(self._running):  # a job dropped from the queue is answered now, not at its timer
+            with self._drop_lock:
+                job.dropped = not job.started  # before any worker reaches it
             try:
                 job.loop.call_soon_threadsafe(job._look)
             except RuntimeError:  # its loop is closed
                 pass
+        self.threads.stop()  # the jobs still queued were dropped above: their workers skip them
+        self.heavy_threads.stop()
 
     async def _in_worker(self, client: str, budget: Budget, fn, *args) -> tuple[str, Any]:
         """Run fn in the pool within its budget; ("ok", value) | ("timeout", None) | ("error", exc).
@@ -241,7 +256,7 @@ class _Job:
     decides, as the two asyncio.wait did."""
 
     __slots__ = ("pipeline", "budget", "fn", "args", "loop", "answer", "queued_until", "started", "stopping",
-                 "timer", "future")
+                 "dropped", "timer")
 
     def __init__(self, pipeline: Pipeline, budget: Budget, fn, args):
         self.pipeline, self.budget, self.fn, self.args = pipeline, budget, fn, args
@@ -250,20 +265,18 @@ class _Job:
         self.queued_until = time.monotonic() + QUEUE_WAIT
         self.started = False
         self.stopping = False
+        self.dropped = False
         pipeline._running.add(self)
-        try:
-            self.future = pipeline.pool.submit(self._work)
-        except RuntimeError:  # the pool was shut down (the node is stopping): never a pass
-            pipeline._running.discard(self)
-            self.answer.set_result(("timeout", None))
-            self.timer = None
-            return
+        pipeline.threads.submit(self._work)
         self.timer = self.loop.call_later(self._queued_look(QUEUE_WAIT), self._look)
 
     def _work(self) -> None:
         """In the worker thread."""
-        self.budget.restart()
-        self.started = True
+        with self.pipeline._drop_lock:
+            if self.dropped:  # answered "timeout" while queued: it never runs
+                return
+            self.budget.restart()  # before `started`: the loop's timer then reads the new deadline
+            self.started = True
         outcome = _outcome(run_with_budget, self.budget, self.fn, *self.args)
         try:
             self.loop.call_soon_threadsafe(self._ended, outcome)
@@ -294,8 +307,10 @@ class _Job:
             self.stopping = True
             self.timer = self.loop.call_later(STOP_GRACE, self._look)
         elif now >= self.queued_until or self.pipeline.closed:
-            if self.future.cancel():  # still queued: it never runs
-                self.pipeline._running.discard(self)
+            with self.pipeline._drop_lock:
+                if not self.started:  # still queued: it never runs
+                    self.dropped = True
+                    self.pipeline._running.discard(self)
             self.budget.cancel()
             self.answer.set_result(("timeout", None))
         else:

@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO, Protocol
 
 from mxgate.durable import GroupCommitter, MoveFile, RemoveFile, WriteFile, private_dir, sync_directory
+from mxgate.handoff import CheckThreads
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ class DiskSpool:
         self.strays: list[Path] = []  # other processes' directories to adopt once their owner is gone
         self.siblings: list[Path] = []  # in the first process: the workers' directories, for /metrics
         self._adopter: asyncio.Task | None = None
+        self._readers = CheckThreads(2, "mxgate-spool-read")  # issue 19: cheaper than to_thread per relay
 
     @classmethod
     def open(cls, root: str | os.PathLike[str], committer: GroupCommitter) -> DiskSpool:
@@ -315,6 +317,7 @@ class DiskSpool:
         """Nothing to hand back: a crash-safe directory needs no goodbye."""
         from mxgate import metrics
 
+        self._readers.stop()
         for path in self.siblings:
             metrics.unwatch_spool(path.name)
         if self._adopter:
@@ -391,7 +394,7 @@ class DiskSpool:
 
     async def open_message(self, entry: QueueEntry) -> bytes:
         """The message bytes for relaying, read off the event loop."""
-        return await asyncio.to_thread(self.read_message, entry)
+        return await self._readers.run(self.read_message, (entry,), None, None)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -141,16 +141,21 @@ class GatewayRole(Role):
     async def connect_lookup(self, s) -> None:
         ip, checks = str(s.peer_ip), self.checks(self.watcher.current)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
-        loop = asyncio.get_running_loop()
+        pipeline = self.sv.pipeline
 
         async def one(name: str):
-            try:
-                return name, await asyncio.wait_for(
-                    loop.run_in_executor(self.sv.pipeline.pool, connect.gather, name, ip, checks[name], env),
-                    checks[name].timeout + 0.5)  # the lookups' own lifetime ends first: no query left in flight
-            except Exception as exc:  # timeout or error: not decided here; the DATA-phase check runs
+            if pipeline.closed:  # the node is stopping: the DATA-phase check answers (451)
+                return name, None
+            try:  # the lookups' own lifetime ends before this budget: no query left in flight
+                raw = await pipeline.threads.run(connect.gather, (name, ip, checks[name], env),
+                                                 checks[name].timeout + 0.5, _NO_ANSWER)
+            except Exception as exc:  # an error: not decided here; the DATA-phase check runs
                 log.info("connect-stage %s for %s failed: %r", name, ip, exc)
                 return name, None
+            if raw is _NO_ANSWER:
+                log.info("connect-stage %s for %s: no answer in %gs", name, ip, checks[name].timeout + 0.5)
+                return name, None
+            return name, raw
 
         got = await asyncio.gather(*(one(n) for n in s.role_state["connect_missing"]))
         fresh = {n: raw for n, raw in got if raw is not None and connect.cacheable(n, raw)}
@@ -310,20 +315,25 @@ class GatewayRole(Role):
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         source = facts.source
         body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
-        async with self.sv.pipeline.heavy_slot():
-            arc = await asyncio.to_thread(lambda: validate_arc(source.read_all(), self.sv.dnsfunc)) \
-                if arc_fields(source.head) else None
-            spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
-            clauses = authentication_results_clauses(
-                self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
-                env.raw.get("dmarc"), arc, header_from_domain(source.head))
-            results = "; ".join(clauses)
-            try:
-                seal = await asyncio.to_thread(lambda: self._seal(body.read_all(), results, clauses))
-            except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
-                log.info("message %s not ARC-sealed: %s", trace_id, exc)
-                seal = b""
+        # One hand-off for ARC validation, the results and the seal (issue 19: two to_thread hops before).
+        results, seal = await self.sv.pipeline.run_heavy(self._arc_work, source, body, facts, env, trace_id)
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
+
+    def _arc_work(self, source: MessageSource, body: MessageSource, facts: MessageFacts, env: CheckEnv,
+                  trace_id: str) -> tuple[str, bytes]:
+        """In a heavy thread: the inbound ARC chain validated (RFC 8617 §5.2), our
+        Authentication-Results, and our seal over the stamped message: (results, seal)."""
+        arc = validate_arc(source.read_all(), self.sv.dnsfunc) if arc_fields(source.head) else None
+        spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
+        clauses = authentication_results_clauses(
+            self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
+            env.raw.get("dmarc"), arc, header_from_domain(source.head))
+        results = "; ".join(clauses)
+        try:
+            return results, self._seal(body.read_all(), results, clauses)
+        except ArcSealError as exc:  # e.g. no From field (RFC 6376 §5.4 requires signing it): relay unsealed
+            log.info("message %s not ARC-sealed: %s", trace_id, exc)
+            return results, b""
 
     def _seal(self, body: bytes, results: str, clauses: tuple[str, ...]) -> bytes:
         """ARC-seal with the cluster's key (store/keys.py) so every gateway seals alike; the
@@ -373,6 +383,9 @@ class GatewayRole(Role):
             detail={"session": s.id, "helo": s.helo, "why": verdict.detail,
                     "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
             from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name))
+
+
+_NO_ANSWER = object()  # a connect-stage lookup past its budget
 
 
 def _stage_verdict(result) -> Verdict:
