@@ -98,12 +98,24 @@ v6_edge_probe = st.builds(lambda b, d: ipaddress.IPv6Address(((b << 112) + d) % 
 @given(st.lists(st.tuples(st.one_of(v4_edge_nets, v6_edge_nets), st.sampled_from("abc")), max_size=12),
        st.lists(st.one_of(v4_edge_probe, v6_edge_probe), min_size=1, max_size=20))
 def test_lookup_at_index_bucket_edges_matches_oracle(entries, probes):
-    table = PrefixTable(entries)
-    for ip in probes:
-        assert table.lookup(ip) == oracle(entries, ip), ip
-        if ip.version == 4:
-            for text in (f"::ffff:{ip}", f"[::ffff:{ip}]", f"::FFFF:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
-                assert table.lookup(text) == oracle(entries, ip), text
+    # The bucket index is forced on (small tables get a plain bisect by default), and the default is checked too.
+    for table in (PrefixTable(entries, index_bits=16), PrefixTable(entries)):
+        for ip in probes:
+            assert table.lookup(ip) == oracle(entries, ip), ip
+            if ip.version == 4:
+                for text in (f"::ffff:{ip}", f"[::ffff:{ip}]", f"::FFFF:{int(ip) >> 16:x}:{int(ip) & 0xFFFF:x}"):
+                    assert table.lookup(text) == oracle(entries, ip), text
+
+
+def test_only_a_large_family_carries_the_bucket_index():
+    """A listener's trusted-proxy table must not hold a 65,537-entry index (~0.5 MB) for three entries."""
+    from mxgate.policy.ipset import INDEX_FROM
+
+    small = PrefixTable([(parse_network("127.0.0.10"), "partner")])
+    assert len(small._v4.index) == 2 and len(small._v6.index) == 2
+    big = PrefixTable((ipaddress.ip_network(f"10.{i >> 8}.{i & 255}.0/25"), "p") for i in range(INDEX_FROM + 1))
+    assert len(big._v4.index) == (1 << 16) + 1 and len(big._v6.index) == 2
+    assert big.lookup("10.0.1.7") == {"p"} and big.lookup("10.0.1.200") == big.lookup("10.200.0.1") == frozenset()
 
 
 def test_attacker_next_to_listed_hosts_and_ranges():

@@ -53,7 +53,9 @@ class PrefixTable(Generic[V]):
 
     __slots__ = ("_v4", "_v6", "size")
 
-    def __init__(self, entries: Iterable[tuple[IPNetwork, V]]):
+    def __init__(self, entries: Iterable[tuple[IPNetwork, V]], *, index_bits: int | None = None):
+        """`index_bits`: how many top bits of an address pick its bucket; by default 16 for a
+        family with more than INDEX_FROM intervals and 0 (one bucket: a plain bisect) otherwise."""
         by_family: dict[int, dict[tuple[int, int], set]] = {4: {}, 6: {}}
         count = 0
         for net, value in entries:
@@ -61,8 +63,8 @@ class PrefixTable(Generic[V]):
             by_family[net.version].setdefault(key, set()).add(value)
             count += 1
         self.size = count
-        self._v4 = _family(_flatten(by_family[4], 32), 32)
-        self._v6 = _family(_flatten(by_family[6], 128), 128)
+        self._v4 = _family(_flatten(by_family[4], 32), 32, index_bits)
+        self._v6 = _family(_flatten(by_family[6], 128), 128, index_bits)
 
     def lookup(self, ip: str | IPAddress) -> frozenset:
         addr = normalize_ip(ip)
@@ -80,6 +82,9 @@ class PrefixTable(Generic[V]):
 
 
 _INDEX_BITS = 16
+# Below this many intervals a plain bisect is a few probes, and a 65,537-entry index would cost
+# ~0.5 MB per family for nothing: every listener's trusted-proxy table and each small policy has one.
+INDEX_FROM = 1024
 
 
 class _Family(NamedTuple):
@@ -95,7 +100,7 @@ class _Family(NamedTuple):
     shift: int
 
 
-def _family(intervals: list[tuple[int, int, frozenset]], bits: int) -> _Family:
+def _family(intervals: list[tuple[int, int, frozenset]], bits: int, index_bits: int | None = None) -> _Family:
     starts: list[int] = []
     values: list[frozenset] = []
     cursor = 0
@@ -109,10 +114,13 @@ def _family(intervals: list[tuple[int, int, frozenset]], bits: int) -> _Family:
     if cursor < (1 << bits) or not starts:
         starts.append(cursor if starts else 0)
         values.append(_EMPTY)
-    shift = bits - _INDEX_BITS
+    if index_bits is None:
+        index_bits = _INDEX_BITS if len(starts) > INDEX_FROM else 0
+    shift = bits - index_bits
     # index[b] = how many intervals start in a bucket below b: a prefix sum, O(n + 65536) at
-    # compile time (a policy change must be enforced within 100 ms, P6).
-    counts = [0] * ((1 << _INDEX_BITS) + 1)
+    # compile time (a policy change must be enforced within 100 ms, P6). With 0 bits it is
+    # [0, len(starts)]: one bucket, the same lookup code.
+    counts = [0] * ((1 << index_bits) + 1)
     for start in starts:
         counts[(start >> shift) + 1] += 1
     index = list(accumulate(counts))
