@@ -73,9 +73,15 @@ class GatewayProcesses:
         from mxgate.store.db import open_engine
 
         try:
-            rows = read_status(open_engine(self.home.database_url))
+            engine = open_engine(self.home.database_url)
         except Exception:
             return set()
+        try:
+            rows = read_status(engine)
+        except Exception:
+            return set()
+        finally:
+            engine.dispose()  # a connection left open here kept reading the killed node's rows
         return {r["name"] for r in rows if r["alive"] and "gateway" in r["roles"]}
 
     def spool(self, index: int):
@@ -95,10 +101,13 @@ class GatewayProcesses:
         from mxgate.store.db import open_engine
 
         engine = open_engine(self.home.database_url)
-        if not inspect(engine).has_table("gateway_queue"):
-            return 0
-        with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(gateway_queue)).scalar()
+        try:
+            if not inspect(engine).has_table("gateway_queue"):
+                return 0
+            with engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(gateway_queue)).scalar()
+        finally:
+            engine.dispose()
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.node.proc.pid)], capture_output=True, text=True).stdout.split()
