@@ -267,10 +267,16 @@ def restricting_names(compiled: CompiledPolicy, sender_domain: str, rcpt_domain:
     memo = compiled._restrict_memo
     found = memo.get(key)
     if found is None:
-        if len(memo) > MEMO_LIMIT:
-            memo.clear()
-        found = memo[key] = frozenset(c.name.lower() for c in restricting_connectors_for(compiled, sender_domain, rcpt_domain))
+        found = _remember(memo, key, frozenset(c.name.lower() for c in restricting_connectors_for(compiled, sender_domain, rcpt_domain)))
     return found
+
+
+def _remember(memo: dict, key, value):
+    """Store a memo entry; a memo past MEMO_LIMIT starts over (keys come from senders: bounded)."""
+    if len(memo) > MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _attribution_refusal(compiled: CompiledPolicy, restricting: frozenset[str], connectors: frozenset[str]) -> RcptDecision:
@@ -280,11 +286,9 @@ def _attribution_refusal(compiled: CompiledPolicy, restricting: frozenset[str], 
     memo = compiled._refusal_memo
     found = memo.get(key)
     if found is None:
-        if len(memo) > MEMO_LIMIT:
-            memo.clear()
         matched = ", ".join(sorted(connectors)) if connectors else "no connector"
-        found = memo[key] = RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
-                                                f"session matched {matched}"), "", (), RcptRoute.NONE)
+        found = _remember(memo, key, RcptDecision(reject("connector-attribution", f"restricted by {', '.join(restricting)}; "
+                                                         f"session matched {matched}"), "", (), RcptRoute.NONE))
     return found
 
 
