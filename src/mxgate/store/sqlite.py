@@ -45,11 +45,17 @@ def private_files(url: str) -> None:
     path = database_path(url)
     if not path:
         return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    except OSError:
-        return  # a read-only or missing directory: SQLite's own error says it better
-    os.close(fd)
+    # Only a missing file is created here: closing any descriptor of a file drops every POSIX lock
+    # this process holds on it (fcntl(2)), SQLite's included. A second engine opened beside a live
+    # connection then let another process's close take the database as its last user, checkpoint
+    # and reset the WAL under that connection, which went on reading the old rows.
+    if not os.path.exists(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # a read-only or missing directory: SQLite's own error says it better
     for suffix in ("", "-wal", "-shm"):
         try:
             private(Path(path + suffix), 0o600)
