@@ -16,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import os  # noqa: E402
+
+if not os.environ.get("PYTHONPATH"):  # with PYTHONPATH set, that tree is measured (an A/B's base)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -59,6 +62,9 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of each role")
     args = ap.parse_args()
+    import mxgate
+
+    print(f"tree: {Path(mxgate.__file__).parent.parent}")  # which tree an A/B column measured
     message, arc_pem, dnsfunc = setup()
     sealed = gateway(message, arc_pem, dnsfunc)
     dkim, arc = mailbox(sealed, dnsfunc)
