@@ -20,6 +20,28 @@ FAST_QUEUE = {"retry_first": 0.3, "retry_max_backoff": 1.0, "host_backoff": 0.2,
               "relay_connect_timeout": 2.0, "relay_timeout": 10.0}
 
 
+def gateway_toml(port: int, downstream: str, ca, dns, node: str = "", **queue) -> str:
+    """node.toml of a gateway-only `mxgate serve` relaying to `downstream` from the gateway address,
+    with the fast queue timings (`queue` overrides or adds [gateway] keys; `node`: [node] lines)."""
+    fast = "\n".join(f"{k} = {v}" for k, v in {**FAST_QUEUE, **queue}.items())
+    return f"""
+{"[node]" + chr(10) + node if node else ""}
+[roles]
+mailbox = false
+gateway = true
+admin = false
+[gateway]
+listen = ["{GATEWAY}:{port}"]
+downstream = ["{downstream}"]
+downstream_ca = "{ca}"
+source_address = "{GATEWAY}"
+{fast}
+[dns]
+servers = ["{dns.address}"]
+timeout = 2.0
+"""
+
+
 def gateway_policy(checks: str = "", base: str = rig.GUIDE_POLICY) -> str:
     """The guide's policy plus [gateway.<check>] tables; rDNS/SPF only tag unless a test says otherwise."""
     return base + "\n" + checks

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import rig
-from gwkit import FAST_QUEUE, gateway_policy, gw_port
+from gwkit import gateway_policy, gateway_toml, gw_port
 from rig import GATEWAY, INTERNET, RawSMTP, SubprocessNode, free_port, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home
@@ -70,22 +70,7 @@ def test_no_check_work_runs_on_after_its_timeout(make_gateway, holding_clamd):
 
 
 def _serve_toml(port: int, mailbox, dns, **extra) -> str:
-    fast = "\n".join(f"{k} = {v}" for k, v in {**FAST_QUEUE, **extra}.items())
-    return f"""
-[roles]
-mailbox = false
-gateway = true
-admin = false
-[gateway]
-listen = ["{GATEWAY}:{port}"]
-downstream = ["127.0.0.1:{mailbox.port()}"]
-downstream_ca = "{mailbox.node.certs.ca_cert}"
-source_address = "{GATEWAY}"
-{fast}
-[dns]
-servers = ["{dns.address}"]
-timeout = 2.0
-"""
+    return gateway_toml(port, f"127.0.0.1:{mailbox.port()}", mailbox.node.certs.ca_cert, dns, **extra)
 
 
 @pytest.mark.timeout(120)

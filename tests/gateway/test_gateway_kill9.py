@@ -10,7 +10,7 @@ import time
 
 import pytest
 import rig
-from gwkit import FAST_QUEUE, gateway_policy
+from gwkit import gateway_policy, gateway_toml
 from rig import GATEWAY, INTERNET, SubprocessNode, free_port, maildir_messages, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home
@@ -21,22 +21,7 @@ CLIENTS = 3
 
 
 def _toml(port: int, mailbox, dns) -> str:
-    fast = "\n".join(f"{k} = {v}" for k, v in FAST_QUEUE.items())
-    return f"""
-[roles]
-mailbox = false
-gateway = true
-admin = false
-[gateway]
-listen = ["{GATEWAY}:{port}"]
-downstream = ["127.0.0.1:{mailbox.port()}"]
-downstream_ca = "{mailbox.node.certs.ca_cert}"
-source_address = "{GATEWAY}"
-{fast}
-[dns]
-servers = ["{dns.address}"]
-timeout = 2.0
-"""
+    return gateway_toml(port, f"127.0.0.1:{mailbox.port()}", mailbox.node.certs.ca_cert, dns)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 import rig
-from gwkit import FAST_QUEUE, gateway_policy
+from gwkit import gateway_policy, gateway_toml
 from rig import GATEWAY, INTERNET, RecordingSink, SubprocessNode, free_port, send_message, simple_message, wait_until
 
 from mxgate.config.home import Home
@@ -25,26 +25,7 @@ from mxgate.queue.spool import entries_on_disk, process_spools, spool_owned
 
 
 def _config(port: int, downstream: str, ca: str, dns, workers: int, **extra) -> str:
-    queue = {**FAST_QUEUE, **extra}
-    fast = "\n".join(f"{k} = {v}" for k, v in queue.items())
-    return f"""
-[node]
-name = "gw"
-workers = {workers}
-[roles]
-mailbox = false
-gateway = true
-admin = false
-[gateway]
-listen = ["{GATEWAY}:{port}"]
-downstream = ["{downstream}"]
-downstream_ca = "{ca}"
-source_address = "{GATEWAY}"
-{fast}
-[dns]
-servers = ["{dns.address}"]
-timeout = 2.0
-"""
+    return gateway_toml(port, downstream, ca, dns, node=f'name = "gw"\nworkers = {workers}', **extra)
 
 
 class GatewayProcesses:
