@@ -137,13 +137,17 @@ class SmtpSession(asyncio.Protocol):
         self._sasl: Any = None  # an in-progress AUTH exchange (submission)
 
     # --- connection -------------------------------------------------------------------------
+    def _set_peer(self, ip, port: int) -> None:
+        """The client's address (the socket's, or a trusted proxy's header) and its text, made once."""
+        self.peer_ip = normalize_ip(ip)
+        self.peer_text = str(self.peer_ip)
+        self.peer_port = port
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
-        self.peer_ip = normalize_ip(peer[0])
-        self.peer_text = str(self.peer_ip)
-        self.peer_port = peer[1]
+        self._set_peer(peer[0], peer[1])
         self.local_port = sock[1] if len(sock) > 1 else 0
         self.proxy_ip = None
         if self.peer_ip in self.listener.trusted_proxies:
@@ -249,9 +253,7 @@ class SmtpSession(asyncio.Protocol):
             return
         del self._buf[: parsed.consumed]
         if parsed.source_ip is not None:
-            self.peer_ip = normalize_ip(parsed.source_ip)
-            self.peer_text = str(self.peer_ip)
-            self.peer_port = parsed.source_port
+            self._set_peer(parsed.source_ip, parsed.source_port)
         self._mode = "greeting"
         if self._timer:
             self._timer.cancel()
