@@ -134,6 +134,55 @@ def test_closing_the_pipeline_stops_running_checks_and_answers_them_never_as_a_p
     asyncio.run(main())
 
 
+def test_closing_drops_queued_checks_before_it_frees_a_worker():
+    """The race behind a flaky CI run: close() told the running check to stop first, its worker
+    took the queued job before close() had marked it dropped, and the job ran. Here the running
+    check's budget, when cancelled, waits until the worker has dealt with the queued job: in the
+    old order that job runs, in the right one the worker skips it."""
+    ran = threading.Event()
+    queued_dealt_with = threading.Event()
+
+    class StopWaitsForTheWorker(Budget):
+        def cancel(self):
+            super().cancel()
+            assert queued_dealt_with.wait(10)
+
+    def cooperative():
+        budget = current_budget()
+        while not budget.cancelled:
+            queued_dealt_with.wait(0.001)
+        return "stopped"
+
+    async def main():
+        p = Pipeline(workers=1, per_client=4)
+        submit = p.threads.submit
+        jobs = []
+
+        def counted_submit(work):
+            jobs.append(work)
+            if len(jobs) == 1:
+                return submit(work)
+
+            def then_tell():
+                try:
+                    work()
+                finally:
+                    queued_dealt_with.set()
+            return submit(then_tell)
+
+        p.threads.submit = counted_submit
+        running = asyncio.ensure_future(p._in_worker("192.0.2.1", StopWaitsForTheWorker(600), cooperative))
+        await _until(lambda: p.running == 1)
+        queued = asyncio.ensure_future(p._in_worker("192.0.2.2", Budget(600), ran.set))
+        await _until(lambda: len(p._running) == 2)
+        p.close()
+        assert await asyncio.wait_for(queued, 10) == ("timeout", None)
+        assert await asyncio.wait_for(running, 10) in (("ok", "stopped"), ("timeout", None))
+        assert not ran.is_set()
+
+    asyncio.run(main())
+
+
 def test_heavy_work_runs_heavy_slots_at_a_time_and_raises_to_its_caller():
     """The ARC validate + seal hand-off: at most HEAVY_SLOTS at once (each holds a whole message),
     and a seal that breaks raises in the session (never relayed as if sealed)."""

@@ -130,11 +130,15 @@ class Pipeline:
     def close(self) -> None:
         """Stop every check in flight: budgets cancelled (the walk stops at its next look), queued jobs dropped."""
         self.closed = True
+        # Queued jobs are dropped before any budget is cancelled: a running check told to stop
+        # frees its worker, which must then find the next job already dropped, not run it.
+        jobs = list(self._running)
+        with self._drop_lock:
+            for job in jobs:
+                job.dropped = not job.started
         for budget in list(self._budgets):
             budget.cancel()
-        for job in list(self._running):  # a job dropped from the queue is answered now, not at its timer
-            with self._drop_lock:
-                job.dropped = not job.started  # before any worker reaches it
+        for job in jobs:  # a job dropped from the queue is answered now, not at its timer
             try:
                 job.loop.call_soon_threadsafe(job._look)
             except RuntimeError:  # its loop is closed
