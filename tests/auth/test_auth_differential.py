@@ -24,7 +24,8 @@ def dkimpy_own_code():
     OpenSSL stays: its own tests compare it with dkimpy's)."""
     saved = (dkimpy.parse_tag_value, dkimpy.evaluate_pk, dkimpy.rfc822_parse, dkimpy.RE_BTAG,
              canon.Relaxed.__dict__["canonicalize_body"], canon.Relaxed.__dict__["canonicalize_headers"],
-             arc_module.parse_tag_value, dkim_module.parse_tag_value)
+             arc_module.parse_tag_value, dkim_module.parse_tag_value, dkimpy.re)
+    dkimpy.re = dkim_canon.ORIGINAL_RE
     dkimpy.parse_tag_value = arc_module.parse_tag_value = dkim_module.parse_tag_value = dkim_tags.ORIGINAL_PARSE
     dkimpy.evaluate_pk, dkimpy.rfc822_parse = dkim_tags.ORIGINAL_EVALUATE, dkim_canon.ORIGINAL_PARSE
     dkimpy.RE_BTAG = dkim_canon.ORIGINAL_BTAG
@@ -34,7 +35,7 @@ def dkimpy_own_code():
     finally:
         (dkimpy.parse_tag_value, dkimpy.evaluate_pk, dkimpy.rfc822_parse, dkimpy.RE_BTAG,
          canon.Relaxed.canonicalize_body, canon.Relaxed.canonicalize_headers,
-         arc_module.parse_tag_value, dkim_module.parse_tag_value) = saved
+         arc_module.parse_tag_value, dkim_module.parse_tag_value, dkimpy.re) = saved
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,9 @@ def _variants(message: bytes):
     yield message.replace(b"b=", b"b=!", 1)  # malformed base64 in the first b=
     yield message.replace(b"bh=", b"bh=AAAA", 1)
     yield message.replace(b"; b=", b"; b=\r\n ", 1)
+    yield message.replace(b"; b=", b"; b=\x0b\x0c", 1)  # whitespace only a bytes \s knows
+    yield message.replace(b"; bh=", b"; bh=\t\x0b", 1)
+    yield message.replace(b"; b=", b"; b=\xa0", 1)  # not ASCII whitespace
     yield message.replace(b"d=fabrikam.test", b"d=Fabrikam.TEST", 1)
     yield message.replace(b"s=s1", b"s=S1", 1)
     yield message.replace(b"l=", b"l=9", 1)
@@ -121,3 +125,4 @@ def test_the_originals_are_back_after_the_comparison():
     assert dkimpy.parse_tag_value is dkim_tags.parse_tag_value
     assert dkimpy.rfc822_parse is dkim_canon.rfc822_parse
     assert canon.Relaxed.canonicalize_body is dkim_canon.canonicalize_body
+    assert dkimpy.re is dkim_canon.RE_FOR_DKIMPY

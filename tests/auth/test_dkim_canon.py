@@ -148,3 +148,29 @@ def test_the_parse_cache_is_bounded_and_keeps_no_failures_or_huge_messages():
     assert huge not in dkim_canon._parsed_messages
     odd = bytearray(b"Subject: x\r\n\r\nz")  # not bytes: parsed, not kept
     assert dkim_canon.rfc822_parse(odd) == dkim_canon.ORIGINAL_PARSE(odd)
+
+
+def test_dkimpys_unfolding_sub_is_res_on_every_byte_and_short_mix():
+    import re
+
+    import dkim
+
+    assert dkim.re is dkim_canon.RE_FOR_DKIMPY
+    shim = dkim_canon.RE_FOR_DKIMPY
+    for byte in range(256):  # bytes.split() and a bytes \s agree on every byte value
+        value = b"a" + bytes([byte]) + b"b" + bytes([byte])
+        assert shim.sub(rb"\s+", b"", value) == re.sub(rb"\s+", b"", value), byte
+    pieces = (b"A", b"/", b"=", b" ", b"\t", b"\r\n ", b"\x0b", b"\x0c", b"\xa0", b"\x85", b"\x1c")
+    for n in range(5):
+        for parts in itertools.product(pieces, repeat=n):
+            value = b"".join(parts)
+            assert shim.sub(rb"\s+", b"", value) == re.sub(rb"\s+", b"", value), value
+            expected = re.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", value)
+            for _ in range(2):  # the second answer from the cache
+                got = shim.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", value)
+                assert (got is None) == (expected is None) and (got is None or got.span() == expected.span()), value
+    # Any other call is re's own, flags and counts included.
+    assert shim.sub(rb"\s+", b"-", b"a  b") == b"a-b" and shim.sub(rb"\s+", b"", b"a b c", 1) == b"ab c"
+    assert shim.sub(r"\s+", "", "a \u2003b") == "ab" and shim.split(rb"\s*:\s*", b"a : b") == [b"a", b"b"]
+    assert shim.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", b"x" * 5000) is not None
+    assert shim.match(rb"\d+$", b"12x") is None and shim.findall(rb"[;@]", b"a;b@") == [b";", b"@"]

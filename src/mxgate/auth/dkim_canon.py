@@ -30,6 +30,12 @@ other WSP runs made one SP, trailing empty lines dropped) for the same steps tha
 with nothing to change: sre scanned the whole body twice per signature even when it held no
 tab, no double space and no space before a line end (~60 µs for 2 KB, once per ARC-Message-
 Signature made or checked). A test compares the two on every short mix of WSP, CR, LF and text.
+
+And dkimpy's `re` module global for one that answers its two hottest calls without sre:
+`re.sub(rb"\s+", b"", value)` (the b= and bh= values unfolded, four or five times per signature
+checked, ~8 µs each on 350 bytes) as `b"".join(value.split())` — bytes.split() splits at exactly
+the six ASCII whitespace bytes a bytes `\s` matches — and its base64 syntax check of b=, made
+twice per signature on the same value, remembered. Everything else goes to `re` itself.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ _TRAILING_WSP = re.compile(b"[\t ]+\r\n")  # dkimpy's strip_trailing_whitespace
 # A WSP run that is not already one SP: a space followed by WSP, or a run starting with a tab.
 # Replacing these with SP is dkimpy's `[\t ]+` -> SP, without touching the single spaces.
 _WSP_TO_COMPRESS = re.compile(b" [\t ]+|\t[\t ]*")
+ORIGINAL_RE = _dkim.re
 _parsed_messages: dict[bytes, tuple] = {}
 _parsed_lock = threading.Lock()
 
@@ -119,11 +126,39 @@ def canonicalize_body(body):
     return _canon.correct_empty_body(_canon.strip_trailing_lines(body))
 
 
+_UNFOLD = rb"\s+"
+_B64_SYNTAX = rb"[\s0-9A-Za-z+/]+[\s=]*$"  # dkimpy's validate_signature_fields
+_b64_syntax = functools.lru_cache(maxsize=256)(re.compile(_B64_SYNTAX).match)
+
+
+class _ReForDkimpy:
+    """dkimpy's view of the `re` module: two of its calls answered faster, the rest `re`'s."""
+
+    @staticmethod
+    def sub(pattern, repl, string, count=0, flags=0):
+        if pattern == _UNFOLD and repl == b"" and not count and not flags and type(string) is bytes:
+            return b"".join(string.split())
+        return re.sub(pattern, repl, string, count, flags)
+
+    @staticmethod
+    def match(pattern, string, flags=0):
+        if pattern == _B64_SYNTAX and not flags and type(string) is bytes and len(string) <= MAX_REMEMBERED:
+            return _b64_syntax(string)
+        return re.match(pattern, string, flags)
+
+    def __getattr__(self, name: str):
+        return getattr(re, name)
+
+
+RE_FOR_DKIMPY = _ReForDkimpy()
+
+
 def install() -> None:
     _canon.Relaxed.canonicalize_headers = staticmethod(canonicalize_headers)
     _canon.Relaxed.canonicalize_body = staticmethod(canonicalize_body)
     _dkim.RE_BTAG = RE_BTAG  # read as a module global by hash_headers and verify (dkimpy 1.1)
     _dkim.rfc822_parse = rfc822_parse  # read as a module global by DomainSigner.set_message
+    _dkim.re = RE_FOR_DKIMPY  # read as a module global by validate_signature_fields and verify_sig_process
 
 
 install()
