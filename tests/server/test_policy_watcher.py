@@ -62,11 +62,11 @@ def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
     seen = []
     real_refresh = watcher.refresh
 
-    def refresh_failing_once():
+    def refresh_failing_once(*args):
         seen.append(1)
         if len(seen) == 1:
             raise sqlite3.OperationalError("database is locked")  # the counter said "committed"
-        return real_refresh()
+        return real_refresh(*args)
 
     monkeypatch.setattr(watcher, "refresh", refresh_failing_once)
     try:
@@ -76,6 +76,35 @@ def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
         # The counter has moved past the commit; the retry after the failure queries anyway.
         assert rig.wait_until(lambda: watcher.current.version == 2, timeout=10)
         assert len(seen) >= 2
+    finally:
+        watcher.stop()
+        engine.dispose()
+
+
+def test_a_commit_that_is_not_a_policy_change_costs_no_engine_query(tmp_path):
+    """Every trace batch is a commit the counter sees; the watcher then reads the newest version
+    number on the counter's own connection (issue 19), not through an engine connection."""
+    from sqlalchemy import event
+
+    home, engine = _store(tmp_path)
+    watcher = PolicyWatcher(PolicyStore(engine))
+    checkouts, looks = [], []
+    event.listen(engine, "checkout", lambda *a: checkouts.append(1))
+    counter = watcher._commits
+    real_first_value = counter.first_value
+    counter.first_value = lambda sql: looks.append(sql) or real_first_value(sql)
+    try:
+        assert watcher._latest() == PolicyStore(engine).latest_version_number() == 1
+        looks.clear()
+        checkouts.clear()
+        watcher.start()
+        with sqlite3.connect(home.database) as other:  # what a trace batch does
+            other.execute("UPDATE policy_versions SET summary = 'edited' WHERE version = 1")
+        assert rig.wait_until(lambda: looks, timeout=10)
+        assert checkouts == [] and watcher.current.version == 1
+        PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2",
+                                                               base_version=1)
+        assert rig.wait_until(lambda: watcher.current.version == 2, timeout=10)  # a real change still loads
     finally:
         watcher.stop()
         engine.dispose()

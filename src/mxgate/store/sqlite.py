@@ -194,6 +194,12 @@ class CommitCounter:
         changed, self._seen = now != self._seen, now
         return changed
 
+    def first_value(self, sql: str):
+        """The first column of the first row of a read on this connection (None without rows):
+        ~10 µs through sqlite3 against ~0.2 ms through an engine connection."""
+        row = self._conn.execute(sql).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self._conn.close()
 
