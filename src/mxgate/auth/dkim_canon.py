@@ -48,8 +48,6 @@ import dkim as _dkim
 import dkim.canonicalization as _canon
 
 MAX_REMEMBERED = 4096  # the cache holds at most 2,048 values of this size (8 MiB)
-_WSP = re.compile(b"[\t ]+")
-_LINE_BREAK = re.compile(b"\r?\n")
 ORIGINAL = _canon.Relaxed.__dict__["canonicalize_headers"]
 ORIGINAL_BTAG = _dkim.RE_BTAG
 RE_BTAG = re.compile(rb"([;\s]b\s*=)(?:\s*[a-zA-Z0-9+/=])*(?:\r?\n\Z)?")
@@ -58,6 +56,8 @@ _NAME_COLON = re.compile(rb"([\x21-\x7e]+?):")  # dkimpy's own pattern
 ORIGINAL_BODY = _canon.Relaxed.__dict__["canonicalize_body"]
 MAX_PARSED_MESSAGE = 1 << 20  # a bigger message is parsed each time (the cache pins its bytes)
 PARSED_MESSAGES = 4  # worker threads each check one message at a time
+_WSP = re.compile(b"[\t ]+")
+_LINE_BREAK = re.compile(b"\r?\n")
 _TRAILING_WSP = re.compile(b"[\t ]+\r\n")  # dkimpy's strip_trailing_whitespace
 # A WSP run that is not already one SP: a space followed by WSP, or a run starting with a tab.
 # Replacing these with SP is dkimpy's `[\t ]+` -> SP, without touching the single spaces.
@@ -104,7 +104,16 @@ def _parse(message):
 
 
 def _relaxed(value: bytes) -> bytes:
-    return _WSP.sub(b" ", _LINE_BREAK.sub(b"", value)).strip() + b"\r\n"
+    # dkimpy: re.sub(b"\r?\n", b"", v), then re.sub(b"[\t ]+", b" ", ...), strip, CRLF. Removing each
+    # CRLF and then each LF removes the same bytes (a CR goes only with the LF after it); the WSP
+    # pass runs only where a run is not already one SP. Every new field value of every message
+    # came through here twice per sre pass (issue 19).
+    if type(value) is not bytes:  # bytearray, memoryview: dkimpy's own steps
+        return _WSP.sub(b" ", _LINE_BREAK.sub(b"", value)).strip() + b"\r\n"
+    value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_TO_COMPRESS.sub(b" ", value)
+    return value.strip() + b"\r\n"
 
 
 _remembered = functools.lru_cache(maxsize=2048)(_relaxed)
