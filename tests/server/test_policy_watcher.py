@@ -79,3 +79,27 @@ def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
     finally:
         watcher.stop()
         engine.dispose()
+
+
+def test_on_sqlite_the_watcher_asks_on_the_counters_connection_not_the_engine(tmp_path, monkeypatch):
+    """Issue 19: the trace's commits wake the watcher ~50 times a second under load; each look asks
+    for the newest version on the counter's own sqlite3 connection (~10 µs), not through the engine."""
+    home, engine = _store(tmp_path)
+    store = PolicyStore(engine)
+    watcher = PolicyWatcher(store)
+    engine_asks = []
+    real_latest = store.latest_version_number
+    monkeypatch.setattr(store, "latest_version_number", lambda: engine_asks.append(1) or real_latest())
+    try:
+        assert watcher._commits.scalar("SELECT MAX(version) FROM policy_versions") == 1
+        watcher.start()
+        for n in range(5):  # other writers' commits: looks, no change
+            with sqlite3.connect(home.database) as other:
+                other.execute("UPDATE policy_versions SET summary = ? WHERE version = 1", (f"edit {n}",))
+        PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2",
+                                                               base_version=1)
+        assert rig.wait_until(lambda: watcher.current.version == 2, timeout=10)
+        assert engine_asks == []
+    finally:
+        watcher.stop()
+        engine.dispose()

@@ -194,6 +194,12 @@ class CommitCounter:
         changed, self._seen = now != self._seen, now
         return changed
 
+    def scalar(self, sql: str):
+        """The first column of the first row of a read on this connection (~10 µs; through an
+        SQLAlchemy engine the same query costs ~250 µs of CPU)."""
+        row = self._conn.execute(sql).fetchone()
+        return row[0] if row else None
+
     def close(self) -> None:
         self._conn.close()
 
