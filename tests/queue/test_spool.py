@@ -93,6 +93,29 @@ async def test_active_entries_are_requeued_after_a_crash(spool, tmp_path, commit
     assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
 
 
+async def test_a_claim_syncs_no_directory_and_a_lost_claim_is_tried_once(spool, tmp_path, committer, monkeypatch):
+    """Issue 19: the claim's rename is not made durable (two directory fsyncs per relayed
+    message). After a crash that lost it the entry is still in incoming/ and is offered once;
+    the settle after a delivery is durable as before."""
+    import mxgate.durable as durable
+
+    synced = []
+    real = durable.sync_directory
+    monkeypatch.setattr(durable, "sync_directory", lambda p: synced.append(p.name) or real(p))
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
+    assert synced == ["incoming"]  # the enqueue before its 250: durable
+    synced.clear()
+    claimed = await spool.claim(entry)
+    assert claimed.queue == "active" and synced == [] and spool.due(10.0) == []
+    os.replace(spool.path_of(claimed), spool.path_of(entry))  # the crash lost the rename
+    reopened = DiskSpool.open(tmp_path / "spool", committer)
+    assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
+    again = await reopened.claim(reopened.get(entry.queue_id))
+    assert await reopened.mark_delivered(again, again.pending) is None
+    assert "active" in synced  # the removal is durable
+    assert DiskSpool.open(tmp_path / "spool", committer).due(10.0) == []
+
+
 async def test_defer_rewrites_atomically_and_keeps_the_body(spool, tmp_path):
     entry = await spool.enqueue("a@x.example", ["b@contoso.test", "c@contoso.test"], MSG, now=1.0)
     old_path = spool.path_of(entry)

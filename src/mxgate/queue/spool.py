@@ -487,8 +487,13 @@ class DiskSpool:
         return await self.settle(entry, [Recipient(a, RcptState.FAILED, status, error, remote_mta) for a in rcpts])
 
     async def claim(self, entry: QueueEntry) -> QueueEntry:
-        """Move to ``active/`` while the relay tries it, so ``due()`` stops offering it."""
-        return await self._move(entry, "active")
+        """Move to ``active/`` while the relay tries it, so ``due()`` stops offering it.
+
+        The rename is not made durable (no directory fsyncs: issue 19, two per relayed message,
+        ~50 µs of CPU and ~250 µs of the committer's time each): after a crash recovery tries an
+        entry again whether it is found in ``active/`` or still where it was, so either name
+        is correct. The settle that follows (a removal or rewrite) is durable as before."""
+        return await self._move(entry, "active", durable=False)
 
     async def hold(self, entry: QueueEntry) -> QueueEntry:
         return await self._move(entry, "hold")
@@ -527,11 +532,11 @@ class DiskSpool:
         self._index[new.queue_id] = new
         return new
 
-    async def _move(self, entry: QueueEntry, queue: str) -> QueueEntry:
+    async def _move(self, entry: QueueEntry, queue: str, durable: bool = True) -> QueueEntry:
         async with self._claim(entry):
             new = dataclasses.replace(entry, queue=queue)
             if new.queue != entry.queue:
-                await self.committer.commit(MoveFile(self.path_of(entry), self.path_of(new)))
+                await self.committer.commit(MoveFile(self.path_of(entry), self.path_of(new), durable=durable))
             self._index[entry.queue_id] = new
             return new
 
