@@ -68,17 +68,10 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class MoveFile:
-    """Rename ``src`` to ``dst`` (same filesystem) and make both directory entries durable.
-
-    ``durable=False``: a rename whose name is advisory, for a reader that treats both names
-    alike after a crash (the spool's claim: incoming/ and active/ are both tried again). Its
-    directories are not synced for it; the file's content is already stable, so a crash leaves
-    it under one name or the other, never neither (rename(2) is atomic).
-    """
+    """Rename ``src`` to ``dst`` (same filesystem) and make both directory entries durable."""
 
     src: Path
     dst: Path
-    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -416,9 +409,8 @@ class GroupCommitter:
                     stage_a.setdefault(job.final_path.parent, []).append(i)
                 else:
                     os.replace(job.src, job.dst)
-                    if job.durable:
-                        stage_a.setdefault(job.dst.parent, []).append(i)
-                        stage_a.setdefault(job.src.parent, []).append(i)
+                    stage_a.setdefault(job.dst.parent, []).append(i)
+                    stage_a.setdefault(job.src.parent, []).append(i)
             except OSError as exc:
                 outcomes[i] = exc
                 if isinstance(job, WriteFile):

@@ -198,22 +198,6 @@ async def test_missing_directory_fails_only_that_job(committer, tmp_path):
     assert outcomes[1] is None and ok.final_path.exists()
 
 
-async def test_an_advisory_move_renames_without_syncing_directories(committer, tmp_path):
-    """MoveFile(durable=False) (the spool's claim, issue 19): renamed, no directory fsync; a
-    durable move still syncs both directories."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    (a / "f").write_bytes(b"x")
-    before = committer.stats.dir_syncs
-    await committer.commit(MoveFile(a / "f", b / "f", durable=False))
-    assert (b / "f").read_bytes() == b"x" and not (a / "f").exists()
-    assert committer.stats.dir_syncs == before
-    await committer.commit(MoveFile(b / "f", a / "f"))
-    assert (a / "f").exists() and committer.stats.dir_syncs == before + 2
-    with pytest.raises(FileNotFoundError):  # a failed rename is still the caller's error
-        await committer.commit(MoveFile(b / "f", a / "g", durable=False))
-
-
 async def test_supersede_move_and_remove(committer, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -95,8 +95,8 @@ async def test_active_entries_are_requeued_after_a_crash(spool, tmp_path, commit
 
 async def test_a_claim_syncs_no_directory_and_a_lost_claim_is_tried_once(spool, tmp_path, committer, monkeypatch):
     """Issue 19: the claim's rename is not made durable (two directory fsyncs per relayed
-    message). After a crash that lost it the entry is still in incoming/ and is offered once;
-    the settle after a delivery is durable as before."""
+    message) nor handed to the committer. After a crash that lost it the entry is still in
+    incoming/ and is offered once; the settle after a delivery is durable as before."""
     import mxgate.durable as durable
 
     synced = []
@@ -105,8 +105,12 @@ async def test_a_claim_syncs_no_directory_and_a_lost_claim_is_tried_once(spool, 
     entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
     assert synced == ["incoming"]  # the enqueue before its 250: durable
     synced.clear()
+    jobs = committer.stats.jobs
     claimed = await spool.claim(entry)
     assert claimed.queue == "active" and synced == [] and spool.due(10.0) == []
+    assert committer.stats.jobs == jobs and spool.path_of(claimed).exists()
+    with pytest.raises(StaleEntryError):  # still guarded against a second claim
+        await spool.claim(entry)
     os.replace(spool.path_of(claimed), spool.path_of(entry))  # the crash lost the rename
     reopened = DiskSpool.open(tmp_path / "spool", committer)
     assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
