@@ -100,3 +100,47 @@ def test_rfc5321_paths(path, utf8, expected):
             parse_path(path, allow_null=False, smtputf8=utf8)
     else:
         assert str(parse_path(path, allow_null=False, smtputf8=utf8)) == expected
+
+
+# parse_path remembers what it parsed (issue 19): the remembered answer must be the parser's, for
+# every flag combination, on the first and on later calls; refusals are never remembered.
+_MEMO_CASES = [p for p, _, _ in PATHS] + ["<>", "<postmaster>", "<a@b@c.test>", "<jöhn@d.test>", "<A@B.Example.>",
+                                          "<@relay.test,@other.test:u@d.test>", "< a@b.test>", "<a@[1.2.3.4]>"]
+
+
+def _outcome(fn, text, allow_null, utf8):
+    try:
+        return ("ok", fn(text, allow_null=allow_null, smtputf8=utf8))
+    except AddressSyntaxError as exc:
+        return ("error", exc.reason)
+
+
+@pytest.mark.parametrize("text", _MEMO_CASES)
+def test_remembered_parse_is_the_parse(text):
+    from mxgate.smtp import address
+    for allow_null in (False, True):
+        for utf8 in (False, True):
+            fresh = _outcome(address._parse_path, text, allow_null, utf8)
+            assert _outcome(parse_path, text, allow_null, utf8) == fresh  # first call (maybe a miss)
+            assert _outcome(parse_path, text, allow_null, utf8) == fresh  # remembered
+            if fresh[0] == "error":
+                assert (text, allow_null, utf8) not in address._PARSED
+
+
+@given(st.text(max_size=60), st.booleans(), st.booleans())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_remembered_parse_differential(text, allow_null, utf8):
+    from mxgate.smtp import address
+    fresh = _outcome(address._parse_path, text, allow_null, utf8)
+    assert _outcome(parse_path, text, allow_null, utf8) == fresh
+    assert _outcome(parse_path, text, allow_null, utf8) == fresh
+
+
+def test_remembered_paths_are_bounded(monkeypatch):
+    from mxgate.smtp import address
+    monkeypatch.setattr(address, "_PARSED", {})
+    for i in range(address._PARSED_KEPT + 10):  # a client cycling through addresses
+        parse_path(f"<u{i}@d.test>", allow_null=False)
+    assert len(address._PARSED) <= address._PARSED_KEPT
+    assert parse_path("<u1@d.test>", allow_null=False) == address._parse_path("<u1@d.test>", allow_null=False,
+                                                                           smtputf8=False)

@@ -235,3 +235,49 @@ def test_a_flood_of_refused_connections_is_one_row_per_address(node_factory):
     rows = [r for r in n.trace.search(limit=50) if r["reason"] == "connector-attribution"]
     assert sorted((r["from_ip"], r["detail"]["count"]) for r in rows) == [(ATTACKER, 20), ("127.0.0.67", 1)]
     assert all(r["status"] == "Rejected" and r["recipient"] == "alice@contoso.test" for r in rows)
+
+
+def _dump(engine):
+    from sqlalchemy import text
+    with engine.connect() as c:
+        return ([tuple(r) for r in c.execute(text("SELECT * FROM trace_messages ORDER BY id"))],
+                [tuple(r) for r in c.execute(text("SELECT * FROM trace_events ORDER BY id"))])
+
+
+def test_sqlite_rows_are_the_core_paths_rows(tmp_path):
+    """Issue 19: on SQLite the writer inserts through the driver; every column of every row and
+    event must be what the SQLAlchemy Core path (PostgreSQL's) writes for the same batch."""
+    from mxgate.trace import store as trace_store
+
+    def batch():
+        return [TraceRecord(trace_id="t1", status="Delivered", sender="s@fabrikam.test", recipient=r, subject="Grüße",
+                            message_id="<m@x>", size=2048, from_ip="127.0.0.10", connector="Partner",
+                            policy_version=3, role="mailbox", node="n1", detail={"tls": "TLSv1.3", "set": {1}},
+                            events=[(1.5, "Receive", "from 127.0.0.10"), (1.6, "Deliver", "maildir")],
+                            created_at=1.5 + i)
+                for i, r in enumerate(["a@contoso.test", "b@contoso.test", "a@contoso.test"])] + [
+            TraceRecord(trace_id="t2", status="Rejected", reason="relay-denied", direction="inbound", created_at=9.0),
+            TraceRecord(trace_id="t3", status="Pending", recipient="x@fabrikam.test", created_at=10.0,
+                        events=[(10.0, "Send", "queued for outbound")])]
+
+    dumps = []
+    for name, insert_rows in (("core", trace_store._insert_core), ("sqlite", trace_store._insert_sqlite)):
+        engine = open_engine(f"sqlite:///{tmp_path / name}.db")
+        for _ in range(2):  # the second batch's ids follow the first's
+            with engine.begin() as conn:
+                assert insert_rows(conn, batch()) == 5
+        dumps.append(_dump(engine))
+        engine.dispose()
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == 10 and len(dumps[0][1]) == 14
+
+
+def test_the_writer_commits_rows_on_sqlite_through_the_driver(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1")
+    store.record(TraceRecord(trace_id="w1", status="Delivered", recipient="a@contoso.test",
+                             events=[(1.0, "Deliver", "maildir")]))
+    rows = store.search(limit=10)
+    assert [(r["trace_id"], r["node"]) for r in rows] == [("w1", "n1")]
+    assert [e["event"] for e in store.show(rows[0]["id"])["events"]] == ["Deliver"]
+    engine.dispose()

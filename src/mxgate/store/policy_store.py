@@ -23,7 +23,7 @@ from mxgate.store.notify import POLICY_CHANNEL
 
 _COLUMNS = "version, created_at, actor, summary, document"
 # What every node's policy watcher asks several times a second (an indexed MAX()).
-LATEST_VERSION_SQL = _LATEST = "SELECT MAX(version) FROM policy_versions"
+LATEST_VERSION_SQL = _LATEST = "SELECT MAX(version) FROM policy_versions"  # also run raw (server/policy_watch.py)
 _CURRENT = f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version DESC LIMIT 1"
 _GET = f"SELECT {_COLUMNS} FROM policy_versions WHERE version = :version"
 _HISTORY = f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version DESC LIMIT :limit"

@@ -194,9 +194,9 @@ class CommitCounter:
         changed, self._seen = now != self._seen, now
         return changed
 
-    def scalar(self, sql: str):
-        """The first column of the first row of a read on this connection (~10 µs; through an
-        SQLAlchemy engine the same query costs ~250 µs of CPU)."""
+    def first_value(self, sql: str):
+        """The first column of the first row of a read on this connection (None without rows):
+        ~10 µs through sqlite3 against ~0.2 ms through an engine connection."""
         row = self._conn.execute(sql).fetchone()
         return row[0] if row else None
 
