@@ -99,3 +99,92 @@ def test_message_parse_is_dkimpys_on_long_random_messages():
         message = b"From: a@b\r\n" + b"".join(rng.choice(pieces) for _ in range(40))
         assert (_parse_outcome(dkim_canon.rfc822_parse, message)
                 == _parse_outcome(dkim_canon.ORIGINAL_PARSE, message)), message
+
+
+# The relaxed body (RFC 6376 §3.4.4), and the parses remembered for the next check of the same bytes.
+BODY_PIECES = (b" ", b"\t", b"\r\n", b"\r", b"\n", b"a", b"  ", b" \r\n")
+
+
+def test_relaxed_body_is_dkimpys_on_every_short_body():
+    assert canon.Relaxed.canonicalize_body is dkim_canon.canonicalize_body
+    original = dkim_canon.ORIGINAL_BODY.__func__
+    for n in range(7):
+        for parts in itertools.product(BODY_PIECES, repeat=n):
+            body = b"".join(parts)
+            assert dkim_canon.canonicalize_body(body) == original(body), body
+
+
+def test_relaxed_body_is_dkimpys_on_long_random_bodies():
+    original = dkim_canon.ORIGINAL_BODY.__func__
+    rng = random.Random(19)
+    for _ in range(2000):
+        body = b"".join(rng.choice(BODY_PIECES + (b"word", b"\x0b", b"\xa0", b"\r\n\r\n")) for _ in range(80))
+        assert dkim_canon.canonicalize_body(body) == original(body), body
+    for body in (b"", b"\r\n" * 10_000, b"x" * 100_000, b"a \t b\r\n" * 5000):
+        assert dkim_canon.canonicalize_body(body) == original(body)
+
+
+def test_a_remembered_parse_is_not_changed_by_what_a_caller_does_with_its_copy():
+    message = b"From: a@b.test\r\nSubject: s\r\n\r\nbody\r\n"
+    headers, body = dkim_canon.rfc822_parse(message)
+    headers[0][1] = b" forged\r\n"
+    headers.append([b"X-Added", b" 1\r\n"])
+    assert dkim_canon.rfc822_parse(message) == dkim_canon.ORIGINAL_PARSE(message)
+    # Same prefix, another message: its own parse.
+    other = message.replace(b"body", b"other")
+    assert dkim_canon.rfc822_parse(other) == dkim_canon.ORIGINAL_PARSE(other)
+
+
+def test_the_parse_cache_is_bounded_and_keeps_no_failures_or_huge_messages():
+    for i in range(dkim_canon.PARSED_MESSAGES * 3):
+        dkim_canon.rfc822_parse(b"X-N: %d\r\n\r\nb\r\n" % i)
+    assert len(dkim_canon._parsed_messages) <= dkim_canon.PARSED_MESSAGES
+    bad = b"From: a\r\nnot a header\r\n\r\n"
+    for _ in range(2):  # raises each time, as dkimpy does
+        assert _parse_outcome(dkim_canon.rfc822_parse, bad) == _parse_outcome(dkim_canon.ORIGINAL_PARSE, bad)
+    assert bad not in dkim_canon._parsed_messages
+    huge = b"Subject: x\r\n\r\n" + b"y" * dkim_canon.MAX_PARSED_MESSAGE
+    assert dkim_canon.rfc822_parse(huge) == dkim_canon.ORIGINAL_PARSE(huge)
+    assert huge not in dkim_canon._parsed_messages
+    odd = bytearray(b"Subject: x\r\n\r\nz")  # not bytes: parsed, not kept
+    assert dkim_canon.rfc822_parse(odd) == dkim_canon.ORIGINAL_PARSE(odd)
+
+
+def test_dkimpys_unfolding_sub_is_res_on_every_byte_and_short_mix():
+    import re
+
+    import dkim
+
+    assert dkim.re is dkim_canon.RE_FOR_DKIMPY
+    shim = dkim_canon.RE_FOR_DKIMPY
+    for byte in range(256):  # bytes.split() and a bytes \s agree on every byte value
+        value = b"a" + bytes([byte]) + b"b" + bytes([byte])
+        assert shim.sub(rb"\s+", b"", value) == re.sub(rb"\s+", b"", value), byte
+    pieces = (b"A", b"/", b"=", b" ", b"\t", b"\r\n ", b"\x0b", b"\x0c", b"\xa0", b"\x85", b"\x1c")
+    for n in range(5):
+        for parts in itertools.product(pieces, repeat=n):
+            value = b"".join(parts)
+            assert shim.sub(rb"\s+", b"", value) == re.sub(rb"\s+", b"", value), value
+            expected = re.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", value)
+            for _ in range(2):  # the second answer from the cache
+                got = shim.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", value)
+                assert (got is None) == (expected is None) and (got is None or got.span() == expected.span()), value
+    # Any other call is re's own, flags and counts included.
+    assert shim.sub(rb"\s+", b"-", b"a  b") == b"a-b" and shim.sub(rb"\s+", b"", b"a b c", 1) == b"ab c"
+    assert shim.sub(r"\s+", "", "a \u2003b") == "ab" and shim.split(rb"\s*:\s*", b"a : b") == [b"a", b"b"]
+    assert shim.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", b"x" * 5000) is not None
+    assert shim.match(rb"\d+$", b"12x") is None and shim.findall(rb"[;@]", b"a;b@") == [b";", b"@"]
+
+
+def test_a_kept_relaxed_body_is_only_ever_the_same_bodys():
+    original = dkim_canon.ORIGINAL_BODY.__func__
+    one, other = b"a  b \r\n\r\n", b"a \tc \r\n\r\n"  # same length, other content
+    assert len(one) == len(other)
+    for body in (one, other, one, bytes(bytearray(other)), one + b"x"):
+        assert dkim_canon.canonicalize_body(body) == original(body)
+    for i in range(dkim_canon.PARSED_MESSAGES * 3):
+        dkim_canon.canonicalize_body(b"line %d  \r\n" % i)
+    assert len(dkim_canon._bodies) <= dkim_canon.PARSED_MESSAGES
+    huge = b"x  y\r\n" * (dkim_canon.MAX_PARSED_MESSAGE // 6 + 1)
+    assert dkim_canon.canonicalize_body(huge) == original(huge)
+    assert all(seen is not huge for seen, _ in dkim_canon._bodies)

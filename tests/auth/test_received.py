@@ -249,3 +249,31 @@ def test_mxgate_own_hop_always_names_its_peer(helo):
                           trace_id="4f1a", recipient="a@contoso.test", now=0)
     [value] = received_values(raw)
     assert str(parse_received(value).ip) == "203.0.113.5"
+
+
+# Issue 19: addresses read once per distinct text. The remembered answer must be the computed one
+# for any text a sender can write, and what one header made of a text never changes another's.
+_LITERALS = ["[127.0.0.1]", "[1.2.3.4]:25", "[IPv6:2001:db8::1]", "[IPv6:::ffff:203.0.113.5]", "fe80::1%7",
+             "user@1.2.3.4", "10.0.8.6.13219", "1.2.3.4:25", "unknown", "mx.fabrikam.test", "", " [1.2.3.4] ",
+             "[1.2.3.4", "1.2.3.4]", "[999.1.1.1]", "[::ffff:127.0.0.66]", "IPV6:::1", "[IPv6:1.2.3.4]", "0x7f.1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.sampled_from(_LITERALS), st.text(max_size=90),
+                 st.text(alphabet="0123456789abcdef.:[]%@IPv6 ", max_size=60)))
+def test_remembered_addresses_are_the_computed_ones(text):
+    from mxgate.auth import received
+
+    computed = received._literal.__wrapped__(text) if len(text) <= 80 else None
+    assert parse_ip_literal(text) == computed
+    assert parse_ip_literal(text) == computed  # the second time from the cache
+    assert type(parse_ip_literal(text)) is type(computed)
+
+
+def test_the_address_cache_is_bounded_and_skips_long_text():
+    from mxgate.auth import received
+
+    assert received._literal.cache_info().maxsize == 4096
+    before = received._literal.cache_info().currsize
+    assert parse_ip_literal("[" + "1" * 200 + "]") is None
+    assert received._literal.cache_info().currsize == before

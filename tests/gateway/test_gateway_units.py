@@ -87,6 +87,36 @@ def test_score_thresholds_and_rules():
     assert score.decide(score.Score(99.0, (), "reject"), capped).action == "tag"
 
 
+def test_spam_phrases_on_lowered_text_match_the_case_insensitive_pattern():
+    """Differential (issue 19): the phrase rule now matches a plain pattern against the lowered
+    text; the same phrases are found as with the old (?i) pattern, on random mixes of phrases in
+    random case, word characters at their edges, bytes above 127 and line breaks."""
+    import random
+    import re
+
+    old = re.compile(rb"(?i)\b(wire transfer|verify your account|lottery|winner|act now|100% free|"
+                     rb"click here|bitcoin|password expire|urgent payment|inheritance)\b")
+    phrases = [b"wire transfer", b"verify your account", b"lottery", b"winner", b"act now", b"100% free",
+               b"click here", b"bitcoin", b"password expire", b"urgent payment", b"inheritance"]
+    bits = [b" ", b"_", b"x", b"9", b"\r\n", b"\xc3\x89", b"\xff", b"%", b"-", b"K", b"\xe2\x84\xaa"]
+    rnd = random.Random(19)
+    for _ in range(3000):
+        parts = []
+        for _ in range(rnd.randint(1, 8)):
+            if rnd.random() < 0.5:
+                p = rnd.choice(phrases)
+                parts.append(bytes(c ^ 0x20 if 97 <= c <= 122 and rnd.random() < 0.5 else c for c in p))
+            else:
+                parts.append(b"".join(rnd.choice(bits) for _ in range(rnd.randint(0, 3))))
+        head, text = b"Subject: " + b"".join(parts[::2]), b"".join(parts[1::2])
+        want = {m.group(1).lower() for m in old.finditer(head + b"\n" + text)}
+        assert {m.group(1) for m in score._PHRASES.finditer((head + b"\n" + text).lower())} == want
+        hits = score._header_rules(head, text).count("SPAM_PHRASE")
+        assert hits == min(len(want), score.MAX_PHRASE_HITS), (head, text)
+    clean = b"From: a@x.test\r\nDate: x\r\nMessage-ID: <1@x>\r\nSubject: You are a WINNER\r\n\r\n"
+    assert score._header_rules(clean, b"Click Here for BitCoin") == ["SPAM_PHRASE"] * 3
+
+
 def test_decide_message_precedence():
     sc = score.Score(0.0, (), "clean")
     r = {"spf": fired("spf", "reject", "spf-fail", "x"), "clamd": fired("clamd", "reject", "malware", "y"),

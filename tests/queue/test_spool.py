@@ -93,6 +93,71 @@ async def test_active_entries_are_requeued_after_a_crash(spool, tmp_path, commit
     assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
 
 
+async def test_a_claim_syncs_no_directory_and_a_lost_claim_is_tried_once(spool, tmp_path, committer, monkeypatch):
+    """Issue 19: the claim's rename is not made durable (two directory fsyncs per relayed
+    message) nor handed to the committer. After a crash that lost it the entry is still in
+    incoming/ and is offered once; the settle after a delivery is durable as before."""
+    import mxgate.durable as durable
+
+    synced = []
+    real = durable.sync_directory
+    monkeypatch.setattr(durable, "sync_directory", lambda p: synced.append(p.name) or real(p))
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=1.0)
+    assert synced == ["incoming"]  # the enqueue before its 250: durable
+    synced.clear()
+    jobs = committer.stats.jobs
+    claimed = await spool.claim(entry)
+    assert claimed.queue == "active" and synced == [] and spool.due(10.0) == []
+    assert committer.stats.jobs == jobs and spool.path_of(claimed).exists()
+    with pytest.raises(StaleEntryError):  # still guarded against a second claim
+        await spool.claim(entry)
+    os.replace(spool.path_of(claimed), spool.path_of(entry))  # the crash lost the rename
+    reopened = DiskSpool.open(tmp_path / "spool", committer)
+    assert [e.queue_id for e in reopened.due(10.0)] == [entry.queue_id]
+    again = await reopened.claim(reopened.get(entry.queue_id))
+    assert await reopened.mark_delivered(again, again.pending) is None
+    assert "active" in synced  # the removal is durable
+    assert DiskSpool.open(tmp_path / "spool", committer).due(10.0) == []
+
+
+async def test_a_fresh_message_is_relayed_from_memory_once_and_then_from_disk(spool, tmp_path, monkeypatch):
+    """Issue 19: a message enqueued from memory is not read back from the file just written for
+    its first attempt; the file is written and synced all the same, and every later read (a
+    retry, another process after a restart) comes from the disk."""
+    from mxgate.queue import spool as spool_mod
+    from mxgate.smtp.source import MessageSource
+
+    entry = await spool.enqueue("a@x.example", ["b@contoso.test"], MessageSource.from_bytes(MSG).split_head(1000),
+                                now=1.0)
+    assert spool.read_message(entry) == MSG  # on disk before enqueue returned
+    reads = []
+    real_read = spool.read_message
+    monkeypatch.setattr(spool, "read_message", lambda e: reads.append(e.queue_id) or real_read(e))
+    claimed = await spool.claim(entry)
+    assert await spool.open_message(claimed) == MSG and reads == []
+    assert await spool.open_message(claimed) == MSG and reads == [entry.queue_id]  # kept for one read only
+    deferred = await spool.defer(claimed, claimed.pending, "e", 5.0)
+    assert await spool.open_message(deferred) == MSG and len(reads) == 2
+
+    # A source read from a spill file is not copied into memory; nor is a message over FRESH_MAX.
+    with open(tmp_path / "spill", "w+b") as fh:
+        fh.write(MSG)
+        fh.flush()
+        on_disk = await spool.enqueue("a@x.example", ["b@contoso.test"], MessageSource(b"", fd=fh.fileno(), size=len(MSG)))
+    big = MSG + b"x" * spool_mod.FRESH_MAX
+    large = await spool.enqueue("a@x.example", ["b@contoso.test"], big)
+    assert await spool.open_message(on_disk) == MSG and await spool.open_message(large) == big and len(reads) == 4
+
+    # Bounded in all: the oldest kept copies go back to disk reads; a removed entry's copy is dropped.
+    monkeypatch.setattr(spool_mod, "FRESH_TOTAL", 2 * len(MSG))
+    first, second, third = [await spool.enqueue("a@x.example", ["b@contoso.test"], MSG) for _ in range(3)]
+    assert spool._fresh_bytes == 2 * len(MSG) and first.queue_id not in spool._fresh
+    await spool.remove(second)
+    assert list(spool._fresh) == [third.queue_id] and spool._fresh_bytes == len(MSG)
+    assert await spool.open_message(first) == MSG and await spool.open_message(third) == MSG
+    assert len(reads) == 5 and spool._fresh_bytes == 0
+
+
 async def test_defer_rewrites_atomically_and_keeps_the_body(spool, tmp_path):
     entry = await spool.enqueue("a@x.example", ["b@contoso.test", "c@contoso.test"], MSG, now=1.0)
     old_path = spool.path_of(entry)
@@ -178,7 +243,10 @@ async def test_stale_and_concurrent_changes_are_refused(spool):
         await spool.release(await first)
 
 
-async def test_checksum_failure_on_read_and_mark_corrupt(spool, tmp_path):
+async def test_checksum_failure_on_read_and_mark_corrupt(spool, tmp_path, monkeypatch):
+    from mxgate.queue import spool as spool_mod
+
+    monkeypatch.setattr(spool_mod, "FRESH_MAX", 0)  # read from the file, as every read but a first attempt's
     entry = await spool.enqueue("s@x.example", ["r@contoso.test"], MSG, now=1.0)
     raw = bytearray(spool.path_of(entry).read_bytes())
     raw[-10] = ord("0") if raw[-10] != ord("0") else ord("1")

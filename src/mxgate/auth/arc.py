@@ -25,7 +25,8 @@ import authres
 import dkim as dkimpy
 
 from mxgate.auth import dkim_canon, rsa_signing  # noqa: F401  (OpenSSL signs, remembered canonicalisation for dkimpy; see the modules)
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import InvalidTagValueList
+from mxgate.auth.dkim_tags import parse_tag_value
 
 from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult
 from mxgate.auth.dmarc import DmarcResult, aligned, normalise_domain
@@ -66,9 +67,12 @@ class ArcOverride:
 
 def arc_seals(message: bytes) -> list[tuple[int, str]]:
     """(instance, d=) of every ARC-Seal field, sorted by instance; unparsable ones skipped."""
-    head, _ = split_headers(message)
+    return _seals(parse_fields(split_headers(message)[0]))
+
+
+def _seals(fields) -> list[tuple[int, str]]:
     seals: list[tuple[int, str]] = []
-    for field in parse_fields(head):
+    for field in fields:
         if field.name != b"arc-seal":
             continue
         try:
@@ -84,8 +88,11 @@ def arc_seals(message: bytes) -> list[tuple[int, str]]:
 def arc_fields(message: bytes) -> list[tuple[bytes, int | None]]:
     """(lower-case name, instance) of every ARC header field, in order; the instance is None
     when i= is missing or not a number from 1 to 50 (RFC 8617 §4.2.1)."""
-    head, _ = split_headers(message)
-    return [(field.name, _instance(field)) for field in parse_fields(head) if field.name in _ARC_FIELDS]
+    return _arc_fields(parse_fields(split_headers(message)[0]))
+
+
+def _arc_fields(fields) -> list[tuple[bytes, int | None]]:
+    return [(field.name, _instance(field)) for field in fields if field.name in _ARC_FIELDS]
 
 
 def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
@@ -95,11 +102,12 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
         # No ARC field in the header section: the chain is `none` (RFC 8617 §4.4), what dkimpy
         # answers too after parsing the whole message (7% of the mailbox's CPU in bench P1).
         return ArcResult("none", (), _NOT_ARC_SIGNED)
-    seals = arc_seals(message)
+    head_fields = parse_fields(split_headers(message)[0])  # once, for the three readings below
+    seals = _seals(head_fields)
     sealers = tuple(domain for _, domain in seals)
     if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
         return ArcResult("fail", sealers, f"more than {MAX_ARC_INSTANCE} ARC sets")
-    fields = arc_fields(message)
+    fields = _arc_fields(head_fields)
     # RFC 8617 §5.2 step 2: every ARC field belongs to a set 1..N; one that names no valid
     # instance, or sets without their ARC-Seal, make the chain structurally invalid.
     if any(instance is None for _, instance in fields):
@@ -117,7 +125,7 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     if status == "none" and seals:  # ARC-Seals present but no usable instance numbers
         return ArcResult("fail", sealers, "ARC headers without a valid instance")
     return ArcResult(status, sealers if status != "none" else (), str(reason)[:200],
-                     arc_auth_results(message) if status == "pass" else ())
+                     _auth_results(head_fields) if status == "pass" else ())
 
 
 def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
@@ -218,9 +226,12 @@ def _our_clauses(value: str, clauses: Sequence[str] | None) -> _Clauses | None:
 def arc_auth_results(message: bytes) -> tuple[tuple[int, str], ...]:
     """(instance, value after `i=N;`) of every ARC-Authentication-Results field, sorted; the
     first field of an instance wins (a duplicate makes the chain fail anyway, §5.1.1)."""
-    head, _ = split_headers(message)
+    return _auth_results(parse_fields(split_headers(message)[0]))
+
+
+def _auth_results(fields) -> tuple[tuple[int, str], ...]:
     found: dict[int, str] = {}
-    for field in parse_fields(head):
+    for field in fields:
         if field.name != b"arc-authentication-results":
             continue
         match = _AAR_INSTANCE.match(field.value.decode("utf-8", "replace"))

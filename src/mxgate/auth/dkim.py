@@ -19,7 +19,9 @@ import dkim as dkimpy
 from mxgate.auth import dkim_canon, rsa_signing  # noqa: F401  (OpenSSL signs, remembered canonicalisation for dkimpy; see the modules)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dkim.util import InvalidTagValueList, parse_tag_value
+from dkim.util import InvalidTagValueList
+
+from mxgate.auth.dkim_tags import parse_tag_value  # remembered tag lists and key records for dkimpy too
 
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.headers import parse_fields, split_headers
@@ -102,7 +104,8 @@ def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfu
     if lookup.looked_up:
         try:
             dkimpy.evaluate_pk(b"key", lookup.record)
-        except dkimpy.DKIMException as exc:  # revoked (empty p=), unparsable, too small
+        except (dkimpy.DKIMException, ValueError) as exc:  # revoked (empty p=), unparsable, too small
+            # ValueError: binascii.Error from p= that is not base64, which dkimpy lets through here.
             return result("permerror", f"key record: {str(exc)[:200]}")
     return result("fail", "signature did not verify")
 

@@ -33,7 +33,10 @@ RULES: dict[str, float] = {
     "SUBJECT_ALL_CAPS": 1.0, "EMPTY_SUBJECT": 0.5, "FROM_DISPLAY_HAS_ADDRESS": 1.0,
     "SPAM_PHRASE": 1.5,  # per phrase, at most MAX_PHRASE_HITS
 }
-_PHRASES = re.compile(rb"(?i)\b(wire transfer|verify your account|lottery|winner|act now|100% free|"
+# Matched against the lowered text: bytes.lower() changes ASCII letters only, as (?i) does on a
+# bytes pattern, and no letter changes word-ness for \b; ~4x faster than (?i) on the text
+# (issue 19: ~55 µs of the gateway's loop per 2 KiB message).
+_PHRASES = re.compile(rb"\b(wire transfer|verify your account|lottery|winner|act now|100% free|"
                       rb"click here|bitcoin|password expire|urgent payment|inheritance)\b")
 
 
@@ -92,7 +95,7 @@ def _header_rules(head: bytes, text: bytes) -> list[str]:
     letters = [c for c in subject or "" if c.isalpha()]
     if len(letters) >= 8 and all(c.isupper() for c in letters):
         out.append("SUBJECT_ALL_CAPS")
-    phrases = {m.group(1).lower() for m in _PHRASES.finditer(head + b"\n" + text[:MAX_TEXT])}
+    phrases = {m.group(1) for m in _PHRASES.finditer((head + b"\n" + text[:MAX_TEXT]).lower())}
     out += ["SPAM_PHRASE"] * min(len(phrases), MAX_PHRASE_HITS)
     return out
 

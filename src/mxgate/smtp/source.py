@@ -33,6 +33,11 @@ class MessageSource:
         return cls(b"", buffer=data)
 
     @property
+    def in_memory(self) -> bool:
+        """The body is a buffer, not a slice of a spool file."""
+        return self._buffer is not None
+
+    @property
     def size(self) -> int:
         return len(self.head) + self.body_size
 
