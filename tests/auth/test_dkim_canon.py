@@ -174,3 +174,17 @@ def test_dkimpys_unfolding_sub_is_res_on_every_byte_and_short_mix():
     assert shim.sub(r"\s+", "", "a \u2003b") == "ab" and shim.split(rb"\s*:\s*", b"a : b") == [b"a", b"b"]
     assert shim.match(rb"[\s0-9A-Za-z+/]+[\s=]*$", b"x" * 5000) is not None
     assert shim.match(rb"\d+$", b"12x") is None and shim.findall(rb"[;@]", b"a;b@") == [b";", b"@"]
+
+
+def test_a_kept_relaxed_body_is_only_ever_the_same_bodys():
+    original = dkim_canon.ORIGINAL_BODY.__func__
+    one, other = b"a  b \r\n\r\n", b"a \tc \r\n\r\n"  # same length, other content
+    assert len(one) == len(other)
+    for body in (one, other, one, bytes(bytearray(other)), one + b"x"):
+        assert dkim_canon.canonicalize_body(body) == original(body)
+    for i in range(dkim_canon.PARSED_MESSAGES * 3):
+        dkim_canon.canonicalize_body(b"line %d  \r\n" % i)
+    assert len(dkim_canon._bodies) <= dkim_canon.PARSED_MESSAGES
+    huge = b"x  y\r\n" * (dkim_canon.MAX_PARSED_MESSAGE // 6 + 1)
+    assert dkim_canon.canonicalize_body(huge) == original(huge)
+    assert all(seen is not huge for seen, _ in dkim_canon._bodies)

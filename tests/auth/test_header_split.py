@@ -49,3 +49,46 @@ def test_random_header_sections_split_as_the_regex(parts):
     message = b"".join(parts)
     assert _split(message) == _by_regex(message)
     assert header_length(message) == len(_by_regex(message)[0])
+
+
+def _fields_by_findall(header_block: bytes):
+    """The parse as it was before issue 19's session 3 (the oracle for the faster one)."""
+    from mxgate.auth.headers import _FIELD_NAME, _LINE, HeaderField
+
+    fields = []
+    for line in _LINE.findall(header_block):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] = HeaderField(fields[-1].name, fields[-1].raw + line)
+            continue
+        name, colon, _ = line.partition(b":")
+        name = name.rstrip(b" \t")
+        valid = colon and _FIELD_NAME.match(name)
+        fields.append(HeaderField(name.lower() if valid else b"", line))
+    return tuple(fields)
+
+
+_FIELD_PIECES = (b"a", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"X-A: b", b"\xff", b"\r\n ", b"From")
+
+
+def test_fields_are_the_findall_parses_on_every_short_block():
+    import itertools
+
+    from mxgate.auth.headers import _parse_fields
+
+    for n in range(6):
+        for parts in itertools.product(_FIELD_PIECES, repeat=n):
+            block = b"".join(parts)
+            assert _parse_fields(block) == _fields_by_findall(block), block
+
+
+def test_fields_are_the_findall_parses_on_long_random_blocks():
+    import random
+
+    from mxgate.auth.headers import _parse_fields, parse_fields
+
+    rng = random.Random(19)
+    for _ in range(3000):
+        block = b"".join(rng.choice(_FIELD_PIECES + (b"Received: from x\r\n\tby y\r\n", b"\x00", b"\n\n"))
+                         for _ in range(rng.randrange(1, 60)))
+        assert _parse_fields(block) == _fields_by_findall(block), block
+        assert parse_fields(block) == _fields_by_findall(block)

@@ -30,6 +30,8 @@ other WSP runs made one SP, trailing empty lines dropped) for the same steps tha
 with nothing to change: sre scanned the whole body twice per signature even when it held no
 tab, no double space and no space before a line end (~60 µs for 2 KB, once per ARC-Message-
 Signature made or checked). A test compares the two on every short mix of WSP, CR, LF and text.
+The last few bodies' relaxed forms are kept too (found by comparing bytes): a relaxed DKIM
+signature and the ARC-Message-Signatures over the same body canonicalise it once.
 
 And dkimpy's `re` module global for one that answers its two hottest calls without sre:
 `re.sub(rb"\s+", b"", value)` (the b= and bh= values unfolded, four or five times per signature
@@ -126,8 +128,26 @@ def canonicalize_headers(headers):
             for x in headers]
 
 
+_bodies: list[tuple[bytes, bytes]] = []  # (body, its relaxed form), newest last
+
+
 def canonicalize_body(body):
-    """dkim.canonicalization.Relaxed.canonicalize_body (RFC 6376 §3.4.4)."""
+    """dkim.canonicalization.Relaxed.canonicalize_body (RFC 6376 §3.4.4). The last few bodies'
+    results are kept: a sender's relaxed DKIM signature and each ARC-Message-Signature made or
+    checked canonicalise the same body (a byte comparison, no hashing, finds it)."""
+    if type(body) is not bytes or len(body) > MAX_PARSED_MESSAGE:
+        return _relaxed_body(body)
+    for seen, relaxed in reversed(tuple(_bodies)):  # a snapshot: other threads append
+        if seen is body or seen == body:
+            return relaxed
+    relaxed = _relaxed_body(body)
+    with _parsed_lock:
+        _bodies.append((body, relaxed))
+        del _bodies[:-PARSED_MESSAGES]
+    return relaxed
+
+
+def _relaxed_body(body):
     if b" \r\n" in body or b"\t\r\n" in body:
         body = _TRAILING_WSP.sub(b"\r\n", body)
     if b"\t" in body or b"  " in body:

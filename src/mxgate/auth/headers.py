@@ -108,15 +108,28 @@ def _parse_fields_memo(header_block: bytes) -> tuple[HeaderField, ...]:
 
 
 def _parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:
+    # The lines `_LINE.findall` cuts (each up to its LF, then any unterminated rest), by
+    # bytes.split; each field built once with all its lines (issue 19: ~55 -> ~30 µs for the
+    # 35 lines of a P3 mailbox message's header block).
+    lines = header_block.split(b"\n")
+    rest = lines.pop()
+    lines = [line + b"\n" for line in lines]
+    if rest:
+        lines.append(rest)
     fields: list[HeaderField] = []
-    for line in _LINE.findall(header_block):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] = HeaderField(fields[-1].name, fields[-1].raw + line)
+    name, raw = b"", None
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and raw is not None:
+            raw.append(line)
             continue
-        name, colon, _ = line.partition(b":")
-        name = name.rstrip(b" \t")  # RFC 5322 §4.5.3 obs-optional: WSP before the colon
-        valid = colon and _FIELD_NAME.match(name)
-        fields.append(HeaderField(name.lower() if valid else b"", line))
+        if raw is not None:
+            fields.append(HeaderField(name, b"".join(raw)))
+        field_name, colon, _ = line.partition(b":")
+        field_name = field_name.rstrip(b" \t")  # RFC 5322 §4.5.3 obs-optional: WSP before the colon
+        name = field_name.lower() if colon and _FIELD_NAME.match(field_name) else b""
+        raw = [line]
+    if raw is not None:
+        fields.append(HeaderField(name, b"".join(raw)))
     return tuple(fields)
 
 
