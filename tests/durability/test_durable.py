@@ -142,7 +142,8 @@ async def test_one_batch_settles_callers_on_two_event_loops_with_one_wakeup_each
                     _job(tmp_path, f"b{i}"),
                     WriteFile(tmp_path / "missing" / f"b{i}", tmp_path / "new" / f"x{i}", b"x")]))
                     for i in range(3)]
-                await asyncio.sleep(0)  # each task queues its group at its first step
+                await asyncio.sleep(0)  # each task submits its group at its first step,
+                await asyncio.sleep(0)  # and the loop hands this turn's groups over after them
                 other_queued.set()
                 return await asyncio.gather(*tasks)
             return asyncio.run(run())
@@ -211,6 +212,35 @@ async def test_supersede_move_and_remove(committer, tmp_path):
     await committer.commit(RemoveFile(a / "v2"))  # missing_ok by default
     with pytest.raises(FileNotFoundError):
         await committer.commit(RemoveFile(a / "v2", missing_ok=False))
+
+
+async def test_one_loop_turns_groups_reach_the_worker_with_one_wakeup(tmp_path, monkeypatch):
+    """Issue 19: the messages of one event-loop turn are handed to the worker together — one
+    notify, one batch — instead of a wake-up of the worker per message."""
+    c = GroupCommitter(max_batch=64, io_threads=4)
+    c.start()
+    notified = []
+    real_notify = c._cond.notify
+    monkeypatch.setattr(c._cond, "notify", lambda n=1: notified.append(n) or real_notify(n))
+    try:
+        outcomes = await asyncio.gather(*(c.commit_many([_job(tmp_path, f"t{i}")]) for i in range(20)))
+        assert outcomes == [[None]] * 20
+        assert len(notified) == 1
+        assert c.stats.batches == 1 and c.stats.largest_batch == 20
+        assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(f"t{i}" for i in range(20))
+    finally:
+        await c.aclose()
+
+
+async def test_aclose_hands_over_groups_not_yet_given_to_the_worker(tmp_path):
+    c = GroupCommitter(max_batch=4)
+    c.start()
+    pending = [asyncio.ensure_future(c.commit(_job(tmp_path, f"p{i}"))) for i in range(6)]
+    await asyncio.sleep(0)  # the groups are submitted; this turn's hand-over has not run yet
+    assert len(c._pending) == 6 and not c._queue
+    await c.aclose()
+    await asyncio.gather(*pending)  # accepted before the close, so durable, not refused
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(f"p{i}" for i in range(6))
 
 
 async def test_aclose_drains_and_then_refuses(tmp_path):
