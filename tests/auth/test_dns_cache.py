@@ -134,3 +134,46 @@ def test_stale_answers_are_served_when_the_resolver_fails(dns_server):
     clock.now += mdns.MAX_STALE + mdns.STALE_TTL + 1  # too old even to be stale
     with pytest.raises(dns.resolver.NoNameservers):
         resolver.resolve("fabrikam.test", "TXT")
+
+
+def test_cache_only_answers_from_the_cache_and_never_asks(dns_server):
+    """Issue 19: under cache_only() a lookup answers from fresh cache entries (answers and
+    negative answers alike) or raises NotCached — not an Exception, so no library's
+    `except Exception` turns it into a result — and the look records the miss even when the
+    caller swallowed it; nothing is asked meanwhile, and outside the block lookups ask again."""
+    dns_server.add("fabrikam.test", "TXT", "v=spf1 -all", ttl=60)
+    clock = Clock()
+    resolver = make_resolver([dns_server.address], timeout=1.0, cache_size=100, clock=clock)
+    resolver.resolve("fabrikam.test", "TXT")
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("missing.test", "TXT")
+    asked = len(dns_server.queries)
+    with mdns.cache_only() as look:
+        assert resolver.resolve("fabrikam.test", "TXT")[0].strings == (b"v=spf1 -all",)
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            resolver.resolve("missing.test", "TXT")
+        assert not look.missed
+        assert not issubclass(mdns.NotCached, Exception)
+        try:
+            resolver.resolve("other.test", "TXT")
+        except BaseException as exc:  # noqa: BLE001 - pyspf's bare `except: pass` does this
+            assert isinstance(exc, mdns.NotCached)
+        assert look.missed
+    with mdns.cache_only() as look:
+        clock.now += 61  # expired: not answered from the cache (serve-stale is the worker's business)
+        with pytest.raises(mdns.NotCached):
+            resolver.resolve("fabrikam.test", "TXT")
+        assert look.missed
+    assert len(dns_server.queries) == asked
+    resolver.resolve("fabrikam.test", "TXT")  # outside the block: asked again
+    assert len(dns_server.queries) == asked + 1
+    plain = make_resolver([dns_server.address], timeout=1.0)
+    with mdns.cache_only() as look, pytest.raises(mdns.NotCached):
+        plain.resolve("fabrikam.test", "TXT")  # no cache at all: never a query on the caller's thread
+    assert look.missed and len(dns_server.queries) == asked + 1
+    previous = mdns.install_default_resolver(resolver)
+    try:
+        assert mdns.answers_from_cache(resolver) and not mdns.answers_from_cache(plain)
+    finally:
+        mdns.install_default_resolver(previous)
+    assert not mdns.answers_from_cache(resolver)  # pyspf would ask another resolver

@@ -158,6 +158,33 @@ async def test_a_fresh_message_is_relayed_from_memory_once_and_then_from_disk(sp
     assert len(reads) == 5 and spool._fresh_bytes == 0
 
 
+def test_header_line_matches_the_asdict_form_byte_for_byte():
+    """Differential (issue 19): the queue file header built field by field is the same bytes as
+    the dataclasses.asdict form it replaced, for every recipient state and optional field."""
+    import dataclasses
+    import itertools
+    from types import MappingProxyType
+
+    from mxgate.queue.spool import QueueEntry, _header_line
+
+    def old_line(entry):
+        rcpts = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in entry.recipients]
+        for r in rcpts:
+            r["state"] = RcptState(r["state"]).value
+        header = {"id": entry.queue_id, "sender": entry.sender, "recipients": rcpts, "arrival": entry.arrival,
+                  "attempts": entry.attempts, "next_attempt": entry.next_attempt, "last_error": entry.last_error,
+                  "meta": dict(entry.meta), "size": entry.size, "revision": entry.revision}
+        return b"MXGQ1 " + json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+    options = [None, "4.4.1", "smtp; 451 \u00e9t\u00e9 \"later\""]
+    rcpts = [Recipient(f"r{i}@contoso.test", state, status, error, mta)
+             for i, (state, status, error, mta) in enumerate(itertools.product(RcptState, options, options, [None, "mx.test"]))]
+    for n in (1, 2, len(rcpts)):
+        entry = QueueEntry("0123456789ABCDEF0123", "incoming", "a@x.example", tuple(rcpts[:n]), 1.5, 2, 3.25, "e",
+                           MappingProxyType({"trace_id": "t", "k\u00e9": [1, None]}), 99, 3, 0)
+        assert _header_line(entry) == old_line(entry)
+
+
 async def test_defer_rewrites_atomically_and_keeps_the_body(spool, tmp_path):
     entry = await spool.enqueue("a@x.example", ["b@contoso.test", "c@contoso.test"], MSG, now=1.0)
     old_path = spool.path_of(entry)

@@ -120,6 +120,11 @@ _PSL: PublicSuffixList | None = None
 _PSL_LOCK = threading.Lock()
 
 
+def public_suffix_list_loaded() -> bool:
+    """Whether the list is parsed already (the gateway's DMARC check runs on the loop only then)."""
+    return _PSL is not None
+
+
 def _public_suffix_list() -> PublicSuffixList:
     """The snapshot bundled with the package (never fetched), parsed once per process. Under a
     lock: a cold `lru_cache` let every check thread of the first burst of mail parse it too

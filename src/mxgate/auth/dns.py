@@ -69,6 +69,44 @@ def parse_server(server: str) -> tuple[str, int]:
     return host, port
 
 
+class NotCached(BaseException):
+    """A lookup under `cache_only()` whose fresh answer is not in the cache. A BaseException so
+    that no `except Exception` in a library (pyspf, the checks) turns it into a result."""
+
+
+class _CacheOnly(threading.local):
+    state: "CacheOnlyLook | None" = None
+
+
+@dataclass
+class CacheOnlyLook:
+    missed: bool = False  # some lookup was not answered from the cache (even if the caller swallowed NotCached)
+
+
+_CACHE_ONLY = _CacheOnly()
+
+
+@contextlib.contextmanager
+def cache_only() -> Iterator[CacheOnlyLook]:
+    """In this thread, until the block ends: every CachingResolver lookup answers from its cache
+    (fresh entries only) or raises NotCached — it never asks and never waits. For work that may
+    run on the event loop when all its answers are known (issue 19: a check's thread hand-off
+    costs more than the check), and again in a worker otherwise."""
+    look = CacheOnlyLook()
+    previous, _CACHE_ONLY.state = _CACHE_ONLY.state, look
+    try:
+        yield look
+    finally:
+        _CACHE_ONLY.state = previous
+
+
+def answers_from_cache(resolver: Any) -> bool:
+    """Whether `cache_only()` can answer for `resolver` and for pyspf's (the process default):
+    both this CachingResolver, with a cache."""
+    return (isinstance(resolver, CachingResolver) and resolver.answers is not None
+            and dns.resolver.default_resolver is resolver)
+
+
 @dataclass
 class _Cached:
     value: Any  # a dns.resolver.Answer, or the NXDOMAIN exception
@@ -127,7 +165,11 @@ class CachingResolver(dns.resolver.Resolver):
 
     def resolve(self, qname, rdtype=dns.rdatatype.A, rdclass=dns.rdataclass.IN, tcp=False, source=None,
                 raise_on_no_answer=True, source_port=0, lifetime=None, search=None):
+        look = _CACHE_ONLY.state
         if self.answers is None:
+            if look is not None:
+                look.missed = True
+                raise NotCached(qname)
             self.stats["queries"] += 1
             return super().resolve(qname, rdtype, rdclass, tcp, source, raise_on_no_answer, source_port,
                                    lifetime, search)
@@ -137,6 +179,9 @@ class CachingResolver(dns.resolver.Resolver):
         if cached is not None and cached.expires > self.clock():
             self.stats["hits"] += 1
             return _deliver(cached.value, raise_on_no_answer)
+        if look is not None:
+            look.missed = True
+            raise NotCached(qname)
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None

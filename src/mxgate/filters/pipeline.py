@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mxgate import metrics
+from mxgate.auth.dns import NotCached, answers_from_cache, cache_only
 from mxgate.handoff import CheckThreads
 from mxgate.filters import attachments, clamd, dkim, dmarc, dnsbl, mimewalk, rdns, score, spf
 from mxgate.filters.result import (ERROR, SKIP, TEMPERROR, TIMEOUT, Budget, BudgetExceeded, CheckEnv, CheckResult,
@@ -177,6 +178,8 @@ class Pipeline:
         with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
             if _runs_on_loop(module, cfg):
                 state, value = _outcome(module.gather, facts, cfg, env)
+            elif (answered := _from_cache_on_loop(module, facts, cfg, env)) is not None:
+                state, value = answered
             else:
                 state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg,
                                                      env)
@@ -332,6 +335,24 @@ def _runs_on_loop(module, cfg: CheckSettings) -> bool:
     with the same outcomes, instead of in a worker (issue 19: the hop cost more than the work)."""
     on_loop = getattr(module, "on_loop", None)
     return on_loop is not None and on_loop(cfg)
+
+
+def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[str, Any] | None:
+    """A check whose only waiting is DNS (`cached_on_loop(cfg)`: SPF, rDNS, DMARC) runs on the
+    loop when every answer it needs is in the resolver's cache, as it is for a stream of mail
+    from the same senders (issue 19: its thread hand-off cost more than the check). The first
+    lookup the cache cannot answer ends the try — it never asks or waits on the loop — and the
+    check runs in a worker as before (None). The same gather over the same answers: the same
+    result; anything it did before the miss is thrown away."""
+    on_loop = getattr(module, "cached_on_loop", None)
+    if on_loop is None or not on_loop(cfg) or not answers_from_cache(env.resolver):
+        return None
+    with cache_only() as look:
+        try:
+            answered = _outcome(module.gather, facts, cfg, env)
+        except NotCached:
+            return None
+    return None if look.missed else answered
 
 
 def _outcome(fn, *args) -> tuple[str, Any]:

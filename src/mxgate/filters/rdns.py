@@ -53,6 +53,11 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> RdnsLookup
     return RdnsLookup("ptr-only", names)
 
 
+def cached_on_loop(cfg: CheckSettings) -> bool:
+    """Only DNS is waited on: on the loop when the answers are cached (filters/pipeline.py)."""
+    return True
+
+
 def decide(raw: RdnsLookup, cfg: CheckSettings) -> CheckResult:
     detail = f"iprev={raw.status} ptr={','.join(raw.names) or '-'} {raw.detail}".strip()
     if raw.status == "temperror":

@@ -19,6 +19,11 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> SpfResult:
     return check_spf(facts.peer_ip, facts.sender, facts.helo, timeout=cfg.timeout)
 
 
+def cached_on_loop(cfg: CheckSettings) -> bool:
+    """pyspf waits only on DNS: on the loop when its answers are cached (filters/pipeline.py)."""
+    return True
+
+
 def decide(raw: SpfResult, cfg: CheckSettings) -> CheckResult:
     detail = f"spf={raw.result} {raw.identity}={raw.domain}"
     if raw.result == "temperror":

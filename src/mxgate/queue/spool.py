@@ -156,8 +156,12 @@ def disk_free_ok(path: str | os.PathLike[str], min_free_bytes: int, min_free_ino
 # -- file format ------------------------------------------------------------------------------
 
 
+_RCPT_FIELDS = tuple(f.name for f in dataclasses.fields(Recipient))
+
+
 def _header_line(entry: QueueEntry) -> bytes:
-    rcpts = [{k: v for k, v in dataclasses.asdict(r).items() if v is not None} for r in entry.recipients]
+    # Field by field, not dataclasses.asdict (a deep copy: ~10 µs per recipient, issue 19).
+    rcpts = [{k: v for k in _RCPT_FIELDS if (v := getattr(r, k)) is not None} for r in entry.recipients]
     for r in rcpts:
         r["state"] = RcptState(r["state"]).value
     header = {
