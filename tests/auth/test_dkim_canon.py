@@ -188,3 +188,16 @@ def test_a_kept_relaxed_body_is_only_ever_the_same_bodys():
     huge = b"x  y\r\n" * (dkim_canon.MAX_PARSED_MESSAGE // 6 + 1)
     assert dkim_canon.canonicalize_body(huge) == original(huge)
     assert all(seen is not huge for seen, _ in dkim_canon._bodies)
+
+
+def test_dkimpys_h_list_split_is_res_on_every_short_list():
+    import re
+
+    shim = dkim_canon.RE_FOR_DKIMPY
+    pieces = (b"a", b":", b" ", b"\t", b"\r\n", b"\x0b", b"\x0c", b"\xa0", b"From", b"::")
+    for n in range(6):
+        for parts in itertools.product(pieces, repeat=n):
+            value = b"".join(parts)
+            assert shim.split(rb"\s*:\s*", value) == re.split(rb"\s*:\s*", value), value
+    assert shim.split(rb"\s*:\s*", b"a : b : c", 1) == [b"a", b"b : c"]  # maxsplit: re's own
+    assert shim.split(r"\s*:\s*", "a :\u2003b") == ["a", "b"]

@@ -115,3 +115,51 @@ def test_srs_leaves_bounces_and_our_own_senders_alone_and_nests_as_srs1():
     assert second.startswith("SRS1=") and "=relay.test==" in second and second.endswith("@contoso.test")
     third = srs.forward(second, "other.test", SECRET, NOW).address
     assert third.startswith("SRS1=") and third.count("==") == 1  # does not grow without bound
+
+
+# plain_plan (issue 19) answers without reading the message only when every recipient is a plain
+# mailbox; whenever it answers, its plan must be exactly expand's, whatever the message says.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from mxgate.delivery.router import plain_plan  # noqa: E402
+
+_ADDRS = ["alice@contoso.test", "bob@contoso.test", "list@contoso.test", "carol@ext.test", "nobody@contoso.test"]
+
+
+@st.composite
+def _directories(draw):
+    boxes = []
+    for address in _ADDRS[:3]:
+        if not draw(st.booleans()):
+            continue
+        spelled = draw(st.sampled_from([address, address.upper(), address.capitalize()]))
+        boxes.append(Mailbox(spelled, aliases=tuple(draw(st.lists(st.sampled_from(["a.s@contoso.test", "b@contoso.test"]),
+                                                                   max_size=1, unique=True))),
+                             forward_to=tuple(draw(st.lists(st.sampled_from(_ADDRS), max_size=2, unique=True))),
+                             keep_copy=draw(st.booleans()),
+                             members=tuple(draw(st.lists(st.sampled_from(_ADDRS), max_size=2, unique=True)))))
+    return boxes
+
+
+@settings(max_examples=400, deadline=None)
+@given(_directories(), st.lists(st.sampled_from(_ADDRS + ["ALICE@contoso.test", " bob@contoso.test ", "a.s@contoso.test"]),
+                                max_size=4),
+       st.lists(st.sampled_from(_ADDRS), max_size=2), st.integers(0, 40))
+def test_plain_plan_is_expands_plan(boxes, rcpts, seen, hops):
+    d = directory(*boxes)
+    plain = plain_plan(rcpts, d)
+    if plain is not None:
+        assert plain == expand(rcpts, d, lambda dom: dom in OURS, seen=seen, hops=hops)
+
+
+def test_plain_plan_answers_for_plain_mailboxes_only():
+    d = directory(Mailbox("alice@contoso.test"), Mailbox("bob@contoso.test"),
+                  Mailbox("fwd@contoso.test", forward_to=("carol@ext.test",)),
+                  Mailbox("list@contoso.test", members=("alice@contoso.test",)),
+                  Mailbox("Dave@contoso.test", aliases=("d@contoso.test",)))
+    assert plain_plan(["Alice@contoso.test", "bob@contoso.test", "alice@contoso.test"], d).local == (
+        "alice@contoso.test", "bob@contoso.test")
+    assert plain_plan([], d) == expand([], d, lambda dom: dom in OURS)
+    for needs_expand in (["fwd@contoso.test"], ["list@contoso.test"], ["d@contoso.test"], ["carol@ext.test"],
+                         ["nobody@contoso.test"], ["alice@contoso.test", "fwd@contoso.test"]):
+        assert plain_plan(needs_expand, d) is None

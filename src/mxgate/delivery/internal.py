@@ -26,7 +26,7 @@ from mxgate.durable import private_dir
 from mxgate.auth.dkim_sign import DkimSigner
 from mxgate.delivery import srs
 from mxgate.delivery.maildir import DeliveryResult, Maildir
-from mxgate.delivery.router import DeliveryPlan, delivered_to, expand
+from mxgate.delivery.router import DeliveryPlan, delivered_to, expand, plain_plan
 from mxgate.durable import write_atomically
 from mxgate.policy.transaction import MailTransaction
 from mxgate.policy.validate import accepted_domain_for
@@ -106,6 +106,9 @@ class InternalDelivery:
     def plan(self, recipients: Sequence[str], data: bytes, compiled=None) -> DeliveryPlan:
         """Where `recipients` really go under `compiled` (default: the policy in force). Pure."""
         compiled = compiled or self.compiled
+        plain = plain_plan(recipients, compiled.directory)
+        if plain is not None:
+            return plain
         headers = msg.header_block(data)
         return expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)

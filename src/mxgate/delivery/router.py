@@ -45,6 +45,22 @@ class DeliveryPlan:
         return not self.local and not self.external
 
 
+def plain_plan(recipients: Iterable[str], directory: Mapping[str, Mailbox]) -> DeliveryPlan | None:
+    """The plan `expand` gives when every recipient is a mailbox under its own address — no alias
+    spelling, no list, no forwarding: its local copies, each once, in order. That plan does not
+    depend on the message (Delivered-To, hop count), so the caller need not read its header
+    (issue 19: the router and those reads were ~3% of the mailbox's CPU per message in bench P1).
+    None when any recipient needs `expand`."""
+    local: dict[str, None] = {}
+    for r in recipients:
+        address = r.strip().lower()
+        mailbox = directory.get(address)
+        if mailbox is None or mailbox.members or mailbox.forward_to or mailbox.address.lower() != address:
+            return None
+        local[address] = None
+    return DeliveryPlan(tuple(local), ())
+
+
 def expand(recipients: Iterable[str], directory: Mapping[str, Mailbox], is_local_domain: Callable[[str], bool],
            *, seen: Iterable[str] = (), hops: int = 0, max_hops: int = 30) -> DeliveryPlan:
     """Resolve `recipients` (envelope addresses) into local mailboxes and external addresses.
