@@ -456,21 +456,20 @@ class _DriverSql:
         return _insert_sqlite(self.cursor, records)
 
     def rows_of(self, trace_ids, column: str):
-        assert column in ("detail", "recipient")  # a column name in SQL text: only these two
+        select_ = f"SELECT id, trace_id, {trace_messages.c[column].name} FROM {trace_messages.name} WHERE trace_id IN "
         trace_ids = list(trace_ids)
         out = []
         for i in range(0, len(trace_ids), 500):
             part = trace_ids[i:i + 500]
-            out += self.cursor.execute(
-                f"SELECT id, trace_id, {column} FROM {trace_messages.name} "
-                f"WHERE trace_id IN ({', '.join('?' * len(part))}) ORDER BY id", part).fetchall()
+            out += self.cursor.execute(f"{select_}({', '.join('?' * len(part))}) ORDER BY id", part).fetchall()
         return out
 
     def add_events(self, events: list, with_status: list, without: list) -> None:
         if events:
             self.cursor.executemany(_SQLITE_INSERT_EVENT, events)
         if with_status:
-            self.cursor.executemany(f"UPDATE {trace_messages.name} SET updated_at=?, status=? WHERE id = ?", with_status)
+            self.cursor.executemany(f"UPDATE {trace_messages.name} SET updated_at=?, status=? WHERE id = ?",
+                                    with_status)
         if without:
             self.cursor.executemany(f"UPDATE {trace_messages.name} SET updated_at=? WHERE id = ?", without)
 
