@@ -133,12 +133,13 @@ def test_admin_journey_in_chromium(node_factory, dns, browser_page):
     r = send_message("127.0.0.1", n.port(), source=GATEWAY, sender="news@fabrikam.test", rcpts=["alice@contoso.test"],
                      data=_message("news@fabrikam.test", "Quarterly numbers"))
     assert r["end"][0] == 250, r
-    n.trace.flush()
+    assert n.trace.flush(timeout=60) and not n.trace.stats["journalled"]
     page.click("text=Message trace")
     page.fill("input[name=sender]", "news@fabrikam.test")
     page.click("#trace-filter button[type=submit]")
     row = page.locator("#trace-results tr[data-status=Delivered]")
-    assert row.count() == 1 and row.locator(".original-ip").inner_text() == ORIGINAL_IP
+    playwright.expect(row).to_have_count(1, timeout=30_000)  # the click does not wait for the page it loads
+    assert row.locator(".original-ip").inner_text() == ORIGINAL_IP
     shot(page, "12-trace")
     row.locator("a").click()
     assert page.inner_text("#original-ip") == ORIGINAL_IP

@@ -18,6 +18,13 @@ from test_browser import SHOTS, browser_page, shot  # noqa: F401 (browser_page i
 playwright = pytest.importorskip("playwright.sync_api")
 
 
+def have_count(locator, n: int) -> None:
+    """Wait until the page the last click loaded shows `n` matches. A click no longer waits for
+    the navigation it starts (Playwright >= 1.45), and `count()` reads whatever document is there
+    now: the old page, or the new one half parsed (a CI run under load saw 0 of 100 rows)."""
+    playwright.expect(locator).to_have_count(n, timeout=30_000)
+
+
 @pytest.fixture
 def console(browser_page):  # noqa: F811
     """Every console error and CSP violation the pages cause."""
@@ -52,7 +59,7 @@ def test_operator_pages_in_chromium(node_factory, dns, browser_page, console):  
     row.locator("text=Edit").click()
     page.fill("textarea[name=smart_hosts]", "")
     page.click("#outbound-save")
-    assert page.locator("#form-error").count() == 1  # neither smart hosts nor MX: the save refuses, on the form
+    have_count(page.locator("#form-error"), 1)  # neither smart hosts nor MX: the save refuses, on the form
     shot(page, "ops-03-outbound-error")
 
     # A mailbox: forwarding, then a submission password.
@@ -107,7 +114,7 @@ def test_operator_pages_in_chromium(node_factory, dns, browser_page, console):  
     assert "now signs with" in page.inner_text("#flash") and new_row.get_attribute("data-active") == "yes"
     page.locator("#dkim-contoso\\.test tr[data-selector=mxgate] button.retire").click()
     assert "retired" in page.inner_text("#flash")
-    assert page.locator("#dkim-contoso\\.test tr[data-selector=mxgate]").count() == 0
+    have_count(page.locator("#dkim-contoso\\.test tr[data-selector=mxgate]"), 0)
     shot(page, "ops-08-dkim-rotated")
 
     # Gateway checks.
@@ -132,13 +139,14 @@ def test_operator_pages_in_chromium(node_factory, dns, browser_page, console):  
             detail={"stage": "rcpt", "reply": "550 5.7.51 TenantInboundAttribution", "tls": "TLSv1.3",
                     "certificate": {"subject_cn": "", "dns_names": ["evil.example"], "spki_sha256": "ab" * 32,
                                     "issuer": "mxgate test CA", "not_after": "2027-01-01"}}))
-    n.trace.flush()
+    # every row committed (not journalled for later) before the page asks for them
+    assert n.trace.flush(timeout=60) and not n.trace.stats["journalled"]
     page.click("header >> text=Message trace")
     page.fill("input[name=ip]", "192.0.2.20")
     page.click("#trace-filter button[type=submit]")
-    assert page.locator("#trace-results tr[data-status=Rejected]").count() == 100
+    have_count(page.locator("#trace-results tr[data-status=Rejected]"), 100)
     page.click("#next-page")
-    assert page.locator("#trace-results tr[data-status=Rejected]").count() == 30
+    have_count(page.locator("#trace-results tr[data-status=Rejected]"), 30)
     assert page.get_attribute("#trace-pager", "data-page") == "2"
     assert page.input_value("input[name=ip]") == "192.0.2.20"  # filled from the URL by admin.js, not the server
     shot(page, "ops-10-trace-page-2")

@@ -173,12 +173,14 @@ class TraceStore:
                   status: str | None = None, at: float | None = None) -> None:
         self._submit(EventUpdate(trace_id, recipient, event, detail, status, at or time.time()))
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything queued so far is committed (tests, shutdown)."""
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is committed or journalled (tests, shutdown);
+        False when `timeout` passed first."""
         end = time.monotonic() + timeout
         with self._flushed:
             while self._pending and time.monotonic() < end:
                 self._flushed.wait(0.05)
+            return not self._pending
 
     def stop(self) -> None:
         self.flush()
