@@ -1,0 +1,129 @@
+"""Shortcuts on the mailbox's event loop (issue 19, bench P1, session 4): each answers exactly what
+the longer way answers — differential tests against the long way on generated input — and none
+lets a sender keep a forged header, skip a check, or reach another session's or policy's state."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings, strategies as st
+
+import rig
+from mxgate.auth.headers import _sanitized_fields, _split, sanitize_inbound_headers
+from mxgate.auth.pipeline import Authenticator
+from mxgate.auth.received import received_values
+from mxgate.auth.skiplist import SkipListSettings, find_original_sender
+from mxgate.policy.attribution import compile_policy
+from mxgate.policy.document import load_toml
+from mxgate.policy.model import InboundConnector
+from mxgate.smtp import message as msg
+
+# --- header hygiene: a message with no X-MXGate-* and no Authentication-Results comes back as is --
+
+_NAMES = [b"Subject", b"From", b"Received", b"X-MXGate-Spam-Verdict", b"x-mxgate-checks", b"X-MXGATE-SPAM-SCORE",
+          b"Authentication-Results", b"AUTHENTICATION-RESULTS", b"Authentication-Results ", b"X-Authentication-Results",
+          b"ARC-Authentication-Results", b"X-MXGateway", b"Authentication-Results-Original", b"DKIM-Signature"]
+_VALUES = [b" mx.contoso.test; dmarc=pass", b" (comment) mx.contoso.test.; spf=pass", b" other.example; dkim=pass",
+           b" x-mxgate-spam-verdict: ham", b" plain", b"", b" \xff\xfe junk", b" a\r\n\tfolded authentication-results"]
+_EOLS = [b"\r\n", b"\n"]
+
+
+@st.composite
+def _messages(draw) -> bytes:
+    lines = []
+    for _ in range(draw(st.integers(0, 8))):
+        lines.append(draw(st.sampled_from(_NAMES)) + b":" + draw(st.sampled_from(_VALUES)) + draw(st.sampled_from(_EOLS)))
+        if draw(st.booleans()):
+            lines.append(b"\t" + draw(st.sampled_from(_VALUES)).strip() + draw(st.sampled_from(_EOLS)))
+    if draw(st.booleans()):
+        lines.append(draw(st.sampled_from([b"not a field\r\n", b" leading fold\n", b"\r\n"])))
+    body = draw(st.sampled_from([b"", b"\r\nbody\r\n", b"\nbody with X-MXGate-Spam-Verdict: spam\n",
+                                 b"\r\nAuthentication-Results: mx.contoso.test; dmarc=pass\r\n"]))
+    return b"".join(lines) + body
+
+
+@settings(max_examples=600, deadline=None)
+@given(_messages(), st.sampled_from(["mx.contoso.test", "MX.Contoso.Test.", "other.example"]),
+       st.sampled_from([(), (b"x-mxgate-spam-verdict", b"x-mxgate-checks")]))
+def test_sanitize_answers_what_the_field_walk_answers(message, authserv_id, keep):
+    head, sep, body = _split(message)
+    assert sanitize_inbound_headers(message, authserv_id, keep) == _sanitized_fields(head, authserv_id, keep) + sep + body
+
+
+def test_forged_stamps_and_our_own_results_are_still_removed_whatever_their_case():
+    forged = (b"Subject: hi\r\nX-MXGATE-Spam-Verdict: ham\r\nauthentication-RESULTS: mx.contoso.test; dmarc=pass\r\n"
+              b"Authentication-Results: upstream.example; spf=fail\r\n\r\nbody\r\n")
+    clean = sanitize_inbound_headers(forged, "mx.contoso.test")
+    assert clean == (b"Subject: hi\r\nAuthentication-Results-Original: upstream.example; spf=fail\r\n\r\nbody\r\n")
+
+
+def test_a_message_without_trust_headers_is_returned_unchanged_and_not_copied():
+    message = b"Subject: hi\r\nReceived: from a by b; x\r\n\r\nx-mxgate-spam-verdict: only in the body\r\n"
+    assert sanitize_inbound_headers(message, "mx.contoso.test") is message
+
+
+# --- the skip-list walk: no header is parsed when the connector has no skip list ----------------
+
+def _connector(**kw) -> InboundConnector:
+    return InboundConnector(name="Partner", sender_ip_addresses=("127.0.0.10",), **kw)
+
+
+_RECEIVED = [b"Received: from relay.example ([203.0.113.5]) by gw.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+             b"Received: from internal ([10.1.2.3])\r\n\tby gw.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+             b"RECEIVED : from x (x [198.51.100.7]) by y\r\n", b"Received: garbage (((\r\n", b"Subject: s\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_RECEIVED), max_size=6), st.sampled_from(["127.0.0.10", "192.0.2.10"]),
+       st.sampled_from([{}, {"ef_skip_last_ip": True}, {"ef_skip_ips": ("127.0.0.0/8", "203.0.113.0/24")},
+                        {"ef_skip_ips": ("192.0.2.0/24",), "ef_users": ("alice@contoso.test",)}]))
+def test_walk_answers_what_the_full_walk_answers(received, connecting_ip, ef):
+    auth = Authenticator(servers=["127.0.0.1:9"], timeout=1.0, non_routable=["10.0.0.0/8"])
+    connector = _connector(**ef)
+    data = b"".join(received) + b"\r\nbody\r\n"
+    walk, in_scope = auth.walk(data, connecting_ip, connector, ["alice@contoso.test"])
+    settings_ = SkipListSettings(connector.ef_skip_last_ip, connector.ef_skip_ips, auth.non_routable)
+    assert walk == find_original_sender(received_values(msg.header_block(data)), connecting_ip, settings_)
+    assert in_scope
+
+
+def test_a_skip_list_still_reads_the_received_headers():
+    auth = Authenticator(servers=["127.0.0.1:9"], timeout=1.0, non_routable=[])
+    data = _RECEIVED[0] + b"\r\nbody\r\n"
+    walk, _ = auth.walk(data, "127.0.0.10", _connector(ef_skip_last_ip=True), ["alice@contoso.test"])
+    assert (walk.status, str(walk.original_ip)) == ("detected", "203.0.113.5")
+    off, _ = auth.walk(data, "127.0.0.10", _connector(), ["alice@contoso.test"])
+    assert (off.status, off.rule, off.original_ip) == ("off", "disabled", None)
+
+
+# --- the connector a transaction names: looked up once per policy snapshot ----------------------
+
+_TWO_CONNECTORS = rig.GUIDE_POLICY + """
+[[inbound_connector]]
+name = "Old Partner"
+type = "partner"
+enabled = false
+sender_domains = ["old.example"]
+sender_ip_addresses = ["192.0.2.0/24"]
+"""
+
+
+def test_the_remembered_connector_is_policy_inbounds_answer_for_every_name():
+    policy = load_toml(_TWO_CONNECTORS)
+    compiled = compile_policy(policy, 3)
+    names = ["Third-party filter service", "third-party filter service", "THIRD-PARTY FILTER SERVICE",
+             "Old Partner", "old partner", "nobody", ""]
+    for _ in range(2):  # the second round answers from the memo
+        for name in names:
+            assert compiled.inbound(name) is policy.inbound(name), name
+
+
+def test_each_policy_snapshot_answers_with_its_own_connector():
+    """A memo on one snapshot never answers for another: a changed connector is seen at once."""
+    old = compile_policy(load_toml(rig.GUIDE_POLICY), 1)
+    assert old.inbound("Third-party filter service").require_tls
+    changed = old.policy.replace(inbound_connectors=tuple(
+        replace(c, require_tls=False) for c in old.policy.inbound_connectors))
+    new = compile_policy(changed, 2)
+    assert new.inbound("Third-party filter service").require_tls is False
+    assert old.inbound("Third-party filter service").require_tls is True
