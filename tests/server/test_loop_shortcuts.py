@@ -127,3 +127,133 @@ def test_each_policy_snapshot_answers_with_its_own_connector():
     new = compile_policy(changed, 2)
     assert new.inbound("Third-party filter service").require_tls is False
     assert old.inbound("Third-party filter service").require_tls is True
+
+
+# --- MAIL and RCPT decisions remembered per session ----------------------------------------------
+
+import ipaddress  # noqa: E402
+import random  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import mxgate.server.mailbox as mailbox_mod  # noqa: E402
+from mxgate.server.mailbox import MailboxRole  # noqa: E402
+from mxgate.smtp.address import parse_path  # noqa: E402
+
+_GUIDE = compile_policy(load_toml(rig.GUIDE_POLICY), 1)
+# The next version: the gateway's address no longer attributes the session (a policy change).
+_MOVED = compile_policy(_GUIDE.policy.replace(inbound_connectors=tuple(
+    replace(c, sender_ip_addresses=("127.0.0.11",)) for c in _GUIDE.policy.inbound_connectors)), 2)
+# And one that lets clear text in (require_tls off).
+_CLEAR = compile_policy(_GUIDE.policy.replace(inbound_connectors=tuple(
+    replace(c, require_tls=False) for c in _GUIDE.policy.inbound_connectors)), 3)
+_SENDERS = ["<friend@fabrikam.test>", "<someone@contoso.test>", "<>", "<x@[192.0.2.1]>"]
+_RCPTS = ["<alice@contoso.test>", "<Alice.Smith@contoso.test>", "<bob@contoso.test>", "<nobody@contoso.test>",
+          "<out@elsewhere.example>", "<postmaster>"]
+
+
+def _role(current) -> MailboxRole:
+    return MailboxRole(SimpleNamespace(hostname="mx.test", reject_stage="rcpt"), node="n",
+                       watcher=SimpleNamespace(current=current), trace=None, maildir=None, disk_path="/")
+
+
+def _session(role, ip: str):
+    s = SimpleNamespace(peer_ip=ipaddress.ip_address(ip), peer_text=ip, role_state={}, txn=None, tls=None)
+    role.on_connect(s)
+    return s
+
+
+def _answers(seed: int) -> list:
+    """One random run of policy changes, STARTTLS, MAIL and RCPT on two sessions (the gateway's and
+    an attacker's), every answer the role gave, as comparable values."""
+    rng = random.Random(seed)
+    role = _role(_GUIDE)
+    sessions = [_session(role, "127.0.0.10"), _session(role, "127.0.0.66"), _session(role, "127.0.0.11")]
+    out = []
+    for _ in range(120):
+        s = rng.choice(sessions)
+        op = rng.random()
+        if op < 0.05:
+            role.watcher.current = rng.choice([_GUIDE, _MOVED, _CLEAR])
+        elif op < 0.1:
+            s.tls = SimpleNamespace(peer_cert=None, version="TLSv1.3")
+            role.on_tls(s)
+        elif op < 0.4 or s.txn is None:
+            sender = parse_path(rng.choice(_SENDERS), allow_null=True)
+            verdict = role.on_mail(s, sender, {})
+            s.txn = SimpleNamespace(sender=sender) if not verdict.refused else None
+            out.append(("mail", verdict.action, verdict.reason, verdict.detail))
+        else:
+            verdict, decision = role.on_rcpt(s, parse_path(rng.choice(_RCPTS), allow_null=False))
+            out.append(("rcpt", verdict.action, verdict.reason, verdict.detail, decision))
+    return out
+
+
+def test_remembered_decisions_are_the_decisions(monkeypatch):
+    """The same runs with the memo and without it (a memo of size 0 starts over at every question)."""
+    remembered = [_answers(seed) for seed in range(40)]
+    monkeypatch.setattr(mailbox_mod, "DECISIONS_KEPT", 0)
+    assert [_answers(seed) for seed in range(40)] == remembered
+    assert any(a[0] == "rcpt" and a[2] == "recipient-ok" for run in remembered for a in run)
+    assert any(a[0] == "rcpt" and a[2] == "connector-attribution" for run in remembered for a in run)
+
+
+def test_an_attacker_session_is_refused_after_the_gateway_session_was_accepted():
+    role = _role(_GUIDE)
+    gateway, attacker = _session(role, "127.0.0.10"), _session(role, "127.0.0.66")
+    sender, alice = parse_path("<friend@fabrikam.test>", allow_null=True), parse_path("<alice@contoso.test>", allow_null=False)
+    for s in (gateway, attacker):
+        s.tls = SimpleNamespace(peer_cert=None, version="TLSv1.3")
+        role.on_tls(s)
+    for _ in range(3):  # the gateway's answers are remembered in its session
+        assert not role.on_mail(gateway, sender, {}).refused
+        gateway.txn = SimpleNamespace(sender=sender)
+        assert role.on_rcpt(gateway, alice)[0].reason == "recipient-ok"
+    assert not role.on_mail(attacker, sender, {}).refused
+    attacker.txn = SimpleNamespace(sender=sender)
+    assert role.on_rcpt(attacker, alice)[0].reason == "connector-attribution"
+
+
+def test_a_policy_change_reaches_a_session_that_remembered_decisions():
+    role = _role(_GUIDE)
+    gateway = _session(role, "127.0.0.10")
+    gateway.tls = SimpleNamespace(peer_cert=None, version="TLSv1.3")
+    role.on_tls(gateway)
+    sender, alice = parse_path("<friend@fabrikam.test>", allow_null=True), parse_path("<alice@contoso.test>", allow_null=False)
+    role.on_mail(gateway, sender, {})
+    gateway.txn = SimpleNamespace(sender=sender)
+    assert role.on_rcpt(gateway, alice)[0].reason == "recipient-ok"
+    role.watcher.current = _MOVED  # the gateway's address left the connector
+    role.on_mail(gateway, sender, {})
+    assert role.on_rcpt(gateway, alice)[0].reason == "connector-attribution"
+
+
+def test_tls_required_is_asked_again_after_starttls():
+    role = _role(_GUIDE)
+    s = _session(role, "127.0.0.10")
+    sender = parse_path("<friend@fabrikam.test>", allow_null=True)
+    assert role.on_mail(s, sender, {}).reason == "tls-required"
+    s.tls = SimpleNamespace(peer_cert=None, version="TLSv1.3")
+    role.on_tls(s)
+    assert role.on_mail(s, sender, {}).reason == "sender-ok"
+
+
+# --- the trace's Subject and Message-ID read in one pass ------------------------------------------
+
+_HEADER_LINES = [b"Subject: hello\r\n", b"subject : =?utf-8?q?caf=C3=A9?=\r\n", b"Message-ID: <a@b>\r\n",
+                 b"message-id:\r\n <folded@x>\r\n", b"X-Subject: no\r\n", b"Resent-Message-ID: <r@x>\r\n",
+                 b"Subject:\ttwo\r\n words\r\n", b"\tcontinued subject: no\r\n", b"Received: x\r\n"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_HEADER_LINES), max_size=7))
+def test_header_values_are_the_first_match_of_each_field(lines):
+    block = b"".join(lines) + b"\r\n"
+    names = ("Subject", "Message-ID")
+    got = msg.header_values(block, *names)
+    assert got == tuple(msg.header_value(block, n) for n in names)
+    for name, value in zip(names, got):  # the field's regex over the whole block finds it too
+        m = msg._VALUE_OF[name].search(block)
+        if m is None:
+            assert value == ""
+        elif b"=?" not in m.group(1):
+            assert value == m.group(1).replace(b"\r\n", b"").strip().decode()
