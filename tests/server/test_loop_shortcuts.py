@@ -257,3 +257,35 @@ def test_header_values_are_the_first_match_of_each_field(lines):
             assert value == ""
         elif b"=?" not in m.group(1):
             assert value == m.group(1).replace(b"\r\n", b"").strip().decode()
+
+
+# --- our Received field: the session's part composed once -----------------------------------------
+
+def _received_as_before(*, helo, peer_ip, by, protocol, trace_id, recipient, tls="", connector="", now=None) -> bytes:
+    """The composition before the per-session part was remembered (the reference)."""
+    ip_literal = f"IPv6:{peer_ip}" if ":" in peer_ip else peer_ip
+    parts = [f"from {msg.safe_token(helo or 'unknown')} ([{ip_literal}])"]
+    if tls:
+        parts.append(f"({tls})")
+    parts.append(f"by {by} (mxgate)")
+    if connector:
+        parts.append(f"(connector {msg.safe_token(connector.replace(' ', '_'), 64)})")
+    parts.append(f"with {protocol} id {trace_id}")
+    if recipient:
+        parts.append(f"for <{recipient}>")
+    value = "\r\n\t".join(parts) + "; " + msg._date(int(now or 0))
+    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(helo=st.sampled_from(["gw.test", "", "evil\r\nX-MXGate-Spam-Verdict: ham", "ünï.example", "a b(c)"]),
+       peer_ip=st.sampled_from(["127.0.0.10", "2001:db8::1"]),
+       tls=st.sampled_from(["", "using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"]),
+       connector=st.sampled_from(["", "Third-party filter service", "x\ny"]),
+       protocol=st.sampled_from(["ESMTPS", "ESMTPSA", "SMTP"]), trace_id=st.text("0123456789abcdef", min_size=1, max_size=16),
+       recipient=st.sampled_from([None, "", "alice@contoso.test", "jörg@münchen.example", "\udcff@x"]),
+       now=st.integers(1_700_000_000, 1_900_000_000))
+def test_received_header_is_composed_as_before(helo, peer_ip, tls, connector, protocol, trace_id, recipient, now):
+    kw = dict(helo=helo, peer_ip=peer_ip, by="mx.contoso.test", protocol=protocol, trace_id=trace_id,
+              recipient=recipient, tls=tls, connector=connector, now=now)
+    assert msg.received_header(**kw) == _received_as_before(**kw)

@@ -8,6 +8,7 @@ header hygiene for authentication lives in auth/headers.py.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 
@@ -83,6 +84,17 @@ def safe_token(text: str, limit: int = 255) -> str:
 
 def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id: str, recipient: str | None,
                     tls: str = "", connector: str = "", now: float | None = None) -> bytes:
+    value = _received_head(helo, peer_ip, by, protocol, tls, connector) + trace_id
+    if recipient:
+        value += f"\r\n\tfor <{recipient}>"
+    value += "; " + _date(int(now or time.time()))
+    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _received_head(helo: str, peer_ip: str, by: str, protocol: str, tls: str, connector: str) -> str:
+    """Our Received value up to its id: the same for every message of a session (issue 19, bench
+    P1: composed anew per message). Pure; the HELO is peer-chosen, hence the bound."""
     ip_literal = f"IPv6:{peer_ip}" if ":" in peer_ip else peer_ip
     parts = [f"from {safe_token(helo or 'unknown')} ([{ip_literal}])"]
     if tls:
@@ -90,11 +102,8 @@ def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id
     parts.append(f"by {by} (mxgate)")
     if connector:
         parts.append(f"(connector {safe_token(connector.replace(' ', '_'), 64)})")
-    parts.append(f"with {protocol} id {trace_id}")
-    if recipient:
-        parts.append(f"for <{recipient}>")
-    value = "\r\n\t".join(parts) + "; " + _date(int(now or time.time()))
-    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+    parts.append(f"with {protocol} id ")
+    return "\r\n\t".join(parts)
 
 
 _last_date: tuple[int, str] = (-1, "")  # (second, its date); one tuple, rebound whole (threads)
