@@ -263,8 +263,9 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(local)
-        log.info("delivered to %s", count(local, "mailbox"),
-                 extra={"session": s.id, "peer": s.peer_text, "trace_id": ctx.trace_id})
+        if log.isEnabledFor(logging.INFO):  # the wording and the extra dict only when it is written
+            log.info("delivered to %s", count(local, "mailbox"),
+                     extra={"session": s.id, "peer": s.peer_text, "trace_id": ctx.trace_id})
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
