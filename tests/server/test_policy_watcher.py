@@ -108,3 +108,146 @@ def test_a_commit_that_is_not_a_policy_change_costs_no_engine_query(tmp_path):
     finally:
         watcher.stop()
         engine.dispose()
+
+
+# --- on the node's event loop (issue 19: no thread waking fifty times a second) ----------------
+
+async def _until(predicate, timeout: float = 10.0) -> bool:
+    """Wait on the loop (its timers must run) until `predicate()` holds."""
+    import asyncio
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+def _threads_named(name: str) -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+
+
+def test_on_the_loop_a_commit_from_another_process_is_enforced_without_a_thread(tmp_path):
+    import asyncio
+
+    home, engine = _store(tmp_path)
+    watcher = PolicyWatcher(PolicyStore(engine))
+    before = len(_threads_named("policy-watch"))
+    changed = []
+    watcher.subscribe(lambda compiled: changed.append(compiled.version))
+
+    async def main():
+        watcher.start(asyncio.get_running_loop())
+        try:
+            assert len(_threads_named("policy-watch")) == before  # no thread of its own
+            # A look must never block the loop behind a lock: the counter's reads do not wait.
+            assert watcher._commits._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+            with sqlite3.connect(home.database) as other:  # a commit that is not a policy change
+                other.execute("UPDATE policy_versions SET summary = 'edited' WHERE version = 1")
+            light = PolicyStore(lite.open_current(home.database_url))
+            light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2", base_version=1)
+            assert await _until(lambda: watcher.current.version == 2)
+            assert changed == [2]  # listeners told once
+            light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v3", base_version=2)
+            assert await _until(lambda: watcher.current.version == 3)
+        finally:
+            watcher.stop()
+        assert watcher._timer is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
+def test_on_the_loop_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
+    import asyncio
+
+    home, engine = _store(tmp_path)
+    watcher = PolicyWatcher(PolicyStore(engine))
+    counter = watcher._commits
+    real_first_value = counter.first_value
+    failures = []
+
+    def locked_once(sql):
+        if not failures:
+            failures.append(sql)
+            raise sqlite3.OperationalError("database is locked")  # what a busy store answers at once
+        return real_first_value(sql)
+
+    async def main():
+        watcher.start(asyncio.get_running_loop())
+        try:
+            counter.first_value = locked_once
+            PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t",
+                                                                   summary="v2", base_version=1)
+            # The counter moved past the commit during the failing look; the next look queries anyway.
+            assert await _until(lambda: watcher.current.version == 2)
+            assert failures
+        finally:
+            watcher.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
+def test_on_the_loop_a_failing_load_is_tried_again(tmp_path, monkeypatch):
+    """Loading the new version (in a thread) fails once: the watcher keeps the old policy, is not
+    left 'loading' for ever, and takes the version at a later look."""
+    import asyncio
+
+    home, engine = _store(tmp_path)
+    store = PolicyStore(engine)
+    watcher = PolicyWatcher(store)
+    real_current = store.current
+    calls = []
+
+    def current_failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real_current()
+
+    async def main():
+        watcher.start(asyncio.get_running_loop())
+        try:
+            monkeypatch.setattr(store, "current", current_failing_once)
+            PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t",
+                                                                   summary="v2", base_version=1)
+            assert await _until(lambda: watcher.current.version == 2)
+            assert len(calls) >= 2
+        finally:
+            watcher.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
+def test_without_a_commit_counter_the_loop_is_not_used(tmp_path):
+    """PostgreSQL (no counter): the watcher keeps its thread, polling and listening as before."""
+    import asyncio
+
+    _home, engine = _store(tmp_path)
+    watcher = PolicyWatcher(PolicyStore(engine))
+    watcher._commits.close()
+    watcher._commits = None  # as on PostgreSQL
+
+    async def main():
+        watcher.start(asyncio.get_running_loop())
+        try:
+            assert watcher._thread is not None and watcher._thread.is_alive() and watcher._timer is None
+        finally:
+            watcher.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()

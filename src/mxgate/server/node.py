@@ -90,7 +90,7 @@ class Node:
         self.policy_store = PolicyStore(self.engine)
         self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
-        self.watcher.start()
+        self.watcher.start(asyncio.get_running_loop())  # on SQLite its looks are timers on this loop
         worker = self.settings.node.worker
         # Rows the database cannot take now wait here, fsync'd, one journal per process.
         journal = self.home.spool / (f"trace-w{worker}.journal" if worker else "trace.journal")
