@@ -251,6 +251,8 @@ class Authenticator:
             return SkipListResult("off", None, None, None, "ef-users", (
                 "Enhanced filtering is limited to ef_users and not every recipient is listed.")), False
         settings = self._skip_settings(connector)
+        if not settings.enabled:  # the walk reads no header then: none is parsed (issue 19, bench P1)
+            return find_original_sender((), connecting_ip, settings), True
         return find_original_sender(received_values(msg.header_block(data)), connecting_ip, settings), True
 
     def act(self, ctx, facts: AuthFacts, action: AuthAction, authserv_id: str, sender: str) -> None:
