@@ -13,15 +13,16 @@ import pytest
 
 from mxgate.auth import arc as arc_module
 from mxgate.auth import dkim as dkim_module
-from mxgate.auth import dkim_canon, dkim_tags
+from mxgate.auth import dkim_canon, dkim_fast, dkim_tags
 from mxgate.auth.arc import seal_arc, validate_arc
 from mxgate.auth.dkim import verify_dkim
 
 
 @contextlib.contextmanager
 def dkimpy_own_code():
-    """Every dkimpy function the auth package swaps, put back as dkimpy ships it (RSA through
-    OpenSSL stays: its own tests compare it with dkimpy's)."""
+    """Every dkimpy function the auth package swaps, put back as dkimpy ships it, and dkimpy's
+    verify flow for every signature (dkim_fast off). RSA through OpenSSL stays: its own tests
+    compare it with dkimpy's."""
     saved = (dkimpy.parse_tag_value, dkimpy.evaluate_pk, dkimpy.rfc822_parse, dkimpy.RE_BTAG,
              canon.Relaxed.__dict__["canonicalize_body"], canon.Relaxed.__dict__["canonicalize_headers"],
              arc_module.parse_tag_value, dkim_module.parse_tag_value, dkimpy.re)
@@ -30,9 +31,11 @@ def dkimpy_own_code():
     dkimpy.evaluate_pk, dkimpy.rfc822_parse = dkim_tags.ORIGINAL_EVALUATE, dkim_canon.ORIGINAL_PARSE
     dkimpy.RE_BTAG = dkim_canon.ORIGINAL_BTAG
     canon.Relaxed.canonicalize_body, canon.Relaxed.canonicalize_headers = dkim_canon.ORIGINAL_BODY, dkim_canon.ORIGINAL
+    dkim_fast.ENABLED = False
     try:
         yield
     finally:
+        dkim_fast.ENABLED = True
         (dkimpy.parse_tag_value, dkimpy.evaluate_pk, dkimpy.rfc822_parse, dkimpy.RE_BTAG,
          canon.Relaxed.canonicalize_body, canon.Relaxed.canonicalize_headers,
          arc_module.parse_tag_value, dkim_module.parse_tag_value, dkimpy.re) = saved
