@@ -76,7 +76,7 @@ _B64_OR_WS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=
 
 
 def _cut_btag(value: bytes) -> bytes | None:
-    """`_BTAG_PATTERN.sub(b"\\1", value)` for a field where one place only can start a
+    r"""`_BTAG_PATTERN.sub(b"\1", value)` for a field where one place only can start a
     match (`[;\s]b\s*=`) and base64/WSP follow it to the end (b= last, as signers write
     it); None for any other field."""
     found = -1  # where the "=" after the only match start is
@@ -104,7 +104,7 @@ def _cut_btag(value: bytes) -> bytes | None:
 
 
 class _Btag:
-    """dkimpy's RE_BTAG as it uses it (`.sub(b"\\1", field)`: the b= value emptied from a
+    r"""dkimpy's RE_BTAG as it uses it (`.sub(b"\1", field)`: the b= value emptied from a
     signature field before hashing, RFC 6376 §3.7), answered without sre when `_cut_btag`
     can: sre walks its `(?:\s*[a-zA-Z0-9+/=])*` group one character at a time (~25-50 µs per
     field, three per P3 message verified and four per seal made; issue 19)."""

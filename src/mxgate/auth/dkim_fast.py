@@ -94,7 +94,7 @@ def _plain_domain(value: bytes | None, allowed=_LDH) -> bool:
 
 
 def _h_list(value: bytes) -> list[bytes] | None:
-    """dkimpy's `re.split(\s*:\s*)` of h= lower-cased, when every name is a plain field name."""
+    r"""dkimpy's `re.split(\s*:\s*)` of h= lower-cased, when every name is a plain field name."""
     names = [n.strip().lower() for n in value.split(b":")]
     if not all(n and _NAME.issuperset(n) for n in names) or b"from" not in names:
         return None
