@@ -61,19 +61,19 @@ def test_login_form_needs_its_own_token(admin_node):
 
 
 def test_login_rate_limit_and_wrong_password(admin_node, monkeypatch):
-    """The limiter counts in wall-clock buckets of LOGIN_WINDOW with a sliding estimate (the
-    previous bucket weighted by what is left of it): attempts that straddle a bucket's end count
-    as fewer. Two CI runs crossed one between the fifth failure and the sixth try and were let in,
-    so the limiter's clock is held in the middle of a bucket here: what this test checks is the
-    limit, not where a minute ends."""
+    """Five wrong passwords, then the right one is refused with 429 — also when the guesses end
+    just before a minute does and the next try comes just after. The limiter counts in wall-clock
+    buckets of LOGIN_WINDOW; a sliding estimate weighted the old bucket by what was left of it
+    (5 x 0.99 < 5) and let that try in. The clock is the test's, so it crosses a bucket's end."""
     window = guard.LOGIN_WINDOW
-    mid_bucket = (int(time.time() // window) + 0.5) * window
-    monkeypatch.setattr(guard, "time", SimpleNamespace(time=lambda: mid_bucket, monotonic=time.monotonic))
+    now = [(int(time.time() // window) + 1) * window - 0.5]
+    monkeypatch.setattr(guard, "time", SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic))
     c = httpx.Client(base_url=admin_node.admin_url)
     for _ in range(5):
         token = csrf_from(c.get("/login").text)
         r = c.post("/login", data={"csrf_token": token, "username": "admin", "password": "wrong password!"})
         assert r.status_code == 401 and "Wrong user name or password" in r.text
+    now[0] += 1.0  # the next bucket
     token = csrf_from(c.get("/login").text)
     r = c.post("/login", data={"csrf_token": token, "username": "admin", "password": PASSWORD})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0 and "mxgate_session" not in r.cookies

@@ -299,3 +299,42 @@ def test_a_sqlite_store_that_fails_the_reads_degrades_and_recovers(tmp_path, mon
     with sqlite3.connect(tmp_path / "store.db") as raw:
         assert raw.execute("SELECT count FROM shared_counters WHERE node='gw2' AND key='10.0.0.7'").fetchone() == (1,)
     engine.dispose()
+
+
+# --- credential guessing: the shared count at a bucket's end ------------------------------------
+
+@pytest.mark.parametrize("limiter", ["admin-login", "smtp-auth"])
+def test_guesses_straddling_a_bucket_end_are_not_undercounted(tmp_path, limiter):
+    """The shared counters keep two fixed buckets. Weighting the previous one by what is left of
+    it undercounts as soon as a bucket ends: five failures in its last 10 ms and a sixth try just
+    after counted as 4.99, and the sixth guess was let in (then a seventh 12 s later, and so on).
+    The credential limiters count the previous bucket in full, so no window ever holds more than
+    the limit's attempts."""
+    from mxgate.admin.guard import LOGIN_MAX_FAILURES, LOGIN_WINDOW, LoginLimiter
+    from mxgate.server.submission import FAILURE_WINDOW, MAX_AUTH_FAILURES, AuthThrottle
+    from mxgate.store.db import open_engine
+
+    window, limit = (LOGIN_WINDOW, LOGIN_MAX_FAILURES) if limiter == "admin-login" else (FAILURE_WINDOW, MAX_AUTH_FAILURES)
+    bucket_end = (int(1_800_000_000 // window) + 1) * window
+    clock = Clock(bucket_end - 0.01)
+    (state,) = _nodes(open_engine(f"sqlite:///{tmp_path / 'store.db'}"), ["adm1"], clock)
+    if limiter == "admin-login":
+        guard = LoginLimiter(shared=state)
+        keys = LoginLimiter.keys("127.0.0.66", "admin")
+        admit = lambda: guard.admit(keys, clock()) == 0.0  # noqa: E731
+    else:
+        throttle = AuthThrottle(shared=state)
+        admit = lambda: throttle.admit("127.0.0.66", clock())  # noqa: E731
+    for _ in range(limit):
+        assert admit()
+    clock.t = bucket_end + 0.01  # a new bucket: the five are 20 ms old
+    assert not admit()
+    clock.t = bucket_end + window - 0.01  # still within one window of the last failure
+    assert not admit()
+    clock.t = bucket_end + window + 0.01  # the five left the window (and the previous bucket)
+    assert admit()
+    # Rate limits keep the sliding estimate, which at the same edge counts one event as 0.99...
+    assert state.estimate("rate", "x", window, bucket_end - 0.01) == 0
+    state.add("rate", "x", window, bucket_end - 0.01)
+    assert 0.99 < state.estimate("rate", "x", window, bucket_end + 0.01) < 1
+    assert state.estimate("rate", "x", window, bucket_end + 0.01, strict=True) == 1

@@ -352,3 +352,56 @@ def test_a_gateway_message_and_its_relay_event_send_no_statement_through_core(tm
         "m0": "Pending", "m1": "Delivered", "m2": "Failed"}
     assert next(r for r in store.search(limit=20) if r["trace_id"] == "r1")["detail"]["count"] == 7
     engine.dispose()
+
+
+class _CountingQueue:
+    """The writer's queue, counting the rows it took by a blocking get (a wake-up by a put)."""
+
+    def __init__(self, real):
+        import threading
+
+        self.real, self.woken_by_row, self.waiting = real, 0, threading.Event()
+
+    def put(self, item):
+        self.real.put(item)
+
+    def get(self, block=True, timeout=None):
+        self.waiting.set()
+        item = self.real.get(block, timeout)
+        self.woken_by_row += 1
+        return item
+
+    def get_nowait(self):
+        return self.real.get_nowait()
+
+
+def test_rows_queued_while_the_writer_writes_are_taken_after_its_pause_without_a_wake_up(tmp_path):
+    """Under load the writer sleeps out FLUSH_INTERVAL and takes what came meanwhile: one timed
+    wake-up per batch. Only the first row after an idle moment wakes it (issue 19)."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    store = TraceStore(engine, node="n1")
+    store._queue = counting = _CountingQueue(store._queue)
+    real_write, batches = store._write, []
+
+    def write(batch):
+        batches.append(len(batch))
+        if len(batches) == 1:  # the loop records more rows while the first batch is written
+            for i in range(1, 6):
+                store.record(_refusal(i))
+        real_write(batch)
+
+    store._write = write
+    store.start()
+    try:
+        store.record(_refusal(0))
+        assert store.flush(10)
+        assert batches == [1, 5] and counting.woken_by_row == 1
+        counting.waiting.clear()
+        assert counting.waiting.wait(10)  # a look found nothing: the writer waits for a row again
+        store.record(_refusal(6))  # idle: this row wakes the writer at once
+        assert store.flush(10)
+        assert batches == [1, 5, 1] and counting.woken_by_row == 2
+        assert len(store.search(limit=20)) == 7
+    finally:
+        store.stop()
+        engine.dispose()

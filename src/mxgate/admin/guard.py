@@ -109,7 +109,8 @@ class LoginLimiter:
 
     def _admit_shared(self, keys: tuple[str, ...], now: float) -> float:
         with self._lock:  # one check-and-count per process; nodes race within one sync interval
-            if any(self.shared.estimate(self.SCOPE, k, self.window, now) >= self.max_failures for k in keys):
+            if any(self.shared.estimate(self.SCOPE, k, self.window, now, strict=True) >= self.max_failures
+                   for k in keys):
                 return self.window - (now % self.window) or self.window  # the bucket's end bounds the wait
             for k in keys:
                 self.shared.add(self.SCOPE, k, self.window, now)

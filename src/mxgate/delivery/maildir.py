@@ -188,7 +188,9 @@ class Maildir:
         slots: list[int] = []
         for i, (address, data, folder) in enumerate(items):
             try:
-                directory = await self._ensure_async(address, folder)
+                directory = self.path_for(address, folder)  # _ensure_async inline: no coroutine per copy
+                if directory not in self._ready:
+                    directory = await asyncio.to_thread(self.ensure, address, folder)
             except (OSError, InvalidMailboxError) as exc:
                 results[i] = DeliveryResult(address, folder, None, exc)
                 continue

@@ -84,13 +84,13 @@ class AuthThrottle:
         self._since_prune = 0
 
     def blocked(self, key: str, now: float) -> bool:
-        if self.shared is not None and self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now) >= MAX_AUTH_FAILURES:
+        if self.shared is not None and self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now, strict=True) >= MAX_AUTH_FAILURES:
             return True
         return self._blocked.get(key, (0.0, 0.0))[0] > now
 
     def _count(self, key: str, now: float) -> float:
         if self.shared is not None:
-            return self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now)
+            return self.shared.estimate(self.SCOPE, key, FAILURE_WINDOW, now, strict=True)
         return len(self._recent(key, now))
 
     def _recent(self, key: str, now: float) -> list[float]:
