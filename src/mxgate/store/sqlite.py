@@ -194,11 +194,6 @@ class CommitCounter:
         changed, self._seen = now != self._seen, now
         return changed
 
-    def never_wait(self) -> None:
-        """Reads on this connection fail at once (SQLITE_BUSY) instead of waiting for a lock: for
-        looks from an event loop, which must not block (in WAL mode reads rarely meet a lock)."""
-        self._conn.execute("PRAGMA busy_timeout=0")
-
     def first_value(self, sql: str):
         """The first column of the first row of a read on this connection (None without rows):
         ~10 µs through sqlite3 against ~0.2 ms through an engine connection."""
