@@ -26,6 +26,7 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; t
 
 
 def stamp_path(db_path: str, channel: str) -> str:
+    """Beside the store: `<db>-<channel>.changed` (store/sqlite.py STAMP_SUFFIX for the policy's)."""
     return f"{db_path}-{channel}.changed"
 
 
