@@ -1,7 +1,9 @@
-"""Verdicts with the faster parts (auth/dkim_canon.py, dkim_tags.py) are the verdicts of dkimpy's
-own code, on good messages and on hostile variants of them: folded and duplicate fields, l=,
-mixed case, oversize fields, malformed base64, bare CR/LF, broken ARC sets (issue 19: the CPU
-may change, a verdict may not). Each message is checked twice: the second time from the caches."""
+"""Verdicts with the faster parts (auth/dkim_canon.py, dkim_tags.py, and dkim_fast.py's own
+verification and first seal) are the verdicts of dkimpy's own code, on good messages and on
+hostile variants of them: folded and duplicate fields, l=, mixed case, oversize fields,
+malformed base64, bare CR/LF, broken ARC sets, valid signatures with every tag and key-record
+shape, public test vectors (issue 19: the CPU may change, a verdict may not). Each message of
+the first test is checked twice: the second time from the caches."""
 
 from __future__ import annotations
 
