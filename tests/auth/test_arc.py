@@ -42,13 +42,19 @@ def test_unsealed_message_skips_dkimpy_but_any_arc_field_does_not(keys, dnsfunc,
     spelling; an ARC field our own parser might read differently still reaches dkimpy."""
     import dkim as dkimpy
 
-    real, calls = dkimpy.arc_verify, []
+    from mxgate.auth import dkim_fast
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    calls = []
 
-    monkeypatch.setattr(dkimpy, "arc_verify", counting)
+    def counting(real):
+        def call(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+        return call
+
+    # The full validation is dkim_fast's one-set proof of a pass, else dkimpy's arc_verify.
+    monkeypatch.setattr(dkimpy, "arc_verify", counting(dkimpy.arc_verify))
+    monkeypatch.setattr(dkim_fast, "arc_chain_passes", counting(dkim_fast.arc_chain_passes))
     plain = make_message()
     assert validate_arc(plain + b"ARC-Seal: in the body\r\n", dnsfunc).status == "none" and calls == []
     sealed = seal(plain, keys[0])
@@ -56,13 +62,14 @@ def test_unsealed_message_skips_dkimpy_but_any_arc_field_does_not(keys, dnsfunc,
     for variant in (sealed.replace(b"ARC-Seal:", b"arc-seal :"), sealed.replace(b"\r\n", b"\n")):
         before = len(calls)
         validate_arc(variant, dnsfunc)
-        assert len(calls) == before + 1
+        assert len(calls) > before
     # A set without its seal, or with a broken instance, is still judged as a broken chain.
     lone = b"ARC-Authentication-Results: i=1; gw.contoso.test; spf=pass\r\n" + plain
     assert validate_arc(lone, dnsfunc).status == "fail"
     folded = b"X-Note: see\r\n ARC-Seal: i=1; d=gw.contoso.test\r\n" + plain
+    before = len(calls)
     validate_arc(folded, dnsfunc)
-    assert len(calls) == 4  # an "arc-" inside another field's fold also takes the full path
+    assert len(calls) > before  # an "arc-" inside another field's fold also takes the full path
 
 
 def test_tampered_body_fails(keys, dnsfunc, make_message):

@@ -1,15 +1,22 @@
-"""The policy watcher on SQLite (issue 19: enforced within 100 ms of the commit): it looks at the
-store's commit counter every few ms and queries only after a commit — a commit from any other
-connection or process is seen, nothing else wakes it, and a failing look does not lose a commit."""
+"""The policy watcher on SQLite (issue 19: enforced within 100 ms of the commit): it sleeps until a
+policy commit's stamp is written (store/change_stamp.py, inotify) — a commit from any other
+connection or process is seen, other commits (the trace's) do not wake it, stop does not wait for
+its periodic look, a failing look does not lose a commit; without inotify it looks at the store's
+commit counter every few ms and queries only after a commit."""
 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+
+import pytest
 
 import rig
 from mxgate.config.home import Home
 from mxgate.policy.document import load_toml
+from mxgate.server import policy_watch
 from mxgate.server.policy_watch import PolicyWatcher
+from mxgate.store import change_stamp
 from mxgate.store import sqlite as lite
 from mxgate.store.db import open_engine
 from mxgate.store.policy_store import PolicyStore
@@ -42,11 +49,21 @@ def test_the_commit_counter_sees_other_connections_commits_only(tmp_path):
     assert lite.commit_counter(f"sqlite:///{tmp_path / 'none.db'}") is None
 
 
-def test_a_running_watcher_takes_a_commit_from_another_process(tmp_path):
+@pytest.fixture(params=["stamp", "polling"])
+def wake(request, monkeypatch):
+    """Both ways a watcher on SQLite learns of a commit: the stamp's inotify watch, and polling
+    the commit counter where inotify is missing."""
+    if request.param == "polling":
+        monkeypatch.setattr(change_stamp.StampWatch, "open", classmethod(lambda cls, *a: None))
+    return request.param
+
+
+def test_a_running_watcher_takes_a_commit_from_another_process(tmp_path, wake):
     home, engine = _store(tmp_path)
     watcher = PolicyWatcher(PolicyStore(engine))
     try:
         assert watcher._commits is not None and watcher.current.version == 1
+        assert (watcher._stamp is not None) == (wake == "stamp")
         watcher.start()
         light = PolicyStore(lite.open_current(home.database_url))
         light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2", base_version=1)
@@ -56,7 +73,7 @@ def test_a_running_watcher_takes_a_commit_from_another_process(tmp_path):
         engine.dispose()
 
 
-def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
+def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch, wake):
     home, engine = _store(tmp_path)
     watcher = PolicyWatcher(PolicyStore(engine))
     seen = []
@@ -81,11 +98,13 @@ def test_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
         engine.dispose()
 
 
-def test_a_commit_that_is_not_a_policy_change_costs_no_engine_query(tmp_path):
-    """Every trace batch is a commit the counter sees; the watcher then reads the newest version
-    number on the counter's own connection (issue 19), not through an engine connection."""
+def test_a_commit_that_is_not_a_policy_change_costs_no_engine_query(tmp_path, monkeypatch):
+    """Without inotify every trace batch is a commit the counter sees; the watcher then reads the
+    newest version number on the counter's own connection (issue 19), not through an engine
+    connection."""
     from sqlalchemy import event
 
+    monkeypatch.setattr(change_stamp.StampWatch, "open", classmethod(lambda cls, *a: None))
     home, engine = _store(tmp_path)
     watcher = PolicyWatcher(PolicyStore(engine))
     checkouts, looks = [], []
@@ -110,144 +129,73 @@ def test_a_commit_that_is_not_a_policy_change_costs_no_engine_query(tmp_path):
         engine.dispose()
 
 
-# --- on the node's event loop (issue 19: no thread waking fifty times a second) ----------------
-
-async def _until(predicate, timeout: float = 10.0) -> bool:
-    """Wait on the loop (its timers must run) until `predicate()` holds."""
-    import asyncio
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
-
-
-def _threads_named(name: str) -> list:
-    import threading
-
-    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
-
-
-def test_on_the_loop_a_commit_from_another_process_is_enforced_without_a_thread(tmp_path):
-    import asyncio
-
+def test_only_a_policy_save_wakes_the_stamp_watch(tmp_path):
+    """The trace's commits (any other write) leave the watch asleep; a save through either way
+    into the store (the CLI's sqlite3, the node's engine) wakes it by the time save returns."""
     home, engine = _store(tmp_path)
-    watcher = PolicyWatcher(PolicyStore(engine))
-    before = len(_threads_named("policy-watch"))
-    changed = []
-    watcher.subscribe(lambda compiled: changed.append(compiled.version))
-
-    async def main():
-        watcher.start(asyncio.get_running_loop())
-        try:
-            assert len(_threads_named("policy-watch")) == before  # no thread of its own
-            # A look must never block the loop behind a lock: the counter's reads do not wait.
-            assert watcher._commits._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
-            with sqlite3.connect(home.database) as other:  # a commit that is not a policy change
-                other.execute("UPDATE policy_versions SET summary = 'edited' WHERE version = 1")
-            light = PolicyStore(lite.open_current(home.database_url))
-            light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2", base_version=1)
-            assert await _until(lambda: watcher.current.version == 2)
-            assert changed == [2]  # listeners told once
-            light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v3", base_version=2)
-            assert await _until(lambda: watcher.current.version == 3)
-        finally:
-            watcher.stop()
-        assert watcher._timer is None
-
+    watch = change_stamp.StampWatch.open(str(home.database), "mxgate_policy")
+    assert watch is not None
     try:
-        asyncio.run(main())
+        assert not watch.wait(0)
+        with sqlite3.connect(home.database) as other:  # what a trace batch does
+            other.execute("UPDATE policy_versions SET summary = 'edited' WHERE version = 1")
+        (home.database.parent / "unrelated.txt").write_text("x")  # another file closed after writing
+        assert not watch.wait(0)
+        light = PolicyStore(lite.open_current(home.database_url))
+        light.save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2", base_version=1)
+        assert watch.wait(0) and not watch.wait(0)
+        PolicyStore(engine).save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v3", base_version=2)
+        assert watch.wait(0)
+        watch.interrupt()
+        assert watch.wait(0)
     finally:
+        watch.close()
         engine.dispose()
 
 
-def test_on_the_loop_a_failing_look_does_not_lose_the_commit(tmp_path, monkeypatch):
-    import asyncio
-
+def test_the_watcher_sleeps_through_other_commits_and_wakes_for_a_policy_one(tmp_path, monkeypatch):
+    """With its periodic look an hour away, five trace-like commits cost no look at all and the
+    policy change one; stop() does not wait for the hour."""
+    monkeypatch.setattr(policy_watch, "SAFETY_INTERVAL", 3600.0)
     home, engine = _store(tmp_path)
     watcher = PolicyWatcher(PolicyStore(engine))
+    assert watcher._stamp is not None
+    looks = []
     counter = watcher._commits
     real_first_value = counter.first_value
-    failures = []
-
-    def locked_once(sql):
-        if not failures:
-            failures.append(sql)
-            raise sqlite3.OperationalError("database is locked")  # what a busy store answers at once
-        return real_first_value(sql)
-
-    async def main():
-        watcher.start(asyncio.get_running_loop())
-        try:
-            counter.first_value = locked_once
-            PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t",
-                                                                   summary="v2", base_version=1)
-            # The counter moved past the commit during the failing look; the next look queries anyway.
-            assert await _until(lambda: watcher.current.version == 2)
-            assert failures
-        finally:
-            watcher.stop()
-
+    counter.first_value = lambda sql: looks.append(sql) or real_first_value(sql)
     try:
-        asyncio.run(main())
+        watcher.start()
+        with sqlite3.connect(home.database) as other:
+            for i in range(5):
+                other.execute("UPDATE policy_versions SET summary = ? WHERE version = 1", (f"edit {i}",))
+                other.commit()
+        PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2",
+                                                               base_version=1)
+        assert rig.wait_until(lambda: watcher.current.version == 2, timeout=10)
+        assert len(looks) == 1
     finally:
+        watcher.stop()
         engine.dispose()
+    assert not watcher._thread.is_alive()
 
 
-def test_on_the_loop_a_failing_load_is_tried_again(tmp_path, monkeypatch):
-    """Loading the new version (in a thread) fails once: the watcher keeps the old policy, is not
-    left 'loading' for ever, and takes the version at a later look."""
-    import asyncio
-
+def test_a_stamp_that_cannot_be_written_does_not_fail_the_change(tmp_path):
+    """The version is committed before the stamp: a stamp path that is not writable (here a
+    directory) leaves the change made; the nodes find it at their next periodic look."""
     home, engine = _store(tmp_path)
-    store = PolicyStore(engine)
-    watcher = PolicyWatcher(store)
-    real_current = store.current
-    calls = []
-
-    def current_failing_once():
-        calls.append(1)
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("database is locked")
-        return real_current()
-
-    async def main():
-        watcher.start(asyncio.get_running_loop())
-        try:
-            monkeypatch.setattr(store, "current", current_failing_once)
-            PolicyStore(lite.open_current(home.database_url)).save(load_toml(rig.GUIDE_POLICY), actor="t",
-                                                                   summary="v2", base_version=1)
-            assert await _until(lambda: watcher.current.version == 2)
-            assert len(calls) >= 2
-        finally:
-            watcher.stop()
-
     try:
-        asyncio.run(main())
+        stamp = Path(change_stamp.stamp_path(str(home.database), "mxgate_policy"))
+        assert stamp.read_text() == "1"  # the first version's, written by rig.apply_policy
+        stamp.unlink()
+        stamp.mkdir()
+        assert PolicyStore(engine).save(load_toml(rig.GUIDE_POLICY), actor="t", summary="v2").version == 2
+        assert PolicyStore(engine).latest_version_number() == 2
     finally:
         engine.dispose()
 
 
-def test_without_a_commit_counter_the_loop_is_not_used(tmp_path):
-    """PostgreSQL (no counter): the watcher keeps its thread, polling and listening as before."""
-    import asyncio
+def test_the_stamp_suffix_the_store_keeps_private_is_the_policy_stamp():
+    from mxgate.store.notify import POLICY_CHANNEL
 
-    _home, engine = _store(tmp_path)
-    watcher = PolicyWatcher(PolicyStore(engine))
-    watcher._commits.close()
-    watcher._commits = None  # as on PostgreSQL
-
-    async def main():
-        watcher.start(asyncio.get_running_loop())
-        try:
-            assert watcher._thread is not None and watcher._thread.is_alive() and watcher._timer is None
-        finally:
-            watcher.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        engine.dispose()
+    assert change_stamp.stamp_path("/x/mxgate.db", POLICY_CHANNEL) == "/x/mxgate.db" + lite.STAMP_SUFFIX

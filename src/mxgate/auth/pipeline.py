@@ -49,6 +49,9 @@ JUNK_FOLDER = "Junk"
 # terms (RFC 7208 §4.6.4), DKIM one key per signature, ARC one key per set. A stage that
 # overruns reports temperror (ARC: fail) and the message goes on; the thread finishes alone.
 STAGE_LOOKUPS = 4
+# Seconds checks may wait, with no check started meanwhile, before another thread is woken for
+# them (mxgate/handoff.py `stall`): a cached message's checks take well under a millisecond.
+CHECK_STALL = 0.02
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 # Authenticators whose resolver is (or was) dnspython's default, and the default before them.
 _INSTALLED: list["Authenticator"] = []
@@ -137,7 +140,9 @@ class Authenticator:
         self.resolver = resolver or make_resolver(list(servers), timeout=self.timeout, cache_size=cache_size)
         self.dnsfunc = dnsfunc_for(self.resolver, timeout=self.timeout)
         self.non_routable = SkipListSettings(False, (), tuple(non_routable)).non_routable  # parsed once
-        self.threads = CheckThreads()  # started at the first message
+        # Started at the first message. One thread takes the checks a loop turn hands over; another
+        # joins only when checks wait CHECK_STALL behind one held up (an uncached DNS answer).
+        self.threads = CheckThreads(stall=CHECK_STALL)
         self._skip_cache: dict[tuple, SkipListSettings] = {}
 
     # --- lifetime (node.extras) -------------------------------------------------------------
@@ -246,6 +251,8 @@ class Authenticator:
             return SkipListResult("off", None, None, None, "ef-users", (
                 "Enhanced filtering is limited to ef_users and not every recipient is listed.")), False
         settings = self._skip_settings(connector)
+        if not settings.enabled:  # the walk reads no header then: none is parsed (issue 19, bench P1)
+            return find_original_sender((), connecting_ip, settings), True
         return find_original_sender(received_values(msg.header_block(data)), connecting_ip, settings), True
 
     def act(self, ctx, facts: AuthFacts, action: AuthAction, authserv_id: str, sender: str) -> None:

@@ -131,8 +131,7 @@ def find_original_sender(
     already parsed hops. Pure: no I/O, and at most `MAX_WALK_HEADERS` headers are read.
     """
     if not settings.enabled:
-        return _result("off", RULE_DISABLED, "Enhanced filtering is off: neither "
-                       "ef_skip_last_ip nor ef_skip_ips is set for this connector.")
+        return DISABLED
     connecting = normalize_ip(ipaddress.ip_address(connecting_ip))
     if settings.skip_last_ip:
         trusted: tuple[IPNetwork, ...] = (ipaddress.ip_network(connecting),)
@@ -223,6 +222,11 @@ def _normalise_network(net: IPNetwork) -> IPNetwork:
 
 def _result(status: Status, rule: str, explanation: str) -> SkipListResult:
     return SkipListResult(status, None, None, None, rule, explanation)
+
+
+# The answer whenever neither setting is on, which reads no header (frozen, so shared).
+DISABLED = _result("off", RULE_DISABLED, "Enhanced filtering is off: neither ef_skip_last_ip nor ef_skip_ips is set "
+                   "for this connector.")
 
 
 def _hops(skipped: list[str]) -> str:

@@ -49,10 +49,23 @@ class CompiledPolicy:
     _restrict_memo: dict = field(default_factory=dict, compare=False, repr=False)
     # (restricting names, session's connectors) → the connector-attribution refusal.
     _refusal_memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # connector name as a decision names it → Policy.inbound's answer (bounded by the policy's names).
+    _inbound_memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def organization(self):
         return self.policy.organization
+
+    def inbound(self, name: str) -> InboundConnector | None:
+        """`Policy.inbound(name)` (disabled connectors too), remembered: its linear, case-folding
+        scan ran twice per message in the mailbox's authentication hook (issue 19)."""
+        memo = self._inbound_memo
+        if name in memo:
+            return memo[name]
+        found = self.policy.inbound(name)
+        if len(memo) < 1024:  # names come from this policy's decisions; the bound is a backstop
+            memo[name] = found
+        return found
 
 
 def compile_policy(policy: Policy, version: int) -> CompiledPolicy:

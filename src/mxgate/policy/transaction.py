@@ -41,7 +41,7 @@ class MailTransaction:
     @property
     def connector(self) -> InboundConnector | None:
         name = self.connector_name
-        return self.policy.policy.inbound(name) if name else None
+        return self.policy.inbound(name) if name else None
 
     @property
     def local(self) -> tuple[AcceptedRecipient, ...]:

@@ -40,6 +40,8 @@ from mxgate.trace.store import TraceStore
 from mxgate.wording import count
 
 log = logging.getLogger("mxgate.mailbox")
+# Decisions a session remembers (distinct senders and recipients); past it the memo starts over.
+DECISIONS_KEPT = 64
 
 
 class MessageContext:
@@ -142,17 +144,38 @@ class MailboxRole(Role):
         return disk_free_ok(self.disk_path, self.settings.limits.min_free_disk)
 
     # --- stages ---------------------------------------------------------------------------
+    def _decisions(self, s, compiled: CompiledPolicy, facts: SessionFacts) -> dict:
+        """This session's MAIL and RCPT decisions under this policy snapshot and these session
+        facts: decide_mail and decide_rcpt are pure, and a persistent session (a gateway's) asks
+        the same questions for every message (issue 19, bench P1). A new snapshot or new facts
+        (STARTTLS, a policy change) start an empty memo; a session never sees another's."""
+        memo = s.role_state.get("decisions")
+        if memo is None or memo[0] is not compiled or memo[1] is not facts or len(memo[2]) >= DECISIONS_KEPT:
+            memo = s.role_state["decisions"] = (compiled, facts, {})
+        return memo[2]
+
     def on_mail(self, s, sender, params) -> Verdict:
         compiled = self.watcher.current  # the snapshot this transaction uses throughout
         s.role_state["policy"] = compiled
         s.role_state["prior_key"] = None
-        return decide_mail(compiled, self._current_facts(s, compiled), sender)
+        facts = self._current_facts(s, compiled)
+        memo = self._decisions(s, compiled, facts)
+        key = ("mail", sender)
+        verdict = memo.get(key)
+        if verdict is None:
+            verdict = memo[key] = decide_mail(compiled, facts, sender)
+        return verdict
 
     def on_rcpt(self, s, rcpt):
         compiled: CompiledPolicy = s.role_state["policy"]
         facts = self._current_facts(s, compiled)
-        decision = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"],
-                               srs_target=self._srs_target(rcpt))
+        memo = self._decisions(s, compiled, facts)
+        srs_target = self._srs_target(rcpt)
+        key = ("rcpt", s.txn.sender, rcpt, s.role_state["prior_key"], srs_target)
+        decision = memo.get(key)
+        if decision is None:
+            decision = memo[key] = decide_rcpt(compiled, facts, s.txn.sender, rcpt, s.role_state["prior_key"],
+                                               srs_target=srs_target)
         if decision.verdict.action is Action.ACCEPT and decision.route is RcptRoute.RELAY and not self._can_relay():
             return reject("relay-denied", "no outbound route configured on this node"), decision
         if decision.verdict.action is Action.ACCEPT:
@@ -240,8 +263,9 @@ class MailboxRole(Role):
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         metrics.delivered(local)
-        log.info("delivered to %s", count(local, "mailbox"),
-                 extra={"session": s.id, "peer": s.peer_text, "trace_id": ctx.trace_id})
+        if log.isEnabledFor(logging.INFO):  # the wording and the extra dict only when it is written
+            log.info("delivered to %s", count(local, "mailbox"),
+                     extra={"session": s.id, "peer": s.peer_text, "trace_id": ctx.trace_id})
         return accept("delivered")
 
     # --- trace ----------------------------------------------------------------------------
@@ -250,7 +274,7 @@ class MailboxRole(Role):
         self.trace.record_all(message_records(
             ctx.trace_id, sender=str(txn.sender), data=final,
             rows=[(str(r.address), status if r.decision.route is RcptRoute.LOCAL else "Pending",
-                   [("Receive", f"from {s.peer_ip} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
+                   [("Receive", f"from {s.peer_text} helo {s.helo} via {r.decision.connector or 'anonymous'}"),
                     (event, detail) if r.decision.route is RcptRoute.LOCAL else ("Send", "queued for outbound")])
                   for r in txn.recipients],
             from_ip=s.peer_text, original_ip=ctx.original_ip, connector=txn.connector_name,

@@ -90,7 +90,7 @@ class Node:
         self.policy_store = PolicyStore(self.engine)
         self.first_run_policy = await asyncio.to_thread(apply_first_run_policy, self.policy_store)
         self.watcher = await asyncio.to_thread(PolicyWatcher, self.policy_store)
-        self.watcher.start(asyncio.get_running_loop())  # on SQLite its looks are timers on this loop
+        self.watcher.start()
         worker = self.settings.node.worker
         # Rows the database cannot take now wait here, fsync'd, one journal per process.
         journal = self.home.spool / (f"trace-w{worker}.journal" if worker else "trace.journal")
@@ -102,7 +102,8 @@ class Node:
 
         self.cluster = ClusterState(self.engine, self.name, interval=self.settings.node.cluster_sync_interval,
                                     stale_after=self.settings.node.cluster_stale_after)
-        await asyncio.to_thread(self.cluster.start)
+        if shares_state(self.settings):
+            await asyncio.to_thread(self.cluster.start)
         self.keyring = KeyRing(self.engine, self.home.keys, refresh=self.settings.node.key_refresh,
                                srs_file=self.settings.node.srs_key_file)
         await asyncio.to_thread(self.keyring.srs_secrets)  # made (or adopted) now, not on the first bounce
@@ -250,7 +251,7 @@ class Node:
         if self.committer:
             await self.committer.aclose()
         self._hb_stop.set()
-        if self.cluster:
+        if self.cluster and shares_state(self.settings):  # only a started one has counts to hand over
             await asyncio.to_thread(self.cluster.stop)
         if self.watcher:
             self.watcher.stop()
@@ -296,6 +297,19 @@ def apply_first_run_policy(store: PolicyStore) -> bool:
 
 
 # Each further role lives in its own module with an async starter(node).
+# The roles that count or remember something across the nodes through store/cluster.py: the
+# gateway (rate limits, greylist, connect verdicts), submission (AUTH failures) and the admin
+# centre (login failures). The mailbox role keeps nothing there, so a process serving only it
+# (every mailbox worker) runs no sync thread: its four reads ten times a second were ~1% of
+# the mailbox's CPU per message in bench P1 (issue 19).
+SHARED_STATE_ROLES = ("gateway", "submission", "admin")
+
+
+def shares_state(settings: NodeSettings) -> bool:
+    """True when a role of this process uses the cluster's shared state (ClusterState.start)."""
+    return any(getattr(settings.roles, role, False) for role in SHARED_STATE_ROLES)
+
+
 OPTIONAL_ROLES = {
     "gateway": "mxgate.server.gateway:start_gateway",
     "submission": "mxgate.server.submission:start_submission",

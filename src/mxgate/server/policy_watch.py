@@ -7,25 +7,24 @@ SMTP transaction takes its snapshot at MAIL FROM.
 
 On PostgreSQL the watcher also LISTENs for the NOTIFY that PolicyStore.save sends in its
 transaction (store/notify.py) and refreshes at once; the polling stays as the fallback for
-when the LISTEN connection is down. SQLite has no NOTIFY: there the watcher looks every
-COMMIT_CHECK_INTERVAL whether anything was committed (store/sqlite.py CommitCounter, ~5 µs, no
-query) and asks for the newest version only then, and at least every SAFETY_INTERVAL. Given the
-node's event loop, those looks run there as a timer instead of in a thread of their own (issue 19:
-each timed wake-up of a thread, and its GIL hand-over, cost ~100-200 µs of CPU on the bench VM,
-fifty a second per process; on a busy loop a timer costs only the look). A look never waits on the
-loop (the counter's connection does not wait for locks: a busy store is looked at again next
-time); loading and compiling a new version runs in a thread, as before.
+when the LISTEN connection is down. SQLite has no NOTIFY: there PolicyStore.save rewrites a
+stamp file after its commit and the watcher sleeps on an inotify watch for it
+(store/change_stamp.py), asking for the newest version when it is written and at least every
+SAFETY_INTERVAL (a version written by other means, e.g. a restore). Without inotify it looks
+every COMMIT_CHECK_INTERVAL whether anything was committed (store/sqlite.py CommitCounter, ~5 µs,
+no query) and asks only then. Issue 19: each look was a thread wake-up, ~100 µs of CPU on this
+VM, 50 a second per process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from typing import Callable
 
 from mxgate.policy.attribution import CompiledPolicy, compile_policy
+from mxgate.store.change_stamp import StampWatch
 from mxgate.store.notify import POLICY_CHANNEL, ChangeListener
 from mxgate.store.policy_store import LATEST_VERSION_SQL, PolicyStore
 from mxgate.store.sqlite import commit_counter
@@ -50,29 +49,20 @@ class PolicyWatcher:
         self._wake = threading.Event()
         self._notify = ChangeListener(store.engine, (POLICY_CHANNEL,), lambda _c, _p: self._wake.set())
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._loading = False  # a new version is being loaded in a thread (loop mode)
-        self._next_query = 0.0  # loop mode: when a look queries whatever the counter says
         self._listeners: list[Callable[[CompiledPolicy], None]] = []
         # Before the first read: a commit landing between the two is then seen as one.
         engine = store.engine
         self._commits = commit_counter(str(engine.url)) if engine is not None and engine.dialect.name == "sqlite" else None
+        self._stamp = StampWatch.open(store.sqlite_file, POLICY_CHANNEL) if self._commits is not None else None
         pv = store.current()
         self.current: CompiledPolicy = compile_policy(pv.policy, pv.version)
 
     def subscribe(self, fn: Callable[[CompiledPolicy], None]) -> None:
         self._listeners.append(fn)
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Watch from a thread; on SQLite with `loop` (the node's, running), from timers on it."""
-        if loop is not None and self._commits is not None:
-            self._commits.never_wait()  # a look on the loop must not block it behind a lock
-            self._loop, self._next_query = loop, time.monotonic() + SAFETY_INTERVAL
-            self._timer = loop.call_later(COMMIT_CHECK_INTERVAL, self._look)
-        else:
-            self._thread = threading.Thread(target=self._run, name="policy-watch", daemon=True)
-            self._thread.start()
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="policy-watch", daemon=True)
+        self._thread.start()
         self._notify.start()
 
     @property
@@ -83,14 +73,16 @@ class PolicyWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._stamp is not None:
+            self._stamp.interrupt()
         self._notify.stop()
         if self._thread:
             self._thread.join(timeout=2)
-        if self._timer is not None:  # stop() runs on the node's loop: no look is running now
-            self._timer.cancel()
-            self._timer = None
-        if self._commits is not None and not (self._thread and self._thread.is_alive()):
-            self._commits.close()
+        if not (self._thread and self._thread.is_alive()):
+            if self._commits is not None:
+                self._commits.close()
+            if self._stamp is not None:
+                self._stamp.close()
 
     def refresh(self, latest: int | None = None) -> bool:
         """Load and compile the newest version if it is not the one in force; `latest` is its
@@ -118,35 +110,10 @@ class PolicyWatcher:
             return None
         return self._commits.first_value(LATEST_VERSION_SQL) or 0
 
-    def _look(self) -> None:
-        """On the loop, every COMMIT_CHECK_INTERVAL: the same looks as `_run`'s; a new version
-        is loaded and compiled in a thread (a compile takes milliseconds)."""
-        if self._stop.is_set():
-            return
-        wait = COMMIT_CHECK_INTERVAL
-        try:
-            if not self._loading and (time.monotonic() >= self._next_query or self._commits.committed()):
-                self._next_query = time.monotonic() + SAFETY_INTERVAL
-                latest = self._latest()
-                if latest != self.current.version:
-                    self._loading = True
-                    self._loop.run_in_executor(None, self._load, latest)
-        except Exception as exc:  # store briefly busy or away: keep the old policy, query next time
-            log.warning("policy refresh failed, keeping version %d: %s", self.current.version, exc)
-            wait, self._next_query = self.interval, 0.0  # the commit that was seen is not forgotten
-        self._timer = self._loop.call_later(wait, self._look)
-
-    def _load(self, latest: int) -> None:
-        """In a thread (loop mode): refresh() with the version the look read."""
-        try:
-            self.refresh(latest)
-        except Exception as exc:
-            log.warning("policy refresh failed, keeping version %d: %s", self.current.version, exc)
-            self._next_query = 0.0
-        finally:
-            self._loading = False
-
     def _run(self) -> None:
+        if self._stamp is not None:
+            self._run_stamped(self._stamp)
+            return
         fast = COMMIT_CHECK_INTERVAL if self._commits is not None else self.interval
         wait, next_query = fast, time.monotonic() + SAFETY_INTERVAL
         while not self._stop.is_set():
@@ -164,3 +131,17 @@ class PolicyWatcher:
                 # Retried (and logged) at the polling pace, not at every look, by a query: the
                 # commit that was seen must not be forgotten.
                 wait, next_query = self.interval, 0.0
+
+    def _run_stamped(self, stamp: StampWatch) -> None:
+        """SQLite with inotify: asleep until a policy commit's stamp is written, or SAFETY_INTERVAL."""
+        wait = SAFETY_INTERVAL
+        while not self._stop.is_set():
+            stamp.wait(wait)
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh(self._latest())
+                wait = SAFETY_INTERVAL
+            except Exception as exc:  # database briefly locked: keep the old policy, ask again soon
+                log.warning("policy refresh failed, keeping version %d: %s", self.current.version, exc)
+                wait = self.interval  # the stamp already read must not be forgotten: query anyway

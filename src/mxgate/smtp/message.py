@@ -8,6 +8,7 @@ header hygiene for authentication lives in auth/headers.py.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import time
 
@@ -44,12 +45,25 @@ def _line_starts(lowered: bytes, key: bytes):
 def header_value(headers: bytes, name: str) -> str:
     """First value of a header, unfolded, decoded leniently; "" when absent. (The value
     stops at CR or LF, not at LF only: a greedy `.` took the first line's CR and lost the fold.)"""
+    return _value(headers, headers.lower(), name)
+
+
+def header_values(headers: bytes, *names: str) -> tuple[str, ...]:
+    """`header_value` of each name, the block lower-cased once (the trace reads two per message)."""
+    lowered = headers.lower()
+    return tuple(_value(headers, lowered, name) for name in names)
+
+
+def _value(headers: bytes, lowered: bytes, name: str) -> str:
     pattern = _VALUE_OF.get(name)
     if pattern is None:
         pattern = _VALUE_OF[name] = re.compile(rb"^" + re.escape(name.encode()) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)",
                                                 re.IGNORECASE | re.MULTILINE)
-    m = next(filter(None, (pattern.match(headers, at) for at in _line_starts(headers.lower(), name.lower().encode()))),
-             None)
+    m = None
+    for at in _line_starts(lowered, name.lower().encode()):
+        m = pattern.match(headers, at)
+        if m:
+            break
     if not m:
         return ""
     raw = m.group(1).replace(b"\r\n", b"").strip()
@@ -70,6 +84,17 @@ def safe_token(text: str, limit: int = 255) -> str:
 
 def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id: str, recipient: str | None,
                     tls: str = "", connector: str = "", now: float | None = None) -> bytes:
+    value = _received_head(helo, peer_ip, by, protocol, tls, connector) + trace_id
+    if recipient:
+        value += f"\r\n\tfor <{recipient}>"
+    value += "; " + _date(int(now or time.time()))
+    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _received_head(helo: str, peer_ip: str, by: str, protocol: str, tls: str, connector: str) -> str:
+    """Our Received value up to its id: the same for every message of a session (issue 19, bench
+    P1: composed anew per message). Pure; the HELO is peer-chosen, hence the bound."""
     ip_literal = f"IPv6:{peer_ip}" if ":" in peer_ip else peer_ip
     parts = [f"from {safe_token(helo or 'unknown')} ([{ip_literal}])"]
     if tls:
@@ -77,11 +102,8 @@ def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id
     parts.append(f"by {by} (mxgate)")
     if connector:
         parts.append(f"(connector {safe_token(connector.replace(' ', '_'), 64)})")
-    parts.append(f"with {protocol} id {trace_id}")
-    if recipient:
-        parts.append(f"for <{recipient}>")
-    value = "\r\n\t".join(parts) + "; " + _date(int(now or time.time()))
-    return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"
+    parts.append(f"with {protocol} id ")
+    return "\r\n\t".join(parts)
 
 
 _last_date: tuple[int, str] = (-1, "")  # (second, its date); one tuple, rebound whole (threads)

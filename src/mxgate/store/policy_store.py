@@ -3,7 +3,9 @@
 Owns: the policy_versions table. A change is validated first, then written as version N+1 in
 one transaction; a refused change leaves the store untouched, and two writers racing for the
 same version number cannot both win (primary key), so nothing is silently overwritten. On
-PostgreSQL the commit also NOTIFYs every node's policy watcher (store/notify.py).
+PostgreSQL the commit also NOTIFYs every node's policy watcher (store/notify.py); on SQLite the
+version is announced after the commit through a stamp file the watchers wait on
+(store/change_stamp.py).
 
 The SQL is plain text with `:name` parameters, run through a small interface both an SQLAlchemy
 engine (db.EngineSql: nodes, admin, PostgreSQL) and stdlib sqlite3 (sqlite.SqliteSql: the CLI on
@@ -19,7 +21,9 @@ from dataclasses import dataclass
 from mxgate.errors import ConcurrentChangeError, NotFoundError
 from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
+from mxgate.store.change_stamp import announce
 from mxgate.store.notify import POLICY_CHANNEL
+from mxgate.store.sqlite import database_path
 
 _COLUMNS = "version, created_at, actor, summary, document"
 # What every node's policy watcher asks several times a second (an indexed MAX()).
@@ -53,6 +57,13 @@ class PolicyStore:
             from mxgate.store.db import EngineSql
 
             self.sql, self.engine = EngineSql(db), db
+
+    @property
+    def sqlite_file(self) -> str:
+        """The embedded store's file ("" on PostgreSQL): where the change stamp goes."""
+        if self.engine is not None:
+            return database_path(str(self.engine.url)) if self.engine.dialect.name == "sqlite" else ""
+        return getattr(self.sql, "path", "")
 
     def _fetch(self, sql: str, params: dict | None = None) -> list[tuple]:
         with self.sql.reading() as c:
@@ -97,6 +108,7 @@ class PolicyStore:
                 c.notify(POLICY_CHANNEL, str(version))
         except self.sql.integrity_error as exc:
             raise ConcurrentChangeError("another change created the same policy version; retry") from exc
+        announce(self.sqlite_file, POLICY_CHANNEL, str(version))  # committed: wake the nodes' watchers
         return PolicyVersion(version, now, actor, summary, policy)
 
 

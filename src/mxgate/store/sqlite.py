@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+# The policy change stamp beside the store (store/change_stamp.py stamp_path), kept as private.
+STAMP_SUFFIX = "-mxgate_policy.changed"
 # The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
 HEAD_REVISION = "0004"
 # SQLite waits this long for another process's write lock before failing (ms).
@@ -56,7 +58,7 @@ def private_files(url: str) -> None:
             pass
         except OSError:
             return  # a read-only or missing directory: SQLite's own error says it better
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", STAMP_SUFFIX):
         try:
             private(Path(path + suffix), 0o600)
         except OSError:
@@ -193,11 +195,6 @@ class CommitCounter:
         now = self._read()
         changed, self._seen = now != self._seen, now
         return changed
-
-    def never_wait(self) -> None:
-        """Reads on this connection fail at once (SQLITE_BUSY) instead of waiting for a lock: for
-        looks from an event loop, which must not block (in WAL mode reads rarely meet a lock)."""
-        self._conn.execute("PRAGMA busy_timeout=0")
 
     def first_value(self, sql: str):
         """The first column of the first row of a read on this connection (None without rows):
