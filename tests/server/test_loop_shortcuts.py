@@ -289,3 +289,41 @@ def test_received_header_is_composed_as_before(helo, peer_ip, tls, connector, pr
     kw = dict(helo=helo, peer_ip=peer_ip, by="mx.contoso.test", protocol=protocol, trace_id=trace_id,
               recipient=recipient, tls=tls, connector=connector, now=now)
     assert msg.received_header(**kw) == _received_as_before(**kw)
+
+
+# --- Maildir file paths joined without re-parsing --------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+import mxgate.delivery.maildir as maildir_mod  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.text(min_size=1, max_size=30).filter(lambda h: "\x00" not in h),
+       address=st.sampled_from(["alice@contoso.test", "Bob.O'Neil@contoso.test", "x/../y@contoso.test", "..@c.test"]),
+       folder=st.sampled_from([None, "Junk", "a/b"]))
+def test_maildir_paths_are_the_joined_paths(tmp_path_factory, host, address, folder):
+    root = Path("/srv/mail") / "maildir"
+    box = maildir_mod.Maildir(root, committer=None, hostname=host)
+    try:
+        directory = box.path_for(address, folder)
+    except maildir_mod.InvalidMailboxError:
+        return
+    job = box._job(directory, b"x" * 7)
+    name = box.new_name(7)
+    for sub, path in (("tmp", job.tmp_path), ("new", job.final_path)):
+        joined = directory / sub / path.name
+        assert (path, str(path), path.parts, hash(path)) == (joined, str(joined), joined.parts, hash(joined))
+        assert path.parent == directory / sub and path.name.endswith(",S=7")
+    assert maildir_mod._child(directory, name) == directory / name
+
+
+def test_maildir_paths_without_the_shortcut_are_the_same(monkeypatch):
+    box = maildir_mod.Maildir(Path("/srv/mail"), committer=None, hostname="mx.test")
+    monkeypatch.setattr(box, "new_name", lambda size: f"1764656000.M000001P1Q1.mx.test,S={size}")
+    directory = box.path_for("alice@contoso.test")
+    fast = box._job(directory, b"abc")
+    monkeypatch.setattr(maildir_mod, "_child_relpath", None)  # an interpreter without pathlib's helper
+    slow = box._job(directory, b"abc")
+    assert (fast.tmp_path, fast.final_path) == (slow.tmp_path, slow.final_path)
+    assert str(slow.final_path) == "/srv/mail/alice@contoso.test/new/1764656000.M000001P1Q1.mx.test,S=3"

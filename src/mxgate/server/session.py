@@ -45,6 +45,9 @@ _NOT_HELO_CHAR = re.compile(r"[^\x21-\x7e]")  # a HELO argument is printable ASC
 _IMMEDIATE = (Verdict, tuple)
 HTTP_VERBS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT ", b"OPTIONS ", b"DELETE ", b"PATCH ")
 _session_ids = itertools.count(1)
+# What a MAIL or RCPT hook's failure answers (frozen values, so one each, not one per command).
+_MAIL_FAILED = Verdict(Action.TEMPFAIL, "internal-error")
+_RCPT_FAILED = (Verdict(Action.TEMPFAIL, "check-tempfail"), None)
 _NODE_TAG = f"{os.getpid():x}"
 
 
@@ -431,7 +434,7 @@ class SmtpSession(asyncio.Protocol):
             self._refuse_at("mail", Verdict(Action.TEMPFAIL, "disk-full"), sender=sender)
             return
         self.wait(self.role.on_mail(self, sender, params), lambda verdict: self._mail_answered(sender, params, verdict),
-                  failed=Verdict(Action.TEMPFAIL, "internal-error"))
+                  failed=_MAIL_FAILED)
 
     def _mail_answered(self, sender: Address, params: dict[str, str], verdict: Verdict) -> None:
         if verdict.refused:
@@ -456,7 +459,7 @@ class SmtpSession(asyncio.Protocol):
             self._refuse_at("rcpt", Verdict(Action.TEMPFAIL, "too-many-recipients"), rcpt=rcpt)
             return
         self.wait(self.role.on_rcpt(self, rcpt), lambda answer: self._rcpt_answered(rcpt, *answer),
-                  failed=(Verdict(Action.TEMPFAIL, "check-tempfail"), None))
+                  failed=_RCPT_FAILED)
 
     def _rcpt_answered(self, rcpt: Address, verdict: Verdict, decision: Any) -> None:
         if self.txn is None:  # RSET cannot arrive while waiting (the session was busy); be safe anyway

@@ -193,18 +193,14 @@ class TraceStore:
         last_replay = 0.0
         last_write = 0.0
         carry: list = []  # a batch neither the database nor the journal took (disk full): kept
-        busy = False  # the last batch had rows: more are likely on their way
         while not self._stop.is_set():
             batch, carry = carry, []
             try:
-                if not busy:  # idle: the first row wakes the writer
-                    batch.append(self._queue.get(timeout=FLUSH_INTERVAL))
+                batch.append(self._queue.get(timeout=FLUSH_INTERVAL))
                 # At most one commit per FLUSH_INTERVAL: under load the rows of an interval share
                 # one transaction and one fsync instead of a commit each time the writer catches
                 # up (a refusal flood made hundreds of commits a second, most of the writer's CPU).
-                # A row still appears well within the trace's one second. Busy, the writer only
-                # sleeps out the interval and takes what came: one wake-up per batch, not the
-                # first row's and the interval's (issue 19: ~100 µs of CPU each on this VM).
+                # A row still appears well within the trace's one second.
                 pause = last_write + FLUSH_INTERVAL - time.monotonic()
                 if pause > 0:
                     self._stop.wait(pause)
@@ -212,7 +208,6 @@ class TraceStore:
                     batch.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
-            busy = bool(batch)
             now = time.monotonic()
             if batch:
                 last_write = now
