@@ -305,36 +305,3 @@ def test_maildir_paths_without_the_shortcut_are_the_same(monkeypatch):
     slow = box._job(directory, b"abc")
     assert (fast.tmp_path, fast.final_path) == (slow.tmp_path, slow.final_path)
     assert str(slow.final_path) == "/srv/mail/alice@contoso.test/new/1764656000.M000001P1Q1.mx.test,S=3"
-
-
-# --- the router's plain plan remembered per policy snapshot ------------------------------------------
-
-from mxgate.delivery.internal import InternalDelivery  # noqa: E402
-from mxgate.delivery.router import plain_plan  # noqa: E402
-from mxgate.policy.model import Mailbox  # noqa: E402
-
-_BOXES = (Mailbox("alice@contoso.test", aliases=("alice.smith@contoso.test",)), Mailbox("bob@contoso.test"),
-          Mailbox("team@contoso.test", members=("alice@contoso.test", "bob@contoso.test")),
-          Mailbox("fwd@contoso.test", forward_to=("out@elsewhere.example",)))
-_PLAIN_A = compile_policy(_GUIDE.policy.replace(mailboxes=_BOXES), 10)
-# The next snapshot: bob is gone, alice became a list.
-_PLAIN_B = compile_policy(_GUIDE.policy.replace(mailboxes=(
-    Mailbox("alice@contoso.test", members=("x@contoso.test",)), *_BOXES[2:])), 11)
-_ADDRESSES = ["alice@contoso.test", "ALICE@contoso.test ", "alice.smith@contoso.test", "bob@contoso.test",
-              "team@contoso.test", "fwd@contoso.test", "nobody@contoso.test", "out@elsewhere.example"]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([_PLAIN_A, _PLAIN_B]),
-                          st.lists(st.sampled_from(_ADDRESSES), min_size=1, max_size=3)), min_size=1, max_size=12))
-def test_remembered_plain_plans_are_the_routers_plans(asks):
-    delivery = InternalDelivery(None, None, None, None, b"secret")
-    for compiled, recipients in asks:  # snapshots interleaved, as transactions of two policies are
-        assert delivery._plain_plan(tuple(recipients), compiled) == plain_plan(recipients, compiled.directory)
-
-
-def test_a_new_snapshot_is_planned_under_its_own_directory():
-    delivery = InternalDelivery(None, None, None, None, b"secret")
-    assert delivery._plain_plan(("bob@contoso.test",), _PLAIN_A).local == ("bob@contoso.test",)
-    assert delivery._plain_plan(("bob@contoso.test",), _PLAIN_B) is None  # gone: expand() decides
-    assert delivery._plain_plan(("alice@contoso.test",), _PLAIN_B) is None  # a list now

@@ -20,7 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from mxgate.durable import private_dir
 from mxgate.auth.dkim_sign import DkimSigner
@@ -39,8 +39,6 @@ from mxgate.trace.records import message_records, new_trace_id
 log = logging.getLogger("mxgate.internal")
 
 SRS_SECRET_FILE = "srs.key"
-PLANS_KEPT = 1024  # plain plans remembered per policy snapshot
-_UNSEEN = object()
 
 
 def load_srs_secret(keys_dir: Path, key_file: str = "") -> bytes:
@@ -89,9 +87,6 @@ class InternalDelivery:
         # bytes (one node's file), or the cluster's KeyRing: sign with its newest secret, reverse
         # with any secret still inside its rotation overlap (store/keys.py)
         self.srs_secret = srs_secret
-        # (snapshot, recipients → plain_plan's answer under it): the same few mailboxes, message after
-        # message (issue 19, bench P1). Pure in the snapshot's directory; a new snapshot starts over.
-        self._plain: tuple[Any, dict] = (None, {})
 
     def _srs_secrets(self) -> list[bytes]:
         return [self.srs_secret] if isinstance(self.srs_secret, bytes) else self.srs_secret.srs_secrets()
@@ -111,23 +106,12 @@ class InternalDelivery:
     def plan(self, recipients: Sequence[str], data: bytes, compiled=None) -> DeliveryPlan:
         """Where `recipients` really go under `compiled` (default: the policy in force). Pure."""
         compiled = compiled or self.compiled
-        plain = self._plain_plan(tuple(recipients), compiled)
+        plain = plain_plan(recipients, compiled.directory)
         if plain is not None:
             return plain
         headers = msg.header_block(data)
         return expand(recipients, compiled.directory, lambda d: self.is_ours(d, compiled), seen=delivered_to(headers),
                       hops=msg.count_received(headers), max_hops=MAX_RECEIVED_HEADERS)
-
-    def _plain_plan(self, recipients: tuple[str, ...], compiled) -> DeliveryPlan | None:
-        memo = self._plain
-        if memo[0] is not compiled:
-            memo = self._plain = (compiled, {})
-        found = memo[1].get(recipients, _UNSEEN)
-        if found is _UNSEEN:
-            found = plain_plan(recipients, compiled.directory)
-            if len(memo[1]) < PLANS_KEPT:  # recipients of other origins (queue, release) may vary
-                memo[1][recipients] = found
-        return found
 
     async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
                       folder: str | None = None, origin: str = "internal", compiled=None,
