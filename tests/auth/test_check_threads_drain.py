@@ -133,7 +133,9 @@ def test_a_job_handed_over_just_as_the_thread_finds_none_left_is_still_run():
     threads = CheckThreads(count=1, name="t", stall=60)
 
     async def run():
-        await threads.run(lambda: 0, (), 10, None)  # the threads exist; the one is idle again
+        await threads.run(lambda: 0, (), 10, None)  # the threads exist
+        while threads._drain.active:  # the answer comes before the thread has gone idle: wait for it
+            await asyncio.sleep(0.001)
         held = threads._drain.lock = _HeldLock(threads._drain.lock)
         held.armed = True
         assert await threads.run(lambda: 1, (), 10, None) == 1  # then it finds no job: held there

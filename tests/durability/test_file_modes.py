@@ -64,7 +64,9 @@ def test_everything_is_private_with_umask_zero(node_factory, dns, tmp_path, open
             assert mode == 0o600, (rel, oct(mode))
         elif rel.endswith((".key", "-key.pem")) or "maildir/" in rel:
             assert mode == 0o600, (rel, oct(mode))
-    assert seen["db"] == 3 and seen["spool"] >= 1 and seen["keys"] >= 2, seen
+    # the store, its -wal and -shm, and the policy change stamp (store/change_stamp.py)
+    assert seen["db"] == 4 and seen["spool"] >= 1 and seen["keys"] >= 2, seen
+    assert os.path.exists(home / "mxgate.db-mxgate_policy.changed")
 
 
 def test_an_existing_loose_home_and_database_are_tightened(tmp_path, open_umask):
@@ -74,7 +76,9 @@ def test_an_existing_loose_home_and_database_are_tightened(tmp_path, open_umask)
     root = tmp_path / "loose"
     root.mkdir(mode=0o777)
     (root / "mxgate.db").touch(mode=0o666)
+    (root / "mxgate.db-mxgate_policy.changed").touch(mode=0o666)
     home = Home.open(root)
     open_engine(home.database_url).dispose()
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(root / "mxgate.db").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(root / "mxgate.db-mxgate_policy.changed").st_mode) == 0o600

@@ -193,3 +193,9 @@ def test_a_stamp_that_cannot_be_written_does_not_fail_the_change(tmp_path):
         assert PolicyStore(engine).latest_version_number() == 2
     finally:
         engine.dispose()
+
+
+def test_the_stamp_suffix_the_store_keeps_private_is_the_policy_stamp():
+    from mxgate.store.notify import POLICY_CHANNEL
+
+    assert change_stamp.stamp_path("/x/mxgate.db", POLICY_CHANNEL) == "/x/mxgate.db" + lite.STAMP_SUFFIX

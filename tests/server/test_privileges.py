@@ -285,3 +285,24 @@ def test_dropped_privileges_cannot_be_regained(scratch):
     assert out["resuid"] == [account.pw_uid] * 3 and out["resgid"] == [account.pw_gid] * 3, out
     assert 0 not in out["groups"]
     assert all(out[k] == "refused" for k in ("setuid", "seteuid", "setgid", "setgroups", "shadow")), out
+
+
+def test_the_account_replaces_a_policy_stamp_root_left(scratch):
+    """`mxgate policy apply` run as root leaves a root-owned 0600 stamp; a change the node makes
+    later as the account (the admin centre) must still wake the other processes at once
+    (store/change_stamp.py), so the account replaces the stamp in its own home."""
+    account = rig.ensure_test_account()
+    home = scratch / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, account.pw_uid, account.pw_gid)
+    stamp = home / "mxgate.db-mxgate_policy.changed"
+    stamp.write_text("6")
+    stamp.chmod(0o600)
+    probe = (
+        "from mxgate.server.privileges import resolve, drop\n"
+        "from mxgate.store.change_stamp import announce\n"
+        f"drop(resolve({ACCOUNT!r}))\n"
+        f"announce({str(home / 'mxgate.db')!r}, 'mxgate_policy', '7')\n")
+    r = subprocess.run([*visible_python(scratch), sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert stamp.read_text() == "7" and stamp.stat().st_uid == account.pw_uid

@@ -26,6 +26,7 @@ _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; t
 
 
 def stamp_path(db_path: str, channel: str) -> str:
+    """Beside the store: `<db>-<channel>.changed` (store/sqlite.py STAMP_SUFFIX for the policy's)."""
     return f"{db_path}-{channel}.changed"
 
 
@@ -35,14 +36,27 @@ def announce(db_path: str, channel: str, payload: str = "") -> None:
     nodes to their next periodic look, so it is not the writer's error."""
     if not db_path:
         return
-    try:
-        fd = os.open(stamp_path(db_path, channel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    path = stamp_path(db_path, channel)
+    for attempt in (1, 2):
         try:
-            os.write(fd, payload.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        log.debug("could not write the %s change stamp beside %s: %s", channel, db_path, exc)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, payload.encode())
+            finally:
+                os.close(fd)
+            return
+        except PermissionError:  # another user's stamp (a CLI run as root): ours replaces it
+            if attempt == 1:
+                try:
+                    os.unlink(path)
+                    continue
+                except OSError:
+                    pass
+            log.debug("could not write the %s change stamp %s", channel, path)
+            return
+        except OSError as exc:
+            log.debug("could not write the %s change stamp %s: %s", channel, path, exc)
+            return
 
 
 class StampWatch:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+# The policy change stamp beside the store (store/change_stamp.py stamp_path), kept as private.
+STAMP_SUFFIX = "-mxgate_policy.changed"
 # The newest migration; a test checks it equals Alembic's head so nobody forgets to bump it.
 HEAD_REVISION = "0004"
 # SQLite waits this long for another process's write lock before failing (ms).
@@ -56,7 +58,7 @@ def private_files(url: str) -> None:
             pass
         except OSError:
             return  # a read-only or missing directory: SQLite's own error says it better
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", STAMP_SUFFIX):
         try:
             private(Path(path + suffix), 0o600)
         except OSError:
