@@ -111,3 +111,130 @@ def test_without_a_cache_every_check_goes_to_a_worker(dns_server):
     finally:
         install_default_resolver(previous)
     assert [r.outcome for r in results] == ["pass", "pass", "pass"] and jobs == [4, 5, 6]
+
+
+# --- DKIM on the loop (issue 19) ------------------------------------------------------------------
+
+def _signed_facts(key_pem: bytes, signatures: int = 1, body: bytes = b"Hello.\r\n", tamper: bool = False,
+                  spooled: bool = False) -> MessageFacts:
+    from mxgate.auth.dkim import sign_dkim
+
+    message = (b"From: <a@fabrikam.test>\r\nTo: <b@contoso.test>\r\nSubject: x\r\n"
+               b"Message-ID: <1@fabrikam.test>\r\n\r\n" + body)
+    for _ in range(signatures):
+        message = sign_dkim(message, "fabrikam.test", "s1", key_pem, include_headers=["From", "To", "Subject"]) + message
+    if tamper:
+        message = message.replace(b"Subject: x", b"Subject: y")
+    if not spooled:
+        source = MessageSource.from_bytes(message)
+    else:  # the body in a spool file, as a large DATA is kept
+        import tempfile
+
+        fh = tempfile.TemporaryFile()
+        fh.write(message)
+        fh.flush()
+        source = MessageSource(b"", fd=os.dup(fh.fileno()), size=len(message))
+        fh.close()
+    return MessageFacts(CLIENT, "mail.fabrikam.test", "a@fabrikam.test", ("b@contoso.test",), source.split_head(65536))
+
+
+@pytest.fixture
+def dkim_key(dns_server):
+    from mxgate.auth.dkim import generate_dkim_key
+
+    pem, txt = generate_dkim_key()
+    dns_server.add("s1._domainkey.fabrikam.test", "TXT", txt)
+    return pem
+
+
+def _dkim_runs(dns_server, facts_list, *, hold_slots: bool = False) -> list[tuple]:
+    """Each message's DKIM result through the pipeline, twice (the first fills the cache), with
+    the workers' job count after each: [(result, jobs), ...] for the second runs."""
+    from mxgate.filters import dkim
+
+    cached = make_resolver([dns_server.address], timeout=1.0, cache_size=100)
+    previous = install_default_resolver(cached)
+
+    async def main():
+        p = Pipeline(workers=4)
+        out = []
+        try:
+            for facts in facts_list:
+                env = CheckEnv(cached, dnsfunc_for(cached, 1.0), heavy=p.heavy)
+                await p._run_one(dkim, facts, _cfg("dkim"), env)
+                if hold_slots:  # every memory slot of the workers taken (e.g. two large messages)
+                    for _ in range(2):
+                        assert p.heavy.acquire(timeout=1)
+                try:
+                    env = CheckEnv(cached, dnsfunc_for(cached, 1.0), heavy=p.heavy)
+                    before = p.threads.jobs
+                    result = await p._run_one(dkim, facts, _cfg("dkim"), env)
+                    out.append((result, p.threads.jobs - before))
+                finally:
+                    if hold_slots:
+                        p.heavy.release()
+                        p.heavy.release()
+            return out
+        finally:
+            p.close()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        install_default_resolver(previous)
+
+
+def test_dkim_with_its_key_cached_is_verified_on_the_loop_with_the_workers_result(dns_server, dkim_key):
+    good, bad = _signed_facts(dkim_key), _signed_facts(dkim_key, tamper=True)
+    runs = _dkim_runs(dns_server, [good, bad])
+    (r_good, hops_good), (r_bad, hops_bad) = runs
+    assert hops_good == 0 and hops_bad == 0  # answered on the loop
+    assert r_good.outcome == "pass" and "dkim=pass d=fabrikam.test s=s1" in r_good.detail
+    assert r_bad.outcome == "fire" and r_bad.reason == "dkim-fail"
+    # The same results as a worker gives (a resolver without a cache never answers on the loop).
+    plain = make_resolver([dns_server.address], timeout=1.0)
+    previous = install_default_resolver(plain)
+
+    async def in_worker():
+        from mxgate.filters import dkim
+
+        p = Pipeline(workers=4)
+        try:
+            out = []
+            for facts in (good, bad):
+                before = p.threads.jobs
+                out.append((await p._run_one(dkim, facts, _cfg("dkim"), CheckEnv(plain, dnsfunc_for(plain, 1.0),
+                                                                                   heavy=p.heavy)),
+                            p.threads.jobs - before))
+            return out
+        finally:
+            p.close()
+
+    try:
+        worker = asyncio.run(in_worker())
+    finally:
+        install_default_resolver(previous)
+    assert [hops for _r, hops in worker] == [1, 1]
+    assert _view([r for r, _h in worker]) == _view([r_good, r_bad])
+
+
+def test_dkim_on_the_loop_takes_no_memory_slot_and_never_waits_for_one(dns_server, dkim_key):
+    """Both worker slots for whole messages held: the loop's verification neither waits (it
+    would hold every session of the process) nor takes one."""
+    [(result, hops)] = _dkim_runs(dns_server, [_signed_facts(dkim_key)], hold_slots=True)
+    assert hops == 0 and result.outcome == "pass"
+
+
+def test_large_many_signed_or_spooled_messages_are_verified_in_a_worker(dns_server, dkim_key):
+    """A sender cannot hold the loop: past 64 KiB, more than two signatures (each canonicalises
+    and hashes the message again), or a body still in the spool file, the check goes to a worker."""
+    from mxgate.filters import dkim
+
+    line = b"x" * 76 + b"\r\n"
+    large = _signed_facts(dkim_key, body=line * (dkim.LOOP_MESSAGE_MAX // len(line) + 1))
+    many = _signed_facts(dkim_key, signatures=dkim.LOOP_SIGNATURES + 1)
+    spooled = _signed_facts(dkim_key, spooled=True)
+    two = _signed_facts(dkim_key, signatures=dkim.LOOP_SIGNATURES)
+    runs = _dkim_runs(dns_server, [large, many, spooled, two])
+    assert [hops for _r, hops in runs] == [1, 1, 1, 0]
+    assert all(r.outcome == "pass" for r, _h in runs)

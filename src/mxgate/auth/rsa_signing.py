@@ -57,6 +57,16 @@ def _openssl_key(pk: dict) -> rsa.RSAPrivateKey:
     return key
 
 
+def signing_key_loaded(pem: bytes) -> bool:
+    """True when signing with this PEM key needs no parse and no load (both done once per
+    process): what the gateway asks before sealing on its event loop."""
+    try:
+        pk = _parsed_pem_key(bytes(pem))
+    except Exception:  # not a key dkimpy can read: the seal reports it, in a thread
+        return False
+    return pk["modulus"] in _KEYS
+
+
 def openssl_sign(hash_obj, private_key: dict) -> bytes:
     """Drop-in for dkim.crypto.RSASSA_PKCS1_v1_5_sign(hash, private_key)."""
     algorithm = _HASHES.get(getattr(hash_obj, "name", ""))

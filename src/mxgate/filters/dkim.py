@@ -29,6 +29,26 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[Dkim
             env.heavy.release()
 
 
+# On the event loop (filters/pipeline.py) only a short message held in memory with few signatures:
+# each signature canonicalises and hashes the message in Python, and a sender chooses how many.
+LOOP_MESSAGE_MAX = 64 * 1024
+LOOP_SIGNATURES = 2
+
+
+def cached_on_loop(cfg: CheckSettings) -> bool:
+    """Verification waits only on DNS (the key records): on the loop when they are cached."""
+    return True
+
+
+def fits_on_loop(facts: MessageFacts) -> bool:
+    """Issue 19: verifying in a worker cost more in the hand-off and the GIL hand-overs with the
+    busy loop than the verification of a usual message; a large or many-times-signed one still
+    goes to a worker, so no sender can hold the loop for long."""
+    source = facts.source
+    return (source.in_memory and source.size <= LOOP_MESSAGE_MAX
+            and sum(1 for f in parse_fields(source.head) if f.name == b"dkim-signature") <= LOOP_SIGNATURES)
+
+
 def decide(raw: tuple[DkimResult, ...], cfg: CheckSettings) -> CheckResult:
     words = [r.result for r in raw]
     detail = " ".join(f"dkim={r.result} d={r.domain} s={r.selector}" for r in raw) or "dkim=none (unsigned)"

@@ -338,7 +338,7 @@ def _runs_on_loop(module, cfg: CheckSettings) -> bool:
 
 
 def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[str, Any] | None:
-    """A check whose only waiting is DNS (`cached_on_loop(cfg)`: SPF, rDNS, DMARC) runs on the
+    """A check whose only waiting is DNS (`cached_on_loop(cfg)`: SPF, rDNS, DMARC, DKIM) runs on the
     loop when every answer it needs is in the resolver's cache, as it is for a stream of mail
     from the same senders (issue 19: its thread hand-off cost more than the check). The first
     lookup the cache cannot answer ends the try — it never asks or waits on the loop — and the
@@ -347,9 +347,15 @@ def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: Ch
     on_loop = getattr(module, "cached_on_loop", None)
     if on_loop is None or not on_loop(cfg) or not answers_from_cache(env.resolver):
         return None
+    fits = getattr(module, "fits_on_loop", None)  # a whole-message check: only small messages in memory
+    if fits is not None and not fits(facts):
+        return None
+    # On the loop one check runs at a time over a message already in memory: no memory slot
+    # (env.heavy, for the worker threads) is taken, and none can be waited for here.
+    loop_env = dataclasses.replace(env, heavy=None) if env.heavy is not None else env
     with cache_only() as look:
         try:
-            answered = _outcome(module.gather, facts, cfg, env)
+            answered = _outcome(module.gather, facts, cfg, loop_env)
         except NotCached:
             return None
     return None if look.missed else answered

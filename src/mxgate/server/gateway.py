@@ -24,6 +24,7 @@ from mxgate import metrics
 from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
 from mxgate.auth.results import authentication_results_clauses
+from mxgate.auth.rsa_signing import signing_key_loaded
 from mxgate.auth.spf import SpfResult
 from mxgate.filters import connect
 from mxgate.filters.greylist import Greylist
@@ -53,6 +54,7 @@ from mxgate.trace.records import message_records, new_trace_id, refusal_records
 
 log = logging.getLogger("mxgate.gateway")
 
+SEAL_ON_LOOP_MAX = 64 * 1024  # bytes: a stamped message up to this is sealed on the event loop (~1-2 ms)
 SPAM_SCORE_HEADER = "X-MXGate-Spam-Score"
 SPAM_VERDICT_HEADER = "X-MXGate-Spam-Verdict"
 CHECKS_HEADER = "X-MXGate-Checks"
@@ -315,9 +317,25 @@ class GatewayRole(Role):
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         source = facts.source
         body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
-        # One hand-off for ARC validation, the results and the seal (issue 19: two to_thread hops before).
-        results, seal = await self.sv.pipeline.run_heavy(self._arc_work, source, body, facts, env, trace_id)
+        if self._seal_on_loop(source, body):
+            results, seal = self._arc_work(source, body, facts, env, trace_id)
+        else:  # one hand-off for ARC validation, the results and the seal (issue 19: two to_thread hops before)
+            results, seal = await self.sv.pipeline.run_heavy(self._arc_work, source, body, facts, env, trace_id)
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
+
+    def _seal_on_loop(self, source: MessageSource, body: MessageSource) -> bool:
+        """Seal on the event loop, not in a heavy thread: a short message held in memory with no
+        inbound ARC fields (validating a chain asks DNS), when the key needs neither a database
+        read (the keyring's copy is fresh) nor its first load (checking it takes tens of ms).
+        Issue 19: the seal is ~1 ms of CPU; handing it to a thread and the GIL hand-overs between
+        that thread and the busy loop while dkimpy ran cost more than blocking the loop for it
+        (bench P3, gateway ~8% less CPU per message)."""
+        if not body.in_memory or body.size > SEAL_ON_LOOP_MAX or arc_fields(source.head):
+            return False
+        keyring = getattr(self.node, "keyring", None)
+        if keyring is None:
+            return signing_key_loaded(self.sv.arc_key)
+        return keyring.cached("arc", "arc") and signing_key_loaded(keyring.arc(self.settings.arc_selector)[1])
 
     def _arc_work(self, source: MessageSource, body: MessageSource, facts: MessageFacts, env: CheckEnv,
                   trace_id: str) -> tuple[str, bytes]:

@@ -102,6 +102,56 @@ def _read_sqlite(conn, since: float, now: float, node: str) -> tuple[list, list,
         cur.close()
 
 
+# The sync's writes on SQLite, straight through the driver in one transaction: the same UPSERTs
+# Core compiles for `sync` (tests/cluster/test_shared_state.py compares the rows both leave), at
+# ~0.8 ms of CPU per sync through Core (statements built and compiled anew, dict parameters
+# processed per row) for a gateway counting every connection and message (issue 19).
+_SQLITE_UPSERT_COUNTS = (
+    f"INSERT INTO {shared_counters.name} (scope, key, bucket, node, count, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope, key, bucket, node) DO UPDATE SET count = excluded.count, updated_at = excluded.updated_at")
+_SQLITE_UPSERT_GREY = (
+    f"INSERT INTO {greylist.name} (key, first_seen, passed_until, updated_at) VALUES (?, ?, ?, ?) "
+    f"ON CONFLICT (key) DO UPDATE SET passed_until = max({greylist.name}.passed_until, excluded.passed_until), "
+    f"first_seen = CASE WHEN excluded.updated_at >= {greylist.name}.updated_at THEN excluded.first_seen "
+    f"ELSE {greylist.name}.first_seen END, "
+    f"updated_at = max({greylist.name}.updated_at, excluded.updated_at)")
+_SQLITE_UPSERT_VERDICTS = (
+    f"INSERT INTO {connect_verdicts.name} (ip, verdict, expires_at, updated_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (ip) DO UPDATE SET verdict = excluded.verdict, expires_at = excluded.expires_at, "
+    "updated_at = excluded.updated_at")
+
+
+def _write_sqlite(engine: Engine, counts: list[dict], grey: list[dict], verdicts: list[dict]) -> None:
+    with engine.begin() as conn:
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            if counts:
+                cur.executemany(_SQLITE_UPSERT_COUNTS, [(r["scope"], r["key"], r["bucket"], r["node"], r["count"],
+                                                         r["updated_at"]) for r in counts])
+            if grey:
+                cur.executemany(_SQLITE_UPSERT_GREY, [(r["key"], r["first_seen"], r["passed_until"], r["updated_at"])
+                                                      for r in grey])
+            if verdicts:
+                cur.executemany(_SQLITE_UPSERT_VERDICTS, [(r["ip"], r["verdict"], r["expires_at"], r["updated_at"])
+                                                          for r in verdicts])
+        finally:
+            cur.close()
+
+
+def _write_core(engine: Engine, counts: list[dict], grey: list[dict], verdicts: list[dict]) -> None:
+    if counts:
+        _upsert(engine, shared_counters, counts, ["scope", "key", "bucket", "node"],
+                lambda ex, c, d: {"count": ex.count, "updated_at": ex.updated_at})
+    if grey:
+        _upsert(engine, greylist, grey, ["key"], lambda ex, c, d: {
+            "passed_until": _greatest(d)(c.passed_until, ex.passed_until),
+            "first_seen": _newer(ex, c),
+            "updated_at": _greatest(d)(c.updated_at, ex.updated_at)})
+    if verdicts:
+        _upsert(engine, connect_verdicts, verdicts, ["ip"],
+                lambda ex, c, d: {"verdict": ex.verdict, "expires_at": ex.expires_at, "updated_at": ex.updated_at})
+
+
 def _read_core(conn, since: float, now: float, node: str) -> tuple[list, list, list, int]:
     return (conn.execute(_READ_COUNTS, {"since": since, "node": node}).all(),
             conn.execute(_READ_GREY, {"since": since}).all(),
@@ -244,18 +294,9 @@ class ClusterState:
             spent_before = dict(self._since_sync)
         since = (now - FIRST_PULL) if self._pulled_at is None else self._pulled_at - PULL_MARGIN
         try:
-            if counts:
-                _upsert(self.engine, shared_counters, counts, ["scope", "key", "bucket", "node"],
-                        lambda ex, c, d: {"count": ex.count, "updated_at": ex.updated_at})
-            if grey:
-                _upsert(self.engine, greylist, grey, ["key"], lambda ex, c, d: {
-                    "passed_until": _greatest(d)(c.passed_until, ex.passed_until),
-                    "first_seen": _newer(ex, c),
-                    "updated_at": _greatest(d)(c.updated_at, ex.updated_at)})
-            if verdicts:
-                _upsert(self.engine, connect_verdicts, verdicts, ["ip"],
-                        lambda ex, c, d: {"verdict": ex.verdict, "expires_at": ex.expires_at,
-                                          "updated_at": ex.updated_at})
+            if counts or grey or verdicts:
+                write = _write_sqlite if self.engine.dialect.name == "sqlite" else _write_core
+                write(self.engine, counts, grey, verdicts)
             with self.engine.connect() as conn:
                 read = _read_sqlite if conn.dialect.name == "sqlite" else _read_core
                 other_counts, grey_rows, verdict_rows, live = read(conn, since, now, self.node)

@@ -144,6 +144,12 @@ class KeyRing:
             pass  # another node made it first: use theirs
         return self._rows(kind, name, fresh=True)
 
+    def cached(self, kind: str, name: str) -> bool:
+        """True when the keys of (kind, name) are known and fresh: reading them asks no database."""
+        with self._lock:
+            hit = self._cache.get((kind, name.lower()))
+        return hit is not None and bool(hit[1]) and self.clock() - hit[0] < self.refresh
+
     @staticmethod
     def _adopt(kind: str, path: Path) -> tuple[bytes, str]:
         material = path.read_bytes()
