@@ -153,6 +153,8 @@ class CheckThreads:
         """The threads end once the jobs queued before this are done (never waited for here).
         A later job starts a fresh set."""
         with self._lock:
+            if self._drain is not None:  # jobs whose end-of-turn wake has not run yet: it would
+                self._wake(self._drain)  # find the fresh set, so wake a thread for them now
             for _ in self._threads:
                 self._work.put(None)  # after any wake token: a woken thread drains first
             self._threads = []

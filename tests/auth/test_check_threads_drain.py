@@ -206,3 +206,22 @@ def test_submitted_work_runs_in_drain_mode_too(count):
         assert done.wait(10)
     finally:
         threads.stop()
+
+
+def test_a_job_handed_over_in_the_turn_that_stops_the_threads_is_still_run():
+    """stop() in the same loop turn as a hand-over, before the turn's end wakes a thread (the
+    node stopping while a session hands over a check): the job must still run, not wait for a
+    wake that the stopped set never gets."""
+    threads = CheckThreads(count=2, name="t", stall=60)
+
+    async def run():
+        job = asyncio.ensure_future(threads.run(lambda: "ran", (), None, None))
+        await asyncio.sleep(0)  # this turn: the job's hand-over, then (below) stop, then its wake
+        assert not job.done() and threads.wakeups == 0
+        threads.stop()
+        return await asyncio.wait_for(job, 10)
+
+    try:
+        assert asyncio.run(run()) == "ran"
+    finally:
+        threads.stop()
