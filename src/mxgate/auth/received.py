@@ -113,6 +113,10 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
+# `_TOKEN`'s groups by number (`Match.lastindex`), cheaper than by name.
+_OPEN, _CLOSE, _LITERAL, _ANGLE, _SEMI, _WORD, _STRAY = range(1, 8)
+_KINDS = {_LITERAL: "literal", _ANGLE: "angle", _SEMI: "semi", _WORD: "word", _STRAY: "stray"}
+_WORDISH = frozenset({_LITERAL, _WORD, _ANGLE})
 _HEADER_NAME = re.compile(r"^([!-9;-~]+)[ \t]*:(.*)$", re.DOTALL)
 _PORT_SUFFIX = re.compile(r"^(.*\]):\d{1,5}$")
 _WRAPPED_FROM = re.compile(r"^\s*\(\s*(?i:from)\s+([^()]*)\)")
@@ -163,6 +167,10 @@ def received_values(header_block: bytes | str) -> list[str]:
         if current is not None:
             values.append(_finish(current))
             current = None
+        # The name is ASCII and starts the line: a line whose first 8 characters do not
+        # lower-case to "received" cannot be one, and most header lines stop here.
+        if line[:8].lower() != "received":
+            continue
         match = _HEADER_NAME.match(line[:MAX_RECEIVED_CHARS])
         if match and match.group(1).lower() == "received":
             current = [match.group(2)]
@@ -234,20 +242,25 @@ def _finish(pieces: list[str]) -> str:
     return "".join(pieces)[:MAX_RECEIVED_CHARS].strip()
 
 
-def _scan(value: str) -> tuple[list[_Token], bool]:
-    """Top-level tokens of `value` and whether its parentheses and brackets balance.
-    Comments become one token holding their depth-1 words (nested comments dropped)."""
+def _lex(text: str) -> list[tuple[int, str]]:
+    """Every `_TOKEN` match of `text` as (group number, text), in order: one regex pass
+    shared by `_before_date` and `_scan` (issue 19: the two passes were half a parse)."""
+    return [(m.lastindex, m.group()) for m in _TOKEN.finditer(text)]
+
+
+def _scan(lexed: list[tuple[int, str]]) -> tuple[list[_Token], bool]:
+    """Top-level tokens of the lexed value (without `;`) and whether its parentheses and
+    brackets balance. Comments become one token holding their depth-1 words (nested comments
+    dropped)."""
     tokens: list[_Token] = []
     depth = 0
     balanced = True
     comment: list[str] = []
-    for match in _TOKEN.finditer(value):
-        kind = match.lastgroup or "stray"
-        text = match.group()
-        if kind == "open":
+    for group, text in lexed:
+        if group == _OPEN:
             depth += 1
             continue
-        if kind == "close":
+        if group == _CLOSE:
             if depth == 0:
                 balanced = False  # a `)` nobody opened: someone's text closed the MTA's comment
                 continue
@@ -256,10 +269,11 @@ def _scan(value: str) -> tuple[list[_Token], bool]:
                 comment = []
             depth -= 1
             continue
-        if depth == 1 and kind in ("literal", "word", "angle"):
-            comment.append(text)
-        elif depth == 0 and (kind != "stray" or text in "[]"):
-            tokens.append(_Token(kind, text))  # a stray bracket is kept: see `_parse`
+        if depth == 1:
+            if group in _WORDISH:
+                comment.append(text)
+        elif depth == 0 and group != _SEMI and (group != _STRAY or text in "[]"):
+            tokens.append(_Token(_KINDS[group], text))  # a stray bracket is kept: see `_parse`
     if depth > 0:
         balanced = False
         if comment:  # unclosed comment: keep what it said (for by/with), never trusted
@@ -267,22 +281,22 @@ def _scan(value: str) -> tuple[list[_Token], bool]:
     return tokens, balanced
 
 
-def _before_date(value: str) -> tuple[str, bool]:
-    """(the value up to its last top-level `;`, whether its parentheses balance overall).
-    RFC 5321 §4.4 ends the header with `;` date-time. The last `;`, not the first: a HELO may
-    contain `;`. The MTA writes the date itself, so a `(` left open or a `)` never opened
-    anywhere in the header means sender text moved the structure: the caller trusts nothing."""
+def _before_date(lexed: list[tuple[int, str]]) -> tuple[int, bool]:
+    """(how many lexed tokens come before the value's last top-level `;`, whether its
+    parentheses balance overall). RFC 5321 §4.4 ends the header with `;` date-time. The last
+    `;`, not the first: a HELO may contain `;`. The MTA writes the date itself, so a `(` left
+    open or a `)` never opened anywhere in the header means sender text moved the structure:
+    the caller trusts nothing."""
     depth, cut, balanced = 0, None, True
-    for match in _TOKEN.finditer(value):
-        kind = match.lastgroup
-        if kind == "open":
+    for index, (group, _) in enumerate(lexed):
+        if group == _OPEN:
             depth += 1
-        elif kind == "close":
+        elif group == _CLOSE:
             balanced = balanced and depth > 0
             depth = max(depth - 1, 0)
-        elif kind == "semi" and depth == 0:
-            cut = match.start()
-    return (value if cut is None else value[:cut]), balanced and depth == 0
+        elif group == _SEMI and depth == 0:
+            cut = index
+    return (len(lexed) if cut is None else cut), balanced and depth == 0
 
 
 def _keyword_index(tokens: list[_Token], keyword: str, start: int = 0, last: bool = False) -> int | None:
@@ -316,10 +330,12 @@ def _family(by_part: list[_Token]) -> str | None:
 def _parse(value: str) -> ReceivedHop:
     text = value[:MAX_RECEIVED_CHARS].replace("\r", " ").replace("\n", " ")
     text = _WRAPPED_FROM.sub(r"from \1", text, count=1)  # NAVGW: `(from helo [ip]) by ...`
-    head, balanced_overall = _before_date(text)
-    tokens, balanced = _scan(head)
+    lexed = _lex(text)
+    cut, balanced_overall = _before_date(lexed)
+    # The tokens before the cut are exactly those of `text[:cut]` alone: no token spans a `;`
+    # at depth 0, and each pattern matches the same text whatever follows it.
+    tokens, balanced = _scan(lexed[:cut])
     balanced = balanced and balanced_overall
-    tokens = [t for t in tokens if t.kind != "semi"]
     start = _keyword_index(tokens, "from")
     has_from = start is not None
     # The last top-level `by`: a HELO may itself contain ` by `, the MTA's own clause follows it.
