@@ -208,3 +208,44 @@ def test_a_forged_received_below_the_trusted_hop_is_still_never_read():
              "\r\nbody").encode()
     walk = find_original_sender(R.received_values(block), "127.0.0.10", SkipListSettings(False, ("127.0.0.10/32",)))
     assert (walk.status, str(walk.original_ip), walk.header_index) == ("detected", "198.51.100.7", 0)
+
+
+# --- the walk's remembered connecting IP and the remembered A-labels ---------------------------
+
+_WALK_IPS = ["127.0.0.10", "::ffff:127.0.0.10", "127.0.0.66", "2001:db8::10", "::FFFF:7F00:000A", " 127.0.0.10"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_WALK_IPS), st.lists(_received(), max_size=3), st.booleans())
+def test_the_walk_answers_alike_for_a_connecting_ip_given_as_text_or_parsed(connecting, values, last):
+    import ipaddress
+    from mxgate.names import normalize_ip
+    config = SkipListSettings(last, () if last else ("127.0.0.10/32", "2001:db8::/64"))
+    parsed = normalize_ip(ipaddress.ip_address(connecting.strip()))
+    try:
+        by_text = find_original_sender(values, connecting, config)
+    except ValueError:  # " 127.0.0.10": not an address, as before
+        assert connecting != connecting.strip()
+        return
+    assert by_text == find_original_sender(values, parsed, config)
+    assert by_text == find_original_sender(values, connecting, config)  # the remembered answer
+
+
+def test_a_connecting_ip_that_is_not_an_address_still_raises_every_time():
+    import pytest
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            find_original_sender([], "gw.contoso.test", SkipListSettings(True, ()))
+
+
+_DOMAINS = ["fabrikam.test", "FABRIKAM.test.", "mxgate.test", "bücher.example", "xn--bcher-kva.example", "xn--zz.test",
+            "a..b", "", " ", "-a.test", "a" * 64 + ".test", "ß.test", "sub.fabrikam.test", "fabrikam.test..", "\u200b.test"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(_DOMAINS) | st.text(max_size=20) | st.text(min_size=290, max_size=320))
+def test_a_remembered_a_label_is_the_a_label(domain):
+    from mxgate.auth import dmarc
+    expected = dmarc._a_label(domain)
+    assert dmarc.a_label(domain) == expected
+    assert dmarc.a_label(domain) == expected  # asked again: the remembered answer
