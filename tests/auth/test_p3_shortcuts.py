@@ -14,13 +14,26 @@ from received_cases import ATTACKS, CASES
 
 # --- the reference: the Received tokenizer before the one-pass lexer (two regex passes) --------
 
+_OLD_TOKEN = re.compile(
+    r"""
+      (?P<open>\()
+    | (?P<close>\))
+    | (?P<literal>\[[^\[\]()<>\s]*\](?::\d{1,5})?)
+    | (?P<angle><[^<>()]*>)
+    | (?P<semi>;)
+    | (?P<word>[^\s()\[\]<>;]+)
+    | (?P<stray>[\[\]<>])
+    """,
+    re.VERBOSE,
+)
+
 
 def _old_scan(value: str):
     tokens = []
     depth = 0
     balanced = True
     comment: list[str] = []
-    for match in R._TOKEN.finditer(value):
+    for match in _OLD_TOKEN.finditer(value):
         kind = match.lastgroup or "stray"
         text = match.group()
         if kind == "open":
@@ -48,7 +61,7 @@ def _old_scan(value: str):
 
 def _old_before_date(value: str):
     depth, cut, balanced = 0, None, True
-    for match in R._TOKEN.finditer(value):
+    for match in _OLD_TOKEN.finditer(value):
         kind = match.lastgroup
         if kind == "open":
             depth += 1
@@ -163,10 +176,15 @@ def test_the_golden_corpus_reads_as_before():
         assert R._parse(value) == _old_parse(value), _name
 
 
-def test_lexer_group_numbers_are_the_token_patterns_groups():
-    # `_scan`/`_before_date` read groups by number: a reordered pattern must fail here.
-    assert R._TOKEN.groupindex == {"open": R._OPEN, "close": R._CLOSE, "literal": R._LITERAL, "angle": R._ANGLE,
-                                   "semi": R._SEMI, "word": R._WORD, "stray": R._STRAY}
+@settings(max_examples=1000, deadline=None)
+@given(_received())
+def test_each_lexeme_is_the_named_patterns_match_and_its_kind(value):
+    # The group-less lexer and `_kind` against the named pattern they replace.
+    named = [(m.lastgroup, m.group()) for m in _OLD_TOKEN.finditer(value)]
+    assert R._lex(value) == [text for _, text in named]
+    for group, text in named:
+        if group not in ("open", "close", "semi"):
+            assert R._kind(text) == group
 
 
 # --- received_values: the first-eight-characters filter ---------------------------------------

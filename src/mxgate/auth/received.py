@@ -100,23 +100,22 @@ _TCP_INFO_FAMILIES = frozenset({"mxgate", "postfix", "sendmail", "exchange", "gm
 
 # One token per match: parentheses (nesting tracked by the caller), an address literal
 # with an optional `:port` (Exim, CommuniGate), an angle path, `;`, a word, or a stray
-# bracket. Character classes only, so matching is linear.
+# bracket. Character classes only, so matching is linear. No groups: `findall` returns the
+# lexemes themselves, and each alternative starts with its own characters (`_kind`).
 _TOKEN = re.compile(
     r"""
-      (?P<open>\()
-    | (?P<close>\))
-    | (?P<literal>\[[^\[\]()<>\s]*\](?::\d{1,5})?)
-    | (?P<angle><[^<>()]*>)
-    | (?P<semi>;)
-    | (?P<word>[^\s()\[\]<>;]+)
-    | (?P<stray>[\[\]<>])
+      \(
+    | \)
+    | \[[^\[\]()<>\s]*\](?::\d{1,5})?
+    | <[^<>()]*>
+    | ;
+    | [^\s()\[\]<>;]+
+    | [\[\]<>]
     """,
     re.VERBOSE,
 )
-# `_TOKEN`'s groups by number (`Match.lastindex`), cheaper than by name.
-_OPEN, _CLOSE, _LITERAL, _ANGLE, _SEMI, _WORD, _STRAY = range(1, 8)
-_KINDS = {_LITERAL: "literal", _ANGLE: "angle", _SEMI: "semi", _WORD: "word", _STRAY: "stray"}
-_WORDISH = frozenset({_LITERAL, _WORD, _ANGLE})
+_STRAYS = frozenset("[]<>")
+_NOT_WORDS = frozenset(";[]<>")
 _HEADER_NAME = re.compile(r"^([!-9;-~]+)[ \t]*:(.*)$", re.DOTALL)
 _PORT_SUFFIX = re.compile(r"^(.*\]):\d{1,5}$")
 _WRAPPED_FROM = re.compile(r"^\s*\(\s*(?i:from)\s+([^()]*)\)")
@@ -242,13 +241,22 @@ def _finish(pieces: list[str]) -> str:
     return "".join(pieces)[:MAX_RECEIVED_CHARS].strip()
 
 
-def _lex(text: str) -> list[tuple[int, str]]:
-    """Every `_TOKEN` match of `text` as (group number, text), in order: one regex pass
-    shared by `_before_date` and `_scan` (issue 19: the two passes were half a parse)."""
-    return [(m.lastindex, m.group()) for m in _TOKEN.finditer(text)]
+def _lex(text: str) -> list[str]:
+    """Every `_TOKEN` match of `text`, in order: one regex pass (findall, no match objects)
+    shared by `_before_date` and `_scan` (issue 19: two finditer passes were half a parse).
+    A lexeme's first character tells its kind (`_kind`): the alternatives start apart."""
+    return _TOKEN.findall(text)
 
 
-def _scan(lexed: list[tuple[int, str]]) -> tuple[list[_Token], bool]:
+def _kind(text: str) -> str:
+    """The kind of a lexeme other than `(`, `)` and `;`: a lone bracket is stray, else an
+    address literal starts with `[`, a path with `<`, and anything else is a word."""
+    if text in _STRAYS:
+        return "stray"
+    return "literal" if text[0] == "[" else "angle" if text[0] == "<" else "word"
+
+
+def _scan(lexed: list[str]) -> tuple[list[_Token], bool]:
     """Top-level tokens of the lexed value (without `;`) and whether its parentheses and
     brackets balance. Comments become one token holding their depth-1 words (nested comments
     dropped)."""
@@ -256,11 +264,11 @@ def _scan(lexed: list[tuple[int, str]]) -> tuple[list[_Token], bool]:
     depth = 0
     balanced = True
     comment: list[str] = []
-    for group, text in lexed:
-        if group == _OPEN:
+    for text in lexed:
+        if text == "(":
             depth += 1
             continue
-        if group == _CLOSE:
+        if text == ")":
             if depth == 0:
                 balanced = False  # a `)` nobody opened: someone's text closed the MTA's comment
                 continue
@@ -270,10 +278,10 @@ def _scan(lexed: list[tuple[int, str]]) -> tuple[list[_Token], bool]:
             depth -= 1
             continue
         if depth == 1:
-            if group in _WORDISH:
+            if text not in _NOT_WORDS:  # literals, paths and words; not `;` or a stray
                 comment.append(text)
-        elif depth == 0 and group != _SEMI and (group != _STRAY or text in "[]"):
-            tokens.append(_Token(_KINDS[group], text))  # a stray bracket is kept: see `_parse`
+        elif depth == 0 and text != ";" and text != "<" and text != ">":
+            tokens.append(_Token(_kind(text), text))  # a stray `[` or `]` is kept: see `_parse`
     if depth > 0:
         balanced = False
         if comment:  # unclosed comment: keep what it said (for by/with), never trusted
@@ -281,20 +289,20 @@ def _scan(lexed: list[tuple[int, str]]) -> tuple[list[_Token], bool]:
     return tokens, balanced
 
 
-def _before_date(lexed: list[tuple[int, str]]) -> tuple[int, bool]:
-    """(how many lexed tokens come before the value's last top-level `;`, whether its
+def _before_date(lexed: list[str]) -> tuple[int, bool]:
+    """(how many lexemes come before the value's last top-level `;`, whether its
     parentheses balance overall). RFC 5321 §4.4 ends the header with `;` date-time. The last
     `;`, not the first: a HELO may contain `;`. The MTA writes the date itself, so a `(` left
     open or a `)` never opened anywhere in the header means sender text moved the structure:
     the caller trusts nothing."""
     depth, cut, balanced = 0, None, True
-    for index, (group, _) in enumerate(lexed):
-        if group == _OPEN:
+    for index, text in enumerate(lexed):
+        if text == "(":
             depth += 1
-        elif group == _CLOSE:
+        elif text == ")":
             balanced = balanced and depth > 0
             depth = max(depth - 1, 0)
-        elif group == _SEMI and depth == 0:
+        elif text == ";" and depth == 0:
             cut = index
     return (len(lexed) if cut is None else cut), balanced and depth == 0
 
