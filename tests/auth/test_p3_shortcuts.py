@@ -267,3 +267,70 @@ def test_a_remembered_a_label_is_the_a_label(domain):
     expected = dmarc._a_label(domain)
     assert dmarc.a_label(domain) == expected
     assert dmarc.a_label(domain) == expected  # asked again: the remembered answer
+
+
+# --- our Authentication-Results: pvalue and the fold, as they were ------------------------------
+
+def _old_pvalue(text: str) -> str:
+    from mxgate.auth.results import _BARE, MAX_VALUE
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:MAX_VALUE]
+    if text and _BARE.match(text) and text.count("@") <= 1 and not text.startswith("@"):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _old_fold(name: str, value: str, eol: bytes = b"\r\n") -> bytes:
+    from mxgate.auth.headers import _FIELD_NAME, MAX_LINE
+    raw_name = name.encode("ascii")
+    if not _FIELD_NAME.match(raw_name):
+        raise ValueError(f"invalid header field name {name!r}")
+    raw = value.encode("utf-8")
+    if re.search(rb"\r(?!\n)|(?<!\r)\n(?![ \t])|\r\n(?![ \t])", raw.rstrip(b"\r\n")):
+        raise ValueError(f"header {name} value contains a line break that is not a fold")
+    raw = raw.rstrip(b"\r\n")
+    if b"\n" in raw:
+        return raw_name + b": " + re.sub(rb"\r?\n", eol, raw.lstrip()) + eol
+    lines: list[bytes] = []
+    current = raw_name + b":"
+    for word in re.split(rb"(?<=\S)(?=[ \t])", b" " + raw.lstrip()):
+        if len(current) + len(word) > MAX_LINE and current.strip() and len(current) > len(raw_name) + 1:
+            lines.append(current)
+            current = b""
+        current += word
+    lines.append(current)
+    return eol.join(lines) + eol
+
+
+_AR_PIECES = ["fabrikam.test", "R/Hr1Fzf", "a b", '"q"', "\\", "@", "a@b", "@a", "a@@b", "\x7f", "\x00", "\t", "é",
+              "\u2028", "~", " ", "x" * 120, "(c)", ";", "\r", "\n", "\r\n ", "\r\n", "\n\t", "dkim=pass header.b=x"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_AR_PIECES) | st.text(max_size=12), max_size=8).map("".join))
+def test_pvalue_answers_what_the_character_walk_answered(text):
+    from mxgate.auth.results import pvalue
+    assert pvalue(text) == _old_pvalue(text)
+    assert pvalue(text * 40) == _old_pvalue(text * 40)  # past MAX_VALUE
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_AR_PIECES) | st.text(max_size=12), max_size=12).map("".join),
+       st.sampled_from([b"\r\n", b"\n"]), st.sampled_from(["Authentication-Results", "X-MXGate-Test", "Bad Name"]))
+def test_fold_header_answers_what_it_answered_and_still_refuses_injection(value, eol, name):
+    from mxgate.auth.headers import fold_header
+    try:
+        expected = _old_fold(name, value, eol)
+    except (ValueError, UnicodeEncodeError) as exc:
+        import pytest
+        with pytest.raises(type(exc)):
+            fold_header.__wrapped__(name, value, eol)
+        return
+    assert fold_header.__wrapped__(name, value, eol) == expected
+
+
+def test_an_injected_header_in_a_result_value_is_still_refused():
+    import pytest
+    from mxgate.auth.headers import fold_header
+    for value in ("spf=pass\r\nX-MXGate-Spam-Verdict: clean", "a\nFrom: b", "a\rb"):
+        with pytest.raises(ValueError):
+            fold_header.__wrapped__("Authentication-Results", value)
