@@ -14,6 +14,7 @@ Must not know: SMTP sessions, the spool, header stamping (server/gateway.py does
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import logging
 import threading
@@ -361,12 +362,16 @@ def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: Ch
     on_loop = getattr(module, "cached_on_loop", None)
     if on_loop is None or not on_loop(cfg) or not answers_from_cache(env.resolver):
         return None
+    loop_env = env
     fits = getattr(module, "fits_on_loop", None)  # a whole-message check: only small messages in memory
-    if fits is not None and not fits(facts):
-        return None
-    # On the loop one check runs at a time over a message already in memory: no memory slot
-    # (env.heavy, for the worker threads) is taken, and none can be waited for here.
-    loop_env = dataclasses.replace(env, heavy=None) if env.heavy is not None else env
+    if fits is not None:
+        if not fits(facts):
+            return None
+        if env.heavy is not None:
+            # On the loop one check runs at a time over a message already in memory: no memory
+            # slot (env.heavy, for the worker threads) is taken, and none can be waited for here.
+            loop_env = copy.copy(env)  # not dataclasses.replace: ~15 µs a call on the hot path
+            loop_env.heavy = None
     with cache_only() as look:
         try:
             answered = _outcome(module.gather, facts, cfg, loop_env)
