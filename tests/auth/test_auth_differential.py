@@ -1,7 +1,9 @@
-"""Verdicts with the faster parts (auth/dkim_canon.py, dkim_tags.py) are the verdicts of dkimpy's
-own code, on good messages and on hostile variants of them: folded and duplicate fields, l=,
-mixed case, oversize fields, malformed base64, bare CR/LF, broken ARC sets (issue 19: the CPU
-may change, a verdict may not). Each message is checked twice: the second time from the caches."""
+"""Verdicts with the faster parts (auth/dkim_canon.py, dkim_tags.py, and dkim_fast.py's own
+verification and first seal) are the verdicts of dkimpy's own code, on good messages and on
+hostile variants of them: folded and duplicate fields, l=, mixed case, oversize fields,
+malformed base64, bare CR/LF, broken ARC sets, valid signatures with every tag and key-record
+shape, public test vectors (issue 19: the CPU may change, a verdict may not). Each message of
+the first test is checked twice: the second time from the caches."""
 
 from __future__ import annotations
 
@@ -547,3 +549,80 @@ def test_the_fast_path_carries_the_common_case(signed, monkeypatch):
     monkeypatch.setattr(dkimpy, "arc_verify", lambda *a, **k: calls.append("arc"))
     dkim, arc = verify_dkim(messages[1], dnsfunc), validate_arc(messages[1], dnsfunc)
     assert [r.result for r in dkim] == ["pass"] and arc.status == "pass" and calls == []
+
+
+# --- sealing: dkim_fast.seal_first_set must give dkimpy's arc_sign bytes ---------------------
+
+def _seal_outcome(message, key, ar, **kwargs):
+    try:
+        return seal_arc(message, "gw.test", "gw.test", "arc", key, ar, **kwargs)
+    except Exception as exc:
+        return ("raised", type(exc).__name__, str(exc))
+
+
+SEAL_HEADER_LISTS = (None, ["From", "To", "Subject"], ["from", "subject", "x-absent", "from"], ["To"],
+                     ["From", "Authentication-Results"], ["From", "DKIM-Signature"], ["FROM", " Subject "],
+                     ["From", "Received", "Received"], ["from", "arc-seal"], ["From", "Reply-To", "Cc"])
+SEAL_RESULTS = ("gw.test; dkim=pass header.d=fabrikam.test; arc=none", "gw.test; dkim=pass header.d=fabrikam.test",
+                "gw.test; spf=pass smtp.mailfrom=a@fabrikam.test; dkim=fail (bad) header.d=x.test; dmarc=pass",
+                "gw.test; arc=pass", "gw.test; arc=fail", "gw.test; none", "gw.test; arc=none; arc=none",
+                "gw.test; dkim=pass header.d=fabrikam.test;\r\n arc=none", "gw.test; arc=NONE")
+
+
+def test_first_seal_is_dkimpys_arc_sign_byte_for_byte(signed, dkim_keys):
+    """Every message shape (no chain, a chain, bare LF, other sealers' results, odd case),
+    signed-header list (default, absent, repeated, refused ones) and results value (with and
+    without clauses, arc=none/pass/fail, folded): the same bytes or the same error as dkimpy's
+    arc_sign, and the fast path takes the first-set cases (RSA PKCS#1 v1.5 is deterministic)."""
+    messages, dnsfunc = signed
+    (_, _), (arc_key, _) = dkim_keys
+    taken = 0
+    shapes = [messages[0], messages[3], messages[1], messages[0].replace(b"\r\n", b"\n"),
+              b"Authentication-Results: other.test; spf=pass smtp.mailfrom=a@x.test\r\n" + messages[0],
+              b"authentication-results: other.test; spf=pass\r\n" + messages[0],
+              messages[0].replace(b"From:", b"FROM:").replace(b"To:", b"to:"), PLAIN,
+              messages[0].replace(b"\r\n\r\n", b"\r\nX-Arc-Note: arc-seal i=1\r\n\r\n", 1)]
+    for message in shapes:
+        for headers in SEAL_HEADER_LISTS:
+            for ar in SEAL_RESULTS:
+                for clauses in (None, ar.split("; ")):
+                    kwargs = dict(timestamp=1_700_000_000, sign_headers=headers, clauses=clauses)
+                    with dkimpy_own_code():
+                        expected = _seal_outcome(message, arc_key, ar, **kwargs)
+                    calls = []
+                    real = dkimpy.arc_sign
+                    dkimpy.arc_sign = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+                    try:
+                        assert _seal_outcome(message, arc_key, ar, **kwargs) == expected, (message[:200], headers, ar)
+                    finally:
+                        dkimpy.arc_sign = real
+                    taken += not calls and isinstance(expected, bytes)
+    assert taken >= 100
+    # What the fast path sealed validates, through both validators.
+    ar = SEAL_RESULTS[0]
+    sealed = seal_arc(messages[0], "gw.test", "gw.test", "arc", arc_key, ar) + \
+        b"Authentication-Results: " + ar.encode() + b"\r\n" + messages[0]
+    assert _same_as_dkimpy(sealed, dnsfunc)[1].status == "pass"
+
+
+def test_valimail_sign_suite_seals_are_dkimpys_bytes():
+    """The ValiMail ARC signing suite's messages, keys and header lists (tests/auth/data):
+    seal_arc with dkim_fast gives the bytes dkimpy's arc_sign gives."""
+    from test_arc_valimail_sign_suite import CASES as SIGN_CASES
+    from mxgate.auth.headers import sanitize_inbound_headers
+
+    for case_id, scenario, case in SIGN_CASES:
+        message = sanitize_inbound_headers(case["message"].encode("utf-8"), "lists.example.org")
+        for ar in (" ".join(case["auth-res"].split()), " ".join(case["auth-res"].split()) + "; arc=none"):
+            kwargs = dict(timestamp=int(case["t"]), sign_headers=case["sig-headers"].split(":"))
+            with dkimpy_own_code():
+                expected = _seal_lists(message, scenario, ar, kwargs)
+            assert _seal_lists(message, scenario, ar, kwargs) == expected, case_id
+
+
+def _seal_lists(message, scenario, ar, kwargs):
+    try:
+        return seal_arc(message, "lists.example.org", scenario["domain"], scenario["sel"],
+                        scenario["privatekey"].encode(), ar, **kwargs)
+    except Exception as exc:
+        return ("raised", type(exc).__name__, str(exc))

@@ -237,28 +237,6 @@ def test_tls_required_is_asked_again_after_starttls():
     assert role.on_mail(s, sender, {}).reason == "sender-ok"
 
 
-# --- the trace's Subject and Message-ID read in one pass ------------------------------------------
-
-_HEADER_LINES = [b"Subject: hello\r\n", b"subject : =?utf-8?q?caf=C3=A9?=\r\n", b"Message-ID: <a@b>\r\n",
-                 b"message-id:\r\n <folded@x>\r\n", b"X-Subject: no\r\n", b"Resent-Message-ID: <r@x>\r\n",
-                 b"Subject:\ttwo\r\n words\r\n", b"\tcontinued subject: no\r\n", b"Received: x\r\n"]
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from(_HEADER_LINES), max_size=7))
-def test_header_values_are_the_first_match_of_each_field(lines):
-    block = b"".join(lines) + b"\r\n"
-    names = ("Subject", "Message-ID")
-    got = msg.header_values(block, *names)
-    assert got == tuple(msg.header_value(block, n) for n in names)
-    for name, value in zip(names, got):  # the field's regex over the whole block finds it too
-        m = msg._VALUE_OF[name].search(block)
-        if m is None:
-            assert value == ""
-        elif b"=?" not in m.group(1):
-            assert value == m.group(1).replace(b"\r\n", b"").strip().decode()
-
-
 # --- our Received field: the session's part composed once -----------------------------------------
 
 def _received_as_before(*, helo, peer_ip, by, protocol, trace_id, recipient, tls="", connector="", now=None) -> bytes:

@@ -277,3 +277,77 @@ def _arc_passes(message, lookups):
     # and then the seal field rebuilt from its relaxed value.
     return True if _signed_ok(headers, positions, [b"arc-authentication-results", b"arc-message-signature"],
                               (b"ARC-Seal", b" " + as_value), _RELAXED, seal_sig, seal_key) else None
+
+
+# --- sealing: the first ARC set on a message (RFC 8617 §5.1), dkimpy's arc_sign steps ---------
+
+_AR_NAME = b"Authentication-Results"
+_SEAL_SHOULD_NOT = frozenset(_dkim.DKIM.SHOULD_NOT) | {b"authentication-results"}  # arc_sign adds AR
+_SEAL_SIGN = frozenset(_dkim.DKIM.SHOULD) | frozenset(_dkim.DKIM.FROZEN)
+
+
+def seal_first_set(message: bytes, selector: bytes, domain: bytes, private_key_pem: bytes, srv_id: bytes,
+                   results, results_text: str, timestamp=None, include_headers=None) -> list[bytes] | None:
+    """dkim.arc_sign(message, selector, domain, private_key_pem, srv_id, timestamp=...,
+    include_headers=...) byte for byte, for the common case only: no ARC field on the message
+    yet (instance 1), our Authentication-Results its only one, on top (`results`: the parse of
+    its value `results_text`, as seal_arc hands it to dkimpy) and no arc= result in it
+    (cv=none); rsa-sha256, CRLF.
+    None for anything else (dkimpy then seals). What is skipped is dkimpy's generic work: its
+    object, the ARC-field sort (every field canonicalised again), the AR parses, and one of
+    the two canonicalisations of every field; the hashed bytes, the folding, the b= cut and
+    the RSA signature (deterministic, RFC 8017 §8.2) are its own functions' (a test compares
+    the output with dkim.arc_sign's on every message shape it takes)."""
+    try:
+        return _seal_first_set(message, selector, domain, private_key_pem, srv_id, results, results_text,
+                               timestamp, include_headers)
+    except Exception:  # dkimpy seals, and raises what it raises
+        return None
+
+
+def _seal_first_set(message, selector, domain, private_key_pem, srv_id, results, results_text, timestamp,
+                    include_headers):
+    headers, body = dkim_canon.parsed_message(message)
+    ars = 0
+    for name, _ in headers:
+        lower = name.lower()
+        if lower.startswith(b"arc-"):
+            return None  # a chain (or something dkimpy may number as one): dkimpy's sort decides
+        ars += name == _AR_NAME
+    arc_results = [r.result.lower() for r in results.results if r.method == "arc"]
+    if ars != 1 or headers[0][0] != _AR_NAME or arc_results not in ([], ["none"]) or \
+            headers[0][1].strip().decode("utf-8") != results_text:
+        # Other AR fields (dkimpy parses each), arc= results making cv other than none, or a value
+        # dkimpy would parse again rather than take seal_arc's parse of it.
+        return None
+    if include_headers is None:  # dkimpy's default_sign_headers on the same fields
+        include_headers = [x for x, _ in headers if x.lower() in _SEAL_SIGN]
+        include_headers += [x for x in include_headers if x.lower() in _dkim.DKIM.FROZEN]
+    include = tuple(x.lower() for x in include_headers)
+    if b"from" not in include or _SEAL_SHOULD_NOT.intersection(include):
+        return None  # dkimpy's ParameterError
+    pk = rsa_signing._parsed_pem_key(private_key_pem)
+    auth_results = srv_id + b"".join(b";\r\n " + str(res).encode("utf-8") for res in results.results)
+    aar_value = b"i=1; " + auth_results.rstrip() + b"\r\n"
+    relaxed = dkim_canon.canonicalize_headers
+    canonical = relaxed([(b"ARC-Authentication-Results", aar_value)]) + relaxed(headers)
+    bodyhash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+    stamp = str(timestamp or int(time.time())).encode("ascii")
+    ams = _sealed_field(b"ARC-Message-Signature", [
+        (b"i", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", domain), (b"s", selector),
+        (b"t", stamp), (b"h", b" : ".join(include)), (b"bh", bodyhash), (b"b", b"0" * 60)], canonical, include, pk)
+    canonical = relaxed([(b"ARC-Message-Signature", ams)]) + canonical
+    seal = _sealed_field(b"ARC-Seal", [
+        (b"i", b"1"), (b"cv", b"none"), (b"a", b"rsa-sha256"), (b"d", domain), (b"s", selector), (b"t", stamp),
+        (b"b", b"0" * 60)], canonical, [b"arc-authentication-results", b"arc-message-signature"], pk)
+    return [b"ARC-Seal: " + seal, b"ARC-Message-Signature: " + ams, b"ARC-Authentication-Results: " + aar_value]
+
+
+def _sealed_field(name: bytes, fields: list, canonical, include, pk) -> bytes:
+    """dkim.DomainSigner.gen_header (standardize off, CRLF) over already relaxed fields."""
+    value = _dkim.fold(b"; ".join(b"=".join(x) for x in fields), namelen=len(name), linesep=b"\r\n")
+    value = dkim_canon.RE_BTAG.sub(b"\\1", value)
+    h = hashlib.sha256()
+    _dkim.hash_headers(h, _RELAXED, canonical, include, (name, b" " + value), dict(fields))
+    fields[-1] = (b"b", base64.b64encode(rsa_signing.openssl_sign(h, pk)))
+    return _dkim.fold(b"; ".join(b"=".join(x) for x in fields) + b"\r\n", namelen=len(name), linesep=b"\r\n")

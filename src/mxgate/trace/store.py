@@ -1,7 +1,7 @@
 """The message trace (mail-flow.md §6): one row per message per recipient, and one per refusal.
 
 Owns: writing trace rows without slowing the SMTP path (a background thread commits batches
-every 100 ms, so rows appear well within a second), updating rows with later events (relay,
+every 250 ms, so rows appear well within a second), updating rows with later events (relay,
 release), and searching. Must not know SMTP: callers hand over finished `TraceRecord` values.
 
 The trace is an audit log, so nothing is dropped: a batch the database refuses (unreachable,
@@ -37,7 +37,10 @@ log = logging.getLogger("mxgate.trace")
 # "Deferred": refused with a 4xx at the SMTP level, so the sender will retry (not a rejection).
 STATUSES = ("Delivered", "Failed", "Pending", "Quarantined", "FilteredAsSpam", "Rejected", "Deferred", "Expanded")
 EVENTS = ("Receive", "Reject", "Defer", "Deliver", "Send", "Fail", "Expand", "Quarantine", "Release")
-FLUSH_INTERVAL = 0.1
+# Seconds between commits under load: one transaction and one WAL fsync (synchronous=FULL) per
+# interval per process. 0.25 rather than 0.1 (issue 19: bench P1, abtrees --together, user CPU
+# B/A 0.967 and 0.969 in two runs of 6 pairs) keeps rows well within §6's second.
+FLUSH_INTERVAL = 0.25
 MAX_BATCH = 1000
 REPLAY_INTERVAL = 1.0  # how often a journal waiting for the database is retried
 PRUNE_INTERVAL = 3600.0  # retention pruning runs hourly in the writer thread
