@@ -142,8 +142,21 @@ def _public_suffix_list() -> PublicSuffixList:
 def a_label(domain: str) -> str | None:
     """The IDNA2008 A-label form of a domain (names.normalize_domain), or None when it is not a
     valid domain name (names.is_valid_domain)."""
+    if len(domain) > _A_LABEL_MEMO_CHARS:  # longer than any valid name: nothing worth keeping
+        return _a_label(domain)
+    return _a_label_memo(domain)
+
+
+def _a_label(domain: str) -> str | None:
     name = normalize_domain(domain)
     return name if name and is_valid_domain(name) else None
+
+
+# Pure on its text. A P3 message asks it ~7 times for the same few names (the author, the
+# envelope, the sealer's recorded d= and mailfrom, alignment): each a normalisation plus a
+# regex per label twice (issue 19, ~1/3 of `trusted_sealer_results`).
+_A_LABEL_MEMO_CHARS = 300
+_a_label_memo = functools.lru_cache(maxsize=4096)(_a_label)
 
 
 def ascii_skeleton(domain: str) -> str:

@@ -100,19 +100,22 @@ _TCP_INFO_FAMILIES = frozenset({"mxgate", "postfix", "sendmail", "exchange", "gm
 
 # One token per match: parentheses (nesting tracked by the caller), an address literal
 # with an optional `:port` (Exim, CommuniGate), an angle path, `;`, a word, or a stray
-# bracket. Character classes only, so matching is linear.
+# bracket. Character classes only, so matching is linear. No groups: `findall` returns the
+# lexemes themselves, and each alternative starts with its own characters (`_kind`).
 _TOKEN = re.compile(
     r"""
-      (?P<open>\()
-    | (?P<close>\))
-    | (?P<literal>\[[^\[\]()<>\s]*\](?::\d{1,5})?)
-    | (?P<angle><[^<>()]*>)
-    | (?P<semi>;)
-    | (?P<word>[^\s()\[\]<>;]+)
-    | (?P<stray>[\[\]<>])
+      \(
+    | \)
+    | \[[^\[\]()<>\s]*\](?::\d{1,5})?
+    | <[^<>()]*>
+    | ;
+    | [^\s()\[\]<>;]+
+    | [\[\]<>]
     """,
     re.VERBOSE,
 )
+_STRAYS = frozenset("[]<>")
+_NOT_WORDS = frozenset(";[]<>")
 _HEADER_NAME = re.compile(r"^([!-9;-~]+)[ \t]*:(.*)$", re.DOTALL)
 _PORT_SUFFIX = re.compile(r"^(.*\]):\d{1,5}$")
 _WRAPPED_FROM = re.compile(r"^\s*\(\s*(?i:from)\s+([^()]*)\)")
@@ -163,6 +166,10 @@ def received_values(header_block: bytes | str) -> list[str]:
         if current is not None:
             values.append(_finish(current))
             current = None
+        # The name is ASCII and starts the line: a line whose first 8 characters do not
+        # lower-case to "received" cannot be one, and most header lines stop here.
+        if line[:8].lower() != "received":
+            continue
         match = _HEADER_NAME.match(line[:MAX_RECEIVED_CHARS])
         if match and match.group(1).lower() == "received":
             current = [match.group(2)]
@@ -234,20 +241,34 @@ def _finish(pieces: list[str]) -> str:
     return "".join(pieces)[:MAX_RECEIVED_CHARS].strip()
 
 
-def _scan(value: str) -> tuple[list[_Token], bool]:
-    """Top-level tokens of `value` and whether its parentheses and brackets balance.
-    Comments become one token holding their depth-1 words (nested comments dropped)."""
+def _lex(text: str) -> list[str]:
+    """Every `_TOKEN` match of `text`, in order: one regex pass (findall, no match objects)
+    shared by `_before_date` and `_scan` (issue 19: two finditer passes were half a parse).
+    A lexeme's first character tells its kind (`_kind`): the alternatives start apart."""
+    return _TOKEN.findall(text)
+
+
+def _kind(text: str) -> str:
+    """The kind of a lexeme other than `(`, `)` and `;`: a lone bracket is stray, else an
+    address literal starts with `[`, a path with `<`, and anything else is a word."""
+    if text in _STRAYS:
+        return "stray"
+    return "literal" if text[0] == "[" else "angle" if text[0] == "<" else "word"
+
+
+def _scan(lexed: list[str]) -> tuple[list[_Token], bool]:
+    """Top-level tokens of the lexed value (without `;`) and whether its parentheses and
+    brackets balance. Comments become one token holding their depth-1 words (nested comments
+    dropped)."""
     tokens: list[_Token] = []
     depth = 0
     balanced = True
     comment: list[str] = []
-    for match in _TOKEN.finditer(value):
-        kind = match.lastgroup or "stray"
-        text = match.group()
-        if kind == "open":
+    for text in lexed:
+        if text == "(":
             depth += 1
             continue
-        if kind == "close":
+        if text == ")":
             if depth == 0:
                 balanced = False  # a `)` nobody opened: someone's text closed the MTA's comment
                 continue
@@ -256,10 +277,11 @@ def _scan(value: str) -> tuple[list[_Token], bool]:
                 comment = []
             depth -= 1
             continue
-        if depth == 1 and kind in ("literal", "word", "angle"):
-            comment.append(text)
-        elif depth == 0 and (kind != "stray" or text in "[]"):
-            tokens.append(_Token(kind, text))  # a stray bracket is kept: see `_parse`
+        if depth == 1:
+            if text not in _NOT_WORDS:  # literals, paths and words; not `;` or a stray
+                comment.append(text)
+        elif depth == 0 and text != ";" and text != "<" and text != ">":
+            tokens.append(_Token(_kind(text), text))  # a stray `[` or `]` is kept: see `_parse`
     if depth > 0:
         balanced = False
         if comment:  # unclosed comment: keep what it said (for by/with), never trusted
@@ -267,22 +289,22 @@ def _scan(value: str) -> tuple[list[_Token], bool]:
     return tokens, balanced
 
 
-def _before_date(value: str) -> tuple[str, bool]:
-    """(the value up to its last top-level `;`, whether its parentheses balance overall).
-    RFC 5321 §4.4 ends the header with `;` date-time. The last `;`, not the first: a HELO may
-    contain `;`. The MTA writes the date itself, so a `(` left open or a `)` never opened
-    anywhere in the header means sender text moved the structure: the caller trusts nothing."""
+def _before_date(lexed: list[str]) -> tuple[int, bool]:
+    """(how many lexemes come before the value's last top-level `;`, whether its
+    parentheses balance overall). RFC 5321 §4.4 ends the header with `;` date-time. The last
+    `;`, not the first: a HELO may contain `;`. The MTA writes the date itself, so a `(` left
+    open or a `)` never opened anywhere in the header means sender text moved the structure:
+    the caller trusts nothing."""
     depth, cut, balanced = 0, None, True
-    for match in _TOKEN.finditer(value):
-        kind = match.lastgroup
-        if kind == "open":
+    for index, text in enumerate(lexed):
+        if text == "(":
             depth += 1
-        elif kind == "close":
+        elif text == ")":
             balanced = balanced and depth > 0
             depth = max(depth - 1, 0)
-        elif kind == "semi" and depth == 0:
-            cut = match.start()
-    return (value if cut is None else value[:cut]), balanced and depth == 0
+        elif text == ";" and depth == 0:
+            cut = index
+    return (len(lexed) if cut is None else cut), balanced and depth == 0
 
 
 def _keyword_index(tokens: list[_Token], keyword: str, start: int = 0, last: bool = False) -> int | None:
@@ -316,10 +338,12 @@ def _family(by_part: list[_Token]) -> str | None:
 def _parse(value: str) -> ReceivedHop:
     text = value[:MAX_RECEIVED_CHARS].replace("\r", " ").replace("\n", " ")
     text = _WRAPPED_FROM.sub(r"from \1", text, count=1)  # NAVGW: `(from helo [ip]) by ...`
-    head, balanced_overall = _before_date(text)
-    tokens, balanced = _scan(head)
+    lexed = _lex(text)
+    cut, balanced_overall = _before_date(lexed)
+    # The tokens before the cut are exactly those of `text[:cut]` alone: no token spans a `;`
+    # at depth 0, and each pattern matches the same text whatever follows it.
+    tokens, balanced = _scan(lexed[:cut])
     balanced = balanced and balanced_overall
-    tokens = [t for t in tokens if t.kind != "semi"]
     start = _keyword_index(tokens, "from")
     has_from = start is not None
     # The last top-level `by`: a HELO may itself contain ` by `, the MTA's own clause follows it.

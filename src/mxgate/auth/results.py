@@ -29,7 +29,9 @@ MAX_VALUE = 255  # keep one hostile value from bloating the header (RFC 5321 pat
 
 def pvalue(text: str) -> str:
     """A property value: bare token when possible, else a quoted-string (RFC 5322 §3.2.4)."""
-    text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:MAX_VALUE]
+    if not (text.isascii() and text.isprintable()):  # printable ASCII is " " to "~": kept as is
+        text = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    text = text[:MAX_VALUE]
     if text and _BARE.match(text) and text.count("@") <= 1 and not text.startswith("@"):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
