@@ -105,6 +105,17 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
+def tree_pids(root: int) -> list[int]:
+    """`root` and its live descendants."""
+    tree = _children()
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, ()))
+    return out
+
+
 def tree_rss(root: int) -> int:
     """Resident bytes of `root` and all its descendants now."""
     if not root:

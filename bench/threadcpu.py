@@ -23,22 +23,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-
-def _tree_pids(root: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as fh:
-                    kids.setdefault(int(fh.read().rsplit(b")", 1)[1].split()[1]), []).append(int(d))
-            except OSError:
-                pass
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, ()))
-    return out
+import accounting  # this file's own bench/ (sys.path[0]), before --tree's is put first
 
 
 def _threads(pids: list[int]) -> dict[tuple[int, int], tuple[float, float]]:
@@ -102,7 +87,7 @@ def main() -> None:
     strace = None
     try:
         warm = scenarios.accept_load(mx, scenarios.QUICK, "warm", 300, tls, scenario="warmup", rnd=0)
-        pids = _tree_pids(mx.pid())
+        pids = accounting.tree_pids(mx.pid())
         names = _names(pids)
         if args.strace:
             cmd = ["strace", "-c", "-f", "-o", str(root / "strace.txt")]
