@@ -18,6 +18,24 @@ def _name(x):
     return threading.current_thread().name, x
 
 
+class _HeldJob:
+    """A check that blocks its thread until released (a resolver that has not answered)."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> str:
+        self.started.set()
+        assert self.release.wait(30)
+        return "held"
+
+    async def start(self, threads: CheckThreads) -> asyncio.Future:
+        """Hand the job over and return its future once a thread is running it."""
+        first = asyncio.ensure_future(threads.run(self, (), 30, None))
+        await asyncio.to_thread(self.started.wait, 10)
+        return first
+
+
 def test_the_jobs_of_one_turn_wake_one_thread_which_runs_them_all():
     threads = CheckThreads(count=6, name="t", stall=60)
 
@@ -35,28 +53,22 @@ def test_the_jobs_of_one_turn_wake_one_thread_which_runs_them_all():
 
 def test_jobs_handed_over_while_a_thread_works_do_not_wake_another():
     threads = CheckThreads(count=6, name="t", stall=60)  # no stall wake within this test
-    started, release = threading.Event(), threading.Event()
-
-    def held():
-        started.set()
-        assert release.wait(30)
-        return "held"
+    job = _HeldJob()
 
     async def run():
-        first = asyncio.ensure_future(threads.run(held, (), 30, None))
-        await asyncio.to_thread(started.wait, 10)
+        first = await job.start(threads)
         later = []
         for i in range(5):  # five later turns, each handing over a job
             later.append(asyncio.ensure_future(threads.run(_name, (i,), 30, None)))
             await asyncio.sleep(0)
         woken_while_busy = threads.wakeups
-        release.set()
+        job.release.set()
         return woken_while_busy, await first, await asyncio.gather(*later)
 
     try:
         woken, first, later = asyncio.run(run())
     finally:
-        release.set()
+        job.release.set()
         threads.stop()
     assert woken == 1 and first == "held" and [x for _, x in later] == list(range(5))
 
@@ -65,25 +77,19 @@ def test_jobs_waiting_behind_a_held_job_get_another_thread_after_stall():
     """The held job (a resolver that has not answered) does not hold the others: after `stall`
     with no job started, a second thread takes them while the first is still held."""
     threads = CheckThreads(count=3, name="t", stall=0.01)
-    started, release = threading.Event(), threading.Event()
-
-    def held():
-        started.set()
-        assert release.wait(30)
-        return "held"
+    job = _HeldJob()
 
     async def run():
-        first = asyncio.ensure_future(threads.run(held, (), 30, None))
-        await asyncio.to_thread(started.wait, 10)
+        first = await job.start(threads)
         others = await asyncio.wait_for(asyncio.gather(*(threads.run(_name, (i,), 30, None) for i in range(4))), 10)
         still_held = not first.done()
-        release.set()
+        job.release.set()
         return still_held, await first, others
 
     try:
         still_held, first, others = asyncio.run(run())
     finally:
-        release.set()
+        job.release.set()
         threads.stop()
     assert still_held and first == "held"
     assert [x for _, x in others] == list(range(4)) and threads.wakeups >= 2
