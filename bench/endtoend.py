@@ -114,6 +114,8 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
     from mxgate.auth.dkim import generate_dkim_key
     from mxgate.server.gateway import ensure_arc_key
 
+    root.mkdir(parents=True, exist_ok=True)
+    accounting.spread_peers(root)  # the gateway and the mailbox are separate machines in production
     key_pem, key_txt = generate_dkim_key()
     dns.publish(f"{DKIM_SELECTOR}._domainkey.fabrikam.test", "TXT", key_txt)
     # Every bench address is loopback: without 127.0.0.0/8 in non_routable (the default has it),

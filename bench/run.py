@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import accounting  # noqa: E402
 import connectstage  # noqa: E402
 import endtoend  # noqa: E402
 import loadclient  # noqa: E402
@@ -195,6 +196,7 @@ def main() -> int:
     args = ap.parse_args()
     mode = QUICK if args.quick else P3ONLY if args.p3 else P6ONLY if args.p6 else FULL
     root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
+    accounting.spread_peers(root)
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
           f"{platform.python_version()}; load client on {loadclient.client_loop()}, "

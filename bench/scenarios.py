@@ -79,12 +79,12 @@ def _judge(res: loadclient.LoadResult, acct: accounting.Accounting | None, detai
 
 
 def delivered(peer: Peer, run_id: str, acked: list[str], timeout: float = 60) -> accounting.Accounting:
-    """Count this run's messages where the peer keeps mail (then remove them: dirs stay small)."""
+    """Count this run's messages where the peer keeps mail (then file them as read: new/ stays small)."""
     peer.quiesce(timeout)  # Postfix: until its queue is empty; the others store before the 250
     new = peer.maildir_new()
     if new is not None:
         accounting.wait_for_mail(new, run_id, len(acked), 2.0)
-        found = accounting.seqs_in_maildir(new, run_id, remove=True)
+        found = accounting.seqs_in_maildir(new, run_id, mark_read=True)
     else:
         found = accounting.seqs_in_record(peer.received_file(), run_id)
     return accounting.account(acked, found)
