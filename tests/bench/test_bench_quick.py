@@ -12,6 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import accounting  # noqa: E402
 import loadclient  # noqa: E402
 import peers  # noqa: E402
 import scenarios  # noqa: E402
@@ -38,6 +39,20 @@ def test_counts_on_disk_equal_acks_for_a_storing_sink(bench_env):
         sink.stop()
     assert r.ok, r.detail
     assert r.count == 200 and "on disk 200, lost 0, duplicated 0" in r.detail["accounting"]
+
+
+def test_counted_mail_is_filed_as_read_and_not_counted_again(tmp_path):
+    """The bench files counted mail into cur/ (an IMAP read) instead of deleting it: deletions on a
+    journal-less ext4 tax the next peer's file creations (bench/accounting.py)."""
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(3):
+        (new / f"m{i}").write_bytes(f"X-Bench-Seq: run1-{i}\r\n\r\nbody\r\n".encode())
+    (new / "other").write_bytes(b"X-Bench-Seq: run2-0\r\n\r\nbody\r\n")
+    assert sum(accounting.seqs_in_maildir(new, "run1", mark_read=True).values()) == 3
+    assert sorted(p.name for p in new.iterdir()) == ["other"]
+    assert sorted(p.name for p in (tmp_path / "cur").iterdir()) == ["m0:2,S", "m1:2,S", "m2:2,S"]
+    assert sum(accounting.seqs_in_maildir(new, "run1").values()) == 0
 
 
 def test_a_sink_that_acks_but_loses_mail_fails_the_run(bench_env):
