@@ -367,3 +367,32 @@ def test_the_from_display_check_answers_what_the_address_parse_answered():
         field = auth_headers.HeaderField(b"from", b"From: " + value + b"\r\n")
         assert score._display_has_address(field.value) == _old_display_has_address(field.value)
     assert any(_old_display_has_address(v) for v in values) and not all(_old_display_has_address(v) for v in values)
+
+
+# --- one parse of a header block with and without its blank line --------------------------------
+
+def test_a_header_block_parses_alike_with_its_blank_line_shared():
+    """parse_fields of a block ending in a blank line reuses the parse of the block without it
+    (a MessageSource head and split_headers' head): the same fields as the full parse, on
+    generated blocks of folds, bare LFs, lone CRs, empty lines and junk."""
+    rnd = random.Random(7)
+    pieces = [b"A: b\r\n", b" c\r\n", b"\tcont\n", b"\r\n", b"\n", b"X-Y : z\r\n", b"junk\r\n", b"\r", b"B:\n", b"",
+              b"From: a@b\r\n", b"DKIM-Signature: v=1\r\n", b" \r\n", b"C: d"]
+    for _ in range(5000):
+        block = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 9)))
+        assert auth_headers.parse_fields(block) == auth_headers._parse_fields(block), block
+        assert auth_headers.parse_fields(bytearray(block)) == auth_headers._parse_fields(block), block
+
+
+def test_a_message_head_and_its_split_head_share_one_parse():
+    from mxgate.auth.headers import split_headers
+
+    message = b"From: <a@fabrikam.test>\r\nSubject: shared " + os.urandom(8).hex().encode() + b"\r\n\r\nbody\r\n"
+    head = MessageSource.from_bytes(message).split_head(4096).head
+    assert head.endswith(b"\r\n\r\n")
+    before = auth_headers._parse_fields_memo.cache_info()
+    with_blank = auth_headers.parse_fields(head)
+    without = auth_headers.parse_fields(split_headers(message)[0])
+    after = auth_headers._parse_fields_memo.cache_info()
+    assert after.misses - before.misses == 1 and after.hits - before.hits == 1
+    assert with_blank[:-1] == without and with_blank[-1] == auth_headers.HeaderField(b"", b"\r\n")
