@@ -396,3 +396,53 @@ def test_a_message_head_and_its_split_head_share_one_parse():
     after = auth_headers._parse_fields_memo.cache_info()
     assert after.misses - before.misses == 1 and after.hits - before.hits == 1
     assert with_blank[:-1] == without and with_blank[-1] == auth_headers.HeaderField(b"", b"\r\n")
+
+
+# --- the answer cache keyed by a name's lower-cased labels ---------------------------------------
+
+def test_the_cache_key_of_a_name_is_equal_exactly_when_the_names_are():
+    """The resolver's cache key stands for the Name (whose hash dnspython computes in Python):
+    two names share a key exactly when dnspython calls them equal — case folded in ASCII only,
+    absolute and relative kept apart, escapes and 8-bit labels as they are."""
+    import dns.name
+
+    from mxgate.auth import dns as mdns
+
+    rnd = random.Random(11)
+    atoms = ["fabrikam", "FABRIKAM", "Fabrikam", "test", "TEST", "_dmarc", "s1", "_domainkey", "xn--bcher-kva",
+             "\\065", "A", "a", "\\.", "b\\ c", "\\195\\169", "\\233", "\\201", "9", "in-addr", "arpa", "@", "é", "É"]
+    names = []
+    for _ in range(400):
+        labels = [rnd.choice(atoms) for _ in range(rnd.randrange(1, 4))]
+        text = ".".join(labels) + rnd.choice(["", "."])
+        try:
+            names.append(dns.name.from_text(text, origin=rnd.choice([dns.name.root, None])))
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            continue
+    assert len(names) > 300
+    for a in names[:150]:
+        for b in names:
+            assert (mdns._labels_key(a) == mdns._labels_key(b)) == (a == b), (a, b)
+    for text in ("Fabrikam.Test", "fabrikam.test.", b"S1._DomainKey.fabrikam.test"):
+        name, key = mdns._named(text)
+        assert name == dns.name.from_text(text if isinstance(text, str) else text.decode()) and key == mdns._labels_key(name)
+
+
+def test_a_name_asked_in_another_case_or_type_spelling_is_one_cached_answer(dns_server):
+    resolver = make_resolver([dns_server.address], timeout=1.0, cache_size=100)
+    import dns.name
+    import dns.rdatatype
+
+    first = resolver.resolve("fabrikam.test", "TXT")
+    asked = len(dns_server.queries)
+    for qname, rdtype in (("FABRIKAM.test.", "TXT"), (dns.name.from_text("Fabrikam.Test"), dns.rdatatype.TXT),
+                          (b"fabrikam.TEST", 16), ("fabrikam.test", "txt")):
+        assert resolver.resolve(qname, rdtype) is first
+    assert len(dns_server.queries) == asked
+    with pytest.raises(dns.rdatatype.UnknownRdatatype):
+        resolver.resolve("fabrikam.test", "NOT-A-TYPE")
+    with pytest.raises(dns.rdatatype.UnknownRdatatype):  # an unknown spelling is never remembered
+        resolver.resolve("fabrikam.test", "NOT-A-TYPE")
+    with pytest.raises(dns.resolver.NoAnswer):  # another type is another question
+        resolver.resolve("fabrikam.test", "MX")
+    assert len(dns_server.queries) == asked + 1
