@@ -383,7 +383,7 @@ def test_sealing_with_clauses_keeps_the_chain_rules(keys, make_message):
 
 
 def test_a_set_whose_a_names_another_key_type_than_its_keys_fails(keys, dns_server, dnsfunc, make_message):
-    """RFC 8617 §5.2 verifies the AMS and the ARC-Seal as DKIM signatures (RFC 6376 §6.1.2 step 7).
+    """RFC 8617 §5.2 verifies the AMS and the ARC-Seal as DKIM signatures (RFC 6376 §6.1.2 step 8).
     dkimpy's ARC verifier takes only a=rsa-sha256, then verifies with whatever key type k= names:
     where PyNaCl is installed, an Ed25519-signed set saying a=rsa-sha256 over k=ed25519 keys
     passed. Alone, and as the latest or the first of two sets."""

@@ -8,7 +8,7 @@ the first test is checked twice: the second time from the caches.
 The reference is verify_dkim/validate_arc over dkimpy's own code, so it keeps the one deliberate
 divergence from dkimpy's verdicts, which those functions add after dkimpy: a key record that
 cannot verify the signature's a= (k= another key type, h= without its hash) is a permerror, and
-an ARC chain resting on one fails (RFC 6376 §6.1.2 steps 5 and 7; dkim.unsuitable_key).
+an ARC chain resting on one fails (RFC 6376 §6.1.2 steps 6 and 8; dkim.unsuitable_key).
 test_the_one_deliberate_divergence_from_dkimpy pins where dkimpy itself says pass."""
 
 from __future__ import annotations
@@ -638,8 +638,8 @@ def _seal_lists(message, scenario, ar, kwargs):
 
 def test_the_one_deliberate_divergence_from_dkimpy(keyed, dkim_keys):
     """dkimpy (its own code, its own verify and arc_verify) passes signatures whose key record
-    cannot verify their a=; mxgate says permerror (DKIM) and fail (ARC), RFC 6376 §6.1.2 steps 5
-    and 7. dkim_fast never passes them: it takes a=rsa-sha256 over a plain k=rsa key only.
+    cannot verify their a=; mxgate says permerror (DKIM) and fail (ARC), RFC 6376 §6.1.2 steps 6
+    and 8. dkim_fast never passes them: it takes a=rsa-sha256 over a plain k=rsa key only.
     Should dkimpy start refusing them, the first assertions fail and this note can go."""
     from key_algorithms import arc_sealed_ed25519, dkim_signed, ed25519_key, pynacl_for_dkimpy
 
@@ -670,7 +670,7 @@ def test_the_one_deliberate_divergence_from_dkimpy(keyed, dkim_keys):
             assert ours.status == "fail" and "k=ed25519" in ours.reason
             assert validate_arc(sealed, dnsfunc) == ours
             assert dkim_fast.arc_chain_passes(sealed, dkim_fast.Lookups(dnsfunc)) is None
-        records["s1._domainkey.fabrikam.test"] = f"v=DKIM1; k=rsa; h=sha1; p={p}"  # step 5
+        records["s1._domainkey.fabrikam.test"] = f"v=DKIM1; k=rsa; h=sha1; p={p}"  # step 6
         message = _sign_field(PLAIN, key, BASE_TAGS)
         with dkimpy_own_code():
             assert dkimpy.verify(message, dnsfunc=dnsfunc) is True

@@ -95,7 +95,7 @@ def test_signature_count_is_bounded(signer, dnsfunc, make_message):
     assert all(r.result != "pass" for r in results)
 
 
-# --- the key record must suit a= (RFC 6376 §6.1.2 steps 5 and 7) -------------------------------
+# --- the key record must suit a= (RFC 6376 §6.1.2 steps 6 and 8) -------------------------------
 # dkimpy verifies with the key type k= names and hashes with a='s hash: a signature made with one
 # algorithm and labelled with another passed there. tests/auth/key_algorithms.py signs them.
 
@@ -112,14 +112,14 @@ def _records(**by_name):
 
 def test_an_rsa_signature_labelled_ed25519_over_an_rsa_key_never_passes(dkim_keys, make_message):
     """The attacker's case: RSA math (which dkimpy runs because the key says k=rsa) over a field
-    that says a=ed25519-sha256. RFC 6376 §6.1.2 step 7: the key is not suitable, PERMFAIL."""
+    that says a=ed25519-sha256. RFC 6376 §6.1.2 step 8: the key is not suitable, PERMFAIL."""
     (key, txt), _ = dkim_keys
     signed = dkim_signed(make_message(), key, algorithm=b"rsa-sha256", label=b"ed25519-sha256")
     for record in (txt, txt.replace("k=rsa; ", "")):  # k= said, and k= left to its default (rsa)
         (result,) = verify_dkim(signed, _records(s1=record))
         assert (result.result, result.domain) == ("permerror", "fabrikam.test"), record[:20]
         assert "k=rsa" in result.reason and "a=ed25519-sha256" in result.reason
-    # Changed after signing it fails as it would anyway: the key still cannot verify a= (step 7
+    # Changed after signing it fails as it would anyway: the key still cannot verify a= (step 8
     # comes before the body hash, §6.1.3), so it stays permerror, never pass.
     (tampered,) = verify_dkim(signed.replace(b"Hello.", b"Hellp."), _records(s1=txt))
     assert tampered.result == "permerror"
@@ -141,7 +141,7 @@ def test_an_ed25519_signature_labelled_rsa_over_an_ed25519_key_never_passes(make
     ("sha1", "permerror"), ("sha256", "pass"), ("sha1:sha256", "pass"), ("sha512 : sha256", "pass"),
     ("sha512", "permerror")])
 def test_a_key_record_whose_h_leaves_out_the_hash_cannot_verify(dkim_keys, make_message, h_tag, expected):
-    """RFC 6376 §3.6.1 h= / §6.1.2 step 5: a key limited to other hashes is PERMFAIL
+    """RFC 6376 §3.6.1 h= / §6.1.2 step 6: a key limited to other hashes is PERMFAIL
     (inappropriate hash algorithm); names it does not know are ignored."""
     (key, txt), _ = dkim_keys
     signed = sign_dkim(make_message(), "fabrikam.test", "s1", key) + make_message()

@@ -2,16 +2,16 @@
 
 Owns: looping over *all* DKIM-Signature fields (dkimpy's `dkim.verify` checks only the
 first), mapping each outcome onto the RFC 8601 §2.7.1 result words, and producing keys in
-the forms dkimpy and DNS want.
+the forms dkimpy and DNS want. Must not know: DMARC alignment, policy, or where the TXT
+records come from — lookups go through the `dnsfunc` the caller passes
+(`mxgate.auth.dns.dnsfunc_for`), whose `DnsTemporaryError` becomes `temperror`.
 
 One deliberate divergence from dkimpy's verdicts (`unsuitable_key`): a key record that cannot
 verify the signature's a= is a permerror, as RFC 6376 §6.1.2 requires — k= naming another key
-type than a= (step 7, "inappropriate key algorithm") or h= leaving out a='s hash (step 5).
+type than a= (step 8, "inappropriate key algorithm") or h= leaving out a='s hash (step 6).
 dkimpy verifies with whatever key type k= names and never reads h=, so an RSA signature whose
 field says a=ed25519-sha256 passed over a k=rsa key (and, where PyNaCl is installed, an Ed25519
-one saying a=rsa-sha256 over a k=ed25519 key). ARC uses the same check (arc.py). Must not know: DMARC alignment, policy, or where the TXT
-records come from — lookups go through the `dnsfunc` the caller passes
-(`mxgate.auth.dns.dnsfunc_for`), whose `DnsTemporaryError` becomes `temperror`.
+one saying a=rsa-sha256 over a k=ed25519 key). ARC uses the same check (arc.py).
 
 Blocking and CPU-bound (RSA); call from a worker thread.
 """
@@ -94,10 +94,10 @@ def unsuitable_key(a_tag: bytes | None, record: bytes | str | None) -> str:
     """Why the key record cannot verify a signature whose a= is `a_tag`, or "" when it can (or
     when the record or a= is malformed: dkimpy's verdict on those stands).
 
-    RFC 6376 §6.1.2: step 5, the record's h= (§3.6.1, colon-separated, unknown names ignored)
-    must list a='s hash; step 7, its k= (default "rsa") must be a='s key type. Either failing is
+    RFC 6376 §6.1.2: step 6, the record's h= (§3.6.1, colon-separated, unknown names ignored)
+    must list a='s hash; step 8, its k= (default "rsa") must be a='s key type. Either failing is
     PERMFAIL before any signature is computed (§6.1.3)."""
-    if not a_tag or not record or b"-" not in a_tag:
+    if not a_tag or not record or type(record) not in (bytes, str) or b"-" not in a_tag:
         return ""
     try:
         key_tags = parse_tag_value(record.encode("ascii") if isinstance(record, str) else record)
