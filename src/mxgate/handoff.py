@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import os
 import queue
@@ -47,8 +48,16 @@ class CheckThreads:
         self._lock = threading.Lock()
         self._drain: _Drain | None = None  # with `stall`: this set of threads' shared jobs
         self._kicks: set[asyncio.AbstractEventLoop] = set()  # loops whose end-of-turn wake is scheduled
-        self.jobs = 0  # jobs handed over since start (tests count them)
-        self.wakeups = 0  # threads woken for jobs (with `stall`; tests count them)
+        # Counters the tests read, exact when several loops hand over at once (`_kicks`): `next()`
+        # of an itertools.count is one C call, never split by a thread switch as `+=` may be; no
+        # lock on the hand-over for it. `wakeups` is counted under the drain's lock it holds anyway.
+        self._handed = itertools.count()
+        self.wakeups = 0  # threads woken for jobs (with `stall`)
+
+    @property
+    def jobs(self) -> int:
+        """Jobs handed over since start (submit and run)."""
+        return int(repr(self._handed)[6:-1])  # "count(N)": N handed over (the next value)
 
     def _start(self) -> None:
         with self._lock:
@@ -85,7 +94,7 @@ class CheckThreads:
         """Run `work()` in a thread; it reports back to its loop itself."""
         if not self._threads:
             self._start()
-        self.jobs += 1
+        next(self._handed)
         if self._drain is not None:
             self._drain.jobs.append(work)
             self._wake(self._drain)
@@ -115,7 +124,7 @@ class CheckThreads:
             if not drain.jobs or drain.active >= (self.count if more else 1):
                 return
             drain.active += 1
-        self.wakeups += 1
+            self.wakeups += 1
         drain.work.put(True)
 
     def _watch(self, loop: asyncio.AbstractEventLoop, drain: _Drain, taken: int) -> None:
@@ -134,7 +143,7 @@ class CheckThreads:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         timer = loop.call_later(budget, _expire, future) if budget is not None else None
-        self.jobs += 1
+        next(self._handed)
         if self._drain is not None:
             self._queue_run((fn, args, loop, future), loop)
         else:

@@ -3,7 +3,13 @@ verification and first seal) are the verdicts of dkimpy's own code, on good mess
 hostile variants of them: folded and duplicate fields, l=, mixed case, oversize fields,
 malformed base64, bare CR/LF, broken ARC sets, valid signatures with every tag and key-record
 shape, public test vectors (issue 19: the CPU may change, a verdict may not). Each message of
-the first test is checked twice: the second time from the caches."""
+the first test is checked twice: the second time from the caches.
+
+The reference is verify_dkim/validate_arc over dkimpy's own code, so it keeps the one deliberate
+divergence from dkimpy's verdicts, which those functions add after dkimpy: a key record that
+cannot verify the signature's a= (k= another key type, h= without its hash) is a permerror, and
+an ARC chain resting on one fails (RFC 6376 §6.1.2 steps 6 and 8; dkim.unsuitable_key).
+test_the_one_deliberate_divergence_from_dkimpy pins where dkimpy itself says pass."""
 
 from __future__ import annotations
 
@@ -626,3 +632,50 @@ def _seal_lists(message, scenario, ar, kwargs):
                         scenario["privatekey"].encode(), ar, **kwargs)
     except Exception as exc:
         return ("raised", type(exc).__name__, str(exc))
+
+
+# --- the one deliberate divergence (module docstring): a key that cannot verify a= ------------
+
+def test_the_one_deliberate_divergence_from_dkimpy(keyed, dkim_keys):
+    """dkimpy (its own code, its own verify and arc_verify) passes signatures whose key record
+    cannot verify their a=; mxgate says permerror (DKIM) and fail (ARC), RFC 6376 §6.1.2 steps 6
+    and 8. dkim_fast never passes them: it takes a=rsa-sha256 over a plain k=rsa key only.
+    Should dkimpy start refusing them, the first assertions fail and this note can go."""
+    from key_algorithms import arc_sealed_ed25519, dkim_signed, ed25519_key, pynacl_for_dkimpy
+
+    key, dnsfunc, records, p = keyed
+    saved = records["s1._domainkey.fabrikam.test"]
+    seed, ed_record = ed25519_key()
+    records["ed._domainkey.fabrikam.test"] = ed_record
+    records["arc._domainkey.ed.test"] = ed_record
+    try:
+        with pynacl_for_dkimpy():
+            ar = "ed.test; spf=pass smtp.mailfrom=fabrikam.test; arc=none"
+            cases = [  # (message, what dkimpy verifies it with, our permerror reason names)
+                (dkim_signed(PLAIN, key, algorithm=b"rsa-sha256", label=b"ed25519-sha256"), "k=rsa"),
+                (dkim_signed(PLAIN, seed, algorithm=b"ed25519-sha256", label=b"rsa-sha256", selector=b"ed"),
+                 "k=ed25519")]
+            for message, names in cases:
+                with dkimpy_own_code():
+                    assert dkimpy.verify(message, dnsfunc=dnsfunc) is True  # dkimpy: pass
+                    (ours,) = verify_dkim(message, dnsfunc)
+                assert ours.result == "permerror" and names in ours.reason
+                assert verify_dkim(message, dnsfunc) == (ours,)  # and the same with dkim_fast on
+                assert dkim_fast.dkim_passes(message, 0, dkim_fast.Lookups(dnsfunc), 5) is None
+            sealed = arc_sealed_ed25519(b"Authentication-Results: " + ar.encode() + b"\r\n" + PLAIN, seed, key,
+                                        srv_id=b"ed.test", domain=b"ed.test")
+            with dkimpy_own_code():
+                assert dkimpy.arc_verify(sealed, dnsfunc=dnsfunc)[0] == dkimpy.CV_Pass
+                ours = validate_arc(sealed, dnsfunc)
+            assert ours.status == "fail" and "k=ed25519" in ours.reason
+            assert validate_arc(sealed, dnsfunc) == ours
+            assert dkim_fast.arc_chain_passes(sealed, dkim_fast.Lookups(dnsfunc)) is None
+        records["s1._domainkey.fabrikam.test"] = f"v=DKIM1; k=rsa; h=sha1; p={p}"  # step 6
+        message = _sign_field(PLAIN, key, BASE_TAGS)
+        with dkimpy_own_code():
+            assert dkimpy.verify(message, dnsfunc=dnsfunc) is True
+        assert verify_dkim(message, dnsfunc)[0].result == "permerror"
+    finally:
+        records.pop("ed._domainkey.fabrikam.test")
+        records.pop("arc._domainkey.ed.test")
+        records["s1._domainkey.fabrikam.test"] = saved

@@ -93,3 +93,57 @@ def test_signature_count_is_bounded(signer, dnsfunc, make_message):
     results = verify_dkim(many + message, dnsfunc)
     assert len(results) == 10
     assert all(r.result != "pass" for r in results)
+
+
+# --- the key record must suit a= (RFC 6376 §6.1.2 steps 6 and 8) -------------------------------
+# dkimpy verifies with the key type k= names and hashes with a='s hash: a signature made with one
+# algorithm and labelled with another passed there. tests/auth/key_algorithms.py signs them.
+
+from key_algorithms import dkim_signed, ed25519_key, pynacl_for_dkimpy  # noqa: E402
+
+
+def _records(**by_name):
+    def dnsfunc(name, timeout=5.0):
+        text = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        value = by_name.get(text.split("._domainkey.")[0])
+        return value.encode() if value is not None else None
+    return dnsfunc
+
+
+def test_an_rsa_signature_labelled_ed25519_over_an_rsa_key_never_passes(dkim_keys, make_message):
+    """The attacker's case: RSA math (which dkimpy runs because the key says k=rsa) over a field
+    that says a=ed25519-sha256. RFC 6376 §6.1.2 step 8: the key is not suitable, PERMFAIL."""
+    (key, txt), _ = dkim_keys
+    signed = dkim_signed(make_message(), key, algorithm=b"rsa-sha256", label=b"ed25519-sha256")
+    for record in (txt, txt.replace("k=rsa; ", "")):  # k= said, and k= left to its default (rsa)
+        (result,) = verify_dkim(signed, _records(s1=record))
+        assert (result.result, result.domain) == ("permerror", "fabrikam.test"), record[:20]
+        assert "k=rsa" in result.reason and "a=ed25519-sha256" in result.reason
+    # Changed after signing it fails as it would anyway: the key still cannot verify a= (step 8
+    # comes before the body hash, §6.1.3), so it stays permerror, never pass.
+    (tampered,) = verify_dkim(signed.replace(b"Hello.", b"Hellp."), _records(s1=txt))
+    assert tampered.result == "permerror"
+
+
+def test_an_ed25519_signature_labelled_rsa_over_an_ed25519_key_never_passes(make_message):
+    """The reverse (RFC 8463 keys): where PyNaCl is installed dkimpy verifies an Ed25519 signature
+    over a=rsa-sha256 with the k=ed25519 key, and passed it."""
+    seed, record = ed25519_key()
+    with pynacl_for_dkimpy():
+        signed = dkim_signed(make_message(), seed, algorithm=b"ed25519-sha256", label=b"rsa-sha256")
+        (result,) = verify_dkim(signed, _records(s1=record))
+        assert result.result == "permerror" and "k=ed25519" in result.reason and "a=rsa-sha256" in result.reason
+        honest = dkim_signed(make_message(), seed, algorithm=b"ed25519-sha256", label=b"ed25519-sha256")
+        assert verify_dkim(honest, _records(s1=record))[0].result == "pass"  # a= and k= agree: it passes
+
+
+@pytest.mark.parametrize("h_tag, expected", [
+    ("sha1", "permerror"), ("sha256", "pass"), ("sha1:sha256", "pass"), ("sha512 : sha256", "pass"),
+    ("sha512", "permerror")])
+def test_a_key_record_whose_h_leaves_out_the_hash_cannot_verify(dkim_keys, make_message, h_tag, expected):
+    """RFC 6376 §3.6.1 h= / §6.1.2 step 6: a key limited to other hashes is PERMFAIL
+    (inappropriate hash algorithm); names it does not know are ignored."""
+    (key, txt), _ = dkim_keys
+    signed = sign_dkim(make_message(), "fabrikam.test", "s1", key) + make_message()
+    (result,) = verify_dkim(signed, _records(s1=txt.replace("k=rsa; ", f"k=rsa; h={h_tag}; ")))
+    assert result.result == expected, result.reason

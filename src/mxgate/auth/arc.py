@@ -28,7 +28,7 @@ from mxgate.auth import dkim_canon, dkim_fast, rsa_signing  # noqa: F401  (OpenS
 from dkim.util import InvalidTagValueList
 from mxgate.auth.dkim_tags import parse_tag_value
 
-from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult
+from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult, unsuitable_key
 from mxgate.auth.dmarc import DmarcResult, aligned, normalise_domain
 from mxgate.auth.spf import SPF_RESULTS, SpfResult
 from mxgate.auth.dns import DnsTemporaryError
@@ -128,10 +128,38 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
         return ArcResult("fail", sealers, f"malformed ARC set: {str(exc)[:200]}")
     # cv None: an earlier sealer reported cv=fail and the chain has ended (RFC 8617 §5.2 step 2).
     status = _CV.get(cv, "fail")
+    if status == "pass":
+        unsuitable = _unsuitable_arc_key(message, lookups)
+        if unsuitable:
+            return ArcResult("fail", sealers, unsuitable)
     if status == "none" and seals:  # ARC-Seals present but no usable instance numbers
         return ArcResult("fail", sealers, "ARC headers without a valid instance")
     return ArcResult(status, sealers if status != "none" else (), str(reason)[:200],
                      _auth_results(head_fields) if status == "pass" else ())
+
+
+def _unsuitable_arc_key(message: bytes, lookups: dkim_fast.Lookups) -> str:
+    """Why a chain dkimpy passed rests on a key that cannot verify its signature's a=, or "".
+
+    RFC 8617 §5.2 verifies each ARC-Seal, and the latest ARC-Message-Signature, as DKIM verifies
+    a signature (RFC 6376 §6.1.2: dkim.unsuitable_key); dkimpy checks neither k= nor h=. Read
+    as dkimpy read them (its sorted relaxed ARC fields), their keys replayed from `lookups`
+    (no new DNS question). dkim_fast's one-set pass needs a=rsa-sha256 over a plain k=rsa key
+    without h=, so it never gets here. Anything unexpected is a reason: the chain then fails."""
+    try:
+        latest, fields = dkimpy.ARC(message).sorted_arc_headers()
+        for instance, (name, value) in fields:
+            name = name.lower()
+            if name == b"arc-seal" or (name == b"arc-message-signature" and instance == latest):
+                tags = parse_tag_value(value)
+                record = lookups(tags[b"s"] + b"._domainkey." + tags[b"d"] + b".", timeout=dkim_fast.ARC_TIMEOUT)
+                why = unsuitable_key(tags.get(b"a"), record)
+                if why:
+                    label = "ARC-Seal" if name == b"arc-seal" else "ARC-Message-Signature"
+                    return f"{label}[{instance}]: {why}"
+    except Exception as exc:  # noqa: BLE001 - a check that errs is never a pass
+        return f"ARC key check failed: {str(exc)[:200]}"
+    return ""
 
 
 def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,

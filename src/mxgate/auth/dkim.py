@@ -6,6 +6,13 @@ the forms dkimpy and DNS want. Must not know: DMARC alignment, policy, or where 
 records come from — lookups go through the `dnsfunc` the caller passes
 (`mxgate.auth.dns.dnsfunc_for`), whose `DnsTemporaryError` becomes `temperror`.
 
+One deliberate divergence from dkimpy's verdicts (`unsuitable_key`): a key record that cannot
+verify the signature's a= is a permerror, as RFC 6376 §6.1.2 requires — k= naming another key
+type than a= (step 8, "inappropriate key algorithm") or h= leaving out a='s hash (step 6).
+dkimpy verifies with whatever key type k= names and never reads h=, so an RSA signature whose
+field says a=ed25519-sha256 passed over a k=rsa key (and, where PyNaCl is installed, an Ed25519
+one saying a=rsa-sha256 over a k=ed25519 key). ARC uses the same check (arc.py).
+
 Blocking and CPU-bound (RSA); call from a worker thread.
 """
 from __future__ import annotations
@@ -83,6 +90,31 @@ class _RecordingLookup:
         return self.record
 
 
+def unsuitable_key(a_tag: bytes | None, record: bytes | str | None) -> str:
+    """Why the key record cannot verify a signature whose a= is `a_tag`, or "" when it can (or
+    when the record or a= is malformed: dkimpy's verdict on those stands).
+
+    RFC 6376 §6.1.2: step 6, the record's h= (§3.6.1, colon-separated, unknown names ignored)
+    must list a='s hash; step 8, its k= (default "rsa") must be a='s key type. Either failing is
+    PERMFAIL before any signature is computed (§6.1.3)."""
+    if not a_tag or not record or type(record) not in (bytes, str) or b"-" not in a_tag:
+        return ""
+    try:
+        key_tags = parse_tag_value(record.encode("ascii") if isinstance(record, str) else record)
+    except (InvalidTagValueList, ValueError, IndexError, UnicodeError):
+        return ""
+    key_type, _, hash_name = a_tag.partition(b"-")
+    k = key_tags.get(b"k", b"rsa")
+    if k != key_type:
+        return (f"key record k={_text(k)} cannot verify a={_text(a_tag)} "
+                "(RFC 6376 6.1.2: inappropriate key algorithm)")
+    h = key_tags.get(b"h")
+    if h is not None and hash_name not in [name.strip() for name in h.split(b":")]:
+        return (f"key record h={_text(h)} does not allow a={_text(a_tag)} "
+                "(RFC 6376 6.1.2: inappropriate hash algorithm)")
+    return ""
+
+
 def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfunc: DnsFunc) -> DkimResult:
     domain, selector = _text(tags.get(b"d")).lower(), _text(tags.get(b"s"))
     header_b = "".join(_text(tags.get(b"b")).split())[:HEADER_B_PREFIX]
@@ -91,16 +123,25 @@ def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfu
     def result(word: str, reason: str) -> DkimResult:
         return DkimResult(word, domain, selector, header_b, reason)
 
+    error = None
     try:
         ok = verifier.verify(idx=idx, dnsfunc=lookup)
     except DnsTemporaryError as exc:
         return result("temperror", f"key lookup: {exc}")
     except dkimpy.DKIMException as exc:
-        return result(_classify(exc), str(exc)[:200])
+        ok, error = False, exc
     except IndexError:
         # dkimpy's i=/d= check indexes past the start of an i= no longer than d= (i=d, no "@"):
         # the ValidationError it meant to raise (RFC 6376 §3.5 i=: a subdomain of d=).
         return result("neutral", "i= domain is not a subdomain of d=")
+    if lookup.record is not None:
+        # The key was fetched, so dkimpy parsed this signature (its signature_fields): a key that
+        # cannot verify its a= is PERMFAIL whatever dkimpy then made of it (module docstring).
+        unsuitable = unsuitable_key(verifier.signature_fields.get(b"a"), lookup.record)
+        if unsuitable:
+            return result("permerror", unsuitable)
+    if error is not None:
+        return result(_classify(error), str(error)[:200])
     if ok:
         return result("pass", "")
     if lookup.looked_up and lookup.record is None:

@@ -18,7 +18,9 @@ Why a pass here is dkimpy's pass:
   and s= plain LDH labels, i= ending in "@"+d or "."+d, q=dns/txt, t= not in the future, x=
   not yet reached, b=/bh= strict base64, h= naming From (RFC 6376 §5.4; dkimpy does not ask);
 - the key record is dkimpy's parse of the one TXT answer, k=rsa, ≥ 1024 bits, and no tag
-  beyond v=, k=, p=, n= and s=email/* (t= flags, h= and g= go to dkimpy);
+  beyond v=, k=, p=, n= and s=email/* (t= flags, h= and g= go to dkimpy); with a=rsa-sha256
+  that key suits the signature (RFC 6376 §6.1.2 steps 6 and 8), the check dkim.py and arc.py
+  add to dkimpy's passes (dkim.unsuitable_key), so a pass here needs no such check;
 - RSA is checked by OpenSSL (rsa_signing) over sha256 of those bytes.
 Anything else, or any exception on the way, is None. The key lookups made here are kept in
 a `Lookups` that replays them to dkimpy: one DNS question per key, and dkimpy sees the very

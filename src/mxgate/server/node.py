@@ -1,7 +1,8 @@
 """One mxgate node: opens the store, starts the roles it is configured for, reports its status.
 
 Owns: start-up order (store → policy watcher → trace writer → committer → certificates →
-listeners), the heartbeat row in `nodes` (roles, listeners, the policy version enforced), and
+listeners), the heartbeat row in `nodes` (roles, listeners, the policy version enforced;
+written every HEARTBEAT_INTERVAL and as soon as the watcher puts a new version in force), and
 graceful shutdown on SIGTERM/SIGINT. Each role's behaviour lives in its own module.
 """
 
@@ -44,6 +45,20 @@ from mxgate.trace.store import TraceStore
 log = logging.getLogger("mxgate.node")
 
 HEARTBEAT_INTERVAL = 1.0
+# The young generation's collection threshold (CPython's default is 700 container objects).
+# A message's work allocates and frees more than 700 containers at its peak, so at 700 the
+# collector ran every ~16 messages in bench P3 (1.5% of each role's CPU) and found nothing:
+# the message, refusal and session paths make no reference cycles (tests/server/test_gc.py).
+# Cycle garbage (a timeout's traceback on the lossy-DNS path) still counts towards the
+# threshold, so at most this many unreachable objects wait for a collection.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """The running node's collector settings: young collections at GC_YOUNG_THRESHOLD, the
+    older generations' ratios left at CPython's."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 @dataclass
@@ -64,6 +79,9 @@ class Node:
     keyring: Any = None  # store/keys.KeyRing: the SRS, DKIM and ARC keys every node uses
     _stop: asyncio.Event | None = None
     _hb_stop: threading.Event = field(default_factory=threading.Event)
+    # One heartbeat write at a time, each reading the version in force inside it: a periodic
+    # write that read the old version can then never land after the policy change's own write.
+    _hb_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         # An explicit "uvloop" is set process-wide here (a Node built before its loop exists);
@@ -115,14 +133,19 @@ class Node:
         for role, target in OPTIONAL_ROLES.items():
             if getattr(self.settings.roles, role, False):
                 await _load(target)(self)
+        # Before the first row: a change loaded between the two is still written (under the lock).
+        self.watcher.subscribe(self._policy_loaded)
         self._heartbeat(first=True)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._tls_watch_loop, name="tls-watch", daemon=True).start()
         metrics.set_tls_reader(lambda: {role: ctx.info.days_left() for role, ctx in self.tls.items()})
         # Everything loaded at start-up (SQLAlchemy, pydantic, the policy) lives for the whole
         # process: out of the collector's sight, full collections stop re-walking it (-5% CPU
-        # per message in bench P1).
+        # per message in bench P1). Collected first: start-up's own cycle garbage (a lost race
+        # for a key row's INSERT, with its traceback) would otherwise be frozen for good.
+        gc.collect()
         gc.freeze()
+        tune_collector()
 
     def tls_provider(self, section: ListenerSection) -> Callable[[], Any]:
         """A callable giving the listener's current SSL context (renewed files are picked up by
@@ -203,13 +226,24 @@ class Node:
         }
 
     def _heartbeat(self, first: bool = False) -> None:
-        row = self.status_row()
-        with self.engine.begin() as conn:
-            if first:
-                conn.execute(delete(nodes).where(nodes.c.name == self.name))
-                conn.execute(insert(nodes).values(started_at=time.time(), **row))
-            else:
-                conn.execute(update(nodes).where(nodes.c.name == self.name).values(**row))
+        with self._hb_lock:
+            if self._hb_stop.is_set():  # stopped: stop() has written the last row (heartbeat 0)
+                return
+            row = self.status_row()
+            with self.engine.begin() as conn:
+                if first:
+                    conn.execute(delete(nodes).where(nodes.c.name == self.name))
+                    conn.execute(insert(nodes).values(started_at=time.time(), **row))
+                else:
+                    conn.execute(update(nodes).where(nodes.c.name == self.name).values(**row))
+
+    def _policy_loaded(self, compiled) -> None:
+        """In the policy watcher's thread, just after the swap: the row shows the version now in
+        force at once (`mxgate status`), not at the next HEARTBEAT_INTERVAL."""
+        try:
+            self._heartbeat()
+        except Exception as exc:  # the next periodic heartbeat writes it
+            log.warning("heartbeat after policy version %d failed: %s", compiled.version, exc)
 
     def _heartbeat_loop(self) -> None:
         while not self._hb_stop.wait(HEARTBEAT_INTERVAL):
@@ -258,7 +292,7 @@ class Node:
         if self.trace:
             self.trace.stop()
         try:
-            with self.engine.begin() as conn:
+            with self._hb_lock, self.engine.begin() as conn:  # after any heartbeat in progress
                 conn.execute(update(nodes).where(nodes.c.name == self.name).values(heartbeat=0.0, listeners="{}"))
         except Exception:
             pass
