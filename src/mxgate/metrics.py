@@ -10,8 +10,7 @@ process that owns that state.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -111,14 +110,26 @@ def observe_check(check: str, seconds: float) -> None:
     _child(CHECK_SECONDS, check).observe(seconds)
 
 
-@contextmanager
-def timed(check: str) -> Iterator[None]:
+class _Timed:
+    """The context manager behind timed(): a class, not @contextmanager, whose generator frame
+    and wrapper cost ~4 µs a use (a gateway message runs ~8 timed checks)."""
+
+    __slots__ = ("_child", "_start")
+
+    def __init__(self, child) -> None:
+        self._child = child
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc) -> bool:
+        self._child.observe(time.perf_counter() - self._start)
+        return False  # an exception goes on: observed, never swallowed
+
+
+def timed(check: str) -> _Timed:
     """`with metrics.timed("spf"): ...` records the check's latency even when it raises."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        observe_check(check, time.perf_counter() - start)
+    return _Timed(_child(CHECK_SECONDS, check))
 
 
 def set_queue_reader(reader: Callable[[], dict[str, int]] | None) -> None:

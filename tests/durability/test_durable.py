@@ -291,3 +291,62 @@ async def test_a_bytes_write_failing_fails_only_its_job_in_a_parallel_batch(comm
     assert isinstance(outcomes[3], OSError) and outcomes[3].errno == errno.ENOSPC
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [f"p{i}" for i in range(8) if i != 3]
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+async def test_a_kept_file_is_written_over_cut_to_length_synced_and_renamed(committer, tmp_path, monkeypatch):
+    """Issue 19: RemoveFile(keep_as) renames instead of unlinking (both directories synced) and
+    WriteFile(reuse) writes over that file from its start: the same inode, no old tail left —
+    shorter and longer contents, bytes and a writer callback — synced before its rename."""
+    (tmp_path / "q").mkdir()
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "q" / "old").write_bytes(b"A" * 5000)
+    ino = (tmp_path / "q" / "old").stat().st_ino
+    counter = SyncCounter(monkeypatch)
+    await committer.commit(RemoveFile(tmp_path / "q" / "old", keep_as=tmp_path / "tmp" / "kept"))
+    assert not (tmp_path / "q" / "old").exists() and (tmp_path / "tmp" / "kept").stat().st_ino == ino
+    assert sorted(counter.dirs) == sorted([(tmp_path / "q").stat().st_ino, (tmp_path / "tmp").stat().st_ino])
+
+    counter.dirs.clear()
+    await committer.commit(WriteFile(tmp_path / "tmp" / "kept", tmp_path / "q" / "new", b"short", reuse=True))
+    assert (tmp_path / "q" / "new").read_bytes() == b"short" and (tmp_path / "q" / "new").stat().st_ino == ino
+    assert counter.files == 1 and counter.dirs == [(tmp_path / "q").stat().st_ino]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+    await committer.commit(RemoveFile(tmp_path / "q" / "new", keep_as=tmp_path / "tmp" / "kept"))
+    await committer.commit(WriteFile(tmp_path / "tmp" / "kept", tmp_path / "q" / "w",
+                                     lambda fh: fh.write(b"B" * 9000), reuse=True))
+    assert (tmp_path / "q" / "w").read_bytes() == b"B" * 9000 and (tmp_path / "q" / "w").stat().st_ino == ino
+    await committer.commit(RemoveFile(tmp_path / "q" / "w", keep_as=tmp_path / "tmp" / "kept"))
+    await committer.commit(WriteFile(tmp_path / "tmp" / "kept", tmp_path / "q" / "x", lambda fh: fh.write(b"c"),
+                                     reuse=True))
+    assert (tmp_path / "q" / "x").read_bytes() == b"c"
+
+
+async def test_a_reused_file_that_is_gone_is_created_and_a_failed_keep_is_an_unlink(committer, tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "tmp").mkdir()
+    await committer.commit(WriteFile(tmp_path / "tmp" / "never", tmp_path / "q" / "a", b"a", reuse=True))
+    assert (tmp_path / "q" / "a").read_bytes() == b"a"
+    # The kept name's directory is missing: the file is unlinked as without keep_as, not left behind.
+    await committer.commit(RemoveFile(tmp_path / "q" / "a", keep_as=tmp_path / "gone" / "kept"))
+    assert list((tmp_path / "q").iterdir()) == []
+    await committer.commit(RemoveFile(tmp_path / "q" / "a", keep_as=tmp_path / "tmp" / "kept"))  # missing_ok
+    with pytest.raises(FileNotFoundError):
+        await committer.commit(RemoveFile(tmp_path / "q" / "a", missing_ok=False, keep_as=tmp_path / "tmp" / "k"))
+
+
+async def test_a_reused_write_that_fails_removes_the_kept_file_and_fails_only_its_job(committer, tmp_path):
+    (tmp_path / "q").mkdir()
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "kept").write_bytes(b"old content")
+
+    def broken(fh):
+        fh.write(b"half")
+        raise OSError(errno.EIO, "disk trouble")
+
+    ok = WriteFile(tmp_path / "tmp" / "ok", tmp_path / "q" / "ok", b"fine")
+    outcomes = await committer.commit_many([WriteFile(tmp_path / "tmp" / "kept", tmp_path / "q" / "bad", broken,
+                                                      reuse=True), ok])
+    assert isinstance(outcomes[0], OSError) and outcomes[1] is None
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["ok"]
+    assert list((tmp_path / "tmp").iterdir()) == []

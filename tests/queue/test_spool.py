@@ -158,6 +158,83 @@ async def test_a_fresh_message_is_relayed_from_memory_once_and_then_from_disk(sp
     assert len(reads) == 5 and spool._fresh_bytes == 0
 
 
+async def test_a_delivered_entrys_file_is_kept_and_written_over_by_the_next_enqueue(spool, tmp_path, committer,
+                                                                                   monkeypatch):
+    """Issue 19: a delivered entry's file is renamed into tmp/ (its removal from the queue as
+    durable as the unlink was: active/ synced) and the next enqueue writes over it — the same
+    inode, no new one — synced before the rename that publishes it; a shorter message leaves no
+    old tail (recovery would discard the file as partial), a longer one is whole."""
+    import mxgate.durable as durable
+
+    root = tmp_path / "spool"
+    events = []
+    real_dir, real_data = durable.sync_directory, durable._sync_file
+    monkeypatch.setattr(durable, "sync_directory", lambda p: events.append(p.name) or real_dir(p))
+    monkeypatch.setattr(durable, "_sync_file", lambda fd: events.append("data") or real_data(fd))
+    long_msg = MSG * 40
+    first = await spool.claim(await spool.enqueue("a@x.example", ["b@contoso.test"], long_msg, now=1.0))
+    ino = spool.path_of(first).stat().st_ino
+    events.clear()
+    assert await spool.mark_delivered(first, first.pending) is None
+    assert sorted(events) == ["active", "tmp"]  # the removal is durable; the kept name too
+    assert [p.stat().st_ino for p in (root / "tmp").iterdir()] == [ino]
+    assert all(list((root / q).iterdir()) == [] for q in QUEUES)
+
+    events.clear()
+    short = await spool.enqueue("a@x.example", ["c@contoso.test"], MSG, now=2.0)
+    assert events == ["data", "incoming"]  # synced, renamed, its directory synced: before enqueue returns
+    assert spool.path_of(short).stat().st_ino == ino and list((root / "tmp").iterdir()) == []
+    reopened = DiskSpool.open(root, committer)
+    assert reopened.recovery.discarded == () and reopened.recovery.corrupted == ()
+    assert [e.queue_id for e in reopened.list()] == [short.queue_id]
+    assert reopened.read_message(reopened.get(short.queue_id)) == MSG
+
+    second = await spool.claim(short)
+    assert await spool.mark_delivered(second, second.pending) is None
+    longer = await spool.enqueue("a@x.example", ["d@contoso.test"], long_msg + b"tail\r\n", now=3.0)
+    assert spool.path_of(longer).stat().st_ino == ino
+    assert DiskSpool.open(root, committer).read_message(longer) == long_msg + b"tail\r\n"
+
+
+async def test_a_kept_file_never_comes_back_as_an_entry_after_a_crash(spool, tmp_path, committer):
+    """The kept file still holds the delivered entry's whole, valid queue file: recovery must
+    empty tmp/ and never load it (a delivered message would be relayed again); the entries
+    still queued are all there."""
+    root = tmp_path / "spool"
+    waiting = await spool.enqueue("a@x.example", ["w@contoso.test"], MSG, now=1.0)
+    done = await spool.claim(await spool.enqueue("a@x.example", ["b@contoso.test"], MSG, now=2.0))
+    assert await spool.mark_delivered(done, done.pending) is None
+    (kept,) = (root / "tmp").iterdir()
+    assert parse_queue_file(kept.read_bytes(), "active", done.queue_id).queue_id == done.queue_id
+    reopened = DiskSpool.open(root, committer)  # the process died here
+    assert [e.queue_id for e in reopened.list()] == [waiting.queue_id]
+    assert reopened.recovery.requeued == () and list((root / "tmp").iterdir()) == []
+    # The new process starts with no kept files and creates its own.
+    fresh = await reopened.enqueue("a@x.example", ["b@contoso.test"], MSG, now=3.0)
+    assert reopened.read_message(fresh) == MSG
+
+
+async def test_kept_files_are_bounded_in_number_and_size_and_never_shared(spool, tmp_path, committer, monkeypatch):
+    from mxgate.queue import spool as spool_mod
+
+    root = tmp_path / "spool"
+    monkeypatch.setattr(spool_mod, "KEEP_MAX", 5)
+    entries = await asyncio.gather(*(spool.enqueue("a@x.example", ["b@contoso.test"], MSG + b"%d\r\n" % i, now=i)
+                                     for i in range(8)))
+    big = await spool.enqueue("a@x.example", ["b@contoso.test"], b"x" * spool_mod.KEEP_SIZE, now=9.0)
+    claimed = [await spool.claim(e) for e in [big, *entries]]
+    assert await asyncio.gather(*(spool.mark_delivered(e, e.pending) for e in claimed)) == [None] * 9
+    kept = list((root / "tmp").iterdir())
+    assert len(kept) == 5 and len(spool._kept) == 5 and big.size > max(p.stat().st_size for p in kept)
+    # Enqueues at once each get a file of their own (five written over, three created).
+    again = await asyncio.gather(*(spool.enqueue("a@x.example", ["c@contoso.test"], b"new %d\r\n" % i * (i + 1))
+                                   for i in range(8)))
+    assert len({spool.path_of(e).stat().st_ino for e in again}) == 8 and spool._kept == []
+    reopened = DiskSpool.open(root, committer)
+    assert reopened.recovery.discarded == () and reopened.recovery.corrupted == ()
+    assert sorted(reopened.read_message(e) for e in again) == sorted(b"new %d\r\n" % i * (i + 1) for i in range(8))
+
+
 def test_header_line_matches_the_asdict_form_byte_for_byte():
     """Differential (issue 19): the queue file header built field by field is the same bytes as
     the dataclasses.asdict form it replaced, for every recipient state and optional field."""
@@ -343,6 +420,69 @@ def test_kill_9_loses_no_acknowledged_entry(tmp_path):
             spool = DiskSpool.open(root, c)
             assert set(acked) <= {e.queue_id for e in spool.list()}
             assert spool.recovery.corrupted == ()
+        finally:
+            await c.aclose()
+
+    asyncio.run(check())
+
+
+CHILD_DELIVERING = textwrap.dedent(
+    """
+    import asyncio, sys
+    from mxgate.durable import GroupCommitter
+    from mxgate.queue.spool import DiskSpool
+
+    async def main():
+        c = GroupCommitter(); c.start()
+        spool = DiskSpool.open(sys.argv[1], c)
+        async def one(i):
+            e = await spool.enqueue("s@x.example", ["r@contoso.test"], b"msg %d\\r\\n" % i * (1 + i % 90))
+            print("A", e.queue_id, i, flush=True)  # the "250": only after enqueue returned
+            if i % 2:
+                e = await spool.claim(e)
+                await spool.mark_delivered(e, e.pending)
+                print("D", e.queue_id, i, flush=True)  # settled: its file kept in tmp/ for reuse
+        i = 0
+        while True:
+            await asyncio.gather(*(one(i + k) for k in range(20)))
+            i += 20
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_kill_9_while_files_are_kept_and_written_over_loses_and_revives_nothing(tmp_path):
+    """Issue 19: with delivered entries' files written over by new ones, a killed process's
+    spool holds every acknowledged, undelivered message with its own bytes, and no delivered one."""
+    root = tmp_path / "spool"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_DELIVERING, str(root)], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if len(lines) >= 900:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lines += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+    acked = {qid: int(i) for kind, qid, i in (line.split() for line in lines) if kind == "A"}
+    delivered = {qid for kind, qid, _ in (line.split() for line in lines) if kind == "D"}
+    assert len(delivered) >= 200
+
+    async def check():
+        c = GroupCommitter()
+        c.start()
+        try:
+            spool = DiskSpool.open(root, c)
+            found = {e.queue_id: e for e in spool.list()}
+            assert set(acked) - delivered <= set(found) and not delivered & set(found)
+            for qid, entry in found.items():
+                i = acked.get(qid)
+                if i is not None:
+                    assert spool.read_message(entry) == b"msg %d\r\n" % i * (1 + i % 90)
+            assert spool.recovery.corrupted == () and spool.recovery.discarded == ()
         finally:
             await c.aclose()
 
