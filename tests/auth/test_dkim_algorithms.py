@@ -288,3 +288,22 @@ def test_our_own_seal_still_validates(rsa_key):
     sealed = seal_arc(PLAIN, "gw.test", "gw.test", "arc", pem, AR) + \
         b"Authentication-Results: " + AR.encode() + b"\r\n" + PLAIN
     assert validate_arc(sealed, _dns({"arc._domainkey.gw.test": txt})).status == "pass"
+
+
+def test_the_rsa_sha1_comment_survives_the_gateways_seal_and_the_mailboxs_reading(rsa_key):
+    """The gateway seals its Authentication-Results clauses as they are (ARC-Authentication-
+    Results); the comment must neither break the seal nor the mailbox's reading of the results."""
+    from mxgate.auth.arc import recorded_results
+    from mxgate.auth.results import authentication_results_clauses
+
+    key, pem, txt = rsa_key
+    dkim = verify_dkim(_sign(PLAIN, key, b"rsa-sha1"), _dns({"s1._domainkey.fabrikam.test": txt}))
+    clauses = authentication_results_clauses("gw.test", SpfResult("none", "", ""), "", "mx.test", None, dkim,
+                                              None, None, None)
+    value = "; ".join(clauses)
+    sealed = seal_arc(PLAIN, "gw.test", "gw.test", "arc", pem, value, clauses=clauses) + \
+        b"Authentication-Results: " + value.encode() + b"\r\n" + PLAIN
+    arc = validate_arc(sealed, _dns({"arc._domainkey.gw.test": txt}))
+    assert arc.status == "pass", arc
+    recorded = recorded_results(arc.auth_results[-1][1])
+    assert [(r.method, r.result) for r in recorded] == [("spf", "none"), ("dkim", "permerror")]
