@@ -13,6 +13,15 @@ ARC-Authentication-Results shows an aligned pass for the author domain that fail
 dmarc=pass for it, or spf=pass / dkim=pass aligned with it — and records no DMARC result
 other than pass. A sealer that recorded dmarc=fail, or could not finish its checks
 (temperror), vouches for nothing.
+
+Algorithms: a chain validates only when its ARC-Seals and latest ARC-Message-Signature say
+a=rsa-sha256 (dkimpy's ARC verifier; the chain is `fail` otherwise). rsa-sha1 is refused as
+for DKIM (RFC 8301 §3.1). ed25519-sha256, which RFC 8617 (a= as DKIM's) does not rule out, is
+not accepted either, by decision: no sealer we know seals with it, dkimpy's ARC verifier and
+the ARC test suites know rsa-sha256 only, and refusing fails safe — a failed chain overrides no
+DMARC failure and carries no sealer's results, so the message is judged on its own SPF, DKIM
+and DMARC (where Ed25519 DKIM does verify). To accept it: add it to dkimpy's
+ARC_HASH_ALGORITHMS and turn tests/auth/test_dkim_algorithms.py's ARC case around.
 """
 from __future__ import annotations
 
