@@ -99,8 +99,9 @@ class _Base64Encoder:
 def pynacl_for_dkimpy():
     """dkimpy as it runs where PyNaCl is installed (it is not a dependency here): the names it
     calls — signing.SigningKey/VerifyKey, encoding.Base64Encoder, exceptions — over
-    cryptography's Ed25519. Use a fresh key per test: mxgate's dkim_tags remembers evaluated
-    key records by their text."""
+    cryptography's Ed25519. mxgate itself now gives dkimpy such names (auth/ed25519.py); this
+    test copy, written apart from it, stays for the tests written against it. Use a fresh key
+    per test: mxgate's dkim_tags remembers evaluated key records by their text."""
     fake = types.SimpleNamespace(
         signing=types.SimpleNamespace(SigningKey=_SigningKey, VerifyKey=_VerifyKey),
         encoding=types.SimpleNamespace(Base64Encoder=_Base64Encoder),

@@ -5,11 +5,14 @@ malformed base64, bare CR/LF, broken ARC sets, valid signatures with every tag a
 shape, public test vectors (issue 19: the CPU may change, a verdict may not). Each message of
 the first test is checked twice: the second time from the caches.
 
-The reference is verify_dkim/validate_arc over dkimpy's own code, so it keeps the one deliberate
-divergence from dkimpy's verdicts, which those functions add after dkimpy: a key record that
+The reference is verify_dkim/validate_arc over dkimpy's own code, so it keeps the deliberate
+divergences from dkimpy's verdicts, which those functions add around dkimpy: a key record that
 cannot verify the signature's a= (k= another key type, h= without its hash) is a permerror, and
-an ARC chain resting on one fails (RFC 6376 §6.1.2 steps 6 and 8; dkim.unsuitable_key).
-test_the_one_deliberate_divergence_from_dkimpy pins where dkimpy itself says pass."""
+an ARC chain resting on one fails (RFC 6376 §6.1.2 steps 6 and 8; dkim.unsuitable_key); an
+rsa-sha1 signature is a permerror (RFC 8301 §3.1). test_the_one_deliberate_divergence_from_dkimpy
+and test_rsa_sha1_is_the_other_divergence_from_dkimpy pin where dkimpy itself says pass.
+Ed25519 (RFC 8463) is dkimpy's own flow in both, over OpenSSL (auth/ed25519.py stands in for
+PyNaCl), so dkimpy's verdicts on it are the reference as they are for RSA."""
 
 from __future__ import annotations
 
@@ -426,7 +429,8 @@ def test_rfc8463_example_gets_dkimpys_verdicts_and_its_rsa_signature_passes():
 
     results = _same_as_dkimpy(RFC8463_MESSAGE, dnsfunc)[0]
     assert results[1].result == "pass" and results[1].selector == "test"  # 1024-bit RSA, over-signed h=
-    # The Ed25519 one is dkimpy's to judge (dkim_fast takes RSA only); without PyNaCl it cannot pass.
+    # The Ed25519 one is dkimpy's to judge (dkim_fast takes RSA only), over OpenSSL's Ed25519.
+    assert results[0].result == "pass" and results[0].selector == "brisbane"
     assert dkim_fast.dkim_passes(RFC8463_MESSAGE, 0, dkim_fast.Lookups(dnsfunc), 5) is None
     assert dkim_fast.dkim_passes(RFC8463_MESSAGE, 1, dkim_fast.Lookups(dnsfunc), 5) is True
     for change, may_pass in (
@@ -437,8 +441,8 @@ def test_rfc8463_example_gets_dkimpys_verdicts_and_its_rsa_signature_passes():
             (lambda m: m.replace(b"From: Joe", b"From: Bank <alerts@bank.test>\r\nFrom: Joe"), False),
             (lambda m: m.replace(b"Subject: Is", b"Subject: Is ready\r\nSubject: Is"), False),
             (lambda m: m.replace(b"\r\n", b"\n"), True)):
-        rsa_result = _same_as_dkimpy(change(RFC8463_MESSAGE), dnsfunc)[0][1].result
-        assert (rsa_result == "pass") == may_pass
+        ed_result, rsa_result = (r.result for r in _same_as_dkimpy(change(RFC8463_MESSAGE), dnsfunc)[0])
+        assert (rsa_result == "pass") == may_pass and (ed_result == "pass") == may_pass
 
 
 def test_valimail_arc_suite_gets_dkimpys_verdicts():
@@ -679,3 +683,17 @@ def test_the_one_deliberate_divergence_from_dkimpy(keyed, dkim_keys):
         records.pop("ed._domainkey.fabrikam.test")
         records.pop("arc._domainkey.ed.test")
         records["s1._domainkey.fabrikam.test"] = saved
+
+
+def test_rsa_sha1_is_the_other_divergence_from_dkimpy(keyed):
+    """dkimpy (its own verify) passes a valid rsa-sha1 signature; mxgate says permerror without
+    asking for the key (RFC 8301 §3.1: rsa-sha1 MUST NOT be used for verifying), with dkim_fast
+    on or off. Should dkimpy start refusing rsa-sha1, the first assertion fails."""
+    key, dnsfunc, _, _ = keyed
+    message = dkimpy.sign(PLAIN, b"s1", b"fabrikam.test", key, signature_algorithm=b"rsa-sha1") + PLAIN
+    with dkimpy_own_code():
+        assert dkimpy.verify(message, dnsfunc=dnsfunc) is True  # dkimpy: pass
+        (ours,) = verify_dkim(message, dnsfunc)
+    assert (ours.result, ours.reason) == ("permerror", dkim_module.RSA_SHA1_REFUSED)
+    assert verify_dkim(message, dnsfunc) == (ours,)
+    assert dkim_fast.dkim_passes(message, 0, dkim_fast.Lookups(dnsfunc), 5) is None

@@ -221,3 +221,60 @@ def test_btag_cut_without_sre_is_taken_for_real_fields_and_equals_dkimpys():
         assert dkim_canon.RE_BTAG.sub(b"\\1", field) == expected, field
         taken += dkim_canon._cut_btag(field) is not None
     assert taken > 1500
+
+
+# Issue 19, P3 (session 5): dkimpy's parse read off the mailbox's own header parse
+# (headers.parse_fields), kept for the ARC verification of the same bytes.
+_FIELD_PIECES = (b"a", b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"From ", b"X-A: b", b"X-A :b", b"\xff",
+                 b"Subject: x\r\n", b"\r\n\r\n", b"\n\n", b"\r\r\n", b"\n\r\n", b" cont\r\n", b"\tcont\n")
+
+
+def _remembered_outcome(message):
+    from mxgate.auth.headers import parse_fields, split_headers
+
+    dkim_canon._parsed_messages.clear()
+    head, body = split_headers(message)
+    taken = dkim_canon.remember_parse(message, parse_fields(head), body)
+    return taken, _parse_outcome(dkim_canon.rfc822_parse, message)
+
+
+def test_a_parse_read_off_our_fields_is_dkimpys_on_every_short_message():
+    taken_count = 0
+    for n in range(5):
+        for parts in itertools.product(_FIELD_PIECES, repeat=n):
+            for message in (b"".join(parts), b"X-B: c\r\n" + b"".join(parts)):
+                taken, outcome = _remembered_outcome(message)
+                taken_count += taken
+                assert outcome == _parse_outcome(dkim_canon.ORIGINAL_PARSE, message), message
+    assert taken_count > 10_000  # the derived parse was what was compared, most of the time
+
+
+def test_a_parse_read_off_our_fields_is_dkimpys_on_long_random_messages():
+    rng = random.Random(5)
+    taken_count = 0
+    for _ in range(4000):
+        message = b"From: a@b\r\n" + b"".join(rng.choice(_FIELD_PIECES) for _ in range(rng.randrange(1, 50)))
+        taken, outcome = _remembered_outcome(message)
+        taken_count += taken
+        assert outcome == _parse_outcome(dkim_canon.ORIGINAL_PARSE, message), message
+    assert taken_count > 300
+
+
+def test_a_p3_message_is_parsed_once_for_the_arc_verification(monkeypatch):
+    """The gateway-relayed shape (ARC set, stamps, Received, DKIM-Signature, CRLF): validate_arc
+    hands dkimpy's parse over from its own, and dkimpy's own parse is not run for it."""
+    from mxgate.auth.arc import validate_arc
+
+    message = (b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=mxgate.test; s=s; t=1; b=AAAA\r\n"
+               b"ARC-Message-Signature: i=1; a=rsa-sha256; c=relaxed/relaxed; d=mxgate.test; s=s;\r\n"
+               b" t=1; h=from; bh=AAAA; b=AAAA\r\n"
+               b"ARC-Authentication-Results: i=1; gw.test; spf=pass smtp.mailfrom=a.test\r\n"
+               b"Received: from x ([192.0.2.1])\r\n\tby gw.test; Wed, 02 Dec 2026 11:50:19 GMT\r\n"
+               b"From: <a@a.test>\r\nSubject: s\r\n\r\nbody \r\n\r\n")
+    expected = dkim_canon.ORIGINAL_PARSE(message)
+    dkim_canon._parsed_messages.clear()
+    calls = []
+    real = dkim_canon._parse
+    monkeypatch.setattr(dkim_canon, "_parse", lambda m: calls.append(m) or real(m))
+    validate_arc(message, lambda name, timeout=5: None)
+    assert calls == [] and dkim_canon.rfc822_parse(message) == expected

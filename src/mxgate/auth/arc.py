@@ -13,6 +13,15 @@ ARC-Authentication-Results shows an aligned pass for the author domain that fail
 dmarc=pass for it, or spf=pass / dkim=pass aligned with it — and records no DMARC result
 other than pass. A sealer that recorded dmarc=fail, or could not finish its checks
 (temperror), vouches for nothing.
+
+Algorithms: a chain validates only when its ARC-Seals and latest ARC-Message-Signature say
+a=rsa-sha256 (dkimpy's ARC verifier; the chain is `fail` otherwise). rsa-sha1 is refused as
+for DKIM (RFC 8301 §3.1). ed25519-sha256, which RFC 8617 (a= as DKIM's) does not rule out, is
+not accepted either, by decision: no sealer we know seals with it, dkimpy's ARC verifier and
+the ARC test suites know rsa-sha256 only, and refusing fails safe — a failed chain overrides no
+DMARC failure and carries no sealer's results, so the message is judged on its own SPF, DKIM
+and DMARC (where Ed25519 DKIM does verify). To accept it: add it to dkimpy's
+ARC_HASH_ALGORITHMS and turn tests/auth/test_dkim_algorithms.py's ARC case around.
 """
 from __future__ import annotations
 
@@ -102,7 +111,8 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
         # No ARC field in the header section: the chain is `none` (RFC 8617 §4.4), what dkimpy
         # answers too after parsing the whole message (7% of the mailbox's CPU in bench P1).
         return ArcResult("none", (), _NOT_ARC_SIGNED)
-    head_fields = parse_fields(split_headers(message)[0])  # once, for the three readings below
+    head, body = split_headers(message)
+    head_fields = parse_fields(head)  # once, for the three readings below and dkimpy's parse
     seals = _seals(head_fields)
     sealers = tuple(domain for _, domain in seals)
     if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
@@ -114,6 +124,7 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
         return ArcResult("fail", sealers, "ARC header field without a valid i= (RFC 8617 4.2.1)")
     if fields and not seals:
         return ArcResult("fail", sealers, "ARC header fields without an ARC-Seal (RFC 8617 5.2)")
+    dkim_canon.remember_parse(message, head_fields, body)  # the verifiers' parse, from ours
     lookups = dkim_fast.Lookups(dnsfunc)  # one question per key, shared with dkimpy below
     if dkim_fast.ENABLED and len(seals) == 1 and dkim_fast.arc_chain_passes(message, lookups):
         # One set, AMS and seal verified as dkimpy would: its (pass, "success") without its flow.

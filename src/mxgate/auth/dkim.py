@@ -6,12 +6,21 @@ the forms dkimpy and DNS want. Must not know: DMARC alignment, policy, or where 
 records come from — lookups go through the `dnsfunc` the caller passes
 (`mxgate.auth.dns.dnsfunc_for`), whose `DnsTemporaryError` becomes `temperror`.
 
-One deliberate divergence from dkimpy's verdicts (`unsuitable_key`): a key record that cannot
-verify the signature's a= is a permerror, as RFC 6376 §6.1.2 requires — k= naming another key
-type than a= (step 8, "inappropriate key algorithm") or h= leaving out a='s hash (step 6).
-dkimpy verifies with whatever key type k= names and never reads h=, so an RSA signature whose
-field says a=ed25519-sha256 passed over a k=rsa key (and, where PyNaCl is installed, an Ed25519
-one saying a=rsa-sha256 over a k=ed25519 key). ARC uses the same check (arc.py).
+Algorithms: rsa-sha256 and ed25519-sha256 (RFC 8463 §3: verifiers MUST implement it; dkimpy
+gets Ed25519 from OpenSSL through auth/ed25519.py, PyNaCl is not needed). rsa-sha1 is refused.
+
+Deliberate divergences from dkimpy's verdicts (test_auth_differential.py pins each):
+- `unsuitable_key`: a key record that cannot verify the signature's a= is a permerror, as
+  RFC 6376 §6.1.2 requires — k= naming another key type than a= (step 8, "inappropriate key
+  algorithm") or h= leaving out a='s hash (step 6). dkimpy verifies with whatever key type k=
+  names and never reads h=, so an RSA signature whose field says a=ed25519-sha256 passed over a
+  k=rsa key (and an Ed25519 one saying a=rsa-sha256 over a k=ed25519 key). ARC uses the same
+  check (arc.py).
+- rsa-sha1 (a= in any case) is a permerror with the reason `RSA_SHA1_REFUSED`, decided before
+  any key lookup: RFC 8301 §3.1, "rsa-sha1 MUST NOT be used for signing or verifying"; RFC 8601
+  §2.7.1 permerror, a signature the verifier cannot accept. dkimpy passes a valid one (and
+  calls a=RSA-SHA1 neutral). So it never makes DMARC pass; the Authentication-Results carry
+  the reason (results.py). ARC already refuses it (dkimpy's ARC verifier takes rsa-sha256 only).
 
 Blocking and CPU-bound (RSA); call from a worker thread.
 """
@@ -23,7 +32,7 @@ from typing import Callable
 
 import dkim as dkimpy
 
-from mxgate.auth import dkim_canon, dkim_fast, rsa_signing  # noqa: F401  (OpenSSL signs, remembered canonicalisation for dkimpy; see the modules)
+from mxgate.auth import dkim_canon, dkim_fast, ed25519, rsa_signing  # noqa: F401  (OpenSSL signs and verifies RSA and Ed25519, remembered canonicalisation for dkimpy; see the modules)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.util import InvalidTagValueList
@@ -41,6 +50,7 @@ HEADER_B_PREFIX = 8  # RFC 6008 §4: header.b carries enough of b= to tell signa
 RSA_KEY_BITS = 2048  # RFC 8301 §3.2: at least 1024 bits, 2048 recommended
 MIN_KEY_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT accept shorter RSA keys
 DNS_TIMEOUT = 5.0
+RSA_SHA1_REFUSED = "rsa-sha1 not accepted: RFC 8301"  # also shown in Authentication-Results
 
 DnsFunc = Callable[..., "bytes | None"]
 
@@ -115,6 +125,12 @@ def unsuitable_key(a_tag: bytes | None, record: bytes | str | None) -> str:
     return ""
 
 
+def _named(tags: dict[bytes, bytes], word: str, reason: str = "") -> DkimResult:
+    """A result for the signature whose tags are `tags` (d=, s= and header.b from them)."""
+    return DkimResult(word, _text(tags.get(b"d")).lower(), _text(tags.get(b"s")),
+                      "".join(_text(tags.get(b"b")).split())[:HEADER_B_PREFIX], reason)
+
+
 def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfunc: DnsFunc) -> DkimResult:
     domain, selector = _text(tags.get(b"d")).lower(), _text(tags.get(b"s"))
     header_b = "".join(_text(tags.get(b"b")).split())[:HEADER_B_PREFIX]
@@ -171,18 +187,18 @@ def verify_dkim(message: bytes, dnsfunc: DnsFunc, *, timeout: float = DNS_TIMEOU
     results: list[DkimResult] = []
     verifier = None
     for i, tags in enumerate(all_tags):
+        if tags.get(b"a", b"").lower() == b"rsa-sha1":  # RFC 8301 §3.1 (module docstring)
+            results.append(_named(tags, "permerror", RSA_SHA1_REFUSED))
+            continue
         if dkim_fast.ENABLED and dkim_fast.dkim_passes(message, i, lookups, timeout):
-            results.append(DkimResult("pass", _text(tags.get(b"d")).lower(), _text(tags.get(b"s")),
-                                      "".join(_text(tags.get(b"b")).split())[:HEADER_B_PREFIX]))
+            results.append(_named(tags, "pass"))
             continue
         if verifier is None:
             try:
                 verifier = dkimpy.DKIM(message, minkey=MIN_KEY_BITS, timeout=timeout)
             except dkimpy.DKIMException as exc:  # header section dkimpy cannot parse
                 # (dkim_fast reads dkimpy's parse of it, so it passed none of them)
-                return tuple(DkimResult("permerror", _text(t.get(b"d")).lower(), _text(t.get(b"s")),
-                                        "".join(_text(t.get(b"b")).split())[:HEADER_B_PREFIX],
-                                        f"message: {str(exc)[:200]}") for t in all_tags)
+                return tuple(_named(t, "permerror", f"message: {str(exc)[:200]}") for t in all_tags)
         results.append(_verify_one(verifier, i, tags, lookups))
     return tuple(results)
 

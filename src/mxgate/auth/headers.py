@@ -98,8 +98,18 @@ def parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:
     seven parses per message on the gateway): recent blocks up to MEMO_BLOCK bytes are parsed
     once. The fields are immutable, so sharing them is safe."""
     if len(header_block) <= MEMO_BLOCK:
-        return _parse_fields_memo(bytes(header_block))
+        block = bytes(header_block)
+        # The same block with and without its blank line (a MessageSource's head keeps it,
+        # split_headers drops it): one parse for both (issue 19: two per gateway message). The
+        # blank line after a line's end is a last field of its own, with no name.
+        for blank in _BLANK_LINES:
+            if block.endswith(blank) and len(block) > len(blank) and block[-len(blank) - 1] == 0x0A:
+                return _parse_fields_memo(block[:-len(blank)]) + (HeaderField(b"", blank),)
+        return _parse_fields_memo(block)
     return _parse_fields(header_block)
+
+
+_BLANK_LINES = (b"\r\n", b"\n")
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,7 +16,7 @@ import re
 from typing import Sequence
 
 from mxgate.auth.arc import ArcResult
-from mxgate.auth.dkim import DkimResult
+from mxgate.auth.dkim import RSA_SHA1_REFUSED, DkimResult
 from mxgate.auth.dmarc import DmarcResult
 from mxgate.auth.spf import SpfResult, spf_identity
 
@@ -24,6 +24,9 @@ HEADER_NAME = "Authentication-Results"
 # RFC 2045 §5.1 token characters, plus "@" which RFC 8601 §2.2 allows in a pvalue.
 _BARE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+$")
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 .:_@=/+\-]")
+# DKIM reasons shown as a comment (RFC 8601 §2.2) after the result: why a signature that may
+# well be valid is not accepted. dkimpy's texts never are (they may quote a sender's bytes).
+_PUBLIC_DKIM_REASONS = frozenset((RSA_SHA1_REFUSED,))
 MAX_VALUE = 255  # keep one hostile value from bloating the header (RFC 5321 path limit is 256)
 
 
@@ -63,6 +66,8 @@ def _dkim_clauses(dkim: Sequence[DkimResult]) -> list[str]:
     clauses = []
     for r in dkim:
         parts = [f"dkim={r.result}"]
+        if r.reason in _PUBLIC_DKIM_REASONS:  # our own fixed words; other reasons stay in the trace
+            parts.append(comment(r.reason))
         if r.domain:
             parts.append("header.d=" + pvalue(r.domain))
         if r.selector:

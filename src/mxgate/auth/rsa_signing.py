@@ -8,7 +8,7 @@ checks that against dkimpy's own implementation. Verification too: dkimpy's pure
 DKIM or ARC signature, and every message carries three (DKIM, ARC-Seal, ARC-Message-Signature).
 OpenSSL's verification is stricter in one way only: a signature whose integer is not below the
 modulus is invalid (RFC 8017 §5.2.2 step 1), where dkimpy's reduces it modulo n.
-Ed25519 already goes through libsodium (PyNaCl) in dkimpy.
+Ed25519 goes through OpenSSL too (auth/ed25519.py).
 
 dkimpy offers no hook for its signer or verifier, so the functions it imported (the signer,
 the verifier, and the PEM and public-key parsers, memoised) are swapped in its module;

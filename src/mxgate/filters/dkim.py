@@ -9,15 +9,19 @@ Must not know: dkimpy, DNS, DMARC alignment.
 from __future__ import annotations
 
 from mxgate.auth.dkim import DkimResult, verify_dkim
-from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckEnv, CheckResult, MessageFacts, errored, fired, passed
 from mxgate.policy.gateway_checks import CheckSettings
 
 NAME = "dkim"
 
 
+def signatures(facts: MessageFacts) -> int:
+    """How many DKIM-Signature fields the message carries (its header fields parsed once, facts.fields)."""
+    return sum(1 for f in facts.fields if f.name == b"dkim-signature")
+
+
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[DkimResult, ...]:
-    if not any(f.name == b"dkim-signature" for f in parse_fields(facts.source.head)):
+    if not signatures(facts):
         return ()  # unsigned: the body is never read
     # dkimpy needs the whole message in memory: only HEAVY_SLOTS messages at once (memory bounded by design).
     if env.heavy is not None and not env.heavy.acquire(timeout=cfg.timeout):
@@ -33,20 +37,21 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[Dkim
 # each signature canonicalises and hashes the message in Python, and a sender chooses how many.
 LOOP_MESSAGE_MAX = 64 * 1024
 LOOP_SIGNATURES = 2
+WHOLE_MESSAGE = True  # gather holds the whole message: in a worker it takes a memory slot (env.heavy)
 
 
-def cached_on_loop(cfg: CheckSettings) -> bool:
-    """Verification waits only on DNS (the key records): on the loop when they are cached."""
-    return True
-
-
-def fits_on_loop(facts: MessageFacts) -> bool:
-    """Issue 19: verifying in a worker cost more in the hand-off and the GIL hand-overs with the
-    busy loop than the verification of a usual message; a large or many-times-signed one still
-    goes to a worker, so no sender can hold the loop for long."""
+def cached_on_loop(facts: MessageFacts, cfg: CheckSettings) -> bool:
+    """Verification waits only on DNS (the key records), tried on the loop from the cache
+    (filters/pipeline.py) when the message is short, held in memory and signed at most
+    LOOP_SIGNATURES times. Issue 19: verifying in a worker cost more in the hand-off and the GIL
+    hand-overs with the busy loop than the verification of a usual message; a large or
+    many-times-signed one still goes to a worker, so no sender can hold the loop for long.
+    An unsigned message reads neither DNS nor its body: on the loop at any size."""
+    count = signatures(facts)
+    if not count:
+        return True
     source = facts.source
-    return (source.in_memory and source.size <= LOOP_MESSAGE_MAX
-            and sum(1 for f in parse_fields(source.head) if f.name == b"dkim-signature") <= LOOP_SIGNATURES)
+    return source.in_memory and source.size <= LOOP_MESSAGE_MAX and count <= LOOP_SIGNATURES
 
 
 def decide(raw: tuple[DkimResult, ...], cfg: CheckSettings) -> CheckResult:

@@ -31,7 +31,7 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> DmarcResul
                             sample=random.uniform(0, 100))
 
 
-def cached_on_loop(cfg: CheckSettings) -> bool:
+def cached_on_loop(facts: MessageFacts, cfg: CheckSettings) -> bool:
     """Only DNS is waited on, once the public suffix list is parsed (~40 ms, never on the loop):
     on the loop when the answers are cached (filters/pipeline.py)."""
     return public_suffix_list_loaded()

@@ -48,6 +48,7 @@ QUEUE_WAIT = 120.0  # longest a check waits for a free worker before it counts a
 LOOP_WALK_MAX = 64 * 1024  # bytes: a message in memory up to this is walked on the loop first
 LOOP_WALK_SECONDS = 0.003  # how long the walk may hold the loop before it goes to a worker
 _loop_clock = time.monotonic  # the loop try's clock (tests step it)
+_clock = time.perf_counter  # checks' latency (metrics)
 LOOK_FLOOR = 0.01  # seconds: a queued job's timer looks no more often (a deadline is seen at most this late)
 
 
@@ -177,16 +178,36 @@ class Pipeline:
             self._budgets.discard(budget)
 
     async def _run_one(self, module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> CheckResult:
+        result = self._try_on_loop(module, facts, cfg, env)
+        return result if result is not None else await self._run_in_worker(module, facts, cfg, env, _clock())
+
+    def _try_on_loop(self, module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> CheckResult | None:
+        """The check's result when it runs (or is skipped) on the loop without waiting; None when
+        it must go to a worker (_run_in_worker). Issue 19: most checks of a usual message end here,
+        and then no task, no context manager and no worker hop is made for them."""
         if not cfg.enabled:
             return CheckResult(module.NAME, SKIP, detail="off")
-        with metrics.timed(module.NAME):  # a timeout or an error is observed too (its latency is the point)
-            if _runs_on_loop(module, cfg):
-                state, value = _outcome(module.gather, facts, cfg, env)
-            elif (answered := _from_cache_on_loop(module, facts, cfg, env)) is not None:
-                state, value = answered
-            else:
-                state, value = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg,
-                                                     env)
+        start = _clock()
+        if _runs_on_loop(module, cfg):
+            answered = _outcome(module.gather, facts, cfg, env)
+        else:
+            answered = _from_cache_on_loop(module, facts, cfg, env)
+            if answered is None:
+                return None
+        metrics.observe_check(module.NAME, _clock() - start)  # an error or a timeout too: _outcome caught it
+        return self._result(module, answered, cfg, env)
+
+    async def _run_in_worker(self, module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv,
+                             start: float) -> CheckResult:
+        try:
+            answered = await self._in_worker(facts.peer_ip, Budget(cfg.timeout), module.gather, facts, cfg, env)
+        finally:  # a timeout or an error is observed too (its latency is the point)
+            metrics.observe_check(module.NAME, _clock() - start)
+        return self._result(module, answered, cfg, env)
+
+    @staticmethod
+    def _result(module, answered: tuple[str, Any], cfg: CheckSettings, env: CheckEnv) -> CheckResult:
+        state, value = answered
         if state == "ok":
             env.raw[module.NAME] = value
             result = module.decide(value, cfg)
@@ -246,16 +267,26 @@ class Pipeline:
 
     async def _run(self, facts: MessageFacts, checks: dict[str, CheckSettings], env: CheckEnv,
                    pre: dict[str, CheckResult]) -> Outcome:
-        async def ready(result: CheckResult) -> CheckResult:
-            return result
-
         async def after_walk() -> list[CheckResult]:
             await self._walk(facts, checks, env)
             return [await self._run_one(m, facts, checks[m.NAME], env) for m in AFTER_WALK]
 
-        *first, walked = await asyncio.gather(*(ready(pre[m.NAME]) if m.NAME in pre
-                                                else self._run_one(m, facts, checks[m.NAME], env) for m in PARALLEL),
-                                              after_walk())
+        # The parallel checks that answer on the loop are answered here, in order; only those
+        # that must wait for a worker run beside the walk as tasks (issue 19: a task per check,
+        # six per message, cost more than most checks once their answers came from the cache).
+        first: list[CheckResult | None] = []
+        for m in PARALLEL:
+            first.append(pre[m.NAME] if m.NAME in pre else self._try_on_loop(m, facts, checks[m.NAME], env))
+        waiting = [i for i, r in enumerate(first) if r is None]
+        if waiting:
+            start = _clock()
+            *got, walked = await asyncio.gather(
+                *(self._run_in_worker(PARALLEL[i], facts, checks[PARALLEL[i].NAME], env, start) for i in waiting),
+                after_walk())
+            for i, r in zip(waiting, got):
+                first[i] = r
+        else:
+            walked = await after_walk()
         results: dict[str, Any] = {r.check: r for r in [*first, *walked]}
         for m in AFTER:
             results[m.NAME] = await self._run_one(m, facts, checks[m.NAME], env)
@@ -353,25 +384,23 @@ def _runs_on_loop(module, cfg: CheckSettings) -> bool:
 
 
 def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> tuple[str, Any] | None:
-    """A check whose only waiting is DNS (`cached_on_loop(cfg)`: SPF, rDNS, DMARC, DKIM) runs on the
-    loop when every answer it needs is in the resolver's cache, as it is for a stream of mail
-    from the same senders (issue 19: its thread hand-off cost more than the check). The first
-    lookup the cache cannot answer ends the try — it never asks or waits on the loop — and the
-    check runs in a worker as before (None). The same gather over the same answers: the same
-    result; anything it did before the miss is thrown away."""
+    """A check whose only waiting is DNS (`cached_on_loop(facts, cfg)`: SPF, rDNS, DMARC, DKIM) runs
+    on the loop when every answer it needs is in the resolver's cache, as it is for a stream of
+    mail from the same senders (issue 19: its thread hand-off cost more than the check). The
+    predicate says whether this check may be tried on the loop at all (DMARC: once the suffix list
+    is parsed; DKIM: a short message in memory with few signatures); whether the answers are
+    cached is found by trying: the first lookup the cache cannot answer ends the try — it never
+    asks or waits on the loop — and the check runs in a worker as before (None). The same gather
+    over the same answers: the same result; anything it did before the miss is thrown away."""
     on_loop = getattr(module, "cached_on_loop", None)
-    if on_loop is None or not on_loop(cfg) or not answers_from_cache(env.resolver):
+    if on_loop is None or not answers_from_cache(env.resolver) or not on_loop(facts, cfg):
         return None
     loop_env = env
-    fits = getattr(module, "fits_on_loop", None)  # a whole-message check: only small messages in memory
-    if fits is not None:
-        if not fits(facts):
-            return None
-        if env.heavy is not None:
-            # On the loop one check runs at a time over a message already in memory: no memory
-            # slot (env.heavy, for the worker threads) is taken, and none can be waited for here.
-            loop_env = copy.copy(env)  # not dataclasses.replace: ~15 µs a call on the hot path
-            loop_env.heavy = None
+    if getattr(module, "WHOLE_MESSAGE", False) and env.heavy is not None:
+        # On the loop one check runs at a time over a message already in memory: no memory slot
+        # (env.heavy, for the worker threads) is taken, and none can be waited for here.
+        loop_env = copy.copy(env)  # not dataclasses.replace: ~15 µs a call on the hot path
+        loop_env.heavy = None
     with cache_only() as look:
         try:
             answered = _outcome(module.gather, facts, cfg, loop_env)

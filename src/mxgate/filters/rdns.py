@@ -31,18 +31,20 @@ class RdnsLookup:
     detail: str = ""
 
 
-@functools.lru_cache(maxsize=4096)  # pure; dnspython builds it in ~12 µs, and clients come back
-def _reverse_name(address: str) -> dns.name.Name:
-    return dns.reversename.from_address(address)
+@functools.lru_cache(maxsize=4096)  # pure; dnspython builds the name in ~12 µs, and clients come back
+def _client(peer_ip: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str, dns.name.Name]:
+    """The connecting address (an IPv4-mapped one as IPv4), its forward type and its reverse name.
+    Not an address: ValueError, every time (an exception is not remembered)."""
+    addr = ipaddress.ip_address(peer_ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return addr, "A" if addr.version == 4 else "AAAA", dns.reversename.from_address(str(addr))
 
 
 def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> RdnsLookup:
-    addr = ipaddress.ip_address(facts.peer_ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    rtype = "A" if addr.version == 4 else "AAAA"
+    addr, rtype, reverse = _client(facts.peer_ip)
     try:
-        ptr = env.resolver.resolve(_reverse_name(str(addr)), "PTR", lifetime=cfg.timeout, search=False)
+        ptr = env.resolver.resolve(reverse, "PTR", lifetime=cfg.timeout, search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return RdnsLookup("none", ())
     except dns.exception.DNSException as exc:
@@ -60,7 +62,7 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> RdnsLookup
     return RdnsLookup("ptr-only", names)
 
 
-def cached_on_loop(cfg: CheckSettings) -> bool:
+def cached_on_loop(facts: MessageFacts, cfg: CheckSettings) -> bool:
     """Only DNS is waited on: on the loop when the answers are cached (filters/pipeline.py)."""
     return True
 

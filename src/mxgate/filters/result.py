@@ -8,11 +8,13 @@ Must not know: SMTP sessions, the spool, or how results combine (pipeline.py).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mxgate.auth.headers import parse_fields
 from mxgate.verdict import CheckAction
 
 # Outcomes. "fire": the check found what it looks for and its action applies. "error" and
@@ -76,6 +78,12 @@ class MessageFacts:
     recipients: tuple[str, ...]
     source: Any  # smtp.source.MessageSource (head = header block up to and including the blank line): what arrived after DATA, sanitised (CRLF only), read from the spool file
     tls: str = ""  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384", "" in clear
+
+    @functools.cached_property
+    def fields(self) -> tuple:
+        """The header block's fields (auth/headers.parse_fields), parsed once for every check that
+        reads them (kept in the instance: a frozen dataclass's fields are untouched)."""
+        return parse_fields(self.source.head)
 
 
 @dataclass

@@ -8,6 +8,7 @@ Pure: no I/O, no clock. Must not know: how the other checks gathered their resul
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -70,6 +71,28 @@ def _check_rules(results: dict[str, CheckResult]) -> list[str]:
     return out
 
 
+MEMO_FROM = 998  # bytes: a From value up to one line's length is remembered (RFC 5322 §2.1.1)
+
+
+def _display_has_address(value: bytes) -> bool:
+    """Whether a From value's display name holds an address other than the one it names.
+    A sender's From repeats message after message (issue 19: email.utils' address parse is
+    ~16 µs): a value up to MEMO_FROM bytes is judged once; a pure function of the value."""
+    if len(value) <= MEMO_FROM:
+        return _display_has_address_memo(bytes(value))
+    return _display_has_address_now(value)
+
+
+def _display_has_address_now(value: bytes) -> bool:
+    for display, addr in getaddresses([value.decode("utf-8", "replace")]):
+        if "@" in display and display.strip().lower() != addr.lower():
+            return True
+    return False
+
+
+_display_has_address_memo = functools.lru_cache(maxsize=1024)(_display_has_address_now)
+
+
 def _header_rules(head: bytes, text: bytes) -> list[str]:
     fields = parse_fields(head)
     names = [f.name for f in fields]
@@ -83,12 +106,8 @@ def _header_rules(head: bytes, text: bytes) -> list[str]:
         out.append("MISSING_FROM")
     elif len(froms) > 1:
         out.append("MULTIPLE_FROM")
-    else:
-        value = froms[0].value.decode("utf-8", "replace")
-        for display, addr in getaddresses([value]):
-            if "@" in display and display.strip().lower() != addr.lower():
-                out.append("FROM_DISPLAY_HAS_ADDRESS")  # "paypal@paypal.com" <x@evil>
-                break
+    elif _display_has_address(froms[0].value):
+        out.append("FROM_DISPLAY_HAS_ADDRESS")  # "paypal@paypal.com" <x@evil>
     subject = next((f.value.decode("utf-8", "replace") for f in fields if f.name == b"subject"), None)
     if subject is not None and not subject.strip():
         out.append("EMPTY_SUBJECT")

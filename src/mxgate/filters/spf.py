@@ -19,7 +19,7 @@ def gather(facts: MessageFacts, cfg: CheckSettings, env: CheckEnv) -> SpfResult:
     return check_spf(facts.peer_ip, facts.sender, facts.helo, timeout=cfg.timeout)
 
 
-def cached_on_loop(cfg: CheckSettings) -> bool:
+def cached_on_loop(facts: MessageFacts, cfg: CheckSettings) -> bool:
     """pyspf waits only on DNS: on the loop when its answers are cached (filters/pipeline.py)."""
     return True
 

@@ -317,20 +317,22 @@ class GatewayRole(Role):
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         source = facts.source
         body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
-        if self._seal_on_loop(source, body):
-            results, seal = self._arc_work(source, body, facts, env, trace_id)
+        chain = bool(arc_fields(source.head))  # inbound ARC fields: read once for both steps below
+        if self._seal_on_loop(source, body, chain):
+            results, seal = self._arc_work(source, body, facts, env, trace_id, chain)
         else:  # one hand-off for ARC validation, the results and the seal (issue 19: two to_thread hops before)
-            results, seal = await self.sv.pipeline.run_heavy(self._arc_work, source, body, facts, env, trace_id)
+            results, seal = await self.sv.pipeline.run_heavy(self._arc_work, source, body, facts, env, trace_id,
+                                                             chain)
         return body.with_head(seal + fold_header("Authentication-Results", results) + body.head)
 
-    def _seal_on_loop(self, source: MessageSource, body: MessageSource) -> bool:
+    def _seal_on_loop(self, source: MessageSource, body: MessageSource, chain: bool) -> bool:
         """Seal on the event loop, not in a heavy thread: a short message held in memory with no
         inbound ARC fields (validating a chain asks DNS), when the key needs neither a database
         read (the keyring's copy is fresh) nor its first load (checking it takes tens of ms).
         Issue 19: the seal is ~1 ms of CPU; handing it to a thread and the GIL hand-overs between
         that thread and the busy loop while dkimpy ran cost more than blocking the loop for it
         (bench P3, gateway ~8% less CPU per message)."""
-        if not body.in_memory or body.size > SEAL_ON_LOOP_MAX or arc_fields(source.head):
+        if not body.in_memory or body.size > SEAL_ON_LOOP_MAX or chain:
             return False
         keyring = getattr(self.node, "keyring", None)
         if keyring is None:
@@ -338,10 +340,10 @@ class GatewayRole(Role):
         return keyring.cached("arc", "arc") and signing_key_loaded(keyring.arc(self.settings.arc_selector)[1])
 
     def _arc_work(self, source: MessageSource, body: MessageSource, facts: MessageFacts, env: CheckEnv,
-                  trace_id: str) -> tuple[str, bytes]:
+                  trace_id: str, chain: bool) -> tuple[str, bytes]:
         """In a heavy thread: the inbound ARC chain validated (RFC 8617 §5.2), our
         Authentication-Results, and our seal over the stamped message: (results, seal)."""
-        arc = validate_arc(source.read_all(), self.sv.dnsfunc) if arc_fields(source.head) else None
+        arc = validate_arc(source.read_all(), self.sv.dnsfunc) if chain else None
         spf = env.raw.get("spf") or SpfResult("none", "not checked", "")
         clauses = authentication_results_clauses(
             self.settings.authserv_id, spf, facts.sender, facts.helo, None, env.raw.get("dkim") or (),
