@@ -26,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import accounting  # this file's own bench/ (sys.path[0])
+
 # One run in a child process: a tree's bench modules must not mix with the other's.
 _ONE_RUN = r"""
 import json, sys, tempfile
@@ -178,11 +180,14 @@ def main() -> None:
         order = ("A", "B") if i % 2 == 0 else ("B", "A")  # neither tree always runs first
         pair = {}
         together = {}
+        accounting.settle_filesystem()  # the last pair's cleanup must not tax this pair
         if args.together:  # both trees under the same load at the same time: the machine's noise hits both
             together = {name: start_run((args.a if name == "A" else args.b).resolve(), count, workers, args.scenario,
                                         args.workdir) for name in order}
         for name in order:
             tree = (args.a if name == "A" else args.b).resolve()
+            if not together and name != order[0]:
+                accounting.settle_filesystem()  # nor the first run's the second's
             r = (finish_run(together[name], tree, count, args.scenario) if together
                  else one_run(tree, count, workers, args.scenario, args.workdir))
             pair[name] = r["cpu_us"]

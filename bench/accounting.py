@@ -46,6 +46,17 @@ def spread_peers(root: Path) -> None:
     subprocess.run(["chattr", "+T", str(root)], capture_output=True, check=False)
 
 
+RECENTLY_DELETED_S = 5  # fs/ext4/ialloc.c RECENTCY_MIN: a freed inode whose table block is written back
+
+
+def settle_filesystem() -> None:
+    """Before a measurement: write every dirty block back, then let ext4's recently-deleted window
+    pass, so files an earlier run (or its cleanup) deleted do not tax this run's file creations
+    (see seqs_in_maildir). A kernel time window, not a state anything could wait on."""
+    os.sync()
+    time.sleep(RECENTLY_DELETED_S + 0.5)
+
+
 def seqs_in_maildir(new_dir: Path, run_id: str, mark_read: bool = False) -> Counter:
     """Sequence numbers of this run found in `new_dir`; `mark_read` files each one counted into the
     Maildir's cur/ as seen, as an IMAP server does when the user reads it, so new/ stays small.

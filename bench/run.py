@@ -197,6 +197,7 @@ def main() -> int:
     mode = QUICK if args.quick else P3ONLY if args.p3 else P6ONLY if args.p6 else FULL
     root = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir="/tmp"))
     accounting.spread_peers(root)
+    accounting.settle_filesystem()
     t0 = time.monotonic()
     print(f"mxgate benchmark, {mode.name} mode: {os.cpu_count()} CPUs, {platform.platform()}, Python "
           f"{platform.python_version()}; load client on {loadclient.client_loop()}, "

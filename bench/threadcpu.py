@@ -79,6 +79,7 @@ def main() -> None:
     import scenarios
 
     root = Path(tempfile.mkdtemp(prefix="mxgate-threads-"))
+    accounting.settle_filesystem()
     certs = peers.certificates(root / "certs")
     tls = loadclient.client_context(str(certs.ca_cert))
     dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
