@@ -1,5 +1,6 @@
 """Signatures whose a= names another algorithm than the one that made them (RFC 6376 §3.3, §3.5
-a=), and dkimpy's Ed25519 (RFC 8463) without PyNaCl: what the key-type tests sign with.
+a=): what the key-type tests sign with. dkimpy's Ed25519 (RFC 8463) runs on the names mxgate
+gives it (auth/ed25519.py, installed when mxgate.auth.dkim is imported), not on PyNaCl.
 
 dkimpy verifies with whatever key type the key record's k= names and hashes with a='s hash, so
 an RSA signature labelled `a=ed25519-sha256` over a `k=rsa` key, or an Ed25519 one labelled
@@ -9,13 +10,12 @@ an RSA signature labelled `a=ed25519-sha256` over a `k=rsa` key, or an Ed25519 o
 from __future__ import annotations
 
 import base64
-import contextlib
-import types
 
 import dkim as dkimpy
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+import mxgate.auth.ed25519  # noqa: F401  dkimpy's Ed25519, as the product runs it
 
 
 class _Labelled:
@@ -45,8 +45,8 @@ def arc_sealed_ed25519(message: bytes, seed: bytes, any_rsa_pem: bytes, *, srv_i
     """`message` (carrying srv_id's Authentication-Results) with an ARC set sealed by dkimpy whose
     ARC-Message-Signature and ARC-Seal are Ed25519 signatures (base64 `seed`) saying a=rsa-sha256,
     the only algorithm dkimpy's ARC verifier takes (RFC 8617 §4.1.2 defines that one alone).
-    dkimpy's ARC signer parses a PEM RSA key first (`any_rsa_pem`); it signs with the seed.
-    Needs pynacl_for_dkimpy()."""
+    dkimpy's ARC signer parses a PEM RSA key first (`any_rsa_pem`); it signs with the seed, through
+    the Ed25519 names mxgate gives dkimpy (auth/ed25519.py)."""
     cls = type("LabelledARC", (_Labelled, dkimpy.ARC), {"label": b"rsa-sha256"})
     sealer = cls(message, signature_algorithm=b"ed25519-sha256")
     sealer.key = dkimpy.nacl.signing.SigningKey(seed, encoder=dkimpy.nacl.encoding.Base64Encoder)
@@ -60,59 +60,3 @@ def ed25519_key() -> tuple[bytes, str]:
                              serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(seed), "v=DKIM1; k=ed25519; p=" + base64.b64encode(public).decode()
-
-
-class _BadSignatureError(Exception):
-    pass
-
-
-class _SigningKey:
-    def __init__(self, seed, encoder):
-        self._key = ed25519.Ed25519PrivateKey.from_private_bytes(encoder.decode(seed))
-
-    def sign(self, data: bytes):
-        return types.SimpleNamespace(signature=self._key.sign(data))
-
-
-class _VerifyKey:
-    def __init__(self, public, encoder):
-        try:
-            self._key = ed25519.Ed25519PublicKey.from_public_bytes(encoder.decode(public))
-        except ValueError as exc:
-            raise ValueError(str(exc)) from exc
-
-    def verify(self, data: bytes, signature: bytes) -> bytes:
-        try:
-            self._key.verify(signature, data)
-        except InvalidSignature as exc:
-            raise _BadSignatureError("signature was forged or corrupt") from exc
-        return data
-
-
-class _Base64Encoder:
-    @staticmethod
-    def decode(data) -> bytes:
-        return base64.b64decode(data)
-
-
-@contextlib.contextmanager
-def pynacl_for_dkimpy():
-    """dkimpy as it runs where PyNaCl is installed (it is not a dependency here): the names it
-    calls — signing.SigningKey/VerifyKey, encoding.Base64Encoder, exceptions — over
-    cryptography's Ed25519. mxgate itself now gives dkimpy such names (auth/ed25519.py); this
-    test copy, written apart from it, stays for the tests written against it. Use a fresh key
-    per test: mxgate's dkim_tags remembers evaluated key records by their text."""
-    fake = types.SimpleNamespace(
-        signing=types.SimpleNamespace(SigningKey=_SigningKey, VerifyKey=_VerifyKey),
-        encoding=types.SimpleNamespace(Base64Encoder=_Base64Encoder),
-        exceptions=types.SimpleNamespace(ValueError=ValueError, BadSignatureError=_BadSignatureError))
-    had = hasattr(dkimpy, "nacl")
-    saved = getattr(dkimpy, "nacl", None)
-    dkimpy.nacl = fake
-    try:
-        yield
-    finally:
-        if had:
-            dkimpy.nacl = saved
-        else:
-            del dkimpy.nacl
