@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +14,9 @@ import pytest
 
 import rig
 from rig import GATEWAY, RecordingSink, free_port
+
+from mxgate.filters.result import MessageFacts
+from mxgate.smtp.source import MessageSource
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -211,3 +216,17 @@ def holding_clamd(tmp_path):
     c = HoldingClamd(str(tmp_path / "hold.sock"))
     yield c
     c.close()
+
+
+def message_facts(message: bytes, client: str, *, spooled: bool = False) -> MessageFacts:
+    """The checks' facts for `message` from `client` (a@fabrikam.test → b@contoso.test); `spooled`
+    keeps the body in a file, as a large DATA is kept."""
+    if not spooled:
+        source = MessageSource.from_bytes(message)
+    else:
+        fh = tempfile.TemporaryFile()
+        fh.write(message)
+        fh.flush()
+        source = MessageSource(b"", fd=os.dup(fh.fileno()), size=len(message))
+        fh.close()
+    return MessageFacts(client, "mail.fabrikam.test", "a@fabrikam.test", ("b@contoso.test",), source.split_head(65536))

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnsserver import TestDNSServer  # noqa: E402
+from gwkit import message_facts  # noqa: E402
 
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver  # noqa: E402
 from mxgate.filters import dmarc, rdns, spf  # noqa: E402
@@ -125,17 +126,7 @@ def _signed_facts(key_pem: bytes, signatures: int = 1, body: bytes = b"Hello.\r\
         message = sign_dkim(message, "fabrikam.test", "s1", key_pem, include_headers=["From", "To", "Subject"]) + message
     if tamper:
         message = message.replace(b"Subject: x", b"Subject: y")
-    if not spooled:
-        source = MessageSource.from_bytes(message)
-    else:  # the body in a spool file, as a large DATA is kept
-        import tempfile
-
-        fh = tempfile.TemporaryFile()
-        fh.write(message)
-        fh.flush()
-        source = MessageSource(b"", fd=os.dup(fh.fileno()), size=len(message))
-        fh.close()
-    return MessageFacts(CLIENT, "mail.fabrikam.test", "a@fabrikam.test", ("b@contoso.test",), source.split_head(65536))
+    return message_facts(message, CLIENT, spooled=spooled)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnsserver import TestDNSServer  # noqa: E402
+from gwkit import message_facts  # noqa: E402
 
 from mxgate.auth import headers as auth_headers  # noqa: E402
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, make_resolver  # noqa: E402
@@ -47,18 +48,7 @@ def _checks(**over) -> dict[str, CheckSettings]:
 
 
 def _facts(message: bytes, *, spooled: bool = False, client: str = CLIENT) -> MessageFacts:
-    if not spooled:
-        source = MessageSource.from_bytes(message)
-    else:  # the body in a spool file, as a large DATA is kept
-        import tempfile
-
-        fh = tempfile.TemporaryFile()
-        fh.write(message)
-        fh.flush()
-        source = MessageSource(b"", fd=os.dup(fh.fileno()), size=len(message))
-        fh.close()
-    return MessageFacts(client, "mail.fabrikam.test", "a@fabrikam.test", ("b@contoso.test",),
-                        source.split_head(65536))
+    return message_facts(message, client, spooled=spooled)
 
 
 # --- DKIM: one loop predicate, signatures counted from the fields parsed once -------------------
