@@ -4,8 +4,8 @@ Owns: the gateway's hooks in protocol order — per-IP rate limit at connect and
 accepted domains only (no open relay), recipient validation (the shared store's directory, or
 an RCPT callahead to the downstream with a cache) and greylisting; after DATA the content checks
 (filters/pipeline.py), then stamping (Received with TLS details, one Authentication-Results with
-our authserv-id, X-MXGate-Spam-Score/Verdict, an ARC seal) and the durable enqueue before the
-250. Also `start_gateway(node)`: resolver, ARC key, spool recovery, delivery runner, listener.
+our authserv-id, X-MXGate-Spam-Score/Verdict, an ARC seal), then the cut-through relay to the
+downstream (server/cutthrough.py) or the durable enqueue, before the 250. Also `start_gateway(node)`: resolver, ARC key, spool recovery, delivery runner, listener.
 Must not know: how a check decides (filters/), SMTP client details (queue/relay.py), retry
 timing (queue/runner.py), or reply text (smtp/replies.py).
 """
@@ -37,11 +37,13 @@ from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
+from mxgate.queue.dsn import FailedRecipient
 from mxgate.queue.outbound import start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok, lock_spool, open_process_spool, process_spool
+from mxgate.server.cutthrough import CutThrough, settle
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
@@ -280,6 +282,10 @@ class GatewayRole(Role):
             log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
                      extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
             return accept("quarantined")
+        if self.sv.cut_through is not None:
+            answered = await self._cut_through(s, txn, final, outcome, trace_id, rcpts)
+            if answered is not None:
+                return answered
         await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
@@ -289,6 +295,51 @@ class GatewayRole(Role):
         log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
         return accept("queued")
+
+    async def _cut_through(self, s, txn, final: MessageSource, outcome: Outcome, trace_id: str,
+                           rcpts: list[str]) -> Verdict | None:
+        """Relay now, before the sender's reply (server/cutthrough.py); the reply, or None when
+        nothing was settled and the message is queued as without cut-through. Reached only
+        after the checks passed and the message was stamped and sealed, never for a refused or
+        quarantined one."""
+        ct = self.sv.cut_through
+        if not ct.eligible(final):
+            return None
+        data = final.read_all()
+        done = settle(rcpts, await ct.attempt(str(txn.sender), rcpts, data))
+        if done.refusal is not None:  # the session answers it at DATA and records the refusal
+            return done.refusal
+        if not done.delivered and not done.failed:
+            return None
+        runner = self.sv.runner
+        runner.count_relayed(o.state for o in (*done.delivered, *done.failed, *done.deferred))
+        pending, failed = list(done.pending), done.failed
+        if failed:  # the queue's own DSN, durable before our 250 (RFC 5321 §6.1)
+            try:
+                await runner.bounce_failed(str(txn.sender), [FailedRecipient(o.address, o.status, o.diagnostic,
+                                                                             o.remote_mta or None) for o in failed],
+                                           data, arrival=txn.started_at, ref=trace_id)
+            except Exception as exc:  # never forget failures nobody was told about: the queue tries again
+                log.error("DSN for %s could not be queued, its failed recipients are spooled: %r", trace_id, exc)
+                pending += [o.address for o in failed]
+                failed = ()
+        if pending:
+            await self.sv.spool.enqueue(str(txn.sender), pending, data, {"trace_id": trace_id, "peer": str(s.peer_ip)})
+            runner.kick()
+        why = {o.address: o.diagnostic for o in done.deferred}
+        rows = {o.address: ("Delivered", ("Send", f"relayed to {o.remote_mta} (cut-through): {o.diagnostic}"))
+                for o in done.delivered}
+        rows.update({o.address: ("Failed", ("Fail", o.diagnostic)) for o in failed})
+        rows.update({r: ("Pending", ("Receive", f"queued for the downstream (cut-through: {why[r]})" if r in why
+                                     else "queued for the downstream")) for r in pending})
+        self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"), rows)
+        self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        self._count(s, "accepted")
+        log.info("message %s relayed to the downstream for %d recipient(s) (cut-through), %d refused, %d queued",
+                 trace_id, len(done.delivered), len(failed), len(pending),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "relayed"})
+        return accept("queued" if pending else "relayed")
 
     @staticmethod
     def _count(s, outcome: str) -> None:
@@ -377,10 +428,12 @@ class GatewayRole(Role):
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
-               event: tuple[str, str]) -> None:
+               event: tuple[str, str], rows: dict[str, tuple[str, tuple[str, str]]] | None = None) -> None:
+        """One row per recipient: `status` and `event` after the Receive, or the recipient's own in `rows`."""
+        rows = rows or {}
         self.trace.record_all(message_records(
             trace_id, sender=str(txn.sender), data=final.head, size=final.size,
-            rows=[(str(r.address), status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]) for r in txn.recipients],
+            rows=[(str(r.address), *_with_receive(rows.get(str(r.address), (status, event)), s)) for r in txn.recipients],
             from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
             reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
             detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
@@ -406,6 +459,11 @@ class GatewayRole(Role):
 
 
 _NO_ANSWER = object()  # a connect-stage lookup past its budget
+
+
+def _with_receive(row: tuple[str, tuple[str, str]], s) -> tuple[str, list[tuple[str, str]]]:
+    status, event = row
+    return status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]
 
 
 def _stage_verdict(result) -> Verdict:
@@ -454,6 +512,7 @@ class GatewayServices:
     lock_fd: int
     outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
     srs_secret: bytes = b""
+    cut_through: CutThrough | None = None  # [gateway] cut_through: relayed before the 250 (server/cutthrough.py)
 
     def begin_stop(self) -> None:
         """SIGTERM: stop every content check in flight now, so sessions in DATA get their 451 and
@@ -545,7 +604,9 @@ async def start_services(node) -> GatewayServices:
     services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,
                                dnsfunc_for(resolver, node.settings.dns.timeout),
                                ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound,
-                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
+                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file),
+                               CutThrough(relay_settings, runner, g.cut_through_timeout, g.host_backoff)
+                               if g.cut_through else None)
     node.extras.append(services)
     return services
 
