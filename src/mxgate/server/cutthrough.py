@@ -1,9 +1,9 @@
 """Cut-through relay: the gateway hands a checked, stamped message to the downstream before it answers.
 
 Owns: whether a message may go straight to the downstream (`CutThrough.eligible`: it is held in
-memory and a downstream host is neither backing off nor recently too slow), the attempt itself —
-queue/relay.py's `relay()` with the queue's own settings, session pool, host health and delivery
-slots, bounded by `[gateway] cut_through_timeout` — and the pure decision `settle()` of what the
+memory and a downstream host is usable: the queue's host health says so, and so does cut-through's
+own), the attempt itself — queue/relay.py's `relay()` with the queue's own settings, session pool
+and delivery slots, bounded by `[gateway] cut_through_timeout` — and the pure decision `settle()` of what the
 downstream's per-recipient outcomes mean for the sender. As Exim's cut_through_delivery and
 Postfix's before-queue proxy (smtpd_proxy_filter) do; gateway.py calls it after the same checks,
 stamps and seal as a queued message gets, and never for a refused or quarantined one.
@@ -90,17 +90,21 @@ def settle(recipients: Sequence[str], result: RelayResult | None) -> Settled:
 
 
 class CutThrough:
-    """The gateway's relay before the 250, sharing the queue's RelaySettings, sessions, host
-    health and delivery slots (`Runner.take_slot`), so the downstream sees at most
-    `relay_concurrency` sessions and the pool keeps enough idle for them."""
+    """The gateway's relay before the 250, sharing the queue's RelaySettings, sessions and
+    delivery slots (`Runner.take_slot`), so the downstream sees at most `relay_concurrency`
+    sessions and the pool keeps enough idle for them.
+
+    Host health: a host the queue finds refusing connections gets no cut-through either; a host
+    that failed a cut-through (refused the connection, TLS trouble, past the budget) gets none
+    for `backoff` seconds (doubling per outage, as the queue's). That is cut-through's own record,
+    not the queue's: the queue's first attempt at the spooled message meets the host itself, so
+    its entry says why (`mxgate queue list`) instead of "backing off", as without cut-through."""
 
     def __init__(self, settings: Callable[[], RelaySettings], runner: Runner, budget: float, backoff: float):
         self.settings = settings
         self.runner = runner
         self.budget = budget
-        # Hosts that overran the budget: no cut-through to them for a while (the queue, with its
-        # own timeouts, is not held back — runner.health is for hosts that refused a connection).
-        self.slow = HostHealth(backoff)
+        self.health = HostHealth(backoff)
 
     def eligible(self, message: MessageSource) -> bool:
         """Held in memory (the session spills bigger messages to disk: those are not read back
@@ -109,7 +113,7 @@ class CutThrough:
             return False
         now = time.monotonic()
         health = self.runner.health  # replaced by `mxgate queue flush`: read it each time
-        return any(health.usable(h, now) and self.slow.usable(h, now) for h in self.settings().hosts)
+        return any(health.usable(h, now) and self.health.usable(h, now) for h in self.settings().hosts)
 
     async def attempt(self, sender: str, recipients: Sequence[str], data: bytes) -> RelayResult | None:
         """relay() within the budget; None when no delivery slot was free, or nothing is known
@@ -121,16 +125,14 @@ class CutThrough:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.budget):
-                result = await relay(settings, sender, list(recipients), data, self.runner.health)
+                result = await relay(settings, sender, list(recipients), data, self.health)
         except TimeoutError:
             log.warning("cut-through to %s took more than %gs: message spooled (it may arrive twice)",
                         " ".join(settings.hosts), self.budget)
             now = time.monotonic()
             for host in settings.hosts:
-                self.slow.failed(host, now, started)
+                self.health.failed(host, now, started)
             return None
         finally:
             self.runner.release_slot()
-        if result.host:
-            self.slow.succeeded(result.host)
         return result
