@@ -31,11 +31,13 @@ reply text (smtp/replies.py), the checks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from mxgate.queue.dsn import FailedRecipient
 from mxgate.queue.relay import RcptOutcome, RelayResult, RelaySettings, relay
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth
@@ -54,6 +56,17 @@ class Settled:
     pending: tuple[str, ...] = ()  # to the spool, durably, before the 250
     deferred: tuple[RcptOutcome, ...] = ()  # the downstream's word on some of `pending` (4xx, trouble)
     refusal: Verdict | None = None  # every recipient refused for good: the sender's reply at DATA
+
+    def trace_rows(self) -> dict[str, tuple[str, tuple[str, str]]]:
+        """Each recipient's trace status and event after its Receive, as a queued message's rows
+        read once the queue has relayed it."""
+        why = {o.address: o.diagnostic for o in self.deferred}
+        rows = {o.address: ("Delivered", ("Send", f"relayed to {o.remote_mta} (cut-through): {o.diagnostic}"))
+                for o in self.delivered}
+        rows.update({o.address: ("Failed", ("Fail", o.diagnostic)) for o in self.failed})
+        rows.update({r: ("Pending", ("Receive", f"queued for the downstream (cut-through: {why[r]})" if r in why
+                                     else "queued for the downstream")) for r in self.pending})
+        return rows
 
 
 def refusal_reason(status: str) -> str:
@@ -136,3 +149,28 @@ class CutThrough:
         finally:
             self.runner.release_slot()
         return result
+
+    async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, arrival: float, ref: str,
+                      meta: dict) -> Settled | None:
+        """Attempt, settle, and do what that asks before the sender's reply: None when nothing
+        was settled (the caller spools the message as without cut-through); else the refusal for
+        the sender, or what was done — the delivered counted, the DSN for the failed and the
+        spool entry for the pending (`meta`) both durable."""
+        done = settle(recipients, await self.attempt(sender, recipients, data))
+        if done.refusal is not None:
+            return done
+        if not done.delivered and not done.failed:
+            return None
+        self.runner.count_relayed(o.state for o in (*done.delivered, *done.failed, *done.deferred))
+        if done.failed:  # the queue's own DSN, durable before our 250 (RFC 5321 §6.1)
+            try:
+                await self.runner.bounce_failed(sender, [FailedRecipient(o.address, o.status, o.diagnostic,
+                                                                         o.remote_mta or None) for o in done.failed],
+                                                data, arrival=arrival, ref=ref)
+            except Exception as exc:  # never forget failures nobody was told about: the queue tries again
+                log.error("DSN for %s could not be queued, its failed recipients are spooled: %r", ref, exc)
+                done = dataclasses.replace(done, failed=(), pending=done.pending + tuple(o.address for o in done.failed))
+        if done.pending:
+            await self.runner.spool.enqueue(sender, list(done.pending), data, meta)
+            self.runner.kick()
+        return done

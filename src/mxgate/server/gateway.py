@@ -37,13 +37,12 @@ from mxgate.auth.dkim import generate_dkim_key
 from mxgate.delivery import srs
 from mxgate.delivery.internal import load_srs_secret
 from mxgate.auth.dns import dnsfunc_for, install_default_resolver, node_resolver
-from mxgate.queue.dsn import FailedRecipient
 from mxgate.queue.outbound import start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok, lock_spool, open_process_spool, process_spool
-from mxgate.server.cutthrough import CutThrough, settle
+from mxgate.server.cutthrough import CutThrough
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
@@ -298,48 +297,27 @@ class GatewayRole(Role):
 
     async def _cut_through(self, s, txn, final: MessageSource, outcome: Outcome, trace_id: str,
                            rcpts: list[str]) -> Verdict | None:
-        """Relay now, before the sender's reply (server/cutthrough.py); the reply, or None when
-        nothing was settled and the message is queued as without cut-through. Reached only
-        after the checks passed and the message was stamped and sealed, never for a refused or
-        quarantined one."""
+        """Relay now, before the sender's reply (server/cutthrough.py): the reply, or None to queue
+        it as without cut-through. Only after the checks passed and the stamps and seal, never
+        for a refused or quarantined message."""
         ct = self.sv.cut_through
         if not ct.eligible(final):
             return None
-        data = final.read_all()
-        done = settle(rcpts, await ct.attempt(str(txn.sender), rcpts, data))
+        done = await ct.deliver(str(txn.sender), rcpts, final.read_all(), arrival=txn.started_at, ref=trace_id,
+                                meta={"trace_id": trace_id, "peer": str(s.peer_ip)})
+        if done is None:  # nothing settled: queued as usual
+            return None
         if done.refusal is not None:  # the session answers it at DATA and records the refusal
             return done.refusal
-        if not done.delivered and not done.failed:
-            return None
-        runner = self.sv.runner
-        runner.count_relayed(o.state for o in (*done.delivered, *done.failed, *done.deferred))
-        pending, failed = list(done.pending), done.failed
-        if failed:  # the queue's own DSN, durable before our 250 (RFC 5321 §6.1)
-            try:
-                await runner.bounce_failed(str(txn.sender), [FailedRecipient(o.address, o.status, o.diagnostic,
-                                                                             o.remote_mta or None) for o in failed],
-                                           data, arrival=txn.started_at, ref=trace_id)
-            except Exception as exc:  # never forget failures nobody was told about: the queue tries again
-                log.error("DSN for %s could not be queued, its failed recipients are spooled: %r", trace_id, exc)
-                pending += [o.address for o in failed]
-                failed = ()
-        if pending:
-            await self.sv.spool.enqueue(str(txn.sender), pending, data, {"trace_id": trace_id, "peer": str(s.peer_ip)})
-            runner.kick()
-        why = {o.address: o.diagnostic for o in done.deferred}
-        rows = {o.address: ("Delivered", ("Send", f"relayed to {o.remote_mta} (cut-through): {o.diagnostic}"))
-                for o in done.delivered}
-        rows.update({o.address: ("Failed", ("Fail", o.diagnostic)) for o in failed})
-        rows.update({r: ("Pending", ("Receive", f"queued for the downstream (cut-through: {why[r]})" if r in why
-                                     else "queued for the downstream")) for r in pending})
-        self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"), rows)
+        self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"),
+                    done.trace_rows())
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         self._count(s, "accepted")
         log.info("message %s relayed to the downstream for %d recipient(s) (cut-through), %d refused, %d queued",
-                 trace_id, len(done.delivered), len(failed), len(pending),
+                 trace_id, len(done.delivered), len(done.failed), len(done.pending),
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": "relayed"})
-        return accept("queued" if pending else "relayed")
+        return accept("queued" if done.pending else "relayed")
 
     @staticmethod
     def _count(s, outcome: str) -> None:
