@@ -212,7 +212,9 @@ def test_silence_after_the_dot_spools_and_may_duplicate_never_lose(make_gateway,
     """The downstream has the message but its reply does not come within cut_through_timeout:
     spooled, 250 to the sender; the queue sends it again — two copies at most, none lost."""
     ssink.hold = threading.Event()
-    gw = make_gateway(downstream=[ssink.address], downstream_ca=test_ca["ca"], cut_through_timeout=0.5)
+    # relay_timeout long: only the cut-through budget ends the wait (the sink holds its reply 60 s)
+    gw = make_gateway(downstream=[ssink.address], downstream_ca=test_ca["ca"], cut_through_timeout=0.5,
+                      relay_timeout=120.0)
     calls = spy_spool(gw)
     try:
         r = send(gw, data=simple_message(subject="silent"))
