@@ -208,6 +208,30 @@ def test_trouble_downstream_spools_then_the_queue_delivers_once(make_gateway, te
             sink.close()
 
 
+def test_a_downstream_that_never_greets_is_not_waited_for(make_gateway, test_ca):
+    """A black hole (the kernel accepts, nobody greets) with the queue's connect timeout at 60 s:
+    the sender gets its 250 after the cut-through's connect budget (5 s), not after 20 or 60 (the
+    test client gives up after 10), with the message spooled, and it arrives once the host greets."""
+    import socket
+
+    hole = socket.socket()
+    hole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    port = hole.getsockname()[1]
+    gw = make_gateway(downstream=[f"127.0.0.1:{port}"], downstream_ca=test_ca["ca"], relay_connect_timeout=60.0)
+    calls = spy_spool(gw)
+    r = send(gw, data=simple_message(subject="hole"))
+    assert r["end"] == (250, str(REPLIES["queued"])), r
+    assert calls == [["alice@contoso.test"]]
+    hole.close()
+    sink = ScriptedSink(test_ca["server_cert"], test_ca["server_key"], port=port)
+    try:
+        assert wait_until(lambda: spool_count(gw) == 0 and len(sink.messages) == 1, timeout=90)
+    finally:
+        sink.close()
+
+
 def test_silence_after_the_dot_spools_and_may_duplicate_never_lose(make_gateway, ssink, test_ca):
     """The downstream has the message but its reply does not come within cut_through_timeout:
     spooled, 250 to the sender; the queue sends it again — two copies at most, none lost."""

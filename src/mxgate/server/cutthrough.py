@@ -46,6 +46,11 @@ from mxgate.verdict import Verdict, reject
 
 log = logging.getLogger("mxgate.gateway")
 
+# Seconds of the budget a new connection gets for its TCP handshake and the greeting (or the
+# queue's relay_connect_timeout when shorter): a downstream that has not greeted by then is taken
+# as down for this message, which waits in the spool rather than its sender on us.
+CONNECT_BUDGET = 5.0
+
 
 @dataclass(frozen=True)
 class Settled:
@@ -135,6 +140,7 @@ class CutThrough:
         if not await self.runner.take_slot():
             return None
         settings = self.settings()
+        settings = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, CONNECT_BUDGET))
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.budget):
