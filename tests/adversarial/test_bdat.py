@@ -303,3 +303,38 @@ def test_chunk_reader_applies_data_rules_without_unstuffing():
     assert long.finish()[1].problem == "line-too-long-data"
     empty = ChunkReader(10**7)
     assert empty.finish() [1].size == 0
+
+
+# --- our relay client against our own server ---------------------------------------------------
+
+def test_the_relay_client_sends_bdat_last_to_our_mailbox_and_the_message_arrives_exactly(node_factory, monkeypatch):
+    from mxgate.queue.outbound import tls_context_for
+    from mxgate.queue.relay import POOL, RelaySettings, relay
+    from mxgate.queue.smtpclient import SmtpClient
+
+    chunked = []
+    real = SmtpClient.chunked_transaction
+
+    async def spy(self, *args, **kwargs):
+        chunked.append(self.supports("PIPELINING"))
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SmtpClient, "chunked_transaction", spy)
+    n = node_factory()
+    settings = RelaySettings((f"127.0.0.1:{n.port()}",), tls_context_for("encryption_only", None),
+                             source_address=GATEWAY, helo="gw.contoso.test")
+    message = MSG + b".\r\n" + SMUGGLED
+
+    async def twice():
+        first = await relay(settings, "a@fabrikam.test", ["alice@contoso.test", "nobody@contoso.test"], message)
+        second = await relay(settings, "a@fabrikam.test", ["alice@contoso.test"], message)  # the pooled session
+        POOL.close_for_this_loop()
+        return first, second
+
+    first, second = asyncio.run(twice())
+    assert [o.state for o in first.outcomes] == ["delivered", "failed"] and first.tls
+    assert [o.state for o in second.outcomes] == ["delivered"]
+    assert chunked == [True, True]
+    stored = _stored(n)
+    assert len(stored) == 2 and all(s.endswith(b"\r\n\r\n" + message.split(b"\r\n\r\n", 1)[1]) for s in stored)
+    assert _stored(n, "bob@contoso.test") == []
