@@ -35,6 +35,7 @@ class ScriptedMx:
         self.chunking = chunking  # offer CHUNKING (RFC 3030): chunks are read by count into `bodies`
         self.bdat_reply = b"250 2.0.0 stored\r\n"  # the reply to BDAT LAST (with a recipient)
         self.after_chunk = "reply"  # "drop": close after reading the LAST chunk, no reply
+        self.chunk_with_command: list[bool] = []  # per BDAT: the whole chunk came in the read with its command
         self.rcpt: dict[str, bytes] = {}  # address → its reply (may be several lines)
         self.mail_reply = b"250 ok\r\n"
         self.data_reply = b"354 go\r\n"
@@ -175,6 +176,7 @@ class _MxProtocol(asyncio.Protocol):
         elif verb == "BDAT":
             size, _, last = line[5:].partition(" ")
             self.bdat = (int(size), last.upper() == "LAST")
+            mx.chunk_with_command.append(len(self.buf) >= int(size))
             if self.held is not None and mx.hold_until_data != "forever":
                 held, self.held = self.held, None
                 self.t.write(b"".join(held))
@@ -463,7 +465,7 @@ def test_with_chunking_the_message_goes_unstuffed_as_bdat_last_behind_mail_and_r
     assert mx.bodies == [message] and "DATA" not in mx.commands
     group = ["MAIL FROM:<a@contoso.test>"] + [f"RCPT TO:<{r}>" for r in rcpts] + [f"BDAT {len(message)} LAST"]
     if pipelining:  # RFC 3030 §4.2 with RFC 2920: commands and chunk in one write, no 354 round trip
-        assert group in mx.chunks
+        assert group in mx.chunks and mx.chunk_with_command == [True]
     else:
         assert all(len(c) == 1 for c in mx.chunks) and all([g] in mx.chunks for g in group)
 
