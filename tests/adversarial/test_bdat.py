@@ -277,6 +277,21 @@ def test_no_250_to_bdat_last_until_the_directory_fsync_returned(node_factory, dn
     assert len(_stored(n)) == 1
 
 
+@pytest.mark.parametrize("envelope", [True, False], ids=["kept", "refused-and-discarded"])
+def test_a_chunk_trickling_below_the_minimum_rate_ends_the_session_as_data_does(node_factory, envelope):
+    """RFC 5321 §4.5.3.2.6 in spirit: each chunk, kept or read only to be dropped, gets DATA's minimum rate."""
+    n = node_factory(mailbox={"limits": {"data_rate_grace": 0.5, "min_data_rate": 10_000, "command_timeout": 1.0}})
+    with _open(n) as c:
+        if envelope:
+            c.send(_envelope())
+            assert [r[0] for r in _replies(c, 2)] == [250, 250]
+        c.send(b"BDAT 1000000 LAST\r\nSubject: slow\r\n")
+        code, text = c.read_reply()  # nothing more sent
+        assert code == 421 and "rate" in text.lower(), text
+        assert c.closed()
+    assert _stored(n) == []
+
+
 # --- the reader, without a socket --------------------------------------------------------------
 
 def test_an_empty_line_split_across_reads_ends_the_header_for_data_too():
