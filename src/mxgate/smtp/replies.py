@@ -70,6 +70,8 @@ REPLIES: dict[str, Reply] = {
     "need-rcpt": Reply(503, "5.5.1", "Send RCPT first"),
     "nested-mail": Reply(503, "5.5.1", "Sender already specified"),
     "bad-sequence": Reply(503, "5.5.1", "Bad sequence of commands"),
+    "bdat-syntax": Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing connection"),
+    "bdat-failed": Reply(503, "5.5.1", "Bad sequence of commands: a chunk was refused, send RSET"),
     "tls-already-active": Reply(503, "5.5.1", "TLS already active"),
     "tls-unavailable": Reply(454, "4.7.0", "TLS not available"),
     "bad-address": Reply(553, "5.1.3", "Invalid address syntax"),
@@ -93,6 +95,7 @@ REPLIES: dict[str, Reply] = {
     "different-policy-outcome": Reply(452, "4.5.3", "Recipient needs a separate transaction, try again"),
     # DATA
     "start-data": Reply(354, "", "End data with <CR><LF>.<CR><LF>"),
+    "chunk-ok": Reply(250, "2.0.0", "OK: chunk received"),
     "queued": Reply(250, "2.0.0", "OK: queued"),
     "delivered": Reply(250, "2.0.0", "OK: delivered"),
     "relayed": Reply(250, "2.0.0", "OK: relayed"),  # the gateway's cut-through: the downstream took it (server/cutthrough.py)
