@@ -1,9 +1,9 @@
 """One SMTP server session: framing, command sequence, limits, STARTTLS, timers (RFC 5321).
 
 Owns: the protocol — reading commands, enforcing order and limits, DATA framing and BDAT
-chunks (RFC 3030, via smtp/framing.py), STARTTLS, timeouts — and writing replies from smtp/replies.py. Policy is not
-decided here: each stage asks the role (mailbox, gateway, submission) for a Verdict through the
-hooks of `Role`, in protocol order, as Haraka's hooks do.
+chunks (RFC 3030, via smtp/framing.py), STARTTLS, timeouts — and writing replies from
+smtp/replies.py. Policy is not decided here: each stage asks the role (mailbox, gateway,
+submission) for a Verdict through the hooks of `Role`, in protocol order, as Haraka's hooks do.
 
 Why not aiosmtpd (dependencies.md allows a switch with reasons): it buffers all of DATA in
 memory (adversarial.md §7 needs streaming), has no connect hook, upgrades TLS through private
@@ -555,7 +555,7 @@ class SmtpSession(asyncio.Protocol):
 
     def _cmd_BDAT(self, arg: str) -> None:
         """RFC 3030: a chunk of exactly `size` bytes follows the command line; they are message
-        data whatever they hold ("\r\n.\r\n", "QUIT", bare LF), never commands. Every chunk is read
+        data whatever they hold ("\\r\\n.\\r\\n", "QUIT", bare LF), never commands. Every chunk is read
         off the wire, also the refused ones, so the session stays in step with the client."""
         m = _BDAT_ARG.fullmatch(arg)
         if m is None:
@@ -569,13 +569,13 @@ class SmtpSession(asyncio.Protocol):
             return
         size, last, txn = int(m[1]), m[2] is not None, self.txn
         if self._mode == "blocked":
-            self._skip_chunk(size, REPLIES["blocked-after-refusal"])
+            self._start_chunk(size, REPLIES["blocked-after-refusal"])
         elif txn is None:
-            self._skip_chunk(size, REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
+            self._start_chunk(size, REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
         elif not txn.recipients:
-            self._skip_chunk(size, REPLIES["need-rcpt"])
+            self._start_chunk(size, REPLIES["need-rcpt"])
         elif txn.bdat == "failed":
-            self._skip_chunk(size, REPLIES["bdat-failed"])
+            self._start_chunk(size, REPLIES["bdat-failed"])
         elif self._bdat_total + size > self.limits.max_message_size:
             # Known before a byte is read (adversarial.md §7): the transaction is void, and this
             # chunk is read and dropped, not kept — RFC 3030 §2 asks the server to consume it, and
@@ -585,7 +585,7 @@ class SmtpSession(asyncio.Protocol):
             txn.bdat = "failed"
             verdict = Verdict(Action.REJECT, "message-too-big")
             self.role.on_refused(self, "data", verdict, sender=txn.sender, recipients=txn.recipients)
-            self._skip_chunk(size, reply_for(verdict))
+            self._start_chunk(size, reply_for(verdict))
         else:
             if not txn.bdat:
                 txn.bdat = "open"
@@ -596,10 +596,8 @@ class SmtpSession(asyncio.Protocol):
             self._bdat_last = last
             self._start_chunk(size, None)
 
-    def _skip_chunk(self, size: int, refusal: Reply) -> None:
-        self._start_chunk(size, refusal)
-
     def _start_chunk(self, size: int, refusal: Reply | None) -> None:
+        """Read the next `size` bytes as a chunk: kept, or (with a `refusal`) dropped, then refused."""
         self._bdat_left = size
         self._bdat_refusal = refusal
         self._bdat_return = "blocked" if self._mode == "blocked" else "command"

@@ -7,7 +7,7 @@ and a bare CR or LF anywhere marks the message as refused (550 5.6.0), so a smug
 message (CVE-2023-51764 family) can neither start a new transaction nor be stored.
 
 BDAT content is data by count: no terminator is looked for and nothing is unstuffed, so
-"\r\n.\r\n" or "QUIT" inside a chunk is just message text. Every other rule is DataReader's own
+"\\r\\n.\\r\\n" or "QUIT" inside a chunk is just message text. Every other rule is DataReader's own
 code (`_accept`): the same bare CR/LF refusal, line and header limits and size, so a message
 received by BDAT is the byte-for-byte message DATA would have received, with the same size.
 
