@@ -369,8 +369,8 @@ class SmtpClient:
             timer = self._loop.call_at(deadline, _timed_out, waiter)
             try:
                 await waiter
-            except SmtpError:
-                self.close()
+            except BaseException:  # timed out, or the caller gave up (a cut-through's budget): the
+                self.close()       # session's state is unknown, it never carries another transaction
                 raise
             finally:
                 timer.cancel()

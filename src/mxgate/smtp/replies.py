@@ -98,6 +98,12 @@ REPLIES: dict[str, Reply] = {
     "chunk-ok": Reply(250, "2.0.0", "OK: chunk received"),
     "queued": Reply(250, "2.0.0", "OK: queued"),
     "delivered": Reply(250, "2.0.0", "OK: delivered"),
+    "relayed": Reply(250, "2.0.0", "OK: relayed"),  # the gateway's cut-through: the downstream took it (server/cutthrough.py)
+    # The downstream refused every recipient for good during a cut-through relay: its class of answer, our words.
+    "downstream-unknown-recipient": Reply(550, "5.1.1", "Recipient address rejected by the mailbox server"),
+    "downstream-too-big": Reply(552, "5.3.4", "Message size exceeds the mailbox server's limit"),
+    "downstream-policy": Reply(550, "5.7.1", "Message rejected by the mailbox server's policy"),
+    "downstream-rejected": Reply(554, "5.0.0", "Message rejected by the mailbox server"),
     "bare-newline": Reply(550, "5.6.0", "Message contains bare CR or LF, which is not allowed (RFC 5321 §2.3.8)"),
     "message-too-big": Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
     "header-too-big": Reply(552, "5.3.4", "Message header exceeds the limit"),
