@@ -292,6 +292,19 @@ def test_a_chunk_trickling_below_the_minimum_rate_ends_the_session_as_data_does(
     assert _stored(n) == []
 
 
+def test_a_chunk_sent_to_a_session_refused_at_connect_is_read_not_obeyed(node_factory):
+    """RFC 5321 §3.1: after a 554 greeting everything but QUIT gets 503; a BDAT's bytes are still
+    read by count, so a QUIT inside them is data and the 503s stay in step."""
+    from rig import ATTACKER
+
+    n = node_factory(mailbox={"reject_stage": "connect"})
+    with RawSMTP("127.0.0.1", n.port(), ATTACKER) as c:
+        assert c.greeting()[0] == 554
+        c.send(b"BDAT 12\r\nQUIT\r\nRSET\r\nNOOP\r\n")
+        assert [r[0] for r in _replies(c, 2)] == [503, 503]
+        assert c.cmd("QUIT")[0] == 221
+
+
 # --- the reader, without a socket --------------------------------------------------------------
 
 def test_an_empty_line_split_across_reads_ends_the_header_for_data_too():
