@@ -228,9 +228,7 @@ def _unlink_quietly(path: Path) -> None:
 
 
 class _Batch:
-    """One batch's writes across the I/O threads: the committer waits once, not once per file.
-    ``done`` is a lock held from the start and released by the last file's finish: one acquire
-    to wait on, where an Event's wait built a Condition waiter (a lock and two list operations)."""
+    """One batch's writes across the I/O threads: the committer waits once, not once per file."""
 
     __slots__ = ("outcomes", "_left", "_lock", "done")
 
@@ -238,8 +236,7 @@ class _Batch:
         self.outcomes: list[BaseException | None] = [None] * size
         self._left = size
         self._lock = threading.Lock()
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.done = threading.Event()
 
     def finish(self, index: int, outcome: BaseException | None) -> None:
         self.outcomes[index] = outcome
@@ -247,7 +244,7 @@ class _Batch:
             self._left -= 1
             last = self._left == 0
         if last:
-            self.done.release()
+            self.done.set()
 
 
 class _IoThreads:
@@ -267,20 +264,16 @@ class _IoThreads:
             _take(item)
 
     def write_all(self, jobs: list[WriteFile]) -> list[BaseException | None]:
-        """The first file is the committer's own; only the others are queued, so each thread
-        woken finds a file (queueing all of them woke a thread for the file the committer then
-        took itself: a futex wake and two context switches for nothing, once per batch)."""
         batch = _Batch(len(jobs))
-        for i in range(1, len(jobs)):
-            self._work.put((batch, i, jobs[i]))
-        _take((batch, 0, jobs[0]))
-        while True:  # only this batch is queued: the committer has one at a time
+        for i, job in enumerate(jobs):
+            self._work.put((batch, i, job))
+        while not batch.done.is_set():  # only this batch is queued: the committer has one at a time
             try:
                 item = self._work.get_nowait()
             except queue.Empty:
                 break
             _take(item)
-        batch.done.acquire()
+        batch.done.wait()
         return batch.outcomes
 
     def shutdown(self) -> None:
