@@ -124,58 +124,13 @@ class _Group:
     future: asyncio.Future[list[BaseException | None]]
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-
-
-def _quick_calls():
-    """rename(2), open(2) and close(2) called WITHOUT releasing the GIL (ctypes.PyDLL), for the
-    committer's calls that never wait on the disk: each os.* call releases the GIL and takes it
-    back, and on a busy node taking it back is a sleep until the event loop or a check thread
-    lets go (a futex wait and two context switches each; issue 19 session 6: the mailbox's
-    committer slept ~5 times a message in P3). None where ctypes or libc is missing."""
-    try:
-        import ctypes
-
-        libc = ctypes.PyDLL(None, use_errno=True)
-        rename, open_, close = libc.rename, libc.open, libc.close
-    except (ImportError, OSError, AttributeError):  # pragma: no cover - no ctypes / libc
-        return None
-    rename.argtypes, rename.restype = (ctypes.c_char_p, ctypes.c_char_p), ctypes.c_int
-    open_.argtypes, open_.restype = (ctypes.c_char_p, ctypes.c_int), ctypes.c_int
-    close.argtypes, close.restype = (ctypes.c_int,), ctypes.c_int
-    return ctypes.get_errno, rename, open_, close
-
-
-_QUICK = _quick_calls() if os.name == "posix" else None
-
-
-def _rename(src: Path, dst: Path) -> None:
-    """os.replace (same filesystem), the GIL held throughout when it can be."""
-    if _QUICK is None:
-        os.replace(src, dst)
-        return
-    if _QUICK[1](os.fsencode(src), os.fsencode(dst)) != 0:
-        err = _QUICK[0]()
-        raise OSError(err, os.strerror(err), str(src), None, str(dst))
-
-
 def sync_directory(path: Path) -> None:
-    """fsync a directory so the names created or removed in it survive a crash (the fsync
-    releases the GIL; the open and the close, which never wait on the disk, keep it)."""
-    if _QUICK is None:
-        fd = os.open(path, _DIR_FLAGS)
-    else:
-        fd = _QUICK[2](os.fsencode(path), _DIR_FLAGS)
-        if fd < 0:
-            err = _QUICK[0]()
-            raise OSError(err, os.strerror(err), str(path))
+    """fsync a directory so the names created or removed in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
         os.fsync(fd)
     finally:
-        if _QUICK is None:
-            os.close(fd)
-        else:
-            _QUICK[3](fd)
+        os.close(fd)
 
 
 DIR_MODE = 0o700  # spools, the home and its parts: private to the service account
@@ -502,10 +457,10 @@ class GroupCommitter:
                 continue
             try:
                 if isinstance(job, WriteFile):
-                    _rename(job.tmp_path, job.final_path)
+                    os.replace(job.tmp_path, job.final_path)
                     stage_a.setdefault(job.final_path.parent, []).append(i)
                 else:
-                    _rename(job.src, job.dst)
+                    os.replace(job.src, job.dst)
                     stage_a.setdefault(job.dst.parent, []).append(i)
                     stage_a.setdefault(job.src.parent, []).append(i)
             except OSError as exc:

@@ -10,8 +10,6 @@ import threading
 
 import pytest
 
-from mxgate import durable
-
 from mxgate.durable import (
     CommitterClosedError,
     GroupCommitter,
@@ -355,40 +353,40 @@ async def test_a_reused_write_that_fails_removes_the_kept_file_and_fails_only_it
 
 
 async def test_a_parallel_batch_is_answered_only_after_every_file_is_synced(tmp_path, monkeypatch):
-    """Issue 19 (session 6): the committer writes a batch's first file itself and the I/O
-    threads the others. No caller may hear of the batch (nor any rename happen) before every
-    file of it is written and fdatasynced — whichever thread wrote it and whenever it ended."""
+    """The committer and the I/O threads share a batch's files. No caller may hear of the batch
+    (nor any name be published) before every file of it is written and fdatasynced, whichever
+    thread wrote it and whenever it ended (issue 19, session 6: the hand-off was reworked and
+    measured; this pins what any rework must keep)."""
     counter = SyncCounter(monkeypatch)
-    gate, own_written = threading.Event(), threading.Event()
-    writers: dict[int, str] = {}
+    gate, first_written = threading.Event(), threading.Event()
     renamed: list[int] = []
-    real_replace = durable._rename
+    real_replace = os.replace
 
     def replace(src, dst):
         renamed.append(counter.files)  # files synced when this name is published
         return real_replace(src, dst)
 
-    monkeypatch.setattr(durable, "_rename", replace)
+    monkeypatch.setattr(os, "replace", replace)
 
     def writer(i):
         def write(f):
-            writers[i] = threading.current_thread().name
             if i == 0:
-                own_written.set()
+                first_written.set()
             else:
-                assert gate.wait(10)  # the I/O threads' files end only when the test says so
+                assert gate.wait(10)  # files 1-3 end only when the test opens the gate
             f.write(b"file %d" % i)
         return write
 
     (tmp_path / "tmp").mkdir()
     (tmp_path / "new").mkdir()
     jobs = [WriteFile(tmp_path / "tmp" / f"g{i}", tmp_path / "new" / f"g{i}", writer(i)) for i in range(4)]
-    c = GroupCommitter(max_batch=64, io_threads=4, name="gc-test")
+    c = GroupCommitter(max_batch=64, io_threads=4)
     c.start()
     try:
         task = asyncio.ensure_future(c.commit_many(jobs))
-        assert await asyncio.to_thread(own_written.wait, 10)
-        with pytest.raises(asyncio.TimeoutError):  # three files are still being written
+        assert await asyncio.to_thread(first_written.wait, 10)
+        with pytest.raises(asyncio.TimeoutError):  # three files are still being written (never timing-
+            # dependent when correct: the gate stays shut until the test opens it)
             await asyncio.wait_for(asyncio.shield(task), 0.3)
         assert renamed == [] and not task.done()
         gate.set()
@@ -396,8 +394,6 @@ async def test_a_parallel_batch_is_answered_only_after_every_file_is_synced(tmp_
     finally:
         gate.set()
         await c.aclose()
-    assert writers[0] == "gc-test"  # the committer's own file: no queue round trip for it
-    assert all(writers[i].startswith("gc-test-io") for i in (1, 2, 3))
     assert counter.files == 4 and renamed == [4, 4, 4, 4]  # every name published after all 4 syncs
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["g0", "g1", "g2", "g3"]
     assert [(tmp_path / "new" / f"g{i}").read_bytes() for i in range(4)] == [b"file %d" % i for i in range(4)]
