@@ -114,7 +114,40 @@ _BLANK_LINES = (b"\r\n", b"\n")
 
 @functools.lru_cache(maxsize=64)
 def _parse_fields_memo(header_block: bytes) -> tuple[HeaderField, ...]:
-    return _parse_fields(header_block)
+    seeded = _seeded.pop(header_block, None)  # a parse remember_prepended built: taken once, then memoised
+    return seeded if seeded is not None else _parse_fields(header_block)
+
+
+_seeded: dict[bytes, tuple[HeaderField, ...]] = {}
+SEEDED_MAX = 8  # blocks seeded and not yet read: a few messages in flight
+
+
+def remember_prepended(prefix: bytes, head: bytes) -> bool:
+    """Keep parse_fields' answer for the header block of `prefix + head + body` (what
+    split_headers cuts from it), built from the parse of `head` already made and one of
+    `prefix`: the gateway puts its fields on top of a message whose head every check has read,
+    and the seal reads the stamped head again (issue 19: a second parse of the whole head per
+    message). Only where the two parses are that one parse: `prefix` whole lines with no empty
+    one, `head` a header block ending in its blank line (a MessageSource's head) whose first line
+    is not a continuation (it would join the prefix's last field), and the block as
+    split_headers cuts it exactly `prefix` + the block of `head`. False otherwise
+    (nothing kept: parse_fields parses it)."""
+    if not prefix.endswith(b"\n"):  # (an empty line in it: the block check below refuses it)
+        return False
+    if not head or head[:1] in (b" ", b"\t", b"\r", b"\n"):
+        return False
+    inner, blank, rest = _split(head)
+    if not blank or rest:  # the blank line must end `head`: then a body after it is not read
+        return False
+    block, _ = split_headers(prefix + head)
+    if len(block) > MEMO_BLOCK or len(block) != len(prefix) + len(inner) or not block.startswith(prefix) \
+            or not block.endswith(inner):
+        return False
+    fields = _parse_fields(prefix) + parse_fields(inner)
+    if len(_seeded) >= SEEDED_MAX:
+        _seeded.clear()
+    _seeded[block] = fields
+    return True
 
 
 def _parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:
