@@ -11,6 +11,7 @@ call it from a worker thread, never on the event loop.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -69,13 +70,18 @@ def spf_identity(mail_from: str, helo: str) -> tuple[str, str, str]:
     return sender, domain.rstrip(".").lower(), "mailfrom"
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a client sends message after message (raises: not kept)
+def _address_text(ip: str) -> str:
+    return str(ipaddress.ip_address(ip.strip("[]")))
+
+
 def check_spf(ip: str, mail_from: str, helo: str, *, timeout: float = DEFAULT_TIMEOUT) -> SpfResult:
     """Evaluate SPF for `ip` sending as `mail_from` after `helo`.
 
     Never raises for DNS trouble: timeouts and server failures are `temperror`.
     Raises ValueError only for an `ip` that is not an IP address (a caller bug).
     """
-    address = str(ipaddress.ip_address(ip.strip("[]")))
+    address = _address_text(ip)
     sender, domain, identity = spf_identity(mail_from, helo)
     if not domain:
         return SpfResult("none", "no domain to check (no sender domain and no HELO)", "", identity)
