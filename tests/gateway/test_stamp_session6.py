@@ -159,3 +159,30 @@ def test_the_arc_key_is_adopted_from_its_file_once_then_read_from_the_cache(tmp_
         assert KeyRing(engine, None).arc("other") == ("gw", pem)  # the store's key, whatever the base
     finally:
         engine.dispose()
+
+
+# --- split_headers: the last message's parts kept for its next reader --------------------------
+
+def test_a_split_is_the_split_of_those_bytes_whatever_was_split_before():
+    rng = random.Random(66)
+    pool = [_random_block(rng, rng.randrange(0, 5)) + rng.choice([b"\r\n", b"\n", b""]) + b"body\r\n" * rng.randrange(3)
+            for _ in range(40)]
+    for _ in range(20000):
+        m = rng.choice(pool)
+        if rng.random() < 0.3:
+            m = bytes(bytearray(m))  # equal bytes, another object
+        assert headers._split(m) == headers._split_now(m)
+        assert split_headers(m) == headers._split_now(m)[::2]
+
+
+def test_a_mutable_buffer_is_split_as_it_is_now():
+    buf = bytearray(b"From: a@b\r\n\r\nbody\r\n")
+    assert headers._split(buf) == (b"From: a@b\r\n", b"\r\n", b"body\r\n")
+    buf[:4] = b"To  "
+    assert headers._split(buf) == (b"To  : a@b\r\n", b"\r\n", b"body\r\n")
+
+
+def test_a_large_message_is_not_kept():
+    big = b"From: a@b\r\n\r\n" + b"x" * headers.SPLIT_KEPT
+    headers._split(big)
+    assert headers._last_split[0] is not big
