@@ -149,20 +149,19 @@ def remember_prepended(prefix: bytes, head: bytes) -> bool:
     and the seal reads the stamped head again (issue 19: a second parse of the whole head per
     message). Only where the two parses are that one parse: `prefix` whole lines with no empty
     one, `head` a header block ending in its blank line (a MessageSource's head) whose first line
-    is not a continuation (it would join the prefix's last field), and the block as
-    split_headers cuts it exactly `prefix` + the block of `head`. False otherwise
-    (nothing kept: parse_fields parses it)."""
-    if not prefix.endswith(b"\n"):  # (an empty line in it: the block check below refuses it)
+    is not a continuation (it would join the prefix's last field) nor empty: split_headers then
+    cuts exactly `prefix` + the block of `head`. False otherwise (nothing kept: parse_fields
+    parses it)."""
+    # No empty line in `prefix`, which ends a line, and `head` starting with a field's first line:
+    # the first empty line of prefix + head + body is then the one that ends `head`.
+    if not prefix.endswith(b"\n") or b"\n\n" in prefix or b"\n\r\n" in prefix or prefix.startswith((b"\r\n", b"\n")):
         return False
     if not head or head[:1] in (b" ", b"\t", b"\r", b"\n"):
         return False
     inner, blank, rest = _split(head)
-    if not blank or rest:  # the blank line must end `head`: then a body after it is not read
+    if not blank or rest or len(prefix) + len(inner) > MEMO_BLOCK:  # `head` must end in its blank line
         return False
-    block, _ = split_headers(prefix + head)
-    if len(block) > MEMO_BLOCK or len(block) != len(prefix) + len(inner) or not block.startswith(prefix) \
-            or not block.endswith(inner):
-        return False
+    block = prefix + inner
     fields = _parse_fields(prefix) + parse_fields(inner)
     if len(_seeded) >= SEEDED_MAX:
         _seeded.clear()
