@@ -125,8 +125,10 @@ dns = peers.DnsServer(root / "dns", records=dict(peers.SENDER_RECORDS)).start()
 try:
     r = endtoend.p3(root / "p3", dataclasses.replace(scenarios.P3ONLY, p3_count=count), tls, dns, certs)
     d = r.detail
+    split = ({"user_us": d["cpu_mailbox_user_us"], "sys_us": d["cpu_mailbox_sys_us"],
+              "gateway_user_us": d["cpu_gateway_user_us"]} if "cpu_mailbox_user_us" in d else {})  # newer trees
     print(json.dumps({"accepted": r.count if r.ok else -1, "rate": r.rate, "cpu_us": d["cpu_mailbox_us"],
-                      "gateway_us": d["cpu_gateway_us"], "detail": d}))
+                      "gateway_us": d["cpu_gateway_us"], **split, "detail": d}))
 finally:
     dns.stop()
 """
@@ -195,7 +197,7 @@ def main() -> None:
             rates[name].append(r["rate"])
             split = f" (user {r['user_us']:.0f}, system {r['sys_us']:.0f})" if "user_us" in r else ""
             if "gateway_us" in r:  # P3: cpu_us is the mailbox's
-                split = f" on the mailbox (gateway {r['gateway_us']:.0f})"
+                split = f" on the mailbox{split} (gateway {r['gateway_us']:.0f})"
                 gateways[name].append(r["gateway_us"])
             if "user_us" in r:
                 users[name].append(r["user_us"])

@@ -151,6 +151,7 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
             time.sleep(0.1)
         run_id = "P3e2e"
         g0, m0 = accounting.tree_cpu(gw.pid()), accounting.tree_cpu(mailbox.pid())
+        gs0, ms0 = accounting.tree_cpu_split(gw.pid()), accounting.tree_cpu_split(mailbox.pid())
         t0 = time.perf_counter()
         with accounting.RssSampler(gw.pid()) as rss_gw, accounting.RssSampler(mailbox.pid()) as rss_mb:
             res = loadclient.run(loadclient.persistent_load(
@@ -163,6 +164,7 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
             while gw.queued() and time.monotonic() < drain_end:
                 time.sleep(0.1)
         cpu_gw, cpu_mb = accounting.tree_cpu(gw.pid()) - g0, accounting.tree_cpu(mailbox.pid()) - m0
+        gs1, ms1 = accounting.tree_cpu_split(gw.pid()), accounting.tree_cpu_split(mailbox.pid())
         cpu, per = cpu_gw + cpu_mb, max(1, len(res.acked))
         acct = accounting.account(res.acked, found)
         drained = gw.queued() == 0
@@ -170,14 +172,28 @@ def p3(root: Path, mode: Mode, tls, dns: peers.DnsServer, certs) -> Result:
                   "rss_gateway_mb": round(rss_gw.peak / 2**20), "rss_mailbox_mb": round(rss_mb.peak / 2**20),
                   "quarantined_or_junk": _elsewhere(mailbox),
                   "cpu_gateway_us": round(cpu_gw / per * 1e6), "cpu_mailbox_us": round(cpu_mb / per * 1e6),
-                  "gateway_processes": gw.processes}
+                  "gateway_processes": gw.processes,
+                  # user and system apart: a file system's per-file cost (ext4's recently-deleted
+                  # inode search, bench/RESULTS.md session 5) moves system time from run to run
+                  "cpu_gateway_user_us": round((gs1[0] - gs0[0]) / per * 1e6),
+                  "cpu_mailbox_user_us": round((ms1[0] - ms0[0]) / per * 1e6),
+                  "cpu_mailbox_sys_us": round((ms1[1] - ms0[1]) / per * 1e6)}
         ok = _judge(res, acct, detail) and drained and len(res.acked) == mode.p3_count
         return Result("P3", "mxgate gw→mbx", len(res.acked) / (done - t0), res.percentile(50) * 1e3,
                       res.percentile(99) * 1e3, (rss_gw.peak + rss_mb.peak) / 2**20, cpu / per * 1e6,
-                      "gateway queue fsync + mailbox group commit", len(res.acked), 0, ok, detail)
+                      _p3_durability(gw), len(res.acked), 0, ok, detail)
     finally:
         gw.stop()
         mailbox.stop()
+
+
+def _p3_durability(gw: "GatewayPeer") -> str:
+    """What stood behind the gateway's 250: with cut-through (the default, `[gateway] cut_through`)
+    the mailbox's group commit before the downstream's 250, for a message the gateway relayed at
+    once; the gateway's own queue fsync for one it spooled (downstream trouble, no free slot)."""
+    if "cut_through = false" in gw.extra_gateway:
+        return "gateway queue fsync + mailbox group commit"
+    return "mailbox group commit before the gateway's 250 (cut-through); gateway queue fsync otherwise"
 
 
 def _elsewhere(mailbox: MxgatePeer) -> int:

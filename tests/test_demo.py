@@ -16,7 +16,7 @@ def test_demo_tells_the_whole_story(tmp_path):
     out = r.stdout
     assert out.count("── Step") == 7 and "✘" not in out and out.count("✔") >= 7
     assert "550 5.7.51 TenantInboundAttribution" in out  # the refusal, as the server sent it
-    assert "250 2.0.0 OK: queued" in out and "250 2.0.0 OK: delivered" in out
+    assert "250 2.0.0 OK: relayed" in out and "250 2.0.0 OK: delivered" in out  # the gateway's cut-through
     assert out.count("SMTP session from") >= 5
     assert "spf=pass (sender IP is 127.0.0.77)" in out
     assert "PASS    bypass 'Third-party filter service' from 127.0.0.66" in out

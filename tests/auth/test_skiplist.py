@@ -227,3 +227,18 @@ def test_explanation_is_one_clean_line_even_with_hostile_helo():
 )
 def test_ef_applies(users, recipients, expected):
     assert ef_applies(users, recipients) is expected
+
+
+def test_skip_last_ip_trusts_exactly_each_connecting_address_in_turn():
+    """The connecting address's own network is remembered per address (issue 19): each walk
+    trusts its own connecting IP and nothing else — not the one of the walk before, not a
+    neighbour, not the other family's address with the same number."""
+    pairs = [("192.0.2.1", "192.0.2.2"), ("192.0.2.2", "192.0.2.1"), ("::c000:201", "192.0.2.1"),
+             ("192.0.2.1", "::c000:201"), ("2001:db8::1", "2001:db8::2"), ("192.0.2.1", "192.0.2.1")]
+    for _ in range(2):
+        for connecting, named in pairs:
+            headers = [hop(connecting), hop(named), hop("203.0.113.9")]
+            result = find_original_sender(headers, connecting, LAST_IP)
+            # The top header repeats the connecting address: skipped as the trusted hop itself.
+            expected = "203.0.113.9" if named == connecting else named
+            assert (result.status, result.original_ip) == ("detected", ip(expected)), (connecting, named)

@@ -234,7 +234,7 @@ def test_score_rejects_spammy_message(make_gateway):
 def test_score_tags_and_explains_each_rule(make_gateway, sink, test_ca):
     gw = make_gateway('[gateway.score]\nquarantine_threshold = 50.0\nreject_threshold = 60.0\n',
                       downstream=[sink.address], downstream_ca=test_ca["ca"])
-    assert send(gw, SPAMMY)["end"] == (250, str(REPLIES["queued"]))
+    assert send(gw, SPAMMY)["end"] == (250, str(REPLIES["relayed"]))
     assert wait_until(lambda: sink.messages, timeout=10)
     head = sink.messages[0]["raw"].split(b"\r\n\r\n", 1)[0].decode()
     assert "X-MXGate-Spam-Verdict: tag" in head

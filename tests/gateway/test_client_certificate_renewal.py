@@ -17,6 +17,7 @@ import rig
 from gwkit import spool_count
 from rig import INTERNET, maildir_messages, send_message, simple_message, wait_until
 from mxgate.server.tls import spki_sha256_of_file
+from mxgate.smtp.replies import REPLIES
 
 POLICY = """
 [organization]
@@ -71,10 +72,11 @@ def test_gateway_client_certificate_renewal_with_pin_overlap(make_gateway, pinne
     new_pin = spki_sha256_of_file(test_ca["gateway.partner.test-renewed"][0])
     assert old_pin != new_pin  # the renewal brings a new key, so the pin changes
 
-    def send(subject: str) -> None:
+    def send(subject: str, code: int = 250) -> dict:
         r = send_message("127.0.0.10", gw.port("gateway"), source=INTERNET, sender="s@fabrikam.test",
                          rcpts=["alice@contoso.test"], data=simple_message(subject=subject))
-        assert r["end"][0] == 250, r
+        assert r["end"][0] == code, r
+        return r
 
     def delivered() -> int:
         return len(maildir_messages(pinned_mailbox.home, "alice@contoso.test"))
@@ -102,12 +104,14 @@ def test_gateway_client_certificate_renewal_with_pin_overlap(make_gateway, pinne
     assert wait_until(lambda: delivered() == 4 and spool_count(gw) == 0, timeout=15)
     assert mailbox_refusals() == []
 
-    # Why the order matters: a key the connector does not pin is refused with 550 5.7.51 and the
-    # gateway returns the message to its sender (a bounce, not a retry).
+    # Why the order matters: a key the connector does not pin is refused with 550 5.7.51, and the
+    # sender is refused at DATA by the gateway's cut-through relay (a bounce from its own server,
+    # not a retry; without cut-through the gateway's DSN).
     _install(test_ca["gateway.partner.test"], live)  # its pin was removed in step 3
     assert gw.node.check_certificates()["gateway-client"] == "reloaded"
-    send("unpinned key")
+    r = send("unpinned key", code=550)
+    assert r["end"] == (550, str(REPLIES["downstream-policy"]))
     assert wait_until(lambda: len(mailbox_refusals()) == 1, timeout=15)
     assert "5.7.51" in mailbox_refusals()[0]["detail"]["reply"] and delivered() == 4
-    assert wait_until(lambda: any(r["subject"] == "unpinned key" and r["status"] == "Failed"
-                                  for r in gw.trace.search()), timeout=15)
+    gw.trace.flush()
+    assert [(r["status"], r["reason"]) for r in gw.trace.search(status="Rejected")] == [("Rejected", "downstream-policy")]

@@ -99,3 +99,35 @@ def test_relayed_bytes_are_crlf_only_and_dot_stuffed(gw_sink):
     raw = sink.messages[0]["raw"]  # the wire bytes, still stuffed, up to and including "\r\n.\r\n"
     assert not BARE.search(raw)
     assert raw.endswith(b"\r\n\r\n..leading dot\r\n...two dots\r\nend\r\n.\r\n")
+
+
+@pytest.mark.parametrize("seq", [b"\r\n.\r\n", b"\n.\n", b"\r.\r"], ids=["crlf-dot-crlf", "lf-dot-lf", "cr-dot-cr"])
+def test_bdat_chunks_on_the_public_listener_never_split_or_relay_bare_newlines(gw_sink, seq):
+    """RFC 3030 on the Internet-facing listener: a chunk is data by count. A real terminator inside
+    it stays text of one message (relayed dot-stuffed to a DATA-only downstream); bare CR/LF is
+    refused as with DATA; the smuggled sender never becomes an envelope sender."""
+    gw, sink = gw_sink
+    content = (b"Subject: s\r\nFrom: a@fabrikam.test\r\n\r\nbody" + seq +
+               b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<bob@contoso.test>\r\nDATA\r\n\r\nsmuggled\r\n.\r\n")
+    with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
+        c.greeting()
+        assert "CHUNKING" in c.cmd("EHLO sender.test")[1]
+        c.send(b"MAIL FROM:<a@fabrikam.test>\r\nRCPT TO:<alice@contoso.test>\r\nBDAT 30\r\n" + content[:30] +
+               b"BDAT %d LAST\r\n" % (len(content) - 30) + content[30:])
+        replies = [c.read_reply() for _ in range(4)]
+        assert [r[0] for r in replies[:3]] == [250, 250, 250]
+        if seq == b"\r\n.\r\n":
+            assert replies[3][0] == 250, replies
+        else:
+            assert replies[3] == (550, str(REPLIES["bare-newline"]))
+        assert c.cmd("NOOP")[0] == 250  # in step: nothing of the chunk was read as a command
+        c.cmd("QUIT")
+    assert wait_until(lambda: spool_count(gw) == 0, timeout=10)
+    if seq == b"\r\n.\r\n":
+        assert wait_until(lambda: sink.messages, timeout=10)
+        [m] = sink.messages
+        assert m["raw"].endswith(b"\r\n\r\nbody\r\n..\r\nMAIL FROM:<ceo@bank.example>\r\nRCPT TO:<bob@contoso.test>\r\n"
+                                 b"DATA\r\n\r\nsmuggled\r\n..\r\n.\r\n"), m["raw"]
+    for m in sink.messages:
+        assert m["sender"] != "ceo@bank.example" and not BARE.search(m["raw"])
+    assert len(sink.messages) == (1 if seq == b"\r\n.\r\n" else 0)

@@ -41,7 +41,7 @@ def test_gateway_metrics_logs_and_trace_after_real_traffic(node_factory, dns, si
                       admin={"listen": admin},
                       gateway={"listen": [f"{GATEWAY}:{free_port(GATEWAY)}"], "downstream": [sink.address], "downstream_ca": test_ca["ca"],
                                "source_address": GATEWAY, "hostname": "gw.contoso.test",
-                               **FAST_QUEUE},
+                               **FAST_QUEUE, "cut_through": False},  # the queue's DSN for bob's 550
                       dns={"servers": [dns.address], "timeout": 2.0})
     port = gw.port("gateway")
     scrape = lambda: httpx.get(f"http://{admin}/metrics").text  # noqa: E731

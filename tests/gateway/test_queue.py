@@ -88,7 +88,8 @@ def test_bounce_to_an_internet_sender_reaches_its_mx(make_gateway, sink, interne
 
 def test_bounce_to_an_internal_sender_goes_to_the_mailbox_server(make_gateway, sink, internet_mx, test_ca):
     sink.refuse["bob@contoso.test"] = "550 5.1.1 no such user"
-    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"])
+    # The queue's DSN path (with cut-through a lone refused recipient is refused at DATA instead).
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"], cut_through=False)
     r = send_message("127.0.0.10", gw_port(gw), source=INTERNET, sender="carol@contoso.test",
                      rcpts=["bob@contoso.test"], data=simple_message(sender="carol@contoso.test"))
     assert r["end"][0] == 250
@@ -127,7 +128,8 @@ def test_bounce_to_a_utf8_sender_is_an_rfc6533_report_at_its_mx(make_gateway, si
 def test_a_downstream_without_smtputf8_bounces_utf8_mail_with_5_6_7(make_gateway, sink, internet_mx, test_ca):
     """RFC 6531: an address is never downgraded; the sender is told (5.6.7), nothing is stuck."""
     internet_mx.smtputf8 = True
-    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"])  # sink: no SMTPUTF8
+    # sink: no SMTPUTF8. The queue's path (cut-through refuses a lone recipient at DATA instead).
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"], cut_through=False)
     with RawSMTP("127.0.0.10", gw_port(gw), INTERNET) as c:
         c.greeting()
         c.cmd("EHLO client.test")
@@ -207,7 +209,7 @@ def test_concurrent_failures_grow_the_host_backoff_once(make_gateway, test_ca):
     host = RefusingHost(9)
     try:
         gw = make_gateway(downstream=[host.address], downstream_ca=test_ca["ca"], host_backoff=30.0,
-                          relay_connect_timeout=30.0)
+                          relay_connect_timeout=30.0, cut_through=False)  # the queue's deliveries failing together
         for i in range(9):
             r = send_message("127.0.0.10", gw_port(gw), source=INTERNET, sender="s@fabrikam.test",
                              rcpts=["alice@contoso.test"], data=simple_message(subject=f"m{i}"))
@@ -222,7 +224,7 @@ def test_concurrent_failures_grow_the_host_backoff_once(make_gateway, test_ca):
 
 def test_no_dsn_for_null_sender(make_gateway, sink, test_ca):
     sink.refuse["bob@contoso.test"] = "550 5.1.1 no such user"
-    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"])
+    gw = make_gateway(downstream=[sink.address], downstream_ca=test_ca["ca"], cut_through=False)  # the queue's path
     r = send_message("127.0.0.10", gw_port(gw), source=INTERNET, sender="", rcpts=["bob@contoso.test"],
                      data=simple_message())
     assert r["end"][0] == 250

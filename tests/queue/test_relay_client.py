@@ -28,10 +28,14 @@ class ScriptedMx:
     command lines it carried (so a pipelined group is seen arriving in one write), and each body
     exactly as sent (dot-stuffed, up to and including the terminator)."""
 
-    def __init__(self, cert: str, key: str, *, pipelining: bool = True):
+    def __init__(self, cert: str, key: str, *, pipelining: bool = True, chunking: bool = False):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(cert, key)
         self.pipelining = pipelining
+        self.chunking = chunking  # offer CHUNKING (RFC 3030): chunks are read by count into `bodies`
+        self.bdat_reply = b"250 2.0.0 stored\r\n"  # the reply to BDAT LAST (with a recipient)
+        self.after_chunk = "reply"  # "drop": close after reading the LAST chunk, no reply
+        self.chunk_with_command: list[bool] = []  # per BDAT: the whole chunk came in the read with its command
         self.rcpt: dict[str, bytes] = {}  # address → its reply (may be several lines)
         self.mail_reply = b"250 ok\r\n"
         self.data_reply = b"354 go\r\n"
@@ -66,6 +70,7 @@ class ScriptedMx:
 class _MxProtocol(asyncio.Protocol):
     def __init__(self, mx: ScriptedMx):
         self.mx, self.buf, self.in_data, self.body, self.rcpts = mx, b"", False, b"", 0
+        self.bdat: tuple[int, bool] | None = None  # (size, last) of the chunk being read
         self.held: list[bytes] | None = None  # replies withheld (hold_until_data)
         self.upgrading = False
 
@@ -81,6 +86,26 @@ class _MxProtocol(asyncio.Protocol):
             return
         lines = []
         while not self.t.is_closing():
+            if self.bdat is not None:
+                take = self.buf[: self.bdat[0] - len(self.body)]
+                self.body, self.buf = self.body + take, self.buf[len(take):]
+                if len(self.body) < self.bdat[0]:
+                    break
+                (_, last), self.bdat = self.bdat, None
+                if not last:
+                    self.reply(b"250 2.0.0 chunk\r\n")
+                    continue
+                if not self.rcpts:  # RFC 3030: the chunk is read, then refused
+                    self.body = b""
+                    self.reply(b"503 5.5.1 no valid recipients\r\n")
+                    continue
+                self.mx.bodies.append(self.body)
+                self.body = b""
+                if self.mx.after_chunk == "drop":
+                    self.t.close()
+                    return
+                self.reply(self.mx.bdat_reply)
+                continue
             if self.in_data:
                 # A lone "." right after DATA ends an empty message; else <CRLF>.<CRLF> does.
                 end = 3 if not self.body and self.buf.startswith(b".\r\n") else self.buf.find(b"\r\n.\r\n") + 5
@@ -119,6 +144,7 @@ class _MxProtocol(asyncio.Protocol):
         if verb == "EHLO":
             tls = self.t.get_extra_info("ssl_object") is not None
             ext = [b"250-scripted", b"250-SMTPUTF8"] + ([b"250-PIPELINING"] if mx.pipelining else [])
+            ext += [b"250-CHUNKING"] if mx.chunking else []
             ext += [b"250 8BITMIME"] if tls else [b"250 STARTTLS"]
             self.t.write(b"\r\n".join(ext) + b"\r\n")
             self.held = [] if mx.hold_until_data and tls else None
@@ -147,6 +173,13 @@ class _MxProtocol(asyncio.Protocol):
                     self.t.close()
                     return
                 self.in_data = True
+        elif verb == "BDAT":
+            size, _, last = line[5:].partition(" ")
+            self.bdat = (int(size), last.upper() == "LAST")
+            mx.chunk_with_command.append(len(self.buf) >= int(size))
+            if self.held is not None and mx.hold_until_data != "forever":
+                held, self.held = self.held, None
+                self.t.write(b"".join(held))
         elif verb == "QUIT":
             self.t.write(b"221 bye\r\n")
             self.t.close()
@@ -413,3 +446,85 @@ def test_a_reply_dripped_a_byte_at_a_time_does_not_restart_the_timeout(test_ca):
     mx, result = _run(test_ca, scenario)
     assert _states(result) == [("b@fabrikam.test", "deferred", "4.4.2")]
     assert "timed out" in result.outcomes[0].diagnostic and mx.dripped < 50
+
+
+# --- CHUNKING (RFC 3030) ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_with_chunking_the_message_goes_unstuffed_as_bdat_last_behind_mail_and_rcpt(test_ca, pipelining):
+    message = b".first\r\n..second\r\n.\r\nQUIT\r\nend"  # no stuffing, no terminator, no CRLF added
+    rcpts = ["ok@fabrikam.test", "later@fabrikam.test", "gone@fabrikam.test"]
+
+    async def scenario(mx, settings):
+        mx.rcpt = {"later@fabrikam.test": b"450 4.2.1 mailbox busy\r\n", "gone@fabrikam.test": b"550 5.1.1 no\r\n"}
+        return mx, await relay(settings, "a@contoso.test", rcpts, message)
+
+    mx, result = _run(test_ca, scenario, pipelining=pipelining, chunking=True)
+    assert _states(result) == [("ok@fabrikam.test", "delivered", "2.0.0"), ("later@fabrikam.test", "deferred", "4.2.1"),
+                               ("gone@fabrikam.test", "failed", "5.1.1")]
+    assert mx.bodies == [message] and "DATA" not in mx.commands
+    group = ["MAIL FROM:<a@contoso.test>"] + [f"RCPT TO:<{r}>" for r in rcpts] + [f"BDAT {len(message)} LAST"]
+    if pipelining:  # RFC 3030 §4.2 with RFC 2920: commands and chunk in one write, no 354 round trip
+        assert group in mx.chunks and mx.chunk_with_command == [True]
+    else:
+        assert all(len(c) == 1 for c in mx.chunks) and all([g] in mx.chunks for g in group)
+
+
+@pytest.mark.parametrize("reply, state", [(b"554 5.6.0 refused\r\n", "failed"), (b"452 4.3.1 full\r\n", "deferred")])
+def test_a_refused_bdat_last_maps_like_a_refused_end_of_data_and_the_session_is_reset(test_ca, reply, state):
+    async def scenario(mx, settings):
+        mx.bdat_reply = reply
+        first = await relay(settings, "a@contoso.test", ["b@fabrikam.test", "c@fabrikam.test"], MESSAGE)
+        mx.bdat_reply = b"250 2.0.0 stored\r\n"
+        second = await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+        return mx, first, second
+
+    mx, first, second = _run(test_ca, scenario, chunking=True)
+    code = reply[:3].decode()
+    assert [(o.state, o.status) for o in first.outcomes] == [(state, reply[4:9].decode())] * 2
+    assert all(f"smtp; {code} " in o.diagnostic for o in first.outcomes)
+    assert [o.state for o in second.outcomes] == ["delivered"]
+    assert mx.sessions == 1 and mx.commands.count("RSET") == 1  # RFC 3030 §2: RSET after a refused chunk
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_with_every_recipient_refused_the_chunk_is_refused_or_never_sent(test_ca, pipelining):
+    async def scenario(mx, settings):
+        mx.rcpt = {"x@fabrikam.test": b"550 5.1.1 no\r\n"}
+        first = await relay(settings, "a@contoso.test", ["x@fabrikam.test"], MESSAGE)
+        second = await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+        return mx, first, second
+
+    mx, first, second = _run(test_ca, scenario, pipelining=pipelining, chunking=True)
+    assert _states(first) == [("x@fabrikam.test", "failed", "5.1.1")]
+    assert _states(second) == [("b@fabrikam.test", "delivered", "2.0.0")]
+    assert mx.bodies == [MESSAGE] and mx.sessions == 1 and "RSET" in mx.commands
+    assert sum(c.startswith("BDAT") for c in mx.commands) == (2 if pipelining else 1)
+
+
+def test_a_connection_lost_after_the_chunk_defers_as_maybe_delivered(test_ca):
+    async def scenario(mx, settings):
+        mx.after_chunk = "drop"
+        lost = await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+        mx.after_chunk = "reply"
+        again = await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+        return mx, lost, again
+
+    mx, lost, again = _run(test_ca, scenario, chunking=True)
+    assert _states(lost) == [("b@fabrikam.test", "deferred", "4.4.2")]
+    assert [o.state for o in again.outcomes] == ["delivered"]
+    assert mx.bodies == [MESSAGE, MESSAGE] and mx.sessions == 2
+
+
+def test_a_pooled_chunking_session_the_server_dropped_is_retried_on_a_fresh_one(test_ca):
+    """The chunk went out with MAIL on a dead idle session: no recipient was accepted, nothing can
+    have arrived, so the message goes at once on a new session (never deferred, never lost)."""
+    async def scenario(mx, settings):
+        first = await relay(settings, "a@contoso.test", ["b@fabrikam.test"], MESSAGE)
+        mx.drop_idle()
+        second = await relay(settings, "a@contoso.test", ["c@fabrikam.test"], MESSAGE)
+        return mx, first, second
+
+    mx, first, second = _run(test_ca, scenario, chunking=True)
+    assert [o.state for o in first.outcomes + second.outcomes] == ["delivered", "delivered"]
+    assert mx.bodies == [MESSAGE, MESSAGE] and mx.sessions == 2

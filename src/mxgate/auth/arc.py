@@ -104,6 +104,39 @@ def _arc_fields(fields) -> list[tuple[bytes, int | None]]:
     return [(field.name, _instance(field)) for field in fields if field.name in _ARC_FIELDS]
 
 
+def _arc_reading(fields) -> tuple[list[tuple[int, str]], list[tuple[bytes, int | None]], tuple[tuple[int, str], ...]]:
+    """(`_seals`, `_arc_fields`, `_auth_results`) of the same fields in one pass that reads each
+    ARC field once (issue 19: the three readings went over every field and read each ARC field
+    twice)."""
+    seals: list[tuple[int, str]] = []
+    arc: list[tuple[bytes, int | None]] = []
+    found: dict[int, str] = {}
+    for field in fields:
+        name = field.name
+        if name not in _ARC_FIELDS:
+            continue
+        if name == b"arc-authentication-results":
+            match = _AAR_INSTANCE.match(field.value.decode("utf-8", "replace"))
+            text = match.group(1) if match else ""
+            if match and int(text) not in found:
+                found[int(text)] = match.group(2).strip()
+        else:
+            try:
+                tags = parse_tag_value(field.value)
+            except (InvalidTagValueList, ValueError):
+                tags = None
+            text = tags.get(b"i", b"").decode("ascii", "replace").strip() if tags is not None else ""
+            if tags is not None and name == b"arc-seal":
+                try:
+                    instance = int(tags.get(b"i", b"0").strip())
+                except ValueError:
+                    pass
+                else:
+                    seals.append((instance, tags.get(b"d", b"").decode("ascii", "replace").strip().rstrip(".").lower()))
+        arc.append((name, int(text) if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ARC_INSTANCE else None))
+    return sorted(seals), arc, tuple(sorted(found.items()))
+
+
 def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     """Validate the whole chain (RFC 8617 §5.2). DNS trouble makes the chain `fail`:
     RFC 8617 has no temporary status, and an unvalidated chain must not be trusted."""
@@ -112,12 +145,11 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
         # answers too after parsing the whole message (7% of the mailbox's CPU in bench P1).
         return ArcResult("none", (), _NOT_ARC_SIGNED)
     head, body = split_headers(message)
-    head_fields = parse_fields(head)  # once, for the three readings below and dkimpy's parse
-    seals = _seals(head_fields)
+    head_fields = parse_fields(head)  # once, for the readings below and dkimpy's parse
+    seals, fields, auth_results = _arc_reading(head_fields)
     sealers = tuple(domain for _, domain in seals)
     if seals and (seals[-1][0] > MAX_ARC_INSTANCE or len(seals) > MAX_ARC_INSTANCE):
         return ArcResult("fail", sealers, f"more than {MAX_ARC_INSTANCE} ARC sets")
-    fields = _arc_fields(head_fields)
     # RFC 8617 §5.2 step 2: every ARC field belongs to a set 1..N; one that names no valid
     # instance, or sets without their ARC-Seal, make the chain structurally invalid.
     if any(instance is None for _, instance in fields):
@@ -128,7 +160,7 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     lookups = dkim_fast.Lookups(dnsfunc)  # one question per key, shared with dkimpy below
     if dkim_fast.ENABLED and len(seals) == 1 and dkim_fast.arc_chain_passes(message, lookups):
         # One set, AMS and seal verified as dkimpy would: its (pass, "success") without its flow.
-        return ArcResult("pass", sealers, "success", _auth_results(head_fields))
+        return ArcResult("pass", sealers, "success", auth_results)
     try:
         cv, _results, reason = dkimpy.arc_verify(message, dnsfunc=lookups)
     except DnsTemporaryError as exc:
@@ -144,7 +176,7 @@ def validate_arc(message: bytes, dnsfunc: Callable) -> ArcResult:
     if status == "none" and seals:  # ARC-Seals present but no usable instance numbers
         return ArcResult("fail", sealers, "ARC headers without a valid instance")
     return ArcResult(status, sealers if status != "none" else (), str(reason)[:200],
-                     _auth_results(head_fields) if status == "pass" else ())
+                     auth_results if status == "pass" else ())
 
 
 def _unsuitable_arc_key(message: bytes, lookups: dkim_fast.Lookups) -> str:
@@ -436,38 +468,54 @@ _PTYPES = ("smtp", "header", "body", "policy")  # RFC 8601 §2.2 ptype
 
 def _plain_results(value: str) -> tuple[RecordedResult, ...] | None:
     """RFC 8601 §2.2 for the plain form only: `authserv-id; method=result (comment)
-    ptype.property=value ...; ...`. None (not a parse failure) for anything outside it."""
-    if "\\" in value or any(c in m.group() for m in _QUOTED.finditer(value) for c in ';()'):
+    ptype.property=value ...; ...`. None (not a parse failure) for anything outside it.
+    (Issue 19: ~16 -> ~11 µs for the gateway's AAR: no regex pass where its character is absent,
+    one set for repeated properties, the tuples built without NamedTuple's Python __new__.)"""
+    if "\\" in value:
         return None
-    text = _FLAT_COMMENT.sub(" ", value)
+    if '"' in value:
+        for quoted in _QUOTED.findall(value):
+            if ";" in quoted or "(" in quoted or ")" in quoted:
+                return None
+    text = _FLAT_COMMENT.sub(" ", value) if "(" in value else value
     if "(" in text or ")" in text or text.count('"') % 2:
         return None
+    parts = text.split(";")
+    if len(parts) == 1:
+        return None
     out = []
-    for part in text.split(";")[1:]:
+    for part in parts[1:]:
         part = part.strip()
         if part.lower() == "none":  # RFC 8601 §2.2: no-result
             continue
         tokens = _RESINFO_TOKEN.findall(part)
-        if not tokens or "".join(f"{k}={v}" for k, v in tokens) != "".join(part.split()):
+        if not tokens or "".join([k + "=" + v for k, v in tokens]) != "".join(part.split()):
             return None
-        (method, result), props = tokens[0], []
+        method, result = tokens[0]
         if not _METHOD.fullmatch(method) or not _RESULT.fullmatch(result):
             return None
         method = method.lower()
-        if any(val.startswith('"') for _, val in tokens[1:-1]):
-            return None  # authres takes a quoted value only where the resinfo ends
+        for _, val in tokens[1:-1]:
+            if val[0] == '"':
+                return None  # authres takes a quoted value only where the resinfo ends
+        props = []
+        seen = set()
         for key, val in tokens[1:]:
             ptype, dot, name = key.partition(".")
             if not dot:
                 if method == "dmarc" and key.lower() == "action":
                     continue  # EXO's dmarc action= (we write it too); authres drops it as well
                 return None  # reason= and other method-level keys: authres knows them
-            if ptype.lower() not in _PTYPES or not name or "." in name or \
-                    any(q.type == ptype.lower() and q.name == name.lower() for q in props):
+            ptype, lowered = ptype.lower(), name.lower()
+            if ptype not in _PTYPES or not name or "." in name or (ptype, lowered) in seen:
                 return None  # (a repeated property: authres keeps one of them)
-            props.append(RecordedProperty(ptype.lower(), name.lower(), val[1:-1] if val.startswith('"') else val))
-        out.append(RecordedResult(method, result.lower(), tuple(props)))
-    return tuple(out) if text.count(";") else None
+            seen.add((ptype, lowered))
+            props.append(_TUPLE(RecordedProperty, (ptype, lowered, val[1:-1] if val[0] == '"' else val)))
+        out.append(_TUPLE(RecordedResult, (method, result.lower(), tuple(props))))
+    return tuple(out)
+
+
+_TUPLE = tuple.__new__  # what a NamedTuple's __new__ does, without its Python frame
 
 
 # dkimpy's arc_sign parses every Authentication-Results on the message with authres, ours

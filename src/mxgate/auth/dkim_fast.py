@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
 
 import dkim as _dkim
@@ -48,7 +49,7 @@ _AS_TAGS = frozenset((b"i", b"a", b"b", b"cv", b"d", b"s", b"t"))
 _KEY_TAGS = frozenset((b"v", b"k", b"p", b"n", b"s"))
 _LDH = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 _SELECTOR = _LDH | frozenset(b"_")
-_B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_B64_TEXT = re.compile(rb"[A-Za-z0-9+/]+={0,2}")  # base64's letters, then the padding
 _NAME = frozenset(range(0x21, 0x7F)) - frozenset(b":")
 _SIMPLE = _dkim.canonicalization.Simple
 _RELAXED = _dkim.canonicalization.Relaxed
@@ -83,10 +84,11 @@ class Lookups:
 
 
 def _b64(value: bytes) -> bytes | None:
-    """Strict base64 of a folded b=/bh= value, or None (dkimpy then judges the value)."""
+    """Strict base64 of a folded b=/bh= value, or None (dkimpy then judges the value): letters
+    of the alphabet, at least one, then at most two `=`, a multiple of 4 long. One regex match,
+    not a set test byte by byte (issue 19: 4.2 -> 1.7 µs for a 2048-bit b=, three per ARC set)."""
     text = b"".join(value.split())
-    stripped = text.rstrip(b"=")
-    if not stripped or len(text) % 4 or len(text) - len(stripped) > 2 or not _B64.issuperset(stripped):
+    if len(text) % 4 or _B64_TEXT.fullmatch(text) is None:
         return None
     return base64.b64decode(text)
 

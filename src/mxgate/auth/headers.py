@@ -44,6 +44,9 @@ class HeaderField:
     def value(self) -> bytes:
         """The unfolded value after the colon (RFC 5322 §2.2.3), outer whitespace stripped."""
         _, _, rest = self.raw.partition(b":")
+        lf = rest.find(b"\n")
+        if lf < 0 or lf == len(rest) - 1:  # one line: no fold to remove (issue 19: the sub was ~1.5 µs a field)
+            return rest.strip()
         return _UNFOLD.sub(b"", rest).strip()
 
 

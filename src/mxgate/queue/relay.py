@@ -11,16 +11,19 @@ connections. Recipients refused with `452 4.5.3` (they need a separate transacti
 at once in a new transaction, as Postfix does, not after the retry backoff.
 Must not know: the spool, retry timing, DSNs (queue/runner.py does those).
 
-Bytes: the message is sent exactly as evaluated, dot-stuffed (RFC 5321 §4.5.2) once per relay
-and ended with "."; a bare CR or LF is never turned into CRLF: the gateway's session never
+Bytes: the message is sent exactly as evaluated: as one `BDAT <size> LAST` chunk where the server
+offers CHUNKING (RFC 3030), else dot-stuffed (RFC 5321 §4.5.2, at most once per relay) and ended
+with "."; a bare CR or LF is never turned into CRLF: the gateway's session never
 accepts one (smtp/framing.py), and a message that has one anyway is refused here rather than
 silently changed (adversarial.md §2). An address with a control character is never written
 into a command (CR/LF injection): that recipient fails.
 
 Sessions: MAIL, the RCPTs and DATA go in one write when the server offers PIPELINING (RFC 2920);
-the body only after a 354 with a recipient accepted. A pooled session that breaks before the
-body was written is retried on a fresh connection (nothing can have been delivered); after it,
-the recipients are deferred (the message may have arrived: a duplicate beats a loss).
+the body only after a 354 with a recipient accepted. With CHUNKING the message follows its
+`BDAT <size> LAST` line in that same write, and the BDAT reply means what the reply after DATA's
+dot means. A pooled session that breaks before a recipient was accepted (or before the body was
+written) is retried on a fresh connection (nothing can have been delivered); after it, the
+recipients are deferred (the message may have arrived: a duplicate beats a loss).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import time
 from dataclasses import dataclass
 
 from mxgate.names import parse_hostport
-from mxgate.queue.smtpclient import ReplyError, SmtpClient, SmtpError, Transaction, has_control, stuffed
+from mxgate.queue.smtpclient import Outgoing, ReplyError, SmtpClient, SmtpError, Transaction, has_control
 from mxgate.queue.scheduler import HostHealth
 
 
@@ -291,9 +294,9 @@ def _reply_text(reply) -> str:
     return " ".join(reply.message.split())[:400]
 
 
-async def _session(settings: RelaySettings, host: str, sender: str, recipients, body: bytes,
+async def _session(settings: RelaySettings, host: str, sender: str, recipients, body: Outgoing,
                    log: _Log | None = None) -> tuple[RcptOutcome, ...]:
-    """One transaction for `recipients` on `host`, `body` already dot-stuffed; per-recipient outcomes.
+    """One transaction for `recipients` on `host` (BDAT or DATA, as the server offers); per-recipient outcomes.
     Raises _HostTrouble when this host cannot take the message now (the next host is tried)."""
     hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
@@ -349,11 +352,13 @@ async def _outcomes(settings: RelaySettings, key: tuple, client: SmtpClient, t: 
         if t.error is not None:  # lost after the body was written: it may have arrived; retry (duplicates beat loss)
             done = RcptOutcome("", "deferred", "4.4.2", f"smtp; connection lost during DATA: {t.error}", host)
             reusable = False
-        elif t.data.code != 354:  # DATA refused: the transaction stays open until RSET (RFC 5321 §4.1.1.5)
+        elif t.done is None:  # DATA refused: the transaction stays open until RSET (RFC 5321 §4.1.1.5)
             done = _outcome("", t.data.code, t.data.message, host)
             reusable = await client.rset()
-        else:
+        else:  # the reply to the end of DATA, or to BDAT LAST: the same meaning (RFC 3030 §2)
             done = _outcome("", t.done.code, t.done.message, host)
+            if t.chunked and t.done.code // 100 != 2:  # a refused chunk leaves the transaction to RSET (RFC 3030 §2)
+                reusable = await client.rset()
         for i in accepted:
             outcomes[i] = RcptOutcome(recipients[i], done.state, done.status, done.diagnostic, host)
     else:  # RFC 5321 §4.1.1.5: end the transaction before the session is reused
@@ -377,7 +382,7 @@ async def relay(settings: RelaySettings, sender: str, recipients: list[str], dat
         result = await relay(settings, sender, rest, data, health) if rest else RelayResult(())
         got = {o.address: o for o in result.outcomes} | refused
         return dataclasses.replace(result, outcomes=tuple(got[r] for r in recipients))
-    body = stuffed(data)
+    body = Outgoing(data)  # stuffed only if a host wants DATA (smtpclient.Outgoing)
     health = health or HostHealth()
     errors: list[str] = []
     log = _Log()
@@ -410,7 +415,7 @@ def needs_new_transaction(outcome: RcptOutcome) -> bool:
 
 
 async def _split_transactions(settings: RelaySettings, host: str, sender: str, recipients,
-                              body: bytes, log: _Log | None = None) -> tuple[RcptOutcome, ...]:
+                              body: Outgoing, log: _Log | None = None) -> tuple[RcptOutcome, ...]:
     """One transaction, then a new one at once for the recipients the server asked to send
     separately (452 4.5.3), for as long as each transaction delivers someone."""
     outcomes: dict[str, RcptOutcome] = {}

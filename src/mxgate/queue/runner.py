@@ -86,6 +86,24 @@ class Runner:
         self.health = HostHealth(self.health.base, self.health.cap)
         self._wake.set()
 
+    async def take_slot(self) -> bool:
+        """One of the `concurrency` delivery slots, now or not at all, for a delivery made outside
+        the queue (cut-through, server/cutthrough.py): the downstream never sees more of our
+        sessions than this limit, and the session pool keeps that many idle. Give it back with
+        `release_slot()`."""
+        if self._slots.locked():
+            return False
+        return await self._slots.acquire()  # free: returns at once
+
+    def release_slot(self) -> None:
+        self._slots.release()
+
+    def count_relayed(self, states) -> None:
+        """Per-recipient outcomes ("delivered", "deferred", "failed") of a delivery made outside
+        the queue (cut-through), in the same counters as the queue's."""
+        for state in states:
+            self.stats[state] += 1
+
     def describe(self) -> str:
         return f"gateway queue: {count(self.spool.count(), 'entry')}, relaying to {' '.join(self.settings().hosts) or '(none)'}"
 
@@ -212,15 +230,23 @@ class Runner:
 
     async def _bounce(self, entry: QueueEntry, failed: list[FailedRecipient], data: bytes) -> None:
         """One DSN for this attempt's failures; none when the original came from <> (RFC 3464 §2)."""
-        dsn = build_dsn(self.hostname, entry.sender, entry.meta.get("envid"), failed,
-                        original_header_block(data), datetime.fromtimestamp(entry.arrival, timezone.utc))
+        await self.bounce_failed(entry.sender, failed, data, arrival=entry.arrival, ref=entry.queue_id,
+                                 envid=entry.meta.get("envid"))
+
+    async def bounce_failed(self, sender: str, failed: list[FailedRecipient], data: bytes, *, arrival: float,
+                            ref: str, envid: str | None = None) -> None:
+        """The DSN for `failed` recipients of the message `data` from `sender`, durable on return
+        (`ref`: the queue id, or the trace id of a cut-through relay); none for <>. Raises when it
+        cannot be built or stored: the caller keeps the failures (never forgotten untold)."""
+        dsn = build_dsn(self.hostname, sender, envid, failed, original_header_block(data),
+                        datetime.fromtimestamp(arrival, timezone.utc))
         if dsn is None:
-            log.info("no DSN for %s: the sender is <>", entry.queue_id)
+            log.info("no DSN for %s: the sender is <>", ref)
             return
-        queue_id = await self.bounce(entry.sender, dsn, {"kind": "dsn", "dsn_for": entry.queue_id})
+        queue_id = await self.bounce(sender, dsn, {"kind": "dsn", "dsn_for": ref})
         self.stats["dsn"] += 1
         metrics.dsn_sent(self.spool_name)
-        log.info("DSN %s queued to %s for %s", queue_id, entry.sender, entry.queue_id)
+        log.info("DSN %s queued to %s for %s", queue_id, sender, ref)
 
     async def _bounce_here(self, sender: str, dsn: bytes, meta: Mapping[str, str]) -> str:
         """The default destination: this runner's own spool (its routes reach the sender)."""

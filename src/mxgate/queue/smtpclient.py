@@ -4,7 +4,9 @@ Owns: connecting (optionally from a source address), the greeting, EHLO and its 
 STARTTLS (plaintext the server sent ahead of the handshake is discarded, CVE-2011-0411), and one
 mail transaction — MAIL, every RCPT and DATA in one write when the server offers PIPELINING
 (RFC 2920 §3.1), one command at a time when it does not — then the dot-stuffed body (RFC 5321
-§4.5.2), RSET and QUIT. Every reply is awaited with the command timeout. It returns replies;
+§4.5.2), or, when the server offers CHUNKING (RFC 3030), `BDAT <size> LAST` and the message as it
+is, in the same write as MAIL and RCPT (no 354 round trip, no stuffing on our side nor dot scan on
+the server's); RSET and QUIT. Every reply is awaited with the command timeout. It returns replies;
 whether a reply means delivered, deferred or failed is queue/relay.py's decision.
 
 Why not aiosmtplib: it awaits each command's reply before the next command may be written (it
@@ -52,9 +54,10 @@ class Transaction:
 
     mail: Reply | None = None
     rcpts: list[Reply] = field(default_factory=list)
-    data: Reply | None = None  # the reply to DATA (354 when the body was then sent)
-    done: Reply | None = None  # the reply after the body
+    data: Reply | None = None  # the reply to DATA (354 when the body was then sent); None with BDAT
+    done: Reply | None = None  # the reply after the body (to BDAT LAST when chunked)
     body_sent: bool = False
+    chunked: bool = False  # sent as one BDAT LAST chunk (RFC 3030)
     error: SmtpError | None = None
 
 
@@ -72,6 +75,29 @@ def stuffed(data: bytes) -> bytes:
     if not out.endswith(b"\r\n"):
         out += b"\r\n"
     return out + b".\r\n"
+
+
+class Outgoing:
+    """A message to send: its bytes as they are (CRLF only; the caller refused bare CR/LF), for
+    BDAT, and its DATA form (`stuffed`), made on first use and kept for the next host or
+    transaction, so a server that offers CHUNKING costs no stuffing copy at all."""
+
+    __slots__ = ("raw", "_stuffed")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._stuffed: bytes | None = None
+
+    @property
+    def stuffed(self) -> bytes:
+        if self._stuffed is None:
+            self._stuffed = stuffed(self.raw)
+        return self._stuffed
+
+
+# Up to this size the commands and the chunk are joined into one bytes (one TLS record, one copy
+# of a small message); above it they are handed over as two buffers, so a big message is not copied.
+_JOIN_BELOW = 256 * 1024
 
 
 class _Protocol(asyncio.Protocol):
@@ -221,15 +247,20 @@ class SmtpClient:
             raise ReplyError(t.mail.code, t.mail.message)
         return t.rcpts[0]
 
-    async def transaction(self, sender: str, mail_params: str, recipients: list[str], body: bytes | None,
+    async def transaction(self, sender: str, mail_params: str, recipients: list[str], body: bytes | Outgoing | None,
                           encoding: str = "ascii") -> Transaction:
-        """One mail transaction. `body` is `stuffed()` bytes; None stops after the RCPTs (a
-        callahead). With PIPELINING, MAIL, the RCPTs and DATA go in one write and their replies
+        """One mail transaction. `body` is an Outgoing message, or `stuffed()` bytes (DATA only);
+        None stops after the RCPTs (a callahead). An Outgoing to a server offering CHUNKING goes
+        as `BDAT <size> LAST` (chunked_transaction); otherwise DATA. With PIPELINING, MAIL, the RCPTs and DATA go in one write and their replies
         are read in order (RFC 2920 §3.1); without, each command waits for its reply and DATA is
         only sent when a recipient was accepted. The body is only written after a 354 and when a
         recipient was accepted; a 354 with none (a server that should have said 554, RFC 2920
         §3.1) gets an empty message ended at once. Never raises for the session's trouble:
         `error` is set."""
+        if isinstance(body, Outgoing):
+            if self.supports("CHUNKING"):
+                return await self.chunked_transaction(sender, mail_params, recipients, body.raw, encoding)
+            body = body.stuffed
         t = Transaction()
         mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}\r\n".encode(encoding)
         rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in recipients]
@@ -264,11 +295,58 @@ class SmtpClient:
             t.error = SmtpError(f"{exc.__class__.__name__}: {exc}")
         return t
 
+    async def chunked_transaction(self, sender: str, mail_params: str, recipients: list[str], raw: bytes,
+                                  encoding: str = "ascii") -> Transaction:
+        """RFC 3030: the message as one `BDAT <size> LAST` chunk. With PIPELINING, MAIL, the RCPTs,
+        the BDAT line and the message go in one write (§4.2; a server must read the chunk even if
+        it refuses every recipient, and answers BDAT with 503 then); without, each command waits
+        for its reply and BDAT is only sent when a recipient was accepted. `body_sent` is set once
+        a recipient's acceptance has been read (only then can the message have been delivered)."""
+        t = Transaction(chunked=True)
+        mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}\r\n".encode(encoding)
+        rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in recipients]
+        bdat = b"BDAT %d LAST\r\n" % len(raw)
+        try:
+            if self.supports("PIPELINING"):
+                self._write_with(b"".join([mail, *rcpts, bdat]), raw)
+                t.mail = await self._reply()
+                for _ in rcpts:
+                    t.rcpts.append(await self._reply())
+                t.body_sent = t.mail.code // 100 == 2 and any(r.code // 100 == 2 for r in t.rcpts)
+                t.done = await self._reply()
+            else:
+                self._write(mail)
+                t.mail = await self._reply()
+                if t.mail.code // 100 != 2:
+                    return t
+                for cmd in rcpts:
+                    self._write(cmd)
+                    t.rcpts.append(await self._reply())
+                if not any(r.code // 100 == 2 for r in t.rcpts):
+                    return t
+                self._write_with(bdat, raw)
+                t.body_sent = True
+                t.done = await self._reply()
+        except SmtpError as exc:
+            t.error = exc
+        except OSError as exc:
+            t.error = SmtpError(f"{exc.__class__.__name__}: {exc}")
+        return t
+
     # --- wire ------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
         if not self.is_connected:
             raise SmtpError("connection closed by the server")
         self._p.transport.write(data)
+
+    def _write_with(self, head: bytes, raw: bytes) -> None:
+        """Commands and then a chunk, in one write: joined while small, else as two buffers."""
+        if len(raw) < _JOIN_BELOW:
+            self._write(head + raw)
+            return
+        if not self.is_connected:
+            raise SmtpError("connection closed by the server")
+        self._p.transport.writelines((head, raw))
 
     async def _reply(self, timeout: float | None = None) -> Reply:
         """The next complete reply (RFC 5321 §4.2: "xyz-" lines continue, "xyz " or "xyz" ends),
@@ -291,8 +369,8 @@ class SmtpClient:
             timer = self._loop.call_at(deadline, _timed_out, waiter)
             try:
                 await waiter
-            except SmtpError:
-                self.close()
+            except BaseException:  # timed out, or the caller gave up (a cut-through's budget): the
+                self.close()       # session's state is unknown, it never carries another transaction
                 raise
             finally:
                 timer.cancel()

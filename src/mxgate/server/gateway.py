@@ -4,8 +4,8 @@ Owns: the gateway's hooks in protocol order — per-IP rate limit at connect and
 accepted domains only (no open relay), recipient validation (the shared store's directory, or
 an RCPT callahead to the downstream with a cache) and greylisting; after DATA the content checks
 (filters/pipeline.py), then stamping (Received with TLS details, one Authentication-Results with
-our authserv-id, X-MXGate-Spam-Score/Verdict, an ARC seal) and the durable enqueue before the
-250. Also `start_gateway(node)`: resolver, ARC key, spool recovery, delivery runner, listener.
+our authserv-id, X-MXGate-Spam-Score/Verdict, an ARC seal), then the cut-through relay to the
+downstream (server/cutthrough.py) or the durable enqueue, before the 250. Also `start_gateway(node)`: resolver, ARC key, spool recovery, delivery runner, listener.
 Must not know: how a check decides (filters/), SMTP client details (queue/relay.py), retry
 timing (queue/runner.py), or reply text (smtp/replies.py).
 """
@@ -42,6 +42,7 @@ from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
 from mxgate.queue.spool import Spool, disk_free_ok, lock_spool, open_process_spool, process_spool
+from mxgate.server.cutthrough import CutThrough
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
 from mxgate.smtp import message as msg
@@ -280,6 +281,10 @@ class GatewayRole(Role):
             log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
                      extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
             return accept("quarantined")
+        if self.sv.cut_through is not None:
+            answered = await self._cut_through(s, txn, final, outcome, trace_id, rcpts)
+            if answered is not None:
+                return answered
         await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
@@ -289,6 +294,30 @@ class GatewayRole(Role):
         log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
                  extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
         return accept("queued")
+
+    async def _cut_through(self, s, txn, final: MessageSource, outcome: Outcome, trace_id: str,
+                           rcpts: list[str]) -> Verdict | None:
+        """Relay now, before the sender's reply (server/cutthrough.py): the reply, or None to queue
+        it as without cut-through. Only after the checks passed and the stamps and seal, never
+        for a refused or quarantined message."""
+        ct = self.sv.cut_through
+        if not ct.eligible(final):
+            return None
+        done = await ct.deliver(str(txn.sender), rcpts, final.read_all(), arrival=txn.started_at, ref=trace_id,
+                                meta={"trace_id": trace_id, "peer": str(s.peer_ip)})
+        if done is None:  # nothing settled: queued as usual
+            return None
+        if done.refusal is not None:  # the session answers it at DATA and records the refusal
+            return done.refusal
+        self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"),
+                    done.trace_rows())
+        self.stats["accepted"] += 1
+        metrics.accepted(self.name)
+        self._count(s, "accepted")
+        log.info("message %s relayed to the downstream for %d recipient(s) (cut-through), %d refused, %d queued",
+                 trace_id, len(done.delivered), len(done.failed), len(done.pending),
+                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "relayed"})
+        return accept("queued" if done.pending else "relayed")
 
     @staticmethod
     def _count(s, outcome: str) -> None:
@@ -379,10 +408,12 @@ class GatewayRole(Role):
 
     # --- trace ----------------------------------------------------------------------------
     def _trace(self, s, txn, trace_id: str, final: MessageSource, outcome: Outcome, status: str,
-               event: tuple[str, str]) -> None:
+               event: tuple[str, str], rows: dict[str, tuple[str, tuple[str, str]]] | None = None) -> None:
+        """One row per recipient: `status` and `event` after the Receive, or the recipient's own in `rows`."""
+        rows = rows or {}
         self.trace.record_all(message_records(
             trace_id, sender=str(txn.sender), data=final.head, size=final.size,
-            rows=[(str(r.address), status, [("Receive", f"from {s.peer_text} helo {s.helo}"), event]) for r in txn.recipients],
+            rows=[(str(r.address), *_with_receive(rows.get(str(r.address), (status, event)), s)) for r in txn.recipients],
             from_ip=s.peer_text, policy_version=s.role_state["policy"].version,
             reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
             detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
@@ -408,6 +439,11 @@ class GatewayRole(Role):
 
 
 _NO_ANSWER = object()  # a connect-stage lookup past its budget
+
+
+def _with_receive(row: tuple[str, tuple[str, str]], s) -> tuple[str, list[tuple[str, str]]]:
+    status, event = row
+    return status, [("Receive", f"from {s.peer_text} helo {s.helo}"), event]
 
 
 def _stage_verdict(result) -> Verdict:
@@ -456,6 +492,7 @@ class GatewayServices:
     lock_fd: int
     outbound: Any = None  # queue/outbound.GatewayOutbound: DSNs, and mail from outbound_from
     srs_secret: bytes = b""
+    cut_through: CutThrough | None = None  # [gateway] cut_through: relayed before the 250 (server/cutthrough.py)
 
     def begin_stop(self) -> None:
         """SIGTERM: stop every content check in flight now, so sessions in DATA get their 451 and
@@ -547,7 +584,9 @@ async def start_services(node) -> GatewayServices:
     services = GatewayServices(spool, runner, Pipeline(g.check_workers, g.check_per_client), resolver,
                                dnsfunc_for(resolver, node.settings.dns.timeout),
                                ensure_arc_key(node.home.keys, g.arc_selector), relay_settings, lock_fd, outbound,
-                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file))
+                               load_srs_secret(node.home.keys, node.settings.node.srs_key_file),
+                               CutThrough(relay_settings, runner, g.cut_through_timeout, g.host_backoff)
+                               if g.cut_through else None)
     node.extras.append(services)
     return services
 

@@ -46,7 +46,8 @@ class Role:
         return accept("helo-ok")
 
     def ehlo_keywords(self, s: "SmtpSession") -> list[str]:
-        words = ["PIPELINING", f"SIZE {s.limits.max_message_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+        words = ["PIPELINING", f"SIZE {s.limits.max_message_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
+                 "CHUNKING"]
         if s.tls is None and s.listener.ssl_context() is not None:
             words.append("STARTTLS")
         return words

@@ -1,9 +1,9 @@
 """One SMTP server session: framing, command sequence, limits, STARTTLS, timers (RFC 5321).
 
-Owns: the protocol — reading commands, enforcing order and limits, DATA framing (via
-smtp/framing.py), STARTTLS, timeouts — and writing replies from smtp/replies.py. Policy is not
-decided here: each stage asks the role (mailbox, gateway, submission) for a Verdict through the
-hooks of `Role`, in protocol order, as Haraka's hooks do.
+Owns: the protocol — reading commands, enforcing order and limits, DATA framing and BDAT
+chunks (RFC 3030, via smtp/framing.py), STARTTLS, timeouts — and writing replies from
+smtp/replies.py. Policy is not decided here: each stage asks the role (mailbox, gateway,
+submission) for a Verdict through the hooks of `Role`, in protocol order, as Haraka's hooks do.
 
 Why not aiosmtpd (dependencies.md allows a switch with reasons): it buffers all of DATA in
 memory (adversarial.md §7 needs streaming), has no connect hook, upgrades TLS through private
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 from mxgate.names import normalize_ip
 from mxgate.server.tls import TlsFacts, tls_facts
 from mxgate.smtp.address import Address, AddressSyntaxError, parse_path
-from mxgate.smtp.framing import DataReader
+from mxgate.smtp.framing import ChunkReader, DataReader
 from mxgate.smtp.limits import MAX_COMMAND_LINE, SPILL_TO_DISK
 from mxgate.smtp.message import protocol_name, received_header
 from mxgate.smtp.proxy import ProxyHeaderError, parse_proxy_header
@@ -49,6 +49,9 @@ _session_ids = itertools.count(1)
 _MAIL_FAILED = Verdict(Action.TEMPFAIL, "internal-error")
 _RCPT_FAILED = (Verdict(Action.TEMPFAIL, "check-tempfail"), None)
 _NODE_TAG = f"{os.getpid():x}"
+# RFC 3030 §3: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT. More than 15 digits (a
+# petabyte) is no size a client means: read as a syntax error, so no int is ever huge.
+_BDAT_ARG = re.compile(r"([0-9]{1,15})(?: +(LAST))?", re.IGNORECASE)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Transaction:
     params: dict[str, str]
     recipients: list[Recipient] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    bdat: str = ""  # "" no chunk yet | "open" chunks are arriving | "failed" a chunk was refused: RSET first
 
 
 class MessageBody:
@@ -130,8 +134,14 @@ class SmtpSession(asyncio.Protocol):
         self.role_state: dict[str, Any] = {}  # the role keeps its per-session facts here
         self._buf = bytearray()
         self._out: list[bytes] = []
-        self._mode = "greeting"  # greeting | command | data | blocked | starttls | closed | busy
-        self._data: DataReader | None = None
+        self._mode = "greeting"  # greeting | command | data | bdat | blocked | starttls | closed | busy
+        self._data: DataReader | None = None  # a ChunkReader while a BDAT sequence is open
+        self._bdat_left = 0  # bytes of the current BDAT chunk still to be read off the wire
+        self._bdat_total = 0  # bytes announced by this transaction's chunks so far
+        self._bdat_last = False
+        self._bdat_refusal: Reply | None = None  # the chunk is read and thrown away, then this is the reply
+        self._bdat_return = "command"  # the mode after the chunk ("blocked" in a refused session)
+        self._hold_replies = False  # BDAT LAST: the pipelined replies go out with the message's reply
         self._body: MessageBody | None = None
         self._data_started = 0.0
         self._data_bytes = 0
@@ -232,6 +242,14 @@ class SmtpSession(asyncio.Protocol):
             self._data_bytes += len(data)
             self._feed_data(data)
             return
+        if self._mode == "bdat":
+            self._data_bytes += len(data)
+            self._feed_chunk(data)  # what follows the chunk goes to _buf: the next commands
+            if self._mode in ("command", "blocked"):
+                self._process()
+            elif len(self._buf) > 64 * 1024 and self.transport:
+                self.transport.pause_reading()
+            return
         self._buf += data
         if self._mode == "proxy":
             self._read_proxy_header()
@@ -283,8 +301,18 @@ class SmtpSession(asyncio.Protocol):
                 rest = bytes(self._buf)
                 self._buf.clear()
                 self._feed_data(rest)
+            elif self._mode == "bdat" and self._buf:
+                rest = bytes(self._buf)
+                self._buf.clear()
+                self._feed_chunk(rest)
+        if self._hold_replies and self._mode == "busy":
+            # The message of a BDAT LAST is being stored: the client is not waiting for any of
+            # these replies before it can send more (it sent the whole message), so they go out
+            # with the message's reply in one write (RFC 2920 §3.1 only asks for a flush before
+            # the server waits for the client).
+            return
         self._flush()
-        if self.transport and self._mode in ("command", "blocked") and len(self._buf) < 64 * 1024:
+        if self.transport and self._mode in ("command", "blocked", "bdat") and len(self._buf) < 64 * 1024:
             try:
                 self.transport.resume_reading()
             except RuntimeError:
@@ -305,7 +333,7 @@ class SmtpSession(asyncio.Protocol):
             return
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
-        if self._mode == "blocked" and verb != "QUIT":
+        if self._mode == "blocked" and verb not in ("QUIT", "BDAT"):  # a chunk is still read off the wire
             self._reply(REPLIES["blocked-after-refusal"])
             return
         handler = getattr(self, f"_cmd_{verb}", None) if verb.isalpha() else None
@@ -341,6 +369,7 @@ class SmtpSession(asyncio.Protocol):
         if verdict.refused:
             self._reply(reply_for(verdict))
             return
+        self._drop_chunks()
         self.helo, self.esmtp, self.txn = arg, esmtp, None
         if not esmtp:
             self._reply(Reply(250, "", self.role.hostname))
@@ -355,6 +384,7 @@ class SmtpSession(asyncio.Protocol):
         self._reply(REPLIES["ok"])
 
     def _cmd_RSET(self, arg: str) -> None:
+        self._drop_chunks()
         self.txn = None
         self._reply(REPLIES["reset"])
 
@@ -400,6 +430,7 @@ class SmtpSession(asyncio.Protocol):
         self.transport = new_transport
         self.tls = tls_facts(new_transport.get_extra_info("ssl_object"))
         # RFC 3207 §4.2: forget everything learnt before TLS, including the HELO name.
+        self._drop_chunks()
         self.helo, self.esmtp, self.txn = None, False, None
         self._mode = "command"
         self.role.on_tls(self)
@@ -446,6 +477,9 @@ class SmtpSession(asyncio.Protocol):
     def _cmd_RCPT(self, arg: str) -> None:
         if self.txn is None:
             self._reply(REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
+            return
+        if self.txn.bdat:  # RFC 3030 §2: the recipients are known before the first chunk
+            self._reply(REPLIES["bad-sequence"])
             return
         if not arg.upper().startswith("TO:"):
             self._error("bad-syntax")
@@ -509,12 +543,114 @@ class SmtpSession(asyncio.Protocol):
         if not self.txn.recipients:
             self._reply(REPLIES["need-rcpt"])
             return
+        if self.txn.bdat:  # RFC 3030 §2: DATA and BDAT are not mixed in one transaction
+            self._reply(REPLIES["bad-sequence"])
+            return
         self._reply(REPLIES["start-data"])
         self._mode = "data"
         self._data = DataReader(self.limits.max_message_size)
         self._body = MessageBody(self.listener.spill_dir)
         self._data_started = time.monotonic()
         self._data_bytes = 0
+
+    def _cmd_BDAT(self, arg: str) -> None:
+        """RFC 3030: a chunk of exactly `size` bytes follows the command line; they are message
+        data whatever they hold ("\\r\\n.\\r\\n", "QUIT", bare LF), never commands. Every chunk is read
+        off the wire, also the refused ones, so the session stays in step with the client."""
+        m = _BDAT_ARG.fullmatch(arg)
+        if m is None:
+            # RFC 3030 §3: only the count tells where the chunk ends and the next command begins.
+            # Without it any byte that follows may be chunk data (an attacker's "MAIL FROM" among
+            # them), so nothing more this client sends can be read as a command: answer and close.
+            self._reply(REPLIES["bdat-syntax"])
+            self.role.on_refused(self, "command", Verdict(Action.DISCONNECT, "bdat-syntax"))
+            self._flush()
+            self._close()
+            return
+        size, last, txn = int(m[1]), m[2] is not None, self.txn
+        if self._mode == "blocked":
+            self._start_chunk(size, REPLIES["blocked-after-refusal"])
+        elif txn is None:
+            self._start_chunk(size, REPLIES["need-mail"] if self.helo else REPLIES["need-helo"])
+        elif not txn.recipients:
+            self._start_chunk(size, REPLIES["need-rcpt"])
+        elif txn.bdat == "failed":
+            self._start_chunk(size, REPLIES["bdat-failed"])
+        elif self._bdat_total + size > self.limits.max_message_size:
+            # Known before a byte is read (adversarial.md §7): the transaction is void, and this
+            # chunk is read and dropped, not kept — RFC 3030 §2 asks the server to consume it, and
+            # it costs the sender its own bandwidth, bounded by the data-rate and session timers,
+            # as a DATA that never ends is. The client then needs RSET (RFC 3030 §2: no more chunks).
+            self._drop_chunks()
+            txn.bdat = "failed"
+            verdict = Verdict(Action.REJECT, "message-too-big")
+            self.role.on_refused(self, "data", verdict, sender=txn.sender, recipients=txn.recipients)
+            self._start_chunk(size, reply_for(verdict))
+        else:
+            if not txn.bdat:
+                txn.bdat = "open"
+                # The same reader rules and the same spool temp file as DATA (bounded memory).
+                self._data = ChunkReader(self.limits.max_message_size)
+                self._body = MessageBody(self.listener.spill_dir)
+            self._bdat_total += size
+            self._bdat_last = last
+            self._start_chunk(size, None)
+
+    def _start_chunk(self, size: int, refusal: Reply | None) -> None:
+        """Read the next `size` bytes as a chunk: kept, or (with a `refusal`) dropped, then refused."""
+        self._bdat_left = size
+        self._bdat_refusal = refusal
+        self._bdat_return = "blocked" if self._mode == "blocked" else "command"
+        # RFC 5321 §4.5.3.2.6 in spirit: each chunk gets DATA's minimum rate, counted from its command.
+        self._data_started = time.monotonic()
+        self._data_bytes = 0
+        self._mode = "bdat"
+        if size == 0:
+            self._chunk_done()
+
+    def _feed_chunk(self, data: bytes) -> None:
+        """Bytes off the wire while a chunk is read: the chunk's go to the message (or nowhere),
+        the rest back to the command buffer."""
+        left = self._bdat_left
+        if len(data) > left:
+            self._buf[:0] = data[left:]
+            data = data[:left]
+        self._bdat_left = left - len(data)
+        if self._bdat_refusal is None and data:
+            out = self._data.feed_chunk(data)
+            if out:
+                try:
+                    self._body.write(out)
+                except OSError:
+                    self._data.problem = self._data.problem or "storage-failed"
+        if self._bdat_left == 0:
+            self._chunk_done()
+
+    def _chunk_done(self) -> None:
+        self._mode = self._bdat_return
+        if self._bdat_refusal is not None:
+            self._reply(self._bdat_refusal)
+            return
+        if not self._bdat_last:
+            self._reply(REPLIES["chunk-ok"])
+            return
+        # BDAT LAST: the message ends here, and from here on it is DATA's end, the same code.
+        out, result = self._data.finish()
+        problem = result.problem
+        if out:
+            try:
+                self._body.write(out)
+            except OSError:
+                problem = problem or "storage-failed"
+        self._hold_replies = True
+        self._end_message(problem)
+
+    def _drop_chunks(self) -> None:
+        """Forget an open chunk sequence (RSET, EHLO, STARTTLS, a refused chunk)."""
+        if self._body is not None and self._mode != "data":
+            self._body.close()
+            self._body = self._data = None
+        self._bdat_total = 0
 
     def _parse_path_and_params(self, text: str, *, allow_null: bool, allowed: tuple[str, ...],
                                smtputf8: bool = False) -> tuple[Address, dict[str, str]] | None:
@@ -556,14 +692,20 @@ class SmtpSession(asyncio.Protocol):
                 self._data.problem = self._data.problem or "storage-failed"
         if result is None:
             return
+        if result.leftover:
+            self._buf[:0] = result.leftover
+        self._end_message(result.problem)
+
+    def _end_message(self, problem: str | None) -> None:
+        """The message is in (DATA's terminator or BDAT LAST): refuse it for a framing problem,
+        or hand it to the role, whose verdict is the one reply (after stable storage)."""
         self._mode = "busy"
         txn, body = self.txn, self._body
         self._data, self._body, self.txn = None, None, None
-        if result.leftover:
-            self._buf[:0] = result.leftover
-        if result.problem:
+        self._bdat_total = 0
+        if problem:
             body.close()
-            self._finish_message(txn, Verdict(Action.REJECT, result.problem))
+            self._finish_message(txn, Verdict(Action.REJECT, problem))
             return
         self.listener.keep(self.loop.create_task(self._deliver(txn, body)))
 
@@ -587,6 +729,7 @@ class SmtpSession(asyncio.Protocol):
             reply = Reply(451, "4.3.0", f"Local error in processing (trace id {self.id})")
         self._reply(reply)
         self._mode = "command"
+        self._hold_replies = False
         if self.listener.stopping:  # the message is answered; now leave, as idle sessions did
             self.shutdown()
             return
@@ -604,7 +747,7 @@ class SmtpSession(asyncio.Protocol):
         reason = None
         if now - self.started > self.limits.max_session_seconds:
             reason = "session-too-long"
-        elif self._mode == "data":
+        elif self._mode in ("data", "bdat"):
             elapsed = now - self._data_started
             if elapsed > self.limits.data_rate_grace and self._data_bytes / elapsed < self.limits.min_data_rate:
                 reason = "data-too-slow"

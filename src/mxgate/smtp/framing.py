@@ -1,9 +1,15 @@
-"""Framing of the DATA phase: end-of-data, dot-unstuffing, bare CR/LF, line and size limits.
+"""Framing of the DATA phase and of BDAT chunks: end-of-data, dot-unstuffing, bare CR/LF, line and size limits.
 
-Owns: turning the byte stream after `354` into message bytes, without I/O. A message ends only
+Owns: turning the byte stream after `354` (DataReader), or the counted chunks of BDAT (RFC 3030,
+ChunkReader), into message bytes, without I/O. A message ends only
 at `<CRLF>.<CRLF>` (RFC 5321 §4.1.1.4); any other "end" (`\\n.\\n`, `\\r.\\r` ...) is just data,
 and a bare CR or LF anywhere marks the message as refused (550 5.6.0), so a smuggled second
 message (CVE-2023-51764 family) can neither start a new transaction nor be stored.
+
+BDAT content is data by count: no terminator is looked for and nothing is unstuffed, so
+"\\r\\n.\\r\\n" or "QUIT" inside a chunk is just message text. Every other rule is DataReader's own
+code (`_accept`): the same bare CR/LF refusal, line and header limits and size, so a message
+received by BDAT is the byte-for-byte message DATA would have received, with the same size.
 
 Memory stays bounded: the reader hands out complete-line chunks as it goes (the caller streams
 them to disk), keeps at most one partial line, and stops keeping data once the message is doomed.
@@ -28,6 +34,8 @@ class DataResult:
 
 
 class DataReader:
+    unstuff = True  # DATA only: RFC 5321 §4.5.2
+
     def __init__(self, max_size: int, max_line: int = MAX_TEXT_LINE, max_header: int = MAX_HEADER_BLOCK):
         self.max_size = max_size
         self.max_line = max_line
@@ -40,6 +48,7 @@ class DataReader:
         self.problem: str | None = None
         self._header_done = False
         self._header_seen = 0
+        self._ended_crlf = False  # the last accepted chunk ended in CRLF (an empty line may span chunks)
 
     def feed(self, data: bytes) -> tuple[bytes, DataResult | None]:
         """Return (message bytes to append, result when the terminator was seen)."""
@@ -76,13 +85,17 @@ class DataReader:
         if len(chunk) > self.max_line and max(map(len, chunk.split(b"\r\n"))) > self.max_line:
             self.problem = "line-too-long-data"
             return b""
-        # RFC 5321 §4.5.2: a leading dot added by the client is removed.
-        chunk = chunk.replace(b"\r\n..", b"\r\n.")
+        if self.unstuff:
+            # RFC 5321 §4.5.2: a leading dot added by the client is removed.
+            chunk = chunk.replace(b"\r\n..", b"\r\n.")
         if not self._header_done:
-            # Every chunk starts with its line's leading CRLF, so an empty line is "\r\n\r\n" inside it.
-            idx = chunk.find(b"\r\n\r\n")
-            self._header_seen += idx if idx >= 0 else len(chunk)
-            self._header_done = idx >= 0
+            # Every chunk starts with its line's leading CRLF, so an empty line is "\r\n\r\n" inside
+            # it — or the CRLF ending the last chunk and the one starting this one (a read boundary
+            # right after the header's last line: missed before, so a big body counted as header).
+            idx = -2 if self._ended_crlf else chunk.find(b"\r\n\r\n")
+            self._header_seen += max(idx, 0) if idx != -1 else len(chunk)
+            self._header_done = idx != -1
+            self._ended_crlf = chunk.endswith(b"\r\n")
             if self._header_seen > self.max_header:
                 self.problem = "header-too-big"
                 return b""
@@ -94,3 +107,39 @@ class DataReader:
             self.problem = "message-too-big"
             return b""
         return chunk
+
+
+class ChunkReader(DataReader):
+    """The message bytes of a BDAT sequence (RFC 3030 §2). The session counts the chunks' bytes
+    off the wire and feeds exactly those here; `finish()` after the LAST chunk. Lines are checked
+    as DataReader checks them (complete lines only; a partial line waits in `_carry`, bounded)."""
+
+    unstuff = False
+
+    def feed_chunk(self, data: bytes) -> bytes:
+        """Message bytes to append (complete lines) for `data`, part of a chunk."""
+        if self.problem is not None:
+            return b""  # doomed: the bytes are still counted off the wire by the session, not kept
+        buf = self._carry + data
+        cut = buf.rfind(b"\r\n")
+        if cut <= 0:
+            self._carry = buf
+            if len(buf) > self.max_line + 4:
+                self.problem = "line-too-long-data"
+                self._carry = b""
+            return b""
+        self._carry = buf[cut:]
+        return self._accept(buf[:cut])
+
+    def finish(self) -> tuple[bytes, DataResult]:
+        """The last bytes and the result once the LAST chunk is in. A message whose last line has
+        no CRLF gets one, as DATA's terminator always supplies it, so both carry the same bytes
+        (and DKIM's canonical body is the same either way, RFC 6376 §3.4.3/§3.4.4)."""
+        out = b""
+        if self.problem is None:
+            tail = self._carry if self._carry.endswith(b"\r\n") else self._carry + b"\r\n"
+            self._carry = b""
+            out = self._accept(tail)
+            if self.problem is None and not self._header_done and self._header_seen > self.max_header:
+                self.problem = "header-too-big"
+        return (out if self.problem is None else b""), DataResult(self.size, self.problem, b"")

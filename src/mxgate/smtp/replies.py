@@ -70,6 +70,8 @@ REPLIES: dict[str, Reply] = {
     "need-rcpt": Reply(503, "5.5.1", "Send RCPT first"),
     "nested-mail": Reply(503, "5.5.1", "Sender already specified"),
     "bad-sequence": Reply(503, "5.5.1", "Bad sequence of commands"),
+    "bdat-syntax": Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing connection"),
+    "bdat-failed": Reply(503, "5.5.1", "Bad sequence of commands: a chunk was refused, send RSET"),
     "tls-already-active": Reply(503, "5.5.1", "TLS already active"),
     "tls-unavailable": Reply(454, "4.7.0", "TLS not available"),
     "bad-address": Reply(553, "5.1.3", "Invalid address syntax"),
@@ -93,8 +95,15 @@ REPLIES: dict[str, Reply] = {
     "different-policy-outcome": Reply(452, "4.5.3", "Recipient needs a separate transaction, try again"),
     # DATA
     "start-data": Reply(354, "", "End data with <CR><LF>.<CR><LF>"),
+    "chunk-ok": Reply(250, "2.0.0", "OK: chunk received"),
     "queued": Reply(250, "2.0.0", "OK: queued"),
     "delivered": Reply(250, "2.0.0", "OK: delivered"),
+    "relayed": Reply(250, "2.0.0", "OK: relayed"),  # the gateway's cut-through: the downstream took it (server/cutthrough.py)
+    # The downstream refused every recipient for good during a cut-through relay: its class of answer, our words.
+    "downstream-unknown-recipient": Reply(550, "5.1.1", "Recipient address rejected by the mailbox server"),
+    "downstream-too-big": Reply(552, "5.3.4", "Message size exceeds the mailbox server's limit"),
+    "downstream-policy": Reply(550, "5.7.1", "Message rejected by the mailbox server's policy"),
+    "downstream-rejected": Reply(554, "5.0.0", "Message rejected by the mailbox server"),
     "bare-newline": Reply(550, "5.6.0", "Message contains bare CR or LF, which is not allowed (RFC 5321 §2.3.8)"),
     "message-too-big": Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
     "header-too-big": Reply(552, "5.3.4", "Message header exceeds the limit"),
