@@ -161,14 +161,19 @@ def remember_parse(message: bytes, fields, body: bytes) -> bool:
     a test compares this with `_parse` on generated messages."""
     if type(message) is not bytes or len(message) > MAX_PARSED_MESSAGE or not fields or message in _parsed_messages:
         return False
+    # Every LF of the message ends a CRLF (SMTP's own line ending): the CRLF normalisation below
+    # then gives back the bytes it is given, and is skipped (two counts of the message cost half
+    # the two replaces per field and for the body; issue 19, P3).
+    crlf = message.count(b"\n") == message.count(b"\r\n")
     headers = []
     for field in fields:
         raw = field.raw
         colon = raw.find(b":")
         if not field.name or colon != len(field.name) or raw[-1:] != b"\n":
             return False
-        headers.append([raw[:colon], raw[colon + 1:].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")])
-    parsed = (headers, body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        value = raw[colon + 1:]
+        headers.append([raw[:colon], value if crlf else value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")])
+    parsed = (headers, body if crlf else body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
     with _parsed_lock:
         if len(_parsed_messages) >= PARSED_MESSAGES:
             _parsed_messages.pop(next(iter(_parsed_messages)))
