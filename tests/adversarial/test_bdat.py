@@ -292,6 +292,19 @@ def test_a_chunk_trickling_below_the_minimum_rate_ends_the_session_as_data_does(
     assert _stored(n) == []
 
 
+def test_a_chunk_sent_to_a_session_refused_at_connect_is_read_not_obeyed(node_factory):
+    """RFC 5321 §3.1: after a 554 greeting everything but QUIT gets 503; a BDAT's bytes are still
+    read by count, so a QUIT inside them is data and the 503s stay in step."""
+    from rig import ATTACKER
+
+    n = node_factory(mailbox={"reject_stage": "connect"})
+    with RawSMTP("127.0.0.1", n.port(), ATTACKER) as c:
+        assert c.greeting()[0] == 554
+        c.send(b"BDAT 12\r\nQUIT\r\nRSET\r\nNOOP\r\n")
+        assert [r[0] for r in _replies(c, 2)] == [503, 503]
+        assert c.cmd("QUIT")[0] == 221
+
+
 # --- the reader, without a socket --------------------------------------------------------------
 
 def test_an_empty_line_split_across_reads_ends_the_header_for_data_too():
@@ -353,3 +366,38 @@ def test_the_relay_client_sends_bdat_last_to_our_mailbox_and_the_message_arrives
     stored = _stored(n)
     assert len(stored) == 2 and all(s.endswith(b"\r\n\r\n" + message.split(b"\r\n\r\n", 1)[1]) for s in stored)
     assert _stored(n, "bob@contoso.test") == []
+
+
+def test_a_big_message_by_bdat_is_spooled_to_disk_and_arrives_exactly(node_factory, monkeypatch):
+    """1.5 MB: past SPILL_TO_DISK on the server (the chunk streams to the spool temp file, as
+    DATA's body does) and past the client's join size (commands and message as two buffers)."""
+    from mxgate.queue.outbound import tls_context_for
+    from mxgate.queue.relay import POOL, RelaySettings, relay
+    from mxgate.server import session as session_module
+    from mxgate.smtp.limits import SPILL_TO_DISK
+
+    spilled = []
+    real_write = session_module.MessageBody.write
+
+    def write(self, chunk):
+        real_write(self, chunk)
+        spilled.append(self._file is not None)
+
+    n = node_factory()
+    line = b"0123456789" * 7 + b"\r\n"
+    message = b"Subject: big\r\nFrom: a@fabrikam.test\r\n\r\n" + line * (1_500_000 // len(line))
+    assert len(message) > SPILL_TO_DISK
+    settings = RelaySettings((f"127.0.0.1:{n.port()}",), tls_context_for("encryption_only", None),
+                             source_address=GATEWAY, helo="gw.contoso.test")
+
+    async def once():
+        result = await relay(settings, "a@fabrikam.test", ["alice@contoso.test"], message)
+        POOL.close_for_this_loop()
+        return result
+
+    monkeypatch.setattr(session_module.MessageBody, "write", write)
+    result = asyncio.run(once())
+    assert [o.state for o in result.outcomes] == ["delivered"]
+    assert spilled and spilled[-1]  # the body went to the spool temp file
+    [stored] = _stored(n)
+    assert stored.endswith(b"\r\n\r\n" + message.split(b"\r\n\r\n", 1)[1])
