@@ -237,8 +237,11 @@ def test_silence_after_the_dot_spools_and_may_duplicate_never_lose(make_gateway,
     spooled, 250 to the sender; the queue sends it again — two copies at most, none lost."""
     ssink.hold = threading.Event()
     # relay_timeout long: only the cut-through budget ends the wait (the sink holds its reply 60 s)
+    # host_backoff long: the second message must find the host still backing off however slowly
+    # this machine gets to it (with the fast queue's 0.2 s it was tried again under load, and both
+    # copies of "after" reached the sink).
     gw = make_gateway(downstream=[ssink.address], downstream_ca=test_ca["ca"], cut_through_timeout=0.5,
-                      relay_timeout=120.0)
+                      relay_timeout=120.0, host_backoff=60.0)
     calls = spy_spool(gw)
     try:
         r = send(gw, data=simple_message(subject="silent"))

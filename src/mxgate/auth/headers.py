@@ -50,8 +50,28 @@ class HeaderField:
         return _UNFOLD.sub(b"", rest).strip()
 
 
+SPLIT_KEPT = 65536  # bytes: the last message split, up to this size, is split once for all its readers
+_last_split: tuple = (None, None)  # (message, its _split): a bytes object is immutable, `is` finds it
+
+
 def _split(message: bytes) -> tuple[bytes, bytes, bytes]:
-    """(header block, blank separator line, body); separator is b"" when there is no body."""
+    """(header block, blank separator line, body); separator is b"" when there is no body.
+
+    The same message is split by each reader in turn (issue 19: the checks read the sender's head
+    and the seal the stamped message, ~6 of ~10 splits per gateway message were of the object just
+    split): the last one's parts are kept, and the same parts (the same objects, whose hashes the
+    header parse memo then has) are returned for it."""
+    global _last_split
+    last = _last_split
+    if last[0] is message:
+        return last[1]
+    parts = _split_now(message)
+    if type(message) is bytes and len(message) <= SPLIT_KEPT:
+        _last_split = (message, parts)  # one tuple: another thread reads the old pair or the new one
+    return parts
+
+
+def _split_now(message: bytes) -> tuple[bytes, bytes, bytes]:
     if message.startswith((b"\r\n", b"\n")):  # empty header section
         sep = b"\r\n" if message.startswith(b"\r\n") else b"\n"
         return b"", sep, message[len(sep):]
@@ -74,7 +94,34 @@ def _header_end(message: bytes) -> tuple[int, int] | None:
     """(end of the last header line, start of the body) at the first empty line — the first LF
     followed by LF or CRLF, as `\\r?\\n\\r?\\n` finds it — or None. bytes.find, not that regex:
     sre tries the pattern at every offset (~80 µs for a 5 KB message, four times per message
-    on the mailbox's ARC path; bench P3, issue 19)."""
+    on the mailbox's ARC path; bench P3, issue 19).
+
+    The last few messages' answers are kept by identity: the same bytes object is cut four times
+    on the mailbox's P3 path (the ARC pre-check, validate_arc, author_domains, the hygiene) and
+    the two finds cost ~13 µs on a 5 KB message here (issue 19, session 6). A bytes object cannot
+    change, and the one kept here cannot be freed and its id reused; other types are not kept."""
+    if type(message) is not bytes or len(message) > _ENDS_MAX:
+        return _find_header_end(message)
+    kept = _ends
+    for seen, end in kept:
+        if seen is message:
+            return end
+    end = _find_header_end(message)
+    _remember_end(message, end, kept)
+    return end
+
+
+_ENDS_KEPT = 4  # messages whose header end is kept (the newest first)
+_ENDS_MAX = 1 << 20  # larger messages are not kept alive here
+_ends: tuple[tuple[bytes, tuple[int, int] | None], ...] = ()  # rebound whole (threads read it without a lock)
+
+
+def _remember_end(message: bytes, end: tuple[int, int] | None, kept: tuple) -> None:
+    global _ends
+    _ends = ((message, end),) + kept[:_ENDS_KEPT - 1]
+
+
+def _find_header_end(message: bytes) -> tuple[int, int] | None:
     crlf = message.find(b"\n\r\n")  # SMTP's line ending first: neither search reads the body
     lf = message.find(b"\n\n", 0, len(message) if crlf < 0 else crlf + 1)  # one starting before crlf
     if lf >= 0:
@@ -117,7 +164,39 @@ _BLANK_LINES = (b"\r\n", b"\n")
 
 @functools.lru_cache(maxsize=64)
 def _parse_fields_memo(header_block: bytes) -> tuple[HeaderField, ...]:
-    return _parse_fields(header_block)
+    seeded = _seeded.pop(header_block, None)  # a parse remember_prepended built: taken once, then memoised
+    return seeded if seeded is not None else _parse_fields(header_block)
+
+
+_seeded: dict[bytes, tuple[HeaderField, ...]] = {}
+SEEDED_MAX = 8  # blocks seeded and not yet read: a few messages in flight
+
+
+def remember_prepended(prefix: bytes, head: bytes) -> bool:
+    """Keep parse_fields' answer for the header block of `prefix + head + body` (what
+    split_headers cuts from it), built from the parse of `head` already made and one of
+    `prefix`: the gateway puts its fields on top of a message whose head every check has read,
+    and the seal reads the stamped head again (issue 19: a second parse of the whole head per
+    message). Only where the two parses are that one parse: `prefix` whole lines with no empty
+    one, `head` a header block ending in its blank line (a MessageSource's head) whose first line
+    is not a continuation (it would join the prefix's last field) nor empty: split_headers then
+    cuts exactly `prefix` + the block of `head`. False otherwise (nothing kept: parse_fields
+    parses it)."""
+    # No empty line in `prefix`, which ends a line, and `head` starting with a field's first line:
+    # the first empty line of prefix + head + body is then the one that ends `head`.
+    if not prefix.endswith(b"\n") or b"\n\n" in prefix or b"\n\r\n" in prefix or prefix.startswith((b"\r\n", b"\n")):
+        return False
+    if not head or head[:1] in (b" ", b"\t", b"\r", b"\n"):
+        return False
+    inner, blank, rest = _split(head)
+    if not blank or rest or len(prefix) + len(inner) > MEMO_BLOCK:  # `head` must end in its blank line
+        return False
+    block = prefix + inner
+    fields = _parse_fields(prefix) + parse_fields(inner)
+    if len(_seeded) >= SEEDED_MAX:
+        _seeded.clear()
+    _seeded[block] = fields
+    return True
 
 
 def _parse_fields(header_block: bytes) -> tuple[HeaderField, ...]:

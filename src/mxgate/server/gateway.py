@@ -22,7 +22,7 @@ from typing import Any, Callable
 from mxgate.durable import private_dir
 from mxgate import metrics
 from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
-from mxgate.auth.headers import fold_header, header_from_domain, sanitize_inbound_headers
+from mxgate.auth.headers import fold_header, header_from_domain, remember_prepended, sanitize_inbound_headers
 from mxgate.auth.results import authentication_results_clauses
 from mxgate.auth.rsa_signing import signing_key_loaded
 from mxgate.auth.spf import SpfResult
@@ -260,7 +260,7 @@ class GatewayRole(Role):
         source = raw.with_head(sanitize_inbound_headers(raw.head, self.settings.authserv_id))  # forged results never survive
         trace_id = new_trace_id()
         tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""
-        facts = MessageFacts(str(s.peer_ip), s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
+        facts = MessageFacts(s.peer_text, s.helo or "", str(txn.sender), tuple(str(r.address) for r in txn.recipients),
                              source, tls)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
         env.raw.update(s.role_state.get("connect_raw") or {})
@@ -345,7 +345,9 @@ class GatewayRole(Role):
         ours = [(CHECKS_HEADER, checks_line), (SPAM_VERDICT_HEADER, verdict_word + (
             f" (tagged: {', '.join(outcome.tagged)})" if outcome.tagged else "")), (SPAM_SCORE_HEADER, sc.header_value())]
         source = facts.source
-        body = source.with_head(b"".join(fold_header(n, v) for n, v in ours) + received + source.head)
+        prefix = b"".join(fold_header(n, v) for n, v in ours) + received
+        body = source.with_head(prefix + source.head)
+        remember_prepended(prefix, source.head)  # the seal's parse of the stamped head, from the checks' one
         chain = bool(arc_fields(source.head))  # inbound ARC fields: read once for both steps below
         if self._seal_on_loop(source, body, chain):
             results, seal = self._arc_work(source, body, facts, env, trace_id, chain)
@@ -412,7 +414,7 @@ class GatewayRole(Role):
         self.trace.record_all(message_records(
             trace_id, sender=str(txn.sender), data=final.head, size=final.size,
             rows=[(str(r.address), *_with_receive(rows.get(str(r.address), (status, event)), s)) for r in txn.recipients],
-            from_ip=str(s.peer_ip), policy_version=s.role_state["policy"].version,
+            from_ip=s.peer_text, policy_version=s.role_state["policy"].version,
             reason=outcome.verdict.reason if status != "Pending" else "", role=self.name,
             detail={"session": s.id, "helo": s.helo, "tls": s.tls.version if s.tls else None,
                     "checks": s.role_state.get("checks", {}), "score": outcome.score.total,
@@ -441,7 +443,7 @@ _NO_ANSWER = object()  # a connect-stage lookup past its budget
 
 def _with_receive(row: tuple[str, tuple[str, str]], s) -> tuple[str, list[tuple[str, str]]]:
     status, event = row
-    return status, [("Receive", f"from {s.peer_ip} helo {s.helo}"), event]
+    return status, [("Receive", f"from {s.peer_text} helo {s.helo}"), event]
 
 
 def _stage_verdict(result) -> Verdict:

@@ -186,8 +186,10 @@ class KeyRing:
 
     def arc(self, base: str) -> tuple[str, bytes]:
         """(selector, private key PEM) of the gateway's ARC seal; made on first use."""
-        adopt = self.keys_dir / f"arc-{base}.pem" if self.keys_dir else None
-        row = self._active(self._ensure("arc", "arc", base, adopt))
+        rows = self._rows("arc", "arc")  # the file to adopt is only named when there is no key yet
+        if not rows:  # (issue 19: its pathlib join cost more than the cached read, twice per message)
+            rows = self._ensure("arc", "arc", base, self.keys_dir / f"arc-{base}.pem" if self.keys_dir else None)
+        row = self._active(rows)
         return row.selector, bytes(row.material)
 
     def public_records(self, kind: str, name: str) -> list[tuple[str, str, str]]:
