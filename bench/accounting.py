@@ -163,22 +163,9 @@ def tree_rss(root: int) -> int:
 
 
 def tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) used so far by `root` and its live descendants."""
-    if not root:
-        return 0.0
-    tree = _children()
-    total, todo, tick = 0.0, [root], os.sysconf("SC_CLK_TCK")
-    while todo:
-        pid = todo.pop()
-        todo.extend(tree.get(pid, ()))
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-            # utime, stime, and cutime, cstime: children that exited (Postfix recycles its smtpd)
-            total += sum(int(x) for x in fields[11:15]) / tick
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+    """CPU seconds (user + system) used so far by `root` and its live descendants, and by
+    children that exited (Postfix recycles its smtpd): `tree_cpu_split`'s sum."""
+    return sum(tree_cpu_split(root))
 
 
 def tree_cpu_split(root: int) -> tuple[float, float]:

@@ -273,14 +273,7 @@ class SmtpClient:
                 if body is not None:
                     t.data = await self._reply()
             else:
-                self._write(mail)
-                t.mail = await self._reply()
-                if t.mail.code // 100 != 2:
-                    return t
-                for cmd in rcpts:
-                    self._write(cmd)
-                    t.rcpts.append(await self._reply())
-                if body is None or not any(r.code // 100 == 2 for r in t.rcpts):
+                if not await self._envelope_in_step(t, mail, rcpts) or body is None:
                     return t
                 self._write(b"DATA\r\n")
                 t.data = await self._reply()
@@ -294,6 +287,18 @@ class SmtpClient:
         except OSError as exc:
             t.error = SmtpError(f"{exc.__class__.__name__}: {exc}")
         return t
+
+    async def _envelope_in_step(self, t: "Transaction", mail: bytes, rcpts: list[bytes]) -> bool:
+        """Without PIPELINING: MAIL, then each RCPT, each waiting for its reply (RFC 5321 §3.3);
+        True when the sender and at least one recipient were accepted (the message may follow)."""
+        self._write(mail)
+        t.mail = await self._reply()
+        if t.mail.code // 100 != 2:
+            return False
+        for cmd in rcpts:
+            self._write(cmd)
+            t.rcpts.append(await self._reply())
+        return any(r.code // 100 == 2 for r in t.rcpts)
 
     async def chunked_transaction(self, sender: str, mail_params: str, recipients: list[str], raw: bytes,
                                   encoding: str = "ascii") -> Transaction:
@@ -315,14 +320,7 @@ class SmtpClient:
                 t.body_sent = t.mail.code // 100 == 2 and any(r.code // 100 == 2 for r in t.rcpts)
                 t.done = await self._reply()
             else:
-                self._write(mail)
-                t.mail = await self._reply()
-                if t.mail.code // 100 != 2:
-                    return t
-                for cmd in rcpts:
-                    self._write(cmd)
-                    t.rcpts.append(await self._reply())
-                if not any(r.code // 100 == 2 for r in t.rcpts):
+                if not await self._envelope_in_step(t, mail, rcpts):
                     return t
                 self._write_with(bdat, raw)
                 t.body_sent = True
