@@ -109,6 +109,17 @@ def sink(test_ca):
 
 # --- clamd ------------------------------------------------------------------------------------
 
+@pytest.fixture
+def internet_mx(test_ca, dns):
+    """fabrikam.test's MX (where DSNs to fabrikam senders go): a recording server on a loopback
+    address, port 25."""
+    mx = rig.MxSink(test_ca["server_cert"], test_ca["server_key"], name="mx.fabrikam.test")
+    dns.add("fabrikam.test", "MX", (10, "mx.fabrikam.test"))
+    dns.add("mx.fabrikam.test", "A", mx.host)
+    yield mx
+    mx.close()
+
+
 @pytest.fixture(scope="session")
 def clamd_socket(tmp_path_factory):
     """Debian's clamd with a one-line local signature database detecting EICAR (no network)."""

@@ -19,7 +19,7 @@ import pytest
 
 import rig
 from gwkit import gateway_policy, gateway_toml, gw_port, spool_count
-from rig import (GATEWAY, INTERNET, MxSink, RawSMTP, RecordingSink, SubprocessNode, free_port, maildir_messages,
+from rig import (GATEWAY, INTERNET, RawSMTP, RecordingSink, SubprocessNode, free_port, maildir_messages,
                  send_message, simple_message, wait_until)
 
 from mxgate.config.home import Home
@@ -105,16 +105,6 @@ def ssink(test_ca):
     s = ScriptedSink(test_ca["server_cert"], test_ca["server_key"])
     yield s
     s.close()
-
-
-@pytest.fixture
-def internet_mx(test_ca, dns):
-    """fabrikam.test's MX (where DSNs to fabrikam senders go): a recording server on port 25."""
-    mx = MxSink(test_ca["server_cert"], test_ca["server_key"], name="mx.fabrikam.test")
-    dns.add("fabrikam.test", "MX", (10, "mx.fabrikam.test"))
-    dns.add("mx.fabrikam.test", "A", mx.host)
-    yield mx
-    mx.close()
 
 
 def spy_spool(gw) -> list[list[str]]:

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from gwkit import Sink, gw_port, spool_count
-from rig import INTERNET, MxSink, RawSMTP, free_port, send_message, simple_message, wait_until
+from rig import INTERNET, RawSMTP, free_port, send_message, simple_message, wait_until
 
 from mxgate.smtp.replies import REPLIES
 
@@ -39,16 +39,6 @@ def test_downstream_down_then_up_delivers_every_queued_message(make_gateway, tes
         assert set(sink.peers) == {"127.0.0.10"}  # egress from the connector's address
     finally:
         sink.close()
-
-
-@pytest.fixture
-def internet_mx(test_ca, dns):
-    """fabrikam.test's MX: a recording server on a loopback address, port 25."""
-    mx = MxSink(test_ca["server_cert"], test_ca["server_key"], name="mx.fabrikam.test")
-    dns.add("fabrikam.test", "MX", (10, "mx.fabrikam.test"))
-    dns.add("mx.fabrikam.test", "A", mx.host)
-    yield mx
-    mx.close()
 
 
 def outbound_count(gw) -> int:

@@ -135,6 +135,12 @@ def _timed_out(waiter: asyncio.Future) -> None:
         waiter.set_exception(SmtpError("timed out waiting for the server's reply"))
 
 
+def _envelope(sender: str, mail_params: str, recipients: list[str], encoding: str) -> tuple[bytes, list[bytes]]:
+    """The MAIL command and one RCPT command per recipient (RFC 5321 §4.1.1.2, §4.1.1.3)."""
+    mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}\r\n".encode(encoding)
+    return mail, [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in recipients]
+
+
 class SmtpClient:
     """One client session. Use `connect()`; not safe for two transactions at once (the pool
     hands a session to one relay at a time)."""
@@ -262,8 +268,7 @@ class SmtpClient:
                 return await self.chunked_transaction(sender, mail_params, recipients, body.raw, encoding)
             body = body.stuffed
         t = Transaction()
-        mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}\r\n".encode(encoding)
-        rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in recipients]
+        mail, rcpts = _envelope(sender, mail_params, recipients, encoding)
         try:
             if self.supports("PIPELINING"):
                 self._write(b"".join([mail, *rcpts, b"DATA\r\n" if body is not None else b""]))
@@ -308,8 +313,7 @@ class SmtpClient:
         for its reply and BDAT is only sent when a recipient was accepted. `body_sent` is set once
         a recipient's acceptance has been read (only then can the message have been delivered)."""
         t = Transaction(chunked=True)
-        mail = f"MAIL FROM:<{sender}>{' ' + mail_params if mail_params else ''}\r\n".encode(encoding)
-        rcpts = [f"RCPT TO:<{r}>\r\n".encode(encoding) for r in recipients]
+        mail, rcpts = _envelope(sender, mail_params, recipients, encoding)
         bdat = b"BDAT %d LAST\r\n" % len(raw)
         try:
             if self.supports("PIPELINING"):
