@@ -57,7 +57,11 @@ finally:
 n = max(1, r.count)
 d = r.detail
 print(f"{'off' if off else 'on '} {r.count} msgs {r.rate:.0f} msg/s gw {d['cpu_gateway_us']} mbx {d['cpu_mailbox_us']} (user {d['cpu_mailbox_user_us']} sys {d['cpu_mailbox_sys_us']})")
-for role, (b, e) in (("gateway", (0, 2)), ("mailbox", (1, 3))):
+# P3 reads each role's tree more than once at each point: the first and the last reading per root
+first = {pid: i for i, (pid, _, _) in reversed(list(enumerate(snaps)))}
+last = {pid: i for i, (pid, _, _) in enumerate(snaps)}
+for role, pid in (("gateway", snaps[0][0]), ("mailbox", snaps[1][0])):
+    b, e = first[pid], last[pid]
     names = snaps[b][2]
     rows = {}
     for key, (u1, s1, v1) in snaps[e][1].items():
