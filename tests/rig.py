@@ -342,7 +342,11 @@ class RecordingSink:
     Each message is a dict: sender, rcpts, tls (whether the session was encrypted) and raw — the
     DATA bytes exactly as sent (dot-stuffed, with the terminator), or with `unstuff` the message
     as stored. `refuse` maps a recipient to the reply line for its RCPT ("550 5.1.1 ...");
-    `peers` lists each connection's source address.
+    `peers` lists each connection's source address. Knobs for the downstream's own replies:
+    `greeting` (e.g. "421 ..." closes at once), `final` (the reply after the message; a message is
+    recorded only under a 250) and `hold` — when set to an Event, the reply after the message waits
+    for it (the message is recorded first, as a server that committed it would have). `got_data` is
+    set each time a message has arrived.
     """
 
     def __init__(self, cert: str, key: str, host: str = "127.0.0.1", port: int = 0, *, unstuff: bool = False,
@@ -362,6 +366,10 @@ class RecordingSink:
         self.smtputf8 = False  # offer SMTPUTF8 (RFC 6531) after STARTTLS
         self.offer_starttls = True  # False: a server without STARTTLS (opportunistic TLS falls back)
         self.peers: list[str] = []
+        self.greeting = f"220 {name} ESMTP"
+        self.final = "250 stored"
+        self.hold: threading.Event | None = None
+        self.got_data = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def close(self) -> None:
@@ -382,7 +390,10 @@ class RecordingSink:
         def w(line: str) -> None:
             conn.sendall(line.encode() + b"\r\n")
 
-        w(f"220 {self.name} ESMTP")
+        w(self.greeting)
+        if not self.greeting.startswith("220"):
+            conn.close()
+            return
         txn: dict = {"rcpts": []}
         tls = False
         try:
@@ -423,8 +434,13 @@ class RecordingSink:
                             return
                         raw += chunk
                     txn["raw"] = raw[:-5].replace(b"\r\n..", b"\r\n.") + b"\r\n" if self.unstuff else raw
-                    self.messages.append(txn)
-                    w("250 stored")
+                    final, hold = self.final, self.hold
+                    if final.startswith("250"):
+                        self.messages.append(txn)
+                    self.got_data.set()
+                    if hold is not None:
+                        hold.wait(60)
+                    w(final)
                 elif verb == "QUIT":
                     w("221 bye")
                     return

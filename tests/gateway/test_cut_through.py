@@ -26,83 +26,9 @@ from mxgate.config.home import Home
 from mxgate.smtp.replies import REPLIES
 
 
-class ScriptedSink(RecordingSink):
-    """The downstream stand-in, with knobs: `greeting` (e.g. "421 ..."), `final` (the reply after
-    the message), and `hold` — when set to an Event, the reply after the message waits for it
-    (the message is recorded first, as a server that committed it would have). `got_data` is set
-    each time a message has arrived."""
-
-    def __init__(self, cert: str, key: str, port: int = 0):
-        super().__init__(cert, key, port=port)
-        self.greeting = "220 sink ESMTP"
-        self.final = "250 stored"
-        self.hold: threading.Event | None = None
-        self.got_data = threading.Event()
-
-    def _session(self, conn) -> None:
-        f = conn.makefile("rb")
-
-        def w(line: str) -> None:
-            conn.sendall(line.encode() + b"\r\n")
-
-        w(self.greeting)
-        if not self.greeting.startswith("220"):
-            conn.close()
-            return
-        txn: dict = {"rcpts": []}
-        tls = False
-        try:
-            while line := f.readline():
-                cmd = line.decode("utf-8", "replace").strip()
-                verb = cmd[:4].upper()
-                if verb == "EHLO":
-                    w("250-sink\r\n250 PIPELINING" if tls else "250-sink\r\n250-PIPELINING\r\n250 STARTTLS")
-                elif verb == "STAR":
-                    w("220 go")
-                    conn = self.ctx.wrap_socket(conn, server_side=True)
-                    f, tls = conn.makefile("rb"), True
-                elif verb == "MAIL":
-                    txn = {"sender": cmd[10:].split(">")[0].lstrip("<"), "rcpts": [], "tls": tls}
-                    w("250 ok")
-                elif verb == "RCPT":
-                    addr = cmd[8:].split(">")[0].lstrip("<")
-                    if addr in self.refuse:
-                        w(self.refuse[addr])
-                    else:
-                        txn["rcpts"].append(addr)
-                        w("250 ok")
-                elif verb == "DATA" and not txn["rcpts"]:
-                    w("554 5.5.1 no valid recipients")
-                elif verb == "DATA":
-                    w("354 go")
-                    raw = b""
-                    while not raw.endswith(b"\r\n.\r\n"):
-                        chunk = f.readline()
-                        if not chunk:
-                            return
-                        raw += chunk
-                    txn["raw"] = raw
-                    final, hold = self.final, self.hold
-                    if final.startswith("250"):
-                        self.messages.append(txn)
-                    self.got_data.set()
-                    if hold is not None:
-                        hold.wait(60)
-                    w(final)
-                elif verb == "QUIT":
-                    w("221 bye")
-                    return
-                else:
-                    w("250 ok")
-        except OSError:
-            return
-        finally:
-            conn.close()
-
-
 @pytest.fixture
 def ssink(test_ca):
-    s = ScriptedSink(test_ca["server_cert"], test_ca["server_key"])
+    s = RecordingSink(test_ca["server_cert"], test_ca["server_key"])
     yield s
     s.close()
 
@@ -175,7 +101,7 @@ def test_the_pool_keeps_sessions_for_the_cut_through_load(make_gateway, ssink, t
 @pytest.mark.parametrize("where", ["down", "greeting-421", "rcpt-451", "final-451"])
 def test_trouble_downstream_spools_then_the_queue_delivers_once(make_gateway, test_ca, where):
     port = free_port()
-    sink = None if where == "down" else ScriptedSink(test_ca["server_cert"], test_ca["server_key"], port=port)
+    sink = None if where == "down" else RecordingSink(test_ca["server_cert"], test_ca["server_key"], port=port)
     try:
         if where == "greeting-421":
             sink.greeting = "421 4.3.2 shutting down"
@@ -189,7 +115,7 @@ def test_trouble_downstream_spools_then_the_queue_delivers_once(make_gateway, te
         assert r["end"] == (250, str(REPLIES["queued"])), r
         assert calls == [["alice@contoso.test"]]  # spooled (enqueue returns once fsynced) before the 250
         if sink is None:
-            sink = ScriptedSink(test_ca["server_cert"], test_ca["server_key"], port=port)
+            sink = RecordingSink(test_ca["server_cert"], test_ca["server_key"], port=port)
         sink.greeting, sink.final, sink.refuse = "220 sink ESMTP", "250 stored", {}
         assert wait_until(lambda: spool_count(gw) == 0 and len(sink.messages) >= 1, timeout=20)
         assert [email.message_from_bytes(m["raw"])["Subject"] for m in sink.messages] == [f"trouble {where}"]
@@ -215,7 +141,7 @@ def test_a_downstream_that_never_greets_is_not_waited_for(make_gateway, test_ca)
     assert r["end"] == (250, str(REPLIES["queued"])), r
     assert calls == [["alice@contoso.test"]]
     hole.close()
-    sink = ScriptedSink(test_ca["server_cert"], test_ca["server_key"], port=port)
+    sink = RecordingSink(test_ca["server_cert"], test_ca["server_key"], port=port)
     try:
         assert wait_until(lambda: spool_count(gw) == 0 and len(sink.messages) == 1, timeout=90)
     finally:
@@ -366,7 +292,7 @@ def test_kill9_while_the_downstream_answers_is_a_duplicate_at_worst(tmp_path, te
     """The gateway process dies after the downstream has the message and before the sender has
     a reply: nothing is in the gateway's spool (nothing to resend after the restart), the sender
     got no 250 and sends again — the downstream has it twice, never zero times."""
-    sink = ScriptedSink(test_ca["server_cert"], test_ca["server_key"])
+    sink = RecordingSink(test_ca["server_cert"], test_ca["server_key"])
     sink.hold = threading.Event()
     home = Home.open(tmp_path / "gw")
     rig.apply_policy(home, gateway_policy())
