@@ -47,6 +47,11 @@ class HeaderField:
         lf = rest.find(b"\n")
         if lf < 0 or lf == len(rest) - 1:  # one line: no fold to remove (issue 19: the sub was ~1.5 µs a field)
             return rest.strip()
+        # Each line end but the last is a CRLF starting a continuation line (folding as SMTP
+        # carries it): the regex removes just those, strip() the last. Counted in C, not scanned
+        # by sre, whose `\r?\n` has no literal to search for (issue 19: ~5 µs for an ARC-Seal).
+        if rest.count(b"\r\n ") + rest.count(b"\r\n\t") == rest.count(b"\n") - (rest[-1:] == b"\n"):
+            return rest.replace(b"\r\n", b"").strip()
         return _UNFOLD.sub(b"", rest).strip()
 
 
