@@ -33,6 +33,23 @@ _QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\([^()]*\)')
 _AT_DOMAIN = re.compile(r"@\s*([^\s<>()\[\],;:\"@\\]+|\[[^\[\]]*\])")
 
 
+class _computed_once:
+    """functools.cached_property without its lock (Python 3.11 takes one RLock, shared by every
+    instance, on each first read): the value is a pure function of the immutable field, so two
+    threads computing it at once store the same bytes."""
+
+    def __init__(self, func):
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)  # found there from now on
+        return value
+
+
 @dataclass(frozen=True)
 class HeaderField:
     """One header field as it appeared: `raw` holds every line of it with terminators."""
@@ -40,7 +57,7 @@ class HeaderField:
     name: bytes  # lowercased; b"" for a line that is not a field (kept, never matched)
     raw: bytes
 
-    @functools.cached_property
+    @_computed_once
     def value(self) -> bytes:
         """The unfolded value after the colon (RFC 5322 §2.2.3), outer whitespace stripped."""
         _, _, rest = self.raw.partition(b":")
