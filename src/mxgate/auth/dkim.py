@@ -176,10 +176,12 @@ def verify_dkim(message: bytes, dnsfunc: DnsFunc, *, timeout: float = DNS_TIMEOU
 
     An unsigned message yields an empty tuple: RFC 8601 reports that as `dkim=none`.
     """
-    head, _ = split_headers(message)
-    signatures = [f for f in parse_fields(head) if f.name == b"dkim-signature"][:MAX_SIGNATURES]
+    head, body = split_headers(message)
+    fields = parse_fields(head)
+    signatures = [f for f in fields if f.name == b"dkim-signature"][:MAX_SIGNATURES]
     if not signatures:
         return ()
+    dkim_canon.remember_parse(message, fields, body)  # dkimpy's parse read off ours (as arc.py does)
     all_tags = [_tags(f.value) for f in signatures]
     # The common case is proved to pass without dkimpy's flow (dkim_fast); everything else,
     # and every verdict but pass, is dkimpy's, with the key answers dkim_fast already got.
