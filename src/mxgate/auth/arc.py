@@ -41,7 +41,7 @@ from mxgate.auth.dkim import DKIM_RESULTS, HEADER_B_PREFIX, DkimResult, unsuitab
 from mxgate.auth.dmarc import DmarcResult, aligned, normalise_domain
 from mxgate.auth.spf import SPF_RESULTS, SpfResult
 from mxgate.auth.dns import DnsTemporaryError
-from mxgate.auth.headers import authserv_id_of, header_length, line_ending, parse_fields, split_headers
+from mxgate.auth.headers import HeaderField, authserv_id_of, header_length, line_ending, parse_fields, split_headers
 
 ARC_STATUSES = ("none", "pass", "fail")  # RFC 8617 §4.4 chain validation status
 MAX_ARC_INSTANCE = 50  # RFC 8617 §4.2.1: i= ranges from 1 to 50
@@ -225,9 +225,9 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
     message); without them, or when they do not read as such clauses, authres parses the value.
     """
     ours = authserv_id.strip().rstrip(".").lower()
-    head, _ = split_headers(message)
-    if any(f.name == b"authentication-results" and authserv_id_of(f.value) == ours
-           for f in parse_fields(head)):
+    head, body = split_headers(message)
+    fields = parse_fields(head)
+    if any(f.name == b"authentication-results" and authserv_id_of(f.value) == ours for f in fields):
         raise ArcSealError(f"message already has Authentication-Results for {authserv_id}; sanitize it first")
     if authserv_id_of(auth_results_value.encode("utf-8")) != ours:
         raise ArcSealError(f"Authentication-Results value must start with authserv-id {authserv_id}")
@@ -238,17 +238,19 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
         except authres.core.AuthResError as exc:
             raise ArcSealError(f"Authentication-Results value does not parse: {exc}") from exc
     arc_results = [r for r in parsed.results if r.method == "arc"]
-    if arc_fields(message):  # a chain, even a broken one: we seal what we found (RFC 8617 §5.1.1)
+    if _arc_fields(fields):  # a chain, even a broken one: we seal what we found (RFC 8617 §5.1.1)
         if len(arc_results) != 1 or arc_results[0].result not in ("pass", "fail"):
-            raise ArcSealError(f"message has {len(arc_seals(message))} ARC set(s): the results need arc=pass or arc=fail")
+            raise ArcSealError(f"message has {len(_seals(fields))} ARC set(s): the results need arc=pass or arc=fail")
     elif arc_results and arc_results[0].result != "none":
         raise ArcSealError("message has no ARC chain: the results must say arc=none or omit arc")
     # dkimpy only seals when it finds our Authentication-Results on the message itself.
-    with_results = b"Authentication-Results: " + auth_results_value.encode("utf-8") + b"\r\n" + message
+    our_field = b"Authentication-Results: " + auth_results_value.encode("utf-8") + b"\r\n"
+    with_results = our_field + message
     include = None if sign_headers is None else [h.strip().encode("ascii") for h in sign_headers]
     headers = dkim_fast.seal_first_set(  # the first set, dkimpy's bytes without its generic flow
         with_results, selector.encode("ascii"), domain.encode("ascii"), private_key_pem,
-        parsed.authserv_id.encode("utf-8"), parsed, auth_results_value, timestamp, include) if dkim_fast.ENABLED else None
+        parsed.authserv_id.encode("utf-8"), parsed, auth_results_value, timestamp, include,
+        _parse_with(with_results, our_field, fields, body)) if dkim_fast.ENABLED else None
     if headers is not None:
         eol = line_ending(message)
         return b"".join(h.replace(b"\r\n", b"\n").replace(b"\n", eol) for h in headers)
@@ -266,6 +268,19 @@ def seal_arc(message: bytes, authserv_id: str, domain: str, selector: str,
         raise ArcSealError("dkimpy produced no ARC set (chain state and arc= result disagree)")
     eol = line_ending(message)
     return b"".join(h.replace(b"\r\n", b"\n").replace(b"\n", eol) for h in headers)
+
+
+def _parse_with(with_results: bytes, our_field: bytes, fields, body: bytes):
+    """dkimpy's parse of `with_results` (`our_field` + a message) from the parse of the message
+    already made (`fields`, `body`: parse_fields of its split_headers; issue 19:
+    the seal parsed the whole stamped message again), or None (it is then parsed). Only where
+    the two are one parse: our field one line, and the message's first line neither a
+    continuation (it would join our field) nor empty (an empty header section); split_headers
+    then cuts `our_field` + the same head and the same body."""
+    first = with_results[len(our_field):len(our_field) + 1]
+    if b"\r" in our_field[:-2] or b"\n" in our_field[:-1] or first in (b"", b" ", b"\t", b"\r", b"\n"):
+        return None
+    return dkim_canon.parse_from_fields(with_results, (HeaderField(b"authentication-results", our_field),) + fields, body)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def verify_dkim(message: bytes, dnsfunc: DnsFunc, *, timeout: float = DNS_TIMEOU
     signatures = [f for f in fields if f.name == b"dkim-signature"][:MAX_SIGNATURES]
     if not signatures:
         return ()
-    dkim_canon.remember_parse(message, fields, body)  # dkimpy's parse read off ours (as arc.py does)
+    dkim_canon.remember_parse(message, fields, body)  # the verifiers' parse, from ours (issue 19)
     all_tags = [_tags(f.value) for f in signatures]
     # The common case is proved to pass without dkimpy's flow (dkim_fast); everything else,
     # and every verdict but pass, is dkimpy's, with the key answers dkim_fast already got.

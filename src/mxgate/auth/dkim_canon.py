@@ -150,17 +150,33 @@ def parsed_message(message: bytes):
 
 def remember_parse(message: bytes, fields, body: bytes) -> bool:
     """Keep rfc822_parse's answer for `message`, read off a header parse the caller already has
-    (`fields`: auth/headers.parse_fields of split_headers(message)'s head; `body` its body),
-    when that parse gives it unambiguously: every field a named one with no WSP before its colon
-    and a terminated last line. Each field is then dkimpy's [name, value + CRLF] (the name is
-    the text before the colon, the value the rest with each line end made CRLF) and the body
-    the rest after the blank line with CRLF line ends. Anything else — a line that is no field
-    ("From " lines, junk, a leading continuation: dkimpy skips or refuses them), an empty header
-    section — is left to `_parse` (False). Issue 19, P3: the mailbox parsed each message's
-    header section twice, once for its own checks and once for the ARC verification (~30 µs);
-    a test compares this with `_parse` on generated messages."""
-    if type(message) is not bytes or len(message) > MAX_PARSED_MESSAGE or not fields or message in _parsed_messages:
+    (`parse_from_fields`); False when that parse does not give it (nothing kept). Issue 19, P3:
+    the mailbox parsed each message's header section twice, once for its own checks and once for
+    the ARC verification (~30 µs)."""
+    if type(message) is not bytes or len(message) > MAX_PARSED_MESSAGE or message in _parsed_messages:
         return False
+    parsed = parse_from_fields(message, fields, body)
+    if parsed is None:
+        return False
+    with _parsed_lock:
+        if len(_parsed_messages) >= PARSED_MESSAGES:
+            _parsed_messages.pop(next(iter(_parsed_messages)))
+        _parsed_messages[message] = parsed
+    return True
+
+
+def parse_from_fields(message: bytes, fields, body: bytes):
+    """rfc822_parse's (fields, body) for `message` read off a header parse the caller already
+    has (`fields`: auth/headers.parse_fields of split_headers(message)'s head; `body` its body),
+    or None when that parse does not give it unambiguously. It does when every field is a named
+    one with no WSP before its colon and a terminated last line: each field is then dkimpy's
+    [name, value + CRLF] (the name is the text before the colon, the value the rest with each
+    line end made CRLF) and the body the rest after the blank line with CRLF line ends. Anything
+    else — a line that is no field ("From " lines, junk, a leading continuation: dkimpy skips or
+    refuses them), an empty header section — is left to `_parse` (None). A test compares this
+    with `_parse` on generated messages."""
+    if type(message) is not bytes or len(message) > MAX_PARSED_MESSAGE or not fields:
+        return None
     # Every LF of the message ends a CRLF (SMTP's own line ending): the CRLF normalisation below
     # then gives back the bytes it is given, and is skipped (two counts of the message cost half
     # the two replaces per field and for the body; issue 19, P3).
@@ -170,15 +186,10 @@ def remember_parse(message: bytes, fields, body: bytes) -> bool:
         raw = field.raw
         colon = raw.find(b":")
         if not field.name or colon != len(field.name) or raw[-1:] != b"\n":
-            return False
+            return None
         value = raw[colon + 1:]
         headers.append([raw[:colon], value if crlf else value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")])
-    parsed = (headers, body if crlf else body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-    with _parsed_lock:
-        if len(_parsed_messages) >= PARSED_MESSAGES:
-            _parsed_messages.pop(next(iter(_parsed_messages)))
-        _parsed_messages[message] = parsed
-    return True
+    return headers, body if crlf else body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _parse(message):

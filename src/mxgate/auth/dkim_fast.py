@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -291,27 +292,29 @@ _SEAL_SIGN = frozenset(_dkim.DKIM.SHOULD) | frozenset(_dkim.DKIM.FROZEN)
 
 
 def seal_first_set(message: bytes, selector: bytes, domain: bytes, private_key_pem: bytes, srv_id: bytes,
-                   results, results_text: str, timestamp=None, include_headers=None) -> list[bytes] | None:
+                   results, results_text: str, timestamp=None, include_headers=None, parsed=None) -> list[bytes] | None:
     """dkim.arc_sign(message, selector, domain, private_key_pem, srv_id, timestamp=...,
     include_headers=...) byte for byte, for the common case only: no ARC field on the message
     yet (instance 1), our Authentication-Results its only one, on top (`results`: the parse of
     its value `results_text`, as seal_arc hands it to dkimpy) and no arc= result in it
-    (cv=none); rsa-sha256, CRLF.
+    (cv=none); rsa-sha256, CRLF. `parsed`: rfc822_parse's answer for `message` when the caller
+    has it (dkim_canon.parse_from_fields), else it is parsed here.
     None for anything else (dkimpy then seals). What is skipped is dkimpy's generic work: its
-    object, the ARC-field sort (every field canonicalised again), the AR parses, and one of
-    the two canonicalisations of every field; the hashed bytes, the folding, the b= cut and
-    the RSA signature (deterministic, RFC 8017 §8.2) are its own functions' (a test compares
-    the output with dkim.arc_sign's on every message shape it takes)."""
+    object, the ARC-field sort (every field canonicalised again), the AR parses, the
+    canonicalisation of fields no signature covers and the b= cut made twice per signature;
+    the hashed bytes, the folding, the b= cut and the RSA signature (deterministic, RFC 8017
+    §8.2) are its own functions' (a test compares the output with dkim.arc_sign's on every
+    message shape it takes)."""
     try:
         return _seal_first_set(message, selector, domain, private_key_pem, srv_id, results, results_text,
-                               timestamp, include_headers)
+                               timestamp, include_headers, parsed)
     except Exception:  # dkimpy seals, and raises what it raises
         return None
 
 
 def _seal_first_set(message, selector, domain, private_key_pem, srv_id, results, results_text, timestamp,
-                    include_headers):
-    headers, body = dkim_canon.parsed_message(message)
+                    include_headers, parsed):
+    headers, body = parsed if parsed is not None else dkim_canon.parsed_message(message)
     ars = 0
     for name, _ in headers:
         lower = name.lower()
@@ -334,24 +337,40 @@ def _seal_first_set(message, selector, domain, private_key_pem, srv_id, results,
     auth_results = srv_id + b"".join(b";\r\n " + str(res).encode("utf-8") for res in results.results)
     aar_value = b"i=1; " + auth_results.rstrip() + b"\r\n"
     relaxed = dkim_canon.canonicalize_headers
-    canonical = relaxed([(b"ARC-Authentication-Results", aar_value)]) + relaxed(headers)
+    # dkimpy canonicalises the AAR and every field, then selects (dkim.select_headers) the ones
+    # h= names; a relaxed name is the parsed name lower-cased (it holds no WSP), so selecting
+    # by name first and canonicalising only what is hashed hashes the same bytes.
+    fields = [(b"ARC-Authentication-Results", aar_value)] + headers
     bodyhash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
     stamp = str(timestamp or int(time.time())).encode("ascii")
     ams = _sealed_field(b"ARC-Message-Signature", [
         (b"i", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", domain), (b"s", selector),
-        (b"t", stamp), (b"h", b" : ".join(include)), (b"bh", bodyhash), (b"b", b"0" * 60)], canonical, include, pk)
-    canonical = relaxed([(b"ARC-Message-Signature", ams)]) + canonical
+        (b"t", stamp), (b"h", b" : ".join(include)), (b"bh", bodyhash), (b"b", b"0" * 60)],
+        relaxed(_select(fields, _positions(fields), include)), pk)
+    # The seal's h= is the set's AAR and AMS (RFC 8617 §5.1.1; dkimpy's sorted ARC fields, and
+    # the message has no other ARC field).
     seal = _sealed_field(b"ARC-Seal", [
         (b"i", b"1"), (b"cv", b"none"), (b"a", b"rsa-sha256"), (b"d", domain), (b"s", selector), (b"t", stamp),
-        (b"b", b"0" * 60)], canonical, [b"arc-authentication-results", b"arc-message-signature"], pk)
+        (b"b", b"0" * 60)], relaxed([fields[0], (b"ARC-Message-Signature", ams)]), pk)
     return [b"ARC-Seal: " + seal, b"ARC-Message-Signature: " + ams, b"ARC-Authentication-Results: " + aar_value]
 
 
-def _sealed_field(name: bytes, fields: list, canonical, include, pk) -> bytes:
-    """dkim.DomainSigner.gen_header (standardize off, CRLF) over already relaxed fields."""
-    value = _dkim.fold(b"; ".join(b"=".join(x) for x in fields), namelen=len(name), linesep=b"\r\n")
-    value = dkim_canon.RE_BTAG.sub(b"\\1", value)
+def _sealed_field(name: bytes, fields: list, signed: list, pk) -> bytes:
+    """dkim.DomainSigner.gen_header (standardize off, CRLF) given the relaxed fields it signs:
+    dkimpy's hash_headers without its select_headers and its second b= cut (of a value already
+    cut: the same bytes)."""
+    value = _unsigned_value(len(name), b"; ".join(b"=".join(x) for x in fields))
     h = hashlib.sha256()
-    _dkim.hash_headers(h, _RELAXED, canonical, include, (name, b" " + value), dict(fields))
+    for x, y in signed:
+        h.update(x + b":" + y)
+    x, y = dkim_canon.canonicalize_headers([(name, b" " + value)])[0]
+    h.update(x + b":" + y.rstrip())  # dkimpy hashes the signature field without its CRLF
     fields[-1] = (b"b", base64.b64encode(rsa_signing.openssl_sign(h, pk)))
     return _dkim.fold(b"; ".join(b"=".join(x) for x in fields) + b"\r\n", namelen=len(name), linesep=b"\r\n")
+
+
+@functools.lru_cache(maxsize=64)
+def _unsigned_value(namelen: int, tags: bytes) -> bytes:
+    """gen_header's folded value with its b= placeholder cut: a pure function of the tag list,
+    which is the same for every seal of one key in one second (t=), for the ARC-Seal always."""
+    return dkim_canon.RE_BTAG.sub(b"\\1", _dkim.fold(tags, namelen=namelen, linesep=b"\r\n"))

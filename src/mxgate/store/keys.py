@@ -175,13 +175,16 @@ class KeyRing:
     def dkim(self, domain: str, base: str = DEFAULT_DKIM_SELECTOR) -> tuple[str, bytes]:
         """(selector, private key PEM) that signs for `domain` now; made on first use."""
         domain = domain.lower().rstrip(".")
-        adopt = None
-        if self.keys_dir:  # a node's file key (its active selector) becomes the cluster's first key
-            marker = self.keys_dir / f"dkim-{domain}.active"
-            chosen = marker.read_text(encoding="ascii").strip() if marker.exists() else ""
-            base = chosen or base
-            adopt = self.keys_dir / f"dkim-{domain}.{base}.pem"
-        row = self._active(self._ensure("dkim", domain, base, adopt))
+        rows = self._rows("dkim", domain)
+        if not rows:  # the node's file key is only read to make the first key (not per message)
+            adopt = None
+            if self.keys_dir:  # a node's file key (its active selector) becomes the cluster's first key
+                marker = self.keys_dir / f"dkim-{domain}.active"
+                chosen = marker.read_text(encoding="ascii").strip() if marker.exists() else ""
+                base = chosen or base
+                adopt = self.keys_dir / f"dkim-{domain}.{base}.pem"
+            rows = self._ensure("dkim", domain, base, adopt)
+        row = self._active(rows)
         return row.selector, bytes(row.material)
 
     def arc(self, base: str) -> tuple[str, bytes]:
