@@ -84,15 +84,20 @@ def _reply_reason(action: str, reason: str) -> str:
 
 def decide_message(results: dict[str, CheckResult], sc: score.Score) -> Outcome:
     """Pure: the message's verdict from every check's result."""
-    ordered = [results[n] for n in PRECEDENCE if n in results] + [r for n, r in results.items() if n not in PRECEDENCE]
+    ordered = [results[n] for n in PRECEDENCE if n in results]
+    if len(ordered) != len(results):
+        ordered += [r for n, r in results.items() if n not in PRECEDENCE]
     tagged = tuple(r.check for r in ordered if r.fired and r.action == CheckAction.TAG)
-    for action, verdict_action in ((CheckAction.REJECT, Action.REJECT), (CheckAction.TEMPFAIL, Action.TEMPFAIL),
-                                   (CheckAction.QUARANTINE, Action.QUARANTINE)):
-        hit = next((r for r in ordered if r.action == action), None)
-        if hit is not None:
-            reason = _reply_reason(action, hit.reason) if action != CheckAction.QUARANTINE else "quarantined"
-            return Outcome(Verdict(verdict_action, reason, f"{hit.check}: {hit.detail}"), results, sc, tagged)
+    for action, verdict_action in _REFUSALS:
+        for hit in ordered:  # the first of this action in PRECEDENCE (loops, not a generator per action)
+            if hit.action == action:
+                reason = _reply_reason(action, hit.reason) if action != CheckAction.QUARANTINE else "quarantined"
+                return Outcome(Verdict(verdict_action, reason, f"{hit.check}: {hit.detail}"), results, sc, tagged)
     return Outcome(Verdict(Action.ACCEPT, "queued"), results, sc, tagged)
+
+
+_REFUSALS = ((CheckAction.REJECT, Action.REJECT), (CheckAction.TEMPFAIL, Action.TEMPFAIL),
+             (CheckAction.QUARANTINE, Action.QUARANTINE))
 
 
 class Pipeline:
