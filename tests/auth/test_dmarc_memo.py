@@ -201,9 +201,21 @@ def test_a_failed_lookup_is_never_remembered_and_never_a_pass(monkeypatch):
     assert evaluate_authors(("fabrikam.test",), ok, "fabrikam.test", (), world).result == "none"
 
 
-def test_many_author_domains_are_evaluated_not_remembered(monkeypatch):
+@pytest.mark.parametrize("shape", ["many authors", "long domains", "many signatures", "a long record"])
+def test_what_a_sender_inflates_is_evaluated_not_remembered(monkeypatch, shape):
+    """The memo's size stays bounded whatever the sender's From, signatures and records hold."""
     world = World(random.Random(2))
+    world.data = {"_dmarc.d0.test": (b"v=DMARC1; p=none",)}
     monkeypatch.setattr(dmarc_mod, "_evaluated", {})
-    domains = tuple(f"d{i}.test" for i in range(dmarc_mod.MEMO_AUTHORS + 1))
-    evaluate_authors(domains, SpfResult("pass", "", "d0.test"), "d0.test", (), world)
+    domains, dkim = ("d0.test",), ()
+    if shape == "many authors":
+        domains = tuple(f"d{i}.test" for i in range(dmarc_mod.MEMO_AUTHORS + 1))
+    elif shape == "long domains":
+        domains = ("a" * 60 + "." + "b" * 60 + ".test",) * 3 + ("x" * (dmarc_mod.MEMO_KEY_CHARS - 300) + ".d0.test",)
+    elif shape == "many signatures":
+        dkim = tuple(DkimResult("pass", "d0.test", "s", "abcdefgh") for _ in range(dmarc_mod.MEMO_AUTHORS + 1))
+    else:
+        world.data["_dmarc.d0.test"] = (b"v=DMARC1; p=none; " + b"x" * dmarc_mod.MEMO_ANSWER_BYTES,)
+    result = evaluate_authors(domains, SpfResult("pass", "", "d0.test"), "d0.test", dkim, world)
+    assert result.result in ("pass", "none", "permerror")  # one a memo would keep
     assert not dmarc_mod._evaluated

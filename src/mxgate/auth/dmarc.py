@@ -296,14 +296,15 @@ def evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, dk
     """DMARC for a message with any number of author domains (headers.author_domains):
     every one evaluated, the strictest result returned with `authors` naming them all.
     The same evaluation again is answered from the memo below while its DNS answers stay the same."""
-    key = _memo_key(domains, spf, spf_domain, dkim) if MEMO and len(domains) <= MEMO_AUTHORS else None
+    key = _memo_key(domains, spf, spf_domain, dkim) if MEMO else None
     if key is not None:
         known = _evaluated.get(key)
         if known is not None and _answers_unchanged(known[0], dnsfunc):
             return known[1]
         dnsfunc = _Recording(dnsfunc)
     result = _evaluate_authors(domains, spf, spf_domain, dkim, dnsfunc, sample=sample)
-    if key is not None and not dnsfunc.failed and result.result in _REMEMBERED:
+    if key is not None and not dnsfunc.failed and result.result in _REMEMBERED and \
+            sum(len(name) + sum(map(len, answer)) for name, answer in dnsfunc.calls) <= MEMO_ANSWER_BYTES:
         _remember(key, (tuple(dnsfunc.calls), result))
     return result
 
@@ -337,12 +338,20 @@ def _evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, d
 
 MEMO = True  # False: every message evaluated (the differential tests' reference)
 MEMO_MAX = 4096
-MEMO_AUTHORS = 4  # more author domains than this (a sender's choice): evaluated, not remembered
+# What one entry may hold (the sender chooses its domains and records): past these, evaluated
+# and not remembered, so the memo stays within ~MEMO_MAX * 5 KB.
+MEMO_AUTHORS = 4  # author domains; as many DKIM results
+MEMO_KEY_CHARS = 1024  # the domains' characters together
+MEMO_ANSWER_BYTES = 4096  # the recorded names and TXT answers together
 _REMEMBERED = frozenset(("pass", "none", "permerror"))
 _evaluated: dict[tuple, tuple[tuple, DmarcResult]] = {}
 
 
-def _memo_key(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult]) -> tuple:
+def _memo_key(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult]) -> tuple | None:
+    """What the result depends on besides DNS and the sample; None when too big to keep."""
+    if len(domains) > MEMO_AUTHORS or len(dkim) > MEMO_AUTHORS or \
+            sum(map(len, domains)) + len(spf_domain) + sum(len(r.domain) for r in dkim) > MEMO_KEY_CHARS:
+        return None
     return tuple(domains), spf.result, spf_domain, tuple([(r.result, r.domain) for r in dkim])
 
 
