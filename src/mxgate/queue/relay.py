@@ -127,9 +127,12 @@ def client_context(ca_file: str | None, cert: str | None = None, key: str | None
     return ctx
 
 
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")  # RFC 3463 §2, at the start of the text
+
+
 def _status_of(code: int, message: str) -> str:
     """The enhanced status code of a reply (RFC 3463), or one implied by the basic code."""
-    m = re.match(r"^([245])\.(\d{1,3})\.(\d{1,3})\b", message.strip())
+    m = _ENHANCED.match(message.strip())
     if m and m.group(1) == str(code)[0]:
         return m.group(0)
     return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}.get(code // 100, "4.0.0")
@@ -298,7 +301,6 @@ async def _session(settings: RelaySettings, host: str, sender: str, recipients, 
                    log: _Log | None = None) -> tuple[RcptOutcome, ...]:
     """One transaction for `recipients` on `host` (BDAT or DATA, as the server offers); per-recipient outcomes.
     Raises _HostTrouble when this host cannot take the message now (the next host is tried)."""
-    hostname, port = parse_hostport(host)
     key = SessionPool.key(settings, host)
     utf8 = needs_smtputf8(sender, recipients)
     while True:
@@ -306,7 +308,7 @@ async def _session(settings: RelaySettings, host: str, sender: str, recipients, 
         pooled = client is not None
         if client is None:
             try:
-                client = await _open(settings, hostname, port, host, log)
+                client = await _open(settings, *parse_hostport(host), host, log)
             except _HostTrouble:
                 raise
             except ReplyError as exc:

@@ -123,6 +123,17 @@ class CutThrough:
         self.runner = runner
         self.budget = budget
         self.health = HostHealth(backoff)
+        self._capped: tuple[RelaySettings | None, RelaySettings | None] = (None, None)  # (settings, capped copy)
+
+    def _settings(self) -> RelaySettings:
+        """The queue's settings with the connect timeout capped at CONNECT_BUDGET, copied only when
+        the queue's settings object changes (a renewed TLS context), not once per message."""
+        settings = self.settings()
+        base, capped = self._capped
+        if base is not settings:
+            capped = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, CONNECT_BUDGET))
+            self._capped = (settings, capped)
+        return capped
 
     def eligible(self, message: MessageSource) -> bool:
         """Held in memory (the session spills bigger messages to disk: those are not read back
@@ -139,8 +150,7 @@ class CutThrough:
         spools it, a duplicate at worst)."""
         if not await self.runner.take_slot():
             return None
-        settings = self.settings()
-        settings = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, CONNECT_BUDGET))
+        settings = self._settings()
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.budget):

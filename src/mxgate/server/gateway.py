@@ -111,7 +111,7 @@ class GatewayRole(Role):
         if self._own_server(s):
             return accept("connect-ok")
         checks = self.checks(self.watcher.current)
-        result = self.limiter.on_connect(str(s.peer_ip), checks["ratelimit"], time.time())
+        result = self.limiter.on_connect(s.peer_text, checks["ratelimit"], time.time())
         s.role_state["early"] = {"ratelimit": result.as_trace()}
         verdict = _stage_verdict(result)
         if verdict.refused or not s.role_state.get("connect_raw"):
@@ -136,13 +136,13 @@ class GatewayRole(Role):
         checks = self.checks(self.watcher.current)
         names = [n for n in names if checks[n].enabled]
         cache = getattr(self.node, "cluster", None)
-        cached = (cache.verdict_get(str(s.peer_ip), time.time()) if cache is not None else None) or {}
+        cached = (cache.verdict_get(s.peer_text, time.time()) if cache is not None else None) or {}
         s.role_state["connect_raw"] = {n: connect.from_json(n, cached[n]) for n in names if n in cached}
         s.role_state["connect_missing"] = [n for n in names if n not in cached]
         return bool(s.role_state["connect_missing"])
 
     async def connect_lookup(self, s) -> None:
-        ip, checks = str(s.peer_ip), self.checks(self.watcher.current)
+        ip, checks = s.peer_text, self.checks(self.watcher.current)
         env = CheckEnv(self.sv.resolver, self.sv.dnsfunc)
         pipeline = self.sv.pipeline
 
@@ -173,7 +173,7 @@ class GatewayRole(Role):
         s.role_state["policy"] = compiled
         if self._own_server(s):
             return accept("sender-ok")
-        result = self.limiter.on_message(str(s.peer_ip), self.checks(compiled)["ratelimit"], time.time())
+        result = self.limiter.on_message(s.peer_text, self.checks(compiled)["ratelimit"], time.time())
         return _stage_verdict(result)
 
     # --- RCPT: accepted domains, recipient validation, greylisting -------------------------
@@ -214,7 +214,7 @@ class GatewayRole(Role):
             known = self._recipient_known(compiled, domain, rcpt)
             if known is not True:
                 return known, None
-        result = self.greylist.check(str(s.peer_ip), str(s.txn.sender), rcpt.key, self.checks(compiled)["greylist"],
+        result = self.greylist.check(s.peer_text, str(s.txn.sender), rcpt.key, self.checks(compiled)["greylist"],
                                      self.clock())
         return _stage_verdict(result), None
 
@@ -279,20 +279,20 @@ class GatewayRole(Role):
             metrics.quarantined(self.name)
             self._count(s, "quarantined")
             log.info("message %s quarantined: %s", trace_id, outcome.verdict.detail,
-                     extra={"session": s.id, "peer": str(s.peer_ip), "reason": outcome.verdict.reason})
+                     extra={"session": s.id, "peer": s.peer_text, "reason": outcome.verdict.reason})
             return accept("quarantined")
         if self.sv.cut_through is not None:
             answered = await self._cut_through(s, txn, final, outcome, trace_id, rcpts)
             if answered is not None:
                 return answered
-        await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": str(s.peer_ip)})
+        await self.sv.spool.enqueue(str(txn.sender), rcpts, final, {"trace_id": trace_id, "peer": s.peer_text})
         self.sv.runner.kick()
         self._trace(s, txn, trace_id, final, outcome, "Pending", ("Receive", "queued for the downstream"))
         self.stats["accepted"] += 1
         metrics.accepted(self.name)
         self._count(s, "accepted")
         log.info("message %s queued for %d recipient(s)", trace_id, len(rcpts),
-                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "queued"})
+                 extra={"session": s.id, "peer": s.peer_text, "reason": "queued"})
         return accept("queued")
 
     async def _cut_through(self, s, txn, final: MessageSource, outcome: Outcome, trace_id: str,
@@ -304,7 +304,7 @@ class GatewayRole(Role):
         if not ct.eligible(final):
             return None
         done = await ct.deliver(str(txn.sender), rcpts, final.read_all(), arrival=txn.started_at, ref=trace_id,
-                                meta={"trace_id": trace_id, "peer": str(s.peer_ip)})
+                                meta={"trace_id": trace_id, "peer": s.peer_text})
         if done is None:  # nothing settled: queued as usual
             return None
         if done.refusal is not None:  # the session answers it at DATA and records the refusal
@@ -316,7 +316,7 @@ class GatewayRole(Role):
         self._count(s, "accepted")
         log.info("message %s relayed to the downstream for %d recipient(s) (cut-through), %d refused, %d queued",
                  trace_id, len(done.delivered), len(done.failed), len(done.pending),
-                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": "relayed"})
+                 extra={"session": s.id, "peer": s.peer_text, "reason": "relayed"})
         return accept("queued" if done.pending else "relayed")
 
     @staticmethod
@@ -333,7 +333,7 @@ class GatewayRole(Role):
                    else "deferred" if counts["deferred"] else "no mail")
         log.info("session %s from %s ended: %s (accepted %d, quarantined %d, rejected %d, deferred %d)", s.id,
                  s.peer_ip, outcome, counts["accepted"], counts["quarantined"], counts["rejected"], counts["deferred"],
-                 extra={"session": s.id, "peer": str(s.peer_ip), "outcome": outcome})
+                 extra={"session": s.id, "peer": s.peer_text, "outcome": outcome})
 
     async def _stamp(self, s, txn, facts: MessageFacts, env: CheckEnv, outcome: Outcome, trace_id: str) -> MessageSource:
         """Our header fields on top of the sanitised message; the body is read from the spool file.
@@ -427,7 +427,7 @@ class GatewayRole(Role):
         self._count(s, "deferred" if temporary else "rejected")
         reply = reply_text(verdict)
         log.info("%s at %s: %s", "deferred" if temporary else "rejected", stage, verdict.reason,
-                 extra={"session": s.id, "peer": str(s.peer_ip), "reason": verdict.reason, "stage": stage,
+                 extra={"session": s.id, "peer": s.peer_text, "reason": verdict.reason, "stage": stage,
                         "reply": reply})
         sender, rcpts = self.refused_envelope(s, facts)
         compiled = s.role_state.get("policy") or self.watcher.current
@@ -435,7 +435,7 @@ class GatewayRole(Role):
             verdict, stage=stage, reply=reply, sender=sender, recipients=rcpts,
             detail={"session": s.id, "helo": s.helo, "why": verdict.detail,
                     "checks": {**s.role_state.get("early", {}), **s.role_state.get("checks", {})}},
-            from_ip=str(s.peer_ip), policy_version=compiled.version, role=self.name))
+            from_ip=s.peer_text, policy_version=compiled.version, role=self.name))
 
 
 _NO_ANSWER = object()  # a connect-stage lookup past its budget
@@ -527,6 +527,22 @@ def _resolver(node):
     return resolver
 
 
+def relay_settings_for(g, tls_now: Callable[[], Any]) -> Callable[[], RelaySettings]:
+    """The downstream relay's settings from the `[gateway]` section `g`, as the queue and cut-through
+    read them for every message: one object while the client TLS context `tls_now()` is the same,
+    a new one once it was renewed (a new client certificate), not one per call."""
+    made: list[RelaySettings] = []
+
+    def relay_settings() -> RelaySettings:
+        tls = tls_now()
+        if not made or made[0].tls_context is not tls:
+            made[:] = [RelaySettings(tuple(g.downstream), tls, g.source_address, g.hostname, g.relay_connect_timeout,
+                                     g.relay_timeout, g.downstream_tls_name, idle_sessions=g.relay_concurrency)]
+        return made[0]
+
+    return relay_settings
+
+
 async def start_services(node) -> GatewayServices:
     g = node.settings.gateway
     resolver = _resolver(node)
@@ -565,9 +581,7 @@ async def start_services(node) -> GatewayServices:
         fixed = build_client_context()
         tls_now = lambda: fixed  # noqa: E731
 
-    def relay_settings() -> RelaySettings:
-        return RelaySettings(tuple(g.downstream), tls_now(), g.source_address, g.hostname, g.relay_connect_timeout,
-                             g.relay_timeout, g.downstream_tls_name, idle_sessions=g.relay_concurrency)
+    relay_settings = relay_settings_for(g, tls_now)
 
     def on_event(entry, event, detail, rcpt=None, status=None) -> None:
         if entry.meta.get("trace_id"):
