@@ -10,6 +10,7 @@ process that owns that state.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -107,7 +108,34 @@ def auth_failed(role: str, reason: str) -> None:
 
 
 def observe_check(check: str, seconds: float) -> None:
-    _child(CHECK_SECONDS, check).observe(seconds)
+    observe = _check_observers.get(check)
+    if observe is None:
+        observe = _check_observers[check] = _observer(_child(CHECK_SECONDS, check))
+    observe(seconds)
+
+
+_check_observers: dict[str, Callable[[float], None]] = {}
+
+
+def _observer(child) -> Callable[[float], None]:
+    """`child.observe` (a Histogram's labelled child) for every amount, as the sum and bucket
+    updates it makes, without its per-call checks, bucket loop and exemplar handling (issue 19:
+    ~1.5 µs of the ~2 µs a call, seven calls per gateway message). The bucket is the first
+    upper bound >= amount, as observe's loop finds it; a NaN (observe counts it in no bucket)
+    and a child of another shape go to observe itself. test_metrics_observer compares the two."""
+    bounds, buckets, total = (getattr(child, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if not bounds or not buckets or total is None or len(bounds) != len(buckets) or bounds[-1] != float("inf"):
+        return child.observe
+    bounds = tuple(bounds)
+
+    def observe(amount: float) -> None:
+        if amount != amount:  # NaN
+            child.observe(amount)
+            return
+        total.inc(amount)
+        buckets[bisect_left(bounds, amount)].inc(1)
+
+    return observe
 
 
 class _Timed:

@@ -294,7 +294,23 @@ def strictest(results: Sequence[DmarcResult]) -> DmarcResult:
 def evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult],
                      dnsfunc: Callable, *, sample: float = 0.0) -> DmarcResult:
     """DMARC for a message with any number of author domains (headers.author_domains):
-    every one evaluated, the strictest result returned with `authors` naming them all."""
+    every one evaluated, the strictest result returned with `authors` naming them all.
+    The same evaluation again is answered from the memo below while its DNS answers stay the same."""
+    key = _memo_key(domains, spf, spf_domain, dkim) if MEMO else None
+    if key is not None:
+        known = _evaluated.get(key)
+        if known is not None and _answers_unchanged(known[0], dnsfunc):
+            return known[1]
+        dnsfunc = _Recording(dnsfunc)
+    result = _evaluate_authors(domains, spf, spf_domain, dkim, dnsfunc, sample=sample)
+    if key is not None and not dnsfunc.failed and result.result in _REMEMBERED and \
+            sum(len(name) + sum(map(len, answer)) for name, answer in dnsfunc.calls) <= MEMO_ANSWER_BYTES:
+        _remember(key, (tuple(dnsfunc.calls), result))
+    return result
+
+
+def _evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult],
+                      dnsfunc: Callable, *, sample: float = 0.0) -> DmarcResult:
     candidates = author_candidates(domains)
     if len(candidates) <= 1:
         return evaluate_dmarc(candidates[0] if candidates else None, spf, spf_domain, dkim, dnsfunc, sample=sample)
@@ -305,3 +321,71 @@ def evaluate_authors(domains: Sequence[str], spf: SpfResult, spf_domain: str, dk
     return replace(worst, authors=candidates,
                    reason=f"{len(candidates)} author domains ({summary}); strictest applies (RFC 7489 §6.6.1)"
                           + (f": {worst.reason}" if worst.reason else ""))
+
+
+# --- the same evaluation again: the result remembered while its DNS answers stay the same -------
+#
+# evaluate_authors' result is a function of the author domains as written, the SPF result and
+# domain, each DKIM result's word and d= (all decide_dmarc reads of them), the TXT answers at
+# _dmarc.<domain> it reads (in an order those answers decide), the bundled public suffix list
+# (fixed for the process) and, for a `fail` only, the pct= sample. A stream of mail from one
+# sender evaluates the same inputs again (issue 19: ~15 µs of the gateway's loop per message).
+# So each TXT lookup is recorded; for the same key the lookups are made again, in order, and only
+# when every answer is the one recorded — the evaluation would take the same path to the same
+# result — is that result returned. Remembered: pass, none and permerror only (no `fail`, which
+# reads the sample; no `temperror`), and nothing from an evaluation in which a lookup failed.
+# A lookup error while checking falls back to evaluating, which meets the error itself.
+
+MEMO = True  # False: every message evaluated (the differential tests' reference)
+MEMO_MAX = 4096
+# What one entry may hold (the sender chooses its domains and records): past these, evaluated
+# and not remembered, so the memo stays within ~MEMO_MAX * 5 KB.
+MEMO_AUTHORS = 4  # author domains; as many DKIM results
+MEMO_KEY_CHARS = 1024  # the domains' characters together
+MEMO_ANSWER_BYTES = 4096  # the recorded names and TXT answers together
+_REMEMBERED = frozenset(("pass", "none", "permerror"))
+_evaluated: dict[tuple, tuple[tuple, DmarcResult]] = {}
+
+
+def _memo_key(domains: Sequence[str], spf: SpfResult, spf_domain: str, dkim: Sequence[DkimResult]) -> tuple | None:
+    """What the result depends on besides DNS and the sample; None when too big to keep."""
+    if len(domains) > MEMO_AUTHORS or len(dkim) > MEMO_AUTHORS or \
+            sum(map(len, domains)) + len(spf_domain) + sum(len(r.domain) for r in dkim) > MEMO_KEY_CHARS:
+        return None
+    return tuple(domains), spf.result, spf_domain, tuple([(r.result, r.domain) for r in dkim])
+
+
+class _Recording:
+    """The caller's dnsfunc, recording each TXT lookup's answer (and whether any lookup failed)."""
+
+    __slots__ = ("dnsfunc", "calls", "failed")
+
+    def __init__(self, dnsfunc: Callable) -> None:
+        self.dnsfunc = dnsfunc
+        self.calls: list[tuple[str, tuple[bytes, ...]]] = []
+        self.failed = False
+
+    def txt_records(self, name: str) -> tuple[bytes, ...]:
+        try:
+            answer = _txt_records(self.dnsfunc, name)
+        except BaseException:
+            self.failed = True
+            raise
+        self.calls.append((name, answer))
+        return answer
+
+
+def _answers_unchanged(calls: tuple, dnsfunc: Callable) -> bool:
+    try:
+        return all(_txt_records(dnsfunc, name) == answer for name, answer in calls)
+    except Exception:  # noqa: BLE001 - evaluated again: the evaluation meets it as it would
+        return False
+
+
+def _remember(key: tuple, value: tuple) -> None:
+    if len(_evaluated) >= MEMO_MAX:
+        try:
+            _evaluated.pop(next(iter(_evaluated)), None)
+        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
+            pass
+    _evaluated[key] = value

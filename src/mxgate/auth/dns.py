@@ -86,18 +86,23 @@ class CacheOnlyLook:
 _CACHE_ONLY = _CacheOnly()
 
 
-@contextlib.contextmanager
-def cache_only() -> Iterator[CacheOnlyLook]:
+class cache_only:  # noqa: N801 - used as `with cache_only() as look:`
     """In this thread, until the block ends: every CachingResolver lookup answers from its cache
     (fresh entries only) or raises NotCached — it never asks and never waits. For work that may
     run on the event loop when all its answers are known (issue 19: a check's thread hand-off
-    costs more than the check), and again in a worker otherwise."""
-    look = CacheOnlyLook()
-    previous, _CACHE_ONLY.state = _CACHE_ONLY.state, look
-    try:
-        yield look
-    finally:
-        _CACHE_ONLY.state = previous
+    costs more than the check), and again in a worker otherwise. A class, not @contextmanager,
+    whose generator and wrapper cost ~1.5 µs a use (four per gateway message)."""
+
+    __slots__ = ("_previous",)
+
+    def __enter__(self) -> CacheOnlyLook:
+        look = CacheOnlyLook()
+        self._previous, _CACHE_ONLY.state = _CACHE_ONLY.state, look
+        return look
+
+    def __exit__(self, *exc) -> bool:
+        _CACHE_ONLY.state = self._previous
+        return False
 
 
 def answers_from_cache(resolver: Any) -> bool:

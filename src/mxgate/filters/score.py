@@ -111,8 +111,8 @@ def _header_rules(head: bytes, text: bytes) -> list[str]:
     subject = next((f.value.decode("utf-8", "replace") for f in fields if f.name == b"subject"), None)
     if subject is not None and not subject.strip():
         out.append("EMPTY_SUBJECT")
-    letters = [c for c in subject or "" if c.isalpha()]
-    if len(letters) >= 8 and all(c.isupper() for c in letters):
+    letters = list(filter(str.isalpha, subject or ""))
+    if len(letters) >= 8 and all(map(str.isupper, letters)):
         out.append("SUBJECT_ALL_CAPS")
     phrases = {m.group(1) for m in _PHRASES.finditer((head + b"\n" + text[:MAX_TEXT]).lower())}
     out += ["SPAM_PHRASE"] * min(len(phrases), MAX_PHRASE_HITS)

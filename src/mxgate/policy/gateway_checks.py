@@ -20,6 +20,7 @@ retry; "open" exists only as an operator's explicit choice.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -80,15 +81,16 @@ class CheckSettings:
     name: str
     values: Mapping[str, Any]
 
-    @property
+    @functools.cached_property
     def action(self) -> CheckAction:
         # The enum's own lookup goes through EnumType.__call__ (issue 19: the gateway's checks ask
         # `action`/`enabled` ~25 times a message); anything not a known word goes there as before.
+        # Read once per settings object (load_checks' values are a read-only view nobody changes).
         word = self.values["action"]
         member = _ACTION_OF.get(word) if type(word) is str else None
         return member if member is not None else CheckAction(word)
 
-    @property
+    @functools.cached_property
     def enabled(self) -> bool:
         return self.action is not CheckAction.OFF
 
