@@ -144,3 +144,41 @@ def test_an_expired_budget_stops_the_walk():
     now[0] = 2.0
     with pytest.raises(BudgetExceeded):
         walk(HEAD + multipart(*[b"Content-Type: text/plain\r\n\r\nx"] * 200), budget=budget)
+
+
+def test_a_budget_running_out_inside_a_nested_archive_is_out_of_time_not_uninspectable():
+    """The budget may run out at any of its looks, inside an archive member too: that is the walk
+    running out of time (the pipeline then walks again in a worker, or answers 451 at the message's
+    budget), never "archive-unreadable" — a permanent 554 for a sender's clean nested zip only
+    because the gateway was busy (tests/gateway/test_checks.py saw it under load)."""
+    data = HEAD + multipart(att("docs.zip", zip_of({"inner.zip": zip_of({"photo.jpg": b"\x7fELF\x02\x01" * 40000}),
+                                                    "b.txt": b"b" * 200_000})))
+    reference = walk(data, budget=Budget(60))
+    assert {f.name for f in reference.files} >= {"docs.zip/inner.zip", "docs.zip/inner.zip/photo.jpg"}
+    looks = [0]
+
+    def clock() -> float:
+        looks[0] += 1
+        return float(looks[0])
+
+    looks[0] = 0
+    walk(data, budget=Budget(10**6, clock=clock))
+    total = looks[0]  # the whole walk's looks at its budget (and the one at its start)
+    stopped_in_archive = 0
+    for k in range(total):
+        looks[0] = 0
+        budget = Budget(k + 0.5, clock=clock)  # out of time at the (k+1)-th look
+        try:
+            walked = walk(data, budget=budget)
+        except BudgetExceeded as exc:
+            stopped_in_archive += exc.__traceback__ is not None and "archive" in "".join(
+                f.co_name for f in _frames(exc.__traceback__))
+            continue
+        assert walked.files == reference.files
+    assert stopped_in_archive >= 2  # the nested member's inflation and the outer archive's loop
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb.tb_frame.f_code
+        tb = tb.tb_next

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
 
-from mxgate.filters.result import Budget
+from mxgate.filters.result import Budget, BudgetExceeded
 from mxgate.smtp.source import MessageSource
 
 SNIFF_BYTES = 8
@@ -423,7 +423,7 @@ class _Walker:
                             inner.write(head)
                             self.copy_member(member, inner, info, name, len(head))
                             self.archive(inner, name, depth + 1)
-            except InspectionLimit:
+            except (InspectionLimit, BudgetExceeded):  # out of time is not unreadable (a 554 for load)
                 raise
             except Exception as exc:  # corrupt member, unsupported compression: not inspectable
                 raise InspectionLimit("archive-unreadable", f"{name}: {exc.__class__.__name__}") from None
