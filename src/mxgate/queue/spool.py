@@ -157,10 +157,44 @@ def disk_free_ok(path: str | os.PathLike[str], min_free_bytes: int, min_free_ino
     Used to answer ``452 4.3.1`` at MAIL (RFC 3463 §3.4: mail system full) rather than accept
     and then fail to store. Filesystems without an inode limit report ``f_files == 0``.
     """
-    st = os.statvfs(path)
+    return _free_over(os.statvfs(path), min_free_bytes, min_free_inodes)
+
+
+def _free_over(st, min_free_bytes: int, min_free_inodes: int) -> bool:
     if st.f_bavail * st.f_frsize < min_free_bytes:
         return False
     return st.f_files == 0 or st.f_favail >= min_free_inodes
+
+
+class DiskFree:
+    """``disk_free_ok`` asked at every MAIL, with an "enough" answer reused for at most
+    ``interval`` seconds (one statfs per message was a syscall per message, issue 19).
+
+    Only a reading with at least twice the threshold free is reused, so a disk near the
+    threshold is read at every MAIL; a "too full" answer and an error are never reused. The
+    memo is keyed on everything that can change the answer: path and both thresholds."""
+
+    __slots__ = ("interval", "_clock", "_statvfs", "_key", "_until")
+
+    def __init__(self, interval: float = 0.1, clock=time.monotonic, statvfs=os.statvfs) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._statvfs = statvfs
+        self._key: tuple | None = None
+        self._until = 0.0
+
+    def ok(self, path: str | os.PathLike[str], min_free_bytes: int, min_free_inodes: int = 64) -> bool:
+        key = (os.fspath(path), min_free_bytes, min_free_inodes)
+        now = self._clock()
+        if key == self._key and now < self._until:
+            return True
+        self._key = None
+        st = self._statvfs(path)
+        if not _free_over(st, min_free_bytes, min_free_inodes):
+            return False
+        if _free_over(st, 2 * min_free_bytes, 2 * min_free_inodes):
+            self._key, self._until = key, now + self.interval
+        return True
 
 
 # -- file format ------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from mxgate.queue.outbound import start_gateway_outbound
 from mxgate.queue.relay import RelaySettings, callahead, client_context
 from mxgate.queue.runner import Runner
 from mxgate.queue.scheduler import HostHealth, RetryPolicy
-from mxgate.queue.spool import Spool, disk_free_ok, lock_spool, open_process_spool, process_spool
+from mxgate.queue.spool import DiskFree, Spool, lock_spool, open_process_spool, process_spool
 from mxgate.server.cutthrough import CutThrough
 from mxgate.server.tls import ReloadingContext
 from mxgate.server.listener import Listener, Role
@@ -77,6 +77,7 @@ class GatewayRole(Role):
         self.rcpt_cache = RecipientCache(self.settings.callahead_ttl)
         self._checks: tuple[int, dict[str, CheckSettings]] = (-1, {})
         self.stats = {"accepted": 0, "refused": 0, "quarantined": 0}
+        self._disk_free = DiskFree()  # MAIL's free-disk check, one statfs per 100 ms at most
         self.outbound = outbound  # queue/outbound.GatewayOutbound: the organisation's own outbound mail
 
     def checks(self, compiled) -> dict[str, CheckSettings]:
@@ -85,7 +86,7 @@ class GatewayRole(Role):
         return self._checks[1]
 
     def disk_ok(self) -> bool:
-        return disk_free_ok(self.sv.spool.root, self.settings.limits.min_free_disk)
+        return self._disk_free.ok(self.sv.spool.root, self.settings.limits.min_free_disk)
 
     # --- connect, MAIL: rate limits -------------------------------------------------------
     def _own_server(self, s) -> bool:

@@ -28,7 +28,7 @@ from mxgate.policy.attribution import (
     decide_rcpt,
 )
 from mxgate.policy.transaction import AcceptedRecipient, MailTransaction
-from mxgate.queue.spool import disk_free_ok
+from mxgate.queue.spool import DiskFree
 from mxgate.server.listener import Role
 from mxgate.server.policy_watch import PolicyWatcher
 from mxgate.smtp import message as msg
@@ -111,6 +111,7 @@ class MailboxRole(Role):
         self.delivery = delivery
         self.quarantine = quarantine
         self.stats = {"accepted": 0, "refused": 0}
+        self._disk_free = DiskFree()  # MAIL's free-disk check, one statfs per 100 ms at most
 
     # --- facts ----------------------------------------------------------------------------
     def _facts(self, s) -> SessionFacts:
@@ -141,7 +142,7 @@ class MailboxRole(Role):
         return facts
 
     def disk_ok(self) -> bool:
-        return disk_free_ok(self.disk_path, self.settings.limits.min_free_disk)
+        return self._disk_free.ok(self.disk_path, self.settings.limits.min_free_disk)
 
     # --- stages ---------------------------------------------------------------------------
     def _decisions(self, s, compiled: CompiledPolicy, facts: SessionFacts) -> dict:
