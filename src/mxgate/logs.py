@@ -46,6 +46,9 @@ def setup_logging(level: str = "info", file: str = "") -> None:
         fh.setFormatter(JsonFormatter())
         root.addHandler(fh)
     root.setLevel(level.upper())
+    # JsonFormatter writes no pid, thread or process name: a record need not look them up (a
+    # getpid syscall and two lookups per record, a few records per message; issue 19).
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     # Libraries' chatter (Alembic lists its plugins on every start) is not the operator's news.
     for noisy in ("asyncio", "alembic", "uvicorn", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
