@@ -12,12 +12,25 @@ import re
 import sys
 import time
 
-_SECRET = re.compile(r"(?i)(password|passwd|secret|token|auth plain|auth login)([=: ]+)(\S+)")
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "auth plain", "auth login")
+_SECRET = re.compile(r"(?i)(" + "|".join(_SECRET_WORDS) + r")([=: ]+)(\S+)")
+
+
+def redact(message: str) -> str:
+    """``message`` with the value after each secret word replaced. The regex scan costs ~7 µs
+    a line (issue 19): an ASCII line without any of the words (any case) cannot match, so it
+    is skipped. Not a non-ASCII line: IGNORECASE matches some letters to ASCII ones
+    that lower() leaves apart (U+017F LONG S ~ s)."""
+    if message.isascii():
+        lowered = message.lower()
+        if not any(word in lowered for word in _SECRET_WORDS):
+            return message
+    return _SECRET.sub(r"\1\2[redacted]", message)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = _SECRET.sub(r"\1\2[redacted]", record.getMessage())
+        message = redact(record.getMessage())
         data = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
