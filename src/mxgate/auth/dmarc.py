@@ -31,7 +31,7 @@ from typing import Callable, Sequence, TypeVar
 from publicsuffixlist import PublicSuffixList
 
 from mxgate.auth.dkim import DkimResult
-from mxgate.auth.dns import DnsTemporaryError
+from mxgate.auth.dns import DnsTemporaryError, remember_bounded
 from mxgate.auth.spf import SpfResult
 from mxgate.names import is_valid_domain, normalize_domain
 
@@ -383,9 +383,4 @@ def _answers_unchanged(calls: tuple, dnsfunc: Callable) -> bool:
 
 
 def _remember(key: tuple, value: tuple) -> None:
-    if len(_evaluated) >= MEMO_MAX:
-        try:
-            _evaluated.pop(next(iter(_evaluated)), None)
-        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
-            pass
-    _evaluated[key] = value
+    remember_bounded(_evaluated, key, value, MEMO_MAX)

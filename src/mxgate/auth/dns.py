@@ -252,6 +252,18 @@ class CachingResolver(dns.resolver.Resolver):
         return AsyncResolver(self)
 
 
+def remember_bounded(memo: dict, key, value, limit: int) -> None:
+    """memo[key] = value, the oldest entry dropped first at `limit` (the SPF and DMARC replay
+    memos: what they keep is re-checked against fresh answers before use, so losing an entry
+    to another thread's drop costs one evaluation, nothing more)."""
+    if len(memo) >= limit:
+        try:
+            memo.pop(next(iter(memo)), None)
+        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
+            pass
+    memo[key] = value
+
+
 def _negative_ttl(response) -> float | None:
     """RFC 2308 §5: a negative answer lives min(SOA TTL, SOA minimum); None when no SOA came."""
     for rrset in getattr(response, "authority", ()) or ():

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import spf as pyspf
 
+from mxgate.auth.dns import remember_bounded
+
 # RFC 7208 §2.6 result names, in the words Authentication-Results uses (RFC 8601 §2.7.2).
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 # RFC 7208 §4.6.4 suggests at least 20 s for the whole check; a gateway wants less.
@@ -171,12 +173,7 @@ def _answers_unchanged(calls: tuple, timeout: float) -> bool:
 
 
 def _remember(key: tuple, value: tuple) -> None:
-    if len(_evaluated) >= MEMO_MAX:
-        try:
-            _evaluated.pop(next(iter(_evaluated)), None)
-        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
-            pass
-    _evaluated[key] = value
+    remember_bounded(_evaluated, key, value, MEMO_MAX)
 
 
 pyspf.DNSLookup = _recorded_lookup
