@@ -189,6 +189,17 @@ def tree_cpu_split(root: int) -> tuple[float, float]:
     return user, system
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat's first line: busy is
+    user + nice + system + irq + softirq + steal. The rest of P3's window (beside the two nodes and
+    the load client) is then other processes' work, and steal is the hypervisor's: on a shared VM
+    host both move a run's figures without any change in mxgate."""
+    with open("/proc/stat", "rb") as fh:
+        f = [int(x) for x in fh.readline().split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / tick, f[7] / tick
+
+
 class RssSampler:
     """Samples a process tree's RSS every `interval` s while a load runs; `.peak` in bytes."""
 
