@@ -64,3 +64,22 @@ def test_phrase_scan_with_phrases_inside_phrases(monkeypatch):
         assert score._phrases(text) == _general(text), text
     assert score._phrases(b"xwire transfer now") == _general(b"xwire transfer now") == {b"transfer now"}
 
+
+# --- parse_fields: each block's answer remembered whole ------------------------------------------
+
+def test_parse_fields_remembered_is_the_fresh_parse():
+    from mxgate.auth import headers
+
+    rng = random.Random(9)
+    pieces = [b"From: a@b\r\n", b"Subject: x\r\n", b" folded\r\n", b"\r\n", b"\n", b"X: y\n", b"junk", b"\r\n\r\n",
+              b"DKIM-Signature: v=1;\r\n\tb=abc\r\n", b"No-Colon\r\n", b"A : b\r\n"]
+    for _ in range(20000):
+        block = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 7)))
+        want = headers._parse_fields(block)
+        assert headers.parse_fields(block) == want, block
+        assert headers.parse_fields(bytes(bytearray(block))) == want  # equal, not the same object
+        mutable = bytearray(block)
+        assert headers.parse_fields(mutable) == want
+        mutable += b"Late: 1\r\n"  # a bytearray changed after a read is read anew
+        assert headers.parse_fields(mutable) == headers._parse_fields(bytes(mutable))
+
