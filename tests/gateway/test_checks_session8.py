@@ -83,3 +83,20 @@ def test_parse_fields_remembered_is_the_fresh_parse():
         mutable += b"Late: 1\r\n"  # a bytearray changed after a read is read anew
         assert headers.parse_fields(mutable) == headers._parse_fields(bytes(mutable))
 
+
+# --- the loop's copy of a check's environment ---------------------------------------------------
+
+def test_shallow_copy_is_copy_copy():
+    import copy
+    import threading
+
+    from mxgate.filters.pipeline import _shallow_copy
+    from mxgate.filters.result import CheckEnv
+
+    env = CheckEnv("resolver", "dnsfunc", raw={"spf": 1}, heavy=threading.Semaphore(1))
+    env.extra = "set later"
+    mine, theirs = _shallow_copy(env), copy.copy(env)
+    assert type(mine) is CheckEnv and mine is not env and vars(mine) == vars(theirs) == vars(env)
+    assert mine.raw is env.raw  # shallow: the checks' raw answers stay shared, as copy.copy shares them
+    mine.heavy = None
+    assert env.heavy is not None
