@@ -65,6 +65,36 @@ def test_phrase_scan_with_phrases_inside_phrases(monkeypatch):
     assert score._phrases(b"xwire transfer now") == _general(b"xwire transfer now") == {b"transfer now"}
 
 
+# --- the seal's fold (auth/dkim_fast.fold) against dkimpy's ---------------------------------------
+
+def test_fold_is_dkimpys_fold():
+    import dkim
+
+    from mxgate.auth.dkim_fast import fold
+
+    rng = random.Random(8)
+    pieces = [b" ", b"  ", b"\r\n ", b"\r\n", b";", b"b=", b"x" * 70, b"y" * 140, b"ab", b"\t", b"z" * 71, b"w" * 72]
+    for _ in range(20000):
+        header = b"".join(rng.choice(pieces) if rng.random() < 0.5 else bytes(rng.choices(b"ab =;\r\n", k=rng.randrange(0, 90)))
+                          for _ in range(rng.randrange(0, 12)))
+        namelen = rng.choice([0, 1, 8, 21, 40, 70, 71, rng.randrange(0, 72)])
+        assert fold(header, namelen) == dkim.fold(header, namelen=namelen, linesep=b"\r\n"), (header, namelen)
+
+
+def test_fold_of_a_seal_field():
+    import base64
+
+    import dkim
+
+    from mxgate.auth.dkim_fast import fold
+
+    for n in range(0, 400, 7):
+        value = (b"i=1; a=rsa-sha256; c=relaxed/relaxed; d=mxgate.test; s=gw; t=1764676800; h=from : to : subject;"
+                 b" bh=" + base64.b64encode(bytes(32)) + b"; b=" + base64.b64encode(bytes(range(256)) * 2)[:n] + b"\r\n")
+        for name in (b"ARC-Seal", b"ARC-Message-Signature"):
+            assert fold(value, len(name)) == dkim.fold(value, namelen=len(name), linesep=b"\r\n")
+
+
 # --- parse_fields: each block's answer remembered whole ------------------------------------------
 
 def test_parse_fields_remembered_is_the_fresh_parse():
@@ -100,3 +130,18 @@ def test_shallow_copy_is_copy_copy():
     assert mine.raw is env.raw  # shallow: the checks' raw answers stay shared, as copy.copy shares them
     mine.heavy = None
     assert env.heavy is not None
+
+
+# --- the walk: a part with no file name ---------------------------------------------------------
+
+@pytest.mark.parametrize("header, want", [
+    (b"Content-Type: text/plain\r\n", ""), (b"", ""), (b"Content-Type: application/pdf; name=\"\"\r\n", ""),
+    (b"Content-Disposition: attachment; filename=\"=?utf-8?q?r=C3=A9sum=C3=A9.exe?=\"\r\n", "résumé.exe"),
+    (b"Content-Type: application/octet-stream; name=\" spaced.zip \"\r\n", "spaced.zip"),
+    (b"Content-Disposition: attachment; filename*=utf-8''%E2%82%AC.exe\r\n", "€.exe")])
+def test_entity_name_is_the_decoded_name(header, want):
+    """A part naming no file skips the email package's decoding of "" (which gives "")."""
+    from mxgate.filters import mimewalk
+
+    assert mimewalk._decode_words("") == ""
+    assert mimewalk._entity(header).name == want
