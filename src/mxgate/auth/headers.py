@@ -24,7 +24,7 @@ OUR_PREFIX = b"x-mxgate-"  # our own stamps; never believed when they arrive fro
 # the gateway (the gateway removed any copy an outside sender had put there).
 GATEWAY_STAMPS = (b"x-mxgate-spam-score", b"x-mxgate-spam-verdict", b"x-mxgate-checks")
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # RFC 5322 §2.2: printable US-ASCII except ":"
-MEMO_BLOCK = 16384  # parsed header blocks kept (64 at most): bounds the memo to ~2 MB
+MEMO_BLOCK = 16384  # parsed header blocks kept (64 at most, and 16 whole answers): bounds the memos to ~2.3 MB
 _UNFOLD = re.compile(rb"\r?\n(?=[ \t])")
 # Lines end at LF (CRLF or bare LF), as SMTP DATA and dkimpy see them; a bare CR is data.
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
