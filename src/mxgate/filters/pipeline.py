@@ -14,7 +14,6 @@ Must not know: SMTP sessions, the spool, header stamping (server/gateway.py does
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
 import threading
@@ -405,7 +404,7 @@ def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: Ch
     if traits.get("WHOLE_MESSAGE", False) and env.heavy is not None:
         # On the loop one check runs at a time over a message already in memory: no memory slot
         # (env.heavy, for the worker threads) is taken, and none can be waited for here.
-        loop_env = copy.copy(env)  # not dataclasses.replace: ~15 µs a call on the hot path
+        loop_env = _shallow_copy(env)  # not dataclasses.replace: ~15 µs a call on the hot path
         loop_env.heavy = None
     with cache_only() as look:
         try:
@@ -413,6 +412,14 @@ def _from_cache_on_loop(module, facts: MessageFacts, cfg: CheckSettings, env: Ch
         except NotCached:
             return None
     return None if look.missed else answered
+
+
+def _shallow_copy(obj):
+    """copy.copy of a plain instance (what its __reduce_ex__ gives: a new object of its class with
+    the same attribute dict), without copy's protocol look-ups: ~1.4 -> ~0.3 µs (issue 19)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 def _outcome(fn, *args) -> tuple[str, Any]:

@@ -39,6 +39,31 @@ RULES: dict[str, float] = {
 # (issue 19: ~55 µs of the gateway's loop per 2 KiB message).
 _PHRASES = re.compile(rb"\b(wire transfer|verify your account|lottery|winner|act now|100% free|"
                       rb"click here|bitcoin|password expire|urgent payment|inheritance)\b")
+# The same phrases without the leading \b, which _phrases checks itself: a pattern starting with
+# an assertion gets no first-character scan from sre, one starting with the alternation of
+# literals does (it skips positions whose byte starts no phrase; issue 19: ~17 -> ~10 µs on a
+# 2 KiB message). Every phrase starts with a word character, so \b before it is "at the start,
+# or after a non-word byte".
+_PHRASES_AT = re.compile(_PHRASES.pattern[2:])
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")  # \w of a bytes pattern
+
+
+def _phrases(text: bytes) -> set[bytes]:
+    """{m.group(1) for m in _PHRASES.finditer(text)}: finditer tries each position from the left
+    and takes the first alternative matching there with both \b; a match of _PHRASES_AT at p is
+    that one when p is at a word start, and when it is not, _PHRASES has none at p and the search
+    goes on from p + 1, as finditer does. After a match both go on from its end."""
+    found = set()
+    search = _PHRASES_AT.search
+    pos = 0
+    while (m := search(text, pos)) is not None:
+        start = m.start()
+        if start == 0 or text[start - 1] not in _WORD_BYTES:
+            found.add(m.group(1))
+            pos = m.end()
+        else:
+            pos = start + 1
+    return found
 
 
 @dataclass(frozen=True)
@@ -114,7 +139,7 @@ def _header_rules(head: bytes, text: bytes) -> list[str]:
     letters = list(filter(str.isalpha, subject or ""))
     if len(letters) >= 8 and all(map(str.isupper, letters)):
         out.append("SUBJECT_ALL_CAPS")
-    phrases = {m.group(1) for m in _PHRASES.finditer((head + b"\n" + text[:MAX_TEXT]).lower())}
+    phrases = _phrases((head + b"\n" + text[:MAX_TEXT]).lower())
     out += ["SPAM_PHRASE"] * min(len(phrases), MAX_PHRASE_HITS)
     return out
 
