@@ -121,3 +121,45 @@ async def test_a_client_sending_one_command_at_a_time_gets_each_reply():
         writer.close()
     finally:
         await listener.stop()
+
+
+class GatedMessageRole(Role):
+    """Keeps each message's bytes; a message is answered when the test releases it."""
+
+    name = "gated-message"
+    hostname = "mx.gated.test"
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.message_gate = asyncio.Event()
+        self.message_asked = asyncio.Event()
+
+    async def on_message(self, s, txn, body):
+        self.message_asked.set()
+        await self.message_gate.wait()
+        self.stored.append(body.getvalue())
+        return accept("ok")
+
+
+async def test_a_pipelined_bdat_last_is_answered_in_one_write_after_its_message_and_before_the_next():
+    """What the gateway's relay sends (RFC 3030 §4.2 with RFC 2920): MAIL, RCPT, BDAT LAST and the
+    chunk in one write. The three replies leave together, in order, only once the message's verdict
+    is in (nothing before its time); a transaction pipelined behind the chunk is answered after them."""
+    role = GatedMessageRole()
+    listener, reader, writer, session, counting = await _session(role)
+    message = b"Subject: x\r\n\r\nline\r\n.\r\nQUIT\r\n"
+    try:
+        writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT %d LAST\r\n" % len(message) + message
+                     + b"MAIL FROM:<c@d.test>\r\n")
+        await writer.drain()
+        await role.message_asked.wait()
+        assert counting.writes == []  # MAIL's and RCPT's replies wait for the message's
+        role.message_gate.set()
+        replies = [await read_reply(reader) for _ in range(4)]
+        assert [r[:9] for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.0.0", "250 2.1.0"]
+        assert len(counting.writes) == 2
+        assert counting.writes[0].count(b"\r\n") == 3 and counting.writes[1].count(b"\r\n") == 1
+        assert role.stored == [message]
+        writer.close()
+    finally:
+        await listener.stop()

@@ -28,6 +28,7 @@ recipients are deferred (the message may have arrived: a duplicate beats a loss)
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import ssl
@@ -78,6 +79,8 @@ class RelaySettings:
     idle_sessions: int = 8
 
     def tls_for(self, host: str) -> HostTls | None:
+        if not self.host_tls:  # the connector's relay: no MX policy (per message, in the pool's key)
+            return None
         return next((t for h, t in self.host_tls if h == host), None)
 
 
@@ -202,8 +205,6 @@ class SessionPool:
 
     @staticmethod
     def key(settings: RelaySettings, host: str) -> tuple:
-        import asyncio
-
         return (id(asyncio.get_running_loop()), host, id(settings.tls_context), settings.tls_name, settings.source_address,
                 settings.helo, settings.require_tls, settings.tls_for(host))
 
@@ -226,8 +227,6 @@ class SessionPool:
 
     def close_for_this_loop(self) -> None:
         """A stopping runner closes the idle sessions of its own event loop."""
-        import asyncio
-
         loop_id = id(asyncio.get_running_loop())
         for key in [k for k in self._idle if k[0] == loop_id]:
             for _, client in self._idle.pop(key):
