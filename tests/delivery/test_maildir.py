@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import pytest
@@ -144,6 +145,30 @@ async def test_delivery_fsyncs_file_and_directory(maildir, tmp_path, monkeypatch
     results = await maildir.deliver_many([("sync@contoso.test", MESSAGE, None)] * 5)
     assert all(r.ok for r in results)
     assert seen == {"file": 5, "dir": 1}
+
+
+def test_a_forked_child_names_files_with_its_own_pid():
+    """new_name reads the pid once per process (no getpid per message): a child forked after the
+    parent named files must not put the parent's pid in its names (two processes, same second,
+    same counter value would collide)."""
+    from mxgate.delivery.maildir import Maildir
+
+    md = Maildir.__new__(Maildir)
+    md._host = "h"
+    assert f"P{os.getpid()}Q" in md.new_name(1)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its name and its pid, then leave without pytest's cleanup
+        try:
+            os.write(write_end, f"{md.new_name(1)} {os.getpid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        name, child = pipe.read().decode().split()
+    os.waitpid(pid, 0)
+    assert f"P{child}Q" in name and child != str(os.getpid())
+    assert f"P{os.getpid()}Q" in md.new_name(1)
 
 
 def test_names_sort_in_arrival_order():

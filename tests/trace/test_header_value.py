@@ -87,3 +87,31 @@ def test_finds_the_field_the_regex_search_finds_on_random_blocks(parts):
     ref = _reference_value(headers, "Subject")
     assert header_value(headers, "Subject") == ("" if ref is None else ref.decode("utf-8", "replace"))
     assert count_received(headers) == _reference_count(headers)
+
+
+# header_values (the trace's Subject and Message-ID) lower-cases the block once for all names: the
+# same answers as header_value asked name by name, in any order, whatever the block holds.
+_BOTH_PIECES = _NAME_PIECES + (b"message-id: <a@b>", b"MESSAGE-ID:\r\n <c@d>", b"Subject: =?utf-8?q?caf=C3=A9?=",
+                               b"\xc3\x89", b"\xffSubject: x", b"subject-x: y", b"Message-IDs: z")
+
+
+def test_values_read_together_match_each_read_alone_on_short_blocks():
+    import itertools
+
+    from mxgate.smtp.message import header_values
+
+    for n in range(4):
+        for parts in itertools.product(_BOTH_PIECES, repeat=n):
+            headers = b"".join(parts)
+            for names in (("Subject", "Message-ID"), ("Message-ID", "Subject"), ("Subject",), ("Received", "subject")):
+                assert header_values(headers, *names) == tuple(header_value(headers, n) for n in names), headers
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_BOTH_PIECES), max_size=40))
+def test_values_read_together_match_each_read_alone_on_random_blocks(parts):
+    from mxgate.smtp.message import header_values
+
+    headers = b"".join(parts)
+    assert header_values(headers, "Subject", "Message-ID") == (header_value(headers, "Subject"),
+                                                               header_value(headers, "Message-ID"))

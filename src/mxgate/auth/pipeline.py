@@ -265,11 +265,12 @@ class Authenticator:
         added = [fold_header(HEADER_NAME, ar, eol)]
         walk = facts.walk
         if walk.status == "detected":
-            stamp = stamp_value(str(walk.original_ip), walk.original_helo)
+            original_ip = str(walk.original_ip)  # formatted once (ipaddress's __str__ is Python)
+            stamp = stamp_value(original_ip, walk.original_helo)
             added.append(fold_header(SKIP_LISTED_HEADER, stamp, eol))
             if facts.ef_applied:
                 added.append(fold_header(EXTERNAL_ORIGINAL_HEADER, stamp, eol))
-            ctx.original_ip = str(walk.original_ip)
+            ctx.original_ip = original_ip
         ctx.headers_to_add.extend(added)
         ctx.detail.update(trace_detail(facts, action))
         if action.action == Disposition.JUNK:

@@ -35,6 +35,17 @@ MAX_NAME_BYTES = 255  # NAME_MAX on Linux filesystems
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _\-]*(\.[A-Za-z0-9][A-Za-z0-9 _\-]*)*$")
 _ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C"}
 _counter = itertools.count(1)
+# This process's id for new names, read once (getpid is a system call; one per message was ~1% of
+# the mailbox's loop in bench P3) and read again in a forked child, whose names must differ.
+_pid = os.getpid()
+
+
+def _read_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_read_pid)
 # `directory / name` without parsing `name` again (pathlib's public join re-parses both sides:
 # two joins were ~1.3% of the mailbox's event-loop samples in bench P1, issue 19). Only for the
 # names `new_name` makes: one component, no separator, never "." or "..".
@@ -156,7 +167,7 @@ class Maildir:
         sec = int(now)
         usec = int((now - sec) * 1_000_000)
         # Zero-padded so names sort in arrival order (readers may list them; the spec allows it).
-        return f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_counter)}.{self._host},S={size}"
+        return f"{sec}.M{usec:06d}P{_pid}Q{next(_counter)}.{self._host},S={size}"
 
     # -- delivery --------------------------------------------------------------------------
 

@@ -45,12 +45,22 @@ def _line_starts(lowered: bytes, key: bytes):
 def header_value(headers: bytes, name: str) -> str:
     """First value of a header, unfolded, decoded leniently; "" when absent. (The value
     stops at CR or LF, not at LF only: a greedy `.` took the first line's CR and lost the fold.)"""
+    return _first_value(headers, headers.lower(), name)
+
+
+def header_values(headers: bytes, *names: str) -> tuple[str, ...]:
+    """`header_value` of each name, the block lower-cased once for all of them (the trace reads
+    Subject and Message-ID of every message: issue 19, bench P3)."""
+    lowered = headers.lower()
+    return tuple(_first_value(headers, lowered, name) for name in names)
+
+
+def _first_value(headers: bytes, lowered: bytes, name: str) -> str:
     pattern = _VALUE_OF.get(name)
     if pattern is None:
         pattern = _VALUE_OF[name] = re.compile(rb"^" + re.escape(name.encode()) + rb"[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)",
                                                 re.IGNORECASE | re.MULTILINE)
-    m = next(filter(None, (pattern.match(headers, at) for at in _line_starts(headers.lower(), name.lower().encode()))),
-             None)
+    m = next(filter(None, (pattern.match(headers, at) for at in _line_starts(lowered, name.lower().encode()))), None)
     if not m:
         return ""
     raw = m.group(1).replace(b"\r\n", b"").strip()

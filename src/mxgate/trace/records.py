@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Iterable, Sequence
 
-from mxgate.smtp.message import header_block, header_value
+from mxgate.smtp.message import header_block, header_values
 from mxgate.trace.store import TraceRecord, refusal_status
 from mxgate.verdict import Action, Verdict
 
@@ -56,7 +56,7 @@ def message_records(trace_id: str, *, sender: str, data: bytes, rows: Iterable[R
     a row's own detail is merged over `detail`."""
     now = time.time() if now is None else now
     headers = header_block(data)
-    subject, message_id = header_value(headers, "Subject"), header_value(headers, "Message-ID")
+    subject, message_id = header_values(headers, "Subject", "Message-ID")
     out = []
     for recipient, status, events, *own in rows:
         out.append(TraceRecord(trace_id=trace_id, status=status, sender=sender, recipient=recipient.lower(),
