@@ -135,14 +135,7 @@ def _key(lookups: Lookups, tags: dict, timeout) -> object | None:
 
 def _positions(headers) -> dict[bytes, list[int]]:
     """Each lower-cased field name's indexes, top first."""
-    where: dict[bytes, list[int]] = {}
-    for i, field in enumerate(headers):
-        name = field[0].lower()
-        if name in where:
-            where[name].append(i)
-        else:
-            where[name] = [i]
-    return where
+    return _positions_of([field[0].lower() for field in headers])
 
 
 def _positions_of(names: list[bytes]) -> dict[bytes, list[int]]:
