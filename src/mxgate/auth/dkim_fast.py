@@ -378,7 +378,7 @@ def _sealed_field(name: bytes, fields: list, signed: list, pk) -> bytes:
 def _unsigned_value(namelen: int, tags: bytes) -> bytes:
     """gen_header's folded value with its b= placeholder cut: a pure function of the tag list,
     which is the same for every seal of one key in one second (t=), for the ARC-Seal always."""
-    return dkim_canon.RE_BTAG.sub(b"\\1", _dkim.fold(tags, namelen=namelen, linesep=b"\r\n"))
+    return dkim_canon.RE_BTAG.sub(b"\\1", fold(tags, namelen))
 
 
 def fold(header: bytes, namelen: int = 0) -> bytes:
