@@ -49,6 +49,9 @@ _session_ids = itertools.count(1)
 _MAIL_FAILED = Verdict(Action.TEMPFAIL, "internal-error")
 _RCPT_FAILED = (Verdict(Action.TEMPFAIL, "check-tempfail"), None)
 _NODE_TAG = f"{os.getpid():x}"
+# Replies to a long pipelined run are written every this many, so a peer that does not read them
+# meets the transport's flow control (pause_writing) after a bounded backlog, not after all of them.
+_FLUSH_EVERY = 256
 # RFC 3030 §3: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT. More than 15 digits (a
 # petabyte) is no size a client means: read as a syntax error, so no int is ever huge.
 _BDAT_ARG = re.compile(r"([0-9]{1,15})(?: +(LAST))?", re.IGNORECASE)
@@ -148,6 +151,7 @@ class SmtpSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._discarding_long_line = False
         self._sasl: Any = None  # an in-progress AUTH exchange (submission)
+        self._writing_paused = False  # the peer is not reading our replies: its commands wait
 
     # --- connection -------------------------------------------------------------------------
     def _set_peer(self, ip, port: int) -> None:
@@ -282,7 +286,8 @@ class SmtpSession(asyncio.Protocol):
 
     # --- command loop -----------------------------------------------------------------------
     def _process(self) -> None:
-        while self._mode in ("command", "blocked", "auth") and self.transport and not self.transport.is_closing():
+        while (self._mode in ("command", "blocked", "auth") and not self._writing_paused and self.transport
+               and not self.transport.is_closing()):
             nl = self._buf.find(b"\n")
             if nl < 0:
                 if len(self._buf) > MAX_COMMAND_LINE:
@@ -305,6 +310,8 @@ class SmtpSession(asyncio.Protocol):
                 rest = bytes(self._buf)
                 self._buf.clear()
                 self._feed_chunk(rest)
+            if len(self._out) >= _FLUSH_EVERY:
+                self._flush()  # a long pipelined run: the transport's flow control sees it as it grows
         if self._hold_replies and self._mode == "busy":
             # The message of a BDAT LAST is being stored: the client is not waiting for any of
             # these replies before it can send more (it sent the whole message), so they go out
@@ -312,11 +319,26 @@ class SmtpSession(asyncio.Protocol):
             # the server waits for the client).
             return
         self._flush()
-        if self.transport and self._mode in ("command", "blocked", "bdat") and len(self._buf) < 64 * 1024:
+        if (self.transport and self._mode in ("command", "blocked", "bdat", "data") and not self._writing_paused
+                and len(self._buf) < 64 * 1024):
             try:
                 self.transport.resume_reading()
             except RuntimeError:
                 pass
+
+    # --- flow control (asyncio.Protocol) ----------------------------------------------------
+    def pause_writing(self) -> None:
+        """The peer is not reading its replies (our transport's buffer is past its high-water
+        mark): read none of its commands until it does, so replies never pile up without bound
+        (RFC 2920 §3.1: the client must read replies; the server need not read on meanwhile)."""
+        self._writing_paused = True
+        if self.transport and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._mode in ("command", "blocked", "auth", "data", "bdat"):
+            self._process()  # answers what waited, then reads on
 
     def _command(self, raw: bytes) -> None:
         if self._mode == "auth":
@@ -806,7 +828,11 @@ class SmtpSession(asyncio.Protocol):
         if self._mode != "closed":
             self._mode = "closed"
         if self.transport and not self.transport.is_closing():
-            self.transport.close()
+            if self._writing_paused:
+                # A peer that reads nothing would keep a close() waiting to flush open for ever.
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     @property
     def is_closed(self) -> bool:

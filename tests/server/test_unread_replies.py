@@ -1,0 +1,82 @@
+"""A client that pipelines commands and never reads the replies (RFC 2920 §3.1: the client must
+read them; a server need not keep reading its commands meanwhile). The server must not buffer
+replies without bound: once its transport's write buffer is past the high-water mark it stops
+reading commands until the client reads, then answers every one, in order. A session ended
+while the peer reads nothing (a timeout's 421) is aborted, not left open waiting to flush.
+Real loopback sockets against a Listener; the flood is EHLO, whose reply is ~20x its command."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from rig import read_reply
+from mxgate.config.node import LimitsSection
+from mxgate.server.listener import Listener, Role
+
+EHLO = b"EHLO flood.test\r\n"
+
+
+async def _wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll state while the loop serves the session (the flood takes the loop a while)."""
+    end = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > end:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def _flooding_client(listener: Listener, count: int):
+    host, port = listener.addresses[0].rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing anyway
+    sock.connect((host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024 * 1024)
+    writer.transport.pause_reading()  # a peer that never reads its replies
+    assert (await read_reply_unpaused(reader, writer)).startswith("220")
+    (session,) = listener.sessions
+    writer.transport.pause_reading()
+    writer.write(EHLO * count)  # ~1 MB of commands, ~20 MB of replies
+    return reader, writer, session
+
+
+async def read_reply_unpaused(reader, writer) -> str:
+    writer.transport.resume_reading()
+    return await read_reply(reader)
+
+
+async def test_replies_a_client_does_not_read_stay_bounded_and_all_arrive_once_it_reads():
+    listener = Listener(Role(), LimitsSection(), ssl_context=lambda: None)
+    await listener.start(["127.0.0.1:0"])
+    count = 60_000
+    try:
+        reader, writer, session = await _flooding_client(listener, count)
+        # The server stops reading the client's commands...
+        assert await _wait_for(lambda: session.transport is not None and not session.transport.is_reading())
+        # ...with a bounded backlog of replies (not the ~20 MB a full read would produce).
+        assert session.transport.get_write_buffer_size() < 1024 * 1024
+        # The client reads: every command gets its reply, in order, and the session serves on.
+        writer.transport.resume_reading()
+        for _ in range(count):
+            assert (await read_reply(reader)).startswith("250-")
+        writer.write(b"NOOP\r\n")
+        assert (await read_reply(reader)).startswith("250 2.0.0")
+        writer.close()
+    finally:
+        await listener.stop()
+
+
+async def test_a_session_timed_out_while_its_peer_reads_nothing_is_aborted_not_left_open():
+    """RFC 5321 §4.5.3.2.7: the command timeout ends the session (421); a peer that reads nothing
+    would keep a close() that waits to flush open for ever, and its connection slot with it."""
+    listener = Listener(Role(), LimitsSection(command_timeout=0.5), ssl_context=lambda: None)
+    await listener.start(["127.0.0.1:0"])
+    try:
+        reader, writer, session = await _flooding_client(listener, 60_000)
+        assert await _wait_for(lambda: session.transport is not None and not session.transport.is_reading())
+        assert await _wait_for(lambda: session not in listener.sessions)
+        assert listener.per_ip == {}
+        writer.close()
+    finally:
+        await listener.stop()
