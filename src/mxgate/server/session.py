@@ -55,6 +55,19 @@ _FLUSH_EVERY = 256
 # RFC 3030 §3: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT. More than 15 digits (a
 # petabyte) is no size a client means: read as a syntax error, so no int is ever huge.
 _BDAT_ARG = re.compile(r"([0-9]{1,15})(?: +(LAST))?", re.IGNORECASE)
+# RFC 1870 §3: size-value ::= 1*20DIGIT, ASCII digits (str.isdigit also takes "²", which int() refuses).
+_SIZE_VALUE = re.compile(r"[0-9]{1,20}")
+# RFC 6152 §2: body-value ::= "7BIT" / "8BITMIME" (RFC 3030's BINARYMIME is not offered).
+_BODY_VALUES = ("7BIT", "8BITMIME")
+
+
+def _mail_params_valid(params: dict[str, str]) -> bool:
+    """MAIL's parameter values within their extensions' grammar (RFC 5321 §4.1.1.11: else 501)."""
+    if "SIZE" in params and not _SIZE_VALUE.fullmatch(params["SIZE"]):
+        return False
+    if "BODY" in params and params["BODY"].upper() not in _BODY_VALUES:
+        return False
+    return params.get("SMTPUTF8", "") == ""  # RFC 6531 §3.4: a keyword without a value
 
 
 @dataclass
@@ -476,10 +489,10 @@ class SmtpSession(asyncio.Protocol):
         if parsed is None:
             return
         sender, params = parsed
+        if not _mail_params_valid(params):
+            self._error("bad-syntax")
+            return
         if "SIZE" in params:
-            if not params["SIZE"].isdigit():
-                self._error("bad-syntax")
-                return
             if int(params["SIZE"]) > self.limits.max_message_size:
                 self._refuse_at("mail", Verdict(Action.REJECT, "message-too-big-declared"), sender=sender)
                 return
