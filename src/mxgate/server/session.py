@@ -312,7 +312,13 @@ class SmtpSession(asyncio.Protocol):
             del self._buf[: nl + 1]
             if self._discarding_long_line or len(line) > MAX_COMMAND_LINE:
                 self._discarding_long_line = False
-                self._error("line-too-long")
+                if self._mode == "auth":
+                    # RFC 4954 §6: a response line too long fails the AUTH command (500 5.5.6);
+                    # what the client sends next is a command, never read as a SASL response.
+                    self._mode = "command"
+                    self._error("auth-line-too-long")
+                else:
+                    self._error("line-too-long")
                 continue
             self._command(line.rstrip(b"\r\n") if line.endswith(b"\r\n") else line[:-1])
             if self._mode == "data" and self._buf:
