@@ -80,3 +80,46 @@ async def test_a_session_timed_out_while_its_peer_reads_nothing_is_aborted_not_l
         writer.close()
     finally:
         await listener.stop()
+
+
+class _PausingTransport:
+    """The real transport, except that writing STARTTLS's 220 crosses the high-water mark, as it
+    does when replies the client has not read yet fill the buffer."""
+
+    def __init__(self, inner, session) -> None:
+        self.inner, self.session = inner, session
+
+    def write(self, data: bytes) -> None:
+        self.inner.write(data)
+        if b"220 2.0.0" in data:
+            self.session.pause_writing()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_flow_control_of_the_plain_transport_does_not_outlive_starttls(test_ca):
+    """RFC 3207 §4.2: after the handshake the session starts afresh on the TLS transport; a pause
+    the plaintext transport asked for (its resume now goes to the TLS layer) must not leave the
+    session reading no command for ever."""
+    import ssl
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(test_ca["server_cert"], test_ca["server_key"])
+    listener = Listener(Role(), LimitsSection(), ssl_context=lambda: server_ctx)
+    await listener.start(["127.0.0.1:0"])
+    host, port = listener.addresses[0].rsplit(":", 1)
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await read_reply(reader)).startswith("220")
+        (session,) = listener.sessions
+        session.transport = _PausingTransport(session.transport, session)
+        writer.write(b"EHLO client.test\r\nSTARTTLS\r\n")
+        assert (await read_reply(reader)).startswith("250")
+        assert (await read_reply(reader)).startswith("220")
+        await writer.start_tls(ssl.create_default_context(cafile=test_ca["ca"]), server_hostname="localhost")
+        writer.write(b"EHLO client.test\r\n")
+        assert (await asyncio.wait_for(read_reply(reader), 10)).startswith("250")
+        writer.close()
+    finally:
+        await listener.stop()

@@ -469,6 +469,8 @@ class SmtpSession(asyncio.Protocol):
                 self.transport.abort()
             return
         self.transport = new_transport
+        # A pause the plaintext transport asked for ends with it: its resume now goes to the TLS layer.
+        self._writing_paused = False
         self.tls = tls_facts(new_transport.get_extra_info("ssl_object"))
         # RFC 3207 §4.2: forget everything learnt before TLS, including the HELO name.
         self._drop_chunks()
