@@ -56,7 +56,7 @@ class Role:
         pass
 
     def auth_start(self, s: "SmtpSession", arg: str) -> None:
-        s.reply("unknown-command")  # AUTH is not offered on anonymous listeners
+        s.error("unknown-command")  # AUTH is not offered on anonymous listeners: counted as any unknown command
 
     def auth_continue(self, s: "SmtpSession", raw: bytes) -> None:
         s.set_mode("command")

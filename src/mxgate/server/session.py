@@ -815,6 +815,10 @@ class SmtpSession(asyncio.Protocol):
         """For roles that answer within an exchange (AUTH challenges)."""
         self._reply(REPLIES[reason_or_reply] if isinstance(reason_or_reply, str) else reason_or_reply)
 
+    def error(self, reason: str) -> None:
+        """For roles: a refused command that counts toward the session's error limit (421 at it)."""
+        self._error(reason)
+
     def received_header(self, *, by: str, trace_id: str, recipients: Sequence[Any], connector: str = "",
                         cipher_bits: bool = False) -> bytes:
         """Our Received field for the message this session carried (RFC 5321 §4.4; RFC 3848
