@@ -36,3 +36,12 @@ def test_every_value_the_grammar_allows_is_accepted(node_factory, param):
     n = node_factory()
     with _ready(n) as c:
         assert c.cmd(f"MAIL FROM:<a@fabrikam.test> {param}")[0] == 250
+
+
+@pytest.mark.parametrize("param", ["AUTH=<>", "RET=HDRS", "XFOO=1"])
+def test_a_parameter_of_an_extension_not_offered_is_555(node_factory, param):
+    # RFC 5321 §4.1.1.11; the anonymous listener offers no AUTH (RFC 4954 §5 binds only servers that do)
+    n = node_factory()
+    with _ready(n) as c:
+        code, text = c.cmd(f"MAIL FROM:<a@fabrikam.test> {param}")
+        assert code == 555

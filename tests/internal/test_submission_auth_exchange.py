@@ -48,3 +48,29 @@ def test_an_over_long_response_line_fails_the_exchange_and_the_next_line_is_a_co
         assert c.cmd("NOOP")[0] == 250  # a command again, not read as the SASL response
         # and a new exchange works from the start
         assert c.cmd("AUTH PLAIN " + _b64(f"\0alice@contoso.test\0{PASSWORD}"))[0] == 235
+
+
+def _authenticated(port: int) -> RawSMTP:
+    c = _ready(port)
+    assert c.cmd("AUTH PLAIN " + _b64(f"\0alice@contoso.test\0{PASSWORD}"))[0] == 235
+    return c
+
+
+@pytest.mark.parametrize("value", ["<>", "alice+40contoso.test", "<alice+40contoso.test>"])
+def test_the_auth_parameter_of_mail_is_accepted_where_auth_is_offered(submission_port, value):
+    """RFC 4954 §5: a server that offers AUTH must accept a syntactically valid AUTH= on MAIL FROM
+    (an authenticated relay such as Exim sends AUTH=<>); it is not believed, only accepted."""
+    with _authenticated(submission_port) as c:
+        assert c.cmd(f"MAIL FROM:<alice@contoso.test> AUTH={value}")[0] == 250
+        assert c.cmd("RCPT TO:<bob@contoso.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(rig.simple_message("with AUTH=", sender="alice@contoso.test", to="bob@contoso.test") + b".\r\n")
+        assert c.read_reply()[0] == 250
+
+
+@pytest.mark.parametrize("value", ["", "a+zz", "a=b", "a+4"])
+def test_an_auth_parameter_that_is_not_xtext_is_a_syntax_error(submission_port, value):
+    with _authenticated(submission_port) as c:
+        code, text = c.cmd(f"MAIL FROM:<alice@contoso.test> AUTH={value}")
+        assert (code, text.split()[1]) == (501, "5.5.4")
+        assert c.cmd("MAIL FROM:<alice@contoso.test>")[0] == 250

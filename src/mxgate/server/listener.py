@@ -38,6 +38,8 @@ class Role:
 
     name = "role"
     hostname = "localhost"
+    # MAIL FROM parameters of the extensions the role offers (RFC 5321 §4.1.1.11: any other is 555).
+    mail_parameters: tuple[str, ...] = ("SIZE", "BODY", "SMTPUTF8")
 
     def on_connect(self, s: "SmtpSession") -> Verdict:
         return accept("connect-ok")

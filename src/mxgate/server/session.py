@@ -59,6 +59,8 @@ _BDAT_ARG = re.compile(r"([0-9]{1,15})(?: +(LAST))?", re.IGNORECASE)
 _SIZE_VALUE = re.compile(r"[0-9]{1,20}")
 # RFC 6152 §2: body-value ::= "7BIT" / "8BITMIME" (RFC 3030's BINARYMIME is not offered).
 _BODY_VALUES = ("7BIT", "8BITMIME")
+# RFC 3461 §4: xtext, what RFC 4954 §5's AUTH=addr-spec (or "<>") is written in.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
 
 
 def _mail_params_valid(params: dict[str, str]) -> bool:
@@ -66,6 +68,8 @@ def _mail_params_valid(params: dict[str, str]) -> bool:
     if "SIZE" in params and not _SIZE_VALUE.fullmatch(params["SIZE"]):
         return False
     if "BODY" in params and params["BODY"].upper() not in _BODY_VALUES:
+        return False
+    if "AUTH" in params and not _XTEXT.fullmatch(params["AUTH"]):
         return False
     return params.get("SMTPUTF8", "") == ""  # RFC 6531 §3.4: a keyword without a value
 
@@ -493,7 +497,7 @@ class SmtpSession(asyncio.Protocol):
         if not arg.upper().startswith("FROM:"):
             self._error("bad-syntax")
             return
-        parsed = self._parse_path_and_params(arg[5:], allow_null=True, allowed=("SIZE", "BODY", "SMTPUTF8"))
+        parsed = self._parse_path_and_params(arg[5:], allow_null=True, allowed=self.role.mail_parameters)
         if parsed is None:
             return
         sender, params = parsed
