@@ -67,6 +67,25 @@ async def test_replies_a_client_does_not_read_stay_bounded_and_all_arrive_once_i
         await listener.stop()
 
 
+async def test_a_client_that_pipelines_then_quits_and_only_then_reads_gets_every_reply():
+    """QUIT behind a long pipelined run: the session ends, but what it answered still reaches a
+    client that reads late (close, not abort, while the peer may yet read)."""
+    listener = Listener(Role(), LimitsSection(), ssl_context=lambda: None)
+    await listener.start(["127.0.0.1:0"])
+    count = 60_000
+    try:
+        reader, writer, session = await _flooding_client(listener, 0)
+        writer.write(EHLO * count + b"QUIT\r\n")
+        assert await _wait_for(lambda: session.transport is not None and not session.transport.is_reading())
+        writer.transport.resume_reading()
+        for _ in range(count):
+            assert (await read_reply(reader)).startswith("250-")
+        assert (await read_reply(reader)).startswith("221")
+        writer.close()
+    finally:
+        await listener.stop()
+
+
 async def test_a_session_timed_out_while_its_peer_reads_nothing_is_aborted_not_left_open():
     """RFC 5321 §4.5.3.2.7: the command timeout ends the session (421); a peer that reads nothing
     would keep a close() that waits to flush open for ever, and its connection slot with it."""
@@ -120,6 +139,44 @@ async def test_flow_control_of_the_plain_transport_does_not_outlive_starttls(tes
         await writer.start_tls(ssl.create_default_context(cafile=test_ca["ca"]), server_hostname="localhost")
         writer.write(b"EHLO client.test\r\n")
         assert (await asyncio.wait_for(read_reply(reader), 10)).startswith("250")
+        writer.close()
+    finally:
+        await listener.stop()
+
+
+class _NeverFlushingTransport:
+    """The real transport, except that close() waits for ever, as it does for a peer that never
+    reads the last replies (the rest of the write buffer is never sent)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.closing = False
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing or self.inner.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return 1
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_a_closed_session_whose_last_replies_are_never_read_is_released_after_a_timeout():
+    listener = Listener(Role(), LimitsSection(command_timeout=0.5), ssl_context=lambda: None)
+    await listener.start(["127.0.0.1:0"])
+    host, port = listener.addresses[0].rsplit(":", 1)
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert (await read_reply(reader)).startswith("220")
+        (session,) = listener.sessions
+        session.transport = _NeverFlushingTransport(session.transport)
+        writer.write(b"QUIT\r\n")
+        assert await _wait_for(lambda: session.transport.closing)
+        assert await _wait_for(lambda: session not in listener.sessions, timeout=10)
         writer.close()
     finally:
         await listener.stop()

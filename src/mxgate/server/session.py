@@ -807,6 +807,8 @@ class SmtpSession(asyncio.Protocol):
             self._reply(REPLIES[reason])
             self.role.on_refused(self, "timeout", Verdict(Action.TEMPFAIL, reason))
             self._flush()
+            if self._writing_paused and self.transport:
+                self.transport.abort()  # it read none of our replies for a whole timeout: none to wait for
             self._close()
             return
         self._arm_timer()
@@ -856,12 +858,13 @@ class SmtpSession(asyncio.Protocol):
     def _close(self) -> None:
         if self._mode != "closed":
             self._mode = "closed"
-        if self.transport and not self.transport.is_closing():
-            if self._writing_paused:
-                # A peer that reads nothing would keep a close() waiting to flush open for ever.
-                self.transport.abort()
-            else:
-                self.transport.close()
+        transport = self.transport
+        if transport and not transport.is_closing():
+            transport.close()
+            if self._writing_paused or transport.get_write_buffer_size():
+                # close() first sends what is left; a peer that never reads it would hold the
+                # connection, and its slot, for ever. It gets one command timeout to read.
+                self.loop.call_later(self.limits.command_timeout, transport.abort)
 
     @property
     def is_closed(self) -> bool:
