@@ -41,6 +41,15 @@ async def _flooding_client(listener: Listener, count: int):
     return reader, writer, session
 
 
+async def _greeted(listener: Listener):
+    """A client connected and greeted, and its server-side session."""
+    host, port = listener.addresses[0].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    assert (await read_reply(reader)).startswith("220")
+    (session,) = listener.sessions
+    return reader, writer, session
+
+
 async def read_reply_unpaused(reader, writer) -> str:
     writer.transport.resume_reading()
     return await read_reply(reader)
@@ -127,11 +136,8 @@ async def test_flow_control_of_the_plain_transport_does_not_outlive_starttls(tes
     server_ctx.load_cert_chain(test_ca["server_cert"], test_ca["server_key"])
     listener = Listener(Role(), LimitsSection(), ssl_context=lambda: server_ctx)
     await listener.start(["127.0.0.1:0"])
-    host, port = listener.addresses[0].rsplit(":", 1)
     try:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        assert (await read_reply(reader)).startswith("220")
-        (session,) = listener.sessions
+        reader, writer, session = await _greeted(listener)
         session.transport = _PausingTransport(session.transport, session)
         writer.write(b"EHLO client.test\r\nSTARTTLS\r\n")
         assert (await read_reply(reader)).startswith("250")
@@ -168,11 +174,8 @@ class _NeverFlushingTransport:
 async def test_a_closed_session_whose_last_replies_are_never_read_is_released_after_a_timeout():
     listener = Listener(Role(), LimitsSection(command_timeout=0.5), ssl_context=lambda: None)
     await listener.start(["127.0.0.1:0"])
-    host, port = listener.addresses[0].rsplit(":", 1)
     try:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        assert (await read_reply(reader)).startswith("220")
-        (session,) = listener.sessions
+        reader, writer, session = await _greeted(listener)
         session.transport = _NeverFlushingTransport(session.transport)
         writer.write(b"QUIT\r\n")
         assert await _wait_for(lambda: session.transport.closing)
