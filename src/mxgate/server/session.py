@@ -506,20 +506,27 @@ class SmtpSession(asyncio.Protocol):
             return
         if "SIZE" in params:
             if int(params["SIZE"]) > self.limits.max_message_size:
-                self._refuse_at("mail", Verdict(Action.REJECT, "message-too-big-declared"), sender=sender)
+                self._refuse_mail(Verdict(Action.REJECT, "message-too-big-declared"), sender)
                 return
         if not self.role.disk_ok():
-            self._refuse_at("mail", Verdict(Action.TEMPFAIL, "disk-full"), sender=sender)
+            self._refuse_mail(Verdict(Action.TEMPFAIL, "disk-full"), sender)
             return
         self.wait(self.role.on_mail(self, sender, params), lambda verdict: self._mail_answered(sender, params, verdict),
                   failed=_MAIL_FAILED)
 
     def _mail_answered(self, sender: Address, params: dict[str, str], verdict: Verdict) -> None:
         if verdict.refused:
-            self._refuse_at("mail", verdict, sender=sender)
+            self._refuse_mail(verdict, sender)
             return
         self.txn = Transaction(sender, params)
         self._reply(reply_for(verdict) if verdict.reason in REPLIES else REPLIES["sender-ok"])
+
+    def _refuse_mail(self, verdict: Verdict, sender: Address) -> None:
+        # A refused MAIL is an error, as a refused RCPT is (adversarial.md §9, Postfix's
+        # smtpd_hard_error_limit): each costs a log line and a trace lookup, so a session repeating
+        # one ends at the limit.
+        self._refuse_at("mail", verdict, sender=sender)
+        self._count_error()
 
     def _cmd_RCPT(self, arg: str) -> None:
         if self.txn is None:
