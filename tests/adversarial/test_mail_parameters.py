@@ -45,3 +45,16 @@ def test_a_parameter_of_an_extension_not_offered_is_555(node_factory, param):
     with _ready(n) as c:
         code, text = c.cmd(f"MAIL FROM:<a@fabrikam.test> {param}")
         assert code == 555
+
+
+# RFC 5321 §2.4: commands are ASCII. Python's str.upper() maps some non-ASCII letters onto ASCII
+# ("ı" → "I", "ſ" → "S", "ﬆ" → "ST"), which made "MAıL" a MAIL and "ﬆARTTLS" a STARTTLS: a verb
+# (or parameter name) a filter in front of the server would not recognise.
+@pytest.mark.parametrize("line", ["MA\u0131L FROM:<a@fabrikam.test>", "\ufb06ARTTLS", "QU\u0131T",
+                                  "MAIL FROM:<a@fabrikam.test> \u017fIZE=10"])
+def test_a_command_or_parameter_spelled_with_non_ascii_letters_is_not_obeyed(node_factory, line):
+    n = node_factory()
+    with _ready(n) as c:
+        code, _ = c.cmd(line)
+        assert code in (500, 555)
+        assert c.cmd("NOOP")[0] == 250

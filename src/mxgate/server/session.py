@@ -377,7 +377,8 @@ class SmtpSession(asyncio.Protocol):
             self._error("bad-syntax")
             return
         verb, _, arg = text.partition(" ")
-        verb = verb.upper()
+        # RFC 5321 §2.4: commands are ASCII; str.upper() would map "ı", "ſ", "ﬆ" onto ASCII letters
+        verb = verb.upper() if verb.isascii() else ""
         if self._mode == "blocked" and verb not in ("QUIT", "BDAT"):  # a chunk is still read off the wire
             self._reply(REPLIES["blocked-after-refusal"])
             return
@@ -720,7 +721,7 @@ class SmtpSession(asyncio.Protocol):
         params: dict[str, str] = {}
         for item in rest.split():
             key, _, value = item.partition("=")
-            if key.upper() not in allowed:
+            if not key.isascii() or key.upper() not in allowed:
                 self._error("bad-parameter")
                 return None
             params[key.upper()] = value
