@@ -38,6 +38,8 @@ class Role:
 
     name = "role"
     hostname = "localhost"
+    # MAIL FROM parameters of the extensions the role offers (RFC 5321 §4.1.1.11: any other is 555).
+    mail_parameters: tuple[str, ...] = ("SIZE", "BODY", "SMTPUTF8")
 
     def on_connect(self, s: "SmtpSession") -> Verdict:
         return accept("connect-ok")
@@ -56,7 +58,7 @@ class Role:
         pass
 
     def auth_start(self, s: "SmtpSession", arg: str) -> None:
-        s.reply("unknown-command")  # AUTH is not offered on anonymous listeners
+        s.error("unknown-command")  # AUTH is not offered on anonymous listeners: counted as any unknown command
 
     def auth_continue(self, s: "SmtpSession", raw: bytes) -> None:
         s.set_mode("command")

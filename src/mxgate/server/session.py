@@ -49,9 +49,29 @@ _session_ids = itertools.count(1)
 _MAIL_FAILED = Verdict(Action.TEMPFAIL, "internal-error")
 _RCPT_FAILED = (Verdict(Action.TEMPFAIL, "check-tempfail"), None)
 _NODE_TAG = f"{os.getpid():x}"
+# Replies to a long pipelined run are written every this many, so a peer that does not read them
+# meets the transport's flow control (pause_writing) after a bounded backlog, not after all of them.
+_FLUSH_EVERY = 256
 # RFC 3030 §3: "BDAT" SP chunk-size [SP "LAST"], chunk-size 1*DIGIT. More than 15 digits (a
 # petabyte) is no size a client means: read as a syntax error, so no int is ever huge.
 _BDAT_ARG = re.compile(r"([0-9]{1,15})(?: +(LAST))?", re.IGNORECASE)
+# RFC 1870 §3: size-value ::= 1*20DIGIT, ASCII digits (str.isdigit also takes "²", which int() refuses).
+_SIZE_VALUE = re.compile(r"[0-9]{1,20}")
+# RFC 6152 §2: body-value ::= "7BIT" / "8BITMIME" (RFC 3030's BINARYMIME is not offered).
+_BODY_VALUES = ("7BIT", "8BITMIME")
+# RFC 3461 §4: xtext, what RFC 4954 §5's AUTH=addr-spec (or "<>") is written in.
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+
+
+def _mail_params_valid(params: dict[str, str]) -> bool:
+    """MAIL's parameter values within their extensions' grammar (RFC 5321 §4.1.1.11: else 501)."""
+    if "SIZE" in params and not _SIZE_VALUE.fullmatch(params["SIZE"]):
+        return False
+    if "BODY" in params and params["BODY"].upper() not in _BODY_VALUES:
+        return False
+    if "AUTH" in params and not _XTEXT.fullmatch(params["AUTH"]):
+        return False
+    return params.get("SMTPUTF8", "") == ""  # RFC 6531 §3.4: a keyword without a value
 
 
 @dataclass
@@ -148,6 +168,7 @@ class SmtpSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._discarding_long_line = False
         self._sasl: Any = None  # an in-progress AUTH exchange (submission)
+        self._writing_paused = False  # the peer is not reading our replies: its commands wait
 
     # --- connection -------------------------------------------------------------------------
     def _set_peer(self, ip, port: int) -> None:
@@ -282,7 +303,8 @@ class SmtpSession(asyncio.Protocol):
 
     # --- command loop -----------------------------------------------------------------------
     def _process(self) -> None:
-        while self._mode in ("command", "blocked", "auth") and self.transport and not self.transport.is_closing():
+        while (self._mode in ("command", "blocked", "auth") and not self._writing_paused and self.transport
+               and not self.transport.is_closing()):
             nl = self._buf.find(b"\n")
             if nl < 0:
                 if len(self._buf) > MAX_COMMAND_LINE:
@@ -294,7 +316,13 @@ class SmtpSession(asyncio.Protocol):
             del self._buf[: nl + 1]
             if self._discarding_long_line or len(line) > MAX_COMMAND_LINE:
                 self._discarding_long_line = False
-                self._error("line-too-long")
+                if self._mode == "auth":
+                    # RFC 4954 §6: a response line too long fails the AUTH command (500 5.5.6);
+                    # what the client sends next is a command, never read as a SASL response.
+                    self._mode = "command"
+                    self._error("auth-line-too-long")
+                else:
+                    self._error("line-too-long")
                 continue
             self._command(line.rstrip(b"\r\n") if line.endswith(b"\r\n") else line[:-1])
             if self._mode == "data" and self._buf:
@@ -305,6 +333,8 @@ class SmtpSession(asyncio.Protocol):
                 rest = bytes(self._buf)
                 self._buf.clear()
                 self._feed_chunk(rest)
+            if len(self._out) >= _FLUSH_EVERY:
+                self._flush()  # a long pipelined run: the transport's flow control sees it as it grows
         if self._hold_replies and self._mode == "busy":
             # The message of a BDAT LAST is being stored: the client is not waiting for any of
             # these replies before it can send more (it sent the whole message), so they go out
@@ -312,11 +342,26 @@ class SmtpSession(asyncio.Protocol):
             # the server waits for the client).
             return
         self._flush()
-        if self.transport and self._mode in ("command", "blocked", "bdat") and len(self._buf) < 64 * 1024:
+        if (self.transport and self._mode in ("command", "blocked", "bdat", "data") and not self._writing_paused
+                and len(self._buf) < 64 * 1024):
             try:
                 self.transport.resume_reading()
             except RuntimeError:
                 pass
+
+    # --- flow control (asyncio.Protocol) ----------------------------------------------------
+    def pause_writing(self) -> None:
+        """The peer is not reading its replies (our transport's buffer is past its high-water
+        mark): read none of its commands until it does, so replies never pile up without bound
+        (RFC 2920 §3.1: the client must read replies; the server need not read on meanwhile)."""
+        self._writing_paused = True
+        if self.transport and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._mode in ("command", "blocked", "auth", "data", "bdat"):
+            self._process()  # answers what waited, then reads on
 
     def _command(self, raw: bytes) -> None:
         if self._mode == "auth":
@@ -332,7 +377,8 @@ class SmtpSession(asyncio.Protocol):
             self._error("bad-syntax")
             return
         verb, _, arg = text.partition(" ")
-        verb = verb.upper()
+        # RFC 5321 §2.4: commands are ASCII; str.upper() would map "ı", "ſ", "ﬆ" onto ASCII letters
+        verb = verb.upper() if verb.isascii() else ""
         if self._mode == "blocked" and verb not in ("QUIT", "BDAT"):  # a chunk is still read off the wire
             self._reply(REPLIES["blocked-after-refusal"])
             return
@@ -428,6 +474,8 @@ class SmtpSession(asyncio.Protocol):
                 self.transport.abort()
             return
         self.transport = new_transport
+        # A pause the plaintext transport asked for ends with it: its resume now goes to the TLS layer.
+        self._writing_paused = False
         self.tls = tls_facts(new_transport.get_extra_info("ssl_object"))
         # RFC 3207 §4.2: forget everything learnt before TLS, including the HELO name.
         self._drop_chunks()
@@ -450,29 +498,36 @@ class SmtpSession(asyncio.Protocol):
         if not arg.upper().startswith("FROM:"):
             self._error("bad-syntax")
             return
-        parsed = self._parse_path_and_params(arg[5:], allow_null=True, allowed=("SIZE", "BODY", "SMTPUTF8"))
+        parsed = self._parse_path_and_params(arg[5:], allow_null=True, allowed=self.role.mail_parameters)
         if parsed is None:
             return
         sender, params = parsed
+        if not _mail_params_valid(params):
+            self._error("bad-syntax")
+            return
         if "SIZE" in params:
-            if not params["SIZE"].isdigit():
-                self._error("bad-syntax")
-                return
             if int(params["SIZE"]) > self.limits.max_message_size:
-                self._refuse_at("mail", Verdict(Action.REJECT, "message-too-big-declared"), sender=sender)
+                self._refuse_mail(Verdict(Action.REJECT, "message-too-big-declared"), sender)
                 return
         if not self.role.disk_ok():
-            self._refuse_at("mail", Verdict(Action.TEMPFAIL, "disk-full"), sender=sender)
+            self._refuse_mail(Verdict(Action.TEMPFAIL, "disk-full"), sender)
             return
         self.wait(self.role.on_mail(self, sender, params), lambda verdict: self._mail_answered(sender, params, verdict),
                   failed=_MAIL_FAILED)
 
     def _mail_answered(self, sender: Address, params: dict[str, str], verdict: Verdict) -> None:
         if verdict.refused:
-            self._refuse_at("mail", verdict, sender=sender)
+            self._refuse_mail(verdict, sender)
             return
         self.txn = Transaction(sender, params)
         self._reply(reply_for(verdict) if verdict.reason in REPLIES else REPLIES["sender-ok"])
+
+    def _refuse_mail(self, verdict: Verdict, sender: Address) -> None:
+        # A refused MAIL is an error, as a refused RCPT is (adversarial.md §9, Postfix's
+        # smtpd_hard_error_limit): each costs a log line and a trace lookup, so a session repeating
+        # one ends at the limit.
+        self._refuse_at("mail", verdict, sender=sender)
+        self._count_error()
 
     def _cmd_RCPT(self, arg: str) -> None:
         if self.txn is None:
@@ -666,7 +721,7 @@ class SmtpSession(asyncio.Protocol):
         params: dict[str, str] = {}
         for item in rest.split():
             key, _, value = item.partition("=")
-            if key.upper() not in allowed:
+            if not key.isascii() or key.upper() not in allowed:
                 self._error("bad-parameter")
                 return None
             params[key.upper()] = value
@@ -760,6 +815,8 @@ class SmtpSession(asyncio.Protocol):
             self._reply(REPLIES[reason])
             self.role.on_refused(self, "timeout", Verdict(Action.TEMPFAIL, reason))
             self._flush()
+            if self._writing_paused and self.transport:
+                self.transport.abort()  # it read none of our replies for a whole timeout: none to wait for
             self._close()
             return
         self._arm_timer()
@@ -771,6 +828,10 @@ class SmtpSession(asyncio.Protocol):
     def reply(self, reason_or_reply: str | Reply) -> None:
         """For roles that answer within an exchange (AUTH challenges)."""
         self._reply(REPLIES[reason_or_reply] if isinstance(reason_or_reply, str) else reason_or_reply)
+
+    def error(self, reason: str) -> None:
+        """For roles: a refused command that counts toward the session's error limit (421 at it)."""
+        self._error(reason)
 
     def received_header(self, *, by: str, trace_id: str, recipients: Sequence[Any], connector: str = "",
                         cipher_bits: bool = False) -> bytes:
@@ -805,8 +866,13 @@ class SmtpSession(asyncio.Protocol):
     def _close(self) -> None:
         if self._mode != "closed":
             self._mode = "closed"
-        if self.transport and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport and not transport.is_closing():
+            transport.close()
+            if self._writing_paused or transport.get_write_buffer_size():
+                # close() first sends what is left; a peer that never reads it would hold the
+                # connection, and its slot, for ever. It gets one command timeout to read.
+                self.loop.call_later(self.limits.command_timeout, transport.abort)
 
     @property
     def is_closed(self) -> bool:

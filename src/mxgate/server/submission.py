@@ -180,6 +180,8 @@ def header_from_addresses(data: bytes) -> list[str]:
 
 class SubmissionRole(Role):
     name = "submission"
+    # RFC 4954 §5: a server offering AUTH accepts AUTH= on MAIL (believed no further than AUTH=<>).
+    mail_parameters = Role.mail_parameters + ("AUTH",)
 
     def __init__(self, node, internal):
         self.node = node

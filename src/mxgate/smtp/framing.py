@@ -82,7 +82,11 @@ class DataReader:
         cut = buf.rfind(b"\r\n", 0, max(0, len(buf) - 3))
         if cut <= 0:
             self._carry = buf
-            if len(buf) > self.max_line + 4:
+            # The line is the bytes up to its CRLF, which may sit in the last bytes kept back for a
+            # terminator's start: the whole buffer is longer than the line by those (a 998-byte line
+            # whose read ended just past its CRLF was refused, depending on where TCP cut the stream).
+            line_end = buf.find(b"\r\n", 2)
+            if (len(buf) if line_end < 0 else line_end) > self.max_line + 4:
                 self.problem = "line-too-long-data"
                 self._carry = buf[-4:]
             return b"", None

@@ -139,6 +139,7 @@ REPLIES: dict[str, Reply] = {
     "auth-already": Reply(503, "5.5.1", "Already authenticated"),
     "auth-mechanism": Reply(504, "5.5.4", "Unrecognized authentication type"),
     "auth-cancelled": Reply(501, "5.0.0", "Authentication cancelled"),
+    "auth-line-too-long": Reply(500, "5.5.6", "Authentication exchange line is too long"),  # RFC 4954 §6
     "send-as-denied": Reply(550, "5.7.60", "Client does not have permissions to send as this sender"),
     # general
     "ok": Reply(250, "2.0.0", "OK"),
