@@ -24,6 +24,13 @@ def header_block(data: bytes) -> bytes:
     return data if end < 0 else data[: end + 2]
 
 
+def continues_no_field(headers: bytes) -> bool:
+    """Whether the header block's first line starts with a space or a tab: a continuation of no
+    field (RFC 5322 §2.2.3). Under the fields a relay puts on top it would continue the last of
+    them — our own Received, which the next hop's enhanced filtering trusts (auth/received.py)."""
+    return headers[:1] in (b" ", b"\t")
+
+
 def count_received(headers: bytes) -> int:
     return sum(1 for at in _line_starts(headers.lower(), b"received") if _RECEIVED.match(headers, at))
 
