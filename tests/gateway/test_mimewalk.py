@@ -223,6 +223,10 @@ NAMED = [  # (what, the part's fields, the name judged first, every other name)
      b"Content-Disposition: attachment; filename=\"a.txt\"; filename=\"=?utf-8?q?run=2Ejs?=\"\r\n", "a.txt", ("run.js",)),
     ("two Content-Type fields", b"Content-Type: text/plain\r\nContent-Type: application/x-js; name=run.js\r\n",
      "run.js", ()),
+    ("an encoded word with a bad byte", b'Content-Type: application/x-js; name="=?utf-8?q?run=FF.js?="\r\n',
+     "run\ufffd.js", ()),
+    ("an encoded word in an unknown charset", b'Content-Type: application/x-js; name="=?x-unknown?q?run.js?="\r\n',
+     "run.js", ()),
     ("the same name everywhere", b'Content-Type: application/pdf; name="a.pdf"\r\n'
      b'Content-Disposition: attachment; filename="a.pdf"\r\n', "a.pdf", ()),
 ]

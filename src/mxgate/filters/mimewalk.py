@@ -95,8 +95,24 @@ class _Entity:
 def _decode_words(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:  # undecodable words: judged as written
-        return value
+    except Exception:  # a charset unknown here or a byte it cannot decode: what a reader shows instead
+        try:
+            parts = email.header.decode_header(value)
+        except Exception:  # not even words: judged as written
+            return value
+        return "".join(_lenient(text, charset) for text, charset in parts)
+
+
+def _lenient(text: bytes | str, charset: str | None) -> str:
+    """One decoded word's text as a reader shows it: bad bytes replaced, an unknown charset read
+    as Latin-1 (RFC 2047 §6.2 lets a reader display what it cannot decode; the name's extension,
+    which is what is judged, is ASCII either way)."""
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode(charset or "ascii", "replace")
+    except LookupError:
+        return text.decode("latin-1")
 
 
 _WANTED = (b"content-type", b"content-disposition", b"content-transfer-encoding")
