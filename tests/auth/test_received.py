@@ -361,3 +361,11 @@ FAMILY_BY_ADDRESS = [
 def test_an_envelope_address_never_chooses_the_family(family, value, local):
     hop = parse_received(value.format(a=local))
     assert hop.family == family and str(hop.ip) == "203.0.113.5", hop
+
+
+def test_quoted_words_before_by_keep_the_hop_readable():
+    """The quoted-structure rule reads from the first ` by ` on: a client certificate's names
+    before it (Postfix writes them, an issuer may hold parentheses) leave the peer readable."""
+    hop = parse_received('from h (h [203.0.113.5]) (using TLSv1.3) (Client CN "x (1)", Issuer "Foo (Test) CA"'
+                         ' (verified OK)) by mx.example.org (Postfix) with ESMTPS id 1 for <"a b"@contoso.test>; d')
+    assert str(hop.ip) == "203.0.113.5" and hop.note == ""

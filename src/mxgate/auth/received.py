@@ -32,9 +32,9 @@ some MTAs (Postfix, qmail) that text may hold spaces, parentheses, ` by ` or `;`
 7. An MTA not recognised (qmail and MessageLabs write nothing after `by` to know them by) is
    read both ways; if the readings name different addresses, the header is unreadable.
 8. Envelope addresses are the sender's text too, written after `by` (`for <path>`, Exim's and
-   Haraka's `envelope-from <path>`): the family is read without them, and a quoted string that
-   holds parentheses, angle brackets or a `by` (a quoted local part carrying a fake clause)
-   makes the header unreadable.
+   Haraka's `envelope-from <path>`): the family is read without them, and a quoted string from
+   the first `by` on that holds parentheses, angle brackets or a `by` (a quoted local part
+   carrying a fake clause) makes the header unreadable.
 The HELO reported is the marker's value (qmail, Exim, CommuniGate, GMX), else the `from` word.
 """
 
@@ -527,13 +527,19 @@ _STRUCTURE = re.compile(r"[()<>]|(?<![^\s\"])(?i:by)(?![^\s\"])")
 
 
 def _quoted_structure(text: str) -> bool:
-    """Whether anything between the value's first and last `"` is header structure. Sender
-    text holds every quoted string of a Received field (an envelope address, a HELO, a
-    certificate name), and however a HELO's stray `"` pairs the quotes up, a quoted local part
-    holding a clause lies between the first and the last one. MTAs' own quoted words
-    (ZMailer's `"EHLO x"`, Postfix's `Client CN "x"`) hold none."""
-    first = text.find('"')
+    """Whether anything between the first and the last `"` from the first ` by ` on is header
+    structure. The envelope paths an MTA writes after its `by` (`for <path>`, `envelope-from
+    <path>`) may quote the sender's text, and however a stray `"` (in a HELO with ` by ` in it)
+    pairs the quotes up, a quoted local part holding a clause lies between the first and the
+    last one. Quoted words before `by` (a certificate's `Client CN "x", Issuer "y"`) are read
+    by their markers; MTAs' own quoted words after it hold no structure."""
+    by = _FIRST_BY.search(text)
+    start = by.start() if by else 0
+    first = text.find('"', start)
     return first >= 0 and _STRUCTURE.search(text, first, text.rfind('"')) is not None
+
+
+_FIRST_BY = re.compile(r"(?i)(?:^|\s)by(?=\s)")
 
 
 def _is_marker(word: str) -> bool:
