@@ -1,11 +1,12 @@
 """Session 10, from the sender's side: the organisation signs what it sends out with its own DKIM
 key, choosing the header From domain when it is one of its own (auth/dkim_sign.py). A message
 from the Internet whose From names one of the organisation's domains (ceo@contoso.test) is not
-the organisation's mail: forwarded on by alice's forward_to, it left signed d=contoso.test —
-aligned with its From, so every receiver's DMARC passed a forgery the attacker wrote, and the
-bounce of a forward (or any copy the attacker gets back) is a signed message he can replay
-anywhere (RFC 6376 §8.6). Mail from outside is signed only for the envelope (SRS) domain, never
-for an author it did not prove. End to end: gateway, mailbox, forwarding, the Internet MX sink."""
+the organisation's mail: forwarded on by alice's forward_to, it left signed d=contoso.test,
+aligned with its From. A DKIM signature travels with the message: any copy the attacker gets
+back (the bounce of a forward carries the message) is a forgery he can replay to anyone with
+DMARC passing for contoso.test (RFC 6376 §8.6). Mail from outside is signed only by a domain not
+aligned with its authors (the SRS envelope's, when the author is someone else's). End to end:
+gateway, mailbox, forwarding, the Internet MX sink."""
 
 from __future__ import annotations
 
