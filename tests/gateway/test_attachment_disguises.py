@@ -59,6 +59,8 @@ NAMES = {  # a script named run.js by one field or parameter, report.txt by the 
                           b'Content-Type: application/octet-stream; name="run.js"\r\n',
     "encoded-word-with-a-bad-byte": b'Content-Type: application/octet-stream; name="=?utf-8?q?run=FF.js?="\r\n',
     "encoded-word-in-an-unknown-charset": b'Content-Type: application/octet-stream; name="=?x-unknown?q?run.js?="\r\n',
+    "name-cut-at-a-nul": b'Content-Type: application/octet-stream; name="run.js\x00.txt"\r\n',
+    "name-past-a-nul": b'Content-Type: application/octet-stream; name="run.txt\x00.js"\r\n',
     "disposition-twice": OCTET + b'Content-Disposition: attachment; filename="report.txt"\r\n'
                                  b'Content-Disposition: attachment; filename="run.js"\r\n',
 }
