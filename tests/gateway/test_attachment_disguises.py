@@ -55,8 +55,6 @@ NAMES = {  # a script named run.js by one field or parameter, report.txt by the 
     "name-star-beside-filename": b"Content-Type: application/octet-stream; name*=UTF-8''run.js\r\n"
                                  b'Content-Disposition: attachment; filename="report.txt"\r\n',
     "filename-twice": OCTET + b'Content-Disposition: attachment; filename="report.txt"; filename="run.js"\r\n',
-    "content-type-twice": b'Content-Type: application/octet-stream; name="report.txt"\r\n'
-                          b'Content-Type: application/octet-stream; name="run.js"\r\n',
     "encoded-word-with-a-bad-byte": b'Content-Type: application/octet-stream; name="=?utf-8?q?run=FF.js?="\r\n',
     "encoded-word-in-an-unknown-charset": b'Content-Type: application/octet-stream; name="=?x-unknown?q?run.js?="\r\n',
     "name-cut-at-a-nul": b'Content-Type: application/octet-stream; name="run.js\x00.txt"\r\n',
@@ -84,3 +82,26 @@ def test_an_attached_message_with_a_harmless_file_is_delivered(make_gateway, mai
     gw = make_gateway()
     data = message(b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n", b64(inner))
     assert send(gw, data)["end"][0] == 250
+
+
+# Readers differ in which of two values they take (the first, the last): a walk that takes the
+# other one misses what they show. RFC 2045 §5 and RFC 2046 §5.1.1 allow one of each; the walk
+# cannot know the reader's choice, so the part is uninspectable (`on_error`), never passed.
+HIDDEN = b"Content-Type: application/octet-stream; name=\"setup.exe\"\r\n\r\nMZ\x90\x00\r\n"
+AMBIGUOUS = [
+    ("boundary-twice", b"Content-Type: multipart/mixed; boundary=\"AAA\"; boundary=\"BBB\"\r\n\r\n"
+                       b"--BBB\r\n" + HIDDEN + b"--BBB--\r\n"),
+    ("content-type-twice", b"Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=BBB\r\n\r\n"
+                           b"--BBB\r\n" + HIDDEN + b"--BBB--\r\n"),
+    ("transfer-encoding-twice", message(b'Content-Type: application/octet-stream; name="invoice.pdf"\r\n'
+                                        b"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n",
+                                        b64(EXE))),
+]
+UNINSPECTABLE = (554, str(REPLIES["content-uninspectable"]))
+
+
+@pytest.mark.parametrize("name,body", AMBIGUOUS, ids=[a[0] for a in AMBIGUOUS])
+def test_a_part_readers_may_read_two_ways_is_never_passed(make_gateway, name, body):
+    gw = make_gateway()
+    data = body if body.startswith(HEAD) else HEAD.split(b"MIME-Version")[0] + b"MIME-Version: 1.0\r\n" + body
+    assert send(gw, data)["end"] == UNINSPECTABLE

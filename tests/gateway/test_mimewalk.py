@@ -94,6 +94,12 @@ LIMIT_CASES = [  # (what, message body, limits, code)
     ("archive declared size", multipart(att("d.zip", zip_of({"a": bytes(3000)}))),
      Limits(decoded_bytes=2500, ratio_floor=10**9), "decoded-bytes"),
     ("corrupt archive", multipart(att("d.zip", b"PK\x03\x04garbage")), LIMITS, "archive-unreadable"),
+    ("two boundaries", multipart(att("a.exe", b"MZ")).replace(b"boundary=B", b"boundary=A; boundary=B", 1), LIMITS,
+     "mime-ambiguous"),
+    ("two Content-Type fields", multipart(b"Content-Type: text/plain\r\nContent-Type: application/x-js; name=run.js"
+                                          b"\r\n\r\nx"), LIMITS, "mime-ambiguous"),
+    ("two transfer encodings", multipart(b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: 7bit\r\n"
+                                         b"Content-Transfer-Encoding: base64\r\n\r\nTVqQ"), LIMITS, "mime-ambiguous"),
 ]
 
 
@@ -221,8 +227,6 @@ NAMED = [  # (what, the part's fields, the name judged first, every other name)
      b"filename=\"a.txt\"; filename*0*=utf-8''ru; filename*1*=n%2Ejs\r\n", "a.txt", ("run.js",)),
     ("filename twice", b"Content-Type: application/octet-stream\r\n"
      b"Content-Disposition: attachment; filename=\"a.txt\"; filename=\"=?utf-8?q?run=2Ejs?=\"\r\n", "a.txt", ("run.js",)),
-    ("two Content-Type fields", b"Content-Type: text/plain\r\nContent-Type: application/x-js; name=run.js\r\n",
-     "run.js", ()),
     ("an encoded word with a bad byte", b'Content-Type: application/x-js; name="=?utf-8?q?run=FF.js?="\r\n',
      "run\ufffd.js", ()),
     ("an encoded word in an unknown charset", b'Content-Type: application/x-js; name="=?x-unknown?q?run.js?="\r\n',

@@ -7,6 +7,7 @@ of each file, zip archives' members (names, first bytes, nested zips), a sample 
 the score, and the limits — depth, parts, decoded bytes, compression ratio, archive members and
 nesting — enforced while streaming: the walk stops at the first one passed and raises
 `InspectionLimit`, which the pipeline treats as the check's error (`on_error`), never a pass.
+A part readers may read two ways (a structure field given twice, differently) raises it too.
 It also checks the message's `Budget` as it goes, so a timed-out walk stops instead of running on.
 Must not know: which extensions are blocked, scores, SMTP, or what a limit's verdict is.
 """
@@ -189,10 +190,26 @@ def _unquote(v: str) -> str:
     return v[1:-1].replace('\\"', '"').replace("\\\\", "\\") if v.startswith('"') else v
 
 
+def _ambiguity(fields: dict[bytes, list[str]], ctype_value: str) -> str:
+    """Why readers may disagree on the part's structure or encoding, or "": a Content-Type or
+    Content-Transfer-Encoding given twice with different values, or two boundary parameters.
+    Readers differ in which one they take; a walk that took the other would miss what they show."""
+    for name, norm in ((b"content-type", str), (b"content-transfer-encoding", str.lower)):
+        values = fields.get(name, ())
+        if len(values) > 1 and len({norm(" ".join(v.split())) for v in values}) > 1:
+            return f"{name.decode()} given twice, differently"
+    if "boundary" in ctype_value.lower() and len(set(_param_values(ctype_value, "boundary"))) > 1:
+        return "two boundary parameters"
+    return ""
+
+
 def _entity(raw_header: bytes) -> _Entity:
     fields = _fields(raw_header)
     ctype_value = fields.get(b"content-type", ("",))[0]
     disp_value = fields.get(b"content-disposition", ("",))[0]
+    ambiguous = _ambiguity(fields, ctype_value)
+    if ambiguous:
+        raise InspectionLimit("mime-ambiguous", ambiguous)
     ctype = ctype_value.split(";", 1)[0].strip().lower()
     if ctype.count("/") != 1 or " " in ctype:
         ctype = "text/plain"  # RFC 2045 §5.2: a malformed type means text/plain
