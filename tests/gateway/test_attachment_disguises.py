@@ -12,6 +12,7 @@ gateway (real sockets); the walk's units are in tests/gateway/test_mimewalk.py.
 from __future__ import annotations
 
 import base64
+import binascii
 
 import pytest
 from rig import INTERNET, send_message
@@ -105,3 +106,26 @@ def test_a_part_readers_may_read_two_ways_is_never_passed(make_gateway, name, bo
     gw = make_gateway()
     data = body if body.startswith(HEAD) else HEAD.split(b"MIME-Version")[0] + b"MIME-Version: 1.0\r\n" + body
     assert send(gw, data)["end"] == UNINSPECTABLE
+
+
+def _uuencoded(name: str, data: bytes) -> bytes:
+    lines = [binascii.b2a_uu(data[i:i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+    return f"begin 644 {name}\r\n".encode() + b"\r\n".join(lines) + b"\r\n`\r\nend\r\n"
+
+
+# A text part is no file to the walk, but mail readers (Thunderbird's text parser, Outlook's
+# before it) show a uuencoded or yEnc block inside plain text as an attachment with its name.
+IN_TEXT = [
+    ("uuencode", b"Content-Type: text/plain\r\n\r\nthe file:\r\n" + _uuencoded("setup.exe", EXE)),
+    ("uuencode-after-the-text-sample", b"Content-Type: text/plain\r\n\r\n" + b"padding line\r\n" * 22000
+     + _uuencoded("run.js", b"WScript.Echo(1)")),
+    ("uuencode-in-base64-text", b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+     + b64(b"see below\r\n" + _uuencoded("setup.exe", EXE))),
+    ("yenc", b"Content-Type: text/plain\r\n\r\n=ybegin line=128 size=15 name=run.js\r\nxyz\r\n=yend size=15\r\n"),
+]
+
+
+@pytest.mark.parametrize("name,part", IN_TEXT, ids=[t[0] for t in IN_TEXT])
+def test_a_file_encoded_inside_a_text_part_is_judged(make_gateway, name, part):
+    gw = make_gateway()
+    assert send(gw, HEAD + part + b"\r\n--XX--\r\n")["end"] == BLOCKED

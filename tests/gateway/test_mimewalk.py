@@ -5,6 +5,7 @@ nesting), cheaply: a zip bomb costs little memory, and a cancelled budget stops 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import tracemalloc
 import zipfile
@@ -64,6 +65,11 @@ FOUND = [  # (what, message body, files found)
     ("unterminated multipart", b"Content-Type: multipart/mixed; boundary=U\r\n\r\n--U\r\n" + att("u.exe", b"MZ"),
      [("u.exe", "exe")]),
     ("text only", b"Content-Type: text/plain\r\n\r\nhello", []),
+    ("uuencoded in text", multipart(b"Content-Type: text/plain\r\n\r\nhi\r\nbegin 644 a.txt\r\n"
+                                    + binascii.b2a_uu(b"MZ\x90\x00").replace(b"\n", b"\r\n") + b"`\r\nend"),
+     [("a.txt", "exe")]),
+    ("yEnc in text", multipart(b"Content-Type: text/plain\r\n\r\n=ybegin line=128 size=3 name=my file.scr\r\nabc"),
+     [("my file.scr", "")]),
 ]
 
 

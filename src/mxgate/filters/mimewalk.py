@@ -117,6 +117,10 @@ def _lenient(text: bytes | str, charset: str | None) -> str:
 
 
 _WANTED = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+# A file inside text, as readers find one (Thunderbird's text parser): uuencode's `begin <mode> name`
+# (its first data line too, to sniff), or yEnc's `=ybegin ... name=<rest of the line>`.
+_ENCODED_IN_TEXT = re.compile(rb"^begin(?:-base64)? [0-7]{3,4} ([^\r\n]+?)[ \t]*\r?\n(?:([^\r\n]*)\r?\n)?"
+                              rb"|^=ybegin [^\r\n]*?\bname=([^\r\n]+?)[ \t]*\r?$", re.M)
 _PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
@@ -267,6 +271,7 @@ class _Walker:
         self.out = Walk()
         self._lines = 0
         self._enclosed = None  # the decoded body of an encoded message/rfc822 being read
+        self._text_tail: bytes | None = None  # a text part's unfinished last line (scan_text)
 
     # --- accounting -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -334,10 +339,12 @@ class _Walker:
         Lines are gathered into batches of up to BATCH bytes and decoded per batch; once nothing
         more is needed from the part (its first bytes, the text sample, an archive's bytes), the
         rest is only scanned for its end. With `enclosed` (an encoded message/rfc822) every decoded
-        byte is kept in `self._enclosed` for the caller to walk."""
+        byte is kept in `self._enclosed` for the caller to walk. A text part is decoded to its end:
+        readers show a uuencoded or yEnc block inside it as a file (`scan_text`)."""
         decoder = _Decoder(ent.encoding)
         is_file = bool(ent.name or ent.also) or ent.maintype != "text"
         self._keep_text = not is_file and len(self.out.text) < self.limits.text_sample
+        self._text_tail = b"" if not is_file else None
         self._head = b""
         self._spool = None
         self._enclosed = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory) if enclosed else None
@@ -347,7 +354,7 @@ class _Walker:
         try:
             while True:
                 if not (self._keep_text or len(self._head) < SNIFF_BYTES or self._spool is not None
-                        or self._enclosed is not None):
+                        or self._enclosed is not None or self._text_tail is not None):
                     ended = self.skip_leaf(reader, stack)  # nothing more to learn from this part
                     break
                 if not stack:  # a single-part message: no delimiter to look for
@@ -380,6 +387,8 @@ class _Walker:
                     self.take(data, is_file)
                 if ended or not lines:
                     break
+            if self._text_tail:
+                self.scan_text(b"\n")  # the part's last line
             if is_file:
                 name = ent.name or (ent.also[0] if ent.also else "(unnamed)")
                 self.out.files.append(FoundFile(name, sniff(self._head), tuple(a for a in ent.also if a != name)))
@@ -403,10 +412,29 @@ class _Walker:
         if self._keep_text:
             self.out.text += data[: self.limits.text_sample - len(self.out.text)]
             self._keep_text = len(self.out.text) < self.limits.text_sample
+        if self._text_tail is not None:
+            self.scan_text(data)
         if self.inspect_archives and is_file and self._head.startswith(ZIP_MAGIC):
             if self._spool is None:
                 self._spool = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory)
             self._spool.write(data)
+
+    def scan_text(self, data: bytes) -> None:
+        """Files encoded inside text (uuencode `begin 644 name`, yEnc `=ybegin ... name=`): found by
+        their names, a uuencoded one sniffed from its first line. Whole lines only: the part of a
+        line `data` ends inside waits for the next call (bounded by the readline cap)."""
+        text = self._text_tail + data
+        cut = text.rfind(b"\n") + 1
+        self._text_tail = text[cut:][-_LINE:]
+        if b"begin" not in text[:cut]:
+            return
+        for m in _ENCODED_IN_TEXT.finditer(text, 0, cut):
+            name = m.group(1) or m.group(3)
+            try:
+                head = binascii.a2b_uu(m.group(2)) if m.group(1) and m.group(2) else b""
+            except binascii.Error:
+                head = b""
+            self.out.files.append(FoundFile(name.decode("utf-8", "replace").strip(), sniff(head)))
 
     def skip_leaf(self, reader: BinaryIO, stack) -> bytes:
         """The rest of a part nothing more is needed from: find its end, count its bytes (an upper
