@@ -146,3 +146,22 @@ def test_a_key_record_whose_h_leaves_out_the_hash_cannot_verify(dkim_keys, make_
     signed = sign_dkim(make_message(), "fabrikam.test", "s1", key) + make_message()
     (result,) = verify_dkim(signed, _records(s1=txt.replace("k=rsa; ", f"k=rsa; h={h_tag}; ")))
     assert result.result == expected, result.reason
+
+
+@pytest.mark.parametrize("canon", [b"relaxed/simple", b"relaxed/relaxed", b"simple/simple"])
+def test_a_body_length_leaving_text_unsigned_is_policy_never_pass(signer, dkim_keys, dnsfunc, make_message, canon):
+    """RFC 6376 §8.2: with l= a holder of one signed message appends what he likes; RFC 8601
+    §2.7.1 `policy` (signed, not acceptable here). Whitespace the canonicalisation removes
+    (trailing empty lines, and with relaxed trailing spaces) is no unsigned text."""
+    import dkim as dkimpy
+
+    message = make_message()
+    signed = dkimpy.sign(message, b"sel1", b"fabrikam.test", dkim_keys[0][0], length=True, canonicalize=tuple(
+        canon.split(b"/"))) + message
+    assert [r.result for r in verify_dkim(signed, dnsfunc)] == ["pass"]
+    assert [r.result for r in verify_dkim(signed + b"\r\n\r\n", dnsfunc)] == ["pass"]
+    (appended,) = verify_dkim(signed + b"Wire the money to XX00.\r\n", dnsfunc)
+    assert (appended.result, appended.domain) == ("policy", "fabrikam.test")
+    assert appended.reason.startswith("l=")
+    part = b"--B\r\nContent-Type: text/html\r\n\r\n<b>new bank details</b>\r\n--B--\r\n"
+    assert [r.result for r in verify_dkim(signed + part, dnsfunc)] == ["policy"]

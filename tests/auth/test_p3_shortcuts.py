@@ -94,6 +94,9 @@ def _old_parse(value: str) -> R.ReceivedHop:
         if not balanced:
             note = "unbalanced parentheses in the header"
             helo = R._first_text(from_part)
+        elif R._quoted_structure(text):  # session 10: a quoted envelope address holding a clause
+            note = "a quoted string in the header holds parentheses, angle brackets or `by`"
+            helo = R._first_text(from_part)
         else:
             helo, rdns, ip, note = R._read_from(from_part, family)
     return R.ReceivedHop(from_helo=helo, rdns=rdns, ip=ip, by=R._first_text(by_part),

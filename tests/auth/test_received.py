@@ -277,3 +277,95 @@ def test_the_address_cache_is_bounded_and_skips_long_text():
     before = received._literal.cache_info().currsize
     assert parse_ip_literal("[" + "1" * 200 + "]") is None
     assert received._literal.cache_info().currsize == before
+
+
+# An envelope address is sender-chosen text too, and MTAs write it *after* `by` (RFC 5321 §4.4
+# `for <path>`; Exim's and Haraka's `envelope-from <path>`). A quoted local part may hold spaces,
+# parentheses, `by`, `;` and address literals (RFC 5321 §4.1.2 qtextSMTP), so a client could put a
+# whole fake `(peer) by host (Postfix)` clause after the real one, and the last top-level `by`
+# would then be its own. The peer read must stay the one the MTA recorded (203.0.113.5), or none.
+ENVELOPE_SLOTS = {
+    "postfix-for": "from host.example (host.example [203.0.113.5]) by mx.example.org (Postfix) with ESMTPS"
+                   " id 1 for <{a}@contoso.test>; Mon, 1 Jan 2024 00:00:00 +0000",
+    "exim-envelope-from": "from [203.0.113.5] (helo=host.example) by mx.example.org with esmtp (Exim 4.96)"
+                          " (envelope-from <{a}@evil.example>) id 1qA for alice@contoso.test; d",
+    "haraka-envelope-from": "from host.example ([203.0.113.5]) by mx.example.org (Haraka/2.8.18) with ESMTP"
+                            " id 349C envelope-from <{a}@evil.example>; d",
+    "sendmail-for": "from host.example (host.example [203.0.113.5]) by mx.example.org (8.17.1/8.17.1) with"
+                    " ESMTP id h2F0 for <{a}@contoso.test>; d",
+}
+STEERING_LOCAL_PARTS = [
+    '"(192.0.2.99) by mx (Postfix)"',
+    '"x (unknown [192.0.2.99]) by gw.example (Postfix) with"',
+    '"x) (192.0.2.99) by mx (Postfix) (y"',
+    '"a>b (192.0.2.99) by mx (Postfix) <c"',
+    '"\\"(192.0.2.99) by mx (Postfix)\\""',
+    '"x;y (192.0.2.99) by mx (Postfix)"',
+]
+
+
+@pytest.mark.parametrize("local", STEERING_LOCAL_PARTS)
+@pytest.mark.parametrize("family", sorted(ENVELOPE_SLOTS))
+def test_an_envelope_address_after_by_never_chooses_the_peer(family, local):
+    hop = parse_received(ENVELOPE_SLOTS[family].format(a=local))
+    assert hop.ip is None or str(hop.ip) == "203.0.113.5", (family, local, hop)
+
+
+_QUOTED_TEXT = st.lists(st.sampled_from(
+    ["(", ")", "[", "]", " ", ";", "by", "from", "with", "for", "mx.example", "(Postfix)", "(Exim 4.96)",
+     "192.0.2.99", "[192.0.2.99]", "(192.0.2.99)", "(unknown [192.0.2.99])", "<", ">", "@", "\\\"", "\\\\",
+     "helo=", "x"]), max_size=12).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+@settings(max_examples=600, deadline=None)
+@given(family=st.sampled_from(sorted(ENVELOPE_SLOTS)), local=_QUOTED_TEXT)
+def test_no_quoted_envelope_address_can_choose_the_peer(family, local):
+    hop = parse_received(ENVELOPE_SLOTS[family].format(a=local))
+    assert hop.ip is None or str(hop.ip) == "203.0.113.5", (family, local, hop)
+
+
+@pytest.mark.parametrize("local", STEERING_LOCAL_PARTS)
+def test_the_gateways_own_hop_names_its_peer_whatever_the_recipient(local):
+    """The gateway writes `for <recipient>` into the field the mailbox's walk trusts; the
+    recipient is the sender's choice (one a relay domain accepts: `internal_relay`)."""
+    from mxgate.smtp.address import parse_path
+    from mxgate.smtp.message import received_header
+
+    recipient = str(parse_path(f"<{local}@contoso.test>", allow_null=False))  # a path the gateway accepts
+    raw = received_header(helo="evil.example", peer_ip="203.0.113.5", by="gw.contoso.test", protocol="ESMTPS",
+                          trace_id="4f1a", recipient=recipient, now=0,
+                          tls="using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256 bits)")
+    [value] = received_values(raw)
+    assert str(parse_received(value).ip) == "203.0.113.5"
+
+
+# The MTA family decides where the peer is read (HELO first or last), and it is read from the
+# `by` part — which ends with the sender's envelope addresses. A recipient (or an Exim/Haraka
+# envelope sender) whose name holds another family's word (`exim-users@`, `domino.reports@`)
+# must not turn a HELO-first family into a HELO-last one: the HELO's injected `(x [ip])` would
+# then be the first TCP-info and be read as the peer.
+FAMILY_BY_ADDRESS = [
+    ("sendmail", "from x (y [192.0.2.99]) (host.example [203.0.113.5] (may be forged)) by mx.example.org"
+                 " (8.17.1/8.17.1) with ESMTP id h2F0 for <{a}@contoso.test>; d"),
+    ("exchange", "from x ([192.0.2.99]) (203.0.113.5) by ex.contoso.com (10.0.0.2) with Microsoft SMTP Server"
+                 " id 15.2.1 for <{a}@contoso.test>; d"),
+    ("gmail", "from x (y [192.0.2.99]) (host.example. [203.0.113.5]) by mx.google.com with ESMTPS id x1"
+              " for <{a}@contoso.test>; d"),
+    ("domino", "from x (y [192.0.2.99]) ([203.0.113.5]) by notes.example.org (Lotus Domino Release 9.0.1)"
+               " with ESMTP id 1 for <{a}@contoso.test>; d"),
+]
+
+
+@pytest.mark.parametrize("local", ["exim-users", "communigate", "ecelerity.alerts", "x.exim"])
+@pytest.mark.parametrize("family,value", FAMILY_BY_ADDRESS, ids=[f[0] for f in FAMILY_BY_ADDRESS])
+def test_an_envelope_address_never_chooses_the_family(family, value, local):
+    hop = parse_received(value.format(a=local))
+    assert hop.family == family and str(hop.ip) == "203.0.113.5", hop
+
+
+def test_quoted_words_before_by_keep_the_hop_readable():
+    """The quoted-structure rule reads from the first ` by ` on: a client certificate's names
+    before it (Postfix writes them, an issuer may hold parentheses) leave the peer readable."""
+    hop = parse_received('from h (h [203.0.113.5]) (using TLSv1.3) (Client CN "x (1)", Issuer "Foo (Test) CA"'
+                         ' (verified OK)) by mx.example.org (Postfix) with ESMTPS id 1 for <"a b"@contoso.test>; d')
+    assert str(hop.ip) == "203.0.113.5" and hop.note == ""

@@ -74,3 +74,26 @@ def test_a_readable_hop_still_finds_the_real_sender(node_factory, zone):
     assert len(maildir_messages(n.home, "alice@contoso.test")) == 1
     row = trace_row(n)
     assert row["original_ip"] == ORIGINAL_IP and row["detail"]["spf"]["result"] == "pass"
+
+
+# The envelope sender is the client's to choose, and Exim records it after `by`
+# (`(envelope-from <path>)`, RFC 5321 §4.4 leaves room for it): a quoted local part (RFC 5321
+# §4.1.2 qtextSMTP: spaces, parentheses, `by`) can close Exim's comment and write a whole fake
+# `(fabrikam's address) by mx (Postfix)` clause after the real `by`. Read as the hop, SPF would
+# pass for fabrikam.test at 203.0.113.7, aligned with the From: the p=reject forgery delivered.
+STEERING_SENDER = f'"x) ({ORIGINAL_IP}) by mx.fabrikam.test (Postfix) (y"@fabrikam.test'
+
+
+def test_an_envelope_sender_after_by_never_becomes_the_original_sender(node_factory, zone):
+    top = (f"from [{ATTACKER}] (helo=evil.example)\r\n\tby gw.contoso.test with esmtp (Exim 4.96)\r\n\t"
+           f"(envelope-from <{STEERING_SENDER}>)\r\n\tid 1qA-0001 for alice@contoso.test;\r\n\t"
+           "Fri, 27 Nov 2026 12:00:01 +0000")
+    n = node_factory(policy(ef_skip_last_ip=True), dns=dns_section(zone))
+    assert deliver(n, _forgery(top), sender=STEERING_SENDER)["end"][0] == 250
+    assert maildir_messages(n.home, "alice@contoso.test") == []  # fabrikam p=reject: quarantined
+    row = trace_row(n)
+    ef = row["detail"]["enhanced_filtering"]  # the hop's structure is in doubt: the walk stops there
+    assert (ef["status"], ef["rule"], ef["header_index"]) == ("stopped", "unreadable-trusted-hop", 0)
+    assert row["original_ip"] == "" and row["detail"]["authenticated_ip"] == GATEWAY
+    assert (row["detail"]["spf"]["result"], row["detail"]["dmarc"]["result"]) == ("fail", "fail")
+    assert (row["status"], row["reason"]) == ("Quarantined", "dmarc-policy")

@@ -331,6 +331,7 @@ def test_a_client_that_is_not_an_address_still_raises_what_it_raised_every_time(
 
 def _old_display_has_address(value: bytes) -> bool:
     for display, addr in getaddresses([value.decode("utf-8", "replace")]):
+        display = score._decoded(display)  # session 10: encoded words read as a reader shows them
         if "@" in display and display.strip().lower() != addr.lower():
             return True
     return False
@@ -436,3 +437,13 @@ def test_a_name_asked_in_another_case_or_type_spelling_is_one_cached_answer(dns_
     with pytest.raises(dns.resolver.NoAnswer):  # another type is another question
         resolver.resolve("fabrikam.test", "MX")
     assert len(dns_server.queries) == asked + 1
+
+
+def test_an_encoded_display_name_holding_an_address_is_seen():
+    """Session 10: `=?utf-8?q?paypal=40paypal.com?= <x@evil.test>` shows as paypal@paypal.com;
+    encoding the display name must not hide it from FROM_DISPLAY_HAS_ADDRESS."""
+    for value in (b"=?utf-8?q?paypal=40paypal.com?= <x@evil.test>", b"=?utf-8?b?cGF5cGFsQHBheXBhbC5jb20=?= <x@evil.test>",
+                  b'"=?utf-8?q?PayPal_=3Cservice=40paypal.com=3E?=" <x@evil.test>'):
+        assert score._display_has_address(value), value
+    assert not score._display_has_address(b"=?utf-8?q?Pay_Pal?= <x@evil.test>")
+    assert not score._display_has_address(b"=?utf-8?q?x=40evil.test?= <x@evil.test>")  # its own address

@@ -5,6 +5,7 @@ nesting), cheaply: a zip bomb costs little memory, and a cancelled budget stops 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import tracemalloc
 import zipfile
@@ -64,6 +65,11 @@ FOUND = [  # (what, message body, files found)
     ("unterminated multipart", b"Content-Type: multipart/mixed; boundary=U\r\n\r\n--U\r\n" + att("u.exe", b"MZ"),
      [("u.exe", "exe")]),
     ("text only", b"Content-Type: text/plain\r\n\r\nhello", []),
+    ("uuencoded in text", multipart(b"Content-Type: text/plain\r\n\r\nhi\r\nbegin 644 a.txt\r\n"
+                                    + binascii.b2a_uu(b"MZ\x90\x00").replace(b"\n", b"\r\n") + b"`\r\nend"),
+     [("a.txt", "exe")]),
+    ("yEnc in text", multipart(b"Content-Type: text/plain\r\n\r\n=ybegin line=128 size=3 name=my file.scr\r\nabc"),
+     [("my file.scr", "")]),
 ]
 
 
@@ -94,6 +100,12 @@ LIMIT_CASES = [  # (what, message body, limits, code)
     ("archive declared size", multipart(att("d.zip", zip_of({"a": bytes(3000)}))),
      Limits(decoded_bytes=2500, ratio_floor=10**9), "decoded-bytes"),
     ("corrupt archive", multipart(att("d.zip", b"PK\x03\x04garbage")), LIMITS, "archive-unreadable"),
+    ("two boundaries", multipart(att("a.exe", b"MZ")).replace(b"boundary=B", b"boundary=A; boundary=B", 1), LIMITS,
+     "mime-ambiguous"),
+    ("two Content-Type fields", multipart(b"Content-Type: text/plain\r\nContent-Type: application/x-js; name=run.js"
+                                          b"\r\n\r\nx"), LIMITS, "mime-ambiguous"),
+    ("two transfer encodings", multipart(b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: 7bit\r\n"
+                                         b"Content-Transfer-Encoding: base64\r\n\r\nTVqQ"), LIMITS, "mime-ambiguous"),
 ]
 
 
@@ -182,3 +194,55 @@ def _frames(tb):
     while tb is not None:
         yield tb.tb_frame.f_code
         tb = tb.tb_next
+
+
+def _b64_message(inner: bytes, levels: int) -> bytes:
+    """`inner` (a message) as a base64 message/rfc822 part, `levels` times over."""
+    for _ in range(levels):
+        inner = HEAD + b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n" + \
+            base64.encodebytes(inner).replace(b"\n", b"\r\n")
+    return inner[len(HEAD):]
+
+
+def test_an_encoded_message_rfc822_is_walked_decoded():
+    """RFC 2046 §5.2.1 forbids encoding a message/rfc822 body; readers decode one and show what it
+    holds. The enclosed files and text are found as in a plain one, the part itself counted too."""
+    inner = HEAD + multipart(b"Content-Type: text/plain\r\n\r\nplease wire transfer", att("x.exe", b"MZ"), boundary=b"I")
+    w = walk(HEAD + multipart(_b64_message(inner, 1)))
+    assert [(f.name, f.sniffed) for f in w.files] == [("(unnamed)", ""), ("x.exe", "exe")]
+    assert b"wire transfer" in w.text
+    qp = multipart(b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+                   + (HEAD + multipart(att("q.exe", b"MZ"), boundary=b"Q")).replace(b"=", b"=3D"))
+    assert ("q.exe", "exe") in names(qp)
+
+
+def test_encoded_messages_nested_past_the_depth_limit_stop_the_walk():
+    body = _b64_message(HEAD + multipart(att("x.exe", b"MZ"), boundary=b"I"), LIMITS.depth + 1)
+    with pytest.raises(InspectionLimit) as info:
+        walk(HEAD + body)
+    assert info.value.code == "mime-depth"
+    assert ("x.exe", "exe") in names(_b64_message(HEAD + multipart(att("x.exe", b"MZ"), boundary=b"I"), 5))
+
+
+NAMED = [  # (what, the part's fields, the name judged first, every other name)
+    ("type name and disposition filename", b'Content-Type: application/octet-stream; name="run.js"\r\n'
+     b'Content-Disposition: attachment; filename="a.txt"\r\n', "a.txt", ("run.js",)),
+    ("filename and filename*", b"Content-Type: application/octet-stream\r\n"
+     b"Content-Disposition: attachment; filename=\"a.txt\"; filename*=UTF-8''run.js\r\n", "a.txt", ("run.js",)),
+    ("filename* continuations", b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+     b"filename=\"a.txt\"; filename*0*=utf-8''ru; filename*1*=n%2Ejs\r\n", "a.txt", ("run.js",)),
+    ("filename twice", b"Content-Type: application/octet-stream\r\n"
+     b"Content-Disposition: attachment; filename=\"a.txt\"; filename=\"=?utf-8?q?run=2Ejs?=\"\r\n", "a.txt", ("run.js",)),
+    ("an encoded word with a bad byte", b'Content-Type: application/x-js; name="=?utf-8?q?run=FF.js?="\r\n',
+     "run\ufffd.js", ()),
+    ("an encoded word in an unknown charset", b'Content-Type: application/x-js; name="=?x-unknown?q?run.js?="\r\n',
+     "run.js", ()),
+    ("the same name everywhere", b'Content-Type: application/pdf; name="a.pdf"\r\n'
+     b'Content-Disposition: attachment; filename="a.pdf"\r\n', "a.pdf", ()),
+]
+
+
+@pytest.mark.parametrize("what,fields,name,also", NAMED, ids=[c[0] for c in NAMED])
+def test_every_name_of_a_part_is_found(what, fields, name, also):
+    [found] = walk(HEAD + multipart(fields + b"\r\nx")).files
+    assert (found.name, found.also) == (name, also)

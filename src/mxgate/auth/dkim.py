@@ -21,6 +21,10 @@ Deliberate divergences from dkimpy's verdicts (test_auth_differential.py pins ea
   §2.7.1 permerror, a signature the verifier cannot accept. dkimpy passes a valid one (and
   calls a=RSA-SHA1 neutral). So it never makes DMARC pass; the Authentication-Results carry
   the reason (results.py). ARC already refuses it (dkimpy's ARC verifier takes rsa-sha256 only).
+- a body length (l=) shorter than the canonicalised body: `policy` (RFC 8601 §2.7.1, signed but
+  not acceptable here), never `pass`. dkimpy passes it, and whoever holds one message signed
+  with l= appends what he likes (a paragraph, a whole MIME part) and keeps DKIM's, hence
+  DMARC's, pass (RFC 6376 §8.2). A signature whose l= covers the whole body is judged as usual.
 
 Blocking and CPU-bound (RSA); call from a worker thread.
 """
@@ -42,7 +46,7 @@ from mxgate.auth.dkim_tags import parse_tag_value  # remembered tag lists and ke
 from mxgate.auth.dns import DnsTemporaryError
 from mxgate.auth.headers import parse_fields, split_headers
 
-DKIM_RESULTS = ("pass", "fail", "neutral", "temperror", "permerror")  # RFC 8601 §2.7.1
+DKIM_RESULTS = ("pass", "fail", "neutral", "policy", "temperror", "permerror")  # RFC 8601 §2.7.1
 # RFC 6376 §6.1: verifiers MAY limit how many signatures they try; each costs a DNS lookup
 # and an RSA operation, and a message can carry hundreds.
 MAX_SIGNATURES = 10
@@ -159,7 +163,8 @@ def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfu
     if error is not None:
         return result(_classify(error), str(error)[:200])
     if ok:
-        return result("pass", "")
+        unsigned = _unsigned_body(verifier)
+        return result("policy", unsigned) if unsigned else result("pass", "")
     if lookup.looked_up and lookup.record is None:
         return result("permerror", "no key record")  # RFC 6376 §6.1.2 step 3: PERMFAIL
     if lookup.looked_up:
@@ -169,6 +174,23 @@ def _verify_one(verifier: dkimpy.DKIM, idx: int, tags: dict[bytes, bytes], dnsfu
             # ValueError: binascii.Error from p= that is not base64, which dkimpy lets through here.
             return result("permerror", f"key record: {str(exc)[:200]}")
     return result("fail", "signature did not verify")
+
+
+def _unsigned_body(verifier: dkimpy.DKIM) -> str:
+    """Why the signature just verified leaves part of the body unsigned (its l= is shorter than
+    the body canonicalised as its c= says, RFC 6376 §3.4, §3.5), or "" when it signs it all."""
+    fields = verifier.signature_fields
+    length = fields.get(b"l")
+    if length is None:
+        return ""
+    try:
+        canon = dkimpy.CanonicalizationPolicy.from_c_value(fields.get(b"c", b"simple/simple"))
+        signed, total = int(length), len(canon.canonicalize_body(verifier.body))
+    except (dkimpy.DKIMException, ValueError):  # cannot happen after a pass: dkimpy read both
+        return "l= body length unreadable"
+    if total <= signed:
+        return ""
+    return f"l={signed} signs {signed} of the body's {total} bytes (RFC 6376 8.2)"
 
 
 def verify_dkim(message: bytes, dnsfunc: DnsFunc, *, timeout: float = DNS_TIMEOUT) -> tuple[DkimResult, ...]:

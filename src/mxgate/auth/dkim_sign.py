@@ -8,7 +8,9 @@ message. Must not know SMTP, queues or the policy format; the RSA work itself is
 Which domain signs: the header From domain when it is ours (that is the one DMARC aligns,
 RFC 7489 §3.1.1); else the envelope sender's domain when it is ours (forwarded mail after SRS,
 mail from applications): a signature of the forwarding organisation still lets receivers and
-ARC-aware filters tell who handled the message.
+ARC-aware filters tell who handled the message. Mail that came from outside (forwarded, relayed
+on, released from quarantine) is never signed by a domain aligned with one of its authors: its
+From was the sender's to write, and our signature would make every receiver's DMARC pass it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Callable
 
 from mxgate.durable import write_atomically
 from mxgate.auth.dkim import generate_dkim_key, sign_dkim
-from mxgate.auth.headers import header_from_domain
+from mxgate.auth.dmarc import author_candidates, organizational_domain
+from mxgate.auth.headers import author_domains, header_from_domain
 from mxgate.errors import MxgateError, NotFoundError, PolicyFormatError
 
 DEFAULT_SELECTOR = "mxgate"
@@ -181,15 +184,20 @@ def _squash(txt: str) -> str:
     return "".join(txt.replace('"', "").split())
 
 
-def signing_domain(message: bytes, envelope_sender: str, is_ours: Callable[[str], bool]) -> str | None:
-    """The domain that signs this message, or None when neither identity is ours."""
+def signing_domain(message: bytes, envelope_sender: str, is_ours: Callable[[str], bool],
+                   outside: bool = False) -> str | None:
+    """The domain that signs this message, or None when neither identity is ours — or when the
+    message came from `outside` and that domain aligns with an author domain (relaxed, RFC 7489
+    §3.1.1): signing would vouch for a From we never proved (RFC 6376 §8.6)."""
     header = (header_from_domain(message) or "").lower()
-    if header and is_ours(header):
-        return header
     env = envelope_sender.rpartition("@")[2].lower() if "@" in envelope_sender else ""
-    if env and is_ours(env):
-        return env
-    return None
+    domain = header if header and is_ours(header) else env if env and is_ours(env) else None
+    if domain is None or not outside:
+        return domain
+    ours = organizational_domain(domain)
+    if any(organizational_domain(a) == ours for a in author_candidates(author_domains(message))):
+        return None
+    return domain
 
 
 class DkimSigner:
@@ -200,9 +208,11 @@ class DkimSigner:
         self.selector = selector
         self.keyring = keyring  # store/keys.KeyRing: the cluster's keys, rotated on any node
 
-    def sign(self, message: bytes, envelope_sender: str, is_ours: Callable[[str], bool]) -> bytes:
-        """The message with a DKIM-Signature on top, or unchanged when no domain of ours applies."""
-        domain = signing_domain(message, envelope_sender, is_ours)
+    def sign(self, message: bytes, envelope_sender: str, is_ours: Callable[[str], bool],
+             outside: bool = False) -> bytes:
+        """The message with a DKIM-Signature on top, or unchanged when no domain of ours applies
+        (`outside`: mail from outside the organisation, see signing_domain)."""
+        domain = signing_domain(message, envelope_sender, is_ours, outside)
         if domain is None:
             return message
         if self.keyring is not None:  # the cluster's keys: a rotation on any node applies on all

@@ -31,6 +31,10 @@ some MTAs (Postfix, qmail) that text may hold spaces, parentheses, ` by ` or `;`
    write TCP-info (webmail `from ip by ... with HTTP`); for Postfix and the like it is the HELO.
 7. An MTA not recognised (qmail and MessageLabs write nothing after `by` to know them by) is
    read both ways; if the readings name different addresses, the header is unreadable.
+8. Envelope addresses are the sender's text too, written after `by` (`for <path>`, Exim's and
+   Haraka's `envelope-from <path>`): the family is read without them, and a quoted string from
+   the first `by` on that holds parentheses, angle brackets or a `by` (a quoted local part
+   carrying a fake clause) makes the header unreadable.
 The HELO reported is the marker's value (qmail, Exim, CommuniGate, GMX), else the `from` word.
 """
 
@@ -402,13 +406,34 @@ def _clause_value(tokens: list[_Token], keyword: str) -> str | None:
 
 
 def _family(by_part: list[_Token]) -> str | None:
-    """The MTA that wrote the header, from what follows `by` (text the MTA wrote itself)."""
+    """The MTA that wrote the header, from what follows `by` (text the MTA wrote itself) up to
+    the envelope addresses it records there (`for <path>`, `envelope-from <path>`): a recipient
+    named `exim-users@` must not make a Sendmail hop read as Exim's."""
     host = by_part[0].text.lower() if by_part and by_part[0].kind != "comment" else ""
-    words = " ".join(" ".join(t.words) if t.kind == "comment" else t.text for t in by_part[1:]).lower()
+    words = " ".join(" ".join(t.words) if t.kind == "comment" else t.text for t in _own_words(by_part[1:])).lower()
     for family, host_suffixes, signatures in _FAMILIES:
         if any(host.endswith(s) for s in host_suffixes) or any(sig.search(words) for sig in signatures):
             return family
     return None
+
+
+def _own_words(tokens: list[_Token]) -> list[_Token]:
+    """The tokens of a `by` part without the envelope addresses recorded there (the sender's
+    text): paths (`<...>`), the word after `for` (Exim writes it bare), and comments holding a
+    path or starting with `envelope-from`/`envelope-sender`."""
+    own = []
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        first = (token.words[0] if token.words else "") if token.kind == "comment" else token.text
+        if token.kind == "angle" or first.lower().startswith("envelope-") or (
+                token.kind == "comment" and any(w[:1] == "<" for w in token.words)):
+            continue
+        skip = token.kind == "word" and first.lower() == "for"
+        own.append(token)
+    return own
 
 
 def _parse(value: str) -> ReceivedHop:
@@ -437,6 +462,12 @@ def _parse(value: str) -> ReceivedHop:
             # where the MTA's own TCP-info seems to start: nothing here can be trusted.
             # (A stray `[` cannot: an address literal never spans a space or a parenthesis.)
             note = "unbalanced parentheses in the header"
+            helo = _first_text(from_part)
+        elif _quoted_structure(text):
+            # A quoted local part (RFC 5321 §4.1.2) in the `for <path>` or `envelope-from <path>`
+            # the MTA writes after `by` may hold `(peer) by host (Postfix)`: a whole fake clause
+            # after the real one. Nothing here can be trusted (the walk stops).
+            note = "a quoted string in the header holds parentheses, angle brackets or `by`"
             helo = _first_text(from_part)
         else:
             helo, rdns, ip, note = _read_from(from_part, family)
@@ -488,6 +519,27 @@ def _read_from(tokens: list[_Token], family: str | None) -> tuple[str | None, st
     if ip is None and not note:
         note = f"no TCP-info address where {family} writes it" if family else "no TCP-info address"
     return helo, rdns, ip, note
+
+
+# Header structure a quoted string must not hold: parentheses, angle brackets, a `by` word. (An
+# address literal may: `claiming to be "[ip]"`, `Client CN "[ip]"` are read by their markers.)
+_STRUCTURE = re.compile(r"[()<>]|(?<![^\s\"])(?i:by)(?![^\s\"])")
+
+
+def _quoted_structure(text: str) -> bool:
+    """Whether anything between the first and the last `"` from the first ` by ` on is header
+    structure. The envelope paths an MTA writes after its `by` (`for <path>`, `envelope-from
+    <path>`) may quote the sender's text, and however a stray `"` (in a HELO with ` by ` in it)
+    pairs the quotes up, a quoted local part holding a clause lies between the first and the
+    last one. Quoted words before `by` (a certificate's `Client CN "x", Issuer "y"`) are read
+    by their markers; MTAs' own quoted words after it hold no structure."""
+    by = _FIRST_BY.search(text)
+    start = by.start() if by else 0
+    first = text.find('"', start)
+    return first >= 0 and _STRUCTURE.search(text, first, text.rfind('"')) is not None
+
+
+_FIRST_BY = re.compile(r"(?i)(?:^|\s)by(?=\s)")
 
 
 def _is_marker(word: str) -> bool:

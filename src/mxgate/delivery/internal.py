@@ -115,7 +115,7 @@ class InternalDelivery:
 
     async def deliver(self, sender: str, recipients: Sequence[str], data: bytes, *, trace_id: str,
                       folder: str | None = None, origin: str = "internal", compiled=None,
-                      provenance: Provenance = Provenance()) -> Outcome:
+                      provenance: Provenance = Provenance(), outside: bool = False) -> Outcome:
         """Expand `recipients`, store local copies, queue external ones. Durable when it returns.
 
         `compiled` is the policy snapshot of the transaction (mail-flow.md: a transaction uses the
@@ -128,24 +128,25 @@ class InternalDelivery:
             return outcome  # the caller tempfails; nothing went out yet
         direct = [a for a in plan.external if a not in plan.forwarded_by]
         if direct:
-            await self.send_out(sender, direct, data, trace_id, compiled=compiled)
+            await self.send_out(sender, direct, data, trace_id, compiled=compiled, outside=outside)
             outcome.queued += direct
         by_mailbox: dict[str, list[str]] = {}
         for address, via in plan.forwarded_by.items():
             by_mailbox.setdefault(via, []).append(address)
         for via, targets in by_mailbox.items():
-            await self.forward(sender, via, targets, data, trace_id, compiled)
+            await self.forward(sender, via, targets, data, trace_id, compiled, outside=outside)
             outcome.queued += targets
         self._trace(sender, recipients, plan, data, trace_id, origin, compiled.version, provenance)
         return outcome
 
     async def release(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str) -> list[DeliveryResult]:
         """A message released from quarantine, routed as a delivered one would be (forwarding, lists)."""
-        out = await self.deliver(sender, recipients, data, trace_id=trace_id, origin="release")
+        out = await self.deliver(sender, recipients, data, trace_id=trace_id, origin="release",
+                                 outside=True)  # only mail from outside is quarantined
         return out.local
 
     async def forward(self, sender: str, via: str, targets: list[str], data: bytes, trace_id: str,
-                      compiled=None) -> None:
+                      compiled=None, *, outside: bool = False) -> None:
         """A forwarded copy: SRS envelope in the forwarding mailbox's domain, Delivered-To, signed."""
         compiled = compiled or self.compiled
         domain = via.rpartition("@")[2]
@@ -153,15 +154,17 @@ class InternalDelivery:
         secret = (await asyncio.to_thread(self._srs_secrets))[0]
         rewritten = srs.forward(sender, domain, secret, time.time(), local_domains).address
         copy = b"Delivered-To: " + via.encode("utf-8") + b"\r\n" + data
-        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via}, compiled=compiled)
+        await self.send_out(rewritten, targets, copy, trace_id, {"forwarded_by": via}, compiled=compiled,
+                            outside=outside)
 
     async def send_out(self, sender: str, recipients: Sequence[str], data: bytes, trace_id: str,
-                       meta: dict | None = None, *, compiled=None) -> None:
-        """Sign for our domains (off the loop: RSA) and queue durably for the outbound connector."""
+                       meta: dict | None = None, *, compiled=None, outside: bool = False) -> None:
+        """Sign for our domains (off the loop: RSA) and queue durably for the outbound connector.
+        `outside`: the message came from outside the organisation (auth/dkim_sign.signing_domain)."""
         if self.outbound is None:
             raise RuntimeError("no outbound queue on this node")
         compiled = compiled or self.compiled
-        signed = await asyncio.to_thread(self.signer.sign, data, sender, lambda d: self.is_ours(d, compiled))
+        signed = await asyncio.to_thread(self.signer.sign, data, sender, lambda d: self.is_ours(d, compiled), outside)
         await self.outbound.enqueue(sender, list(recipients), signed, {"trace_id": trace_id, "kind": "outbound", **(meta or {})})
 
     # --- for the mailbox role (server/mailbox.py MailboxDelivery) and the outbound queue ----
@@ -171,12 +174,14 @@ class InternalDelivery:
         under the policy snapshot they were accepted with (issue 15)."""
         return await self.deliver(str(txn.sender), txn.mailboxes, data, trace_id=trace_id, folder=folder,
                                   origin="mailbox", compiled=txn.policy,
-                                  provenance=Provenance(from_ip, original_ip, txn.connector_name))
+                                  provenance=Provenance(from_ip, original_ip, txn.connector_name),
+                                  outside=_from_outside(txn))
 
     async def relay_accepted(self, txn: MailTransaction, data: bytes, *, trace_id: str) -> None:
         """On-premises senders (and internal-relay domains) to external recipients: queued durably."""
         if txn.relayed:
-            await self.send_out(str(txn.sender), txn.relay_targets, data, trace_id, compiled=txn.policy)
+            await self.send_out(str(txn.sender), txn.relay_targets, data, trace_id, compiled=txn.policy,
+                                outside=_from_outside(txn))
 
     @property
     def can_relay(self) -> bool:
@@ -293,3 +298,10 @@ def offline_internal(home, compiled, trace, maildir: Maildir, committer) -> Inte
     keys = KeyRing(trace.engine, home.keys) if getattr(trace, "engine", None) is not None else None
     return InternalDelivery(node, maildir, OfflineOutbound(home.spool / "outbound", committer),
                             DkimSigner(home.keys, keyring=keys), keys if keys is not None else load_srs_secret(home.keys))
+
+
+def _from_outside(txn) -> bool:
+    """Mail on the anonymous listener is from outside the organisation unless an on-premises
+    connector (the organisation's own servers, mail-flow.md §5) carried it."""
+    connector = txn.connector
+    return connector is None or connector.type != "on_premises"

@@ -34,13 +34,26 @@ def blocked(files: list[FoundFile], extensions, types) -> list[str]:
     exts = {e.lower().lstrip(".") for e in extensions}
     bad = []
     for f in files:
-        base = f.name.rsplit("/", 1)[-1].lower().rstrip(". ")
-        ext = base.rsplit(".", 1)[-1] if "." in base else ""
-        if ext in exts:
-            bad.append(f"{f.name} (extension .{ext})")
+        # Every name the part gives the file (readers differ in which one they save it under).
+        names = _readings((f.name,) + f.also)
+        ext = next((e for e in map(_extension, names) if e in exts), None)
+        if ext is not None:
+            bad.append(f"{f.name} (extension .{ext})" if ext == _extension(f.name) else
+                       f"{f.name} (also read as {next(a for a in names if _extension(a) == ext)})")
         elif f.sniffed and f.sniffed in types:
             bad.append(f"{f.name} (content is {f.sniffed})")
     return bad
+
+
+def _extension(name: str) -> str:
+    base = name.rsplit("/", 1)[-1].lower().rstrip(". ")
+    return base.rsplit(".", 1)[-1] if "." in base else ""
+
+
+def _readings(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Each name, and where it holds a NUL also what comes before it: the name of whatever saves
+    the file through a C string (the Win32 file API does)."""
+    return names + tuple(n.split("\x00", 1)[0] for n in names if "\x00" in n)
 
 
 def decide(raw: list[FoundFile], cfg: CheckSettings) -> CheckResult:

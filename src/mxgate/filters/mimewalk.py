@@ -7,6 +7,7 @@ of each file, zip archives' members (names, first bytes, nested zips), a sample 
 the score, and the limits — depth, parts, decoded bytes, compression ratio, archive members and
 nesting — enforced while streaming: the walk stops at the first one passed and raises
 `InspectionLimit`, which the pipeline treats as the check's error (`on_error`), never a pass.
+A part readers may read two ways (a structure field given twice, differently) raises it too.
 It also checks the message's `Budget` as it goes, so a timed-out walk stops instead of running on.
 Must not know: which extensions are blocked, scores, SMTP, or what a limit's verdict is.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import binascii
 import re
 import email.header
+import email.utils
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ class InspectionLimit(Exception):
 class FoundFile:
     name: str  # "invoice.zip/setup.exe" for archive members
     sniffed: str  # type from SIGNATURES, "" when unknown
+    also: tuple[str, ...] = ()  # the part's other names (a reader may save it under any of them)
 
 
 @dataclass
@@ -87,33 +90,92 @@ class _Entity:
     boundary: bytes
     name: str
     encoding: str
+    also: tuple[str, ...] = ()  # every other name the part's fields give it
 
 
 def _decode_words(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:  # undecodable words: judged as written
-        return value
+    except Exception:  # a charset unknown here or a byte it cannot decode: what a reader shows instead
+        try:
+            parts = email.header.decode_header(value)
+        except Exception:  # not even words: judged as written
+            return value
+        return "".join(_lenient(text, charset) for text, charset in parts)
+
+
+def _lenient(text: bytes | str, charset: str | None) -> str:
+    """One decoded word's text as a reader shows it: bad bytes replaced, an unknown charset read
+    as Latin-1 (RFC 2047 §6.2 lets a reader display what it cannot decode; the name's extension,
+    which is what is judged, is ASCII either way)."""
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode(charset or "ascii", "replace")
+    except LookupError:
+        return text.decode("latin-1")
 
 
 _WANTED = (b"content-type", b"content-disposition", b"content-transfer-encoding")
+# A file inside text, as readers find one (Thunderbird's text parser): uuencode's `begin <mode> name`
+# (its first data line too, to sniff), or yEnc's `=ybegin ... name=<rest of the line>`.
+_ENCODED_IN_TEXT = re.compile(rb"^begin(?:-base64)? [0-7]{3,4} ([^\r\n]+?)[ \t]*\r?\n(?:([^\r\n]*)\r?\n)?"
+                              rb"|^=ybegin [^\r\n]*?\bname=([^\r\n]+?)[ \t]*\r?$", re.M)
 _PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&\'*+.^_`|~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
-def _fields(raw_header: bytes) -> dict[bytes, str]:
-    """The three fields that matter, unfolded (RFC 5322 §2.2.3); the first of each wins."""
-    out: dict[bytes, str] = {}
+def _fields(raw_header: bytes) -> dict[bytes, list[str]]:
+    """The three fields that matter, unfolded (RFC 5322 §2.2.3), every occurrence in order: the
+    first gives the structure (type, boundary, encoding); the names come from all of them."""
+    out: dict[bytes, list[str]] = {}
     name = b""
     value: list[bytes] = []
     for line in raw_header.split(b"\n") + [b"end:"]:
         if line[:1] in (b" ", b"\t"):
             value.append(line.strip())
             continue
-        if name in _WANTED and name not in out:
-            out[name] = b" ".join(value).decode("utf-8", "surrogateescape").replace("\r", "")
+        if name in _WANTED:
+            out.setdefault(name, []).append(b" ".join(value).decode("utf-8", "surrogateescape").replace("\r", ""))
         key, sep, rest = line.partition(b":")
         name, value = (key.strip().lower(), [rest.strip()]) if sep else (b"", [])
     return out
+
+
+def _param_values(value: str, key: str) -> list[str]:
+    """Every value of parameter `key` in one field value, the RFC 2231 forms (`key*`, `key*0*`...)
+    decoded: readers differ in which one they take (RFC 6266 §4.3 prefers `key*`)."""
+    found, extended = [], False
+    for m in _PARAM.finditer(value):
+        k = m.group(1).lower()
+        if k == key:
+            found.append(_unquote(m.group(2)))
+        elif k.startswith(key + "*"):
+            extended = True
+    if extended:
+        part = Message()
+        part["content-type"] = value
+        try:
+            params = part.get_params() or []
+            values = [email.utils.collapse_rfc2231_value(v) for k, v in params[1:] if k.lower() == key]
+        except Exception:  # undecodable extended values: the plain ones above are still judged
+            values = []
+        found += [v for v in values if v not in found]
+    return found
+
+
+def _other_names(fields: dict[bytes, list[str]], name: str) -> tuple[str, ...]:
+    """Every name but `name` a reader could give the part: each `filename` of each
+    Content-Disposition and each `name` of each Content-Type, RFC 2047 words decoded."""
+    out: list[str] = []
+    for field, key in ((b"content-disposition", "filename"), (b"content-type", "name")):
+        for value in fields.get(field, ()):
+            if "name" not in value.lower():
+                continue
+            for raw in _param_values(value, key):
+                decoded = _decode_words(raw).strip() if raw else ""
+                if decoded and decoded != name and decoded not in out:
+                    out.append(decoded)
+    return tuple(out)
 
 
 def _simple_params(value: str) -> dict[str, str] | None:
@@ -123,23 +185,43 @@ def _simple_params(value: str) -> dict[str, str] | None:
         key = m.group(1).lower()
         if key.endswith("*") or "*" in key:
             return None
-        v = m.group(2)
-        params.setdefault(key, v[1:-1].replace('\\"', '"').replace("\\\\", "\\") if v.startswith('"') else v)
+        params.setdefault(key, _unquote(m.group(2)))
     return params
+
+
+def _unquote(v: str) -> str:
+    """A parameter value as `_PARAM` matched it, its quoted-string unquoted (RFC 2045 §5.1)."""
+    return v[1:-1].replace('\\"', '"').replace("\\\\", "\\") if v.startswith('"') else v
+
+
+def _ambiguity(fields: dict[bytes, list[str]], ctype_value: str) -> str:
+    """Why readers may disagree on the part's structure or encoding, or "": a Content-Type or
+    Content-Transfer-Encoding given twice with different values, or two boundary parameters.
+    Readers differ in which one they take; a walk that took the other would miss what they show."""
+    for name, norm in ((b"content-type", str), (b"content-transfer-encoding", str.lower)):
+        values = fields.get(name, ())
+        if len(values) > 1 and len({norm(" ".join(v.split())) for v in values}) > 1:
+            return f"{name.decode()} given twice, differently"
+    if "boundary" in ctype_value.lower() and len(set(_param_values(ctype_value, "boundary"))) > 1:
+        return "two boundary parameters"
+    return ""
 
 
 def _entity(raw_header: bytes) -> _Entity:
     fields = _fields(raw_header)
-    ctype_value = fields.get(b"content-type", "")
-    disp_value = fields.get(b"content-disposition", "")
+    ctype_value = fields.get(b"content-type", ("",))[0]
+    disp_value = fields.get(b"content-disposition", ("",))[0]
+    ambiguous = _ambiguity(fields, ctype_value)
+    if ambiguous:
+        raise InspectionLimit("mime-ambiguous", ambiguous)
     ctype = ctype_value.split(";", 1)[0].strip().lower()
     if ctype.count("/") != 1 or " " in ctype:
         ctype = "text/plain"  # RFC 2045 §5.2: a malformed type means text/plain
     ct_params, disp_params = _simple_params(ctype_value), _simple_params(disp_value)
     if ct_params is None or disp_params is None:  # RFC 2231 continuations and charsets
         part = Message()
-        for key, value in fields.items():
-            part[key.decode()] = value
+        for key, values in fields.items():
+            part[key.decode()] = values[0]
         try:
             boundary = part.get_boundary() or ""
         except Exception:
@@ -154,8 +236,10 @@ def _entity(raw_header: bytes) -> _Entity:
     maintype, _, subtype = ctype.partition("/")
     # Most parts name no file: "" decodes to "" without the email package (~2 µs a part; issue 19)
     name = _decode_words(name).strip() if isinstance(name, str) and name else ""
-    encoding = fields.get(b"content-transfer-encoding", "").strip().lower()
-    return _Entity(maintype, subtype, boundary.encode("utf-8", "replace"), name, encoding)
+    encoding = fields.get(b"content-transfer-encoding", ("",))[0].strip().lower()
+    twice = len(fields.get(b"content-type", ())) > 1 or len(fields.get(b"content-disposition", ())) > 1
+    also = _other_names(fields, name) if twice or "name" in (ctype_value + disp_value).lower() else ()
+    return _Entity(maintype, subtype, boundary.encode("utf-8", "replace"), name, encoding, also)
 
 
 class _Decoder:
@@ -186,6 +270,8 @@ class _Walker:
         self.inspect_archives = inspect_archives
         self.out = Walk()
         self._lines = 0
+        self._enclosed = None  # the decoded body of an encoded message/rfc822 being read
+        self._text_tail: bytes | None = None  # a text part's unfinished last line (scan_text)
 
     # --- accounting -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -247,23 +333,28 @@ class _Walker:
             if not line or self.boundary_of(line, stack) is not None:
                 return line
 
-    def leaf(self, reader: BinaryIO, stack, ent: _Entity) -> bytes:
+    def leaf(self, reader: BinaryIO, stack, ent: _Entity, enclosed: bool = False) -> bytes:
         """A leaf's body, decoded as it streams; returns the delimiter line that ended it (b"" at EOF).
 
         Lines are gathered into batches of up to BATCH bytes and decoded per batch; once nothing
         more is needed from the part (its first bytes, the text sample, an archive's bytes), the
-        rest is only scanned for its end."""
+        rest is only scanned for its end. With `enclosed` (an encoded message/rfc822) every decoded
+        byte is kept in `self._enclosed` for the caller to walk. A text part is decoded to its end:
+        readers show a uuencoded or yEnc block inside it as a file (`scan_text`)."""
         decoder = _Decoder(ent.encoding)
-        is_file = bool(ent.name) or ent.maintype != "text"
+        is_file = bool(ent.name or ent.also) or ent.maintype != "text"
         self._keep_text = not is_file and len(self.out.text) < self.limits.text_sample
+        self._text_tail = b"" if not is_file else None
         self._head = b""
         self._spool = None
+        self._enclosed = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory) if enclosed else None
         plain = ent.encoding not in ("base64", "quoted-printable")
         prev_eol = b""
         ended = b""
         try:
             while True:
-                if not (self._keep_text or len(self._head) < SNIFF_BYTES or self._spool is not None):
+                if not (self._keep_text or len(self._head) < SNIFF_BYTES or self._spool is not None
+                        or self._enclosed is not None or self._text_tail is not None):
                     ended = self.skip_leaf(reader, stack)  # nothing more to learn from this part
                     break
                 if not stack:  # a single-part message: no delimiter to look for
@@ -296,9 +387,11 @@ class _Walker:
                     self.take(data, is_file)
                 if ended or not lines:
                     break
+            if self._text_tail:
+                self.scan_text(b"\n")  # the part's last line
             if is_file:
-                name = ent.name or "(unnamed)"
-                self.out.files.append(FoundFile(name, sniff(self._head)))
+                name = ent.name or (ent.also[0] if ent.also else "(unnamed)")
+                self.out.files.append(FoundFile(name, sniff(self._head), tuple(a for a in ent.also if a != name)))
                 if self._spool is not None:
                     self.archive(self._spool, name, 1)
         finally:
@@ -314,13 +407,34 @@ class _Walker:
         self.count_decoded(len(data))
         if len(self._head) < SNIFF_BYTES:
             self._head += data[: SNIFF_BYTES - len(self._head)]
+        if self._enclosed is not None:
+            self._enclosed.write(data)
         if self._keep_text:
             self.out.text += data[: self.limits.text_sample - len(self.out.text)]
             self._keep_text = len(self.out.text) < self.limits.text_sample
+        if self._text_tail is not None:
+            self.scan_text(data)
         if self.inspect_archives and is_file and self._head.startswith(ZIP_MAGIC):
             if self._spool is None:
                 self._spool = tempfile.SpooledTemporaryFile(self.limits.spool_in_memory)
             self._spool.write(data)
+
+    def scan_text(self, data: bytes) -> None:
+        """Files encoded inside text (uuencode `begin 644 name`, yEnc `=ybegin ... name=`): found by
+        their names, a uuencoded one sniffed from its first line. Whole lines only: the part of a
+        line `data` ends inside waits for the next call (bounded by the readline cap)."""
+        text = self._text_tail + data
+        cut = text.rfind(b"\n") + 1
+        self._text_tail = text[cut:][-_LINE:]
+        if b"begin" not in text[:cut]:
+            return
+        for m in _ENCODED_IN_TEXT.finditer(text, 0, cut):
+            name = m.group(1) or m.group(3)
+            try:
+                head = binascii.a2b_uu(m.group(2)) if m.group(1) and m.group(2) else b""
+            except binascii.Error:
+                head = b""
+            self.out.files.append(FoundFile(name.decode("utf-8", "replace").strip(), sniff(head)))
 
     def skip_leaf(self, reader: BinaryIO, stack) -> bytes:
         """The rest of a part nothing more is needed from: find its end, count its bytes (an upper
@@ -345,7 +459,7 @@ class _Walker:
 
     def run(self, source: MessageSource) -> Walk:
         reader = source.open()
-        stack: list[tuple[bytes, int]] = []  # open multiparts: (boundary, depth), innermost last
+        stack: list[tuple[bytes, int]] = []  # none open before the top-level header block
         top = _read_header(source.head, self.limits)
         if top is not None:  # the header block split off already: what `headers` would read, read at once
             raw, lines = top
@@ -357,7 +471,13 @@ class _Walker:
         else:
             raw, ended = self.headers(reader, stack)
         self.out.header_block = raw + b"\r\n"
-        depth = 0
+        self.entities(reader, raw, ended, 0)
+        return self.out
+
+    def entities(self, reader: BinaryIO, raw: bytes, ended: bytes | None, depth: int) -> None:
+        """Every entity of the message whose top-level header block `raw` was read (and the line
+        that ended it, as `headers` returns it), to the end of `reader`."""
+        stack: list[tuple[bytes, int]] = []  # open multiparts: (boundary, depth), innermost last
         while True:
             self.new_part(depth)
             ent = _entity(raw)
@@ -372,12 +492,26 @@ class _Walker:
                 depth += 1  # RFC 2046 §5.2.1: the body is a whole message, with its own header
                 raw, ended = self.headers(reader, stack)
                 continue
+            elif ent.maintype == "message" and ent.subtype in ("rfc822", "global"):
+                # RFC 2046 §5.2.1 forbids a transfer encoding here, and readers decode it anyway and
+                # show the message inside: walked once decoded, as a message one level deeper.
+                enclosed = None
+                try:
+                    line = self.leaf(reader, stack, ent, enclosed=True)
+                    enclosed, self._enclosed = self._enclosed, None
+                    enclosed.seek(0)
+                    self.entities(enclosed, *self.headers(enclosed, []), depth + 1)
+                finally:
+                    for spool in (enclosed, self._enclosed if enclosed is None else None):
+                        if spool is not None:  # the leaf's spool when it raised, else the one walked
+                            spool.close()
+                    self._enclosed = None
             else:
                 line = self.leaf(reader, stack, ent)
             # `line` is a delimiter of an open multipart, or b"" at the end of the message.
             while True:
                 if not line:
-                    return self.out  # unterminated multiparts end with the message (lenient, like MUAs)
+                    return  # unterminated multiparts end with the message (lenient, like MUAs)
                 index, closing = self.boundary_of(line, stack)  # type: ignore[misc]
                 parent_depth = stack[index][1]
                 del stack[index + 1:]

@@ -258,6 +258,8 @@ class GatewayRole(Role):
         raw = body.source().split_head(MAX_HEADER_BLOCK)
         if msg.count_received(raw.head) > MAX_RECEIVED_HEADERS:
             return reject("hop-count-exceeded")
+        if msg.continues_no_field(raw.head):  # it would continue our Received, which the mailbox trusts
+            return reject("header-continuation-first")
         source = raw.with_head(sanitize_inbound_headers(raw.head, self.settings.authserv_id))  # forged results never survive
         trace_id = new_trace_id()
         tls = f"{s.tls.version} {s.tls.cipher}" if s.tls else ""

@@ -201,6 +201,8 @@ class MailboxRole(Role):
         hops = msg.count_received(msg.header_block(ctx.data))
         if hops > MAX_RECEIVED_HEADERS:  # RFC 5321 §6.3: a loop
             return reject("hop-count-exceeded", f"{hops} Received headers")
+        if msg.continues_no_field(ctx.data):  # it would continue our Received (RFC 5322 §2.2.3)
+            return reject("header-continuation-first")
         verdict = await self._run_hooks(ctx)  # authentication: stamps, folder, quarantine or refusal
         if verdict.refused:
             return verdict

@@ -24,6 +24,13 @@ def header_block(data: bytes) -> bytes:
     return data if end < 0 else data[: end + 2]
 
 
+def continues_no_field(headers: bytes) -> bool:
+    """Whether the header block's first line starts with a space or a tab: a continuation of no
+    field (RFC 5322 §2.2.3). Under the fields a relay puts on top it would continue the last of
+    them — our own Received, which the next hop's enhanced filtering trusts (auth/received.py)."""
+    return headers[:1] in (b" ", b"\t")
+
+
 def count_received(headers: bytes) -> int:
     return sum(1 for at in _line_starts(headers.lower(), b"received") if _RECEIVED.match(headers, at))
 
@@ -82,7 +89,10 @@ def safe_token(text: str, limit: int = 255) -> str:
 def received_header(*, helo: str, peer_ip: str, by: str, protocol: str, trace_id: str, recipient: str | None,
                     tls: str = "", connector: str = "", now: float | None = None) -> bytes:
     value = _received_head(helo, peer_ip, by, protocol, tls, connector) + trace_id
-    if recipient:
+    # A quoted local part (RFC 5321 §4.1.2) may hold `(ip) by host (Postfix)`: written after our
+    # `by`, it would be read as a hop of its own by the next walk (auth/received.py). The `for`
+    # clause is optional (RFC 5321 §4.4): a dot-atom recipient only.
+    if recipient and '"' not in recipient:
         value += f"\r\n\tfor <{recipient}>"
     value += "; " + _date(int(now or time.time()))
     return b"Received: " + value.encode("utf-8", "replace") + b"\r\n"

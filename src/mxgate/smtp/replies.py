@@ -109,6 +109,7 @@ REPLIES: dict[str, Reply] = {
     "header-too-big": Reply(552, "5.3.4", "Message header exceeds the limit"),
     "line-too-long-data": Reply(552, "5.6.0", "Message contains a line longer than 998 characters (RFC 5322 §2.1.1)"),
     "hop-count-exceeded": Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?"),
+    "header-continuation-first": Reply(550, "5.6.0", "Message header starts with a continuation line, which belongs to no field (RFC 5322 §2.2.3)"),
     "storage-failed": Reply(451, "4.3.0", "Local error in processing: message not stored, try again later"),
     "recipient-not-deliverable": Reply(451, "4.3.0", "Local error in processing: a recipient could not be delivered, try again later"),
     "quarantined": Reply(250, "2.0.0", "OK: accepted"),
