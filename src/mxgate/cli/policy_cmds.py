@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _read(file: Path):
-    from mxgate.policy.document import load_toml
+    from mxgate.policy.document import read_policy_file
 
-    return load_toml(file.read_text(encoding="utf-8"))
+    return read_policy_file(file)
 
 
 def show_save_result(saved, warnings: list[str]) -> None:

@@ -56,7 +56,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for CI.")] = False,
 ) -> None:
     """Run the lock-down matrix: bypass refused, gateway accepted, clear text and wrong certificates refused."""
-    from mxgate.policy.document import load_toml
+    from mxgate.policy.document import read_policy_file
     from mxgate.probe.verify import VerifySettings, failed, plan_matrix, render_json, render_table, run_matrix
 
     settings = VerifySettings(
@@ -68,7 +68,7 @@ def verify(
     from mxgate.policy.attribution import compile_policy, connect_stage_fallback
 
     if policy_file:
-        policy = load_toml(policy_file.read_text(encoding="utf-8"))
+        policy = read_policy_file(policy_file)
     else:
         pv = policy_store(read=True).current()
         if not pv.version:

@@ -195,6 +195,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             raise ConfigError(f"{path}: no such file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
     for section, field, value in environment_settings():
         data.setdefault(section, {})[field] = _env_value(value)
     for dotted, value in (overrides or {}).items():

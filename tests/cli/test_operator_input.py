@@ -1,0 +1,45 @@
+"""Session 10, tried from outside: what an operator hands the CLI by mistake — a policy or node
+file that is not UTF-8 text (a file saved in Latin-1, a binary picked by tab completion), a backup
+directory whose manifest was edited into another shape, an id too big for the database — gets one
+line naming the problem and the documented exit code (README, "The CLI": 2 validation, 1 other),
+never a Python traceback (CliRunner's catch_exceptions=False turns one into a test failure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+NOT_UTF8 = "[organization]\nname = \"Caf\xe9\"\n".encode("latin-1")  # a Latin-1 editor's save
+
+
+@pytest.mark.parametrize("verb", [("policy", "validate"), ("policy", "apply"), ("verify", "--target", "127.0.0.1:9",
+                                                                                  "--policy")])
+def test_a_policy_file_that_is_not_utf8_is_a_validation_error(run, tmp_path, verb):
+    f = tmp_path / "latin1.toml"
+    f.write_bytes(NOT_UTF8)
+    r = run(*verb, str(f))
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: ") and "not UTF-8" in r.stderr and str(f) in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert json.loads(run("policy", "history", "--json").stdout) == []  # nothing applied
+
+
+def test_a_node_settings_file_that_is_not_utf8_is_a_one_line_error(run, tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_bytes(b"[node]\nname = \"gw\xff\"\n")
+    r = run("--config", str(config), "status")
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip() == f"error: {config}: not UTF-8 text"
+
+
+@pytest.mark.parametrize("manifest", ["[]", '"x"', '{"format": 1, "files": []}', '{"format": 1}'])
+def test_restore_of_a_manifest_in_another_shape_says_damaged(run, tmp_path, manifest):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "manifest.json").write_text(manifest)
+    r = run("restore", str(backup))
+    assert r.exit_code == 1, r.output
+    assert "damaged" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (run.home / "mxgate.db").exists()
+
