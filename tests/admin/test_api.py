@@ -96,6 +96,19 @@ def test_policy_versions_and_diff(api):
     assert api.get("/policy/versions/9").status_code == 404
 
 
+def test_ids_beyond_the_database_range_are_404_not_500(admin_node, api):
+    """An id past SQL BIGINT (2**63) names no row: 404 with the usual JSON error, never a 500
+    from the driver refusing to bind it (session 10, from outside); the page says 404 too."""
+    big = 2**63
+    r = api.get(f"/trace/{big}")
+    assert r.status_code == 404 and r.json() == {"error": f"trace row {big} does not exist"}
+    for url, params in ((f"/policy/versions/{big}", None), ("/policy/diff", {"old": big}),
+                        ("/policy/diff", {"old": 1, "new": big}), (f"/policy/versions/{-big - 1}", None)):
+        r = api.get(url, params=params)
+        assert r.status_code == 404 and "does not exist" in r.json()["error"], (url, params, r.text)
+    assert login(admin_node.admin_url).get(f"/trace/{big}").status_code == 404
+
+
 # The CLI and the API refuse the same changes with the same words (one code path).
 CASES = [
     (["connector", "new", "X", "--sender-domains", "*", "--restrict-domains-to-ip-addresses"],

@@ -10,7 +10,10 @@ import json
 
 import pytest
 
+import rig
+
 NOT_UTF8 = "[organization]\nname = \"Caf\xe9\"\n".encode("latin-1")  # a Latin-1 editor's save
+TOO_BIG = str(2**63)  # one past the largest SQL BIGINT: no row can have this id
 
 
 @pytest.mark.parametrize("verb", [("policy", "validate"), ("policy", "apply"), ("verify", "--target", "127.0.0.1:9",
@@ -43,3 +46,13 @@ def test_restore_of_a_manifest_in_another_shape_says_damaged(run, tmp_path, mani
     assert "damaged" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (run.home / "mxgate.db").exists()
 
+
+def test_ids_beyond_the_database_range_do_not_exist(run, tmp_path):
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    r = run("trace", "show", TOO_BIG)
+    assert r.exit_code == 1 and r.stderr.strip() == f"error: trace row {TOO_BIG} does not exist"
+    for args in (("policy", "diff", TOO_BIG), ("policy", "diff", "1", TOO_BIG)):
+        r = run(*args)
+        assert r.exit_code == 1 and r.stderr.strip() == f"error: policy version {TOO_BIG} does not exist", args

@@ -23,6 +23,7 @@ from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
 from mxgate.store.change_stamp import announce
 from mxgate.store.notify import POLICY_CHANNEL
+from mxgate.store import row_id_in_range
 from mxgate.store.sqlite import database_path
 
 _COLUMNS = "version, created_at, actor, summary, document"
@@ -79,7 +80,7 @@ class PolicyStore:
     def get(self, version: int) -> PolicyVersion:
         if version == 0:
             return EMPTY
-        rows = self._fetch(_GET, {"version": version})
+        rows = self._fetch(_GET, {"version": version}) if row_id_in_range(version) else []
         if not rows:
             raise NotFoundError(f"policy version {version} does not exist")
         return _row(rows[0])
