@@ -56,3 +56,12 @@ def test_ids_beyond_the_database_range_do_not_exist(run, tmp_path):
     for args in (("policy", "diff", TOO_BIG), ("policy", "diff", "1", TOO_BIG)):
         r = run(*args)
         assert r.exit_code == 1 and r.stderr.strip() == f"error: policy version {TOO_BIG} does not exist", args
+
+
+@pytest.mark.parametrize("day", ["2026-02-30", "2026-13-01", "2026-00-10"])
+def test_tls_report_for_a_day_that_does_not_exist_is_refused(run, day):
+    """RFC 8460 §4.4: date-range holds RFC 3339 date-times; a report for 2026-02-30 would carry
+    "2026-02-30T00:00:00Z", which no receiver parses. The day must exist, not only look like one."""
+    r = run("tls-rpt", "report", "--domain", "contoso.test", "--day", day)
+    assert r.exit_code == 2 and "--day" in r.stderr and r.stdout == "", r.output
+    assert run("tls-rpt", "report", "--domain", "contoso.test", "--day", "2028-02-29").exit_code == 0
