@@ -94,6 +94,40 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# The largest request body the admin centre reads, in bytes: a whole policy document of tens of
+# thousands of mailboxes fits. FastAPI reads and parses a body before a route's authentication
+# runs, so without a cap anyone who can connect could make the node's process hold any amount.
+MAX_BODY = 8 * 1024 * 1024
+_TOO_LARGE = f"request body too large: at most {MAX_BODY} bytes"
+
+
+class BodyLimit:
+    """ASGI middleware: a body over MAX_BODY gets 413 — refused by its Content-Length before any
+    of it is read, or, when chunked, as soon as what arrived passes the limit."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            body = JSONResponse({"error": _TOO_LARGE}, status_code=413)
+            return await body(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise HTTPException(413, detail=_TOO_LARGE)  # FastAPI passes it to _http below
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def create_app(st: AdminState) -> FastAPI:
     from mxgate.admin import api, ops, pages
     from mxgate.admin.pages import login
@@ -102,7 +136,8 @@ def create_app(st: AdminState) -> FastAPI:
     # The schema is served behind authentication by api/system.py; no docs UI (it would need a CDN).
     app = FastAPI(title="mxgate admin centre", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.admin = st
-    app.add_middleware(SecurityHeaders, allowed_hosts=list(st.settings.allowed_hosts))
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders, allowed_hosts=list(st.settings.allowed_hosts))  # outermost: Host first
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(login.router)
