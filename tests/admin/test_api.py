@@ -96,6 +96,19 @@ def test_policy_versions_and_diff(api):
     assert api.get("/policy/versions/9").status_code == 404
 
 
+def test_a_patch_that_changes_nothing_stores_no_version(api):
+    """As PUT /policy with the document in force: a PATCH with the values in force is "no change"
+    at the version in force, not a new version every node loads (session 10, from outside)."""
+    before = api.get(f"/connectors/inbound/{GUIDE}").json()
+    for _ in range(2):
+        r = api.patch(f"/connectors/inbound/{GUIDE}", json={"require_tls": before["require_tls"]})
+        assert r.status_code == 200 and (r.json()["version"], r.json()["summary"]) == (1, "no change"), r.text
+        assert r.json()["object"] == before
+    assert [v["version"] for v in api.get("/policy/versions").json()] == [1]
+    r = api.patch(f"/connectors/inbound/{GUIDE}", json={"comment": "changed"})
+    assert r.json()["version"] == 2 and r.json()["object"]["comment"] == "changed"
+
+
 def test_ids_beyond_the_database_range_are_404_not_500(admin_node, api):
     """An id past SQL BIGINT (2**63) names no row: 404 with the usual JSON error, never a 500
     from the driver refusing to bind it (session 10, from outside); the page says 404 too."""

@@ -65,3 +65,26 @@ def test_tls_report_for_a_day_that_does_not_exist_is_refused(run, day):
     r = run("tls-rpt", "report", "--domain", "contoso.test", "--day", day)
     assert r.exit_code == 2 and "--day" in r.stderr and r.stdout == "", r.output
     assert run("tls-rpt", "report", "--domain", "contoso.test", "--day", "2028-02-29").exit_code == 0
+
+
+def test_an_edit_that_changes_nothing_stores_no_version(run, tmp_path):
+    """`policy apply` of the policy in force says "already matches; nothing applied" and stores
+    nothing (README: every *change* is a new version); `connector set`, `domain set`, `mailbox
+    set` and `org set` with the values already in force stored a version "no change" each time,
+    which every node then loads and announces. They now answer as apply does."""
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    connector = json.loads(run("connector", "list", "--json").stdout)[0]
+    for args in (("connector", "set", connector["name"], "--sender-ip-addresses", *connector["sender_ip_addresses"][:1],
+                  *[x for ip in connector["sender_ip_addresses"][1:] for x in ("--sender-ip-addresses", ip)]),
+                 ("connector", "set", connector["name"], "--require-tls"),
+                 ("domain", "set", "contoso.test", "--type", "authoritative"),
+                 ("mailbox", "set", "alice@contoso.test", "--keep-copy"),
+                 ("org", "set", "--name", "Contoso")):
+        r = run(*args)
+        assert r.exit_code == 0, (args, r.output)
+        assert "policy version 1 already matches; nothing applied" in r.stdout, (args, r.output)
+    assert [v["version"] for v in json.loads(run("policy", "history", "--json").stdout)] == [1]
+    r = run("connector", "set", connector["name"], "--comment", "changed")
+    assert r.exit_code == 0 and r.stdout.startswith("policy version 2: ")
