@@ -88,3 +88,38 @@ def test_an_edit_that_changes_nothing_stores_no_version(run, tmp_path):
     assert [v["version"] for v in json.loads(run("policy", "history", "--json").stdout)] == [1]
     r = run("connector", "set", connector["name"], "--comment", "changed")
     assert r.exit_code == 0 and r.stdout.startswith("policy version 2: ")
+
+
+@pytest.mark.parametrize("section,key", [("mailbox", "trusted_proxies"), ("gateway", "trusted_proxies"),
+                                         ("submission", "trusted_proxies"), ("gateway", "outbound_from"),
+                                         ("mailbox", "non_routable")])
+def test_a_bad_cidr_in_node_settings_is_named_when_they_are_read(run, tmp_path, section, key):
+    """`mxgate serve` with `trusted_proxies = ["10.0.0.0/40"]` died in a traceback from inside the
+    listener's start; the settings file is where the mistake is, so reading it says so."""
+    config = tmp_path / "node.toml"
+    config.write_text(f'[{section}]\n{key} = ["127.0.0.1", "10.0.0.0/40"]\n')
+    r = run("--config", str(config), "status")
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith(f"error: node settings: {section}.{key}: ") and "10.0.0.0/40" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_bad_cidr_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "node.toml"
+    config.write_text('[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\ntrusted_proxies = ["fe80::/129"]\n')
+    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: node settings: mailbox.trusted_proxies: "), r.stderr
+
+
+def test_non_routable_keeps_accepting_a_prefix_with_host_bits():
+    """auth/skiplist.py reads non_routable with strict=False: '10.1.2.3/8' was, and stays, 10.0.0.0/8."""
+    from mxgate.config.node import load_settings
+
+    assert load_settings(overrides={"mailbox.non_routable": ["10.1.2.3/8"]}).mailbox.non_routable == ["10.1.2.3/8"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mxgate.config.sources import environment_settings
 from mxgate.errors import ConfigError
@@ -22,6 +22,28 @@ from mxgate.smtp import limits
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _networks(strict: bool):
+    """Each entry an address or CIDR prefix, parsed as its user parses it (the listeners and the
+    outbound relay with policy/ipset.py, host bits zero; enhanced filtering's skip list leniently),
+    so a typo is named when node.toml is read, not a traceback when a listener starts."""
+    def check(values: list[str]) -> list[str]:
+        import ipaddress
+
+        from mxgate.policy.ipset import parse_network
+
+        for value in values:
+            try:
+                parse_network(value) if strict else ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{value!r}: {exc}") from None
+        return values
+    return AfterValidator(check)
+
+
+Networks = Annotated[list[str], _networks(strict=True)]
+SkippedNetworks = Annotated[list[str], _networks(strict=False)]
 
 
 def _cores() -> int:
@@ -80,14 +102,14 @@ class ListenerSection(_Section):
     tls_cert: str = Field("", description="PEM server certificate; empty = the generated one in <home>/certs.")
     tls_key: str = Field("", description="PEM private key for tls_cert.")
     client_ca: str = Field("", description="PEM CA bundle for client certificates (certificate connectors). Empty = no client certificates requested.")
-    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses/CIDRs allowed to send a PROXY protocol header; from anyone else it is not believed.")
+    trusted_proxies: Networks = Field(default_factory=list, description="Addresses/CIDRs allowed to send a PROXY protocol header; from anyone else it is not believed.")
     limits: LimitsSection = Field(default_factory=LimitsSection)
 
 
 class MailboxSection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
     reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start and when a policy change alters it (`mxgate verify` shows it too).')
-    non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
+    non_routable: SkippedNetworks = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
 
 
 class GatewaySection(ListenerSection):
@@ -121,7 +143,7 @@ class GatewaySection(ListenerSection):
     check_per_client: int = Field(4, ge=1, description="Messages from one client address in the content checks at once; "
                                   "more get 451 4.7.0 (one sender cannot occupy every check worker). A client also "
                                   "gets at most half of check_workers.")
-    outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
+    outbound_from: Networks = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
     queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway, and spool/gateway-w<N> for worker process N (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
     queue_lease: float = Field(60.0, gt=0, description='With queue = "database": seconds a node holds a message it is relaying; renewed every third of it while the node lives. A node dead for longer hands its messages to the others. Shorter = faster take-over; longer than a stall of a live node avoids a duplicate delivery.')
 
