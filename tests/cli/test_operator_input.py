@@ -123,3 +123,21 @@ def test_non_routable_keeps_accepting_a_prefix_with_host_bits():
     from mxgate.config.node import load_settings
 
     assert load_settings(overrides={"mailbox.non_routable": ["10.1.2.3/8"]}).mailbox.non_routable == ["10.1.2.3/8"]
+
+
+@pytest.mark.parametrize("snippet,key,bad", [
+    ('[dns]\nservers = ["10.0.0.53", "resolver.example"]\n', "dns.servers", "resolver.example"),
+    ('[dns]\nservers = ["127.0.0.1:99999"]\n', "dns.servers", "127.0.0.1:99999"),
+    ('[gateway]\ndownstream = ["10.0.2.11:25", "mbx2.example"]\n', "gateway.downstream", "mbx2.example"),
+    ('[gateway]\ndownstream = ["10.0.2.11:250000"]\n', "gateway.downstream", "10.0.2.11:250000"),
+])
+def test_a_bad_server_address_in_node_settings_is_named_when_they_are_read(run, tmp_path, snippet, key, bad):
+    """`[dns] servers = ["resolver.example"]` (a name where the resolver needs an address) ended
+    `mxgate serve` in a traceback; `[gateway] downstream = ["mbx2.example"]` (no port) started
+    a gateway whose every relay would fail. Both are named when node.toml is read."""
+    config = tmp_path / "node.toml"
+    config.write_text(snippet)
+    r = run("--config", str(config), "status")
+    assert r.exit_code == 1, r.output
+    assert r.stderr.startswith(f"error: node settings: {key}: ") and bad in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

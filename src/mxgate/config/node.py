@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,26 +24,45 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _networks(strict: bool):
-    """Each entry an address or CIDR prefix, parsed as its user parses it (the listeners and the
-    outbound relay with policy/ipset.py, host bits zero; enhanced filtering's skip list leniently),
-    so a typo is named when node.toml is read, not a traceback when a listener starts."""
+def _each(parse: Callable[[str], object]) -> AfterValidator:
+    """Every entry must parse as its user parses it, so a typo is named when node.toml is read,
+    not a traceback when a listener starts or a relay that can never connect."""
     def check(values: list[str]) -> list[str]:
-        import ipaddress
-
-        from mxgate.policy.ipset import parse_network
-
         for value in values:
             try:
-                parse_network(value) if strict else ipaddress.ip_network(value, strict=False)
+                parse(value)
             except ValueError as exc:
                 raise ValueError(f"{value!r}: {exc}") from None
         return values
     return AfterValidator(check)
 
 
-Networks = Annotated[list[str], _networks(strict=True)]
-SkippedNetworks = Annotated[list[str], _networks(strict=False)]
+def _network(text: str) -> None:  # the listeners and the outbound relay: host bits zero
+    from mxgate.policy.ipset import parse_network
+
+    parse_network(text)
+
+
+def _skipped_network(text: str) -> None:  # enhanced filtering's skip list (auth/skiplist.py) is lenient
+    import ipaddress
+
+    ipaddress.ip_network(text, strict=False)
+
+
+def _dns_server(text: str) -> None:
+    from mxgate.auth.dns import parse_server
+
+    parse_server(text)
+
+
+def _host_port(text: str) -> None:  # queue/relay.py: the port is required
+    from mxgate.names import parse_hostport
+
+    parse_hostport(text)
+
+
+Networks = Annotated[list[str], _each(_network)]
+SkippedNetworks = Annotated[list[str], _each(_skipped_network)]
 
 
 def _cores() -> int:
@@ -115,7 +134,7 @@ class MailboxSection(ListenerSection):
 class GatewaySection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2526"], description="The gateway's public (MX) listener addresses.")
     hostname: str = Field("gw.mxgate.test", description="Name in the greeting and Received headers.")
-    downstream: list[str] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
+    downstream: Annotated[list[str], _each(_host_port)] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
     downstream_ca: str = Field("", description="CA that signs the mailbox server's certificate; empty = the generated CA.")
     downstream_tls_name: str = Field("", description="Name the mailbox server's certificate must carry (DNS name or IP address, RFC 6125); empty = the host named in each `downstream` entry. The relay checks the name as well as the CA, so a certificate from a public CA in downstream_ca cannot stand in for the mailbox server.")
     source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
@@ -153,7 +172,7 @@ class SubmissionSection(ListenerSection):
 
 
 class DnsSection(_Section):
-    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
+    servers: Annotated[list[str], _each(_dns_server)] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
     timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 
