@@ -141,3 +141,22 @@ def test_a_bad_server_address_in_node_settings_is_named_when_they_are_read(run, 
     assert r.exit_code == 1, r.output
     assert r.stderr.startswith(f"error: node settings: {key}: ") and bad in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_names_a_missing_downstream_ca(tmp_path):
+    """`[gateway] downstream_ca` naming no file ended `mxgate serve` with "error: No such file or
+    directory" — not which file, nor which setting."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "node.toml"
+    missing = tmp_path / "mailbox-ca.pem"
+    config.write_text('[roles]\nadmin = false\nmailbox = false\ngateway = true\n'
+                      f'[gateway]\nlisten = ["127.0.0.1:0"]\ndownstream_ca = "{missing}"\n')
+    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert last.startswith("error: [gateway] downstream_ca: cannot load ") and str(missing) in last, r.stderr
