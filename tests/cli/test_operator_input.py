@@ -160,3 +160,21 @@ def test_serve_names_a_missing_downstream_ca(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert last.startswith("error: [gateway] downstream_ca: cannot load ") and str(missing) in last, r.stderr
+
+
+def test_serve_names_client_ca_when_it_is_the_file_missing(tmp_path):
+    """A missing `[mailbox] client_ca` was reported as "[mailbox] tls_cert/tls_key: cannot load
+    <the generated pair>", sending the operator to settings that were fine."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "node.toml"
+    missing = tmp_path / "partners-ca.pem"
+    config.write_text(f'[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\nclient_ca = "{missing}"\n')
+    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert last.startswith("error: [mailbox] tls_cert/tls_key/client_ca: cannot load ") and str(missing) in last, r.stderr
