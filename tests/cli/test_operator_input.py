@@ -178,3 +178,28 @@ def test_serve_names_client_ca_when_it_is_the_file_missing(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert last.startswith("error: [mailbox] tls_cert/tls_key/client_ca: cannot load ") and str(missing) in last, r.stderr
+
+
+def test_dkim_keys_only_for_accepted_domains_and_overlaps_not_negative(run, tmp_path):
+    """`keys rotate dkim --domain 'bad domain'` made a key and printed a TXT record for a name that
+    is no domain; for a domain the organisation does not accept it made one too, while `dkim
+    show-dns` and the API refuse both ("DKIM keys are for the organisation's own domains").
+    `--overlap-days -5` retired the old key five days in the past. All three are exit 2 now,
+    with nothing stored."""
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    for args in (("keys", "rotate", "dkim", "--domain", "bad domain"), ("keys", "rotate", "dkim", "--domain", "nope.test"),
+                 ("keys", "dns", "dkim", "--domain", "nope.test"), ("keys", "rotate", "srs", "--overlap-days", "-5")):
+        r = run(*args)
+        assert r.exit_code == 2 and r.stdout == "" and ("not an accepted domain" in r.stderr or "--overlap-days" in r.stderr), \
+            (args, r.output)
+    assert json.loads(run("keys", "list", "--json").stdout) == []
+    assert run("keys", "rotate", "dkim", "--domain", "Contoso.Test").exit_code == 0  # its own domain, any case
+    assert run("keys", "rotate", "srs", "--overlap-days", "0").exit_code == 0
+
+
+def test_verify_names_a_bad_attacker_address(run):
+    for option in ("--attacker", "--attacker6"):
+        r = run("verify", "--target", "127.0.0.1:9", option, "not-an-ip")
+        assert r.exit_code == 2 and option in r.stderr and "not-an-ip" in r.stderr, r.output
