@@ -203,3 +203,30 @@ def test_verify_names_a_bad_attacker_address(run):
     for option in ("--attacker", "--attacker6"):
         r = run("verify", "--target", "127.0.0.1:9", option, "not-an-ip")
         assert r.exit_code == 2 and option in r.stderr and "not-an-ip" in r.stderr, r.output
+
+
+def test_trace_ip_filter_finds_an_address_however_it_is_spelled(run, tmp_path):
+    """The trace stores addresses normalised (names.normalize_ip: IPv6 compressed lower-case, an
+    IPv4-mapped IPv6 address as IPv4) but `--ip` (and the API's `ip=`) compared the text as typed:
+    `--ip 2001:DB8::7` or `--ip ::ffff:203.0.113.9` found nothing, and `--ip 999.1.1.1` answered an
+    empty trace instead of saying it is no address. IPv4 and IPv6 are to be treated alike."""
+    from mxgate.store.db import open_engine
+    from mxgate.trace.store import TraceRecord, TraceStore
+
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    engine = open_engine(f"sqlite:///{run.home / 'mxgate.db'}")
+    try:
+        store = TraceStore(engine, node="n1")
+        store.record(TraceRecord(trace_id="v6", status="Rejected", sender="a@fabrikam.test", from_ip="2001:db8::7"))
+        store.record(TraceRecord(trace_id="v4", status="Rejected", sender="a@fabrikam.test", from_ip="203.0.113.9"))
+        assert store.flush()
+    finally:
+        engine.dispose()
+    for typed, trace_id in (("2001:DB8::7", "v6"), ("2001:0db8:0:0::0007", "v6"), ("::ffff:203.0.113.9", "v4"),
+                            ("203.0.113.9", "v4")):
+        r = run("trace", "--ip", typed, "--json")
+        assert r.exit_code == 0 and [row["trace_id"] for row in json.loads(r.stdout)] == [trace_id], (typed, r.output)
+    r = run("trace", "--ip", "999.1.1.1")
+    assert r.exit_code == 2 and "999.1.1.1" in r.stderr and r.stderr.startswith("error: ip: "), r.output
