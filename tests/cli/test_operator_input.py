@@ -230,3 +230,13 @@ def test_trace_ip_filter_finds_an_address_however_it_is_spelled(run, tmp_path):
         assert r.exit_code == 0 and [row["trace_id"] for row in json.loads(r.stdout)] == [trace_id], (typed, r.output)
     r = run("trace", "--ip", "999.1.1.1")
     assert r.exit_code == 2 and "999.1.1.1" in r.stderr and r.stderr.startswith("error: ip: "), r.output
+
+
+def test_a_store_that_cannot_be_opened_is_one_line(run, tmp_path, monkeypatch):
+    """SQLAlchemy's text of a driver error ends in a second line, "(Background on this error at:
+    https://sqlalche.me/...)": the operator needs the driver's reason, on the error line."""
+    monkeypatch.setenv("MXGATE_STORE_URL", f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    r = run("status")
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot open or migrate the database" in r.stderr and "unable to open database file" in r.stderr
+    assert "sqlalche.me" not in r.stderr
