@@ -109,6 +109,27 @@ def test_a_patch_that_changes_nothing_stores_no_version(api):
     assert r.json()["version"] == 2 and r.json()["object"]["comment"] == "changed"
 
 
+def test_credential_fields_of_the_wrong_type_or_name_are_422(api):
+    """POST /credentials {"name": ["x"]} created a login named "['x']" (the value went through
+    str()); a number as a password was taken as its digits; an unknown key was ignored. Each is a
+    422 naming the field now, and nothing is stored (session 10, from outside)."""
+    for body in ({"name": ["x"], "address": "alice@contoso.test"}, {"name": "x", "address": 5},
+                 {"name": "x", "address": "alice@contoso.test", "description": None},
+                 {"name": "x", "address": "alice@contoso.test", "secret": "mine"}):
+        r = api.post("/credentials", json=body)
+        assert r.status_code == 422 and r.json()["error"].split(":")[0] in body, (body, r.text)
+    assert api.get("/credentials").json() == []
+    for body in ({"password": 12345678901234}, {"password": ["long enough pass"]}, {"pasword": "long enough pass"}):
+        r = api.put("/mailboxes/alice@contoso.test/password", json=body)
+        assert r.status_code == 422 and r.json()["error"].split(":")[0] in body, (body, r.text)
+    assert api.get("/credentials").json() == []
+
+
+def test_policy_history_with_a_limit_past_the_database_range(api):
+    assert [v["version"] for v in api.get("/policy/versions", params={"limit": 2**64}).json()] == [1]
+    assert api.get("/policy/versions", params={"limit": -1}).json() == []
+
+
 def test_ids_beyond_the_database_range_are_404_not_500(admin_node, api):
     """An id past SQL BIGINT (2**63) names no row: 404 with the usual JSON error, never a 500
     from the driver refusing to bind it (session 10, from outside); the page says 404 too."""

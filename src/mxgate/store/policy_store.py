@@ -23,7 +23,7 @@ from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
 from mxgate.store.change_stamp import announce
 from mxgate.store.notify import POLICY_CHANNEL
-from mxgate.store import row_id_in_range
+from mxgate.store import MAX_ROW_ID, row_id_in_range
 from mxgate.store.sqlite import database_path
 
 _COLUMNS = "version, created_at, actor, summary, document"
@@ -86,6 +86,7 @@ class PolicyStore:
         return _row(rows[0])
 
     def history(self, limit: int = 50) -> list[PolicyVersion]:
+        limit = max(0, min(limit, MAX_ROW_ID))  # SQLite cannot bind more; PostgreSQL refuses a negative LIMIT
         return [_row(r) for r in self._fetch(_HISTORY, {"limit": limit})]
 
     def save(self, policy: Policy, *, actor: str, summary: str, base_version: int | None = None) -> PolicyVersion:
