@@ -240,3 +240,13 @@ def test_a_store_that_cannot_be_opened_is_one_line(run, tmp_path, monkeypatch):
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "cannot open or migrate the database" in r.stderr and "unable to open database file" in r.stderr
     assert "sqlalche.me" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [("quarantine", "list", "--limit", TOO_BIG), ("policy", "history", "--limit", TOO_BIG)])
+def test_a_list_limit_past_the_database_range_lists_everything(run, tmp_path, args):
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    r = run(*args, "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == (1 if args[0] == "policy" else 0)
