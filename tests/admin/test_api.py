@@ -109,6 +109,19 @@ def test_a_patch_that_changes_nothing_stores_no_version(api):
     assert r.json()["version"] == 2 and r.json()["object"]["comment"] == "changed"
 
 
+def test_a_patch_that_renames_answers_with_the_renamed_object(api):
+    """PATCH /mailboxes/alice@... {"address": "zed@..."} stored the rename, then looked the answer
+    up under the old name and said 404 "does not exist": a client retrying found its change made
+    (session 10, from outside). The answer is the object under its new name."""
+    r = api.patch("/mailboxes/bob@contoso.test", json={"address": "robert@contoso.test"})
+    assert r.status_code == 200 and r.json()["object"]["address"] == "robert@contoso.test", r.text
+    assert api.get("/mailboxes/robert@contoso.test").status_code == 200
+    assert api.get("/mailboxes/bob@contoso.test").status_code == 404
+    r = api.patch(f"/connectors/inbound/{GUIDE}", json={"name": "Gateway"})
+    assert r.status_code == 200 and r.json()["object"]["name"] == "Gateway", r.text
+    assert [v["version"] for v in api.get("/policy/versions").json()] == [3, 2, 1]
+
+
 def test_credential_fields_of_the_wrong_type_or_name_are_422(api):
     """POST /credentials {"name": ["x"]} created a login named "['x']" (the value went through
     str()); a number as a password was taken as its digits; an unknown key was ignored. Each is a

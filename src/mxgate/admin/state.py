@@ -65,6 +65,7 @@ def save_edit(st: AdminState, kind: str, op: str, ident: str, values: dict[str, 
         ident = str((values or {}).get(edit.KINDS[kind][1], ident))
     elif op == "set":
         new = edit.change(cur.policy, kind, ident, values or {})
+        ident = str((values or {}).get(edit.KINDS[kind][1], ident))  # a rename answers under the new name
     else:
         new = edit.remove(cur.policy, kind, ident)
     obj = None
