@@ -7,6 +7,9 @@ never a Python traceback (CliRunner's catch_exceptions=False turns one into a te
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,17 @@ import rig
 
 NOT_UTF8 = "[organization]\nname = \"Caf\xe9\"\n".encode("latin-1")  # a Latin-1 editor's save
 TOO_BIG = str(2**63)  # one past the largest SQL BIGINT: no row can have this id
+
+
+def _serve(tmp_path, settings: str) -> subprocess.CompletedProcess:
+    """`mxgate serve` in a process of its own with this node.toml (it is to refuse to start)."""
+    config = tmp_path / "node.toml"
+    config.write_text(settings)
+    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
+    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    return r
 
 
 @pytest.mark.parametrize("verb", [("policy", "validate"), ("policy", "apply"), ("verify", "--target", "127.0.0.1:9",
@@ -105,16 +119,7 @@ def test_a_bad_cidr_in_node_settings_is_named_when_they_are_read(run, tmp_path, 
 
 
 def test_serve_refuses_a_bad_cidr_in_one_line(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    config = tmp_path / "node.toml"
-    config.write_text('[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\ntrusted_proxies = ["fe80::/129"]\n')
-    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
-    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    r = _serve(tmp_path, '[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\ntrusted_proxies = ["fe80::/129"]\n')
     assert r.stderr.strip().splitlines()[-1].startswith("error: node settings: mailbox.trusted_proxies: "), r.stderr
 
 
@@ -146,37 +151,19 @@ def test_a_bad_server_address_in_node_settings_is_named_when_they_are_read(run, 
 def test_serve_names_a_missing_downstream_ca(tmp_path):
     """`[gateway] downstream_ca` naming no file ended `mxgate serve` with "error: No such file or
     directory" — not which file, nor which setting."""
-    import os
-    import subprocess
-    import sys
-
-    config = tmp_path / "node.toml"
     missing = tmp_path / "mailbox-ca.pem"
-    config.write_text('[roles]\nadmin = false\nmailbox = false\ngateway = true\n'
-                      f'[gateway]\nlisten = ["127.0.0.1:0"]\ndownstream_ca = "{missing}"\n')
-    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
-    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = _serve(tmp_path, '[roles]\nadmin = false\nmailbox = false\ngateway = true\n'
+                         f'[gateway]\nlisten = ["127.0.0.1:0"]\ndownstream_ca = "{missing}"\n')
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert last.startswith("error: [gateway] downstream_ca: cannot load ") and str(missing) in last, r.stderr
 
 
 def test_serve_names_client_ca_when_it_is_the_file_missing(tmp_path):
     """A missing `[mailbox] client_ca` was reported as "[mailbox] tls_cert/tls_key: cannot load
     <the generated pair>", sending the operator to settings that were fine."""
-    import os
-    import subprocess
-    import sys
-
-    config = tmp_path / "node.toml"
     missing = tmp_path / "partners-ca.pem"
-    config.write_text(f'[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\nclient_ca = "{missing}"\n')
-    env = dict(os.environ, MXGATE_NODE__ALLOW_ROOT="true")
-    r = subprocess.run([sys.executable, "-m", "mxgate", "--home", str(tmp_path / "home"), "serve", "--config", str(config)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = _serve(tmp_path, f'[roles]\nadmin = false\n[mailbox]\nlisten = ["127.0.0.1:0"]\nclient_ca = "{missing}"\n')
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert last.startswith("error: [mailbox] tls_cert/tls_key/client_ca: cannot load ") and str(missing) in last, r.stderr
 
 
