@@ -143,6 +143,19 @@ def test_policy_history_with_a_limit_past_the_database_range(api):
     assert api.get("/policy/versions", params={"limit": -1}).json() == []
 
 
+def test_unknown_paths_and_wrong_methods_answer_in_the_apis_error_shape(admin_node, api):
+    """Every API error is {"error": ...}, but the router's own 404 and 405 came as FastAPI's
+    {"detail": ...} (its handler was registered for FastAPI's HTTPException only, and the router
+    raises Starlette's): a client reading "error" found nothing. A logged-in page user got that
+    JSON too, instead of the error page."""
+    r = api.put("/connectors/inbound", json={})
+    assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"} and "GET" in r.headers["allow"]
+    r = api.get("/no/such/resource")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+    page = login(admin_node.admin_url).get("/no/such/page")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+
+
 def test_ids_beyond_the_database_range_are_404_not_500(admin_node, api):
     """An id past SQL BIGINT (2**63) names no row: 404 with the usual JSON error, never a 500
     from the driver refusing to bind it (session 10, from outside); the page says 404 too."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
+from starlette.exceptions import HTTPException as RoutingHTTPException  # the router's own 404/405; FastAPI's subclasses it
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -176,8 +177,8 @@ def create_app(st: AdminState) -> FastAPI:
         ctx = {"status": 422, "message": text, "principal": getattr(request.state, "principal", None)}
         return templates.TemplateResponse(request, "error.html", ctx, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
+    @app.exception_handler(RoutingHTTPException)
+    async def _http(request: Request, exc: RoutingHTTPException):
         if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         ctx = {"status": exc.status_code, "message": exc.detail, "principal": getattr(request.state, "principal", None)}
