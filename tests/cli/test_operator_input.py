@@ -237,3 +237,16 @@ def test_a_list_limit_past_the_database_range_lists_everything(run, tmp_path, ar
     r = run(*args, "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)) == (1 if args[0] == "policy" else 0)
+
+
+@pytest.mark.parametrize("snippet,where", [("[dns]\ntimeout = nan\n", "dns"),
+                                           ("[mailbox.limits]\ncommand_timeout = nan\n", "mailbox.limits"),
+                                           ("[gateway]\nrelay_timeout = nan\n", "gateway")])
+def test_nan_in_node_settings_is_refused_when_they_are_read(run, tmp_path, snippet, where):
+    """TOML has nan, and only a bound (ge=0) refuses it: `[dns] timeout = nan`, which has none, reached
+    uvloop's call_later, which raises on NaN, so every lookup would fail. Named at reading."""
+    config = tmp_path / "node.toml"
+    config.write_text(snippet)
+    r = run("--config", str(config), "status")
+    assert r.exit_code == 1 and r.stderr.startswith(f"error: node settings: {where}: ") and "nan" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1

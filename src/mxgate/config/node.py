@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.config.sources import environment_settings
 from mxgate.errors import ConfigError
@@ -22,6 +22,14 @@ from mxgate.smtp import limits
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nan(self):
+        """TOML has nan, and no bound (ge=0) refuses it; uvloop's timers raise on it. inf stays: "never"."""
+        for name, value in self:
+            if isinstance(value, float) and value != value:
+                raise ValueError(f"{name} = nan is not a number")
+        return self
 
 
 def _each(parse: Callable[[str], object]) -> AfterValidator:
