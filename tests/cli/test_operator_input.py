@@ -250,3 +250,19 @@ def test_nan_in_node_settings_is_refused_when_they_are_read(run, tmp_path, snipp
     r = run("--config", str(config), "status")
     assert r.exit_code == 1 and r.stderr.startswith(f"error: node settings: {where}: ") and "nan" in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["evil\nmynetworks = 0.0.0.0/0", "tab\there", "esc\x1b[31mred"])
+def test_a_connector_name_with_a_control_character_is_refused(run, tmp_path, name):
+    """A connector named "a\\nb" was stored; the Exchange Online export writes it as 'a b' (a
+    PowerShell string cannot carry the newline), so the script's Get-InboundConnector -Identity
+    never finds what it created and re-running it makes a second connector; the names on the
+    terminal were escaped copies. Names are one line of printable text, like the app credentials'."""
+    f = tmp_path / "guide.toml"
+    f.write_text(rig.GUIDE_POLICY)
+    assert run("policy", "apply", str(f)).exit_code == 0
+    for args in (("connector", "new", name, "--sender-domains", "*", "--sender-ip-addresses", "10.1.1.1"),
+                 ("connector", "new", name, "--outbound", "--recipient-domains", "*", "--smart-hosts", "relay.test:25")):
+        r = run(*args)
+        assert r.exit_code == 2 and "[rule name-control-character]" in r.stderr, r.output
+    assert [v["version"] for v in json.loads(run("policy", "history", "--json").stdout)] == [1]
