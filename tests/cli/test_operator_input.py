@@ -266,3 +266,15 @@ def test_a_connector_name_with_a_control_character_is_refused(run, tmp_path, nam
         r = run(*args)
         assert r.exit_code == 2 and "[rule name-control-character]" in r.stderr, r.output
     assert [v["version"] for v in json.loads(run("policy", "history", "--json").stdout)] == [1]
+
+
+def test_a_home_that_is_a_file_is_named_as_such(cli_app, tmp_path):
+    """`--home node.toml` (a file where the home directory goes) answered "home directory ... does
+    not exist" to a reading command and "File exists: ..." to a changing one."""
+    from typer.testing import CliRunner
+
+    not_a_dir = tmp_path / "node.toml"
+    not_a_dir.write_text("[node]\n")
+    for args in (("domain", "list"), ("domain", "new", "x.test")):
+        r = CliRunner().invoke(cli_app, ["--home", str(not_a_dir), *args], catch_exceptions=False)
+        assert r.exit_code == 2 and r.stderr.strip() == f"error: home directory {not_a_dir} is not a directory", r.output
