@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import ssl
 
 import httpx
@@ -309,3 +310,36 @@ def test_a_huge_body_is_refused_before_authentication_reads_it(admin_node):
     assert b'"error":"request body too large' in answer
     r = httpx.post(admin_node.admin_url + url, json={"toml": "x" * 1000})
     assert r.status_code == 401  # under the limit: refused as before, for want of a token
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(node_factory, monkeypatch):
+    """uvicorn waits for a request's headers for ever: a connection that sends nothing, or a
+    header line now and then, held a descriptor of the node's first process — the one that also
+    serves SMTP — until the process ran out of them (session 10, from outside: 30 s idle and 24 s
+    of slow headers, still open). The admin centre closes it HEADER_TIMEOUT after it opened, or
+    after its last answer; a request that arrives in time is answered as before."""
+    import socket
+
+    from mxgate.admin import app as admin_app
+
+    monkeypatch.setattr(admin_app, "HEADER_TIMEOUT", 0.5)
+    n = start_admin_node(node_factory)
+    host, port = n.admin_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as idle:
+        assert idle.recv(100) == b""  # closed by the server, long before the 10 s socket timeout
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        slow.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        for _ in range(40):  # a header line every 0.1 s: never done, for up to 4 s
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed = True
+                break
+            ready, _, _ = select.select([slow], [], [], 0.1)
+            if ready and slow.recv(100) == b"":
+                closed = True
+                break
+        assert closed
+    with httpx.Client(base_url=n.admin_url) as c:  # keep-alive: the second request after an answer
+        assert c.get("/login").status_code == 200 and c.get("/login").status_code == 200

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from starlette.exceptions import HTTPException as RoutingHTTPException  # the router's own 404/405; FastAPI's subclasses it
@@ -129,6 +130,43 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+# Seconds a client has to send a request's headers, from connecting or from its last answer.
+# uvicorn waits for ever, and each waiting connection holds a descriptor of the node's first
+# process, the one that also serves SMTP (session 10).
+HEADER_TIMEOUT = 30.0
+
+
+class _AdminHttp(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete
+    HEADER_TIMEOUT after it opened or after its last response (idle or slow-header clients)."""
+
+    _headers_due: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._await_headers()
+
+    def connection_lost(self, exc) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+        self._headers_due = self.loop.call_later(HEADER_TIMEOUT, self._headers_overdue)
+
+    def _headers_overdue(self) -> None:
+        import h11
+
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no request under way
+            self.transport.close()
+
+
 def create_app(st: AdminState) -> FastAPI:
     from mxgate.admin import api, ops, pages
     from mxgate.admin.pages import login
@@ -215,7 +253,7 @@ class AdminService:
             tls = {"ssl_certfile": st.settings.tls_cert, "ssl_keyfile": st.settings.tls_key or None}
         self.scheme = "https" if tls else "http"
         config = uvicorn.Config(create_app(st), log_level="warning", access_log=False, lifespan="off",
-                                proxy_headers=False, server_header=False, **tls)
+                                proxy_headers=False, server_header=False, http=_AdminHttp, **tls)
         self.server = _Server(config)
         self.task: asyncio.Task | None = None
 
