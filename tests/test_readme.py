@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -129,3 +130,27 @@ def test_readme_commands_work_on_debian_python_in_a_fresh_clone(tmp_path):
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone,
                             capture_output=True, text=True, check=True).stdout
     assert status == "", f"left untracked or changed in the clone:\n{status}"
+
+
+def _sh_blocks(text: str) -> list[str]:
+    return [line.split("#", 1)[0].strip() for i, b in enumerate(text.split("```")) if i % 2 == 1 and b.startswith("sh")
+            for line in b.splitlines()[1:] if line.strip()]
+
+
+def test_operations_install_and_upgrade_stand_on_a_virtual_environment():
+    """docs/operations.md said `python3 -m pip install .` to install the service and
+    `python3 -m pip install --upgrade mxgate` to upgrade it. On the Debian/Ubuntu Python the README
+    names, the first is refused (PEP 668, externally managed), and the second asks an index for a
+    package named mxgate that none has (session 10, followed from outside). Like the README's
+    Quick start, every pip goes through a virtual environment's own pip, from the checkout."""
+    lines = _sh_blocks((ROOT / "docs" / "operations.md").read_text(encoding="utf-8"))
+    pips = [line for line in lines if "pip install" in line]
+    assert pips, "the install and upgrade steps name pip"
+    for line in pips:
+        for part in (p.strip() for p in line.split("&&")):
+            if "pip install" in part:
+                assert re.fullmatch(r"\S+/bin/pip install (--upgrade )?\.", part), part
+    venv = re.search(r"python3 -m venv (\S+)", " ".join(lines))
+    assert venv, "the install step makes the virtual environment"
+    assert all(part.strip().startswith(venv.group(1) + "/bin/pip") for line in pips for part in line.split("&&")
+               if "pip" in part)

@@ -257,3 +257,16 @@ def test_api_docs_are_local_and_need_authentication(admin_node, api, web):
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/v1/policy", "/api/v1/policy/validate", "/api/v1/credentials", "/api/v1/gateway/checks/{name}",
             "/api/v1/dkim/{domain}/{selector}/activate"} <= set(paths)
+
+
+def test_the_wizard_step_field_is_not_trusted(admin_node, web):
+    """The connector wizard's hidden `step` went through int(): "", "abc" or "1e3" (a hand-made
+    or truncated form post) was a 500; 99 rendered a step that does not exist. The step is read
+    as the wizard's own, 1 to 5, and the page answers (session 10, from outside)."""
+    steps = {}
+    for step in ("", "abc", "1e3", "99", "-5", "3"):
+        with httpx.Client(base_url=admin_node.admin_url, cookies=web.cookies, timeout=10) as c:
+            r = c.post("/connectors/wizard", data={"csrf_token": web.csrf, "step": step, "action": "next", "name": "W"})
+        assert r.status_code == 200, (step, r.status_code)
+        steps[step] = int(re.search(r'id="wizard" data-step="(\d+)"', r.text).group(1))
+    assert steps == {"": 2, "abc": 2, "1e3": 2, "99": 5, "-5": 2, "3": 4}

@@ -82,7 +82,7 @@ def test_policy_editing_commands_import_no_sqlalchemy_pydantic_or_rich(home, tmp
         ("domain", "new", "fabrikam.test"),
         ("domain", "set", "fabrikam.test", "--match-subdomains"),
         ("mailbox", "new", "carol@contoso.test", "--alias", "caroline@contoso.test"),
-        ("mailbox", "set", "carol@contoso.test", "--keep-copy"),
+        ("mailbox", "set", "carol@contoso.test", "--no-keep-copy"),  # a change: keep_copy is on by default
         ("mailbox", "remove", "carol@contoso.test"),
         ("domain", "remove", "fabrikam.test"),
         ("org", "set", "--authserv-id", "mx2.contoso.test"),

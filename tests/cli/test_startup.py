@@ -47,3 +47,24 @@ def test_help_and_unknown_commands_still_see_every_command(tmp_path):
     assert all(cmd in r.stdout for cmd in ("policy", "connector", "probe", "trace", "serve"))
     r = subprocess.run([sys.executable, "-m", "mxgate", "conector", "list"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "No such command" in r.stderr
+
+
+_SUBCOMMANDS = ("import sys, json, typer.main\nfrom mxgate import cli\n"
+                "cli._register_all() if sys.argv[1] == '*' else cli._register_for(sys.argv[1:])\n"
+                "root = typer.main.get_command(cli.app)\n"
+                "print(json.dumps({n: sorted(getattr(c, 'commands', {})) for n, c in root.commands.items()}))")
+
+
+def test_a_command_line_sees_every_subcommand_of_its_group():
+    """`mxgate mailbox set-password ADDR` (README, "The CLI") is defined beside the credentials, in
+    another module than `mailbox`'s: registering only the named command's module must still give
+    its group every subcommand it has when all are registered."""
+    def tree(*args: str) -> dict[str, list[str]]:
+        out = subprocess.run([sys.executable, "-c", _SUBCOMMANDS, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    everything = tree("*")
+    assert "set-password" in everything["mailbox"]
+    for command in sorted(cli._COMMANDS):
+        assert tree(command, "--help")[command] == everything[command], command

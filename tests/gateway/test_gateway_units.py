@@ -31,6 +31,10 @@ def gp(**tables) -> GatewayPolicy:
     ({"clamd": {"timeout": 0}}, "invalid-value"),
     ({"rdns": {"require": "maybe"}}, "invalid-value"),
     ({"score": {"tag_threshold": 20.0}}, "threshold-order"),
+    # NaN passed `< 0` and `<= 0` alike; uvloop's call_later(nan) raises ValueError, so a check with
+    # `timeout = nan` (TOML has nan; the API's JSON NaN, the page's "nan") failed on every message.
+    ({"spf": {"timeout": float("nan")}}, "invalid-value"),
+    ({"ratelimit": {"window": float("nan")}}, "invalid-value"),
 ])
 def test_bad_gateway_settings_are_refused(tables, rule):
     issues = validate_gateway_checks(gp(**tables))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import rig
-from rig import GATEWAY, send_message, simple_message, wait_port, wait_until
+from rig import GATEWAY, send_message, simple_message, visible_python, wait_port, wait_until
 from mxgate.config.home import Home
 
 ACCOUNT = rig.TEST_ACCOUNT
@@ -41,45 +41,6 @@ def low_port(host: str) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port below 1024 on {host}")
-
-
-def _closed_ancestor(path: Path) -> Path | None:
-    """The outermost directory above `path` that other users may not enter, if any."""
-    return next((p for p in reversed(path.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001), None)
-
-
-def visible_python(scratch: Path) -> list[str]:
-    """A command prefix that lets an unprivileged account run this Python and this checkout.
-
-    What the node needs may live below directories only root may enter: the interpreter
-    (/root/.pyenv), a virtual environment's or the checkout's own folder (a clone below /root).
-    In a private mount namespace each such directory is covered by an open tmpfs holding just the
-    trees needed, so the node itself changes nothing on the machine."""
-    import mxgate
-
-    needed = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent,
-              Path(mxgate.__file__).resolve().parents[1]}
-    keeps: dict[Path, set[str]] = {}
-    for path in needed:
-        closed = _closed_ancestor(path)
-        if closed is not None:
-            keeps.setdefault(closed, set()).add(path.relative_to(closed).parts[0])
-    # A closed directory inside another one's kept tree is covered after it (outermost first).
-    steps = []
-    for n, (closed, names) in enumerate(sorted(keeps.items(), key=lambda kv: len(kv[0].parts))):
-        stashes = []
-        for m, name in enumerate(sorted(names)):
-            stash = scratch / f"stash{n}-{m}"
-            stash.mkdir(exist_ok=True)
-            stashes.append((name, stash))
-            steps.append(f'mount --bind "{closed / name}" "{stash}"')
-        steps.append(f'mount -t tmpfs -o mode=755 tmpfs "{closed}"')
-        for name, stash in stashes:
-            steps.append(f'mkdir "{closed / name}"; mount --bind "{stash}" "{closed / name}"')
-    if not steps:
-        return []
-    script = "set -e; " + "; ".join(steps) + '; exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
 
 
 def listening_pids(host: str, port: int) -> set[int]:

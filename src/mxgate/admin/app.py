@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
+from starlette.exceptions import HTTPException as RoutingHTTPException  # the router's own 404/405; FastAPI's subclasses it
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -94,6 +96,77 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# The largest request body the admin centre reads, in bytes: a whole policy document of tens of
+# thousands of mailboxes fits. FastAPI reads and parses a body before a route's authentication
+# runs, so without a cap anyone who can connect could make the node's process hold any amount.
+MAX_BODY = 8 * 1024 * 1024
+_TOO_LARGE = f"request body too large: at most {MAX_BODY} bytes"
+
+
+class BodyLimit:
+    """ASGI middleware: a body over MAX_BODY gets 413 — refused by its Content-Length before any
+    of it is read, or, when chunked, as soon as what arrived passes the limit."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            body = JSONResponse({"error": _TOO_LARGE}, status_code=413)
+            return await body(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise HTTPException(413, detail=_TOO_LARGE)  # FastAPI passes it to _http below
+            return message
+
+        await self.app(scope, limited, send)
+
+
+# Seconds a client has to send a request's headers, from connecting or from its last answer.
+# uvicorn waits for ever, and each waiting connection holds a descriptor of the node's first
+# process, the one that also serves SMTP (session 10).
+HEADER_TIMEOUT = 30.0
+
+
+class _AdminHttp(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers are not complete
+    HEADER_TIMEOUT after it opened or after its last response (idle or slow-header clients)."""
+
+    _headers_due: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._await_headers()
+
+    def connection_lost(self, exc) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+        self._headers_due = self.loop.call_later(HEADER_TIMEOUT, self._headers_overdue)
+
+    def _headers_overdue(self) -> None:
+        import h11
+
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no request under way
+            self.transport.close()
+
+
 def create_app(st: AdminState) -> FastAPI:
     from mxgate.admin import api, ops, pages
     from mxgate.admin.pages import login
@@ -102,7 +175,8 @@ def create_app(st: AdminState) -> FastAPI:
     # The schema is served behind authentication by api/system.py; no docs UI (it would need a CDN).
     app = FastAPI(title="mxgate admin centre", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.admin = st
-    app.add_middleware(SecurityHeaders, allowed_hosts=list(st.settings.allowed_hosts))
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders, allowed_hosts=list(st.settings.allowed_hosts))  # outermost: Host first
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(ops.router)
     app.include_router(login.router)
@@ -141,8 +215,8 @@ def create_app(st: AdminState) -> FastAPI:
         ctx = {"status": 422, "message": text, "principal": getattr(request.state, "principal", None)}
         return templates.TemplateResponse(request, "error.html", ctx, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
+    @app.exception_handler(RoutingHTTPException)
+    async def _http(request: Request, exc: RoutingHTTPException):
         if request.url.path.startswith("/api/") or request.headers.get("hx-request"):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         ctx = {"status": exc.status_code, "message": exc.detail, "principal": getattr(request.state, "principal", None)}
@@ -179,7 +253,7 @@ class AdminService:
             tls = {"ssl_certfile": st.settings.tls_cert, "ssl_keyfile": st.settings.tls_key or None}
         self.scheme = "https" if tls else "http"
         config = uvicorn.Config(create_app(st), log_level="warning", access_log=False, lifespan="off",
-                                proxy_headers=False, server_header=False, **tls)
+                                proxy_headers=False, server_header=False, http=_AdminHttp, **tls)
         self.server = _Server(config)
         self.task: asyncio.Task | None = None
 

@@ -65,11 +65,14 @@ def save_edit(st: AdminState, kind: str, op: str, ident: str, values: dict[str, 
         ident = str((values or {}).get(edit.KINDS[kind][1], ident))
     elif op == "set":
         new = edit.change(cur.policy, kind, ident, values or {})
+        ident = str((values or {}).get(edit.KINDS[kind][1], ident))  # a rename answers under the new name
     else:
         new = edit.remove(cur.policy, kind, ident)
-    saved: PolicyVersion = st.policy_store.save(new, actor=actor, summary=summarize_change(cur.policy, new),
-                                                base_version=cur.version)
     obj = None
     if op != "remove":
         obj = object_to_dict(edit.find(new, kind, ident))
+    if cur.version and new == cur.policy:  # as `policy apply` and PUT /policy: no change, no version
+        return SaveResult(cur.version, "no change", policy_warnings(new), obj)
+    saved: PolicyVersion = st.policy_store.save(new, actor=actor, summary=summarize_change(cur.policy, new),
+                                                base_version=cur.version)
     return SaveResult(saved.version, saved.summary, policy_warnings(new), obj)

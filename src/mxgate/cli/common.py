@@ -117,6 +117,7 @@ def home(read: bool = False) -> Home:
     exist is refused (exit 2) instead of being created empty, which would show empty results."""
     if read:
         require_home()
+    _refuse_file_as_home(home_path())
     return Home.open(home_path())
 
 
@@ -142,10 +143,16 @@ def home_path(follow_running: bool = False) -> Path:
     return _state.get("followed") or default
 
 
+def _refuse_file_as_home(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise fail(f"home directory {root} is not a directory", EXIT_VALIDATION)
+
+
 def require_home() -> None:
     root = home_path(follow_running=True)
     if root.is_dir():
         return
+    _refuse_file_as_home(root)
     from mxgate.config.running import running_homes
 
     running = [h for h in running_homes() if h != root]

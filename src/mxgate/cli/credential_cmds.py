@@ -1,19 +1,17 @@
-"""`mxgate mailbox set-password`, `mxgate app-credential new|list|remove`, `mxgate dkim show-dns`.
+"""`mxgate app-credential new|list|remove`, `mxgate dkim show-dns`.
 
-Submission credentials and the DKIM records to publish. Passwords are read from a prompt that
-does not echo, or from stdin with --password-stdin (scripts); they never appear on the command
-line, where `ps` and shell history would keep them. An application secret is printed once.
+Submission credentials and the DKIM records to publish. An application secret is printed once.
+A mailbox's own password is `mxgate mailbox set-password` (mailbox_cmds.py: a command line
+registers only the module of the group it names, so a group's commands live in its module).
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import typer
 
 from mxgate.cli.common import engine, home, out, policy_store, print_json, print_table
-from mxgate.cli.mailbox_cmds import app as mailbox_app
 from mxgate.cli.common import handle_errors
 from mxgate.errors import PolicyFormatError
 
@@ -28,23 +26,6 @@ def register(root: typer.Typer) -> None:
 
 def _policy():
     return policy_store().current().policy
-
-
-@mailbox_app.command("set-password")
-@handle_errors
-def set_password(address: str,
-                 password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")):
-    """Set the mailbox's submission password (login name = the mailbox address)."""
-    from mxgate.auth.credentials import set_mailbox_password
-
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise PolicyFormatError("password: empty")
-    set_mailbox_password(engine(), _policy(), address, password)
-    out.print(f"password set for {address.lower()}", markup=False)
 
 
 @app_credential.command("new")

@@ -31,6 +31,16 @@ def _ring(read: bool = False):
     return KeyRing(engine(read), home(read).keys)
 
 
+def _our_domain(domain: str) -> None:
+    """DKIM keys are for accepted domains only, as `mxgate dkim show-dns` and the admin centre say."""
+    from mxgate.cli.common import policy_store
+    from mxgate.errors import PolicyFormatError
+    from mxgate.policy.validate import accepted_domain_for
+
+    if domain and accepted_domain_for(policy_store().current().policy, domain.lower().rstrip(".")) is None:
+        raise PolicyFormatError(f"{domain!r} is not an accepted domain: DKIM keys are for the organisation's own domains")
+
+
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
 
@@ -57,6 +67,10 @@ def keys_rotate(kind: str = typer.Argument(..., help="srs, dkim or arc"),
                 json_out: bool = typer.Option(False, "--json")):
     """A new key signs on every node from now on (within [node] key_refresh); the old one stays valid
     for the overlap. For DKIM/ARC publish the new TXT record (printed) before mail signed with it leaves."""
+    if overlap_days is not None and overlap_days < 0:
+        raise typer.BadParameter("days the replaced key stays valid: 0 or more", param_hint="--overlap-days")
+    if kind == "dkim":
+        _our_domain(domain)
     base = settings().gateway.arc_selector if kind == "arc" else None
     info = _ring().rotate(kind, domain, overlap=None if overlap_days is None else overlap_days * 86400, base=base)
     if json_out:
@@ -82,10 +96,12 @@ def _zone(selector: str, domain: str, txt: str) -> str:
 def keys_dns(kind: str = typer.Argument(..., help="dkim or arc"),
              domain: str = typer.Option("", "--domain", help="the signing domain (dkim)")):
     """The TXT records to publish: the active key and every retired one still in its overlap."""
-    ring = _ring()
     if kind == "dkim":
         if not domain:
             raise typer.BadParameter("--domain is required for dkim")
+        _our_domain(domain)
+    ring = _ring()
+    if kind == "dkim":
         ring.dkim(domain)
         records = ring.public_records("dkim", domain.lower().rstrip("."))
     elif kind == "arc":

@@ -1,12 +1,15 @@
-"""`mxgate mailbox list|show|new|set|remove` — mailboxes, aliases, forwarding, distribution lists."""
+"""`mxgate mailbox list|show|new|set|remove|set-password` — mailboxes, aliases, forwarding, distribution
+lists, and a mailbox's submission password (read from a prompt that does not echo, or from stdin
+with --password-stdin; never from the command line, where `ps` and shell history would keep it)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
 
-from mxgate.cli.common import split_list
+from mxgate.cli.common import engine, out, policy_store, split_list
 from mxgate.cli.objects import given, handle_errors, list_objects, save_edit, show_object
 from mxgate.errors import PolicyFormatError
 
@@ -68,3 +71,20 @@ def set_(address: str,
 def remove(address: str):
     """Remove a mailbox."""
     save_edit(KIND, "remove", address)
+
+
+@app.command("set-password")
+@handle_errors
+def set_password(address: str,
+                 password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")):
+    """Set the mailbox's submission password (login name = the mailbox address)."""
+    from mxgate.auth.credentials import set_mailbox_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise PolicyFormatError("password: empty")
+    set_mailbox_password(engine(), policy_store().current().policy, address, password)
+    out.print(f"password set for {address.lower()}", markup=False)

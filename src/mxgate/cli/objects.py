@@ -1,23 +1,20 @@
 """Shared machinery for the noun commands (connector, domain, mailbox): list, show, new, set, remove.
 
-One code path: each verb edits the policy with policy/edit.py and saves a new version.
+One code path: each verb edits the policy with policy/edit.py and saves a new version (none when\nnothing changed).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mxgate.cli.common import actor, handle_errors, out, policy_store, print_json, print_table
-from mxgate.cli.policy_cmds import show_save_result
+from mxgate.cli.common import handle_errors, out, policy_store, print_json, print_table
+from mxgate.cli.policy_cmds import save_change
 from mxgate.policy import edit
 from mxgate.policy.model import object_to_dict
 from mxgate.wording import plural
 
 
 def save_edit(kind: str, op: str, ident: str, values: dict[str, Any] | None = None) -> None:
-    from mxgate.policy.document import summarize_change
-    from mxgate.policy.validate import policy_warnings
-
     store = policy_store()
     cur = store.current()
     if op == "new":
@@ -26,8 +23,7 @@ def save_edit(kind: str, op: str, ident: str, values: dict[str, Any] | None = No
         new = edit.change(cur.policy, kind, ident, values or {})
     else:
         new = edit.remove(cur.policy, kind, ident)
-    saved = store.save(new, actor=actor(), summary=summarize_change(cur.policy, new), base_version=cur.version)
-    show_save_result(saved, policy_warnings(new))
+    save_change(store, cur, new)
 
 
 def list_objects(kind: str, columns: list[str], json_out: bool) -> None:

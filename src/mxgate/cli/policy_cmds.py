@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _read(file: Path):
-    from mxgate.policy.document import load_toml
+    from mxgate.policy.document import read_policy_file
 
-    return load_toml(file.read_text(encoding="utf-8"))
+    return read_policy_file(file)
 
 
 def show_save_result(saved, warnings: list[str]) -> None:
@@ -41,13 +41,28 @@ def show_save_result(saved, warnings: list[str]) -> None:
     echo(f"policy version {saved.version}: {saved.summary}")
 
 
+def save_change(store, current, new, suffix: str = "") -> None:
+    """Store `new` as the version after `current` and say so. A policy equal to the one in force
+    is no change (README: every change is a new version): said, and nothing is stored — else each
+    no-op `set` would be a version every node loads and announces."""
+    from mxgate.policy.document import summarize_change
+    from mxgate.policy.validate import policy_warnings
+
+    if current.version and current.policy == new:
+        echo(f"policy version {current.version} already matches; nothing applied")
+        return
+    saved = store.save(new, actor=actor(), summary=summarize_change(current.policy, new) + suffix,
+                       base_version=current.version)
+    show_save_result(saved, policy_warnings(new))
+
+
 @policy_app.command("apply")
 @handle_errors
 def apply(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="policy TOML file"),
           dry_run: bool = typer.Option(False, "--dry-run", help="validate and show the diff; change nothing")):
     """Validate the whole file, show the diff, and apply it atomically as a new policy version."""
-    from mxgate.policy.document import diff_policies, summarize_change
-    from mxgate.policy.validate import check_policy, policy_warnings
+    from mxgate.policy.document import diff_policies
+    from mxgate.policy.validate import check_policy
 
     new = _read(file)
     check_policy(new)
@@ -58,12 +73,7 @@ def apply(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="po
     if dry_run:
         echo("dry run: nothing applied")
         return
-    if current.version and current.policy == new:
-        echo(f"policy version {current.version} already matches; nothing applied")
-        return
-    saved = store.save(new, actor=actor(), summary=summarize_change(current.policy, new) + f" (applied {file.name})",
-                       base_version=current.version)
-    show_save_result(saved, policy_warnings(new))
+    save_change(store, current, new, f" (applied {file.name})")
 
 
 @policy_app.command("validate")
@@ -162,15 +172,11 @@ def org_set(name: Optional[str] = typer.Option(None, "--name"),
             dmarc_reject_action: Optional[str] = typer.Option(None, "--dmarc-reject-action"),
             dmarc_quarantine_action: Optional[str] = typer.Option(None, "--dmarc-quarantine-action")):
     """Change organisation settings (a new policy version)."""
-    from mxgate.policy.document import summarize_change
     from mxgate.policy.edit import change_organization
-    from mxgate.policy.validate import policy_warnings
 
     changes = {k: v for k, v in {
         "name": name, "authserv_id": authserv_id, "arc_trusted_sealers": split_list(arc_trusted_sealer),
         "dmarc_reject_action": dmarc_reject_action, "dmarc_quarantine_action": dmarc_quarantine_action}.items() if v is not None}
     store = policy_store()
     cur = store.current()
-    new = change_organization(cur.policy, changes)
-    saved = store.save(new, actor=actor(), summary=summarize_change(cur.policy, new), base_version=cur.version)
-    show_save_result(saved, policy_warnings(new))
+    save_change(store, cur, change_organization(cur.policy, changes))

@@ -35,6 +35,18 @@ def _target(value: str, hint: str):
     return Target(host, port)
 
 
+def _address(value: str, hint: str) -> str:
+    """A source address to bind ("" = the default): an IP literal, named when it is not one."""
+    import ipaddress
+
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not an IP address", param_hint=hint) from None
+    return value
+
+
 @handle_errors
 def verify(
     target: Annotated[str, typer.Option("--target", metavar="HOST:PORT", help="The mailbox server to test.")] = "127.0.0.1:2525",
@@ -56,19 +68,19 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="JSON for CI.")] = False,
 ) -> None:
     """Run the lock-down matrix: bypass refused, gateway accepted, clear text and wrong certificates refused."""
-    from mxgate.policy.document import load_toml
+    from mxgate.policy.document import read_policy_file
     from mxgate.probe.verify import VerifySettings, failed, plan_matrix, render_json, render_table, run_matrix
 
     settings = VerifySettings(
         target=_target(target, "--target"), target6=_target(target6, "--target6") if target6 else None,
-        attacker=attacker, attacker6=attacker6, ca_file=str(ca) if ca else None, tls_servername=tls_name,
+        attacker=_address(attacker, "--attacker"), attacker6=_address(attacker6, "--attacker6"), ca_file=str(ca) if ca else None, tls_servername=tls_name,
         client_cert=str(client_cert) if client_cert else None, client_key=str(client_key) if client_key else None,
         wrong_cert=str(wrong_cert) if wrong_cert else None, wrong_key=str(wrong_key) if wrong_key else None,
         send=send, timeout=timeout)
     from mxgate.policy.attribution import compile_policy, connect_stage_fallback
 
     if policy_file:
-        policy = load_toml(policy_file.read_text(encoding="utf-8"))
+        policy = read_policy_file(policy_file)
     else:
         pv = policy_store(read=True).current()
         if not pv.version:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mxgate.config.sources import environment_settings
 from mxgate.errors import ConfigError
@@ -22,6 +22,55 @@ from mxgate.smtp import limits
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nan(self):
+        """TOML has nan, and no bound (ge=0) refuses it; uvloop's timers raise on it. inf stays: "never"."""
+        for name, value in self:
+            if isinstance(value, float) and value != value:
+                raise ValueError(f"{name} = nan is not a number")
+        return self
+
+
+def _each(parse: Callable[[str], object]) -> AfterValidator:
+    """Every entry must parse as its user parses it, so a typo is named when node.toml is read,
+    not a traceback when a listener starts or a relay that can never connect."""
+    def check(values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r}: {exc}") from None
+        return values
+    return AfterValidator(check)
+
+
+def _network(text: str) -> None:  # the listeners and the outbound relay: host bits zero
+    from mxgate.policy.ipset import parse_network
+
+    parse_network(text)
+
+
+def _skipped_network(text: str) -> None:  # enhanced filtering's skip list (auth/skiplist.py) is lenient
+    import ipaddress
+
+    ipaddress.ip_network(text, strict=False)
+
+
+def _dns_server(text: str) -> None:
+    from mxgate.auth.dns import parse_server
+
+    parse_server(text)
+
+
+def _host_port(text: str) -> None:  # queue/relay.py: the port is required
+    from mxgate.names import parse_hostport
+
+    parse_hostport(text)
+
+
+Networks = Annotated[list[str], _each(_network)]
+SkippedNetworks = Annotated[list[str], _each(_skipped_network)]
 
 
 def _cores() -> int:
@@ -80,20 +129,20 @@ class ListenerSection(_Section):
     tls_cert: str = Field("", description="PEM server certificate; empty = the generated one in <home>/certs.")
     tls_key: str = Field("", description="PEM private key for tls_cert.")
     client_ca: str = Field("", description="PEM CA bundle for client certificates (certificate connectors). Empty = no client certificates requested.")
-    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses/CIDRs allowed to send a PROXY protocol header; from anyone else it is not believed.")
+    trusted_proxies: Networks = Field(default_factory=list, description="Addresses/CIDRs allowed to send a PROXY protocol header; from anyone else it is not believed.")
     limits: LimitsSection = Field(default_factory=LimitsSection)
 
 
 class MailboxSection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2525", "[::1]:2525"], description="Anonymous inbound listener addresses.")
     reject_stage: Literal["rcpt", "connect"] = Field("rcpt", description='"rcpt" refuses bypass attempts at RCPT (logged with sender and recipient, as EXO); "connect" refuses in the greeting when every accepted domain is IP-locked (cheapest under floods); with an enabled certificate connector, or a domain not IP-locked, refusals stay at RCPT, and the node logs why at start and when a policy change alters it (`mxgate verify` shows it too).')
-    non_routable: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
+    non_routable: SkippedNetworks = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128"], description="Addresses enhanced filtering always skips as internal hops (mail-flow.md §4.2). Tests that use loopback senders as 'external' remove 127.0.0.0/8.")
 
 
 class GatewaySection(ListenerSection):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:2526"], description="The gateway's public (MX) listener addresses.")
     hostname: str = Field("gw.mxgate.test", description="Name in the greeting and Received headers.")
-    downstream: list[str] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
+    downstream: Annotated[list[str], _each(_host_port)] = Field(default_factory=list, description='Mailbox servers "host:port", tried in order.')
     downstream_ca: str = Field("", description="CA that signs the mailbox server's certificate; empty = the generated CA.")
     downstream_tls_name: str = Field("", description="Name the mailbox server's certificate must carry (DNS name or IP address, RFC 6125); empty = the host named in each `downstream` entry. The relay checks the name as well as the CA, so a certificate from a public CA in downstream_ca cannot stand in for the mailbox server.")
     source_address: str = Field("", description="Local address the relay binds, so the mailbox server's connector sees the gateway address.")
@@ -121,7 +170,7 @@ class GatewaySection(ListenerSection):
     check_per_client: int = Field(4, ge=1, description="Messages from one client address in the content checks at once; "
                                   "more get 451 4.7.0 (one sender cannot occupy every check worker). A client also "
                                   "gets at most half of check_workers.")
-    outbound_from: list[str] = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
+    outbound_from: Networks = Field(default_factory=list, description="Addresses/CIDRs of the organisation's own mailbox servers: they may relay mail for any domain through this gateway (outbound, delivered by MX lookup through a durable queue with retries and DSNs). Empty = no outbound relaying.")
     queue: Literal["disk", "database"] = Field("disk", description='Where accepted mail waits for the downstream. "disk": the spool in <home>/spool/gateway, and spool/gateway-w<N> for worker process N (one node). "database": a table in the shared [store] (PostgreSQL), so any gateway node delivers any queued message and a dead node\'s mail is delivered by the others after its lease. Restart.')
     queue_lease: float = Field(60.0, gt=0, description='With queue = "database": seconds a node holds a message it is relaying; renewed every third of it while the node lives. A node dead for longer hands its messages to the others. Shorter = faster take-over; longer than a stall of a live node avoids a duplicate delivery.')
 
@@ -131,7 +180,7 @@ class SubmissionSection(ListenerSection):
 
 
 class DnsSection(_Section):
-    servers: list[str] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
+    servers: Annotated[list[str], _each(_dns_server)] = Field(default_factory=list, description='DNS servers "host:port"; empty = the system resolver (same cache, retries and serve-stale).')
     timeout: float = Field(3.0, description="Seconds per lookup; a timeout gives temperror, never a hang.")
     cache_size: int = Field(10000, description="DNS answers kept in memory for their TTL (SPF, DKIM, DMARC, DNSBL, MX); 0 disables the cache.")
 
@@ -195,6 +244,8 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             raise ConfigError(f"{path}: no such file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
     for section, field, value in environment_settings():
         data.setdefault(section, {})[field] = _env_value(value)
     for dotted, value in (overrides or {}).items():

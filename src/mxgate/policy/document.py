@@ -26,6 +26,18 @@ def load_toml(text: str) -> Policy:
     return policy_from_dict(data)
 
 
+def read_policy_file(path) -> Policy:
+    """A policy file as `mxgate policy apply` and `verify --policy` read it: UTF-8 TOML. A file in
+    another encoding is a format error naming the file, not a UnicodeDecodeError."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return load_toml(text)
+
+
 def dump_toml(policy: Policy) -> str:
     """Canonical TOML: sections in a fixed order, every key present, one object per [[table]].
 

@@ -138,8 +138,11 @@ def _problems(name: str, table: Mapping[str, Any]) -> list[PolicyIssue]:
         items = value if isinstance(value, (tuple, list)) else (value,)
         if allowed and any(v not in allowed for v in items):
             out.append(PolicyIssue(KIND, name, key, "invalid-value", f"must be one of {', '.join(allowed)}"))
-        if isinstance(defaults[key], (int, float)) and not isinstance(defaults[key], bool) and value < 0:
-            out.append(PolicyIssue(KIND, name, key, "invalid-value", "must not be negative"))
+        if isinstance(defaults[key], (int, float)) and not isinstance(defaults[key], bool):
+            if value != value:  # NaN: no comparison refuses it, and uvloop's timers raise on it
+                out.append(PolicyIssue(KIND, name, key, "invalid-value", "must be a number (not nan)"))
+            elif value < 0:
+                out.append(PolicyIssue(KIND, name, key, "invalid-value", "must not be negative"))
     if "timeout" in table and not out and float(table["timeout"]) <= 0:
         out.append(PolicyIssue(KIND, name, "timeout", "invalid-value", "must be more than 0 seconds"))
     if name == "score" and not out:

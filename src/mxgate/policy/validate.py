@@ -149,11 +149,14 @@ def _mailboxes(p: Policy) -> list[PolicyIssue]:
 
 
 def _check_name(name: str, kind: str, seen: set[str], bad) -> None:
-    """Connector names: required, at most MAX_NAME characters, unique (case-insensitive) per kind."""
+    """Connector names: required, at most MAX_NAME characters of one printable line, unique
+    (case-insensitive) per kind."""
     if not name.strip():
         bad("name", "required", "must not be empty")
     if len(name) > MAX_NAME:
         bad("name", "name-too-long", f"at most {MAX_NAME} characters")
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):  # C0, DEL, C1: no PowerShell string carries them
+        bad("name", "name-control-character", "no control characters (tab, newline, escape ...)")
     if name.lower() in seen:
         bad("name", "duplicate-name", f"another {kind} has this name")
     seen.add(name.lower())

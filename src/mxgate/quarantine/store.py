@@ -41,6 +41,7 @@ from mxgate.durable import GroupCommitter
 from mxgate.errors import MxgateError, NotFoundError
 from mxgate.policy.transaction import MailTransaction
 from mxgate.smtp.message import header_block, header_value
+from mxgate.store import MAX_ROW_ID
 from mxgate.store.schema import nodes, quarantine
 from mxgate.trace.store import TraceStore
 
@@ -121,6 +122,7 @@ class QuarantineStore:
         cond = quarantine.c.deleted.is_(False)
         if not include_released:
             cond = and_(cond, quarantine.c.released_at.is_(None))
+        limit = max(0, min(limit, MAX_ROW_ID))  # SQLite cannot bind more; PostgreSQL refuses a negative LIMIT
         q = select(*_SUMMARY).where(cond).order_by(quarantine.c.created_at.desc()).limit(limit)
         with self.engine.connect() as conn:
             return [_summary(r) for r in conn.execute(q)]

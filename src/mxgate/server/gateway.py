@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from mxgate.durable import private_dir
+from mxgate.errors import ConfigError
 from mxgate import metrics
 from mxgate.auth.arc import ArcSealError, arc_fields, seal_arc, validate_arc
 from mxgate.auth.headers import fold_header, header_from_domain, remember_prepended, sanitize_inbound_headers
@@ -571,6 +572,11 @@ async def start_services(node) -> GatewayServices:
     # The name is checked as well as the CA: a public CA bundle in downstream_ca must not let any
     # certificate it signed stand in for the mailbox server (RFC 6125 §6).
     ca = g.downstream_ca or str(node.certs.ca_cert)
+    if g.downstream_ca:
+        try:
+            client_context(ca)  # a missing or broken CA file stops the start, named (ssl.SSLError is an OSError)
+        except OSError as exc:
+            raise ConfigError(f"[gateway] downstream_ca: cannot load {ca}: {exc.strerror or exc}") from None
 
     def build_client_context():
         return client_context(ca, g.client_cert or None, g.client_key or None, check_hostname=True)

@@ -158,7 +158,9 @@ class Node:
         except (OSError, ValueError, ssl.SSLError) as exc:
             from mxgate.errors import ConfigError
 
-            raise ConfigError(f"[{role}] tls_cert/tls_key: cannot load {cert} with {key}: {exc}") from None
+            files = f"{cert} with {key}" + (f" (client_ca {section.client_ca})" if section.client_ca else "")
+            names = "tls_cert/tls_key" + ("/client_ca" if section.client_ca else "")
+            raise ConfigError(f"[{role}] {names}: cannot load {files}: {exc}") from None
         self.tls[role] = ctx
         return ctx
 

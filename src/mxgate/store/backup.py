@@ -104,8 +104,14 @@ def restore(src: Path, home, *, force: bool = False, store_url: str = "") -> dic
         raise StoreError(f"{src}: not an mxgate backup (no {MANIFEST})") from None
     except json.JSONDecodeError as exc:
         raise StoreError(f"{src / MANIFEST}: damaged ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"{src / MANIFEST}: damaged (not a JSON object)")
     if manifest.get("format") != FORMAT:
         raise StoreError(f"{src}: backup format {manifest.get('format')!r}; this mxgate reads format {FORMAT}")
+    files = manifest.get("files")
+    if (not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values())
+            or not isinstance(manifest.get("store"), str)):
+        raise StoreError(f"{src / MANIFEST}: damaged (no store name or file checksums)")
     for rel, digest in manifest["files"].items():
         path = src / rel
         if not path.is_file() or _sha256(path) != digest:

@@ -131,7 +131,9 @@ def migrate(engine: Engine) -> None:
     except StoreError:
         raise
     except Exception as exc:  # the database is unreachable or refuses: say which and why
-        raise StoreError(f"cannot open or migrate the database at {engine.url.render_as_string(hide_password=True)}: {exc}") from exc
+        reason = getattr(exc, "orig", None) or exc  # the driver's words, without SQLAlchemy's "(Background on ...)" line
+        raise StoreError(f"cannot open or migrate the database at {engine.url.render_as_string(hide_password=True)}: "
+                         f"{type(reason).__name__}: {reason}") from exc
 
 
 class EngineSql:

@@ -23,6 +23,7 @@ from mxgate.policy.model import Policy, policy_from_dict, policy_to_dict
 from mxgate.policy.validate import check_policy
 from mxgate.store.change_stamp import announce
 from mxgate.store.notify import POLICY_CHANNEL
+from mxgate.store import MAX_ROW_ID, row_id_in_range
 from mxgate.store.sqlite import database_path
 
 _COLUMNS = "version, created_at, actor, summary, document"
@@ -79,12 +80,13 @@ class PolicyStore:
     def get(self, version: int) -> PolicyVersion:
         if version == 0:
             return EMPTY
-        rows = self._fetch(_GET, {"version": version})
+        rows = self._fetch(_GET, {"version": version}) if row_id_in_range(version) else []
         if not rows:
             raise NotFoundError(f"policy version {version} does not exist")
         return _row(rows[0])
 
     def history(self, limit: int = 50) -> list[PolicyVersion]:
+        limit = max(0, min(limit, MAX_ROW_ID))  # SQLite cannot bind more; PostgreSQL refuses a negative LIMIT
         return [_row(r) for r in self._fetch(_HISTORY, {"limit": limit})]
 
     def save(self, policy: Policy, *, actor: str, summary: str, base_version: int | None = None) -> PolicyVersion:

@@ -1,7 +1,7 @@
 """Trace search arguments as the admin gives them (CLI, API, pages): one parser, one set of errors.
 
 Owns: reading times (epoch seconds, ISO 8601 — UTC unless an offset is given — or "15m"/"2h"/"3d"
-ago) and checking status and limit. Must not query the store.
+ago), normalising the address and checking status and limit. Must not query the store.
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ def parse_time(value: str | None, name: str, now: float | None = None) -> float 
     return t.timestamp()
 
 
+def _address(value: str) -> str:
+    """The trace stores addresses normalised (names.normalize_ip); the filter is compared the same
+    way, so 2001:DB8::7 and ::ffff:203.0.113.9 find what 2001:db8::7 and 203.0.113.9 do."""
+    from mxgate.names import normalize_ip
+
+    try:
+        return str(normalize_ip(value))
+    except ValueError:
+        raise PolicyFormatError(f"ip: expected an IPv4 or IPv6 address, got {value!r}") from None
+
+
 def search_args(since: str | None, until: str | None, sender: str | None, recipient: str | None,
                 status: str | None, ip: str | None, message_id: str | None, limit: int,
                 offset: int = 0) -> dict[str, Any]:
@@ -47,5 +58,5 @@ def search_args(since: str | None, until: str | None, sender: str | None, recipi
     if not 0 <= offset <= MAX_OFFSET:
         raise PolicyFormatError(f"offset: must be between 0 and {MAX_OFFSET}, got {offset}")
     return {"offset": offset, "since": parse_time(since, "since"), "until": parse_time(until, "until"), "sender": sender or None,
-            "recipient": recipient or None, "status": status or None, "ip": ip or None,
+            "recipient": recipient or None, "status": status or None, "ip": _address(ip) if ip else None,
             "message_id": message_id or None, "limit": limit}

@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from mxgate.errors import NotFoundError
+from mxgate.store import row_id_in_range
 from mxgate.store.schema import trace_events, trace_messages
 from mxgate.trace.journal import Journal
 
@@ -354,6 +355,8 @@ class TraceStore:
             return [_row_dict(r) for r in conn.execute(q)]
 
     def show(self, row_id: int) -> dict:
+        if not row_id_in_range(row_id):
+            raise NotFoundError(f"trace row {row_id} does not exist")
         with self.engine.connect() as conn:
             row = conn.execute(select(trace_messages).where(trace_messages.c.id == row_id)).first()
             if row is None:

@@ -33,6 +33,19 @@ def _obj(values: Any) -> dict[str, Any]:
     return values
 
 
+def _strings(values: Any, *names: str) -> dict[str, str]:
+    """The body's fields, each a string ("" when missing). Another key, or a value of another
+    type, is refused naming it: str() made {"name": ["x"]} a login named "['x']"."""
+    body = _obj(values)
+    unknown = sorted(set(body) - set(names))
+    if unknown:
+        raise PolicyFormatError(f"{unknown[0]}: unknown key (known: {', '.join(names)})")
+    for key, value in body.items():
+        if not isinstance(value, str):
+            raise PolicyFormatError(f"{key}: expected a string, got {type(value).__name__}")
+    return {name: body.get(name, "") for name in names}
+
+
 # --- the whole policy document -----------------------------------------------------------------
 
 @router.post("/policy/validate", tags=["policy"],
@@ -95,16 +108,15 @@ def list_credentials(request: Request) -> list[dict[str, Any]]:
 @router.post("/credentials", tags=["credentials"], status_code=201,
              summary="New app credential {name, address, description}: the secret is in this answer only")
 async def new_credential(request: Request, values: Any = Body(...)) -> dict[str, Any]:
-    v = _obj(values)
-    secret = await asyncio.to_thread(manage.new_app_credential, _st(request), str(v.get("name", "")),
-                                     str(v.get("address", "")), str(v.get("description", "")))
-    return {"username": str(v.get("name", "")).strip().lower(), "secret": secret}
+    v = _strings(values, "name", "address", "description")
+    secret = await asyncio.to_thread(manage.new_app_credential, _st(request), v["name"], v["address"], v["description"])
+    return {"username": v["name"].strip().lower(), "secret": secret}
 
 
 @router.put("/mailboxes/{address}/password", tags=["credentials"], status_code=204,
             summary="Set a mailbox's submission password {password}")
 async def set_password(request: Request, address: str, values: Any = Body(...)) -> None:
-    await asyncio.to_thread(manage.set_mailbox_password, _st(request), address, str(_obj(values).get("password", "")))
+    await asyncio.to_thread(manage.set_mailbox_password, _st(request), address, _strings(values, "password")["password"])
 
 
 @router.delete("/credentials/{username}", tags=["credentials"], summary="Remove a login (mailbox password or app credential)")

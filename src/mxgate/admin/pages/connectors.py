@@ -110,18 +110,26 @@ def wizard_edit(request: Request, name: str):
     return _wizard(request, _answers_from_connector(c), 1)
 
 
+def _step(value) -> int:
+    """The form's hidden step, 1 to len(STEPS); anything else (a hand-made or cut-off post) is 1."""
+    try:
+        return min(max(int(str(value)), 1), len(STEPS))
+    except ValueError:
+        return 1
+
+
 @router.post("/connectors/wizard")
 async def wizard_step(request: Request):
     form = await request.form()
     a = _answers_from_form(form)
     action = str(form.get("action", "next"))
-    step = int(form.get("step", 1))
+    step = _step(form.get("step"))
     if action == "back":
         return _wizard(request, a, max(1, step - 1))
     if action == "next":
         if step == 2 and not a["name"].strip():
             return _wizard(request, a, 2, "Give the connector a name.")
-        target = step + 1
+        target = min(step + 1, len(STEPS))
         if target == 5:
             return _wizard(request, a, 5, _preview_error(request, a))
         return _wizard(request, a, target)
