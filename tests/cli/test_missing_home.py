@@ -20,6 +20,9 @@ READ_COMMANDS = [
     ["domain", "list"], ["mailbox", "list"], ["quarantine", "list"], ["queue", "list"], ["verify"],
     ["admin", "token", "list"], ["admin", "users"], ["app-credential", "list"], ["tls", "status"],
     ["keys", "list"], ["tls-rpt", "report", "--domain", "fabrikam.test", "--day", "2026-12-01"],
+    # The DNS records to publish are the running node's keys: a new home would hold new keys,
+    # and the admin would publish those instead of the ones the node signs with.
+    ["keys", "dns", "arc"], ["keys", "dns", "dkim", "--domain", "contoso.test"], ["gateway", "arc-dns"],
 ]
 
 

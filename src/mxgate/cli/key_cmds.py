@@ -96,12 +96,13 @@ def _zone(selector: str, domain: str, txt: str) -> str:
 def keys_dns(kind: str = typer.Argument(..., help="dkim or arc"),
              domain: str = typer.Option("", "--domain", help="the signing domain (dkim)")):
     """The TXT records to publish: the active key and every retired one still in its overlap."""
+    if kind == "dkim" and not domain:
+        raise typer.BadParameter("--domain is required for dkim")
+    # A record to publish is the running node's: a missing home is refused, never created with a
+    # fresh key of its own that the admin would publish instead of the one the node signs with.
+    ring = _ring(read=True)
     if kind == "dkim":
-        if not domain:
-            raise typer.BadParameter("--domain is required for dkim")
         _our_domain(domain)
-    ring = _ring()
-    if kind == "dkim":
         ring.dkim(domain)
         records = ring.public_records("dkim", domain.lower().rstrip("."))
     elif kind == "arc":

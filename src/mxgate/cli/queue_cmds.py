@@ -244,7 +244,8 @@ def arc_dns(config: Optional[Path] = typer.Option(None, "--config", "-c", help="
     from mxgate.store.keys import KeyRing
 
     g = load_settings(config).gateway
-    ring = KeyRing(engine(), home().keys)  # the cluster's ARC key (store/keys.py), the one every gateway seals with
+    # read=True: a record to publish is the node's; a missing home is refused, not created with a new key
+    ring = KeyRing(engine(read=True), home(read=True).keys)  # the cluster's ARC key (store/keys.py), the one every gateway seals with
     selector, _pem = ring.arc(g.arc_selector)
     txt = next(t for s, t, _state in ring.public_records("arc", "arc") if s == selector)
     chunks = " ".join(f'"{txt[i:i + 255]}"' for i in range(0, len(txt), 255))  # RFC 1035 §3.3: 255-octet strings
