@@ -34,6 +34,7 @@ from mxgate.filters import result as result_mod  # noqa: E402
 from mxgate.filters.pipeline import AFTER_WALK, PARALLEL, Pipeline  # noqa: E402
 from mxgate.filters.result import CheckEnv, MessageFacts  # noqa: E402
 from mxgate.policy.gateway_checks import DEFAULTS, CheckSettings  # noqa: E402
+from mxgate.smtp.message import decode_words  # noqa: E402
 from mxgate.smtp.source import MessageSource  # noqa: E402
 
 CLIENT = "192.0.2.9"
@@ -331,7 +332,7 @@ def test_a_client_that_is_not_an_address_still_raises_what_it_raised_every_time(
 
 def _old_display_has_address(value: bytes) -> bool:
     for display, addr in getaddresses([value.decode("utf-8", "replace")]):
-        display = score._decoded(display)  # session 10: encoded words read as a reader shows them
+        display = decode_words(display)  # session 10: encoded words read as a reader shows them
         if "@" in display and display.strip().lower() != addr.lower():
             return True
     return False

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 from mxgate.auth.headers import parse_fields
 from mxgate.filters.result import CheckResult, fired, passed
 from mxgate.policy.gateway_checks import CheckSettings
+from mxgate.smtp.message import decode_words
 
 NAME = "score"
 MAX_TEXT = 256 * 1024  # content heuristics read this much of the body
@@ -111,19 +111,10 @@ def _display_has_address(value: bytes) -> bool:
 
 def _display_has_address_now(value: bytes) -> bool:
     for display, addr in getaddresses([value.decode("utf-8", "replace")]):
-        display = _decoded(display) if "=?" in display else display  # as a reader shows it (RFC 2047)
+        display = decode_words(display)  # as a reader shows it: `=?utf-8?q?paypal=40paypal.com?=`
         if "@" in display and display.strip().lower() != addr.lower():
             return True
     return False
-
-
-def _decoded(display: str) -> str:
-    """A display name's RFC 2047 encoded words decoded: `=?utf-8?q?paypal=40paypal.com?=` is
-    what a reader shows as paypal@paypal.com. Undecodable words stay as written."""
-    try:
-        return str(make_header(decode_header(display)))
-    except Exception:  # noqa: BLE001 - an unknown charset, a bad byte: judged as written
-        return display
 
 
 _display_has_address_memo = functools.lru_cache(maxsize=1024)(_display_has_address_now)

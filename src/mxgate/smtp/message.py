@@ -70,15 +70,20 @@ def _first_value(headers: bytes, lowered: bytes, name: str) -> str:
     m = next(filter(None, (pattern.match(headers, at) for at in _line_starts(lowered, name.lower().encode()))), None)
     if not m:
         return ""
-    raw = m.group(1).replace(b"\r\n", b"").strip()
-    if b"=?" not in raw:  # no encoded word (RFC 2047 §2): decode_header would return it as is
-        return raw.decode("utf-8", "replace")
+    return decode_words(m.group(1).replace(b"\r\n", b"").strip().decode("utf-8", "replace"))
+
+
+def decode_words(text: str) -> str:
+    """`text` with its RFC 2047 encoded words decoded, as a reader shows it; text without any,
+    or with words the stdlib cannot decode (an unknown charset, a bad byte), as written."""
+    if "=?" not in text:  # no encoded word (RFC 2047 §2): decode_header would return it as is
+        return text
     try:
         from email.header import decode_header, make_header
 
-        return str(make_header(decode_header(raw.decode("utf-8", "replace"))))
+        return str(make_header(decode_header(text)))
     except Exception:
-        return raw.decode("utf-8", "replace")
+        return text
 
 
 def safe_token(text: str, limit: int = 255) -> str:
